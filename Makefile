@@ -1,0 +1,60 @@
+# trt-workbench — two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+PIP    := $(PY) -m pip
+# Set WB_EXTRAS to add extras, e.g. `make test WB_EXTRAS=dev,trt-rtx,gpu`.
+WB_EXTRAS ?= dev,trt-rtx
+
+.PHONY: demo test lab bench bench-quick samples venv venv-dev js clean help
+
+help:
+	@echo "make demo   - set up .venv and run the main job on the bundled digits model (ONNX Runtime CPU)"
+	@echo "make test   - set up .venv with the dev extra and run every test"
+	@echo "make lab    - JupyterLab on notebooks/ at http://127.0.0.1:8888"
+	@echo "make bench  - run the benchmarks and rewrite docs/benchmarks.md (bench-quick: smoke run)"
+	@echo "make samples - regenerate sample_models/ (installs torch 2.13.0 CPU into .venv)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Base install (the package and its core dependencies).
+$(VENV)/.installed-base: pyproject.toml | $(PY)
+	$(PIP) install -q -e .
+	@touch $@
+
+# Dev install: tests, peers for benchmarks, TensorRT-RTX (parses and builds on CPU).
+$(VENV)/.installed-dev: pyproject.toml | $(PY)
+	$(PIP) install -q -e ".[$(WB_EXTRAS)]"
+	@touch $@ $(VENV)/.installed-base
+
+venv: $(VENV)/.installed-base
+venv-dev: $(VENV)/.installed-dev
+
+demo: $(VENV)/.installed-base
+	$(BIN)/workbench demo --out out/demo
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q tests
+
+lab: $(VENV)/.installed-dev
+	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks
+
+bench: $(VENV)/.installed-dev
+	$(PY) bench/run.py
+
+bench-quick: $(VENV)/.installed-dev
+	$(PY) bench/run.py --quick --no-write
+
+samples: $(VENV)/.installed-dev
+	$(PIP) install -q torch==2.13.0 scikit-learn onnxscript
+	$(PY) sample_models/make_samples.py --out sample_models
+
+# Rebuild the graph viewer's bundled JavaScript from js/ (needs Node.js + npm registry).
+js:
+	cd js && npm ci && npm run build
+
+clean:
+	rm -rf out .pytest_cache test-artifacts

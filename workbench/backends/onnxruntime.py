@@ -1,0 +1,168 @@
+"""ONNX Runtime backend: the CPU execution provider (embedded default, always available) and the CUDA
+execution provider (``onnxruntime-gpu`` on a machine with an NVIDIA GPU).
+
+"Building" here means creating an ``InferenceSession`` (ORT optimizes the graph at session creation).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..data import ShapeMap, input_specs
+from ..errors import BackendUnavailable, BuildError, RunError, UnsupportedError
+from ..records import BuildRecord
+from ..variant import Variant
+from .base import Backend, BuildOptions, Engine, register_backend
+
+_CPU_UNSUPPORTED = {
+    "bf16": "ONNX Runtime's CPU provider has no bfloat16 kernels for most ops (Conv, MatMul, ...)",
+    "fp8": "FP8 (E4M3) Q/DQ needs an FP8-capable GPU backend (TensorRT on compute capability >= 8.9)",
+}
+_CUDA_UNSUPPORTED = {
+    "fp8": "ONNX Runtime's CUDA provider does not run FP8 Q/DQ graphs; use TensorRT on an FP8-capable GPU",
+}
+
+
+def _ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as e:  # pragma: no cover - onnxruntime is a core dependency
+        raise BackendUnavailable("onnxruntime is not installed", hint="pip install onnxruntime") from e
+    return ort
+
+
+class OrtEngine(Engine):
+    def __init__(self, backend: "OnnxRuntimeBackend", variant: Variant, session, record: BuildRecord,
+                 profile_prefix: str | None = None):
+        self.backend = backend
+        self.variant = variant
+        self.session = session
+        self.record = record
+        self.profile_prefix = profile_prefix
+        self._inputs = [i.name for i in session.get_inputs()]
+        self._outputs = [o.name for o in session.get_outputs()]
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._outputs)
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def run(self, feeds: Mapping[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
+        missing = [n for n in self._inputs if n not in feeds]
+        if missing:
+            raise RunError(f"missing input(s) {missing} for {self.variant.name}")
+        try:
+            outs = self.session.run(output_names, {k: feeds[k] for k in self._inputs})
+        except Exception as e:
+            raise RunError(f"ONNX Runtime failed to run {self.variant.name}: {e}") from e
+        return dict(zip(output_names or self._outputs, outs))
+
+
+class OnnxRuntimeBackend(Backend):
+    """``provider``: ``"cpu"`` (default) or ``"cuda"``."""
+
+    def __init__(self, provider: str = "cpu", device_id: int = 0):
+        self.provider = provider
+        self.device_id = device_id
+        self.name = "onnxruntime" if provider == "cpu" else f"onnxruntime-{provider}"
+
+    # -------------------------------------------------------------- facts
+    def available(self) -> tuple[bool, str]:
+        ort = _ort()
+        if self.provider == "cpu":
+            return True, ""
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return False, ("ONNX Runtime's CUDA provider is not installed: pip install 'trt-workbench[gpu]' "
+                           "(onnxruntime-gpu, CUDA 12/13 build matching your driver) instead of onnxruntime")
+        from ..device import cuda_device_info
+        info = cuda_device_info(self.device_id)
+        if not info.get("name"):
+            return False, f"no NVIDIA GPU found for the CUDA provider ({info.get('error', 'no device')})"
+        return True, ""
+
+    def version(self) -> str:
+        return _ort().__version__
+
+    def device(self) -> dict[str, Any]:
+        if self.provider == "cpu":
+            import platform
+            return {"type": "cpu", "name": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+        from ..device import cuda_device_info
+        return {"type": "cuda", **cuda_device_info(self.device_id)}
+
+    def supports(self, precision: str) -> tuple[bool, str]:
+        table = _CPU_UNSUPPORTED if self.provider == "cpu" else _CUDA_UNSUPPORTED
+        if precision in table:
+            return False, table[precision]
+        if precision == "tf32" and self.provider == "cpu":
+            return True, "TF32 is a GPU tensor-core mode; on CPU the tf32 variant runs exactly like fp32"
+        return True, ""
+
+    # -------------------------------------------------------------- build
+    def session_options(self, options: BuildOptions):
+        ort = _ort()
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if options.threads:
+            so.intra_op_num_threads = int(options.threads)
+        so.log_severity_level = 3
+        if options.profiling:
+            so.enable_profiling = True
+            prefix = options.extra.get("profile_prefix")
+            if prefix:
+                so.profile_file_prefix = str(prefix)
+        return so
+
+    def providers_for(self, variant: Variant) -> list:
+        if self.provider == "cpu":
+            return ["CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", {"device_id": self.device_id, "use_tf32": int(variant.tf32)}),
+                "CPUExecutionProvider"]
+
+    def build(self, variant: Variant, shapes: ShapeMap | str | Mapping | None = None,
+              options: BuildOptions | None = None) -> OrtEngine:
+        options = options or BuildOptions()
+        ok, why = self.available()
+        if not ok:
+            raise BackendUnavailable(why)
+        ok, why = self.supports(variant.precision)
+        if not ok:
+            raise UnsupportedError(f"{variant.precision} on {self.name}: {why}")
+        ort = _ort()
+        so = self.session_options(options)
+        model = variant.model
+        t0 = time.perf_counter()
+        try:
+            if model.has_external_data:
+                src = str(model.path_for_runtime())
+            else:
+                src = model.proto.SerializeToString() if model.proto.ByteSize() < 2**31 - 1 else str(model.path_for_runtime())
+            sess = ort.InferenceSession(src, sess_options=so, providers=self.providers_for(variant))
+        except Exception as e:
+            raise BuildError(f"ONNX Runtime could not load {variant.name}: {str(e).strip().splitlines()[-1]}") from e
+        dt = time.perf_counter() - t0
+        if self.provider == "cuda" and sess.get_providers()[0] != "CUDAExecutionProvider":
+            raise BackendUnavailable(
+                "ONNX Runtime fell back to CPU: the CUDA provider could not load (CUDA/cuDNN libraries missing?)",
+                hint="install onnxruntime-gpu built for your CUDA version and check `nvidia-smi`")
+        rec = BuildRecord(
+            variant=variant.name, precision=variant.precision, variant_hash=variant.hash,
+            source_hash=variant.source_hash, backend=self.name, backend_version=self.version(),
+            device=self.device(), options=options.to_json(),
+            shapes=ShapeMap.parse(shapes).to_json(), build_time_s=dt,
+            versions={"onnxruntime": self.version()})
+        return OrtEngine(self, variant, sess, rec)
+
+
+register_backend("onnxruntime", lambda **kw: OnnxRuntimeBackend("cpu", **kw))
+register_backend("onnxruntime-cuda", lambda **kw: OnnxRuntimeBackend("cuda", **kw))

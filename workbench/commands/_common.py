@@ -1,0 +1,58 @@
+"""Arguments and output helpers shared by the subcommands."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from ..errors import UsageError
+from ..variant import PRECISIONS
+
+BACKENDS = ["onnxruntime", "onnxruntime-cuda", "tensorrt", "tensorrt-rtx"]
+
+
+def add_model(p) -> None:
+    p.add_argument("model", metavar="MODEL", help="path to an .onnx file")
+
+
+def add_shapes(p) -> None:
+    p.add_argument("--shapes", default=None, metavar="NAME:DIMS[/DIMS/DIMS],...",
+                   help="input shapes, e.g. input:1x3x224x224 or input:1x3x224x224/8x3x224x224/32x3x224x224 "
+                        "(min/opt/max for TensorRT profiles)")
+
+
+def add_backend(p, default: str = "onnxruntime") -> None:
+    p.add_argument("--backend", default=default, choices=BACKENDS, help=f"backend (default: {default})")
+
+
+def add_precisions(p, default: str = "fp32") -> None:
+    p.add_argument("--precision", default=default, metavar="LIST",
+                   help=f"comma-separated precisions from {','.join(PRECISIONS)} (default: {default})")
+
+
+def add_json(p) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
+
+def parse_precisions(text: str) -> list[str]:
+    items = [s.strip().lower() for s in text.split(",") if s.strip()]
+    bad = [s for s in items if s not in PRECISIONS]
+    if bad or not items:
+        raise UsageError(f"unknown precision(s) {bad or text!r}; choose from {', '.join(PRECISIONS)}")
+    return list(dict.fromkeys(items))
+
+
+def positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return v
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")

@@ -1,0 +1,408 @@
+"""Input data: shape maps, synthetic inputs, ``.npz`` datasets, batching, calibration readers.
+
+Shape map syntax (shared by every CLI command)::
+
+    --shapes NAME:DIMS[/DIMS/DIMS][,NAME:...]      DIMS = 1x3x224x224
+
+One DIMS is a fixed shape (min = opt = max); three are min/opt/max for TensorRT optimization
+profiles. Runs use the ``opt`` shape.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .errors import DataError, ShapeSpecError
+from .model import Model
+
+Shape = tuple[int, ...]
+
+
+# ---------------------------------------------------------------------------------------------- shapes
+@dataclass(frozen=True)
+class ShapeRange:
+    """min/opt/max shapes of one input (equal for a fixed shape)."""
+
+    min: Shape
+    opt: Shape
+    max: Shape
+
+    @property
+    def fixed(self) -> bool:
+        return self.min == self.opt == self.max
+
+    def to_spec(self) -> str:
+        f = lambda s: "x".join(str(d) for d in s)  # noqa: E731
+        return f(self.opt) if self.fixed else "/".join(f(s) for s in (self.min, self.opt, self.max))
+
+    def to_json(self) -> dict:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+
+class ShapeMap(dict):
+    """``{input_name: ShapeRange}`` parsed from the ``--shapes`` syntax."""
+
+    @classmethod
+    def parse(cls, spec: str | Mapping | None) -> "ShapeMap":
+        if spec is None or spec == "":
+            return cls()
+        if isinstance(spec, ShapeMap):
+            return spec
+        if isinstance(spec, Mapping):
+            out = cls()
+            for name, v in spec.items():
+                if isinstance(v, ShapeRange):
+                    out[name] = v
+                elif isinstance(v, str):
+                    out[name] = _parse_range(name, v)
+                else:
+                    seq = list(v)
+                    if seq and isinstance(seq[0], (list, tuple)):
+                        if len(seq) != 3:
+                            raise ShapeSpecError(f"shape for {name!r}: give one shape or three (min/opt/max)")
+                        out[name] = _make_range(name, *[tuple(int(d) for d in s) for s in seq])
+                    else:
+                        s = tuple(int(d) for d in seq)
+                        out[name] = _make_range(name, s, s, s)
+            return out
+        out = cls()
+        for item in _split_items(spec):
+            if ":" not in item:
+                raise ShapeSpecError(
+                    f"bad --shapes entry {item!r}: expected NAME:DIMS like input:1x3x224x224",
+                    hint="three shapes NAME:MIN/OPT/MAX give a TensorRT range",
+                )
+            name, dims = item.rsplit(":", 1)
+            name = name.strip()
+            if not name:
+                raise ShapeSpecError(f"bad --shapes entry {item!r}: empty input name")
+            if name in out:
+                raise ShapeSpecError(f"--shapes names {name!r} twice")
+            out[name] = _parse_range(name, dims)
+        return out
+
+    def to_spec(self) -> str:
+        return ",".join(f"{k}:{v.to_spec()}" for k, v in self.items())
+
+    def to_json(self) -> dict:
+        return {k: v.to_json() for k, v in self.items()}
+
+
+def _split_items(spec: str) -> list[str]:
+    return [s.strip() for s in spec.split(",") if s.strip()]
+
+
+def _parse_dims(name: str, text: str) -> Shape:
+    text = text.strip()
+    if text in ("", "scalar"):
+        return ()
+    parts = text.lower().split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ShapeSpecError(f"bad dims {text!r} for {name!r}: use integers joined by 'x', e.g. 1x3x224x224") from None
+    if any(d < 0 for d in dims):
+        raise ShapeSpecError(f"bad dims {text!r} for {name!r}: dimensions must be >= 0")
+    return dims
+
+
+def _parse_range(name: str, text: str) -> ShapeRange:
+    parts = text.split("/")
+    if len(parts) == 1:
+        s = _parse_dims(name, parts[0])
+        return _make_range(name, s, s, s)
+    if len(parts) == 3:
+        return _make_range(name, *(_parse_dims(name, p) for p in parts))
+    raise ShapeSpecError(f"shape for {name!r}: give one DIMS or three MIN/OPT/MAX, got {text!r}")
+
+
+def _make_range(name: str, mn: Shape, opt: Shape, mx: Shape) -> ShapeRange:
+    if not (len(mn) == len(opt) == len(mx)):
+        raise ShapeSpecError(f"min/opt/max shapes for {name!r} have different ranks")
+    if not all(a <= b <= c for a, b, c in zip(mn, opt, mx)):
+        raise ShapeSpecError(f"shape range for {name!r} must satisfy min <= opt <= max in every dim")
+    return ShapeRange(mn, opt, mx)
+
+
+# ---------------------------------------------------------------------------------------------- IO specs
+def np_dtype(elem_type: int) -> np.dtype:
+    """numpy dtype for an ONNX element type (bfloat16/float8 via ml_dtypes)."""
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception as e:  # pragma: no cover - exotic types
+        raise DataError(f"ONNX element type {onnx.TensorProto.DataType.Name(elem_type)} has no numpy dtype") from e
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, element type and shape (ints for fixed dims, strings for symbolic, None for unknown)."""
+
+    name: str
+    elem_type: int
+    shape: tuple[int | str | None, ...] | None
+
+    @property
+    def dtype_name(self) -> str:
+        return onnx.TensorProto.DataType.Name(self.elem_type).lower()
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np_dtype(self.elem_type)
+
+    @property
+    def dynamic(self) -> bool:
+        return self.shape is None or any(not isinstance(d, int) for d in self.shape)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype_name,
+                "shape": None if self.shape is None else list(self.shape)}
+
+
+def _spec_of(vi: onnx.ValueInfoProto) -> TensorSpec:
+    t = vi.type.tensor_type
+    shape = None
+    if t.HasField("shape"):
+        dims: list[int | str | None] = []
+        for d in t.shape.dim:
+            if d.HasField("dim_value") and d.dim_value > 0:
+                dims.append(int(d.dim_value))
+            elif d.HasField("dim_param") and d.dim_param:
+                dims.append(d.dim_param)
+            else:
+                dims.append(None)
+        shape = tuple(dims)
+    return TensorSpec(vi.name, t.elem_type, shape)
+
+
+def input_specs(model: Model) -> list[TensorSpec]:
+    inits = {i.name for i in model.graph.initializer}
+    return [_spec_of(v) for v in model.graph.input if v.name not in inits]
+
+
+def output_specs(model: Model) -> list[TensorSpec]:
+    return [_spec_of(v) for v in model.graph.output]
+
+
+def resolve_shapes(model: Model, shapes: ShapeMap | str | Mapping | None = None, *, which: str = "opt",
+                   default_dim: int = 1, batch: int | None = None) -> dict[str, Shape]:
+    """Concrete input shapes: fixed dims from the model, dynamic dims from the shape map.
+
+    Dynamic dims missing from the map take ``batch`` for the first axis (when given) and otherwise
+    ``default_dim`` with a warning, as Polygraphy does. Names in the map that are not inputs are an error.
+    """
+    sm = ShapeMap.parse(shapes)
+    specs = input_specs(model)
+    names = {s.name for s in specs}
+    unknown = [k for k in sm if k not in names]
+    if unknown:
+        raise ShapeSpecError(f"--shapes names {unknown} which are not model inputs; inputs are {sorted(names)}")
+    out: dict[str, Shape] = {}
+    defaulted = []
+    for s in specs:
+        if s.name in sm:
+            shp = getattr(sm[s.name], which)
+            if s.shape is not None:
+                if len(shp) != len(s.shape):
+                    raise ShapeSpecError(
+                        f"--shapes gives {s.name!r} rank {len(shp)}, the model expects rank {len(s.shape)} {list(s.shape)}")
+                for i, (want, got) in enumerate(zip(s.shape, shp)):
+                    if isinstance(want, int) and want != got:
+                        raise ShapeSpecError(
+                            f"--shapes gives {s.name!r} dim {i} = {got}, but the model fixes it to {want}")
+            out[s.name] = tuple(shp)
+            continue
+        if s.shape is None:
+            raise ShapeSpecError(f"input {s.name!r} has no shape in the model; give it with --shapes {s.name}:DIMS")
+        dims = []
+        for i, d in enumerate(s.shape):
+            if isinstance(d, int):
+                dims.append(d)
+            elif i == 0 and batch is not None:
+                dims.append(batch)
+            else:
+                dims.append(default_dim)
+                defaulted.append(f"{s.name}[{i}]={d}")
+        out[s.name] = tuple(dims)
+    if defaulted:
+        warnings.warn(f"dynamic dims without --shapes set to {default_dim}: {', '.join(defaulted)}", stacklevel=2)
+    return out
+
+
+def synthetic_inputs(model: Model, shapes: ShapeMap | str | Mapping | None = None, *, seed: int = 0,
+                     batch: int | None = None) -> dict[str, np.ndarray]:
+    """Deterministic random inputs from the model's input metadata (same seed → same arrays).
+
+    Floats: standard normal; integers: uniform in [0, 10) (safe as indices for small vocabularies);
+    bool: fair coin.
+    """
+    rng = np.random.default_rng(seed)
+    concrete = resolve_shapes(model, shapes, batch=batch)
+    feeds = {}
+    for s in input_specs(model):
+        shp = concrete[s.name]
+        dt = s.np_dtype
+        if np.issubdtype(dt, np.bool_):
+            arr = rng.integers(0, 2, size=shp).astype(bool)
+        elif np.issubdtype(dt, np.integer):
+            arr = rng.integers(0, 10, size=shp).astype(dt)
+        else:
+            arr = rng.standard_normal(size=shp).astype(np.float32).astype(dt)
+        feeds[s.name] = arr
+    return feeds
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+def _batch_axis_static(spec: TensorSpec) -> int | None:
+    if spec.shape and isinstance(spec.shape[0], int):
+        return spec.shape[0]
+    return None
+
+
+class NpzDataset:
+    """A ``.npz`` dataset: one array per model input, concatenated along the batch axis (axis 0).
+
+    Optional label arrays live under keys the user names (``label_keys``). Files are read with
+    ``allow_pickle=False``: object arrays are refused, never unpickled.
+
+    Checks (each a :class:`DataError` naming the key): missing input names, unknown extra keys, dtype
+    kind mismatch (float64 is accepted for float inputs and cast), rank and fixed-dim mismatch,
+    different sample counts.
+    """
+
+    def __init__(self, source: str | os.PathLike | Mapping[str, np.ndarray], model: Model, *,
+                 label_keys: Sequence[str] = (), allow_extra: bool = False):
+        self.model = model
+        self.path = None if isinstance(source, Mapping) else Path(source)
+        arrays = dict(source) if isinstance(source, Mapping) else _read_npz(Path(source))
+        specs = {s.name: s for s in input_specs(model)}
+        where = str(self.path) if self.path else "the data"
+        missing = [n for n in specs if n not in arrays]
+        if missing:
+            raise DataError(f"{where} has no array for model input(s) {missing}; it has keys {sorted(arrays)}",
+                            hint="keys must be the model's input names")
+        for k in label_keys:
+            if k not in arrays:
+                raise DataError(f"label key {k!r} not found in {where}; keys are {sorted(arrays)}")
+        extra = [k for k in arrays if k not in specs and k not in label_keys]
+        if extra and not allow_extra:
+            raise DataError(f"{where} has key(s) {extra} that are not model inputs {sorted(specs)}",
+                            hint="name label keys with --labels, or remove them")
+        self.inputs: dict[str, np.ndarray] = {}
+        for name, spec in specs.items():
+            self.inputs[name] = _check_array(where, name, np.asarray(arrays[name]), spec)
+        counts = {n: a.shape[0] for n, a in self.inputs.items() if a.ndim > 0}
+        self.labels = {k: np.asarray(arrays[k]) for k in label_keys}
+        for k, v in self.labels.items():
+            counts[k] = v.shape[0] if v.ndim else 1
+        if len(set(counts.values())) > 1:
+            raise DataError(f"{where}: arrays have different sample counts along the batch axis: {counts}")
+        self.num_samples = next(iter(counts.values())) if counts else 0
+        if self.num_samples == 0:
+            raise DataError(f"{where} holds no samples")
+        self._specs = specs
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def check_finite(self) -> None:
+        for n, a in self.inputs.items():
+            if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+                bad = int((~np.isfinite(a)).sum())
+                raise DataError(f"input {n!r} has {bad} NaN/Inf value(s)", hint="clean the data before calibrating")
+
+    def batch_size_for(self, requested: int | None) -> int:
+        static = {_batch_axis_static(s) for s in self._specs.values()} - {None}
+        if static:
+            b = static.pop()
+            if requested not in (None, b):
+                raise DataError(f"the model fixes the batch size to {b}; cannot use batch {requested}")
+            return b
+        return requested or 1
+
+    def batches(self, batch_size: int | None = None, *, limit: int | None = None,
+                drop_last: bool = False) -> Iterator[dict[str, np.ndarray]]:
+        """Feeds dicts of ``batch_size`` samples (the model's static batch if it has one)."""
+        b = self.batch_size_for(batch_size)
+        n = self.num_samples if limit is None else min(limit, self.num_samples)
+        static = any(_batch_axis_static(s) for s in self._specs.values())
+        for start in range(0, n, b):
+            stop = min(start + b, n)
+            if stop - start < b and (drop_last or static):
+                break
+            yield {k: v[start:stop] for k, v in self.inputs.items()}
+
+    def label_batches(self, key: str, batch_size: int | None = None, *, limit: int | None = None) -> Iterator[np.ndarray]:
+        b = self.batch_size_for(batch_size)
+        n = self.num_samples if limit is None else min(limit, self.num_samples)
+        for start in range(0, n, b):
+            yield self.labels[key][start:min(start + b, n)]
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise DataError(f"data file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "Object arrays" in str(e):
+            raise DataError(f"{path} holds object arrays; refusing to unpickle them",
+                            hint="save plain numeric arrays with np.savez") from None
+        raise DataError(f"{path} is not a readable .npz file: {e}") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise DataError(f"{path} is not a readable .npz file: {e}") from None
+
+
+def _check_array(where: str, name: str, a: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    want = spec.np_dtype
+    if a.dtype == object or a.dtype.kind in "USV":
+        raise DataError(f"{where}: array {name!r} has dtype {a.dtype}, the model expects {want}")
+    if a.dtype != want:
+        ok = (np.issubdtype(want, np.floating) and np.issubdtype(a.dtype, np.floating)) or (
+            np.issubdtype(want, np.signedinteger) and np.issubdtype(a.dtype, np.signedinteger)
+            and np.can_cast(a.dtype, want, "safe"))
+        if not ok:
+            raise DataError(f"{where}: array {name!r} has dtype {a.dtype}, the model expects {want}")
+        a = a.astype(want)
+    if spec.shape is not None:
+        if a.ndim != len(spec.shape):
+            raise DataError(f"{where}: array {name!r} has shape {a.shape} (rank {a.ndim}); "
+                            f"the model expects rank {len(spec.shape)} {list(spec.shape)}")
+        for i, d in enumerate(spec.shape):
+            if i == 0:
+                continue  # batch axis: samples are concatenated along it
+            if isinstance(d, int) and a.shape[i] != d:
+                raise DataError(f"{where}: array {name!r} has shape {a.shape}; "
+                                f"dim {i} must be {d} (model shape {list(spec.shape)})")
+    return a
+
+
+def as_feed_batches(model: Model, data: "str | os.PathLike | NpzDataset | Iterable[Mapping[str, np.ndarray]] | None",
+                    *, batch_size: int | None = None, limit: int | None = None,
+                    shapes=None, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """Normalize any data source into feeds: a .npz path, an NpzDataset, an iterable of feed dicts,
+    or None (one synthetic batch)."""
+    if data is None:
+        yield synthetic_inputs(model, shapes, seed=seed, batch=batch_size)
+        return
+    if isinstance(data, (str, os.PathLike)):
+        data = NpzDataset(data, model, allow_extra=True)
+    if isinstance(data, NpzDataset):
+        yield from data.batches(batch_size, limit=limit)
+        return
+    specs = {s.name: s for s in input_specs(model)}
+    for i, feeds in enumerate(data):
+        if limit is not None and i >= limit:
+            break
+        missing = [n for n in specs if n not in feeds]
+        if missing:
+            raise DataError(f"data item {i} lacks input(s) {missing}")
+        yield {n: _check_array(f"data item {i}", n, np.asarray(feeds[n]), specs[n]) for n in specs}

@@ -1,0 +1,60 @@
+"""The one exception family of trt-workbench.
+
+Every error a user can cause (bad model file, bad data, bad shapes, missing backend) is a
+:class:`WorkbenchError`. Messages say what went wrong *and what to do*. The CLI turns these into one
+line on stderr and exit code 2; any other exception is a bug (exit 1).
+"""
+from __future__ import annotations
+
+
+class WorkbenchError(Exception):
+    """Base class: an error the user can fix. ``hint`` is appended to the message when given."""
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message} ({hint})" if hint else message)
+
+
+class UsageError(WorkbenchError):
+    """Wrong arguments: unknown precision, bad iteration count, conflicting flags."""
+
+
+class ModelLoadError(WorkbenchError):
+    """The model file cannot be read or parsed as ONNX."""
+
+
+class ExternalDataError(ModelLoadError):
+    """External tensor data is missing or points outside the model's folder."""
+
+
+class ShapeSpecError(UsageError):
+    """A ``--shapes`` map is malformed or does not fit the model."""
+
+
+class DataError(WorkbenchError):
+    """Input / calibration / label data does not match the model."""
+
+
+class BackendUnavailable(WorkbenchError):
+    """A backend (or its device) is not installed or not usable here; the message names what to install."""
+
+
+class UnsupportedError(WorkbenchError):
+    """A valid request this backend/device/recipe combination cannot do (e.g. FP8 on a CPU)."""
+
+
+class BuildError(WorkbenchError):
+    """A backend failed to build a variant (parser errors, builder failure, cancelled build)."""
+
+
+class RunError(WorkbenchError):
+    """Running an engine failed."""
+
+
+class EditError(WorkbenchError):
+    """A graph edit is invalid or breaks the model."""
+
+
+class CacheError(WorkbenchError):
+    """An engine cache entry is unusable."""

@@ -1,0 +1,105 @@
+"""Plain dataclass records with versioned JSON.
+
+Every record carries ``schema_version`` and ``kind``; :func:`load_record` reads any of them back.
+Readers accept older schema versions they know and ignore unknown fields (forward compatible), so a
+record written by a newer workbench or with another TensorRT version still loads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Type, TypeVar
+
+from .errors import WorkbenchError
+from .fsutil import atomic_write_json
+
+SCHEMA_VERSION = 1
+T = TypeVar("T", bound="Record")
+_KINDS: dict[str, Type["Record"]] = {}
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Record:
+    """Base: ``to_json()`` / ``from_json()`` / ``save()`` / ``load()`` with a schema version."""
+
+    kind: ClassVar[str] = "record"
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        _KINDS[cls.kind] = cls
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {"schema_version": SCHEMA_VERSION, "kind": self.kind, **d}
+
+    @classmethod
+    def from_json(cls: Type[T], d: dict[str, Any]) -> T:
+        v = d.get("schema_version")
+        if not isinstance(v, int) or v < 1:
+            raise WorkbenchError(f"record has no valid schema_version: {v!r}")
+        if v > SCHEMA_VERSION:
+            pass  # newer writer: read the fields we know, ignore the rest
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: val for k, val in d.items() if k in names})
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return atomic_write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls: Type[T], path: str | os.PathLike) -> T:
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise WorkbenchError(f"cannot read record {path}: {e}") from None
+        return cls.from_json(d)
+
+
+def load_record(path_or_dict: str | os.PathLike | dict) -> Record:
+    """Load any record, dispatching on its ``kind`` field."""
+    d = path_or_dict if isinstance(path_or_dict, dict) else json.loads(Path(path_or_dict).read_text())
+    cls = _KINDS.get(d.get("kind", ""))
+    if cls is None:
+        raise WorkbenchError(f"unknown record kind {d.get('kind')!r}")
+    return cls.from_json(d)
+
+
+def host_info() -> dict[str, str]:
+    return {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(), "cpu_count": str(os.cpu_count())}
+
+
+@dataclass
+class BuildRecord(Record):
+    """What was built, how, and with which software: one per (variant, backend) build."""
+
+    kind: ClassVar[str] = "build"
+    variant: str = ""
+    precision: str = ""
+    variant_hash: str = ""
+    source_hash: str = ""
+    backend: str = ""
+    backend_version: str = ""
+    device: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    shapes: dict = field(default_factory=dict)
+    status: str = "ok"  # ok | skipped | failed | cached
+    reason: str = ""
+    build_time_s: float = 0.0
+    engine_file: str = ""
+    engine_bytes: int = 0
+    engine_sha256: str = ""
+    onnx_file: str = ""
+    cache_key: str = ""
+    cache_hit: bool = False
+    created: str = field(default_factory=now_iso)
+    host: dict = field(default_factory=host_info)
+    versions: dict = field(default_factory=dict)
