@@ -49,7 +49,7 @@ bench-quick: $(VENV)/.installed-dev
 	$(PY) bench/run.py --quick --no-write
 
 samples: $(VENV)/.installed-dev
-	$(PIP) install -q torch==2.13.0 scikit-learn onnxscript
+	$(PIP) install -q torch==2.13.0 scikit-learn
 	$(PY) sample_models/make_samples.py --out sample_models
 
 # Rebuild the graph viewer's bundled JavaScript from js/ (needs Node.js + npm registry).
