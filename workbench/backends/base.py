@@ -6,7 +6,8 @@ Profiling hooks (``Engine.profile_layers``) are added by ``workbench.measure``.
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass, field
+import json
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -15,6 +16,14 @@ from ..data import ShapeMap
 from ..errors import UsageError
 from ..records import BuildRecord
 from ..variant import Variant
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        json.dumps(v)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 @dataclass
@@ -35,7 +44,11 @@ class BuildOptions:
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """JSON-able fields; ``extra`` entries that are runtime objects (e.g. a cancel Event) are left out."""
+        extra = self.extra
+        d = asdict(replace(self, extra={}))
+        d["extra"] = {k: v for k, v in extra.items() if _jsonable(v)}
+        return d
 
     def cache_json(self) -> dict:
         """The options that change what is built (for cache keys): not progress/profiling/cache paths."""

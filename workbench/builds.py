@@ -1,0 +1,227 @@
+"""Build one model at several precisions on one backend: ``build_variants(model, ["fp32", "fp16"], ...)``.
+
+Per precision: ask the backend whether it can (``supports``) → make the variant
+(``workbench.precision.make_variant``) → build (through the engine cache when given) → record.
+A skipped, failed recipe or failed build is recorded with its reason and never stops the others, nor
+touches files written for earlier variants. With ``out_dir``, each variant's ``<variant>.onnx``, its
+``<variant>.engine`` (backends with serialized engines) and ``build.json`` (atomic, rewritten after
+every variant) are written there.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .backends import get_backend
+from .backends.base import Backend, BuildOptions, Engine
+from .backends.cache import EngineCache
+from .data import ShapeMap
+from .errors import BackendUnavailable, UsageError, WorkbenchError
+from .fsutil import atomic_write_json
+from .model import Model, load
+from .records import SCHEMA_VERSION, BuildRecord, now_iso
+from .variant import PRECISIONS, Variant
+
+FRAME_COLUMNS = ["variant", "precision", "backend", "status", "reason", "build_time_s", "engine_bytes", "cache_hit"]
+
+
+@dataclass
+class BuildResult:
+    """One precision's outcome. ``engine`` is None unless status is ok/cached."""
+
+    precision: str
+    status: str  # ok | cached | skipped | failed
+    reason: str
+    record: BuildRecord
+    variant: Variant | None = None
+    engine: Engine | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    internal: bool = False  # failed because of a bug, not bad input
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "cached")
+
+    @property
+    def name(self) -> str:
+        return self.variant.name if self.variant is not None else self.record.variant
+
+    def to_json(self) -> dict[str, Any]:
+        return {"variant": self.name, "precision": self.precision, "status": self.status, "reason": self.reason,
+                "files": dict(self.files), "record": self.record.to_json()}
+
+
+@dataclass
+class BuildSet:
+    """All results of one ``build_variants`` call, in the requested order."""
+
+    model: Model
+    backend: str
+    results: list[BuildResult]
+    out_dir: Path | None = None
+    cache: EngineCache | None = None
+    created: str = field(default_factory=now_iso)
+
+    def __iter__(self):
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, precision: str) -> BuildResult:
+        for r in self.results:
+            if r.precision == precision:
+                return r
+        raise KeyError(precision)
+
+    @property
+    def engines(self) -> dict[str, Engine]:
+        """{variant name: engine} for the built (or cached) variants."""
+        return {r.name: r.engine for r in self.results if r.engine is not None}
+
+    @property
+    def variants(self) -> dict[str, Variant]:
+        return {r.name: r.variant for r in self.results if r.variant is not None}
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"schema_version": SCHEMA_VERSION, "kind": "build_set", "created": self.created,
+               "model": self.model.name, "model_hash": self.model.hash, "backend": self.backend,
+               "variants": [r.to_json() for r in self.results]}
+        if self.cache is not None:
+            out["cache"] = {"dir": str(self.cache.dir), **self.cache.stats()}
+        return out
+
+    def to_frame(self):
+        """Tidy table: variant, precision, backend, status, reason, build_time_s, engine_bytes, cache_hit."""
+        import pandas as pd
+
+        rows = [{"variant": r.name, "precision": r.precision, "backend": self.backend, "status": r.status,
+                 "reason": r.reason, "build_time_s": r.record.build_time_s if r.ok else None,
+                 "engine_bytes": r.record.engine_bytes if r.ok else None, "cache_hit": bool(r.record.cache_hit)}
+                for r in self.results]
+        return pd.DataFrame(rows, columns=FRAME_COLUMNS)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{r.precision}:{r.status}" for r in self.results)
+        return f"<BuildSet {self.model.name} on {self.backend}: {parts}>"
+
+
+def _precision_list(precisions: str | Iterable[str]) -> list[str]:
+    items = [p.strip().lower() for p in (precisions.split(",") if isinstance(precisions, str) else precisions)]
+    items = [p for p in items if p]
+    bad = [p for p in items if p not in PRECISIONS]
+    if bad or not items:
+        raise UsageError(f"unknown precision(s) {bad or precisions!r}; choose from {', '.join(PRECISIONS)}")
+    return list(dict.fromkeys(items))
+
+
+def _make_variant(model: Model, precision: str, *, calib, keep_nodes, keep_op_types, progress) -> Variant:
+    try:
+        from .precision import make_variant
+    except ImportError:
+        if precision in ("fp32", "tf32") and not keep_nodes and not keep_op_types:
+            return Variant.of(model, precision)
+        raise WorkbenchError(f"the {precision} recipe is not available (workbench.precision.make_variant missing)")
+    return make_variant(model, precision, calib=calib, keep_nodes=keep_nodes, keep_op_types=keep_op_types,
+                        progress=progress)
+
+
+def _record(model: Model, precision: str, backend: Backend, status: str, reason: str,
+            variant: Variant | None = None, options: BuildOptions | None = None, shapes=None) -> BuildRecord:
+    return BuildRecord(variant=variant.name if variant else f"{model.name}-{precision}", precision=precision,
+                       variant_hash=variant.hash if variant else "", source_hash=model.hash, backend=backend.name,
+                       status=status, reason=reason, options=options.to_json() if options else {},
+                       shapes=ShapeMap.parse(shapes).to_json() if shapes is not None else {})
+
+
+def build_variants(model, precisions: str | Iterable[str], backend: str | Backend = "onnxruntime", *,
+                   shapes: ShapeMap | str | Mapping | None = None, calib=None,
+                   out_dir: str | os.PathLike | None = None, options: BuildOptions | None = None,
+                   cache: EngineCache | str | os.PathLike | None = None, keep_nodes: Iterable[str] = (),
+                   keep_op_types: Iterable[str] = (), progress: bool = True) -> BuildSet:
+    """Build ``model`` at each precision on ``backend``; returns a :class:`BuildSet`.
+
+    Example::
+
+        bs = build_variants("model.onnx", "fp32,fp16", backend="tensorrt-rtx", out_dir="builds",
+                            cache="~/.cache/workbench-engines")
+        bs.to_frame()
+
+    ``cache`` (an :class:`EngineCache` or a folder) is used by backends with serialized engines
+    (TensorRT, TensorRT-RTX); with TensorRT a timing cache file is kept in the same folder (or in
+    ``out_dir``) unless ``options.timing_cache`` names one.
+    """
+    model = load(model)
+    be = get_backend(backend)
+    ok, why = be.available()
+    if not ok:
+        raise BackendUnavailable(why)
+    precs = _precision_list(precisions)
+    sm = ShapeMap.parse(shapes)
+    options = options or BuildOptions(progress=progress)
+    if isinstance(cache, (str, os.PathLike)):
+        cache = EngineCache(Path(cache).expanduser())
+    serialized = hasattr(be, "load_engine")
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    wants_timing_cache = serialized and not getattr(be, "is_rtx", False)  # RTX: timing cache is a no-op
+    if wants_timing_cache and options.timing_cache is None and (cache is not None or out is not None):
+        from dataclasses import replace
+
+        folder = cache.dir if cache is not None else out
+        options = replace(options, timing_cache=str(folder / f"timing-{be.name}.cache"))
+    bs = BuildSet(model=model, backend=be.name, results=[], out_dir=out, cache=cache if serialized else None)
+    for p in precs:
+        bs.results.append(_one(model, p, be, sm, calib, options, cache if serialized else None, out,
+                               tuple(keep_nodes), tuple(keep_op_types), progress))
+        if out is not None:
+            atomic_write_json(out / "build.json", bs.to_json())
+    return bs
+
+
+def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_op_types, progress) -> BuildResult:
+    ok, why = be.supports(precision)
+    if not ok:
+        return BuildResult(precision, "skipped", why, _record(model, precision, be, "skipped", why, options=options))
+    try:
+        variant = _make_variant(model, precision, calib=calib, keep_nodes=keep_nodes, keep_op_types=keep_op_types,
+                                progress=progress)
+    except WorkbenchError as e:
+        reason = f"recipe failed: {e}"
+        return BuildResult(precision, "failed", reason, _record(model, precision, be, "failed", reason, options=options))
+    except Exception as e:  # a bug in a recipe: record it, keep building the others
+        reason = f"recipe failed with an internal error: {type(e).__name__}: {e}"
+        return BuildResult(precision, "failed", reason, _record(model, precision, be, "failed", reason, options=options),
+                           internal=True)
+    files: dict[str, str] = {}
+    if out is not None:
+        onnx_path = out / f"{variant.name}.onnx"
+        variant.model.save(onnx_path)
+        files["onnx"] = onnx_path.name
+    try:
+        if cache is not None:
+            engine = cache.get_or_build(be, variant, sm, options)
+        else:
+            engine = be.build(variant, sm, options)
+    except WorkbenchError as e:
+        rec = _record(model, precision, be, "failed", str(e), variant=variant, options=options, shapes=sm)
+        rec.onnx_file = files.get("onnx", "")
+        return BuildResult(precision, "failed", str(e), rec, variant=variant, files=files)
+    except Exception as e:
+        reason = f"internal error: {type(e).__name__}: {e}"
+        rec = _record(model, precision, be, "failed", reason, variant=variant, options=options, shapes=sm)
+        return BuildResult(precision, "failed", reason, rec, variant=variant, files=files, internal=True)
+    rec = engine.record
+    status = "cached" if rec.cache_hit else "ok"
+    rec.status = status
+    if not rec.reason:
+        rec.reason = why  # a "supported, but..." note from the backend
+    rec.onnx_file = files.get("onnx", "")
+    if out is not None and hasattr(engine, "save"):
+        engine.save(out / f"{variant.name}.engine")
+        files["engine"] = f"{variant.name}.engine"
+        files["record"] = f"{variant.name}.engine.json"
+    return BuildResult(precision, status, rec.reason, rec, variant=variant, engine=engine, files=files)

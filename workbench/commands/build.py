@@ -1,0 +1,70 @@
+"""``workbench build``: build a model at several precisions on one backend (thin over ``build_variants``).
+
+Exit codes: 0 when every requested precision was built, taken from the cache, or skipped with a
+reason (an unsupported backend/precision combination is not an error); 2 when any variant failed
+because of its input (recipe or build error, bad shapes, missing calibration data) or the arguments
+are wrong; 1 when a variant failed with an internal error (a bug).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._common import add_backend, add_json, add_model, add_precisions, add_shapes, emit_json, parse_precisions, positive_int
+
+NAME = "build"
+HELP = "build engines/sessions for a model at several precisions"
+DESCRIPTION = __doc__
+
+
+def _opt_level(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer 0-5, got {text!r}") from None
+    if not 0 <= v <= 5:
+        raise argparse.ArgumentTypeError(f"must be 0-5, got {v}")
+    return v
+
+
+def add_arguments(p) -> None:
+    add_model(p)
+    add_backend(p)
+    add_precisions(p)
+    add_shapes(p)
+    p.add_argument("--calib", default=None, metavar="FILE.npz", help="calibration inputs for int8/fp8 (.npz, one key per input)")
+    p.add_argument("--workspace-mb", type=positive_int, default=None, metavar="N", help="TensorRT workspace limit in MiB")
+    p.add_argument("--opt-level", type=_opt_level, default=None, metavar="N", help="TensorRT builder optimization level 0-5")
+    p.add_argument("--cache-dir", default=None, metavar="DIR", help="engine cache folder (TensorRT backends)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder: <variant>.onnx, <variant>.engine, build.json")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_json(p)
+
+
+def run(args) -> int:
+    from ..backends.base import BuildOptions
+    from ..builds import build_variants
+
+    precisions = parse_precisions(args.precision)
+    options = BuildOptions(workspace_mb=args.workspace_mb, opt_level=args.opt_level, progress=not args.no_progress)
+    bs = build_variants(args.model, precisions, args.backend, shapes=args.shapes, calib=args.calib, out_dir=args.out,
+                        options=options, cache=args.cache_dir, progress=not args.no_progress)
+    if args.json:
+        emit_json(bs.to_json())
+    else:
+        for r in bs.results:
+            size = f"{r.record.engine_bytes / 2**20:.1f} MiB" if r.ok and r.record.engine_bytes else ""
+            t = f"{r.record.build_time_s:.2f} s" if r.ok else ""
+            line = f"{r.name:<40} {r.status:<8} {t:>9} {size:>10}"
+            if r.reason:
+                line += f"  {r.reason}"
+            print(line.rstrip())
+        print(f"wrote {args.out}/build.json")
+    if any(r.internal for r in bs.results):
+        return 1
+    failed = [r for r in bs.results if r.status == "failed"]
+    if failed:
+        sys.stderr.write(f"workbench build: {len(failed)} variant(s) failed: "
+                         + "; ".join(f"{r.precision}: {r.reason}" for r in failed).replace("\n", " ") + "\n")
+        return 2
+    return 0
