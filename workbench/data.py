@@ -350,10 +350,14 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.exists():
         raise DataError(f"data file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):  # a single .npy array
+            raise DataError(f"{path} is a .npy array, not an .npz archive",
+                            hint="save one array per input with np.savez(path, input_name=array)")
+        with z:
             return {k: z[k] for k in z.files}
     except ValueError as e:
-        if "allow_pickle" in str(e) or "Object arrays" in str(e):
+        if "Object arrays" in str(e):
             raise DataError(f"{path} holds object arrays; refusing to unpickle them",
                             hint="save plain numeric arrays with np.savez") from None
         raise DataError(f"{path} is not a readable .npz file: {e}") from None

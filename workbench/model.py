@@ -10,7 +10,6 @@ The source file is never written: :meth:`Model.save` refuses the source path and
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -22,6 +21,14 @@ from google.protobuf.message import DecodeError
 
 from .errors import ExternalDataError, ModelLoadError, WorkbenchError
 from .fsutil import atomic_write_bytes
+
+try:  # CPython's built-in SHA-256 avoids loading OpenSSL through hashlib (~3 MB for `workbench inspect`)
+    from _sha2 import sha256 as _sha256  # Python >= 3.12
+except ImportError:
+    try:
+        from _sha256 import sha256 as _sha256  # Python 3.10/3.11
+    except ImportError:  # pragma: no cover - other interpreters
+        from hashlib import sha256 as _sha256
 
 ModelSource = Union[str, os.PathLike, bytes, bytearray, memoryview, onnx.ModelProto, "Model"]
 
@@ -188,7 +195,7 @@ class Model:
         embedded; a model whose weights live in external files also hashes those files (streamed).
         """
         if self._hash is None:
-            h = hashlib.sha256()
+            h = _sha256()
             h.update(self.proto.SerializeToString(deterministic=True))
             for ef in sorted(self.external_files, key=lambda f: f.location):
                 h.update(b"\0external\0" + ef.location.encode())
@@ -282,16 +289,25 @@ class Model:
                 f"refusing to overwrite the source model {self.source}",
                 hint="save edited versions under a new name",
             )
+        data_name = path.name + ".data"
+        source_data = {ef.path.resolve() for ef in self.external_files}
+        for target in (path, path.parent / data_name):
+            if target.exists() and target.resolve() in source_data:
+                raise WorkbenchError(
+                    f"refusing to overwrite {target}: it holds the source model's external data",
+                    hint="save edited versions under a new name or in another folder",
+                )
         path.parent.mkdir(parents=True, exist_ok=True)
         p = self.proto_with_data() if not self.external_files else None
         big = p is None or p.ByteSize() >= PROTOBUF_LIMIT
         if external_data is None:
             external_data = big
         if not external_data:
+            if p is None:
+                p = self.proto_with_data()
             atomic_write_bytes(path, p.SerializeToString())
             return path
         # External data: write into a temp folder on the same filesystem, then move both files.
-        data_name = path.name + ".data"
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".wb-save-") as tmp:
             tmp_model = Path(tmp) / path.name
             src = copy.deepcopy(self.proto)
@@ -299,7 +315,8 @@ class Model:
                 onnx.external_data_helper.load_external_data_for_model(src, str(self.base_dir))
             onnx.save_model(src, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_name, size_threshold=1024)
-            os.replace(Path(tmp) / data_name, path.parent / data_name)
+            if (Path(tmp) / data_name).exists():  # absent when no tensor reached the size threshold
+                os.replace(Path(tmp) / data_name, path.parent / data_name)
             os.replace(tmp_model, path)
         return path
 

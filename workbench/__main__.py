@@ -1,0 +1,4 @@
+"""``python -m workbench``: the ``workbench`` command."""
+from .cli import main
+
+raise SystemExit(main())
