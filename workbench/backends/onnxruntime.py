@@ -57,6 +57,18 @@ class OrtEngine(Engine):
     def providers(self) -> list[str]:
         return self.session.get_providers()
 
+    cuda_stream = None  # the user_compute_stream given to the CUDA provider (destroyed on close)
+
+    def close(self) -> None:
+        self.session = None
+        if self.cuda_stream is not None:
+            try:
+                from cuda.bindings import runtime as rt
+                rt.cudaStreamDestroy(self.cuda_stream)
+            except Exception:
+                pass
+            self.cuda_stream = None
+
     def run(self, feeds: Mapping[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
         missing = [n for n in self._inputs if n not in feeds]
         if missing:
@@ -123,11 +135,29 @@ class OnnxRuntimeBackend(Backend):
                 so.profile_file_prefix = str(prefix)
         return so
 
-    def providers_for(self, variant: Variant) -> list:
+    def providers_for(self, variant: Variant, stream: int = 0) -> list:
         if self.provider == "cpu":
             return ["CPUExecutionProvider"]
-        return [("CUDAExecutionProvider", {"device_id": self.device_id, "use_tf32": int(variant.tf32)}),
-                "CPUExecutionProvider"]
+        opts = {"device_id": self.device_id, "use_tf32": int(variant.tf32)}
+        if stream:
+            # Our own stream lets latency runs time the session with CUDA events (workbench.measure).
+            opts["user_compute_stream"] = str(stream)
+        return [("CUDAExecutionProvider", opts), "CPUExecutionProvider"]
+
+    def _create_stream(self) -> tuple[int, object | None]:
+        """A non-blocking CUDA stream from cuda-python, or (0, None) when cuda-python is missing."""
+        try:
+            from cuda.bindings import runtime as rt
+        except ImportError:
+            return 0, None
+        try:
+            rt.cudaSetDevice(self.device_id)
+            err, s = rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking)
+            if int(getattr(err, "value", err)) != 0:
+                return 0, None
+            return int(s), s
+        except Exception:
+            return 0, None
 
     def build(self, variant: Variant, shapes: ShapeMap | str | Mapping | None = None,
               options: BuildOptions | None = None) -> OrtEngine:
@@ -141,13 +171,14 @@ class OnnxRuntimeBackend(Backend):
         ort = _ort()
         so = self.session_options(options)
         model = variant.model
+        stream, stream_obj = self._create_stream() if self.provider == "cuda" else (0, None)
         t0 = time.perf_counter()
         try:
             if model.has_external_data:
                 src = str(model.path_for_runtime())
             else:
                 src = model.proto.SerializeToString() if model.proto.ByteSize() < 2**31 - 1 else str(model.path_for_runtime())
-            sess = ort.InferenceSession(src, sess_options=so, providers=self.providers_for(variant))
+            sess = ort.InferenceSession(src, sess_options=so, providers=self.providers_for(variant, stream))
         except Exception as e:
             raise BuildError(f"ONNX Runtime could not load {variant.name}: {str(e).strip().splitlines()[-1]}") from e
         dt = time.perf_counter() - t0
@@ -161,7 +192,9 @@ class OnnxRuntimeBackend(Backend):
             device=self.device(), options=options.to_json(),
             shapes=ShapeMap.parse(shapes).to_json(), build_time_s=dt,
             versions={"onnxruntime": self.version()})
-        return OrtEngine(self, variant, sess, rec)
+        eng = OrtEngine(self, variant, sess, rec)
+        eng.cuda_stream = stream_obj
+        return eng
 
 
 register_backend("onnxruntime", lambda **kw: OnnxRuntimeBackend("cpu", **kw))

@@ -1,0 +1,120 @@
+"""``workbench profile MODEL --backend B --precision LIST --out DIR [--json]``: end-to-end latency and
+per-layer timings of each precision variant (thin over ``workbench.measure.layers.profile``).
+
+Writes ``DIR/<variant>.latency.json`` (a LatencyResult record), ``DIR/<variant>.layers.csv`` (the
+per-layer table) and ``DIR/profile.json`` (all entries); ``--json`` prints the entries on stdout,
+one per precision, with the latency statistics (``p50_ms``, ...) and the per-layer coverage.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ._common import (add_backend, add_json, add_model, add_precisions, add_shapes, emit_json, parse_precisions,
+                      positive_int)
+
+NAME = "profile"
+HELP = "measure latency and per-layer timings (mapped to ONNX nodes) per precision variant"
+DESCRIPTION = __doc__
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def add_arguments(p) -> None:
+    add_model(p)
+    add_backend(p)
+    add_precisions(p)
+    add_shapes(p)
+    p.add_argument("--iterations", type=positive_int, default=100, metavar="N", help="timed latency iterations (default 100)")
+    p.add_argument("--warmup", type=_nonneg_int, default=10, metavar="N", help="untimed warm-up runs (default 10)")
+    p.add_argument("--layer-iterations", type=positive_int, default=20, metavar="N",
+                   help="profiled iterations for the per-layer table (default 20)")
+    p.add_argument("--batch", type=positive_int, default=None, metavar="N", help="batch size for dynamic batch axes")
+    p.add_argument("--data", default=None, metavar="FILE.npz", help="inputs (first batch is used); default: synthetic")
+    p.add_argument("--calib", default=None, metavar="FILE.npz", help="calibration inputs for int8/fp8 variants")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder for the CSV/JSON files")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_json(p)
+
+
+def _feeds(model, args):
+    from ..data import NpzDataset, synthetic_inputs
+
+    if args.data:
+        ds = NpzDataset(args.data, model, allow_extra=True)
+        return next(iter(ds.batches(args.batch)))
+    return synthetic_inputs(model, args.shapes, batch=args.batch)
+
+
+def _variant(model, precision: str, args):
+    from ..errors import UsageError
+    from ..variant import Variant
+
+    if precision in ("fp32", "tf32"):
+        return Variant.of(model, precision)
+    if precision in ("int8", "fp8") and not args.calib:
+        raise UsageError(f"{precision} needs calibration data: give --calib FILE.npz (one array per model input)")
+    from ..precision import make_variant
+
+    return make_variant(model, precision, calib=args.calib, progress=not args.no_progress)
+
+
+def run(args) -> int:
+    from ..backends import get_backend
+    from ..backends.base import BuildOptions
+    from ..errors import BackendUnavailable
+    from ..fsutil import atomic_write_json
+    from ..measure.layers import profile, save_layers_csv
+    from ..model import load
+
+    precisions = parse_precisions(args.precision)
+    model = load(args.model)
+    backend = get_backend(args.backend)
+    ok, why = backend.available()
+    if not ok:
+        raise BackendUnavailable(f"backend {args.backend} is not usable here: {why}")
+    feeds = _feeds(model, args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = not args.no_progress
+    entries = []
+    for precision in precisions:
+        supported, reason = backend.supports(precision)
+        if not supported:
+            entries.append({"precision": precision, "backend": backend.name, "status": "skipped", "reason": reason})
+            continue
+        variant = _variant(model, precision, args)
+        engine = backend.build(variant, args.shapes, BuildOptions(progress=progress))
+        try:
+            prof = profile(engine, feeds, warmup=args.warmup, iterations=args.iterations,
+                           layer_iterations=args.layer_iterations, progress=progress)
+        finally:
+            engine.close()
+        stem = variant.name.replace("/", "_")
+        lat_path = prof.latency.save(out / f"{stem}.latency.json")
+        csv_path = save_layers_csv(prof.layers, out / f"{stem}.layers.csv")
+        entries.append({**prof.latency.to_row(), "status": "ok", "coverage": prof.coverage.to_json(),
+                        "layers": int(len(prof.layers)), "layers_csv": str(csv_path), "latency_json": str(lat_path)})
+    atomic_write_json(out / "profile.json", {"model": str(args.model), "entries": entries})
+    if args.json:
+        emit_json(entries)
+    else:
+        for e in entries:
+            if e["status"] != "ok":
+                print(f"{e['precision']:<6} skipped: {e['reason']}")
+                continue
+            cov = e["coverage"]
+            flag = "  (low coverage)" if cov["flagged"] else ""
+            print(f"{e['variant']:<36} p50 {e['p50_ms']:.3f} ms  p99 {e['p99_ms']:.3f} ms  "
+                  f"{e['throughput']:.1f} samples/s  layers {e['layers']}  coverage {cov['coverage']:.0%}{flag}")
+        print(f"wrote {out}/profile.json", file=sys.stderr)
+    return 0

@@ -1,0 +1,365 @@
+"""End-to-end latency of a built engine: warm-up, then timed iterations, then statistics.
+
+``measure_latency(engine, feeds)`` prepares the inputs once, outside the timed region, then times each
+iteration separately:
+
+* ONNX Runtime CPU: ``time.perf_counter_ns`` around ``session.run`` (timer ``"host"``).
+* ONNX Runtime CUDA: inputs copied to the GPU once (``OrtValue.ortvalue_from_numpy(arr, "cuda", id)``),
+  outputs bound to the GPU, ``session.run_with_iobinding``. ORT runs its kernels on its *own* stream
+  (created non-blocking), so CUDA events on the legacy default stream would not bracket them. When the
+  session was created with the ``user_compute_stream`` provider option, the workbench records CUDA
+  events on that stream (timer ``"cuda-events"``); otherwise it times with host timers, which is
+  exact here because ``Run`` synchronizes the provider's stream before it returns (timer ``"host-sync"``).
+* TensorRT: the engine stages inputs on the GPU once; each iteration is one enqueue bracketed by CUDA
+  events recorded on the engine's stream (timer ``"cuda-events"``).
+* Any other :class:`~workbench.backends.base.Engine`: host timers around ``engine.run(feeds)``.
+
+The loop allocates nothing per iteration beyond the call itself: timings go into a preallocated
+``int64``/``float64`` array, and the optional progress bar is updated once per chunk of iterations.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping
+
+import numpy as np
+
+from ..errors import BackendUnavailable, RunError, UsageError
+from ..records import Record, host_info, now_iso
+
+#: Iteration cap when only a time budget is given.
+MAX_BUDGET_ITERATIONS = 1_000_000
+#: Progress bars advance once per this many iterations (or per chunk of the time budget).
+_CHUNK = 50
+
+STAT_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "throughput",
+             "iterations", "batch")
+FRAME_COLUMNS = ["variant", "backend", "precision", "batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
+                 "std_ms", "min_ms", "max_ms", "throughput", "iterations", "timer", "device"]
+
+
+def latency_stats(times_ms: np.ndarray | list[float], batch: int = 1) -> dict[str, float | int]:
+    """Statistics of per-iteration times (ms): percentiles (linear interpolation), mean, std
+    (population), min, max, and throughput = ``batch / mean`` in samples per second."""
+    t = np.asarray(times_ms, dtype=np.float64)
+    if t.size == 0:
+        raise RunError("no timed iterations: nothing to summarize")
+    p50, p90, p99 = np.percentile(t, [50, 90, 99])
+    mean = float(t.mean())
+    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": mean,
+            "std_ms": float(t.std()), "min_ms": float(t.min()), "max_ms": float(t.max()),
+            "throughput": (batch * 1000.0 / mean) if mean > 0 else math.inf,
+            "iterations": int(t.size), "batch": int(batch)}
+
+
+@dataclass
+class LatencyResult(Record):
+    """One latency measurement of one engine. ``times_ms`` holds every timed iteration."""
+
+    kind: ClassVar[str] = "latency"
+    variant: str = ""
+    backend: str = ""
+    precision: str = ""
+    batch: int = 1
+    device: dict = field(default_factory=dict)
+    timer: str = "host"  # host | host-sync | cuda-events
+    warmup: int = 0
+    requested_iterations: int | None = None
+    time_budget_s: float | None = None
+    times_ms: list = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+    created: str = field(default_factory=now_iso)
+    host: dict = field(default_factory=host_info)
+
+    def __post_init__(self):
+        if not self.stats and self.times_ms:
+            self.stats = latency_stats(self.times_ms, self.batch)
+
+    @property
+    def p50_ms(self) -> float:
+        return float(self.stats["p50_ms"])
+
+    def to_row(self) -> dict[str, Any]:
+        """The flat row used by :meth:`to_frame` and by the CLI's JSON."""
+        dev = self.device.get("name") or self.device.get("type") or ""
+        return {"variant": self.variant, "backend": self.backend, "precision": self.precision,
+                **{k: self.stats.get(k) for k in STAT_KEYS if k != "batch"}, "batch": self.batch,
+                "timer": self.timer, "device": dev}
+
+    def to_frame(self):
+        """One-row tidy DataFrame (columns :data:`FRAME_COLUMNS`)."""
+        import pandas as pd
+
+        return pd.DataFrame([self.to_row()], columns=FRAME_COLUMNS)
+
+    def times_frame(self):
+        """Per-iteration times: columns variant, backend, precision, iteration, time_ms."""
+        import pandas as pd
+
+        return pd.DataFrame({"variant": self.variant, "backend": self.backend, "precision": self.precision,
+                             "iteration": np.arange(len(self.times_ms)), "time_ms": self.times_ms})
+
+    def __repr__(self) -> str:
+        s = self.stats
+        return (f"<LatencyResult {self.variant} on {self.backend}: p50 {s.get('p50_ms', float('nan')):.3f} ms, "
+                f"p99 {s.get('p99_ms', float('nan')):.3f} ms, n={s.get('iterations')} ({self.timer})>")
+
+
+def latency_frame(results) -> "Any":
+    """Concatenate several :class:`LatencyResult` into one tidy DataFrame."""
+    import pandas as pd
+
+    return pd.DataFrame([r.to_row() for r in results], columns=FRAME_COLUMNS)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def feeds_batch(feeds: Mapping[str, np.ndarray]) -> int:
+    """Batch size of a feed dict: axis 0 of the first input with rank >= 1 (1 for scalars only)."""
+    for a in feeds.values():
+        a = np.asarray(a)
+        if a.ndim >= 1:
+            return int(a.shape[0])
+    return 1
+
+
+def _check_counts(warmup: int, iterations: int | None, time_budget_s: float | None) -> int:
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
+        raise UsageError(f"warmup must be an integer >= 0, got {warmup!r}")
+    if iterations is None:
+        if time_budget_s is None:
+            raise UsageError("give iterations or time_budget_s")
+        iterations = MAX_BUDGET_ITERATIONS
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations <= 0:
+        raise UsageError(f"iterations must be a positive integer, got {iterations!r}")
+    if time_budget_s is not None and not (time_budget_s > 0):
+        raise UsageError(f"time_budget_s must be > 0, got {time_budget_s!r}")
+    return int(iterations)
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="it", leave=False)
+
+
+def _host_timed(fn: Callable, args: tuple, n: int, budget_ns: int | None, bar) -> np.ndarray:
+    """Call ``fn(*args)`` up to ``n`` times with perf_counter_ns around each call; with ``budget_ns``,
+    stop after the call that passes the budget. Returns the times in ms."""
+    ns = np.empty(n, dtype=np.int64)
+    clock = time.perf_counter_ns
+    done = 0
+    if budget_ns is not None:
+        deadline = clock() + budget_ns
+        for i in range(n):
+            t0 = clock()
+            fn(*args)
+            t1 = clock()
+            ns[i] = t1 - t0
+            if t1 >= deadline:
+                done = i + 1
+                break
+        else:
+            done = n
+        if bar is not None:
+            bar.update(done)
+        return ns[:done] / 1e6
+    while done < n:
+        stop = min(n, done + _CHUNK) if bar is not None else n
+        for i in range(done, stop):
+            t0 = clock()
+            fn(*args)
+            ns[i] = clock() - t0
+        if bar is not None:
+            bar.update(stop - done)
+        done = stop
+    return ns / 1e6
+
+
+# -------------------------------------------------------------------------------- CUDA events
+class CudaEvents:
+    """A start/end CUDA event pair on one stream (cuda-python ``cuda.bindings.runtime``).
+
+    ``stream``: a ``cudaStream_t`` object or an integer handle (0 = the legacy default stream)."""
+
+    def __init__(self, stream: Any = 0):
+        self.rt = _cudart()
+        self.stream = stream
+        self.start = self._check(self.rt.cudaEventCreate(), "cudaEventCreate")
+        self.end = self._check(self.rt.cudaEventCreate(), "cudaEventCreate")
+
+    @staticmethod
+    def _check(ret, what: str):
+        err, *vals = ret if isinstance(ret, tuple) else (ret,)
+        if int(getattr(err, "value", err)) != 0:
+            raise RunError(f"{what} failed: {err}")
+        return vals[0] if len(vals) == 1 else (vals or None)
+
+    def timed(self, fn: Callable, args: tuple, n: int, budget_ns: int | None, bar) -> np.ndarray:
+        """Record start, call ``fn(*args)`` (which enqueues on ``self.stream``), record end, synchronize,
+        read the elapsed time; per iteration. Returns ms."""
+        rt, s, e0, e1 = self.rt, self.stream, self.start, self.end
+        record, sync, elapsed = rt.cudaEventRecord, rt.cudaEventSynchronize, rt.cudaEventElapsedTime
+        out = np.empty(n, dtype=np.float64)
+        clock = time.perf_counter_ns
+        deadline = None if budget_ns is None else clock() + budget_ns
+        done, err = 0, 0
+        while done < n:
+            stop = min(n, done + _CHUNK)
+            for i in range(done, stop):
+                record(e0, s)
+                fn(*args)
+                record(e1, s)
+                sync(e1)
+                err, out[i] = elapsed(e0, e1)
+                if deadline is not None and clock() >= deadline:
+                    stop = i + 1
+                    break
+            if int(getattr(err, "value", err)) != 0:
+                raise RunError(f"cudaEventElapsedTime failed: {err}")
+            if bar is not None:
+                bar.update(stop - done)
+            done = stop
+            if deadline is not None and clock() >= deadline:
+                break
+        return out[:done]
+
+    def close(self) -> None:
+        for ev in (self.start, self.end):
+            try:
+                self.rt.cudaEventDestroy(ev)
+            except Exception:  # pragma: no cover - teardown
+                pass
+
+
+def _cudart():
+    try:
+        from cuda.bindings import runtime as rt  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart as rt  # older cuda-python
+        except ImportError:
+            raise BackendUnavailable("GPU timing needs cuda-python", hint="pip install cuda-python") from None
+    return rt
+
+
+# ------------------------------------------------------------------------------- engine drivers
+def _is_ort(engine) -> bool:
+    return hasattr(engine, "session") and hasattr(engine.session, "run_with_iobinding")
+
+
+def _ort_cuda(engine) -> bool:
+    try:
+        return engine.session.get_providers()[0] == "CUDAExecutionProvider"
+    except Exception:
+        return False
+
+
+def _ort_user_stream(engine) -> int:
+    """The CUDA stream ORT computes on when the session was given one (``user_compute_stream``), else 0."""
+    try:
+        opts = engine.session.get_provider_options().get("CUDAExecutionProvider", {})
+        if str(opts.get("has_user_compute_stream", "0")) != "1":
+            return 0
+        return int(opts.get("user_compute_stream", "0") or 0)
+    except Exception:
+        return 0
+
+
+def _ort_iobinding(engine, feeds: Mapping[str, np.ndarray]):
+    import onnxruntime as ort
+
+    device_id = int(getattr(engine.backend, "device_id", 0))
+    io = engine.session.io_binding()
+    keep = []  # the OrtValues must outlive the binding
+    for name in engine.input_names:
+        ov = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(feeds[name]), "cuda", device_id)
+        keep.append(ov)
+        io.bind_ortvalue_input(name, ov)
+    for name in engine.output_names:
+        io.bind_output(name, "cuda", device_id)
+    return io, keep
+
+
+def _driver(engine, feeds: Mapping[str, np.ndarray]):
+    """(fn, args, timer, stream, cleanup) for this engine: what one timed iteration calls.
+
+    Inputs are prepared here, once: contiguous host arrays (ORT CPU), device OrtValues bound through
+    IOBinding (ORT CUDA) or staged device buffers (TensorRT)."""
+    missing = [n for n in getattr(engine, "input_names", []) if n not in feeds]
+    if missing:
+        raise RunError(f"missing input(s) {missing} for {getattr(engine.variant, 'name', engine)}")
+    if _is_ort(engine):
+        sess = engine.session
+        if _ort_cuda(engine):
+            io, keep = _ort_iobinding(engine, feeds)
+            stream = _ort_user_stream(engine)
+            timer = "cuda-events" if stream else "host-sync"
+            return sess.run_with_iobinding, (io,), timer, stream, lambda: keep.clear()
+        prepared = {n: np.ascontiguousarray(feeds[n]) for n in engine.input_names}
+        return sess.run, (None, prepared), "host", 0, None
+    if hasattr(engine, "stage") and hasattr(engine, "enqueue") and hasattr(engine, "stream"):
+        # TensorRT engines (workbench.backends.tensorrt.TrtEngine): inputs staged on the GPU once, one
+        # enqueue per iteration on engine.stream, no host<->device copies in the timed region.
+        engine.stage(feeds)
+        engine.synchronize()
+        return engine.enqueue, (), "cuda-events", engine.stream, None
+    prepared = dict(feeds)
+    return engine.run, (prepared,), "host", 0, None
+
+
+def measure_latency(engine, feeds: Mapping[str, np.ndarray], *, warmup: int = 10, iterations: int | None = 100,
+                    time_budget_s: float | None = None, progress: bool = False) -> LatencyResult:
+    """Time ``engine`` on ``feeds``: ``warmup`` untimed runs, then up to ``iterations`` timed runs,
+    stopping early once ``time_budget_s`` has elapsed (``iterations=None`` with a budget: run until the
+    budget is spent, at most :data:`MAX_BUDGET_ITERATIONS`).
+
+    Example::
+
+        eng = get_backend("onnxruntime").build(Variant.of(load("m.onnx")))
+        res = measure_latency(eng, synthetic_inputs(eng.variant.model), iterations=200)
+        res.stats["p50_ms"], res.to_frame()
+    """
+    n = _check_counts(warmup, iterations, time_budget_s)
+    fn, args, timer, stream, cleanup = _driver(engine, feeds)
+    variant = getattr(engine, "variant", None)
+    name = getattr(variant, "name", "") or ""
+    backend = getattr(getattr(engine, "backend", None), "name", "") or ""
+    try:
+        device = dict(engine.record.device)
+    except Exception:
+        device = {}
+    events = None
+    try:
+        try:
+            for _ in range(warmup):
+                fn(*args)
+            if warmup and hasattr(engine, "synchronize"):
+                engine.synchronize()
+        except Exception as e:
+            raise RunError(f"{name or 'engine'} failed during warm-up: {e}") from e
+        budget_ns = None if time_budget_s is None else int(time_budget_s * 1e9)
+        bar = _progress(n if time_budget_s is None else 0, progress, f"latency {name}")
+        try:
+            if timer == "cuda-events":
+                events = CudaEvents(stream)
+                times = events.timed(fn, args, n, budget_ns, bar)
+            else:
+                times = _host_timed(fn, args, n, budget_ns, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+    finally:
+        if events is not None:
+            events.close()
+        if cleanup is not None:
+            cleanup()
+    batch = feeds_batch(feeds)
+    return LatencyResult(variant=name, backend=backend, precision=getattr(variant, "precision", "") or "",
+                         batch=batch, device=device, timer=timer, warmup=int(warmup),
+                         requested_iterations=None if iterations is None else int(iterations),
+                         time_budget_s=time_budget_s, times_ms=[float(x) for x in times],
+                         stats=latency_stats(times, batch))

@@ -1,0 +1,475 @@
+"""Per-layer timings as one tidy DataFrame, for ONNX Runtime and TensorRT engines.
+
+Columns (:data:`COLUMNS`): ``variant, backend, precision, layer, layer_type, onnx_nodes, onnx_node,
+provider, time_ms, share, calls, mapped_by`` plus backend details (``shapes`` for ORT; ``tactic``,
+``in_precision``, ``out_precision``, ``in_format``, ``out_format`` for TensorRT). ``time_ms`` is the mean
+time per iteration, ``share`` its fraction of the table's total, ``calls`` kernel launches per iteration.
+
+Profiled runs are separate from latency runs: profilers add overhead, so :func:`profile` measures
+latency first on the engine as built, then the per-layer table in a separate profiled run, and
+:func:`coverage` compares the two (Σ layers / end-to-end; below :data:`COVERAGE_GOAL` is flagged).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import BackendUnavailable, RunError, UsageError
+from .latency import LatencyResult, measure_latency
+from .mapping import (UNMAPPED, GraphIndex, name_nodes, ort_fused_nodes, ort_nchwc_sum, ort_nchwc_tensor,
+                      strip_ort_suffix, strip_trt_profile_suffix, trt_layer_nodes)
+
+COLUMNS = ["variant", "backend", "precision", "layer", "layer_type", "onnx_nodes", "onnx_node", "provider",
+           "time_ms", "share", "calls", "mapped_by"]
+ORT_EXTRA = ["shapes"]
+TRT_EXTRA = ["tactic", "in_precision", "out_precision", "in_format", "out_format"]
+COVERAGE_GOAL = 0.9
+#: ORT's NCHWc layout transformer (x86 CPU, ORT_ENABLE_ALL) names each node it rewrites ``<tensor>_nchwc``
+#: and rewires tensors through reorder nodes; ``layout_optimizations=False`` disables it.
+ORT_LAYOUT_OPTIMIZERS = ("NchwcTransformer",)
+_SUBGRAPH_OPS = {"If", "Loop", "Scan"}
+
+
+def _check(iterations: int, warmup: int) -> None:
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations <= 0:
+        raise UsageError(f"iterations must be a positive integer, got {iterations!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
+        raise UsageError(f"warmup must be an integer >= 0, got {warmup!r}")
+
+
+def _frame(rows: list[dict], extra: list[str]):
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=COLUMNS + extra)
+    total = float(df["time_ms"].sum()) if len(df) else 0.0
+    df["share"] = df["time_ms"] / total if total > 0 else 0.0
+    return df.sort_values("time_ms", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _named_index(engine) -> tuple[Any, GraphIndex]:
+    proto = name_nodes(engine.variant.model.proto_with_data())
+    return proto, GraphIndex.of(proto)
+
+
+# ------------------------------------------------------------------------------------ ONNX Runtime
+def parse_ort_trace(events: list[dict], *, skip_runs: int = 0) -> tuple[dict[str, dict], int, float]:
+    """Aggregate ORT profiler events (Chrome trace: ``cat`` "Node", ``name`` ``<node>_kernel_time``,
+    ``dur`` in µs, ``args.op_name`` / ``args.provider`` / ``args.input_type_shape``).
+
+    Only kernels inside ``model_run`` events after the first ``skip_runs`` (the warm-ups) count.
+    Kernels of If/Loop/Scan nodes include their subgraphs' kernels, which ORT also reports on their own;
+    the parent keeps only its self time so nothing is counted twice.
+    Returns ({kernel: {dur_us, count, op, provider, shapes}}, timed runs, mean model_run ms).
+    """
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")
+    runs = runs[skip_runs:]
+    if not runs:
+        raise RunError("the ONNX Runtime profile holds no timed model_run event")
+    starts = np.array([r[0] for r in runs])
+    ends = np.array([r[1] for r in runs])
+    kernels = [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
+    kept = []
+    for e in kernels:
+        i = int(np.searchsorted(starts, e["ts"], side="right")) - 1
+        if i >= 0 and e["ts"] + e["dur"] <= ends[i]:
+            kept.append(e)
+    out: dict[str, dict] = {}
+    for e in kept:
+        args = e.get("args", {})
+        dur = float(e["dur"])
+        if args.get("op_name") in _SUBGRAPH_OPS:
+            lo, hi, tid = e["ts"], e["ts"] + e["dur"], e.get("tid")
+            dur -= sum(float(k["dur"]) for k in kept if k is not e and k.get("tid") == tid
+                       and k["ts"] >= lo and k["ts"] + k["dur"] <= hi)
+        name = e["name"][: -len("_kernel_time")]
+        rec = out.setdefault(name, {"dur_us": 0.0, "count": 0, "op": args.get("op_name", ""),
+                                    "provider": str(args.get("provider", "")).replace("ExecutionProvider", ""),
+                                    "shapes": _shapes(args.get("input_type_shape"))})
+        rec["dur_us"] += max(dur, 0.0)
+        rec["count"] += 1
+    mean_run_ms = float(np.mean(ends - starts)) / 1000.0
+    return out, len(runs), mean_run_ms
+
+
+def _shapes(ts) -> str:
+    if not ts:
+        return ""
+    parts = []
+    for d in ts:
+        for dt, shp in d.items():
+            parts.append(f"{dt}{list(shp)}")
+    return " ".join(parts)
+
+
+def _ort_session(engine, proto, tmp: Path, layout_optimizations: bool):
+    import onnxruntime as ort
+
+    from ..backends.base import BuildOptions
+
+    threads = int((engine.record.options or {}).get("threads", 0) or 0) if getattr(engine, "record", None) else 0
+    so = engine.backend.session_options(BuildOptions(threads=threads, progress=False))
+    so.enable_profiling = True
+    so.profile_file_prefix = str(tmp / "ort_profile")
+    so.optimized_model_filepath = str(tmp / "optimized.onnx")
+    providers = engine.backend.providers_for(engine.variant)
+    disabled = [] if layout_optimizations else list(ORT_LAYOUT_OPTIMIZERS)
+    try:
+        return ort.InferenceSession(proto.SerializeToString(), sess_options=so, providers=providers,
+                                    disabled_optimizers=disabled)
+    except Exception as e:
+        raise RunError(f"ONNX Runtime could not create the profiling session for {engine.variant.name}: "
+                       f"{str(e).strip().splitlines()[-1]}") from e
+
+
+def _optimized_nodes(path: Path) -> dict[str, Any]:
+    import onnx
+
+    if not path.is_file():
+        return {}
+    try:
+        opt = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return {}
+    return {n.name: n for n in opt.graph.node}
+
+
+def ort_layer_rows(stats: dict[str, dict], runs: int, ix: GraphIndex, optimized: Mapping[str, Any]) -> list[dict]:
+    """Rows (without variant/backend/precision) for aggregated ORT kernels, mapped to ONNX nodes:
+
+    * a kernel named after an ONNX node (exactly, or with ORT's ``_token_N`` suffix) stands for it;
+      an NCHWc kernel ``<tensor>_nchwc`` stands for the producer of ``<tensor>``;
+    * the nodes it covers are found by tensor lineage (:func:`~workbench.measure.mapping.ort_fused_nodes`)
+      in the variant graph, using the optimized graph ORT saved for the kernel's inputs/outputs;
+    * kernels ORT inserted (layout reorders/transposes) take the canonical node of the first mapped
+      consumer in the optimized graph (``mapped_by="neighbour"``, ``onnx_nodes`` empty), else
+      ``onnx_node = "<unmapped>"``.
+    """
+    own: dict[str, str | None] = {}
+    for k in stats:
+        base = strip_ort_suffix(k)
+        t = ort_nchwc_tensor(k)
+        own[k] = k if k in ix else base if base in ix else ix.producer.get(t) if t else None
+    anchors = {v for v in own.values() if v}
+    mapped: dict[str, tuple[list[str], str]] = {}
+    for k in stats:
+        opt_node, t = optimized.get(k), ort_nchwc_tensor(k)
+        nodes: list[str] = []
+        op = stats[k]["op"]
+        if t and t in ix.producer:
+            stop = list(opt_node.input) if opt_node is not None else []
+            nodes = ort_fused_nodes([t], stop, ix, anchors, op, own=own[k])
+            if opt_node is not None and op == "Conv" and len(opt_node.input) >= 4:
+                nodes += ort_nchwc_sum(t, ix, anchors)
+        elif opt_node is not None:
+            nodes = ort_fused_nodes(list(opt_node.output), list(opt_node.input), ix, anchors, op, own=own[k])
+        if own[k] and own[k] not in nodes:
+            nodes = sorted(set(nodes) | {own[k]}, key=lambda n: ix.order[n])
+        how = "unmapped" if not nodes else "name" if nodes == [k] else "fusion"
+        mapped[k] = (nodes, how)
+    consumers: dict[str, list[str]] = {}
+    for n in optimized.values():
+        for x in n.input:
+            consumers.setdefault(x, []).append(n.name)
+    rows = []
+    for k, s in stats.items():
+        nodes, how = mapped[k]
+        canon = ix.anchor(nodes) if nodes else UNMAPPED
+        if not nodes:
+            canon, how = _neighbour(k, optimized, consumers, mapped, ix)
+        rows.append({"layer": k, "layer_type": s["op"], "onnx_nodes": nodes, "onnx_node": canon,
+                     "provider": s["provider"], "time_ms": s["dur_us"] / 1000.0 / runs,
+                     "calls": s["count"] / runs, "mapped_by": how, "shapes": s["shapes"]})
+    return rows
+
+
+def _neighbour(k: str, optimized, consumers, mapped, ix: GraphIndex) -> tuple[str, str]:
+    """Canonical node of the first mapped consumer downstream of kernel ``k`` in the optimized graph."""
+    seen, frontier = {k}, [k]
+    while frontier:
+        nxt = []
+        for n in frontier:
+            node = optimized.get(n)
+            for t in (node.output if node is not None else []):
+                for c in consumers.get(t, []):
+                    if c in seen:
+                        continue
+                    if mapped.get(c, ([], ""))[0]:
+                        return ix.anchor(mapped[c][0]), "neighbour"
+                    seen.add(c)
+                    nxt.append(c)
+        frontier = nxt
+    return UNMAPPED, "unmapped"
+
+
+def profile_layers_ort(engine, feeds: Mapping[str, np.ndarray], *, iterations: int = 20, warmup: int = 3,
+                       layout_optimizations: bool = True, progress: bool = False):
+    """Per-layer table of an ONNX Runtime engine from a separate profiled session (see module doc).
+
+    The profiled session is built from the engine's variant with the engine's session options plus
+    ``enable_profiling``; the trace and the optimized model go to a temp folder that is deleted.
+    ``layout_optimizations=False`` disables ORT's NCHWc layout transformer (kernels then keep ONNX node
+    names, but the profiled graph differs from the engine's on x86 CPUs).
+    """
+    _check(iterations, warmup)
+    proto, ix = _named_index(engine)
+    with tempfile.TemporaryDirectory(prefix="workbench-prof-") as td:
+        tmp = Path(td)
+        sess = _ort_session(engine, proto, tmp, layout_optimizations)
+        names = [i.name for i in sess.get_inputs()]
+        missing = [n for n in names if n not in feeds]
+        if missing:
+            raise RunError(f"missing input(s) {missing} for {engine.variant.name}")
+        prepared = {n: np.ascontiguousarray(feeds[n]) for n in names}
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=warmup + iterations, desc=f"profile {engine.variant.name}", unit="it", leave=False)
+        try:
+            for _ in range(warmup + iterations):
+                sess.run(None, prepared)
+                if bar is not None:
+                    bar.update(1)
+        except Exception as e:
+            raise RunError(f"ONNX Runtime failed while profiling {engine.variant.name}: {e}") from e
+        finally:
+            if bar is not None:
+                bar.close()
+        trace = Path(sess.end_profiling())
+        try:
+            events = json.loads(trace.read_text())
+        finally:
+            trace.unlink(missing_ok=True)
+        stats, runs, run_ms = parse_ort_trace(events, skip_runs=warmup)
+        optimized = _optimized_nodes(tmp / "optimized.onnx")
+        del sess
+    rows = ort_layer_rows(stats, runs, ix, optimized)
+    meta = {"variant": engine.variant.name, "backend": engine.backend.name, "precision": engine.variant.precision}
+    df = _frame([{**meta, **r} for r in rows], ORT_EXTRA)
+    on_gpu = any(p != "CPU" for p in df["provider"])
+    df.attrs.update(profiled_run_ms=run_ms, iterations=runs, source="onnxruntime-profiler",
+                    layout_optimizations=layout_optimizations,
+                    time_basis="host-side kernel calls (GPU kernels launch asynchronously)" if on_gpu else "host")
+    return df
+
+
+# ---------------------------------------------------------------------------------------- TensorRT
+def make_trt_profiler(trt):
+    """An ``IProfiler`` that sums ``report_layer_time(layer_name, ms)`` per layer over iterations.
+
+    TensorRT calls ``report_layer_time`` once per layer for each ``executeV2()``/``enqueueV3()`` while
+    the profiler is attached (TensorRT 10 C++ API, ``IProfiler``); with ``ProfilingVerbosity.NONE`` the
+    layer name is the layer's decimal index. ``times`` maps layer name → [total ms, calls]."""
+
+    class LayerTimes(trt.IProfiler):
+        def __init__(self):
+            trt.IProfiler.__init__(self)
+            self.times: dict[str, list] = {}
+
+        def report_layer_time(self, layer_name, ms):
+            rec = self.times.get(layer_name)
+            if rec is None:
+                self.times[layer_name] = [float(ms), 1]
+            else:
+                rec[0] += float(ms)
+                rec[1] += 1
+
+    return LayerTimes()
+
+
+def _io_field(tensors: list, key: str) -> str:
+    return ", ".join(str(t.get(key, "")) for t in tensors or [] if isinstance(t, dict))
+
+
+def parse_trt_layer_info(info: Mapping[str, Any] | str) -> list[dict]:
+    """Layer records from the engine inspector's JSON (``get_engine_information(LayerInformationFormat
+    .JSON)``: ``{"Layers": [...], "Bindings": [...]}``; each layer with ``Name``, ``LayerType``,
+    ``Inputs``/``Outputs`` (``Name``, ``Dimensions``, ``Format/Datatype``), ``TacticName``, ``Metadata``
+    when built with ``ProfilingVerbosity.DETAILED``; with lower verbosity ``Layers`` holds bare names).
+    ``Format/Datatype`` reads like ``Row major linear FP32`` / ``Channel major FP16 format where...``:
+    ``*_precision`` is its last FP32/FP16/BF16/Int8/FP8/Int32-like token, ``*_format`` the full text."""
+    if isinstance(info, str):
+        info = json.loads(info)
+    out = []
+    for layer in info.get("Layers", []):
+        if isinstance(layer, str):
+            out.append({"name": layer, "layer_type": "", "tactic": "", "metadata": None,
+                        "in_precision": "", "out_precision": "", "in_format": "", "out_format": ""})
+            continue
+        ins, outs = layer.get("Inputs", []), layer.get("Outputs", [])
+        out.append({"name": layer.get("Name", ""), "layer_type": layer.get("LayerType", ""),
+                    "tactic": layer.get("TacticName", layer.get("TacticValue", "")),
+                    "metadata": layer.get("Metadata"),
+                    "in_precision": ", ".join(_precision_of(t) for t in ins if isinstance(t, dict)),
+                    "out_precision": ", ".join(_precision_of(t) for t in outs if isinstance(t, dict)),
+                    "in_format": _io_field(ins, "Format/Datatype"),
+                    "out_format": _io_field(outs, "Format/Datatype")})
+    return out
+
+
+_PRECISION_TOKENS = {"fp32": "fp32", "float": "fp32", "fp16": "fp16", "half": "fp16", "bf16": "bf16",
+                     "int8": "int8", "fp8": "fp8", "int32": "int32", "int64": "int64", "bool": "bool",
+                     "uint8": "uint8", "int4": "int4", "fp4": "fp4"}
+
+
+def _precision_of(t: Mapping[str, Any]) -> str:
+    text = str(t.get("Format/Datatype", ""))
+    for tok in text.replace(",", " ").split():
+        p = _PRECISION_TOKENS.get(tok.lower())
+        if p:
+            return p
+    return ""
+
+
+def trt_layer_rows(times: Mapping[str, tuple[float, int]], iterations: int, layer_info: list[dict],
+                   ix: GraphIndex | None) -> list[dict]:
+    """Rows from profiler sums (layer → (total ms, calls)) joined with inspector layer records by name
+    (a `` [profile N]`` suffix is ignored when joining)."""
+    info = {}
+    for rec in layer_info:
+        info.setdefault(rec["name"], rec)
+        info.setdefault(strip_trt_profile_suffix(rec["name"]), rec)
+    rows = []
+    for name, (total, calls) in times.items():
+        rec = info.get(name) or info.get(strip_trt_profile_suffix(name)) or {}
+        nodes, kind = trt_layer_nodes(name, rec.get("metadata"), ix)
+        how = ("metadata" if rec.get("metadata") else kind) if nodes else "unmapped"
+        canon = ix.anchor(nodes) if (ix is not None and nodes) else (nodes[0] if nodes else UNMAPPED)
+        rows.append({"layer": name, "layer_type": rec.get("layer_type", ""), "onnx_nodes": nodes,
+                     "onnx_node": canon, "provider": "GPU", "time_ms": total / iterations,
+                     "calls": calls / iterations, "mapped_by": how,
+                     **{k: rec.get(k, "") for k in TRT_EXTRA}})
+    return rows
+
+
+def profile_layers_trt(engine, feeds: Mapping[str, np.ndarray], *, iterations: int = 20, warmup: int = 3,
+                       progress: bool = False):
+    """Per-layer table of a TensorRT engine (``workbench.backends.tensorrt.TrtEngine``): an IProfiler
+    attached to the execution context for ``iterations`` synchronous runs after ``warmup`` plain runs,
+    joined with the engine inspector's JSON (layer type, tactic, precisions, formats, origin nodes)."""
+    _check(iterations, warmup)
+    trt = engine.backend.trt
+    proto, ix = _named_index(engine)
+    engine.stage(feeds)
+    for _ in range(warmup):
+        engine.enqueue()
+    engine.synchronize()
+    ctx = engine.context
+    prof = make_trt_profiler(trt)
+    ctx.profiler = prof
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=iterations, desc=f"profile {engine.variant.name}", unit="it", leave=False)
+    try:
+        for _ in range(iterations):
+            engine.enqueue()  # with a profiler attached, TensorRT reports per layer for this execution
+            engine.synchronize()
+            if bar is not None:
+                bar.update(1)
+    finally:
+        ctx.profiler = None
+        if bar is not None:
+            bar.close()
+    layer_info = parse_trt_layer_info(engine.inspector_json())
+    rows = trt_layer_rows({k: (v[0], v[1]) for k, v in prof.times.items()}, iterations, layer_info, ix)
+    meta = {"variant": engine.variant.name, "backend": engine.backend.name, "precision": engine.variant.precision}
+    df = _frame([{**meta, **r} for r in rows], TRT_EXTRA)
+    df.attrs.update(iterations=iterations, source="tensorrt-iprofiler", time_basis="device (IProfiler)")
+    return df
+
+
+# --------------------------------------------------------------------------------------- dispatch
+def profile_layers(engine, feeds: Mapping[str, np.ndarray], *, iterations: int = 20, warmup: int = 3,
+                   progress: bool = False, **opts):
+    """Per-layer timings of ``engine`` on ``feeds`` as a tidy DataFrame (columns :data:`COLUMNS` + extras).
+
+    Example::
+
+        eng = get_backend("onnxruntime").build(Variant.of(load("m.onnx")))
+        df = profile_layers(eng, synthetic_inputs(eng.variant.model), iterations=20)
+        df.groupby("onnx_node").time_ms.sum().sort_values()
+    """
+    if hasattr(engine, "session") and hasattr(engine.backend, "session_options"):
+        return profile_layers_ort(engine, feeds, iterations=iterations, warmup=warmup, progress=progress, **opts)
+    if hasattr(engine, "stage") and hasattr(engine, "inspector_json"):
+        return profile_layers_trt(engine, feeds, iterations=iterations, warmup=warmup, progress=progress)
+    raise BackendUnavailable(f"per-layer profiling is not available for {type(engine).__name__}",
+                             hint="supported: ONNX Runtime and TensorRT engines")
+
+
+@dataclass
+class Coverage:
+    """Σ per-layer time vs end-to-end latency (p50 or mean) of a separate latency run."""
+
+    variant: str
+    layers_ms: float
+    e2e_ms: float
+    ratio: float
+    goal: float = COVERAGE_GOAL
+    profiled_run_ms: float | None = None  # mean run time inside the profiled run itself (ORT), if known
+
+    @property
+    def flagged(self) -> bool:
+        return self.ratio < self.goal
+
+    @property
+    def in_run(self) -> float | None:
+        """Σ layers / run time of the profiled run itself: kernel time vs framework time, free of the
+        drift between the separate latency and profiled runs."""
+        if not self.profiled_run_ms:
+            return None
+        return self.layers_ms / self.profiled_run_ms
+
+    def to_json(self) -> dict:
+        return {"variant": self.variant, "layers_ms": self.layers_ms, "e2e_ms": self.e2e_ms,
+                "coverage": self.ratio, "goal": self.goal, "flagged": self.flagged,
+                "profiled_run_ms": self.profiled_run_ms, "in_run": self.in_run}
+
+
+def coverage(layers_df, latency: LatencyResult, *, stat: str = "mean_ms", goal: float = COVERAGE_GOAL) -> Coverage:
+    """Σ ``time_ms`` of the per-layer table divided by the end-to-end ``stat`` (default the mean, as
+    per-layer times are means) of ``latency``. A ratio below ``goal`` (0.9) is flagged: time spent
+    outside kernels (framework overhead, copies, launch gaps) that the per-layer table does not show."""
+    total = float(layers_df["time_ms"].sum())
+    e2e = float(latency.stats[stat])
+    ratio = total / e2e if e2e > 0 else float("nan")
+    run_ms = layers_df.attrs.get("profiled_run_ms")
+    return Coverage(variant=latency.variant, layers_ms=total, e2e_ms=e2e, ratio=ratio, goal=goal,
+                    profiled_run_ms=float(run_ms) if run_ms else None)
+
+
+@dataclass
+class Profile:
+    """Latency and per-layer results of one engine, measured in separate runs."""
+
+    latency: LatencyResult
+    layers: Any  # pandas.DataFrame
+    coverage: Coverage
+
+
+def profile(engine, feeds: Mapping[str, np.ndarray], *, warmup: int = 10, iterations: int = 100,
+            time_budget_s: float | None = None, layer_iterations: int = 20, layer_warmup: int = 3,
+            progress: bool = False) -> Profile:
+    """Latency run, then a separate per-layer run, then their coverage."""
+    lat = measure_latency(engine, feeds, warmup=warmup, iterations=iterations, time_budget_s=time_budget_s,
+                          progress=progress)
+    layers = profile_layers(engine, feeds, iterations=layer_iterations, warmup=layer_warmup, progress=progress)
+    return Profile(latency=lat, layers=layers, coverage=coverage(layers, lat))
+
+
+def save_layers_csv(df, path: str | os.PathLike) -> Path:
+    """Write a per-layer table as CSV atomically (``onnx_nodes`` joined with ``;``)."""
+    from ..fsutil import atomic_write_text
+
+    out = df.copy()
+    out["onnx_nodes"] = out["onnx_nodes"].map(lambda v: ";".join(v) if isinstance(v, (list, tuple)) else v)
+    return atomic_write_text(path, out.to_csv(index=False))
