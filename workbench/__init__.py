@@ -27,6 +27,8 @@ from .errors import (  # noqa: E402,F401
     WorkbenchError,
 )
 from .model import Model, load  # noqa: E402,F401
+# Eager, not lazy: importing the submodule ``workbench.inspect`` would otherwise shadow the function.
+from .inspect import Inspection, inspect  # noqa: E402,F401
 
 # name -> "module:attribute", imported on first use (keeps `import workbench` light).
 _LAZY = {
@@ -41,10 +43,35 @@ _LAZY = {
     "backend_names": "workbench.backends:backend_names",
     "measure_latency": "workbench.measure.latency:measure_latency",
     "load_record": "workbench.records:load_record",
+    "run_model": "workbench.run:run_model",
+    "make_variant": "workbench.precision:make_variant",
+    "list_recipes": "workbench.precision:list_recipes",
+    "build_variants": "workbench.builds:build_variants",
+    "profile": "workbench.measure.layers:profile",
+    "profile_layers": "workbench.measure.layers:profile_layers",
+    "coverage": "workbench.measure.layers:coverage",
+    "compare_outputs": "workbench.compare.outputs:compare_outputs",
+    "layerwise": "workbench.compare.layerwise:layerwise",
+    "propose_mixed_precision": "workbench.compare.sensitivity:propose_mixed_precision",
+    "History": "workbench.edit.history:History",
+    "GraphView": "workbench.widgets.graph_view:GraphView",
+    "Workbench": "workbench.widgets.dashboard:Workbench",
+    "run_flow": "workbench.flow:run_flow",
+    "FlowResult": "workbench.flow:FlowResult",
+    "write_report": "workbench.report:write_report",
 }
 
 
+# Subpackages reachable as attributes after a plain `import workbench` (e.g. `wb.edit.fold_constants`).
+_SUBMODULES = {"edit", "precision", "backends", "measure", "compare", "widgets", "data", "records", "variant",
+               "device", "builds", "plots", "report", "flow", "run"}
+
+
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"workbench.{name}")
+        globals()[name] = value
+        return value
     target = _LAZY.get(name)
     if target is None:
         raise AttributeError(f"module 'workbench' has no attribute {name!r}")
@@ -55,4 +82,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
