@@ -1,0 +1,249 @@
+"""Graph viewer in a real browser: Debian's /usr/bin/chromium driven by Playwright (no browser download).
+
+The offline page (``export_html``) and the anywidget inside JupyterLab (served on 127.0.0.1) are
+rendered; tests assert nodes are drawn, click one and check the details panel (and, in JupyterLab,
+that the selection reaches Python). Screenshots go to test-artifacts/ (ignored by git).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import onnx
+import pytest
+
+from workbench.widgets.graph_payload import GraphPayload
+from workbench.widgets.graph_view import export_html
+
+from test_graph_view import chain_model, with_qdq
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    pg = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.errors = errors
+    yield pg
+    pg.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path))
+    return path
+
+
+def open_page(page, html_path: Path) -> None:
+    page.goto(html_path.as_uri())
+    page.wait_for_selector(".wbg-root[data-ready='1']", timeout=30_000)
+
+
+def click_item(page, name: str) -> None:
+    """Centre an item in the view and click it with the mouse (hit-testing on the canvas)."""
+    assert page.evaluate("(n) => window.__wbgraph.center(n)", name)
+    page.wait_for_timeout(50)
+    pos = page.evaluate("(n) => window.__wbgraph.screenPos(n)", name)
+    page.mouse.click(pos["x"], pos["y"])
+
+
+def test_standalone_page_draws_and_shows_details(page, light, tmp_path):
+    path = light("resnet50")
+    out = tmp_path / "resnet50.html"
+    export_html(path, out)
+    open_page(page, out)
+    root = page.locator(".wbg-root")
+    assert int(root.get_attribute("data-drawn-nodes")) > 10
+    total = page.evaluate("() => window.__wbgraph.totalNodes")
+    assert total == len(onnx.load(path).graph.node)
+    conv = next(n.name for n in onnx.load(path).graph.node if n.op_type == "Conv")
+    click_item(page, conv)
+    page.wait_for_function("(n) => document.querySelector('.wbg-d-name')?.textContent === n", arg=conv)
+    assert page.locator(".wbg-d-op").inner_text() == "Conv"
+    assert page.locator(".wbg-panel h4", has_text="Inputs").count() == 1
+    assert "initializer" in page.locator(".wbg-panel").inner_text() or "←" in page.locator(".wbg-panel").inner_text()
+    # upstream highlight reaches at least the node's producers
+    page.get_by_role("button", name="Upstream").click()
+    assert int(root.get_attribute("data-highlighted")) >= 2
+    shot(page, "graph_standalone_resnet50.png")
+
+
+def test_groups_expand_search_and_overlay(page, sample, tmp_path):
+    path = sample("transformer_block.onnx")
+    p = GraphPayload.from_model(path)
+    names = [r.name for r in p.recs if r.kind == "op"]
+    p.set_overlay({n: float(k) for k, n in enumerate(names)}, label="latency ms", thresholds=[20, 50])
+    out = tmp_path / "tb.html"
+    export_html(p, out, expanded=[])
+    open_page(page, out)
+    before = page.evaluate("() => window.__wbgraph.nodeCount")
+    top = [it["id"] for it in page.evaluate("() => window.__wbgraph.items()") if it["kind"] == "group"]
+    assert "/encoder" in top
+    pos = page.evaluate("() => window.__wbgraph.screenPos('/encoder')")
+    page.mouse.dblclick(pos["x"], pos["y"])
+    page.wait_for_function("(n) => window.__wbgraph.nodeCount > n", arg=before)
+    # search finds a hidden node; choosing it opens its groups and selects it
+    page.fill(".wbg-search", "q_proj/MatMul")
+    page.wait_for_selector(".wbg-result")
+    page.locator(".wbg-result").first.click()
+    page.wait_for_function("() => (document.querySelector('.wbg-d-op')?.textContent || '').startsWith('MatMul')")
+    assert "q_proj/MatMul" in page.locator(".wbg-d-name").inner_text()
+    assert page.locator(".wbg-legend").is_visible() and "latency ms" in page.locator(".wbg-legend").inner_text()
+    assert "latency ms:" in page.locator(".wbg-d-overlay").inner_text()
+    shot(page, "graph_transformer_overlay.png")
+
+
+def test_diff_page_and_big_graph_expand(page, light, tmp_path):
+    proto = onnx.load(light("squeezenet"))
+    int8, added = with_qdq(proto)
+    out = tmp_path / "diff.html"
+    export_html(GraphPayload.diff(proto, int8), out)
+    open_page(page, out)
+    legend = page.locator(".wbg-legend").inner_text()
+    assert "added" in legend and "removed" in legend
+    q = sorted(added)[0]
+    click_item(page, q)
+    page.wait_for_function("() => (document.querySelector('.wbg-d-op')?.textContent || '').includes('added')")
+    shot(page, "graph_diff_squeezenet_qdq.png")
+
+    big = tmp_path / "big.html"
+    # 20k scoped nodes (100k is covered on the Python side and in bench/bench_viewer.py)
+    payload = GraphPayload.from_model(chain_model(20_000, scoped=True), infer_shapes=False)
+    export_html(payload, big, expanded=[])
+    open_page(page, big)
+    assert page.evaluate("() => window.__wbgraph.totalNodes") == 20_000
+    n0 = page.evaluate("() => window.__wbgraph.nodeCount")
+    n1 = page.evaluate("() => window.__wbgraph.toggle('/block42')")
+    n2 = page.evaluate("() => window.__wbgraph.toggle('/block42/layer3')")
+    assert (n1, n2) == (n0 + 9, n0 + 9 + 19)
+    assert page.evaluate("() => window.__wbgraph.center('/block42/layer3/Relu_8460')")
+    shot(page, "graph_20k_expanded.png")
+
+
+# ---------------------------------------------------------------------------------------- JupyterLab
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(params=["jupyterlab", "notebook"])
+def jupyter(request, tmp_path):
+    """JupyterLab 4 or Notebook 7 on 127.0.0.1: (app, base url, token)."""
+    app = request.param
+    if app == "notebook":
+        nb = pytest.importorskip("notebook", reason="Notebook 7 not installed (pip install notebook)")
+        if int(nb.__version__.split(".")[0]) < 7:
+            pytest.skip(f"notebook {nb.__version__} is not Notebook 7")
+    port, token = _free_port(), "wbtest"
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", app, "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", "--ServerApp.port_retries=0",
+           "--LabApp.news_url=", "--LabServerApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    log = open(tmp_path / "lab.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail("jupyter lab exited: " + (tmp_path / "lab.log").read_text()[-2000:])
+                time.sleep(0.5)
+        else:
+            pytest.fail("jupyter lab did not start: " + (tmp_path / "lab.log").read_text()[-2000:])
+        yield app, url, token
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def run_cell(page, k: int, attempts: int = 4) -> None:
+    """Run notebook cell k with Shift+Enter; retry while its prompt stays empty (a run sent while
+    the kernel connection is still being set up is dropped by JupyterLab)."""
+    prompt = page.locator(".jp-Cell").nth(k).locator(".jp-InputPrompt")
+    before = prompt.inner_text()
+    for _ in range(attempts):
+        page.locator(".jp-Cell").nth(k).locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Shift+Enter")
+        try:
+            page.wait_for_function("([k, b]) => { const p = document.querySelectorAll('.jp-Cell')[k]"
+                                   ".querySelector('.jp-InputPrompt').innerText; return p !== b && !/\\[ \\]/.test(p); }",
+                                   arg=[k, before], timeout=15_000)
+            return
+        except Exception:
+            continue
+    raise AssertionError(f"cell {k} did not run: prompt {prompt.inner_text()!r}")
+
+
+def test_widget_in_jupyter_syncs_selection(browser, jupyter, light, tmp_path):
+    app, url, token = jupyter
+    model = light("squeezenet")
+    cells = [f"from workbench.widgets.graph_view import GraphView\nview = GraphView({str(model)!r}, height=560)\nview",
+             "print('SELECTED=' + ','.join(view.selected))"]
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": c, "outputs": [], "execution_count": None} for c in cells],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "view.ipynb").write_text(json.dumps(nb))
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text))
+    try:
+        page.goto(f"{url}/{'lab/tree' if app == 'jupyterlab' else 'notebooks'}/view.ipynb?token={token}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        run_cell(page, 0, attempts=8)
+        page.wait_for_selector(".wbg-root[data-ready='1']", timeout=60_000)
+        assert int(page.locator(".wbg-root").get_attribute("data-drawn-nodes")) > 5
+        relu = next(n.name for n in onnx.load(model).graph.node if n.op_type == "Relu")
+        name = relu or "Relu#1"
+        click_item(page, name)
+        page.wait_for_function("(n) => document.querySelector('.wbg-d-name')?.textContent === n", arg=name)
+        page.keyboard.press("Escape")
+        run_cell(page, 1)
+        out = page.locator(".jp-Cell").nth(1).locator(".jp-OutputArea-output")
+        out.wait_for(timeout=30_000)
+        page.wait_for_function("() => document.querySelectorAll('.jp-Cell')[1].innerText.includes('SELECTED=')")
+        assert f"SELECTED={name}" in out.inner_text()
+        shot(page, f"graph_{app}_widget.png")
+    except Exception:
+        shot(page, f"graph_{app}_failure.png")
+        print("browser console:", *console[-30:], sep="\n")
+        raise
+    finally:
+        page.close()

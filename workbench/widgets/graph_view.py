@@ -1,0 +1,236 @@
+"""`GraphView`: the notebook graph viewer (anywidget), and the same viewer as an offline HTML page.
+
+    from workbench.widgets.graph_view import GraphView
+    view = GraphView("model.onnx")          # a path, bytes, onnx.ModelProto or workbench.Model
+    view                                    # shows it (JupyterLab 4, Notebook 7, VS Code)
+    view.selected                           # node names clicked in the view (shift-click adds)
+    view.set_overlay({"/conv1/Conv": 0.8, ...}, label="latency ms", thresholds=[0.1, 0.5])
+    GraphView.diff(original, edited)        # one view, nodes coloured added / removed / changed
+    export_html("model.onnx", "model.html") # offline page with every node
+
+The JavaScript (``static/graph_view.js``, built from ``js/``) lays out only what is visible; Python
+holds the whole graph (:class:`~workbench.widgets.graph_payload.GraphPayload`) and sends the visible
+subset when a group opens or closes, so a 100k-node model stays responsive.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import anywidget
+import traitlets as t
+
+from ..errors import UsageError
+from ..fsutil import atomic_write_text
+from .graph_payload import DEFAULT_BUDGET, GraphPayload
+
+STATIC = Path(__file__).parent / "static"
+ESM = STATIC / "graph_view.js"
+CSS = STATIC / "graph_view.css"
+
+
+def overlay_values(values: Any, value: str | None = None) -> dict[str, float]:
+    """A node-name → float mapping from a dict, or from a DataFrame with ``onnx_node`` (or ``node``,
+    or a per-layer ``onnx_nodes`` list column, each layer's value split evenly over its nodes) and a
+    value column (``value`` or the one named)."""
+    if isinstance(values, Mapping):
+        return {str(k): float(v) for k, v in values.items() if v is not None}
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover
+        pd = None
+    if pd is None or not isinstance(values, pd.DataFrame):
+        raise UsageError(f"overlay values must be a dict or a pandas DataFrame, not {type(values).__name__}")
+    df = values
+    col = value or next((c for c in ("value", "time_ms", "error") if c in df.columns), None)
+    if col is None or col not in df.columns:
+        raise UsageError(f"overlay DataFrame has no value column {value or 'value'!r} (columns: {list(df.columns)})",
+                         hint="pass value='<column>'")
+    out: dict[str, float] = {}
+    if "onnx_node" in df.columns or "node" in df.columns:
+        key = "onnx_node" if "onnx_node" in df.columns else "node"
+        for k, v in df.groupby(key)[col].sum().items():
+            out[str(k)] = float(v)
+        return out
+    if "onnx_nodes" in df.columns:
+        for nodes, v in zip(df["onnx_nodes"], df[col]):
+            nodes = [nodes] if isinstance(nodes, str) else (list(nodes) if nodes is not None else [])
+            for n in nodes:
+                out[str(n)] = out.get(str(n), 0.0) + float(v) / len(nodes)
+        return out
+    raise UsageError(f"overlay DataFrame needs an onnx_node (or onnx_nodes) column (columns: {list(df.columns)})")
+
+
+class GraphView(anywidget.AnyWidget):
+    """The graph of an ONNX model in the notebook: groups by name scope / subgraph, details on
+    click, search, upstream/downstream highlight, overlays, and a diff mode.
+
+    Traitlets synced with the browser: ``selected`` (list of node names), ``expanded`` (group ids
+    that are open), ``height`` (pixels).
+    """
+
+    _esm = ESM
+    _css = CSS
+    selected = t.List(t.Unicode()).tag(sync=True)
+    expanded = t.List(t.Unicode()).tag(sync=True)
+    height = t.Int(620).tag(sync=True)
+    legend = t.Dict(allow_none=True, default_value=None).tag(sync=True)
+    _view = t.Dict().tag(sync=True)
+    _details = t.Dict().tag(sync=True)
+    _search = t.Unicode("").tag(sync=True)
+    _search_results = t.List().tag(sync=True)
+
+    def __init__(self, model=None, *, payload: GraphPayload | None = None, height: int = 620,
+                 budget: int = DEFAULT_BUDGET, **kw):
+        if payload is None:
+            if model is None:
+                raise UsageError("GraphView needs a model (path, bytes, onnx.ModelProto or workbench.Model)")
+            payload = GraphPayload.from_model(model)
+        self.payload = payload
+        expanded = payload.default_expanded(budget)
+        super().__init__(height=height, expanded=expanded, legend=payload.legend,
+                         _view=payload.visible(expanded), **kw)
+        self.observe(self._on_expanded, names="expanded")
+        self.observe(self._on_selected, names="selected")
+        self.observe(self._on_search, names="_search")
+
+    # -------------------------------------------------------------- constructors
+    @classmethod
+    def diff(cls, model_a, model_b, **kw) -> "GraphView":
+        """One view of two versions: B's graph plus A's removed nodes; added nodes green, removed
+        red (dashed), changed orange (op, attributes or tensor names differ), unchanged grey."""
+        return cls(payload=GraphPayload.diff(model_a, model_b), **kw)
+
+    @classmethod
+    def side_by_side(cls, model_a, model_b, *, height: int = 560, sync_selection: bool = True):
+        """Two panes in an ``ipywidgets.HBox``; selecting a node name in one selects it in the other."""
+        import ipywidgets as w
+
+        a, b = cls(model_a, height=height), cls(model_b, height=height)
+        if sync_selection:
+            def link(src, dst):
+                def on(change):
+                    names = [n for n in change["new"] if n in dst.payload.name_to_id]
+                    if names != list(dst.selected):
+                        dst.selected = names
+                src.observe(on, names="selected")
+            link(a, b)
+            link(b, a)
+        box = w.HBox([a, b], layout=w.Layout(width="100%"))
+        a.layout = w.Layout(width="50%")
+        b.layout = w.Layout(width="50%")
+        box.panes = (a, b)
+        return box
+
+    # -------------------------------------------------------------- public calls
+    def set_overlay(self, values, label: str = "value", thresholds=None, colormap="traffic",
+                    agg: str = "max", value: str | None = None) -> dict:
+        """Colour nodes by a value per node (dict name → float, or a DataFrame, see
+        :func:`overlay_values`); returns the legend. ``thresholds``: ascending bin edges, else a
+        gradient between min and max. Groups show ``agg`` (max / sum / mean) of their nodes."""
+        lg = self.payload.set_overlay(overlay_values(values, value), label=label, thresholds=thresholds,
+                                      colormap=colormap, agg=agg)
+        self.legend = lg
+        self._refresh()
+        return lg
+
+    def clear_overlay(self) -> None:
+        self.payload.clear_overlay()
+        self.legend = self.payload.legend
+        self._refresh()
+
+    def expand(self, *groups: str) -> None:
+        """Open groups (ids such as ``/encoder/layer.0``); their parents open too."""
+        cur = list(self.expanded)
+        for g in groups:
+            if g not in self.payload.groups:
+                raise UsageError(f"no group {g!r} in this graph")
+            chain = []
+            k = self.payload.group_index[g]
+            while k > 0:
+                chain.append(self.payload.group_ids[k])
+                k = int(self.payload.group_parent[k])
+            cur += [c for c in reversed(chain) if c not in cur]
+        self.expanded = cur
+
+    def collapse(self, *groups: str) -> None:
+        """Close groups (and everything inside them)."""
+        drop = set(groups)
+        self.expanded = [g for g in self.expanded if g not in drop and not any(g.startswith(d + "/") for d in drop)]
+
+    def to_html(self, path: str | os.PathLike | None = None) -> str:
+        """This view as one offline HTML page (every node, overlay and expansion state included)."""
+        return export_html(self.payload, path, expanded=list(self.expanded))
+
+    # -------------------------------------------------------------- syncing
+    def _refresh(self) -> None:
+        self._view = self.payload.visible(self.expanded)
+
+    def _on_expanded(self, change) -> None:
+        self._refresh()
+
+    def _on_selected(self, change) -> None:
+        names = [n for n in change["new"] if n in self.payload.name_to_id]
+        if not names:
+            self._details = {}
+            return
+        i = self.payload.node_id(names[0])
+        need = [g for g in self.payload.ancestors(i) if g not in self.expanded]
+        if need:
+            self.expanded = list(self.expanded) + need
+        self._details = self.payload.details(i)
+
+    def _on_search(self, change) -> None:
+        self._search_results = self.payload.search(change["new"])
+
+
+
+# ---------------------------------------------------------------------------------------- HTML export
+def _script_json(obj: Any) -> str:
+    """JSON safe inside <script>: no '</script>', no '<!--'."""
+    return json.dumps(obj, separators=(",", ":"), default=str).replace("<", "\\u003c").replace(">", "\\u003e") \
+        .replace("&", "\\u0026").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsafe-inline'; img-src data:">
+<title>{title}</title>
+<style>html,body{{margin:0;height:100%;}} body{{padding:8px;box-sizing:border-box;}} #wb-graph{{height:100%;}}
+{css}</style></head>
+<body><div id="wb-graph"></div>
+<script type="application/json" id="wb-graph-data">{data}</script>
+<script type="application/json" id="wb-graph-esm">{esm}</script>
+<script type="module">
+const code = JSON.parse(document.getElementById("wb-graph-esm").textContent);
+const data = JSON.parse(document.getElementById("wb-graph-data").textContent);
+const url = URL.createObjectURL(new Blob([code], {{type: "text/javascript"}}));
+const mod = await import(url);
+const el = document.getElementById("wb-graph");
+mod.mountStandalone(el, data.graph, {{expanded: data.expanded, height: Math.max(400, window.innerHeight - 16)}});
+</script></body></html>
+"""
+
+
+def export_html(model, path: str | os.PathLike | None = None, *, expanded: list[str] | None = None,
+                overlay: Mapping[str, float] | Any | None = None, label: str = "value", thresholds=None,
+                colormap="traffic", budget: int = DEFAULT_BUDGET) -> str:
+    """The viewer as one self-contained HTML page (JS, CSS and every node inline; no network).
+
+    ``model`` is anything :func:`workbench.load` takes, or a :class:`GraphPayload` (e.g. a diff).
+    Writes ``path`` atomically when given; returns the HTML.
+    """
+    payload = model if isinstance(model, GraphPayload) else GraphPayload.from_model(model)
+    if overlay is not None:
+        payload.set_overlay(overlay_values(overlay), label=label, thresholds=thresholds, colormap=colormap)
+    exp = payload.default_expanded(budget) if expanded is None else expanded
+    page = _PAGE.format(title=html.escape(f"{payload.title} · workbench graph"), css=CSS.read_text(),
+                        data=_script_json({"graph": payload.full(), "expanded": exp}),
+                        esm=_script_json(ESM.read_text()))
+    if path is not None:
+        atomic_write_text(path, page)
+    return page
