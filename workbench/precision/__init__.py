@@ -1,0 +1,109 @@
+"""Precision recipes: ONNX → ONNX transforms that put the precision into the graph.
+
+TensorRT 11 networks are always strongly typed (no FP16/INT8 builder flags, no calibrators), so a
+precision is a recipe applied to the ONNX model before any backend builds it::
+
+    import workbench as wb
+    from workbench.precision import make_variant, list_recipes
+
+    v16 = make_variant("model.onnx", "fp16")                        # casts, fp32 kept where it matters
+    v8 = make_variant("model.onnx", "int8", calib="calib.npz")      # Q/DQ, calibrated
+    v8m = make_variant("model.onnx", "int8", calib="calib.npz", keep_op_types=["Gemm"])  # mixed
+    v8.recipe                                                        # JSON: tool, options, kept nodes, ...
+
+``list_recipes()`` tabulates what each precision does.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from ..errors import UsageError
+from ..model import ModelSource, load
+from ..variant import PRECISIONS, Variant
+from .base import Recipe, Request, base_recipe, variant_name
+from .floating import Bf16Recipe, Fp16Recipe
+from .quantize import CALIBRATION_METHODS, Fp8Recipe, Int8Recipe
+
+TOOLS = ("auto", "onnxconverter-common", "onnxruntime", "modelopt")
+
+
+class _Unchanged(Recipe):
+    tool = "none"
+
+    def __init__(self, precision: str, summary: str):
+        self.precision = precision
+        self.summary = summary
+
+    def apply(self, model, req: Request) -> Variant:
+        if req.keep_nodes or req.keep_op_types:
+            raise UsageError(f"{self.precision} keeps the whole graph in fp32; keep_nodes/keep_op_types do not apply")
+        recipe = base_recipe("none", req, kept_high_precision="all")
+        return Variant(model=model, precision=self.precision, source_hash=model.hash, recipe=recipe,
+                       backend_flags={"tf32": self.precision == "tf32"},
+                       name=variant_name(model, self.precision, False))
+
+
+#: precision name → recipe object (``.precision``, ``.tool``, ``.describe()``).
+RECIPES: dict[str, Recipe] = {
+    "fp32": _Unchanged("fp32", "the model unchanged"),
+    "tf32": _Unchanged("tf32", "the fp32 graph unchanged; backends enable TF32 tensor-core math (backend_flags)"),
+    "fp16": Fp16Recipe(),
+    "bf16": Bf16Recipe(),
+    "int8": Int8Recipe(),
+    "fp8": Fp8Recipe(),
+}
+assert tuple(RECIPES) == PRECISIONS
+
+
+def list_recipes():
+    """A DataFrame: precision, tool, what it does, default keep list (op types kept in high precision)."""
+    import pandas as pd
+    rows = []
+    for r in RECIPES.values():
+        d = r.describe()
+        rows.append({"precision": d["precision"], "tool": d["tool"], "what": d["what"],
+                     "default_keep": ", ".join(d["default_keep_op_types"])})
+    return pd.DataFrame(rows, columns=["precision", "tool", "what", "default_keep"])
+
+
+def make_variant(model: ModelSource, precision: str, *, calib: Any = None, keep_nodes: Iterable[str] = (),
+                 keep_op_types: Iterable[str] = (), keep_io_types: bool = True, calibration_method: str = "minmax",
+                 num_calib: int | None = None, tool: str = "auto", progress: bool = True, **opts) -> Variant:
+    """Make the ``precision`` variant of ``model`` (anything :func:`workbench.load` accepts).
+
+    Args:
+        precision: fp32, tf32, fp16, bf16, int8 or fp8.
+        calib: int8/fp8 calibration data: a ``.npz`` path, a :class:`~workbench.data.NpzDataset`, an
+            iterable of feed dicts, or ``"synthetic"`` (random inputs; recorded as such).
+        keep_nodes / keep_op_types: node names / op types kept in high precision (fp32).
+        keep_io_types: fp16/bf16: keep graph inputs and outputs fp32 (casts inside).
+        calibration_method: minmax, entropy or percentile (fp8 via ONNX Runtime: distribution).
+        num_calib: use at most this many calibration samples.
+        tool: "auto" (the default tool of each recipe) or "modelopt" (NVIDIA ModelOpt, optional extra).
+        progress: show tqdm progress bars (calibration).
+        **opts: recipe options, recorded in ``variant.recipe["options"]``: fp16/bf16 ``range_check``,
+            ``underflow_fraction``, ``keep_norms``, ``ort_check``; bf16 ``min_opset`` (22); int8/fp8
+            ``target`` ("tensorrt" | "onnxruntime-cpu"), ``min_samples`` (16), ``batch_size``, ``shapes``,
+            ``per_channel``, ``preprocess``, ``op_types_to_quantize``, ``extra_options``,
+            ``calibrator_options``. See docs/precision.md.
+
+    Returns a :class:`~workbench.variant.Variant`; the source model is never modified.
+    """
+    if precision not in RECIPES:
+        raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(RECIPES)}")
+    if tool not in TOOLS:
+        raise UsageError(f"unknown tool {tool!r}; choose from {', '.join(TOOLS)}")
+    if tool not in ("auto", "modelopt") and tool != RECIPES[precision].tool.split("+")[0] and precision not in ("fp32", "tf32"):
+        raise UsageError(f"{precision} is made with {RECIPES[precision].tool} or modelopt, not {tool!r}")
+    if str(calibration_method).lower() not in CALIBRATION_METHODS:
+        raise UsageError(f"unknown calibration_method {calibration_method!r}; choose from {', '.join(CALIBRATION_METHODS)}")
+    if isinstance(keep_nodes, str) or isinstance(keep_op_types, str):
+        raise UsageError("keep_nodes / keep_op_types take a list of names, not a single string")
+    m = load(model)
+    req = Request(calib=calib, keep_nodes=tuple(keep_nodes), keep_op_types=tuple(keep_op_types),
+                  keep_io_types=bool(keep_io_types), calibration_method=str(calibration_method).lower(),
+                  num_calib=num_calib, tool=tool, progress=progress, opts=dict(opts))
+    return RECIPES[precision].apply(m, req)
+
+
+__all__ = ["make_variant", "RECIPES", "list_recipes", "Recipe", "CALIBRATION_METHODS"]

@@ -1,0 +1,189 @@
+"""Shared pieces of the precision recipes: the recipe interface, keep-list validation, graph checks.
+
+A recipe turns a :class:`~workbench.model.Model` into a :class:`~workbench.variant.Variant` whose
+precision lives in the ONNX graph (casts, Q/DQ). Recipes never touch the source model: they work on
+``model.proto_with_data()`` (a deep copy) and return ``model.derive(...)``.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import onnx
+
+from ..errors import UnsupportedError, UsageError, WorkbenchError
+from ..model import Model
+from ..variant import Variant
+
+
+class Recipe:
+    """One precision recipe. Subclasses set ``precision``, ``tool`` and ``summary`` and implement ``apply``."""
+
+    precision: str = ""
+    tool: str = ""
+    summary: str = ""
+
+    def default_keep(self) -> list[str]:
+        """Op types kept in high precision by default (empty when the recipe keeps none)."""
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        return {"precision": self.precision, "tool": self.tool, "what": self.summary,
+                "default_keep_op_types": self.default_keep()}
+
+    def apply(self, model: Model, req: "Request") -> Variant:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<workbench recipe {self.precision} via {self.tool}>"
+
+
+@dataclass
+class Request:
+    """The validated arguments of one ``make_variant`` call."""
+
+    calib: Any = None
+    keep_nodes: tuple[str, ...] = ()
+    keep_op_types: tuple[str, ...] = ()
+    keep_io_types: bool = True
+    calibration_method: str = "minmax"
+    num_calib: int | None = None
+    tool: str = "auto"
+    progress: bool = True
+    opts: dict = field(default_factory=dict)
+
+    @property
+    def mixed(self) -> bool:
+        return bool(self.keep_nodes or self.keep_op_types)
+
+
+def version_of(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def variant_name(model: Model, precision: str, mixed: bool) -> str:
+    return f"{model.name}-{precision}" + ("-mixed" if mixed else "")
+
+
+def name_unnamed_nodes(proto: onnx.ModelProto) -> list[str]:
+    """Give every unnamed node in the main graph a unique name ``<op_type>_<index>`` (in place).
+
+    The fp16 converter derives Cast tensor names from node names; two unnamed blocked nodes would
+    produce the same tensor name and break the graph. Returns the names given.
+    """
+    used = {n.name for n in proto.graph.node if n.name}
+    given = []
+    for i, n in enumerate(proto.graph.node):
+        if n.name:
+            continue
+        name = f"{n.op_type}_{i}"
+        while name in used:
+            name += "_"
+        n.name = name
+        used.add(name)
+        given.append(name)
+    return given
+
+
+def drop_initializer_inputs(proto: onnx.ModelProto) -> int:
+    """Remove initializers from ``graph.input`` (IR < 4 style, in place); returns how many.
+
+    Tools that optimize the graph (ONNX Runtime's quantizer) may drop or merge such initializers and
+    leave the input behind as a required feed. IR >= 4 allows initializers without inputs.
+    """
+    inits = {i.name for i in proto.graph.initializer}
+    keep = [i for i in proto.graph.input if i.name not in inits]
+    dropped = len(proto.graph.input) - len(keep)
+    if dropped:
+        del proto.graph.input[:]
+        proto.graph.input.extend(keep)
+        proto.ir_version = max(proto.ir_version, 4)
+    return dropped
+
+
+def short(e: BaseException, limit: int = 300) -> str:
+    """``Type: last line of the message``, at most ``limit`` characters."""
+    lines = str(e).strip().splitlines()
+    text = f"{type(e).__name__}: {lines[-1] if lines else ''}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def upgrade_opset(proto: onnx.ModelProto, target: int) -> tuple[onnx.ModelProto, dict | None]:
+    """Convert to opset ``target`` when below it. Per-channel Q/DQ needs the ``axis`` attribute of opset 13,
+    float8 Q/DQ opset 19, bfloat16 Conv/pooling opset 22. Returns (model, record or None)."""
+    current = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if current >= target:
+        return proto, None
+    from onnx import version_converter
+    try:
+        out = version_converter.convert_version(proto, target)
+    except Exception as e:
+        raise UnsupportedError(f"the model uses opset {current}; this recipe needs opset >= {target}, and "
+                               f"onnx.version_converter failed: {short(e)}",
+                               hint=f"convert the model to opset {target} or newer first") from None
+    return out, {"from": current, "to": target}
+
+
+def check_keep_nodes(proto: onnx.ModelProto, keep_nodes: Sequence[str]) -> None:
+    """Unknown node names in ``keep_nodes`` → UsageError listing close matches."""
+    names = [n.name for n in proto.graph.node if n.name]
+    known = set(names)
+    for k in keep_nodes:
+        if k not in known:
+            close = difflib.get_close_matches(k, names, n=5, cutoff=0.5)
+            hint = f"close matches: {close}" if close else f"the graph has {len(names)} named nodes, e.g. {names[:5]}"
+            raise UsageError(f"keep_nodes names {k!r}, which is not a node of the model", hint=hint)
+
+
+def check_keep_op_types(keep_op_types: Iterable[str]) -> list[str]:
+    out = []
+    for t in keep_op_types:
+        if not isinstance(t, str) or not t:
+            raise UsageError(f"keep_op_types must be ONNX op type names like 'Softmax', got {t!r}")
+        out.append(t)
+    return out
+
+
+def full_check(proto: onnx.ModelProto, what: str) -> None:
+    """onnx.checker with full_check (strict shape/type inference); WorkbenchError on failure."""
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as e:
+        raise WorkbenchError(f"the {what} graph fails onnx.checker (full check): {short(e)}",
+                             hint="this is a recipe bug; please report it with the model") from None
+
+
+def ort_session_check(proto: onnx.ModelProto, what: str) -> None:
+    """Create an ONNX Runtime CPU session (graph load + type checks + kernel lookup)."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        ort.InferenceSession(proto.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise WorkbenchError(f"ONNX Runtime cannot load the {what} graph: {short(e)}",
+                             hint="this is a recipe bug; please report it with the model") from None
+
+
+def base_recipe(tool: str, req: Request, **extra) -> dict:
+    """The JSON-able recipe record common to every precision."""
+    rec = {"tool": tool, "tool_version": version_of(tool) if tool not in ("none",) else "",
+           "keep_nodes": list(req.keep_nodes), "keep_op_types": list(req.keep_op_types),
+           "keep_io_types": bool(req.keep_io_types), "options": {k: _jsonable(v) for k, v in req.opts.items()}}
+    rec.update(extra)
+    return rec
+
+
+def _jsonable(v):
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, (list, tuple, set)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    return repr(v)

@@ -1,0 +1,199 @@
+"""Repair float type clashes that a float16 conversion can leave at block-list boundaries.
+
+onnxconverter-common inserts Casts only where it finds ``value_info`` for a tensor. It misses
+(1) initializers shared by a blocked and a converted node (kept fp32, fed into an fp16 node),
+(2) tensors without inferred types, (3) nodes whose output type is fixed by an attribute
+(``Cast(to=FLOAT)``, ``ConstantOfShape``), whose fp32 outputs then meet fp16 tensors.
+
+:func:`repair_float_types` walks the main graph in order with ONNX's per-node type inference, and
+where a node's float input does not have the float type the node computes in (fp16 for converted
+nodes, fp32 for blocked ones) and the op accepts that type, inserts a Cast. It then rewrites
+``value_info`` to the inferred types and casts graph outputs back to their declared type.
+"""
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto, helper
+
+FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+_TYPE_STR = {TensorProto.FLOAT: "tensor(float)", TensorProto.FLOAT16: "tensor(float16)",
+             TensorProto.BFLOAT16: "tensor(bfloat16)"}
+
+
+def _elem(tp: onnx.TypeProto) -> int:
+    return tp.tensor_type.elem_type if tp.HasField("tensor_type") else 0
+
+
+def _schema(node: onnx.NodeProto, opsets: dict[str, int]):
+    try:
+        return onnx.defs.get_schema(node.op_type, opsets.get(node.domain or "", 1), node.domain or "")
+    except Exception:
+        return None
+
+
+def _allowed(schema, index: int, low: int) -> tuple[str | None, bool]:
+    """(type-constraint param of input ``index``, whether it allows ``low``)."""
+    if schema is None or not schema.inputs:
+        return None, False
+    formal = schema.inputs[min(index, len(schema.inputs) - 1)]
+    ts = formal.type_str
+    for c in schema.type_constraints:
+        if c.type_param_str == ts:
+            return ts, _TYPE_STR[low] in c.allowed_type_strs
+    return ts, ts == _TYPE_STR[low]
+
+
+def _accepts(schema, node: onnx.NodeProto, types: dict, low: int) -> bool:
+    """False when the node has float inputs and none of their type constraints allows ``low``."""
+    if schema is None:
+        return True
+    float_inputs = [i for i, n in enumerate(node.input) if n in types and _elem(types[n]) in FLOATS]
+    if not float_inputs:
+        return True
+    return any(_allowed(schema, i, low)[1] for i in float_inputs)
+
+
+def repair_float_types(proto: onnx.ModelProto, blocked: set[str], *, low: int = TensorProto.FLOAT16,
+                       declared_outputs: dict[str, int] | None = None,
+                       fallback: list[str] | None = None) -> list[str]:
+    """Insert Casts where float types clash (in place). Returns the names of the Casts added.
+
+    ``blocked``: node names that compute in fp32; every other node computes in ``low`` where its op
+    allows it (else in fp32: its name is appended to ``fallback``). ``declared_outputs``: graph output
+    name → the type it must have.
+    """
+    g = proto.graph
+    opsets = {o.domain: o.version for o in proto.opset_import}
+    types: dict[str, onnx.TypeProto] = {}
+    for vi in list(g.input) + list(g.value_info):
+        types[vi.name] = vi.type
+    for init in g.initializer:
+        types[init.name] = helper.make_tensor_type_proto(init.data_type, list(init.dims))
+    added: list[str] = []
+    new_nodes: list[onnx.NodeProto] = []
+    cast_cache: dict[tuple[str, int], str] = {}
+
+    def cast(name: str, to: int, shape_tp: onnx.TypeProto | None) -> str:
+        key = (name, to)
+        if key not in cast_cache:
+            out = f"{name}__wb_cast_{TensorProto.DataType.Name(to).lower()}"
+            cname = f"{out}_node"
+            new_nodes.append(helper.make_node("Cast", [name], [out], name=cname, to=to))
+            added.append(cname)
+            tp = onnx.TypeProto()
+            if shape_tp is not None:
+                tp.CopyFrom(shape_tp)
+            tp.tensor_type.elem_type = to
+            types[out] = tp
+            cast_cache[key] = out
+        return cast_cache[key]
+
+    for node in g.node:
+        schema = _schema(node, opsets)
+        want = TensorProto.FLOAT if node.name in blocked else low
+        if want == low and not _accepts(schema, node, types, low):
+            want = TensorProto.FLOAT  # this op (at this opset) has no `low` kernel signature
+            if fallback is not None:
+                fallback.append(node.name)
+        has_subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+        if node.op_type != "Cast" and not has_subgraph:
+            # Inputs sharing a type parameter must agree: cast those of the "wrong" float type.
+            for i, name in enumerate(node.input):
+                if not name or name not in types:
+                    continue
+                have = _elem(types[name])
+                if have not in FLOATS or have == want:
+                    continue
+                param, ok = _allowed(schema, i, want)
+                if ok:
+                    node.input[i] = cast(name, want, types[name])
+        # Infer this node's output types from its (now consistent) inputs.
+        inferred = {}
+        if schema is not None and not has_subgraph:
+            try:
+                in_types = {n: types[n] for n in node.input if n and n in types}
+                init_data = {i.name: i for i in g.initializer if i.name in node.input}
+                inferred = onnx.shape_inference.infer_node_outputs(schema, node, in_types, init_data)
+            except Exception:
+                inferred = {}
+        for o in node.output:
+            if o in inferred and _elem(inferred[o]):
+                types[o] = inferred[o]
+        new_nodes.append(node)
+
+    # Initializers also listed as graph inputs (IR < 4 style) must declare the initializer's type.
+    init_types = {i.name: i.data_type for i in g.initializer}
+    for vi in g.input:
+        if vi.name in init_types and vi.type.tensor_type.elem_type != init_types[vi.name]:
+            vi.type.tensor_type.elem_type = init_types[vi.name]
+    # value_info must agree with what the nodes produce.
+    for vi in g.value_info:
+        if vi.name in types and _elem(types[vi.name]) and _elem(types[vi.name]) != vi.type.tensor_type.elem_type:
+            vi.type.tensor_type.elem_type = _elem(types[vi.name])
+    known_vi = {vi.name for vi in g.value_info}
+    for name, tp in types.items():
+        if name.endswith(tuple(f"__wb_cast_{TensorProto.DataType.Name(t).lower()}" for t in FLOATS)) \
+                and name not in known_vi:
+            g.value_info.append(helper.make_value_info(name, tp))
+    # Graph outputs keep their declared type: rename the producer's tensor and cast back.
+    declared = declared_outputs or {o.name: o.type.tensor_type.elem_type for o in g.output}
+    for o in g.output:
+        have = _elem(types.get(o.name, onnx.TypeProto()))
+        need = declared.get(o.name, o.type.tensor_type.elem_type)
+        if have in FLOATS and need in FLOATS and have != need:
+            inner = f"{o.name}__wb_uncast"
+            for n in new_nodes:
+                for j, x in enumerate(n.output):
+                    if x == o.name:
+                        n.output[j] = inner
+                for j, x in enumerate(n.input):
+                    if x == o.name:
+                        n.input[j] = inner
+            cname = f"{o.name}__wb_output_cast"
+            new_nodes.append(helper.make_node("Cast", [inner], [o.name], name=cname, to=need))
+            added.append(cname)
+            o.type.tensor_type.elem_type = need
+            tp = onnx.TypeProto()
+            tp.CopyFrom(types[o.name])
+            g.value_info.append(helper.make_value_info(inner, tp))
+    del g.node[:]
+    g.node.extend(_toposort(new_nodes, g))
+    return added
+
+
+def _toposort(nodes: list[onnx.NodeProto], g: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Stable topological order (Casts were appended where their inputs were already available,
+    except output casts; this keeps the original order otherwise)."""
+    available = {i.name for i in g.input} | {i.name for i in g.initializer} | {""}
+    pending = list(nodes)
+    out: list[onnx.NodeProto] = []
+    while pending:
+        rest = []
+        progressed = False
+        for n in pending:
+            outer = _outer_inputs(n)
+            if all(x in available for x in list(n.input) + outer):
+                out.append(n)
+                available.update(n.output)
+                progressed = True
+            else:
+                rest.append(n)
+        if not progressed:  # unresolved (outer-scope names we cannot see): keep the given order
+            out.extend(rest)
+            break
+        pending = rest
+    return out
+
+
+def _outer_inputs(n: onnx.NodeProto) -> list[str]:
+    """Names a node's subgraphs read from the enclosing graph (approximate: inputs not produced inside)."""
+    names: list[str] = []
+    for a in n.attribute:
+        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []
+        for sg in graphs:
+            inner = {i.name for i in sg.input} | {i.name for i in sg.initializer}
+            for sn in sg.node:
+                inner.update(sn.output)
+            for sn in sg.node:
+                names.extend(x for x in sn.input if x and x not in inner)
+    return names
