@@ -34,6 +34,24 @@ def _ort():
     return ort
 
 
+def _preload_cuda_libraries(ort) -> None:
+    """Load CUDA/cuDNN from the nvidia-* pip packages when ORT cannot find them on its own (ORT >= 1.21).
+
+    onnxruntime-gpu finds pip-installed CUDA libraries only relative to its own folder; installed
+    elsewhere (another venv, ``--target``) it needs this preload, or ``LD_LIBRARY_PATH``."""
+    if getattr(_preload_cuda_libraries, "done", False) or not hasattr(ort, "preload_dlls"):
+        return
+    _preload_cuda_libraries.done = True
+    try:
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            ort.preload_dlls()
+    except Exception:
+        pass
+
+
 class OrtEngine(Engine):
     def __init__(self, backend: "OnnxRuntimeBackend", variant: Variant, session, record: BuildRecord,
                  profile_prefix: str | None = None):
@@ -93,6 +111,7 @@ class OnnxRuntimeBackend(Backend):
         ort = _ort()
         if self.provider == "cpu":
             return True, ""
+        _preload_cuda_libraries(ort)
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             return False, ("ONNX Runtime's CUDA provider is not installed: pip install 'trt-workbench[gpu]' "
                            "(onnxruntime-gpu, CUDA 12/13 build matching your driver) instead of onnxruntime")
