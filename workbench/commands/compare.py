@@ -1,0 +1,82 @@
+"""``workbench compare MODEL --precision fp16,int8 [--data FILE.npz] [--labels KEY] [--layerwise] [--json]``."""
+from __future__ import annotations
+
+import argparse
+
+from ._common import BACKENDS, add_backend, add_json, add_model, add_precisions, add_shapes, emit_json, \
+    parse_precisions, positive_int
+
+NAME = "compare"
+HELP = "compare precision variants with the FP32 reference: output errors, top-1, first diverging node"
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return v
+
+
+def add_arguments(p) -> None:
+    add_model(p)
+    add_backend(p)
+    add_precisions(p, default="fp16,int8")
+    p.add_argument("--data", default=None, metavar="FILE.npz",
+                   help="inputs (keys = input names) and optional labels; default: one synthetic batch")
+    p.add_argument("--labels", default=None, metavar="KEY", help="key of integer class labels in --data")
+    p.add_argument("--calib", default=None, metavar="FILE.npz",
+                   help="calibration inputs for int8/fp8 (default: the --data inputs)")
+    add_shapes(p)
+    p.add_argument("--batch", type=positive_int, default=None, metavar="N",
+                   help="samples per run for a dynamic batch axis (default 32)")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="use at most N samples of --data")
+    p.add_argument("--layerwise", action="store_true",
+                   help="also compare every intermediate tensor and report the first diverging node")
+    p.add_argument("--threshold", type=float, default=None, metavar="X",
+                   help="layerwise divergence threshold on cosine (default 0.999)")
+    p.add_argument("--atol", type=_nonneg_float, default=1e-3, metavar="X", help="absolute tolerance (default 1e-3)")
+    p.add_argument("--rtol", type=_nonneg_float, default=1e-3, metavar="Y", help="relative tolerance (default 1e-3)")
+    p.add_argument("--topk", type=positive_int, default=5, metavar="K", help="k of topk_agreement (default 5)")
+    p.add_argument("--reference-backend", default="onnxruntime", choices=BACKENDS,
+                   help="backend of the FP32 reference (default: onnxruntime, CPU)")
+    add_json(p)
+
+
+def run(args) -> int:
+    from ..compare import compare_outputs, layerwise
+    from ..model import load
+
+    precisions = parse_precisions(args.precision)
+    model = load(args.model)
+    cmp = compare_outputs(model, precisions, args.backend, data=args.data, labels=args.labels,
+                          calib=args.calib, shapes=args.shapes, reference_backend=args.reference_backend,
+                          atol=args.atol, rtol=args.rtol, batch_size=args.batch, limit=args.limit,
+                          topk=args.topk, progress=not args.json)
+    if args.layerwise:
+        for name, var in cmp.built.items():
+            if var.precision in ("fp32", "tf32"):
+                continue
+            cmp.layerwise[name] = layerwise(model, var, data=args.data, shapes=args.shapes,
+                                                threshold=args.threshold, limit=args.limit or 64,
+                                                batch_size=args.batch, progress=not args.json)
+    if args.json:
+        emit_json(cmp.to_json())
+        return 0
+    with _pd_display():
+        print(cmp.summary().to_string(index=False))
+        for name, df in cmp.layerwise.items():
+            cols = ["node", "op_type", "cosine", "max_abs", "snr_db", "diverged"]
+            print(f"\nlayerwise {name}: first divergent node = {df.attrs['first_divergent']}")
+            print(df[cols].to_string(index=False))
+    for p, why in cmp.skipped.items():
+        print(f"skipped {p}: {why}")
+    return 0
+
+
+def _pd_display():
+    import pandas as pd
+
+    return pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.6g}".format)

@@ -1,0 +1,230 @@
+"""Output-difference metrics: pure numpy, float64 accumulation.
+
+Every function takes the reference ``ref`` and the candidate ``x`` (same shape, any float/int dtype),
+casts both to float64 and flattens them. ``d = x - ref``; ``n`` = number of elements.
+
+=============  ==========================================================================
+max_abs        ``max |d|``
+mean_abs       ``sum |d| / n``
+max_rel        ``max |d| / max(|ref|, eps)`` with ``eps = 1e-12`` (so a non-zero error where
+               ``ref == 0`` gives a huge relative error, as it should)
+rmse           ``sqrt(sum d^2 / n)``
+cosine         ``sum(ref*x) / (sqrt(sum ref^2) * sqrt(sum x^2))``; defined as 1.0 when both
+               vectors are all zero (identical) and 0.0 when exactly one of them is
+snr_db         ``10 * log10(sum ref^2 / sum d^2)``; ``+inf`` for an exact match, ``-inf`` when
+               ``ref`` is all zero and ``x`` is not
+nan_count      number of NaN values in ``x``;  inf_count: number of +-Inf values in ``x``
+passed         no NaN/Inf in ``x`` and ``|d| <= atol + rtol * |ref|`` everywhere (numpy's
+               ``allclose`` rule)
+=============  ==========================================================================
+
+Non-finite values: the error metrics are computed over the positions where *both* ``ref`` and ``x``
+are finite; ``nan_count`` / ``inf_count`` report the rest, and any NaN/Inf in ``x`` fails ``passed``.
+
+:class:`ErrorAccumulator` computes the same metrics over a stream of batches exactly (it accumulates
+sums, dot products and squared norms, never an average of per-batch cosines).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+EPS = 1e-12
+
+#: Metric names, in report order.
+METRICS = ("max_abs", "mean_abs", "max_rel", "rmse", "cosine", "snr_db", "nan_count", "inf_count", "passed")
+
+
+def _pair(ref, x) -> tuple[np.ndarray, np.ndarray]:
+    r = np.asarray(ref).astype(np.float64, copy=False).ravel()
+    v = np.asarray(x).astype(np.float64, copy=False).ravel()
+    if r.shape != v.shape:
+        raise ValueError(f"shapes differ: {np.shape(ref)} vs {np.shape(x)}")
+    ok = np.isfinite(r) & np.isfinite(v)
+    if not ok.all():
+        r, v = r[ok], v[ok]
+    return r, v
+
+
+def max_abs_error(ref, x) -> float:
+    """``max |x - ref|`` (0.0 for empty input)."""
+    r, v = _pair(ref, x)
+    return float(np.max(np.abs(v - r))) if r.size else 0.0
+
+
+def mean_abs_error(ref, x) -> float:
+    """``sum |x - ref| / n``."""
+    r, v = _pair(ref, x)
+    return float(np.abs(v - r).sum() / r.size) if r.size else 0.0
+
+
+def max_rel_error(ref, x, eps: float = EPS) -> float:
+    """``max |x - ref| / max(|ref|, eps)``."""
+    r, v = _pair(ref, x)
+    return float(np.max(np.abs(v - r) / np.maximum(np.abs(r), eps))) if r.size else 0.0
+
+
+def rmse(ref, x) -> float:
+    """``sqrt(sum (x - ref)^2 / n)``."""
+    r, v = _pair(ref, x)
+    return float(math.sqrt(np.square(v - r).sum() / r.size)) if r.size else 0.0
+
+
+def _cosine(dot: float, rr: float, xx: float) -> float:
+    if rr == 0.0 and xx == 0.0:
+        return 1.0
+    if rr == 0.0 or xx == 0.0:
+        return 0.0
+    return float(max(-1.0, min(1.0, dot / (math.sqrt(rr) * math.sqrt(xx)))))
+
+
+def cosine_similarity(ref, x) -> float:
+    """``sum(ref*x) / (||ref|| * ||x||)``; 1.0 if both all-zero, 0.0 if exactly one is."""
+    r, v = _pair(ref, x)
+    return _cosine(float(r @ v), float(r @ r), float(v @ v))
+
+
+def _snr(signal: float, noise: float) -> float:
+    if noise == 0.0:
+        return math.inf
+    if signal == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def snr_db(ref, x) -> float:
+    """``10 * log10(sum ref^2 / sum (ref - x)^2)``; +inf for an exact match."""
+    r, v = _pair(ref, x)
+    d = v - r
+    return _snr(float(r @ r), float(d @ d))
+
+
+def nan_count(x) -> int:
+    """Number of NaN values in ``x``."""
+    a = np.asarray(x)
+    return int(np.isnan(a).sum()) if a.dtype.kind in "fc" or a.dtype.kind == "V" else 0
+
+
+def inf_count(x) -> int:
+    """Number of +-Inf values in ``x``."""
+    a = np.asarray(x)
+    return int(np.isinf(a).sum()) if a.dtype.kind in "fc" or a.dtype.kind == "V" else 0
+
+
+def allclose(ref, x, atol: float, rtol: float) -> bool:
+    """``|x - ref| <= atol + rtol * |ref|`` everywhere and no NaN/Inf in ``x``."""
+    v = np.asarray(x).astype(np.float64, copy=False)
+    if not np.isfinite(v).all():
+        return False
+    r = np.asarray(ref).astype(np.float64, copy=False)
+    return bool(np.all(np.abs(v - r) <= atol + rtol * np.abs(r)))
+
+
+def top1_accuracy(logits, labels) -> float:
+    """Fraction of samples whose argmax over the last axis equals the integer label."""
+    pred = np.argmax(np.asarray(logits).reshape(len(labels), -1), axis=-1)
+    return float(np.mean(pred == np.asarray(labels).reshape(-1)))
+
+
+def topk_agreement(ref_logits, logits, k: int) -> float:
+    """Mean over samples of ``|topk(ref) ∩ topk(x)| / k`` (k clipped to the number of classes)."""
+    r = np.asarray(ref_logits, dtype=np.float64).reshape(len(ref_logits), -1)
+    v = np.asarray(logits, dtype=np.float64).reshape(len(logits), -1)
+    return float(np.mean(_topk_overlap(r, v, k))) if len(r) else 1.0
+
+
+def _topk_overlap(r: np.ndarray, v: np.ndarray, k: int) -> np.ndarray:
+    k = max(1, min(k, r.shape[-1]))
+    tr = np.argsort(-r, axis=-1, kind="stable")[:, :k]
+    tv = np.argsort(-v, axis=-1, kind="stable")[:, :k]
+    return np.array([len(set(a) & set(b)) / k for a, b in zip(tr.tolist(), tv.tolist())], dtype=np.float64)
+
+
+def output_metrics(ref, x, *, atol: float = 1e-3, rtol: float = 1e-3) -> dict[str, float]:
+    """All metrics of :data:`METRICS` for one pair of arrays."""
+    acc = ErrorAccumulator(atol=atol, rtol=rtol)
+    acc.update(ref, x)
+    return acc.result()
+
+
+@dataclass
+class ErrorAccumulator:
+    """Streams batches of (ref, x) and returns the metrics of their concatenation.
+
+    Sums are float64: ``sum |d|``, ``sum d^2``, ``sum ref^2``, ``sum x^2``, ``sum ref*x``, element
+    counts, running maxima, NaN/Inf counts, and the allclose verdict.
+    """
+
+    atol: float = 1e-3
+    rtol: float = 1e-3
+    n: int = 0
+    sum_abs: float = 0.0
+    sum_sq: float = 0.0
+    ref_sq: float = 0.0
+    x_sq: float = 0.0
+    dot: float = 0.0
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    nans: int = 0
+    infs: int = 0
+    close: bool = True
+
+    def update(self, ref, x) -> None:
+        if np.shape(ref) != np.shape(x):
+            raise ValueError(f"shapes differ: {np.shape(ref)} vs {np.shape(x)}")
+        self.nans += nan_count(x)
+        self.infs += inf_count(x)
+        if self.close:
+            self.close = allclose(ref, x, self.atol, self.rtol)
+        r, v = _pair(ref, x)
+        if not r.size:
+            return
+        d = v - r
+        ad = np.abs(d)
+        self.n += r.size
+        self.sum_abs += float(ad.sum())
+        self.sum_sq += float(d @ d)
+        self.ref_sq += float(r @ r)
+        self.x_sq += float(v @ v)
+        self.dot += float(r @ v)
+        self.max_abs = max(self.max_abs, float(ad.max()))
+        self.max_rel = max(self.max_rel, float(np.max(ad / np.maximum(np.abs(r), EPS))))
+
+    def result(self) -> dict[str, float]:
+        n = max(self.n, 1)
+        return {
+            "max_abs": self.max_abs,
+            "mean_abs": self.sum_abs / n,
+            "max_rel": self.max_rel,
+            "rmse": math.sqrt(self.sum_sq / n),
+            "cosine": _cosine(self.dot, self.ref_sq, self.x_sq),
+            "snr_db": _snr(self.ref_sq, self.sum_sq),
+            "nan_count": self.nans,
+            "inf_count": self.infs,
+            "passed": bool(self.close and self.nans == 0 and self.infs == 0),
+        }
+
+    @property
+    def noise_ratio(self) -> float:
+        """``sum d^2 / sum ref^2`` (= ``10^(-snr_db/10)``): relative error energy, used for ranking."""
+        if self.sum_sq == 0.0:
+            return 0.0
+        return self.sum_sq / self.ref_sq if self.ref_sq else math.inf
+
+
+def json_number(v):
+    """A JSON-safe value: non-finite floats become the strings "inf", "-inf", "nan"."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        if math.isnan(f):
+            return "nan"
+        if math.isinf(f):
+            return "inf" if f > 0 else "-inf"
+        return f
+    return v

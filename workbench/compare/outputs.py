@@ -1,0 +1,336 @@
+"""Output comparison: every precision variant against the FP32 reference, over a whole dataset.
+
+``compare_outputs`` builds the variants (``workbench.precision.make_variant``) on a backend, builds the
+FP32 reference on ``reference_backend`` (ONNX Runtime CPU by default), and hands the engines to
+``compare_engines``, which also serves callers that already hold built engines (the dashboard).
+Metrics accumulate over all batches (sums of squares and dot products, see
+:class:`~workbench.compare.metrics.ErrorAccumulator`), never as an average of per-batch values.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..data import NpzDataset, as_feed_batches
+from ..errors import DataError, UsageError
+from ..model import Model, load
+from ..variant import PRECISIONS, Variant
+from .layerwise import cast_feeds, default_batch
+from .metrics import METRICS, ErrorAccumulator, _topk_overlap, json_number
+
+#: Columns of :attr:`Comparison.metrics`.
+COLUMNS = ["variant", "precision", "backend", "output", "metric", "value"]
+
+
+@dataclass
+class Comparison:
+    """Result of :func:`compare_outputs` / :func:`compare_engines`.
+
+    ``metrics``: tidy frame ``variant, precision, backend, output, metric, value``. Per output: the
+    metrics of :data:`~workbench.compare.metrics.METRICS`. With labels, on the label output: ``top1``
+    (accuracy of each variant, the reference included), ``top1_agreement`` (argmax equals the
+    reference's) and ``topk_agreement`` (mean ``|topk(ref) ∩ topk(x)| / k``).
+    """
+
+    metrics: pd.DataFrame
+    reference: str
+    variants: list[str]
+    samples: int
+    label_output: str | None = None
+    topk: int = 5
+    atol: float = 1e-3
+    rtol: float = 1e-3
+    skipped: dict[str, str] = field(default_factory=dict)
+    layerwise: dict[str, pd.DataFrame] = field(default_factory=dict)
+    built: dict[str, Variant] = field(default_factory=dict)  # variant name -> the Variant compared
+    reference_info: dict[str, str] = field(default_factory=dict)  # precision, backend of the reference
+
+    def value(self, variant: str, metric: str, output: str | None = None):
+        """One metric value (the only/label output when ``output`` is None)."""
+        m = self.metrics
+        sel = m[(m.variant == variant) & (m.metric == metric)]
+        if output is not None:
+            sel = sel[sel.output == output]
+        if sel.empty:
+            raise KeyError(f"no {metric!r} for {variant!r}" + (f" / {output!r}" if output else ""))
+        return sel.iloc[0]["value"]
+
+    def summary(self) -> pd.DataFrame:
+        """One row per variant: ``top1`` (if labels), ``top1_delta`` (points vs the reference), minimum
+        cosine and SNR over outputs, maximum ``max_abs``, NaN/Inf totals, ``passed`` (every output)."""
+        rows = []
+        m = self.metrics
+        for name in [self.reference, *self.variants]:
+            sub = m[m.variant == name]
+            if sub.empty and name != self.reference:
+                continue
+            info = self.reference_info if name == self.reference else {"precision": sub.precision.iloc[0],
+                                                                       "backend": sub.backend.iloc[0]}
+            row = {"variant": name, **info}
+            get = lambda k: sub[sub.metric == k]["value"]  # noqa: E731
+            if self.label_output is not None:
+                row["top1"] = float(get("top1").iloc[0])
+                row["top1_delta"] = 100.0 * (row["top1"] - float(self.value(self.reference, "top1")))
+                if name != self.reference:
+                    row["topk_agreement"] = float(get("topk_agreement").iloc[0])
+            if name != self.reference:
+                row["cosine_min"] = float(get("cosine").astype(float).min())
+                row["snr_db_min"] = float(get("snr_db").astype(float).min())
+                row["max_abs"] = float(get("max_abs").astype(float).max())
+                row["nan_count"] = int(get("nan_count").sum())
+                row["inf_count"] = int(get("inf_count").sum())
+                row["passed"] = bool(get("passed").astype(bool).all())
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def to_json(self) -> dict:
+        """``{reference, samples, atol, rtol, variants: {name: {precision, backend, outputs: {out: {metric:
+        value}}, top1?, topk_agreement?}}, skipped, layerwise?}``; non-finite numbers as "inf"/"nan"."""
+        out: dict[str, Any] = {"reference": self.reference,
+                               **{f"reference_{k}": v for k, v in self.reference_info.items()},
+                               "samples": self.samples, "atol": self.atol, "rtol": self.rtol, "topk": self.topk,
+                               "label_output": self.label_output, "variants": {}, "skipped": self.skipped}
+        for name, sub in self.metrics.groupby("variant", sort=False):
+            v = out["variants"].setdefault(name, {"precision": sub.precision.iloc[0],
+                                                  "backend": sub.backend.iloc[0], "outputs": {}})
+            for r in sub.itertuples():
+                if r.metric in ("top1", "top1_agreement", "topk_agreement"):
+                    v[r.metric] = json_number(r.value)
+                else:
+                    v["outputs"].setdefault(r.output, {})[r.metric] = json_number(r.value)
+        if self.layerwise:
+            out["layerwise"] = {}
+            for name, df in self.layerwise.items():
+                nodes = [{k: json_number(v) for k, v in rec.items()}
+                         for rec in df.drop(columns=["variant", "precision"]).to_dict(orient="records")]
+                out["layerwise"][name] = {"first_divergent": df.attrs.get("first_divergent"),
+                                          "metric": df.attrs.get("metric"),
+                                          "threshold": df.attrs.get("threshold"), "nodes": nodes}
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- data
+def resolve_data(model: Model, data: Any, labels: Any, *, shapes: Any = None, batch_size: int | None = None,
+                 limit: int | None = None) -> tuple[Any, np.ndarray | None]:
+    """``(batches, labels)``: ``batches`` a re-iterable list of feed dicts; ``labels`` an int array or None.
+
+    ``labels`` is a key of the ``.npz`` / :class:`NpzDataset` (``DataError`` if missing) or an array.
+    """
+    if isinstance(data, (str, os.PathLike)):
+        keys = [labels] if isinstance(labels, str) else []
+        data = NpzDataset(data, model, label_keys=keys, allow_extra=True)
+    label_arr = None
+    if isinstance(labels, str):
+        if not isinstance(data, NpzDataset):
+            raise DataError(f"labels={labels!r} names a key, which needs .npz data (got {type(data).__name__})",
+                            hint="pass the label array itself for other data sources")
+        if labels not in data.labels:
+            if labels not in (data.path and _npz_keys(data.path) or ()):
+                raise DataError(f"label key {labels!r} not found in {data.path or 'the dataset'}; "
+                                f"label keys are {sorted(data.labels)}")
+            data = NpzDataset(data.path, model, label_keys=[labels], allow_extra=True)
+        label_arr = data.labels[labels]
+    elif labels is not None:
+        label_arr = np.asarray(labels)
+    if isinstance(data, NpzDataset):
+        data.check_finite()
+    batches = list(as_feed_batches(model, data, batch_size=default_batch(model, batch_size), limit=limit,
+                                   shapes=shapes))
+    if not batches:
+        raise DataError("the data gave no batches (fewer samples than the model's fixed batch size?)")
+    if label_arr is not None:
+        n = sum(_samples(b) for b in batches)
+        if label_arr.ndim == 0 or label_arr.shape[0] < n:
+            raise DataError(f"labels hold {label_arr.shape[0] if label_arr.ndim else 0} entries for {n} samples")
+        if not np.issubdtype(label_arr.dtype, np.integer):
+            raise DataError(f"labels must be integer class ids, got dtype {label_arr.dtype}")
+        if label_arr.ndim > 1 and int(np.prod(label_arr.shape[1:])) != 1:
+            raise DataError(f"labels must be one class id per sample, got shape {label_arr.shape}",
+                            hint="convert one-hot labels with argmax")
+        label_arr = label_arr[:n].reshape(n)
+    return batches, label_arr
+
+
+def _npz_keys(path) -> list[str]:
+    with np.load(path, allow_pickle=False) as z:
+        return list(z.files)
+
+
+def _samples(feeds: Mapping[str, np.ndarray]) -> int:
+    first = next(iter(feeds.values()))
+    return int(first.shape[0]) if np.ndim(first) else 1
+
+
+# ---------------------------------------------------------------------------------------------- engines
+def _label_output(names: Sequence[str], sample: Mapping[str, np.ndarray], requested: str | None) -> str:
+    if requested is not None:
+        if requested not in names:
+            raise DataError(f"label output {requested!r} is not an output; outputs are {list(names)}")
+        return requested
+    for n in names:
+        if np.ndim(sample[n]) >= 2:
+            return n
+    raise DataError(f"no output looks like class scores (rank >= 2) among {list(names)}",
+                    hint="name it with label_output=")
+
+
+def compare_engines(reference_engine: Any, engines: Sequence[Any], data: Any, *, labels: np.ndarray | None = None,
+                    atol: float = 1e-3, rtol: float = 1e-3, topk: int = 5, label_output: str | None = None,
+                    progress: bool = True) -> Comparison:
+    """Compare built engines against a built reference engine over ``data`` (a list of feed dicts).
+
+    ``labels``: integer class ids, one per sample (in batch order), for ``top1`` / agreement metrics.
+    Every engine must expose the reference's output names with the same shapes (``DataError`` if not).
+    """
+    if isinstance(data, Mapping):
+        data = [data]
+    ref_name = f"{reference_engine.variant.name} (reference)"
+    ref_outputs = list(reference_engine.output_names)
+    names = []
+    for e in engines:
+        n = e.variant.name
+        while n in names or n == ref_name:
+            n += "'"
+        names.append(n)
+        missing = [o for o in ref_outputs if o not in e.output_names]
+        if missing:
+            raise DataError(f"variant {n} lacks output(s) {missing} of the reference ({ref_outputs})")
+    accs = {n: {o: ErrorAccumulator(atol=atol, rtol=rtol) for o in ref_outputs} for n in names}
+    preds: dict[str, list[np.ndarray]] = {n: [] for n in [ref_name, *names]}
+    overlap: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    lab_out = None
+    samples = 0
+    from tqdm.auto import tqdm
+
+    for feeds in tqdm(data, desc="compare", disable=not progress, leave=False):
+        ref = reference_engine.run(cast_feeds(feeds, reference_engine.variant.model))
+        if lab_out is None and labels is not None:
+            lab_out = _label_output(ref_outputs, ref, label_output)
+        if lab_out is not None:
+            r = np.asarray(ref[lab_out], dtype=np.float64)
+            r = r.reshape(r.shape[0], -1)
+            preds[ref_name].append(np.argmax(r, axis=-1))
+        for n, e in zip(names, engines):
+            out = e.run(cast_feeds(feeds, e.variant.model))
+            for o in ref_outputs:
+                if np.shape(out[o]) != np.shape(ref[o]):
+                    raise DataError(f"output {o!r} has shape {np.shape(out[o])} in {n} but {np.shape(ref[o])} "
+                                    f"in the reference {ref_name}; variants must keep output shapes")
+                accs[n][o].update(ref[o], out[o])
+            if lab_out is not None:
+                v = np.asarray(out[lab_out], dtype=np.float64).reshape(r.shape[0], -1)
+                preds[n].append(np.argmax(v, axis=-1))
+                overlap[n].append(_topk_overlap(r, v, topk))
+        samples += _samples(feeds)
+    if samples == 0:
+        raise DataError("no data to compare")
+
+    rows = []
+    ref_var = reference_engine.variant
+    if lab_out is not None:
+        if len(labels) != samples:
+            raise DataError(f"{len(labels)} labels for {samples} samples")
+        rows.append((ref_name, ref_var.precision, reference_engine.backend.name, lab_out, "top1",
+                     float(np.mean(np.concatenate(preds[ref_name]) == labels))))
+    ref_pred = np.concatenate(preds[ref_name]) if lab_out is not None else None
+    for n, e in zip(names, engines):
+        prec, be = e.variant.precision, e.backend.name
+        for o in ref_outputs:
+            for k, v in accs[n][o].result().items():
+                rows.append((n, prec, be, o, k, v))
+        if lab_out is not None:
+            p = np.concatenate(preds[n])
+            rows.append((n, prec, be, lab_out, "top1", float(np.mean(p == labels))))
+            rows.append((n, prec, be, lab_out, "top1_agreement", float(np.mean(p == ref_pred))))
+            rows.append((n, prec, be, lab_out, "topk_agreement", float(np.mean(np.concatenate(overlap[n])))))
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    return Comparison(metrics=df, reference=ref_name, variants=names, samples=samples, label_output=lab_out,
+                      topk=topk, atol=atol, rtol=rtol, built={n: e.variant for n, e in zip(names, engines)},
+                      reference_info={"precision": ref_var.precision, "backend": reference_engine.backend.name})
+
+
+# ---------------------------------------------------------------------------------------------- top level
+def build_variant_engine(model: Model, precision: str | Variant, backend: Any, *, calib: Any = None,
+                         shapes: Any = None, progress: bool = True, **variant_opts):
+    """``(variant, engine)`` for a precision name (via ``make_variant``) or a ready :class:`Variant`."""
+    from ..backends import BuildOptions, get_backend
+
+    be = get_backend(backend)
+    if isinstance(precision, Variant):
+        var = precision
+    elif precision in ("fp32", "tf32") and not variant_opts:
+        var = Variant.of(model, precision)
+    else:
+        from ..precision import make_variant
+
+        var = make_variant(model, precision, calib=calib, progress=progress, **variant_opts)
+    return var, be.build(var, shapes, BuildOptions(progress=progress))
+
+
+def compare_outputs(model: Any, precisions: str | Sequence[str | Variant], backend: Any = "onnxruntime", *,
+                    data: Any = None, labels: Any = None, calib: Any = None, shapes: Any = None,
+                    reference_backend: Any = "onnxruntime", atol: float = 1e-3, rtol: float = 1e-3,
+                    batch_size: int | None = None, limit: int | None = None, topk: int = 5,
+                    label_output: str | None = None, progress: bool = True) -> Comparison:
+    """Compare precision variants of ``model`` with the FP32 reference.
+
+    Args:
+        model: path or :class:`~workbench.Model`.
+        precisions: ``"fp16,int8"`` or a list of precision names / ready :class:`~workbench.Variant` s.
+        backend: backend the variants run on; ``reference_backend``: where FP32 runs (ORT CPU).
+        data: ``.npz`` path (keys = input names), :class:`~workbench.NpzDataset`, iterable of feed dicts,
+            or None (one synthetic batch; ``shapes`` fixes dynamic dims).
+        labels: the ``.npz`` key holding integer labels, or an array (one label per sample).
+        calib: calibration data for int8/fp8 (defaults to ``data``'s inputs when ``data`` is an npz path).
+        atol / rtol: per-element tolerance for ``passed`` (``|x - ref| <= atol + rtol*|ref|``).
+        batch_size: samples per run for models with a dynamic batch (default 32); ``limit``: use at
+            most this many samples of an npz dataset.
+        topk: k of ``topk_agreement``.
+
+    Precisions the backend cannot run are skipped with a warning and listed in ``.skipped``.
+    """
+    model = model if isinstance(model, Model) else load(model)
+    if isinstance(precisions, str):
+        precisions = [p.strip().lower() for p in precisions.split(",") if p.strip()]
+    if not precisions:
+        raise UsageError("give at least one precision to compare")
+    for p in precisions:
+        if isinstance(p, str) and p not in PRECISIONS:
+            raise UsageError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
+    batches, label_arr = resolve_data(model, data, labels, shapes=shapes, batch_size=batch_size, limit=limit)
+    from ..backends import get_backend
+
+    be = get_backend(backend)
+    if calib is None and data is not None and any(isinstance(p, str) and p in ("int8", "fp8") for p in precisions):
+        warnings.warn("int8/fp8 calibrated on the evaluation data itself (no calib= given): accuracy is optimistic",
+                      stacklevel=2)
+        calib = batches
+    _, ref_engine = build_variant_engine(model, "fp32", reference_backend, shapes=shapes, progress=progress)
+    engines, skipped = [], {}
+    for p in precisions:
+        name = p.precision if isinstance(p, Variant) else p
+        ok, why = be.supports(name)
+        if not ok:
+            skipped[name] = why
+            warnings.warn(f"skipping {name} on {be.name}: {why}", stacklevel=2)
+            continue
+        engines.append(build_variant_engine(model, p, be, calib=calib, shapes=shapes, progress=progress)[1])
+    cmp = compare_engines(ref_engine, engines, batches, labels=label_arr, atol=atol, rtol=rtol, topk=topk,
+                          label_output=label_output, progress=progress)
+    cmp.skipped = skipped
+    return cmp
+
+
+def as_batches(model: Model, data: Any, *, batch_size: int | None = None, limit: int | None = None,
+               shapes: Any = None) -> list[dict[str, np.ndarray]]:
+    """Feed batches as a list (re-iterable), with compare's default batch size."""
+    return resolve_data(model, data, None, shapes=shapes, batch_size=batch_size, limit=limit)[0]
+
+
+__all__ = ["Comparison", "compare_engines", "compare_outputs", "resolve_data", "as_batches",
+                          "build_variant_engine", "METRICS"]
