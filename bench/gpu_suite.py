@@ -94,6 +94,58 @@ def dynamic_batch(model):
     return model.derive(p, name=model.name + "-dynbatch")
 
 
+def build_with_fallback(backend, model, prec, calib, tries: int = 6):
+    """Build the variant; when ONNX Runtime's CUDA provider has no kernel for an op in this precision
+    (it says "Provider type for <Op> node ... is not set", e.g. bf16 MaxPool/BatchNormalization), keep
+    that op type in fp32 through the recipe's keep list and rebuild. Returns (variant, engine, kept)."""
+    import re
+
+    kept: list[str] = []
+    for _ in range(tries):
+        variant = make_variant(model, prec, calib=calib if prec in ("int8", "fp8") else None,
+                               keep_op_types=kept, progress=False)
+        try:
+            return variant, backend.build(variant, options=BuildOptions(progress=False)), kept
+        except wb.BuildError as e:
+            m = re.search(r"Provider type for (\w+) node", str(e))
+            if not m or m.group(1) in kept:
+                raise
+            kept.append(m.group(1))
+    raise wb.BuildError(f"{prec}: still failing after keeping {kept} in fp32")
+
+
+def render_markdown(res: dict) -> str:
+    """Tables for docs/benchmarks-gpu.md from gpu_results.json's content."""
+    info, peaks, rows = res["info"], res["peaks"], res["rows"]
+    dev = info.get("device", {})
+    base = {(r["model"], r["batch"]): r["p50_ms"] for r in rows if r["precision"] == "fp32"}
+    f = lambda v, n=3: "—" if v is None or v != v else (f"{v:.{n}g}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = [f"- date: {info['date']}", f"- device: {dev.get('name')} (compute capability {dev.get('compute_capability')}, "
+             f"{dev.get('total_memory_bytes', 0) / 2**30:.0f} GiB, {dev.get('multiprocessors')} SMs), "
+             f"driver {info.get('nvml', {}).get('driver', '?')}, CUDA driver API {dev.get('cuda_driver_version')}",
+             f"- software: Python {info['python']}, onnxruntime-gpu {info['onnxruntime']}, onnx {info['onnx']}, numpy {info['numpy']}",
+             f"- command: `{info['command']}` ({info.get('elapsed_s', 0):.0f} s)",
+             f"- GPU memory used after the run (NVML): {info.get('nvml_after', {}).get('used_bytes', 0) / 2**30:.1f} GiB",
+             "", "Measured peaks (roofs):", "",
+             "| roof | value |", "|---|---|"]
+    for k, v in peaks["matmul_tflops"].items():
+        lines.append(f"| MatMul {k} (n={peaks['matmul_n']}) | {f(v, 4)} TFLOP/s |")
+    lines += [f"| device-to-device copy ({peaks['copy_bytes'] / 2**30:.0f} GiB) | {f(peaks['copy_gbps'], 4)} GB/s |", "",
+              "| model | precision | batch | p50 ms | p99 ms | throughput /s | speedup vs fp32 | cosine vs CPU fp32 | "
+              "top-1 | achieved TFLOP/s | % of roofline | Σ layers / e2e | kept fp32 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sp = base.get((r["model"], r["batch"]))
+        lines.append(f"| {r['model']} | {r['precision']} | {r['batch']} | {f(r['p50_ms'])} | {f(r['p99_ms'])} | "
+                     f"{f(r['throughput'], 4)} | {f(sp / r['p50_ms']) if sp else '—'} | {f(r['cosine'], 7)} | "
+                     f"{f(r.get('top1'), 4)} | {f(r['achieved_tflops'])} | {f(100 * r['fraction_of_roofline'], 2)} | "
+                     f"{f(r.get('coverage'))} | {r.get('kept_fp32_op_types') or ''} |")
+    if res["errors"]:
+        lines += ["", "Failures in this run:", ""] + [f"- {e['model']} {e['precision']} ({e['stage']}): {e['error'][:300]}"
+                                                       for e in res["errors"]]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -132,10 +184,8 @@ def main(argv=None) -> int:
         for prec in args.precisions.split(","):
             try:
                 t = time.time()
-                variant = make_variant(model, prec, calib=calib_for(name) if prec in ("int8", "fp8") else None,
-                                       progress=False)
+                variant, engine, kept = build_with_fallback(gpu, model, prec, calib_for(name))
                 recipe_s = time.time() - t
-                engine = gpu.build(variant, options=BuildOptions(progress=False))
             except Exception as e:
                 errors.append({"model": name, "precision": prec, "stage": "build", "error": f"{type(e).__name__}: {e}"})
                 print("ERROR", name, prec, e, flush=True)
@@ -158,7 +208,7 @@ def main(argv=None) -> int:
                            "timer": getattr(lat, "timer", ""), "cosine": M.cosine_similarity(ref_o, got_o),
                            "max_abs": M.max_abs_error(ref_o, got_o), "snr_db": M.snr_db(ref_o, got_o),
                            "gflops": fl.flops / 1e9, "mbytes": vbytes / 1e6, "recipe_s": recipe_s,
-                           "build_s": engine.record.build_time_s, **roof}
+                           "build_s": engine.record.build_time_s, "kept_fp32_op_types": ",".join(kept), **roof}
                     if name == "digits":
                         ds = NpzDataset(SAMPLES / "digits_test.npz", model, label_keys=["label"])
                         logits = np.concatenate([engine.run(b)[o] for b in ds.batches(batch)])
@@ -182,8 +232,9 @@ def main(argv=None) -> int:
             engine.close()
     info["nvml_after"] = gpu_memory_used(0)
     info["elapsed_s"] = time.time() - t_start
-    (out / "gpu_results.json").write_text(json.dumps({"info": info, "peaks": peaks.to_json(), "rows": rows,
-                                                      "errors": errors}, indent=1, default=str))
+    res = {"info": info, "peaks": peaks.to_json(), "rows": rows, "errors": errors}
+    (out / "gpu_results.json").write_text(json.dumps(res, indent=1, default=str))
+    (out / "gpu_tables.md").write_text(render_markdown(json.loads(json.dumps(res, default=str))))
     if layer_frames:
         import pandas as pd
         pd.concat(layer_frames).to_csv(out / "gpu_layers.csv", index=False)
