@@ -269,6 +269,26 @@ def test_trt_rows_join_inspector_and_profiler():
     assert kind == "foreign" and nodes == ["relu", "mm", "sm"]  # widened to the nodes in between
 
 
+def test_trt11_inspector_schema():
+    """Format test: TensorRT 11 split each layer tensor's ``Format/Datatype`` into ``Datatype`` and ``Format``
+    and replaced ``Bindings`` with ``I/O Tensors`` (NVIDIA migration guide "IEngineInspector JSON Output";
+    Polygraphy reads both schemas). Precisions and formats come out as with the 10.x schema."""
+    info = {"Layers": [
+        {"Name": "conv + relu", "LayerType": "CaskConvolution",
+         "Inputs": [{"Name": "x", "Dimensions": [1, 1, 4, 4], "Datatype": "Float",
+                     "Format": "Row major linear FP32 format (kLINEAR)"}],
+         "Outputs": [{"Name": "r", "Dimensions": [1, 1, 4, 4], "Datatype": "BFloat16", "Format": "Channel major"}],
+         "Metadata": "[ONNX Layer: conv]"}],
+        "I/O Tensors": [{"Name": "x", "IOMode": "Input", "DataType": "Float", "Dimensions": [1, 1, 4, 4]}]}
+    rec = parse_trt_layer_info(info)[0]
+    assert rec["in_precision"] == "fp32" and rec["out_precision"] == "bf16"
+    assert rec["in_format"] == "Float Row major linear FP32 format (kLINEAR)"
+    assert rec["out_format"] == "BFloat16 Channel major"
+    ten = parse_trt_layer_info({"Layers": [{"Name": "c", "Inputs": [{"Name": "x", "Format/Datatype": "Row major Int8 format"}],
+                                            "Outputs": []}], "Bindings": ["x"]})[0]
+    assert ten["in_precision"] == "int8" and ten["in_format"] == "Row major Int8 format"
+
+
 def test_trt_profiler_class_with_tensorrt_rtx():
     """The IProfiler subclass is a real subclass of tensorrt_rtx.IProfiler (its callback is called here
     directly: no engine runs without a GPU)."""

@@ -66,6 +66,19 @@ def _rtx_runs_on(cc: float) -> bool:
     return cc in (7.5, 8.0, 8.6, 8.9) or cc >= 12.0
 
 
+def _rtx_engine_targets(cc: float, applied: Mapping) -> bool | None:
+    """Does an RTX engine built with ``applied["compute_capabilities"]`` target a GPU of compute capability
+    ``cc``? Default builds cover 8.0/8.6/8.9/12.x but not Turing (7.5), which must be targeted explicitly
+    (TensorRT-RTX "CPU-only AOT" docs). None when unknown (``current`` or no record)."""
+    targets = applied.get("compute_capabilities")
+    if isinstance(targets, str) and targets.startswith("default"):
+        return cc != 7.5
+    if not isinstance(targets, list) or any(str(t).lower() == "current" for t in targets):
+        return None
+    wanted = {_cc_value(t) for t in targets if not str(t).endswith("x")}
+    return cc in wanted or (cc >= 12.0 and any(str(t).startswith("12") for t in targets))
+
+
 # ------------------------------------------------------------------------------------------ trt helpers
 def _import(module_name: str):
     try:
@@ -307,6 +320,16 @@ class TrtEngine(Engine):
         ok, why = self.backend.can_run()
         if not ok:
             raise BackendUnavailable(why)
+        if self.backend.is_rtx:
+            gpu = self.backend._gpu() or {}
+            cc = _cc_value(gpu.get("compute_capability"))
+            applied = (self.record.options or {}).get("applied", {}) if self.record is not None else {}
+            if cc is not None and _rtx_engine_targets(cc, applied) is False:
+                raise RunError(f"the TensorRT-RTX engine of {self.variant.name} was built for compute capabilities "
+                               f"{applied.get('compute_capabilities')}, not for {gpu.get('name')} "
+                               f"({gpu.get('compute_capability')})",
+                               hint=f"rebuild with BuildOptions(extra={{'compute_capabilities': "
+                                    f"['{gpu.get('compute_capability')}']}})")
         trt = self.backend.trt
         cudart = _cudart()
         self._logger = _make_logger(trt)
@@ -358,6 +381,8 @@ class TrtEngine(Engine):
             raise RunError(f"missing input(s) {missing} for {self.variant.name}; inputs are {inputs}")
         host = {}
         for name in inputs:
+            if eng.get_tensor_location(name) != trt.TensorLocation.DEVICE:  # shape tensors live on the host
+                raise RunError(f"input {name!r} is a host (shape) tensor; not supported by this runner")
             arr = np.ascontiguousarray(feeds[name], dtype=_np_dtype(trt, eng.get_tensor_dtype(name)))
             host[name] = arr
             if not ctx.set_input_shape(name, tuple(arr.shape)):
@@ -369,7 +394,7 @@ class TrtEngine(Engine):
             _cuda_check(cudart.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes,
                                                cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream),
                         "cudaMemcpyAsync (host to device)")
-            ctx.set_tensor_address(name, ptr)
+            self._set_address(name, ptr)
         self._host_inputs = host  # keep alive until the async copies are done
         self._staged = {}
         for name in outputs:
@@ -378,17 +403,45 @@ class TrtEngine(Engine):
                 raise RunError(f"output {name!r} has a data-dependent shape {list(shape)}; not supported by this runner")
             dt = _np_dtype(trt, eng.get_tensor_dtype(name))
             ptr = self._buffer(name, int(np.prod(shape, dtype=np.int64)) * dt.itemsize)
-            ctx.set_tensor_address(name, ptr)
+            self._set_address(name, ptr)
             self._staged[name] = (shape, dt)
         return {n: s for n, (s, _) in self._staged.items()}
 
-    def enqueue(self) -> None:
-        """Launch one inference on ``stream`` with the staged inputs (no host copies, no sync)."""
+    def _set_address(self, name: str, ptr: int) -> None:
+        # set_tensor_address returns False for a misaligned pointer or an unknown tensor name
+        if not self._context.set_tensor_address(name, ptr):
+            raise RunError(f"TensorRT rejected the device address of tensor {name!r} for {self.variant.name}: "
+                           f"{'; '.join(self._logger.errors[-3:]) or 'see the TensorRT log'}")
+
+    def enqueue(self, context=None) -> None:
+        """Launch one inference on ``stream`` with the staged inputs (no host copies, no sync);
+        ``context``: another execution context of this engine (see :meth:`bound_context`)."""
         if not self._staged:
             raise RunError("call stage(feeds) before enqueue()")
-        if not self._context.execute_async_v3(int(self._stream)):
+        ctx = self._context if context is None else context
+        if not ctx.execute_async_v3(int(self._stream)):
             raise RunError(f"TensorRT execute_async_v3 failed for {self.variant.name}: "
                            f"{'; '.join(self._logger.errors[-3:]) or 'see the TensorRT log'}")
+
+    def bound_context(self):
+        """A new execution context with the staged input shapes and device buffers, for profilers.
+
+        TensorRT cannot detach an ``IProfiler`` (``context.profiler = None`` is rejected with an API usage
+        error and the profiler stays attached), so profile in a context that is dropped afterwards. It
+        allocates its own activation memory; run it on ``stream`` only, never concurrently with ``enqueue()``."""
+        if not self._staged:
+            raise RunError("call stage(feeds) before bound_context()")
+        ctx = self._engine.create_execution_context()
+        if ctx is None:
+            raise RunError(f"could not create a second execution context for {self.variant.name}: "
+                           f"{'; '.join(self._logger.errors) or 'out of GPU memory?'}")
+        for name, arr in self._host_inputs.items():
+            if not ctx.set_input_shape(name, tuple(arr.shape)):
+                raise RunError(f"input {name!r}: shape {list(arr.shape)} rejected by the new context")
+        for name in [*self._host_inputs, *self._staged]:
+            if not ctx.set_tensor_address(name, self._buffers[name][0]):
+                raise RunError(f"TensorRT rejected the device address of tensor {name!r} for {self.variant.name}")
+        return ctx
 
     def synchronize(self) -> None:
         _cuda_check(_cudart().cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
@@ -426,6 +479,8 @@ class TrtEngine(Engine):
     def close(self) -> None:
         if self._buffers or self._stream is not None:
             cudart = _cudart()
+            if self._stream is not None:  # buffers may still be in use by an enqueued execution
+                cudart.cudaStreamSynchronize(self._stream)
             for ptr, _ in self._buffers.values():
                 cudart.cudaFree(ptr)
             self._buffers.clear()
@@ -528,8 +583,8 @@ class TensorRTBackend(Backend):
             return True, "" if gpu is None else f"built ahead of time {where}"
         ccs = gpu.get("compute_capability")
         need = _MIN_CC.get(precision)
-        if self.is_rtx and precision == "bf16":
-            need = 8.0  # no BF16 on Turing
+        if self.is_rtx and precision in ("bf16", "int8"):
+            need = 8.0  # TensorRT-RTX support matrix: no BF16 and no INT8 on Turing (7.5)
         if need is not None and cc < need:
             return False, f"{precision.upper()} needs compute capability >= {need}; {gpu['name']} is {ccs}"
         if precision == "tf32" and cc < 8.0:
@@ -683,6 +738,8 @@ class TensorRTBackend(Backend):
         for t in inputs:
             shape = tuple(t.shape)
             dynamic = any(d < 0 for d in shape)
+            if getattr(t, "is_shape_tensor", False):  # needs set_shape_input values and host buffers
+                raise UnsupportedError(f"input {t.name!r} is a shape tensor; shape-tensor inputs are not supported")
             if t.name not in sm:
                 if dynamic:
                     dims = "x".join("?" if d < 0 else str(d) for d in shape)
@@ -701,8 +758,6 @@ class TensorRTBackend(Backend):
                 for i, (want, got) in enumerate(zip(shape, which)):
                     if want >= 0 and want != got:
                         raise ShapeSpecError(f"--shapes gives {t.name!r} dim {i} = {got}, but the model fixes it to {want}")
-            if getattr(t, "is_shape_tensor", False):
-                raise UnsupportedError(f"input {t.name!r} is a shape tensor; shape-tensor profiles are not supported")
             profile.set_shape(t.name, rng.min, rng.opt, rng.max)
             used[t.name] = rng.to_json()
         if used:
@@ -753,7 +808,10 @@ class TensorRTBackend(Backend):
         if cache is None and data:
             log.warning("timing cache %s is unreadable; starting an empty one", path)
             cache, data = config.create_timing_cache(b""), b""
-        config.set_timing_cache(cache, False)
+        if not config.set_timing_cache(cache, False):  # False: the cache was made on another device/version
+            log.warning("timing cache %s does not match this device or TensorRT version; starting an empty one", path)
+            cache, data = config.create_timing_cache(b""), b""
+            config.set_timing_cache(cache, False)
         applied["timing_cache"] = {"path": str(path), "loaded_bytes": len(data)}
         return path
 

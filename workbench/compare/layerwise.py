@@ -28,7 +28,7 @@ Caveat: marking a tensor as an output stops a runtime from fusing the nodes arou
 fuses Q/DQ pairs into QLinear* kernels at its extended optimization level, so these sessions run with
 ``optimization="disable"`` by default (Q/DQ then executes as explicit quantize/dequantize in float),
 and the final outputs can differ slightly from a fully optimized session. TensorRT fuses much more;
-see :func:`tensorrt_debug_tensors` for the gentler TensorRT 10+ path.
+see :func:`mark_debug_tensors` for the gentler TensorRT 10+ path.
 """
 from __future__ import annotations
 
@@ -184,6 +184,8 @@ def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str,
     threshold = default if threshold is None else float(threshold)
     if threshold is None:
         raise UsageError(f"layerwise metric {metric!r} needs an explicit threshold")
+    if metric == "cosine" and not -1.0 <= threshold <= 1.0:
+        raise UsageError(f"cosine threshold must lie in [-1, 1], got {threshold:g}", hint="e.g. 0.999")
     model = model if isinstance(model, Model) else load(model)
     var = _as_variant(model, variant, calib, progress)
 
@@ -290,7 +292,6 @@ def mark_debug_tensors(network: Any, tensor_names: Iterable[str]) -> list[str]:
         layer = network.get_layer(i)
         for j in range(layer.num_outputs):
             t = layer.get_output(j)
-            if t is not None and t.name in wanted and t.name not in marked:
-                network.mark_debug(t)
-                marked.append(t.name)
+            if t is not None and t.name in wanted and t.name not in marked and network.mark_debug(t):
+                marked.append(t.name)  # mark_debug returns False when TensorRT refuses the tensor
     return marked

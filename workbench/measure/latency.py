@@ -203,23 +203,27 @@ class CudaEvents:
         read the elapsed time; per iteration. Returns ms."""
         rt, s, e0, e1 = self.rt, self.stream, self.start, self.end
         record, sync, elapsed = rt.cudaEventRecord, rt.cudaEventSynchronize, rt.cudaEventElapsedTime
+        success = rt.cudaError_t.cudaSuccess
         out = np.empty(n, dtype=np.float64)
         clock = time.perf_counter_ns
         deadline = None if budget_ns is None else clock() + budget_ns
-        done, err = 0, 0
+        done = 0
         while done < n:
             stop = min(n, done + _CHUNK)
             for i in range(done, stop):
                 record(e0, s)
                 fn(*args)
                 record(e1, s)
-                sync(e1)
-                err, out[i] = elapsed(e0, e1)
+                (err,) = sync(e1)  # reports a failure of the work between the events
+                if err != success:
+                    raise RunError(f"cudaEventSynchronize failed: {err}")
+                err, ms = elapsed(e0, e1)  # (err, None) on failure
+                if err != success:
+                    raise RunError(f"cudaEventElapsedTime failed: {err}")
+                out[i] = ms
                 if deadline is not None and clock() >= deadline:
                     stop = i + 1
                     break
-            if int(getattr(err, "value", err)) != 0:
-                raise RunError(f"cudaEventElapsedTime failed: {err}")
             if bar is not None:
                 bar.update(stop - done)
             done = stop

@@ -284,8 +284,18 @@ def make_trt_profiler(trt):
     return LayerTimes()
 
 
-def _io_field(tensors: list, key: str) -> str:
-    return ", ".join(str(t.get(key, "")) for t in tensors or [] if isinstance(t, dict))
+def _format_text(t: Mapping[str, Any]) -> str:
+    """A layer tensor's format and type: TensorRT 10 writes one ``Format/Datatype`` string; TensorRT 11 splits
+    it into ``Datatype`` and ``Format`` (migration guide "IEngineInspector JSON Output"; Polygraphy's TRT
+    engine extractor reads both)."""
+    if "Format/Datatype" in t:
+        return str(t["Format/Datatype"])
+    dtype = t.get("Datatype", t.get("DataType", ""))
+    return " ".join(str(v) for v in (dtype, t.get("Format", "")) if v)
+
+
+def _io_field(tensors: list) -> str:
+    return ", ".join(_format_text(t) for t in tensors or [] if isinstance(t, dict))
 
 
 def parse_trt_layer_info(info: Mapping[str, Any] | str) -> list[dict]:
@@ -293,8 +303,9 @@ def parse_trt_layer_info(info: Mapping[str, Any] | str) -> list[dict]:
     .JSON)``: ``{"Layers": [...], "Bindings": [...]}``; each layer with ``Name``, ``LayerType``,
     ``Inputs``/``Outputs`` (``Name``, ``Dimensions``, ``Format/Datatype``), ``TacticName``, ``Metadata``
     when built with ``ProfilingVerbosity.DETAILED``; with lower verbosity ``Layers`` holds bare names).
-    ``Format/Datatype`` reads like ``Row major linear FP32`` / ``Channel major FP16 format where...``:
-    ``*_precision`` is its last FP32/FP16/BF16/Int8/FP8/Int32-like token, ``*_format`` the full text."""
+    ``Format/Datatype`` (TensorRT 10) reads like ``Row major linear FP32`` / ``Channel major FP16 format
+    where...``; TensorRT 11 gives ``Datatype`` and ``Format`` separately (read type first, then format).
+    ``*_precision`` is the first FP32/FP16/BF16/Int8/FP8/Int32-like token, ``*_format`` the full text."""
     if isinstance(info, str):
         info = json.loads(info)
     out = []
@@ -309,18 +320,19 @@ def parse_trt_layer_info(info: Mapping[str, Any] | str) -> list[dict]:
                     "metadata": layer.get("Metadata"),
                     "in_precision": ", ".join(_precision_of(t) for t in ins if isinstance(t, dict)),
                     "out_precision": ", ".join(_precision_of(t) for t in outs if isinstance(t, dict)),
-                    "in_format": _io_field(ins, "Format/Datatype"),
-                    "out_format": _io_field(outs, "Format/Datatype")})
+                    "in_format": _io_field(ins),
+                    "out_format": _io_field(outs)})
     return out
 
 
 _PRECISION_TOKENS = {"fp32": "fp32", "float": "fp32", "fp16": "fp16", "half": "fp16", "bf16": "bf16",
-                     "int8": "int8", "fp8": "fp8", "int32": "int32", "int64": "int64", "bool": "bool",
-                     "uint8": "uint8", "int4": "int4", "fp4": "fp4"}
+                     "bfloat16": "bf16", "int8": "int8", "fp8": "fp8", "float8e4m3": "fp8", "float8e5m2": "fp8",
+                     "int32": "int32", "int64": "int64", "bool": "bool", "uint8": "uint8", "int4": "int4",
+                     "fp4": "fp4", "float4": "fp4"}
 
 
 def _precision_of(t: Mapping[str, Any]) -> str:
-    text = str(t.get("Format/Datatype", ""))
+    text = _format_text(t)
     for tok in text.replace(",", " ").split():
         p = _PRECISION_TOKENS.get(tok.lower())
         if p:
@@ -352,31 +364,33 @@ def trt_layer_rows(times: Mapping[str, tuple[float, int]], iterations: int, laye
 def profile_layers_trt(engine, feeds: Mapping[str, np.ndarray], *, iterations: int = 20, warmup: int = 3,
                        progress: bool = False):
     """Per-layer table of a TensorRT engine (``workbench.backends.tensorrt.TrtEngine``): an IProfiler
-    attached to the execution context for ``iterations`` synchronous runs after ``warmup`` plain runs,
+    attached to a separate execution context (:meth:`TrtEngine.bound_context`, dropped afterwards:
+    TensorRT cannot detach a profiler) for ``iterations`` synchronous runs after ``warmup`` plain runs,
     joined with the engine inspector's JSON (layer type, tactic, precisions, formats, origin nodes)."""
     _check(iterations, warmup)
     trt = engine.backend.trt
     proto, ix = _named_index(engine)
     engine.stage(feeds)
-    for _ in range(warmup):
-        engine.enqueue()
-    engine.synchronize()
-    ctx = engine.context
+    ctx = engine.bound_context()
     prof = make_trt_profiler(trt)
-    ctx.profiler = prof
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=iterations, desc=f"profile {engine.variant.name}", unit="it", leave=False)
     try:
+        for _ in range(warmup):
+            engine.enqueue(ctx)
+        engine.synchronize()
+        ctx.profiler = prof
         for _ in range(iterations):
-            engine.enqueue()  # with a profiler attached, TensorRT reports per layer for this execution
+            engine.enqueue(ctx)  # with a profiler attached, TensorRT reports per layer for each execution
             engine.synchronize()
             if bar is not None:
                 bar.update(1)
     finally:
-        ctx.profiler = None
+        engine.synchronize()
+        del ctx  # the profiled context goes; the engine's own context never had a profiler
         if bar is not None:
             bar.close()
     layer_info = parse_trt_layer_info(engine.inspector_json())
