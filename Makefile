@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 # Set WB_EXTRAS to add extras, e.g. `make test WB_EXTRAS=dev,trt-rtx,gpu`.
 WB_EXTRAS ?= dev,trt-rtx
 
-.PHONY: demo test lab bench bench-quick samples venv venv-dev js clean help
+.PHONY: demo test lab bench bench-quick samples notebooks venv venv-dev js clean help
 
 help:
 	@echo "make demo   - set up .venv and run the main job on the bundled digits model (ONNX Runtime CPU)"
@@ -51,6 +51,10 @@ bench-quick: $(VENV)/.installed-dev
 samples: $(VENV)/.installed-dev
 	$(PIP) install -q torch==2.13.0 scikit-learn
 	$(PY) sample_models/make_samples.py --out sample_models
+
+# Regenerate notebooks/*.ipynb from notebooks/_make_notebooks.py (committed without outputs).
+notebooks: $(VENV)/.installed-dev
+	$(PY) notebooks/_make_notebooks.py
 
 # Rebuild the graph viewer's bundled JavaScript from js/ (needs Node.js + npm registry).
 js:

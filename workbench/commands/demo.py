@@ -1,0 +1,62 @@
+"""``workbench demo``: the report on the bundled digits sample — fp32, fp16 and int8 on ONNX Runtime CPU
+(and on TensorRT when it is installed and a GPU is present), then the summary table.
+
+Uses ``sample_models/digits_cnn.onnx`` with ``digits_test.npz`` (labels key ``label``) and
+``digits_calib.npz`` from the source checkout (or ``--samples DIR``).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..errors import UsageError
+from .report import add_flow_arguments, exit_code, make_report
+
+NAME = "demo"
+HELP = "run the report on the bundled digits sample and print the summary"
+DESCRIPTION = __doc__
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
+FILES = ("digits_cnn.onnx", "digits_test.npz", "digits_calib.npz")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--out", default="out/demo", metavar="DIR", help="output folder (default: out/demo)")
+    p.add_argument("--samples", default=str(SAMPLES), metavar="DIR", help="folder holding the digits sample files")
+    p.add_argument("--precision", default="fp32,fp16,int8", metavar="LIST", help="precisions (default: fp32,fp16,int8)")
+    add_flow_arguments(p, iterations=200)
+
+
+def demo_backends() -> list[str]:
+    """ONNX Runtime CPU, plus TensorRT when ``tensorrt`` imports and a GPU is usable."""
+    from ..backends import get_backend
+
+    out = ["onnxruntime"]
+    try:
+        if get_backend("tensorrt").available()[0]:
+            out.append("tensorrt")
+    except Exception:  # noqa: BLE001 - an unusable optional backend just stays out of the demo
+        pass
+    return out
+
+
+def run(args) -> int:
+    from ._common import parse_precisions
+
+    t0 = time.perf_counter()
+    samples = Path(args.samples)
+    missing = [f for f in FILES if not (samples / f).exists()]
+    if missing:
+        raise UsageError(f"digits sample files {missing} not found in {samples}",
+                         hint="run from a source checkout, pass --samples DIR, or `make samples`")
+    backends = demo_backends()
+    fr, out, rec, secs = make_report(samples / FILES[0], parse_precisions(args.precision), backends,
+                                     data=samples / FILES[1], labels="label", calib=samples / FILES[2], shapes=None,
+                                     out=Path(args.out) / "report.html", iterations=args.iterations,
+                                     warmup=args.warmup, layer_iterations=args.layer_iterations, limit=args.limit,
+                                     progress=not args.no_progress)
+    print(f"trt-workbench demo: digits_cnn at {', '.join(fr.config['precisions'])} on {', '.join(backends)}")
+    print(fr.summary_text())
+    print(f"report  {out}")
+    print(f"records {rec}/")
+    print(f"done in {time.perf_counter() - t0:.1f} s")
+    return exit_code(fr)

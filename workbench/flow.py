@@ -1,0 +1,514 @@
+"""The full flow in one call: inspect → variants → builds → latency → per-layer → accuracy.
+
+    from workbench.flow import run_flow
+    fr = run_flow("sample_models/digits_cnn.onnx", "fp32,fp16,int8", data="sample_models/digits_test.npz",
+                  labels="label", calib="sample_models/digits_calib.npz")
+    fr.summary()                  # variant, backend, precision, status, p50_ms, speedup, top1, cosine, reason
+    fr.save("out/run")            # flow.json + records/<variant>@<backend>.json (versioned JSON)
+    FlowResult.load("out/run")    # the same frames back, without engines
+
+Every step is a public call of another module (``inspect``, ``builds.build_variants``,
+``measure.latency.measure_latency``, ``measure.layers.profile_layers``, ``compare.compare_engines``,
+``compare.layerwise``); this module only sequences them and keeps their tidy frames together. The
+report (``workbench.report``) and the dashboard read the frames of a :class:`FlowResult`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import BuildError, UsageError, WorkbenchError
+from .records import Record, host_info, now_iso
+
+#: Stages of :func:`run_flow`, in order (``on_stage`` receives these names).
+STAGES = ("build", "profile", "accuracy")
+#: Columns of :meth:`FlowResult.summary`.
+SUMMARY_COLUMNS = ["variant", "backend", "precision", "status", "p50_ms", "speedup", "top1", "cosine", "reason"]
+FLOW_FILE = "flow.json"
+RECORDS_DIR = "records"
+
+
+# ------------------------------------------------------------------------------------------- records
+@dataclass
+class VariantResultRecord(Record):
+    """One variant on one backend: its configuration (recipe, hashes), build record, latency statistics
+    and accuracy summary. Written as ``records/<variant>@<backend>.json``."""
+
+    kind: ClassVar[str] = "variant_result"
+    variant: str = ""
+    backend: str = ""
+    precision: str = ""
+    status: str = ""
+    reason: str = ""
+    config: dict = field(default_factory=dict)  # Variant.to_json(): recipe, hashes, backend flags
+    build: dict = field(default_factory=dict)  # BuildRecord.to_json()
+    latency: dict = field(default_factory=dict)  # LatencyResult stats
+    accuracy: dict = field(default_factory=dict)  # the variant's row of Comparison.summary()
+    created: str = field(default_factory=now_iso)
+
+
+@dataclass
+class FlowRecord(Record):
+    """Everything a report needs, as JSON: the run's configuration, the inspection and every tidy frame
+    (``{"columns": [...], "rows": [...]}``). Written as ``flow.json``; read back by :meth:`FlowResult.load`."""
+
+    kind: ClassVar[str] = "flow"
+    model: str = ""
+    model_hash: str = ""
+    config: dict = field(default_factory=dict)
+    inspection: dict = field(default_factory=dict)
+    frames: dict = field(default_factory=dict)
+    variants: dict = field(default_factory=dict)
+    node_order: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+    created: str = field(default_factory=now_iso)
+    host: dict = field(default_factory=host_info)
+
+
+_INF = "$float"  # marks an infinity in strict JSON: {"$float": "inf"}
+
+
+def _cell(v):
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else {_INF: "inf" if v > 0 else "-inf"}
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_cell(x) for x in v]
+    if v is pd.NA or v is pd.NaT:
+        return None
+    return v
+
+
+def _uncell(v):
+    if isinstance(v, dict) and set(v) == {_INF}:
+        return float(v[_INF])
+    if isinstance(v, list):
+        return [_uncell(x) for x in v]
+    return v
+
+
+def frame_to_json(df: pd.DataFrame) -> dict:
+    """``{"columns", "dtypes", "rows"}``: NaN as null, infinities as ``{"$float": "inf"}``, lists (such as
+    ``onnx_nodes``) as lists; :func:`frame_from_json` restores numeric columns."""
+    return {"columns": [str(c) for c in df.columns], "dtypes": {str(c): str(t) for c, t in df.dtypes.items()},
+            "rows": [[_cell(v) for v in row] for row in df.itertuples(index=False, name=None)]}
+
+
+def frame_from_json(d: dict | None) -> pd.DataFrame:
+    if not d:
+        return pd.DataFrame()
+    rows = [[_uncell(v) for v in row] for row in d.get("rows") or []]
+    df = pd.DataFrame(rows, columns=d.get("columns") or None)
+    for c, t in (d.get("dtypes") or {}).items():
+        if c in df.columns and (t.startswith("float") or t.startswith("int")):
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+        elif c in df.columns and t == "bool":
+            df[c] = df[c].astype(bool)
+    return df
+
+
+# -------------------------------------------------------------------------------------------- result
+@dataclass
+class FlowResult:
+    """Results of :func:`run_flow`: tidy frames (always) and live objects (only in the producing process).
+
+    Frames: ``builds`` (BuildSet.to_frame() + ``onnx_bytes``), ``latency`` (measure_latency rows),
+    ``layers`` (profile_layers rows), ``accuracy`` (Comparison.summary() rows + ``backend``),
+    ``metrics`` (Comparison.metrics), ``layerwise`` (compare.layerwise rows).
+    """
+
+    model_name: str
+    model_hash: str
+    config: dict
+    inspection: dict
+    builds: pd.DataFrame
+    latency: pd.DataFrame
+    layers: pd.DataFrame
+    accuracy: pd.DataFrame
+    metrics: pd.DataFrame
+    layerwise: pd.DataFrame
+    variants: dict = field(default_factory=dict)  # "variant@backend" -> Variant.to_json()
+    node_order: list = field(default_factory=list)  # the source model's node names, topological order
+    build_records: dict = field(default_factory=dict)  # "variant@backend" -> BuildRecord.to_json()
+    errors: list = field(default_factory=list)  # [{"stage", "variant", "backend", "error"}]
+    timings: dict = field(default_factory=dict)  # stage -> seconds
+    created: str = field(default_factory=now_iso)
+    # live objects, not saved
+    model: Any = field(default=None, repr=False)
+    buildsets: dict = field(default_factory=dict, repr=False)  # backend -> BuildSet
+    comparisons: dict = field(default_factory=dict, repr=False)  # backend -> Comparison
+    batches: list | None = field(default=None, repr=False)  # feed dicts (accuracy data; [0] is timed)
+    labels: Any = field(default=None, repr=False)  # integer labels, one per sample, or None
+    shapes: Any = field(default=None, repr=False)  # the shapes argument of build_stage
+
+    FRAMES: ClassVar[tuple[str, ...]] = ("builds", "latency", "layers", "accuracy", "metrics", "layerwise")
+
+    @classmethod
+    def empty(cls, model_name: str = "", model_hash: str = "", config: dict | None = None) -> "FlowResult":
+        e = pd.DataFrame
+        return cls(model_name, model_hash, dict(config or {}), {}, e(), e(), e(), e(), e(), e())
+
+    # ------------------------------------------------------------------ tables
+    def summary(self) -> pd.DataFrame:
+        """One row per variant and backend: ``variant, backend, precision, status, p50_ms, speedup``
+        (the backend's fp32 p50 / this p50), ``top1``, ``cosine`` (minimum over outputs against the FP32
+        ONNX Runtime reference), ``reason``."""
+        rows = []
+        lat = self.latency
+        acc = self.accuracy
+        for b in self.builds.to_dict("records"):
+            key = (b["variant"], b["backend"])
+            row = {"variant": b["variant"], "backend": b["backend"], "precision": b["precision"],
+                   "status": b["status"], "p50_ms": None, "speedup": None, "top1": None, "cosine": None,
+                   "reason": b.get("reason") or ""}
+            if not lat.empty:
+                sel = lat[(lat.variant == key[0]) & (lat.backend == key[1])]
+                if not sel.empty:
+                    row["p50_ms"] = float(sel.p50_ms.iloc[0])
+                    ref = lat[(lat.backend == key[1]) & (lat.precision == "fp32")]
+                    if not ref.empty and row["p50_ms"] > 0:
+                        row["speedup"] = float(ref.p50_ms.iloc[0]) / row["p50_ms"]
+            if not acc.empty:
+                sel = acc[(acc.variant == key[0]) & (acc.backend == key[1])]
+                if not sel.empty:
+                    r = sel.iloc[0]
+                    row["top1"] = _num(r.get("top1"))
+                    row["cosine"] = _num(r.get("cosine_min"))
+            errs = [e["error"] for e in self.errors if e.get("variant") == key[0] and e.get("backend") == key[1]]
+            if errs:
+                row["reason"] = "; ".join([row["reason"], *errs]).strip("; ")
+            rows.append(row)
+        return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+    def summary_text(self) -> str:
+        """The summary as a fixed-width table (what ``workbench demo`` prints)."""
+        s = self.summary()
+        head = f"{'variant':<28} {'backend':<13} {'p50 ms':>9} {'speedup':>8} {'top-1':>7} {'cosine':>9}  status"
+        lines = [head, "-" * len(head)]
+        for r in s.to_dict("records"):
+            f = lambda v, fmt, unit="": "-" if v is None or v != v else format(v, fmt) + unit  # noqa: E731
+            reason = r["reason"] if len(r["reason"]) <= 120 else r["reason"][:117] + "..."
+            status = r["status"] + (f" ({reason})" if reason else "")
+            top1 = f(None if r["top1"] is None else 100 * r["top1"], ".2f", "%")
+            lines.append(f"{r['variant']:<28} {r['backend']:<13} {f(r['p50_ms'], '.4f'):>9} "
+                         f"{f(r['speedup'], '.2f', 'x'):>8} {top1:>7} {f(r['cosine'], '.6f'):>9}  {status}")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ JSON
+    def to_record(self) -> FlowRecord:
+        from . import __version__
+
+        versions = {"workbench": __version__}
+        for b in self.build_records.values():
+            versions.update({k: str(v) for k, v in (b.get("versions") or {}).items()})
+        return FlowRecord(model=self.model_name, model_hash=self.model_hash, config=self.config,
+                          inspection=self.inspection,
+                          frames={k: frame_to_json(getattr(self, k)) for k in self.FRAMES},
+                          variants={"variants": self.variants, "builds": self.build_records},
+                          node_order=list(self.node_order),
+                          errors=list(self.errors), timings=dict(self.timings), versions=versions,
+                          created=self.created)
+
+    def variant_records(self) -> list[VariantResultRecord]:
+        """One :class:`VariantResultRecord` per built (or skipped / failed) variant and backend."""
+        out = []
+        for b in self.builds.to_dict("records"):
+            key = f"{b['variant']}@{b['backend']}"
+            lat = self.latency
+            stats = {}
+            if not lat.empty:
+                sel = lat[(lat.variant == b["variant"]) & (lat.backend == b["backend"])]
+                if not sel.empty:
+                    stats = json.loads(sel.iloc[[0]].to_json(orient="records"))[0]
+            acc = {}
+            if not self.accuracy.empty:
+                sel = self.accuracy[(self.accuracy.variant == b["variant"]) & (self.accuracy.backend == b["backend"])]
+                if not sel.empty:
+                    acc = json.loads(sel.iloc[[0]].to_json(orient="records"))[0]
+            out.append(VariantResultRecord(variant=b["variant"], backend=b["backend"], precision=b["precision"],
+                                           status=b["status"], reason=b.get("reason") or "",
+                                           config=self.variants.get(key, {}), build=self.build_records.get(key, {}),
+                                           latency=stats, accuracy=acc))
+        return out
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``flow.json`` and ``records/<variant>@<backend>.json`` (atomic); returns the folder."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        for rec in self.variant_records():
+            rec.save(d / RECORDS_DIR / f"{_safe(rec.variant)}@{_safe(rec.backend)}.json")
+        self.to_record().save(d / FLOW_FILE)
+        return d
+
+    @classmethod
+    def from_record(cls, rec: FlowRecord) -> "FlowResult":
+        frames = {k: frame_from_json(rec.frames.get(k)) for k in cls.FRAMES}
+        return cls(model_name=rec.model, model_hash=rec.model_hash, config=rec.config, inspection=rec.inspection,
+                   variants=dict(rec.variants.get("variants", {})), build_records=dict(rec.variants.get("builds", {})),
+                   node_order=list(rec.node_order), errors=list(rec.errors), timings=dict(rec.timings), created=rec.created, **frames)
+
+    @classmethod
+    def load(cls, directory_or_file: str | os.PathLike) -> "FlowResult":
+        """Read a saved flow (the folder or its ``flow.json``); engines and models are not restored."""
+        p = Path(directory_or_file)
+        if p.is_dir():
+            p = p / FLOW_FILE
+        if not p.exists():
+            raise UsageError(f"no saved flow at {p}", hint="run workbench report or FlowResult.save first")
+        return cls.from_record(FlowRecord.load(p))
+
+    def __repr__(self) -> str:
+        return (f"<FlowResult {self.model_name}: {len(self.builds)} build(s), {len(self.latency)} latency row(s), "
+                f"{len(self.errors)} error(s)>")
+
+
+def _num(v) -> float | None:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if v != v else v
+
+
+def _head(batches: list, samples: int) -> list:
+    """The first batches holding at least ``samples`` samples (at least one batch)."""
+    out, n = [], 0
+    for b in batches:
+        out.append(b)
+        first = next(iter(b.values()))
+        n += int(first.shape[0]) if getattr(first, "ndim", 0) else 1
+        if n >= samples:
+            break
+    return out
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
+
+
+# ---------------------------------------------------------------------------------------------- flow
+def _backends(backend: str | Sequence[str]) -> list[str]:
+    items = [b.strip() for b in backend.split(",")] if isinstance(backend, str) else [str(b) for b in backend]
+    items = [b for b in items if b]
+    if not items:
+        raise UsageError("give at least one backend")
+    return list(dict.fromkeys(items))
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise BuildError("cancelled", hint="results of the finished steps are kept")
+
+
+def _note(fr: FlowResult, stage: str, variant: str, backend: str, e: Exception) -> None:
+    fr.errors.append({"stage": stage, "variant": variant, "backend": backend, "error": str(e)})
+
+
+def _built(fr: FlowResult) -> list:
+    return [(bs.backend, r) for bs in fr.buildsets.values() for r in bs.results if r.engine is not None]
+
+
+def _describe(v) -> str | None:
+    if v is None:
+        return None
+    return str(v) if isinstance(v, (str, os.PathLike)) else "in-memory"
+
+
+def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
+                backend: str | Sequence[str] = "onnxruntime", *, data=None, labels=None, calib=None, shapes=None,
+                accuracy_limit: int | None = None, out_dir: str | os.PathLike | None = None, cache=None,
+                progress: bool = True, cancel: threading.Event | None = None) -> FlowResult:
+    """Step 1: inspect ``model``, read ``data`` (and ``labels``), build every precision on every backend
+    (``builds.build_variants``). Returns a new :class:`FlowResult` holding the engines."""
+    from .inspect import inspect as _inspect
+    from .builds import _precision_list, build_variants
+    from .compare.outputs import resolve_data
+    from .data import synthetic_inputs
+    from .model import Model, load
+
+    m = model if isinstance(model, Model) else load(model)
+    backends = _backends(backend)
+    precs = _precision_list(precisions)
+    config = {"model": m.name, "precisions": precs, "backends": backends, "data": _describe(data),
+              "labels": labels if isinstance(labels, str) else (None if labels is None else "array"),
+              "calib": _describe(calib), "shapes": str(shapes) if shapes is not None else None,
+              "accuracy_limit": accuracy_limit}
+    fr = FlowResult.empty(m.name, m.hash, config)
+    fr.model, fr.shapes = m, shapes
+    t0 = time.perf_counter()
+    fr.inspection = _inspect(m, shapes=shapes).to_json()
+    fr.node_order = [n.name for n in m.graph.node]
+    fr.timings["inspect"] = round(time.perf_counter() - t0, 3)
+    if data is not None:
+        fr.batches, fr.labels = resolve_data(m, data, labels, shapes=shapes, limit=accuracy_limit)
+    else:
+        fr.batches, fr.labels = [synthetic_inputs(m, shapes)], None
+    if calib is None and data is not None:
+        calib = fr.batches
+    t0 = time.perf_counter()
+    frames = []
+    for be in backends:
+        _check_cancel(cancel)
+        bs = build_variants(m, precs, be, shapes=shapes, calib=calib, progress=progress, cache=cache,
+                            out_dir=Path(out_dir) / be if out_dir is not None else None)
+        fr.buildsets[bs.backend] = bs
+        f = bs.to_frame()
+        f["onnx_bytes"] = [len(r.variant.model.to_bytes()) if r.variant is not None else None for r in bs.results]
+        frames.append(f)
+        for r in bs.results:
+            key = f"{r.name}@{bs.backend}"
+            fr.build_records[key] = r.record.to_json()
+            if r.variant is not None:
+                fr.variants[key] = r.variant.to_json()
+        fr.builds = pd.concat(frames, ignore_index=True)
+    fr.timings["build"] = round(time.perf_counter() - t0, 3)
+    return fr
+
+
+def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, layer_iterations: int = 20,
+                  layers: bool = True, progress: bool = True, cancel: threading.Event | None = None) -> FlowResult:
+    """Step 2: end-to-end latency (``measure_latency``) and per-layer times (``profile_layers``) of every
+    built engine on the first data batch. Fills ``fr.latency`` / ``fr.layers``; returns ``fr``."""
+    from .compare.layerwise import cast_feeds
+    from .measure.latency import latency_frame, measure_latency
+    from .measure.layers import profile_layers
+
+    _needs_engines(fr)
+    fr.config.update(iterations=iterations, warmup=warmup, layer_iterations=layer_iterations)
+    fr.errors[:] = [e for e in fr.errors if e["stage"] not in ("latency", "layers")]
+    feeds = fr.batches[0]
+    t0 = time.perf_counter()
+    lats = []
+    for be, r in _built(fr):
+        _check_cancel(cancel)
+        try:
+            lats.append(measure_latency(r.engine, cast_feeds(feeds, r.variant.model), warmup=warmup,
+                                        iterations=iterations, progress=progress))
+        except WorkbenchError as e:
+            _note(fr, "latency", r.name, be, e)
+    fr.latency = latency_frame(lats)
+    fr.timings["latency"] = round(time.perf_counter() - t0, 3)
+    if layers:
+        t0 = time.perf_counter()
+        frames = []
+        for be, r in _built(fr):
+            _check_cancel(cancel)
+            try:
+                frames.append(profile_layers(r.engine, cast_feeds(feeds, r.variant.model),
+                                             iterations=layer_iterations, progress=progress))
+            except WorkbenchError as e:
+                _note(fr, "layers", r.name, be, e)
+        fr.layers = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        fr.timings["layers"] = round(time.perf_counter() - t0, 3)
+    return fr
+
+
+def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: int = 64, progress: bool = True,
+                   cancel: threading.Event | None = None) -> FlowResult:
+    """Step 3: every built engine against the FP32 ONNX Runtime CPU reference over the data
+    (``compare.compare_engines``), then the per-node error of each reduced-precision variant
+    (``compare.layerwise`` on ``layerwise_limit`` samples). Fills ``fr.accuracy`` / ``fr.metrics`` /
+    ``fr.layerwise``; returns ``fr``."""
+    from .compare import compare_engines
+    from .compare import layerwise as _layerwise
+    from .compare.outputs import build_variant_engine
+
+    _needs_engines(fr)
+    fr.config.update(layerwise_limit=layerwise_limit)
+    fr.errors[:] = [e for e in fr.errors if e["stage"] not in ("accuracy", "layerwise")]
+    built = _built(fr)
+    t0 = time.perf_counter()
+    acc, metrics = [], []
+    if built:
+        _check_cancel(cancel)
+        _, ref = build_variant_engine(fr.model, "fp32", "onnxruntime", shapes=fr.shapes, progress=progress)
+        for be in fr.buildsets:
+            engines = [r.engine for b, r in built if b == be]
+            if not engines:
+                continue
+            _check_cancel(cancel)
+            try:
+                cmp = compare_engines(ref, engines, fr.batches, labels=fr.labels, progress=progress)
+            except WorkbenchError as e:
+                _note(fr, "accuracy", "", be, e)
+                continue
+            fr.comparisons[be] = cmp
+            s = cmp.summary()
+            s = s[s.variant != cmp.reference].copy()
+            s["backend"] = be
+            acc.append(s)
+            metrics.append(cmp.metrics)
+    fr.accuracy = pd.concat(acc, ignore_index=True) if acc else pd.DataFrame()
+    fr.metrics = pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame()
+    fr.timings["accuracy"] = round(time.perf_counter() - t0, 3)
+    if layerwise:
+        t0 = time.perf_counter()
+        seen, frames = set(), []
+        batches = _head(fr.batches, layerwise_limit)
+        for _, r in built:
+            if r.variant.precision in ("fp32", "tf32") or r.variant.hash in seen:
+                continue
+            seen.add(r.variant.hash)
+            _check_cancel(cancel)
+            try:
+                frames.append(_layerwise(fr.model, r.variant, data=batches, limit=None, progress=progress))
+            except WorkbenchError as e:
+                _note(fr, "layerwise", r.name, "onnxruntime", e)
+        fr.layerwise = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        fr.timings["layerwise"] = round(time.perf_counter() - t0, 3)
+    return fr
+
+
+def _needs_engines(fr: FlowResult) -> None:
+    if not fr.buildsets or fr.batches is None:
+        raise UsageError("this FlowResult holds no engines (loaded from JSON?)", hint="run build_stage first")
+
+
+def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend: str | Sequence[str] = "onnxruntime",
+             *, data=None, labels=None, calib=None, shapes=None, iterations: int = 100, warmup: int = 10,
+             layer_iterations: int = 20, accuracy_limit: int | None = None, layerwise: bool = True,
+             layerwise_limit: int = 64, out_dir: str | os.PathLike | None = None, cache=None,
+             progress: bool = True, on_stage: Callable[[str, FlowResult], None] | None = None,
+             cancel: threading.Event | None = None) -> FlowResult:
+    """Run the whole flow on ``model``: :func:`build_stage` → :func:`profile_stage` → :func:`accuracy_stage`.
+
+    Args:
+        precisions: ``"fp32,fp16,int8"`` or a list; backend: one name, a comma list or a list of names.
+        data: ``.npz`` path (or anything ``compare_outputs`` accepts) for latency feeds and accuracy;
+            None: one synthetic batch, accuracy as output deltas only.
+        labels: the ``.npz`` key of integer labels (top-1); calib: INT8/FP8 calibration data (defaults
+            to ``data``'s batches).
+        iterations / warmup: latency runs per variant; layer_iterations: profiled runs per variant.
+        accuracy_limit: use at most this many samples for accuracy; layerwise_limit: samples (whole
+            batches, at least one) for the per-node error of each reduced-precision variant.
+        out_dir: also write each variant's ONNX (and engine) there (``build_variants``).
+        on_stage: called as ``on_stage(stage, result_so_far)`` after "build", "profile" and "accuracy".
+        cancel: an Event; when set, the flow stops before its next step with ``BuildError("cancelled")``.
+
+    A stage that fails for one variant (a ``WorkbenchError``) is recorded in ``errors`` and the flow
+    continues; precisions a backend cannot build are ``skipped`` with the reason.
+    """
+    fr = build_stage(model, precisions, backend, data=data, labels=labels, calib=calib, shapes=shapes,
+                     accuracy_limit=accuracy_limit, out_dir=out_dir, cache=cache, progress=progress, cancel=cancel)
+    if on_stage is not None:
+        on_stage("build", fr)
+    profile_stage(fr, iterations=iterations, warmup=warmup, layer_iterations=layer_iterations, progress=progress,
+                  cancel=cancel)
+    if on_stage is not None:
+        on_stage("profile", fr)
+    accuracy_stage(fr, layerwise=layerwise, layerwise_limit=layerwise_limit, progress=progress, cancel=cancel)
+    if on_stage is not None:
+        on_stage("accuracy", fr)
+    return fr

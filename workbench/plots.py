@@ -1,0 +1,334 @@
+"""Plotly figures, each built from the tidy frames of the flow (one function per figure).
+
+    from workbench import plots
+    plots.latency_figure(fr.latency)                  # p50 bars, p90 ticks, whiskers to p99
+    plots.layer_figure(fr.layers, top_k=10)           # per-layer time side by side, aligned by ONNX node
+    plots.layer_heatmap(fr.layers)                    # every ONNX node x variant
+    plots.op_share_figure(fr.layers)                  # time share by op type, stacked, per variant
+    plots.pareto_figure(fr.latency, fr.accuracy)      # accuracy vs latency, one point per variant
+    plots.layer_error_figure(fr.layerwise)            # per-node error along the topological order
+    plots.build_figure(fr.builds)                     # build time and engine (or ONNX) size
+
+Every figure colours a variant by its precision through :data:`PRECISION_COLORS`, so fp16 has the same
+colour in all of them. Inputs are the frames' stable columns (see docs/architecture.md); the functions
+work the same on frames loaded back from JSON (``FlowResult.load``).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import pandas as pd
+
+#: One colour per precision, used by every figure (Okabe-Ito palette: colour-blind safe).
+PRECISION_COLORS: dict[str, str] = {
+    "fp32": "#0072B2",  # blue
+    "tf32": "#56B4E9",  # sky blue
+    "fp16": "#E69F00",  # orange
+    "bf16": "#CC79A7",  # reddish purple
+    "int8": "#009E73",  # bluish green
+    "fp8": "#D55E00",  # vermillion
+}
+OTHER_COLOR = "#7F7F7F"
+#: Colours for op types in the stacked share plot (cycled).
+OP_COLORS = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#EECA3B", "#B279A2", "#FF9DA6",
+             "#9D755D", "#BAB0AC", "#1B9E77", "#7570B3"]
+TEMPLATE = "plotly_white"
+
+
+def precision_color(precision: str) -> str:
+    """The colour of ``precision`` (grey for unknown ones)."""
+    return PRECISION_COLORS.get(str(precision).lower(), OTHER_COLOR)
+
+
+def _go():
+    import plotly.graph_objects as go
+
+    return go
+
+
+def _labels(df: pd.DataFrame) -> pd.Series:
+    """Variant names, suffixed with the backend when the frame holds more than one backend."""
+    if "backend" in df.columns and df["backend"].nunique() > 1:
+        return df["variant"].astype(str) + " · " + df["backend"].astype(str)
+    return df["variant"].astype(str)
+
+
+def _empty(title: str, why: str):
+    go = _go()
+    fig = go.Figure(layout={"template": TEMPLATE, "title": {"text": title}})
+    fig.add_annotation(text=why, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 14})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def _layout(fig, title: str, x: str, y: str, **kw):
+    fig.update_layout(template=TEMPLATE, title={"text": title}, xaxis_title=x, yaxis_title=y,
+                      legend_title_text=kw.pop("legend", "precision"), margin={"t": 60, "l": 60, "r": 20, "b": 60},
+                      hoverlabel={"align": "left"}, **kw)
+    return fig
+
+
+def _precisions(df: pd.DataFrame) -> list[str]:
+    order = list(PRECISION_COLORS)
+    seen = list(dict.fromkeys(df["precision"].astype(str)))
+    return sorted(seen, key=lambda p: (order.index(p) if p in order else len(order), p))
+
+
+# -------------------------------------------------------------------------------------------- latency
+def latency_figure(latency: pd.DataFrame, *, title: str = "Latency by precision and backend"):
+    """p50 latency bars per variant (and backend), a tick at p90 and a whisker up to p99.
+
+    ``latency``: ``measure_latency`` rows (``variant, backend, precision, p50_ms, p90_ms, p99_ms``)."""
+    if latency is None or latency.empty:
+        return _empty(title, "no latency measured")
+    go = _go()
+    df = latency.copy()
+    df["label"] = _labels(df)
+    fig = go.Figure()
+    for p in _precisions(df):
+        d = df[df.precision.astype(str) == p]
+        hover = [f"<b>{r.label}</b><br>backend {r.backend}<br>p50 {r.p50_ms:.4f} ms<br>p90 {r.p90_ms:.4f} ms"
+                 f"<br>p99 {r.p99_ms:.4f} ms<br>n = {int(r.iterations) if r.iterations == r.iterations else '?'}"
+                 for r in d.itertuples()]
+        fig.add_trace(go.Bar(x=d.label, y=d.p50_ms, name=p, legendgroup=p, marker_color=precision_color(p),
+                             error_y={"type": "data", "symmetric": False, "array": (d.p99_ms - d.p50_ms).tolist(),
+                                      "arrayminus": [0] * len(d), "color": "#444", "thickness": 1.2, "width": 6},
+                             hovertext=hover, hoverinfo="text"))
+    fig.add_trace(go.Scatter(x=df.label, y=df.p90_ms, mode="markers", name="p90",
+                             marker={"symbol": "line-ew-open", "size": 22, "color": "#222", "line": {"width": 2}},
+                             hovertemplate="%{x}<br>p90 %{y:.4f} ms<extra></extra>"))
+    fig.update_layout(barmode="overlay")
+    spread = (df.p99_ms / df.p50_ms.where(df.p50_ms > 0)).max()
+    if spread == spread and spread > 20:  # a few slow outliers would flatten the bars: log scale
+        fig.update_yaxes(type="log")
+    return _layout(fig, title, "variant", "latency p50 (ms) · tick p90 · whisker p99")
+
+
+# ------------------------------------------------------------------------------------------ per-layer
+def _node_column(layers: pd.DataFrame) -> pd.Series:
+    if "onnx_node" in layers.columns:
+        s = layers["onnx_node"].astype(object)
+        return s.where(s.notna() & (s.astype(str) != ""), "(unmapped)").astype(str)
+    return layers["layer"].astype(str)
+
+
+def layers_by_node(layers: pd.DataFrame) -> pd.DataFrame:
+    """Per-layer rows summed per ONNX node (``onnx_node``): ``label, precision, node, time_ms``.
+
+    This aligns the layers of different precisions: an INT8 QLinearConv and an FP16 Conv that come from
+    the same ONNX node land on the same row."""
+    df = layers.copy()
+    df["label"] = _labels(df)
+    df["node"] = _node_column(df)
+    g = df.groupby(["label", "node"], sort=False).agg(time_ms=("time_ms", "sum"), precision=("precision", "first"),
+                                                       layers=("layer", "count")).reset_index()
+    return g
+
+
+def layer_figure(layers: pd.DataFrame, *, top_k: int = 15, title: str | None = None):
+    """Grouped bars: time per ONNX node for the ``top_k`` nodes (by their largest time in any variant),
+    one bar per variant coloured by precision."""
+    title = title or f"Per-layer time, top {top_k} ONNX nodes, side by side"
+    if layers is None or layers.empty:
+        return _empty(title, "no per-layer profile")
+    go = _go()
+    g = layers_by_node(layers)
+    top = g.groupby("node").time_ms.max().sort_values(ascending=False).head(top_k).index.tolist()
+    g = g[g.node.isin(top)]
+    fig = go.Figure()
+    for label in dict.fromkeys(g.label):
+        d = g[g.label == label].set_index("node").reindex(top)
+        p = str(d.precision.dropna().iloc[0])
+        fig.add_trace(go.Bar(x=top, y=d.time_ms, name=label, legendgroup=p, marker_color=precision_color(p),
+                             customdata=d.layers.fillna(0).astype(int),
+                             hovertemplate=f"<b>{label}</b> ({p})<br>%{{x}}<br>%{{y:.4f}} ms in %{{customdata}} "
+                                           "layer(s)<extra></extra>"))
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(tickangle=-30)
+    return _layout(fig, title, "ONNX node", "time per run (ms)", legend="variant")
+
+
+def layer_heatmap(layers: pd.DataFrame, *, order: Sequence[str] | None = None, title: str = "Per-layer time, every ONNX node"):
+    """Heatmap of time per ONNX node (rows) and variant (columns). ``order``: node names in topological
+    order (e.g. ``[n.name for n in model.graph.node]``); default: by total time."""
+    if layers is None or layers.empty:
+        return _empty(title, "no per-layer profile")
+    go = _go()
+    g = layers_by_node(layers)
+    piv = g.pivot_table(index="node", columns="label", values="time_ms", aggfunc="sum")
+    cols = list(dict.fromkeys(g.label))
+    piv = piv.reindex(columns=cols)
+    if order:
+        rank = {n: i for i, n in enumerate(order)}
+        rows = sorted(piv.index, key=lambda n: (rank.get(n, len(rank)), n))
+    else:
+        rows = piv.sum(axis=1).sort_values(ascending=False).index.tolist()
+    piv = piv.reindex(rows)
+    fig = go.Figure(go.Heatmap(z=piv.values, x=cols, y=rows, colorscale="Viridis", colorbar={"title": {"text": "ms"}},
+                               hovertemplate="%{y}<br>%{x}<br>%{z:.4f} ms<extra></extra>", hoverongaps=False))
+    fig.update_yaxes(autorange="reversed", tickfont={"size": 10})
+    return _layout(fig, title, "variant", "ONNX node", height=max(360, 18 * len(rows) + 140), legend="")
+
+
+def op_share_figure(layers: pd.DataFrame, *, top_ops: int = 10, title: str = "Time share by op type"):
+    """Stacked bars: each variant's per-layer time split by layer type (percent; the ``top_ops`` largest
+    types, the rest as "other")."""
+    if layers is None or layers.empty:
+        return _empty(title, "no per-layer profile")
+    go = _go()
+    df = layers.copy()
+    df["label"] = _labels(df)
+    tot = df.groupby("label", sort=False).time_ms.transform("sum")
+    df["pct"] = 100.0 * df.time_ms / tot.where(tot > 0)
+    keep = df.groupby("layer_type").time_ms.sum().sort_values(ascending=False).head(top_ops).index.tolist()
+    df["op"] = df.layer_type.where(df.layer_type.isin(keep), "other")
+    g = df.groupby(["label", "op"], sort=False).agg(pct=("pct", "sum"), ms=("time_ms", "sum")).reset_index()
+    labels = list(dict.fromkeys(df.label))
+    prec = df.groupby("label", sort=False).precision.first()
+    fig = go.Figure()
+    for i, op in enumerate(keep + (["other"] if (df.op == "other").any() else [])):
+        d = g[g.op == op].set_index("label").reindex(labels)
+        fig.add_trace(go.Bar(x=labels, y=d.pct.fillna(0.0), name=op, marker_color=OP_COLORS[i % len(OP_COLORS)] if op != "other"
+                             else OTHER_COLOR, customdata=d.ms.fillna(0.0),
+                             hovertemplate=f"{op}<br>%{{x}}<br>%{{y:.1f}} %% (%{{customdata:.4f}} ms)<extra></extra>"))
+    fig.update_layout(barmode="stack")
+    # tick labels coloured by precision keep the precision colours visible here too
+    fig.update_xaxes(tickmode="array", tickvals=labels,
+                     ticktext=[f"<span style='color:{precision_color(prec[lbl])}'>{lbl}</span>" for lbl in labels])
+    return _layout(fig, title, "variant", "share of per-layer time (%)", legend="op type")
+
+
+# ------------------------------------------------------------------------------------------ accuracy
+ACCURACY_METRICS = {"top1": ("top-1 accuracy (%)", 100.0), "cosine_min": ("cosine similarity (min over outputs)", 1.0),
+                    "snr_db_min": ("SNR (dB, min over outputs)", 1.0)}
+
+
+def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Rows not dominated by another (lower ``x`` and higher ``y`` are better), sorted by ``x``."""
+    pts = points.dropna(subset=[x, y]).sort_values([x, y], ascending=[True, False])
+    front, best = [], float("-inf")
+    for r in pts.itertuples(index=False):
+        yv = getattr(r, y)
+        if yv > best:
+            front.append(r)
+            best = yv
+    return pd.DataFrame(front, columns=pts.columns)
+
+
+def pareto_figure(latency: pd.DataFrame, accuracy: pd.DataFrame, *, metric: str | None = None,
+                  configs: dict | None = None, title: str = "Accuracy vs latency"):
+    """One point per variant: x = p50 latency, y = ``metric`` (``top1`` when present, else
+    ``cosine_min``); the Pareto front as a dashed line. Hover shows the variant's configuration
+    (``configs``: ``{"variant@backend": Variant.to_json()}``, e.g. ``FlowResult.variants``)."""
+    if latency is None or latency.empty or accuracy is None or accuracy.empty:
+        return _empty(title, "needs latency and accuracy results")
+    if metric is None:
+        metric = "top1" if "top1" in accuracy.columns and accuracy["top1"].notna().any() else "cosine_min"
+    name, scale = ACCURACY_METRICS.get(metric, (metric, 1.0))
+    go = _go()
+    acc = accuracy[["variant", "backend", metric]].copy()
+    df = latency.merge(acc, on=["variant", "backend"], how="inner")
+    if df.empty:
+        return _empty(title, "no variant has both latency and accuracy")
+    df["label"] = _labels(df)
+    df["y"] = pd.to_numeric(df[metric], errors="coerce") * scale
+    configs = configs or {}
+    fig = go.Figure()
+    for p in _precisions(df):
+        d = df[df.precision.astype(str) == p]
+        hover = []
+        for r in d.itertuples():
+            cfg = configs.get(f"{r.variant}@{r.backend}", {})
+            recipe = json.dumps(cfg.get("recipe", {}), default=str)
+            if len(recipe) > 300:
+                recipe = recipe[:300] + "…"
+            hover.append(f"<b>{r.label}</b><br>backend {r.backend}, precision {p}<br>p50 {r.p50_ms:.4f} ms"
+                         f"<br>{name}: {r.y:.4f}<br>recipe: {recipe}"
+                         + (f"<br>flags: {json.dumps(cfg.get('backend_flags', {}))}" if cfg else ""))
+        fig.add_trace(go.Scatter(x=d.p50_ms, y=d.y, mode="markers+text", name=p, text=d.label,
+                                 textposition="top center", marker={"color": precision_color(p), "size": 14,
+                                                                    "line": {"color": "#222", "width": 1}},
+                                 hovertext=hover, hoverinfo="text"))
+    front = pareto_front(df, "p50_ms", "y")
+    if len(front) > 1:
+        fig.add_trace(go.Scatter(x=front.p50_ms, y=front.y, mode="lines", name="Pareto front",
+                                 line={"dash": "dash", "color": "#888"}, hoverinfo="skip"))
+    return _layout(fig, title, "latency p50 (ms)", name)
+
+
+def layer_error_figure(layerwise: pd.DataFrame, *, metric: str = "snr_db", title: str | None = None):
+    """Per-node error of each variant along the topological order (``compare.layerwise`` rows): one line
+    per variant coloured by precision; the first diverging node is circled."""
+    title = title or f"Per-layer error along the graph ({metric})"
+    if layerwise is None or layerwise.empty:
+        return _empty(title, "no layerwise comparison")
+    go = _go()
+    unit = {"snr_db": "SNR (dB, higher is better)", "cosine": "cosine similarity (higher is better)"}.get(metric, metric)
+    fig = go.Figure()
+    for v in dict.fromkeys(layerwise.variant):
+        d = layerwise[layerwise.variant == v].sort_values("order")
+        p = str(d.precision.iloc[0])
+        y = pd.to_numeric(d[metric], errors="coerce")
+        fig.add_trace(go.Scatter(x=d.order, y=y, mode="lines+markers", name=v, legendgroup=p,
+                                 line={"color": precision_color(p)}, marker={"color": precision_color(p), "size": 7},
+                                 customdata=list(zip(d.node, d.op_type)),
+                                 hovertemplate=f"<b>{v}</b><br>#%{{x}} %{{customdata[0]}} (%{{customdata[1]}})"
+                                               f"<br>{metric} %{{y:.4f}}<extra></extra>"))
+        first = d[d.first_divergent.astype(bool)] if "first_divergent" in d.columns else d.iloc[0:0]
+        if not first.empty:
+            fig.add_trace(go.Scatter(x=first.order, y=pd.to_numeric(first[metric], errors="coerce"), mode="markers",
+                                     name=f"{v}: first divergent", legendgroup=p, showlegend=False,
+                                     marker={"symbol": "circle-open", "size": 18, "color": "#D62728",
+                                             "line": {"width": 2}},
+                                     hovertemplate=f"first divergent node of {v}<br>%{{x}}<extra></extra>"))
+    return _layout(fig, title, "node index in topological order", unit, legend="variant")
+
+
+# --------------------------------------------------------------------------------------------- builds
+def build_figure(builds: pd.DataFrame, *, title: str = "Build time and engine size"):
+    """Two panels: build time (s) and artefact size (MiB) per variant. The size is the serialized engine
+    when the backend writes one (TensorRT), else the variant's ONNX file (ONNX Runtime)."""
+    if builds is None or builds.empty:
+        return _empty(title, "no builds")
+    go = _go()
+    from plotly.subplots import make_subplots
+
+    df = builds[builds.status.isin(["ok", "cached"])].copy()
+    if df.empty:
+        return _empty(title, "no variant was built")
+    df["label"] = _labels(df)
+    eng = pd.to_numeric(df.get("engine_bytes"), errors="coerce").fillna(0)
+    onnx = pd.to_numeric(df.get("onnx_bytes", pd.Series(0, index=df.index)), errors="coerce").fillna(0)
+    df["size_mib"] = eng.where(eng > 0, onnx) / 2**20
+    df["artifact"] = ["engine" if e > 0 else "ONNX" for e in eng]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("build time", "engine / ONNX size"))
+    for p in _precisions(df):
+        d = df[df.precision.astype(str) == p]
+        fig.add_trace(go.Bar(x=d.label, y=d.build_time_s, name=p, legendgroup=p, marker_color=precision_color(p),
+                             customdata=d.cache_hit, hovertemplate="%{x}<br>%{y:.3f} s (cache hit: %{customdata})"
+                                                                   "<extra></extra>"), row=1, col=1)
+        fig.add_trace(go.Bar(x=d.label, y=d.size_mib, name=p, legendgroup=p, showlegend=False,
+                             marker_color=precision_color(p), customdata=d.artifact,
+                             hovertemplate="%{x}<br>%{y:.3f} MiB (%{customdata})<extra></extra>"), row=1, col=2)
+    _layout(fig, title, "", "")
+    fig.update_yaxes(title_text="build time (s)", row=1, col=1)
+    fig.update_yaxes(title_text="size (MiB)", row=1, col=2)
+    fig.update_xaxes(title_text="variant", row=1, col=1)
+    fig.update_xaxes(title_text="variant", row=1, col=2)
+    return fig
+
+
+def flow_figures(fr: Any, *, top_k: int = 15) -> dict[str, Any]:
+    """Every figure of a :class:`~workbench.flow.FlowResult`, by name (report and dashboard order)."""
+    order = list(getattr(fr, "node_order", None) or []) or None
+    return {
+        "latency": latency_figure(fr.latency),
+        "pareto": pareto_figure(fr.latency, fr.accuracy, configs=fr.variants),
+        "layers": layer_figure(fr.layers, top_k=top_k),
+        "heatmap": layer_heatmap(fr.layers, order=order),
+        "op_share": op_share_figure(fr.layers),
+        "layer_error": layer_error_figure(fr.layerwise),
+        "builds": build_figure(fr.builds),
+    }

@@ -1,0 +1,158 @@
+"""One self-contained HTML report of a flow: every plot and table, plotly's JavaScript inlined once.
+
+    from workbench.flow import run_flow
+    from workbench.report import write_report
+    fr = run_flow("model.onnx", "fp32,fp16,int8", data="test.npz", labels="label")
+    write_report(fr, "report.html")            # opens offline: no <script src=...>, no CDN
+
+The report reads only the frames of a :class:`~workbench.flow.FlowResult`, so a flow loaded back from
+its JSON records (``FlowResult.load``) renders the same report.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .fsutil import atomic_write_text
+
+FIGURE_TITLES = {
+    "latency": "Latency", "pareto": "Accuracy vs latency", "layers": "Per-layer time (top nodes)",
+    "heatmap": "Per-layer time (every node)", "op_share": "Time share by op type",
+    "layer_error": "Per-layer error", "builds": "Builds",
+}
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0 auto;max-width:1180px;padding:1em 2em;
+color:#222}
+h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+.meta{color:#666;font-size:.9em}nav a{margin-right:1em}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+.err{color:#a00}.ok{color:#070}.figure{margin:1em 0}details{margin:.5em 0}
+code{background:#f4f4f4;padding:1px 4px}
+"""
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return ""
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
+            return f"{v:.3e}"
+        return f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 100 else f"{v:,.1f}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v))
+    if isinstance(v, dict):
+        return json.dumps(v, default=str)
+    return str(v)
+
+
+def table_html(df: pd.DataFrame | None, *, max_rows: int | None = None, columns: list[str] | None = None) -> str:
+    """An HTML table of ``df`` with readable numbers (escaped cells)."""
+    if df is None or df.empty:
+        return "<p class='meta'>(no rows)</p>"
+    d = df[[c for c in columns if c in df.columns]] if columns else df
+    more = ""
+    if max_rows is not None and len(d) > max_rows:
+        more = f"<p class='meta'>first {max_rows} of {len(d)} rows (all rows are in the JSON records)</p>"
+        d = d.head(max_rows)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in d.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+                   for row in d.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
+
+
+def _summary_html(fr) -> str:
+    s = fr.summary()
+    s["top1"] = s["top1"].map(lambda v: None if v is None or v != v else f"{100 * v:.2f} %")
+    s["speedup"] = s["speedup"].map(lambda v: None if v is None or v != v else f"{v:.2f}x")
+    s["cosine"] = s["cosine"].map(lambda v: None if v is None or v != v else f"{v:.6f}")
+    return table_html(s)
+
+
+def _inspection_html(ins: dict) -> str:
+    if not ins:
+        return "<p class='meta'>(not inspected)</p>"
+    io = lambda items: ", ".join(f"{i.get('name')} {i.get('dtype', '')} {i.get('shape', '')}" for i in items)  # noqa: E731
+    facts = [("model", ins.get("name")), ("opset", ins.get("opset")), ("nodes", ins.get("nodes")),
+             ("op types", ", ".join(f"{k} {v}" for k, v in sorted((ins.get("ops") or {}).items(), key=lambda kv: -kv[1]))),
+             ("parameters", f"{ins.get('params', 0):,}"), ("inputs", io(ins.get("inputs") or [])),
+             ("outputs", io(ins.get("outputs") or [])), ("FLOPs", _fmt(float(ins.get("flops") or 0.0))),
+             ("producer", f"{ins.get('producer_name', '')} {ins.get('producer_version', '')}")]
+    return table_html(pd.DataFrame(facts, columns=["fact", "value"]))
+
+
+def report_html(fr, *, title: str | None = None, figures: dict | None = None, records_link: str | None = None) -> str:
+    """The report as one HTML string (plotly.js inlined once)."""
+    import plotly.offline
+
+    from .plots import flow_figures
+
+    figures = figures if figures is not None else flow_figures(fr)
+    title = title or f"trt-workbench report: {fr.model_name}"
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{_CSS}</style>",
+             f"<script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script></head><body>",
+             f"<h1>{html.escape(title)}</h1>",
+             f"<p class='meta'>model hash {html.escape(str(fr.model_hash)[:16])} · created {html.escape(fr.created)}"
+             f" · backends {html.escape(', '.join(fr.config.get('backends', [])))}"
+             f" · precisions {html.escape(', '.join(fr.config.get('precisions', [])))}</p>"]
+    nav = ["summary", *figures, "tables"]
+    parts.append("<nav>" + "".join(f"<a href='#{n}'>{html.escape(FIGURE_TITLES.get(n, n))}</a>" for n in nav) + "</nav>")
+    parts.append("<h2 id='summary'>Summary</h2>")
+    parts.append("<p class='meta'>speedup: the backend's fp32 p50 divided by the variant's p50; top-1 and cosine "
+                 "against the FP32 ONNX Runtime CPU reference on the same data.</p>")
+    parts.append(_summary_html(fr))
+    if fr.errors:
+        parts.append("<h3 class='err'>Errors</h3><ul>" + "".join(
+            f"<li class='err'>{html.escape(e.get('stage', ''))} · {html.escape(e.get('variant', ''))} · "
+            f"{html.escape(e.get('backend', ''))}: {html.escape(e.get('error', ''))}</li>" for e in fr.errors) + "</ul>")
+    for i, (name, fig) in enumerate(figures.items()):
+        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}",
+                          config={"displaylogo": False, "responsive": True})
+        parts.append(f"<h2 id='{html.escape(name)}'>{html.escape(FIGURE_TITLES.get(name, name))}</h2>"
+                     f"<div class='figure'>{div}</div>")
+    parts.append("<h2 id='tables'>Tables</h2>")
+    parts.append("<h3>Model</h3>" + _inspection_html(fr.inspection))
+    parts.append("<h3>Configuration</h3>" + table_html(pd.DataFrame(
+        [(k, v) for k, v in fr.config.items()], columns=["setting", "value"])))
+    parts.append("<h3>Builds</h3>" + table_html(fr.builds))
+    parts.append("<h3>Latency</h3>" + table_html(fr.latency))
+    parts.append("<h3>Accuracy</h3>" + table_html(fr.accuracy))
+    parts.append("<h3>Per-layer time</h3>" + table_html(
+        fr.layers, max_rows=60, columns=["variant", "backend", "precision", "layer", "layer_type", "onnx_node",
+                                         "time_ms", "share"]))
+    parts.append("<h3>Per-layer error</h3>" + table_html(
+        fr.layerwise, max_rows=80, columns=["variant", "order", "node", "op_type", "cosine", "snr_db", "max_abs",
+                                            "diverged", "first_divergent"]))
+    parts.append("<h3>Variant configurations</h3>" + table_html(pd.DataFrame(
+        [(k, v.get("precision"), json.dumps(v.get("recipe", {}), default=str), json.dumps(v.get("backend_flags", {})),
+          str(v.get("hash", ""))[:12]) for k, v in fr.variants.items()],
+        columns=["variant@backend", "precision", "recipe", "backend flags", "hash"])))
+    if fr.timings:
+        parts.append("<h3>Stage times</h3>" + table_html(pd.DataFrame(
+            list(fr.timings.items()), columns=["stage", "seconds"])))
+    if records_link:
+        parts.append(f"<p class='meta'>JSON records: <code>{html.escape(records_link)}</code> "
+                     "(load with <code>workbench.flow.FlowResult.load</code>)</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(fr, path: str | os.PathLike, *, title: str | None = None, figures: dict | None = None,
+                 records_link: str | None = None) -> Path:
+    """Write the report of ``fr`` to ``path`` atomically; returns the path."""
+    return atomic_write_text(path, report_html(fr, title=title, figures=figures, records_link=records_link))
+
+
+def records_dir_for(report_path: str | os.PathLike) -> Path:
+    """Where ``workbench report`` keeps the JSON records of ``report.html``: ``report-records/`` beside it."""
+    p = Path(report_path)
+    return p.with_name(f"{p.stem}-records")
