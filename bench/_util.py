@@ -18,21 +18,36 @@ def timeit(fn, *, repeat: int = 5, warmup: int = 1) -> dict:
     return {"median": statistics.median(ts), "min": min(ts), "max": max(ts), "all": ts}
 
 
+# A tiny launcher: the measured command is forked from this small process, not from the (possibly
+# large) bench process. Linux carries the pre-exec high-water RSS into the child's ru_maxrss, so a child
+# forked/vforked from a 1 GB bench process would report >= 1 GB whatever it does. The launcher's own
+# ~10 MB is the floor for every command alike.
+_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, ru = os.wait4(pid, 0)
+sys.stderr.write("\\n__WB_MAXRSS_KB__ %d\\n" % ru.ru_maxrss)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_cmd(cmd: list[str], *, repeat: int = 3, warmup: int = 1, env=None) -> dict:
-    """Wall time (median) and peak RSS (max over runs, bytes) of a command, via /usr/bin/time-free
-    resource accounting of the child (os.wait4)."""
-    import os
+    """Wall time (median, s) and peak RSS (max over runs, bytes) of a command run as a subprocess.
+
+    Peak RSS is the child's ru_maxrss reported by a small launcher process (see _LAUNCHER)."""
 
     def once():
         t = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-        _, status, ru = os.wait4(p.pid, 0)
+        p = subprocess.run([sys.executable, "-I", "-S", "-c", _LAUNCHER, *cmd], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, env=env)
         dt_ = time.perf_counter() - t
-        err = p.stderr.read().decode(errors="replace") if p.stderr else ""
-        code = os.waitstatus_to_exitcode(status)
-        if code != 0:
-            raise RuntimeError(f"{' '.join(cmd)} exited {code}: {err[-500:]}")
-        return dt_, ru.ru_maxrss * 1024
+        err = p.stderr.decode(errors="replace")
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {err[-500:]}")
+        kb = [int(line.split()[1]) for line in err.splitlines() if line.startswith("__WB_MAXRSS_KB__")]
+        return dt_, (kb[-1] if kb else 0) * 1024
 
     for _ in range(warmup):
         once()

@@ -25,7 +25,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DOC = ROOT / "docs" / "benchmarks.md"
-COLUMNS = ["benchmark", "metric", "unit", "ours", "peer", "peer_name", "ratio", "goal", "met", "spread", "notes"]
+RAW = ROOT / "docs" / "benchmarks.json"  # rows of the last run of each bench, so --only can merge
+COLUMNS = ["benchmark", "metric", "unit", "ours", "peer", "peer_name", "ratio", "goal", "met", "spread", "notes", "_run"]
 
 
 def _machine() -> str:
@@ -92,8 +93,10 @@ def main(argv=None) -> int:
         t = time.time()
         try:
             got = mod.run(quick=args.quick)
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
             for r in got:
                 r.setdefault("benchmark", name)
+                r["_bench"], r["_run"] = name, stamp
                 print("   " + json.dumps({k: r.get(k) for k in COLUMNS if r.get(k) is not None}, default=str), flush=True)
             rows.extend(got)
         except Exception as e:  # a failing bench is reported, the others still run
@@ -105,6 +108,11 @@ def main(argv=None) -> int:
     for r in rows:
         print(" | ".join(_fmt(r.get(c)) for c in COLUMNS[:9]))
     if not args.no_write:
+        if only and RAW.exists():  # keep the other benches' rows from their last run
+            kept = [r for r in json.loads(RAW.read_text())["rows"] if r.get("_bench") not in only]
+            rows = kept + rows
+            rows.sort(key=lambda r: r.get("_bench", ""))
+        RAW.write_text(json.dumps({"machine": _machine(), "rows": rows}, indent=1, default=str) + "\n")
         write_doc(rows, failures, quick=args.quick, elapsed=time.time() - t0, only=only)
         print(f"\nwrote {DOC.relative_to(ROOT)}")
     return 1 if failures else 0
@@ -128,9 +136,10 @@ def write_doc(rows, failures, *, quick, elapsed, only):
         f"- machine: {_machine()}",
         f"- versions: {', '.join(f'{k} {v}' for k, v in _versions().items())}",
         f"- commit: {commit}",
-        f"- command: `{cmd}` ({elapsed:.0f} s{', quick mode: rough numbers' if quick else ''})",
+        f"- command: `{cmd}` ({elapsed:.0f} s{', quick mode: rough numbers' if quick else ''})"
+        + ("; rows of the other benches are from their last run (column `run`)" if only else ""),
         "",
-        "| " + " | ".join(COLUMNS) + " |",
+        "| " + " | ".join(c.lstrip("_") for c in COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
     for r in rows:
