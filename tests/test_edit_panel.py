@@ -57,3 +57,48 @@ def test_panel_input_selection_fills_tensor_fields(sample):
     panel.op.value = "insert_node"
     panel.fields["attrs"].value = "{not json"
     assert panel.apply() is None and "cannot read" in panel.errors.value
+
+
+def test_view_follows_apply_undo_redo(light):
+    """GraphView.set_model: the bound view shows each version; open groups kept, vanished selection dropped."""
+    path = light("squeezenet")
+    view = GraphView(path)
+    panel = EditPanel(path, view=view)
+    node = next(n.name for n in panel.history.model.graph.node if n.op_type == "Relu" and n.name)
+    before = len(view.payload.recs)
+    view.selected = [node]
+    assert view._details and node in view.payload.name_to_id
+    expanded = list(view.expanded)
+    assert panel.apply() is not None  # remove_node(node) by bypass, prefilled from the selection
+    assert node not in view.payload.name_to_id and len(view.payload.recs) == before - 1
+    assert view.selected == [] and view._details == {}
+    assert all(g in expanded or g not in view.payload.groups for g in view.expanded)
+    assert set(expanded) & set(view.payload.groups) <= set(view.expanded)
+    panel.undo_button.click()
+    assert node in view.payload.name_to_id and len(view.payload.recs) == before
+    panel.redo_button.click()
+    assert node not in view.payload.name_to_id
+
+
+def test_set_model_keeps_expanded_groups_and_selection(sample):
+    import workbench.edit as edit
+
+    path = sample("transformer_block.onnx")
+    view = GraphView(path)
+    groups = [g for g in view.payload.groups if g]
+    assert groups
+    view.collapse(*groups)
+    view.expand(groups[-1])
+    opened = list(view.expanded)
+    keep = next(n for n in view.payload.name_to_id if not n.startswith(("input:", "output:")))
+    view.selected = [keep]
+    with_overlay = view.set_overlay({keep: 1.0}, label="ms")
+    m = edit.History(path)
+    m.apply("set_input", name="x", shape=[2, 8, 64])
+    view.set_model(m.model)
+    assert set(opened) <= set(view.expanded) | {g for g in opened if g not in view.payload.groups}
+    assert view.selected == [keep] and view._details  # the kept selection shows the new version's details
+    assert view.payload.details(view.payload.node_id("input:x"))["outputs"][0]["shape"] == [2, 8, 64]
+    view.selected = ["input:x"]
+    assert view._details["outputs"][0]["shape"] == [2, 8, 64]
+    assert view.legend != with_overlay and view.legend == view.payload.legend  # old overlay cleared

@@ -20,6 +20,7 @@ from .errors import (  # noqa: E402,F401
     EditError,
     ExternalDataError,
     ModelLoadError,
+    OutputError,
     RunError,
     ShapeSpecError,
     UnsupportedError,

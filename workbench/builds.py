@@ -19,7 +19,7 @@ from .backends.base import Backend, BuildOptions, Engine
 from .backends.cache import EngineCache
 from .data import ShapeMap
 from .errors import BackendUnavailable, UsageError, WorkbenchError
-from .fsutil import atomic_write_json
+from .fsutil import atomic_write_json, ensure_dir
 from .model import Model, load
 from .records import SCHEMA_VERSION, BuildRecord, now_iso
 from .variant import PRECISIONS, Variant
@@ -166,7 +166,7 @@ def build_variants(model, precisions: str | Iterable[str], backend: str | Backen
     serialized = hasattr(be, "load_engine")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_dir(out)
     wants_timing_cache = serialized and not getattr(be, "is_rtx", False)  # RTX: timing cache is a no-op
     if wants_timing_cache and options.timing_cache is None and (cache is not None or out is not None):
         from dataclasses import replace

@@ -249,12 +249,17 @@ def synthetic_inputs(model: Model, shapes: ShapeMap | str | Mapping | None = Non
     for s in input_specs(model):
         shp = concrete[s.name]
         dt = s.np_dtype
-        if np.issubdtype(dt, np.bool_):
-            arr = rng.integers(0, 2, size=shp).astype(bool)
-        elif np.issubdtype(dt, np.integer):
-            arr = rng.integers(0, 10, size=shp).astype(dt)
-        else:
-            arr = rng.standard_normal(size=shp).astype(np.float32).astype(dt)
+        try:
+            if np.issubdtype(dt, np.bool_):
+                arr = rng.integers(0, 2, size=shp).astype(bool)
+            elif np.issubdtype(dt, np.integer):
+                arr = rng.integers(0, 10, size=shp).astype(dt)
+            else:
+                arr = rng.standard_normal(size=shp).astype(np.float32).astype(dt)
+        except MemoryError:
+            gib = float(np.prod(shp, dtype=np.float64)) * 8 / 2**30
+            raise DataError(f"synthetic input {s.name!r} of shape {list(shp)} needs ~{gib:.1f} GiB: not enough memory",
+                            hint="give smaller --shapes / --batch") from None
         feeds[s.name] = arr
     return feeds
 
@@ -316,7 +321,9 @@ class NpzDataset:
         for n, a in self.inputs.items():
             if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
                 bad = int((~np.isfinite(a)).sum())
-                raise DataError(f"input {n!r} has {bad} NaN/Inf value(s)", hint="clean the data before calibrating")
+                where = f"{self.path}: " if self.path else ""
+                raise DataError(f"{where}input {n!r} has {bad} NaN/Inf value(s)",
+                                hint="clean the data: NaN/Inf inputs make every metric and calibration range meaningless")
 
     def batch_size_for(self, requested: int | None) -> int:
         static = {_batch_axis_static(s) for s in self._specs.values()} - {None}
@@ -360,6 +367,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         if "Object arrays" in str(e):
             raise DataError(f"{path} holds object arrays; refusing to unpickle them",
                             hint="save plain numeric arrays with np.savez") from None
+        if "pickled" in str(e):  # numpy treats any non-zip, non-.npy file as a pickle
+            raise DataError(f"{path} is not a readable .npz file: it is not a zip archive of arrays",
+                            hint="save one array per input with np.savez(path, input_name=array)") from None
         raise DataError(f"{path} is not a readable .npz file: {e}") from None
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise DataError(f"{path} is not a readable .npz file: {e}") from None

@@ -58,3 +58,9 @@ class EditError(WorkbenchError):
 
 class CacheError(WorkbenchError):
     """An engine cache entry is unusable."""
+
+
+class OutputError(WorkbenchError, OSError):
+    """An output path cannot be written: a folder that cannot be created or written, a file where a
+    folder is needed (or the reverse), the source model itself. Also an ``OSError``, for callers that
+    catch those."""

@@ -1,20 +1,47 @@
 """Atomic file writes: a temp file in the same folder, fsync, then ``os.replace``.
 
 A crash or error mid-write leaves the previous file (or none) — never a half-written one.
+An output path that cannot be written (unwritable folder, a file in the way, a folder given where
+a file is expected) raises :class:`~workbench.errors.OutputError` (a ``WorkbenchError`` and an
+``OSError``) naming the path.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from .errors import OutputError
+
+
+def _why(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
+def ensure_dir(path: str | os.PathLike) -> Path:
+    """Create folder ``path`` (and parents) if needed; :class:`OutputError` when it cannot be."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"cannot use {path} as an output folder: it is a file", hint="give a folder path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output folder {path}: {_why(e)}") from e
+    return path
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder", hint="give a file path")
+    ensure_dir(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {_why(e)}") from e
     try:
         # mkstemp creates 0600; give the file the permissions a plain open() would (0666 & ~umask).
         os.fchmod(fd, 0o666 & ~_umask())
@@ -23,11 +50,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise OutputError(f"cannot write {path}: {_why(e)}") from e
         raise
     return path
 
@@ -42,5 +71,28 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with non-finite floats made valid JSON: NaN → null, ±Inf → ``"inf"`` / ``"-inf"``
+    (the convention of ``workbench.compare``); strict parsers reject the NaN/Infinity literals."""
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        if math.isinf(obj):
+            return "inf" if obj > 0 else "-inf"
+        return obj
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "dtype") and hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy scalar
+        return json_safe(obj.item())
+    return obj
+
+
+def dumps_json(obj: Any, *, indent: int | None = 2) -> str:
+    """Strict JSON text (no NaN/Infinity literals); unknown objects become ``str(obj)``."""
+    return json.dumps(json_safe(obj), indent=indent, sort_keys=False, default=str, allow_nan=False)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    return atomic_write_text(path, dumps_json(obj) + "\n")

@@ -220,9 +220,19 @@ class Inspection:
             lines.append(f"output       {_io_text(s)}")
         if self.shapes:
             lines.append("shapes       " + ", ".join(f"{k}:{'x'.join(map(str, v))}" for k, v in self.shapes.items()))
-        lines.append(f"FLOPs        {_human(self.flops)} ({_human(self.macs)} MACs; Conv/ConvTranspose/Gemm/MatMul"
-                     + (f"; {self.flops_unknown_nodes} node(s) with unknown shapes)" if self.flops_unknown_nodes else ")"))
-        lines.append(f"bytes moved  {_human_bytes(self.bytes)} (sum over nodes of input+output tensors)")
+        # Totals cover the nodes with known shapes only: say so instead of printing a bare "0".
+        unknown = self.flops_unknown_nodes
+        if unknown:
+            lines.append(f"FLOPs        >= {_human(self.flops)} ({_human(self.macs)} MACs over known nodes; "
+                         f"{unknown} Conv/ConvTranspose/Gemm/MatMul node(s) with unknown shapes)")
+        else:
+            lines.append(f"FLOPs        {_human(self.flops)} ({_human(self.macs)} MACs; Conv/ConvTranspose/Gemm/MatMul)")
+        unknown_bytes = sum(1 for r in self.node_rows if isinstance(r.get("bytes"), float) and math.isnan(r["bytes"]))
+        if unknown_bytes:
+            lines.append(f"bytes moved  >= {_human_bytes(self.bytes)} (sum over nodes of input+output tensors; "
+                         f"{unknown_bytes} node(s) with unknown sizes)")
+        else:
+            lines.append(f"bytes moved  {_human_bytes(self.bytes)} (sum over nodes of input+output tensors)")
         top = sorted(self.ops.items(), key=lambda kv: (-kv[1], kv[0]))
         lines.append("ops          " + ", ".join(f"{k} {v}" for k, v in top))
         for w in self.warnings:

@@ -19,8 +19,8 @@ from typing import Iterator, Union
 import onnx
 from google.protobuf.message import DecodeError
 
-from .errors import ExternalDataError, ModelLoadError, WorkbenchError
-from .fsutil import atomic_write_bytes
+from .errors import ExternalDataError, ModelLoadError, OutputError, WorkbenchError
+from .fsutil import atomic_write_bytes, ensure_dir
 
 try:  # CPython's built-in SHA-256 avoids loading OpenSSL through hashlib (~3 MB for `workbench inspect`)
     from _sha2 import sha256 as _sha256  # Python >= 3.12
@@ -270,12 +270,26 @@ class Model:
         """
         if self.source is not None and self.source.is_file():
             return self.source
-        d = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="workbench-"))
-        d.mkdir(parents=True, exist_ok=True)
+        d = ensure_dir(workdir) if workdir else Path(tempfile.mkdtemp(prefix="workbench-"))
         out = d / f"{self.name}-{self.short_hash}.onnx"
         if not out.exists():
             self.save(out)
         return out
+
+    def check_output_path(self, path: str | os.PathLike, *, what: str = "an output") -> Path:
+        """Raise :class:`OutputError` when ``path`` is this model's source file or one of its external
+        data files (writing there would destroy the user's model); else return ``path``."""
+        path = Path(path)
+        if not path.exists():
+            return path
+        target = path.resolve()
+        if self.source is not None and target == self.source.resolve():
+            raise OutputError(f"refusing to overwrite the source model {self.source} with {what}",
+                              hint="write to a new file name")
+        if target in {ef.path.resolve() for ef in self.external_files}:
+            raise OutputError(f"refusing to overwrite {path} with {what}: it holds the source model's external data",
+                              hint="write to a new file name or another folder")
+        return path
 
     def save(self, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
         """Write the model to ``path`` atomically (temp file + rename). Never the source file.
@@ -284,20 +298,12 @@ class Model:
         ``<name>.onnx.data`` next to it.
         """
         path = Path(path)
-        if self.source is not None and path.exists() and path.resolve() == self.source.resolve():
-            raise WorkbenchError(
-                f"refusing to overwrite the source model {self.source}",
-                hint="save edited versions under a new name",
-            )
         data_name = path.name + ".data"
-        source_data = {ef.path.resolve() for ef in self.external_files}
-        for target in (path, path.parent / data_name):
-            if target.exists() and target.resolve() in source_data:
-                raise WorkbenchError(
-                    f"refusing to overwrite {target}: it holds the source model's external data",
-                    hint="save edited versions under a new name or in another folder",
-                )
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.check_output_path(path, what="the model")
+        self.check_output_path(path.parent / data_name, what="the model's external data")
+        if path.is_dir():
+            raise OutputError(f"cannot save the model to {path}: it is a folder", hint="give a file path")
+        ensure_dir(path.parent)
         p = self.proto_with_data() if not self.external_files else None
         big = p is None or p.ByteSize() >= PROTOBUF_LIMIT
         if external_data is None:
@@ -308,16 +314,19 @@ class Model:
             atomic_write_bytes(path, p.SerializeToString())
             return path
         # External data: write into a temp folder on the same filesystem, then move both files.
-        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".wb-save-") as tmp:
-            tmp_model = Path(tmp) / path.name
-            src = copy.deepcopy(self.proto)
-            if self.external_files:
-                onnx.external_data_helper.load_external_data_for_model(src, str(self.base_dir))
-            onnx.save_model(src, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
-            if (Path(tmp) / data_name).exists():  # absent when no tensor reached the size threshold
-                os.replace(Path(tmp) / data_name, path.parent / data_name)
-            os.replace(tmp_model, path)
+        try:
+            with tempfile.TemporaryDirectory(dir=path.parent, prefix=".wb-save-") as tmp:
+                tmp_model = Path(tmp) / path.name
+                src = copy.deepcopy(self.proto)
+                if self.external_files:
+                    onnx.external_data_helper.load_external_data_for_model(src, str(self.base_dir))
+                onnx.save_model(src, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
+                                location=data_name, size_threshold=1024)
+                if (Path(tmp) / data_name).exists():  # absent when no tensor reached the size threshold
+                    os.replace(Path(tmp) / data_name, path.parent / data_name)
+                os.replace(tmp_model, path)
+        except OSError as e:
+            raise OutputError(f"cannot save the model to {path}: {e.strerror or e}") from e
         return path
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
 
-from ..data import ShapeMap, input_specs
+from ..data import ShapeMap, resolve_shapes
 from ..errors import BackendUnavailable, BuildError, RunError, UnsupportedError
 from ..records import BuildRecord
 from ..variant import Variant
@@ -98,6 +99,19 @@ class OrtEngine(Engine):
         return dict(zip(output_names or self._outputs, outs))
 
 
+def _check_shapes(model, shapes) -> None:
+    """ORT needs no shape profile, but a ``shapes`` map that does not fit the model is still the
+    user's mistake (unknown input, wrong rank, a fixed dim changed): raise ``ShapeSpecError`` as the
+    TensorRT backends do, instead of ignoring it."""
+    sm = ShapeMap.parse(shapes)
+    if not sm:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dims the map leaves out default quietly: only the map is checked
+        for which in ("min", "opt", "max"):
+            resolve_shapes(model, sm, which=which)
+
+
 class OnnxRuntimeBackend(Backend):
     """``provider``: ``"cpu"`` (default) or ``"cuda"``."""
 
@@ -146,7 +160,7 @@ class OnnxRuntimeBackend(Backend):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if options.threads:
             so.intra_op_num_threads = int(options.threads)
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # errors are raised as RunError/BuildError; ORT's own log line would repeat them
         if options.profiling:
             so.enable_profiling = True
             prefix = options.extra.get("profile_prefix")
@@ -190,6 +204,7 @@ class OnnxRuntimeBackend(Backend):
         ort = _ort()
         so = self.session_options(options)
         model = variant.model
+        _check_shapes(model, shapes)
         stream, stream_obj = self._create_stream() if self.provider == "cuda" else (0, None)
         t0 = time.perf_counter()
         try:

@@ -1,7 +1,6 @@
 """Arguments and output helpers shared by the subcommands."""
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -55,4 +54,6 @@ def positive_int(text: str) -> int:
 
 
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    from ..fsutil import dumps_json
+
+    sys.stdout.write(dumps_json(obj) + "\n")

@@ -47,9 +47,14 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..compare import compare_outputs, layerwise
+    from ..errors import UsageError
     from ..model import load
 
     precisions = parse_precisions(args.precision)
+    quantized = [p for p in precisions if p in ("int8", "fp8")]
+    if quantized and not (args.calib or args.data):
+        raise UsageError(f"{', '.join(quantized)} needs calibration data: give --calib FILE.npz or --data FILE.npz "
+                         "(one array per model input)")
     model = load(args.model)
     cmp = compare_outputs(model, precisions, args.backend, data=args.data, labels=args.labels,
                           calib=args.calib, shapes=args.shapes, reference_backend=args.reference_backend,

@@ -2,15 +2,14 @@
 per-layer timings of each precision variant (thin over ``workbench.measure.layers.profile``).
 
 Writes ``DIR/<variant>.latency.json`` (a LatencyResult record), ``DIR/<variant>.layers.csv`` (the
-per-layer table) and ``DIR/profile.json`` (all entries); ``--json`` prints the entries on stdout,
-one per precision, with the latency statistics (``p50_ms``, ...) and the per-layer coverage.
+per-layer table) and ``DIR/profile.json`` (all entries, rewritten after each variant); ``--json`` prints
+the entries on stdout, one per precision, with the latency statistics (``p50_ms``, ...) and the per-layer
+coverage.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
 from ._common import (add_backend, add_json, add_model, add_precisions, add_shapes, emit_json, parse_precisions,
                       positive_int)
 
@@ -72,7 +71,7 @@ def run(args) -> int:
     from ..backends import get_backend
     from ..backends.base import BuildOptions
     from ..errors import BackendUnavailable
-    from ..fsutil import atomic_write_json
+    from ..fsutil import atomic_write_json, ensure_dir
     from ..measure.layers import profile, save_layers_csv
     from ..model import load
 
@@ -83,8 +82,7 @@ def run(args) -> int:
     if not ok:
         raise BackendUnavailable(f"backend {args.backend} is not usable here: {why}")
     feeds = _feeds(model, args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(args.out)
     progress = not args.no_progress
     entries = []
     for precision in precisions:
@@ -104,6 +102,8 @@ def run(args) -> int:
         csv_path = save_layers_csv(prof.layers, out / f"{stem}.layers.csv")
         entries.append({**prof.latency.to_row(), "status": "ok", "coverage": prof.coverage.to_json(),
                         "layers": int(len(prof.layers)), "layers_csv": str(csv_path), "latency_json": str(lat_path)})
+        # rewritten after every variant: a later failure leaves a profile.json that lists what was measured
+        atomic_write_json(out / "profile.json", {"model": str(args.model), "entries": entries})
     atomic_write_json(out / "profile.json", {"model": str(args.model), "entries": entries})
     if args.json:
         emit_json(entries)

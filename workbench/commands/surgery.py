@@ -102,6 +102,8 @@ def run(args) -> int:
         G_LOGGER.severity = G_LOGGER.ERROR  # GraphSurgeon logs to stdout; keep it clean for --json
         onnxruntime.set_default_logger_severity(3)  # folding's ORT sessions warn about skipped fusions
     h = History(src, validate=not args.no_validate)
+    if args.script:
+        h.source.check_output_path(args.script, what="the replay script")  # e.g. the model's external data
     for op, params in plan:
         h.apply(op, **params)
     h.save(out)

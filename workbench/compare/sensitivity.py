@@ -50,6 +50,9 @@ TARGET_METRICS = {
     "rmse": "maximum RMSE over outputs",
 }
 
+#: Metrics with a bounded range: a target outside it can never be met (a typo such as cosine>=2).
+_BOUNDS = {"cosine": (-1.0, 1.0), "top1": (0.0, 1.0), "top1_agreement": (0.0, 1.0)}
+
 
 @dataclass(frozen=True)
 class Target:
@@ -78,6 +81,10 @@ class Target:
             raise UsageError(f"unknown target metric {t.metric!r}; choose from {', '.join(TARGET_METRICS)}")
         if t.op not in _OPS:
             raise UsageError(f"unknown target operator {t.op!r}; use <=, >=, < or >")
+        lo, hi = _BOUNDS.get(t.metric, (-math.inf, math.inf))
+        if not lo <= t.value <= hi:
+            raise UsageError(f"target {t.metric}{t.op}{t.value:g} cannot be met: {t.metric} lies in [{lo:g}, {hi:g}]",
+                             hint="top1 and top1_agreement are fractions, e.g. top1>=0.98")
         return t
 
     @property

@@ -234,11 +234,13 @@ class History:
                 "current": self._pos, "versions": [v.to_json() for v in self._versions]}
 
     def save(self, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
-        """Write the current model to ``path`` atomically. Refuses the source file."""
+        """Write the current model to ``path`` atomically. Refuses the source file and its external data."""
         path = Path(path)
         src = self.source.source
         if src is not None and path.resolve() == src.resolve():
             raise EditError(f"refusing to overwrite the source model {src}", hint="save the edited model under a new name")
+        self.source.check_output_path(path, what="the edited model")
+        self.source.check_output_path(path.parent / (path.name + ".data"), what="the edited model's external data")
         return self.model.save(path, external_data=external_data)
 
     def __repr__(self) -> str:

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 from ..errors import UsageError
 from ..model import ModelSource, load
 from ..variant import PRECISIONS, Variant
-from .base import Recipe, Request, base_recipe, variant_name
+from .base import Recipe, Request, base_recipe, check_keep_op_types, variant_name
 from .floating import Bf16Recipe, Fp16Recipe
 from .quantize import CALIBRATION_METHODS, Fp8Recipe, Int8Recipe
 
@@ -100,6 +100,7 @@ def make_variant(model: ModelSource, precision: str, *, calib: Any = None, keep_
     if isinstance(keep_nodes, str) or isinstance(keep_op_types, str):
         raise UsageError("keep_nodes / keep_op_types take a list of names, not a single string")
     m = load(model)
+    keep_op_types = tuple(check_keep_op_types(keep_op_types, m.proto))
     req = Request(calib=calib, keep_nodes=tuple(keep_nodes), keep_op_types=tuple(keep_op_types),
                   keep_io_types=bool(keep_io_types), calibration_method=str(calibration_method).lower(),
                   num_calib=num_calib, tool=tool, progress=progress, opts=dict(opts))

@@ -140,12 +140,22 @@ def check_keep_nodes(proto: onnx.ModelProto, keep_nodes: Sequence[str]) -> None:
             raise UsageError(f"keep_nodes names {k!r}, which is not a node of the model", hint=hint)
 
 
-def check_keep_op_types(keep_op_types: Iterable[str]) -> list[str]:
+def check_keep_op_types(keep_op_types: Iterable[str], proto: onnx.ModelProto | None = None) -> list[str]:
+    """Op type names, checked: a name that is neither in the model nor an ONNX op (a typo such as
+    ``conv``) → UsageError with close matches, instead of silently keeping nothing."""
     out = []
     for t in keep_op_types:
         if not isinstance(t, str) or not t:
             raise UsageError(f"keep_op_types must be ONNX op type names like 'Softmax', got {t!r}")
         out.append(t)
+    if proto is not None:
+        present = sorted({n.op_type for n in proto.graph.node})
+        for t in out:
+            if t not in present and not onnx.defs.has(t):
+                close = difflib.get_close_matches(t, present, n=5, cutoff=0.5) or difflib.get_close_matches(
+                    t, sorted({x.name for x in onnx.defs.get_all_schemas()}), n=5, cutoff=0.6)
+                raise UsageError(f"keep_op_types names {t!r}, which is not an ONNX op type nor an op of the model",
+                                 hint=f"close matches: {close}" if close else f"the model's op types: {present}")
     return out
 
 

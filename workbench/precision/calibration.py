@@ -73,7 +73,7 @@ def prepare_calibration(model: Model, calib: Any, *, num_calib: int | None = Non
         return CalibrationSet(batches, sum(_samples_in(x) for x in batches), "synthetic")
     if isinstance(calib, (str, os.PathLike)):
         source = f"npz:{Path(calib).name}"
-        calib = NpzDataset(calib, model, allow_extra=False)
+        calib = NpzDataset(calib, model, allow_extra=True)  # other keys (labels) are not inputs: ignored
     elif isinstance(calib, NpzDataset):
         source = "NpzDataset" + (f":{calib.path.name}" if calib.path else "")
         if calib.model is not model:  # made for another model: check its arrays against this one

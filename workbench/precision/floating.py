@@ -21,7 +21,7 @@ from ..variant import Variant
 from .base import (Recipe, Request, base_recipe, check_keep_nodes, drop_initializer_inputs, full_check,
                    name_unnamed_nodes,
                    ort_session_check, upgrade_opset, variant_name)
-from .typefix import repair_float_types
+from .typefix import drop_round_trip_casts, repair_float_types
 
 FP16_MAX = 65504.0
 FP16_TINY = 2.0 ** -24  # smallest fp16 subnormal: smaller magnitudes flush to zero
@@ -177,10 +177,11 @@ def convert_fp16(model: Model, req: Request, *, low: int = TensorProto.FLOAT16, 
     if not req.keep_io_types:
         declared_out = {o.name: o.type.tensor_type.elem_type for o in conv.graph.output}
     casts = repair_float_types(conv, blocked, declared_outputs=declared_out)
+    round_trips = drop_round_trip_casts(conv)
     kept = sorted(n.name for n in source.graph.node if n.op_type in op_block or n.name in node_block)
     facts = {"op_block_list": op_block, "node_block_list": node_block, "range_kept": range_keep,
              "norm_kept": norm_keep,
-             "kept_high_precision": kept, "repair_casts": casts, "opset_upgrade": upgraded, "named_unnamed_nodes": len(named),
+             "kept_high_precision": kept, "repair_casts": casts, "round_trip_casts_removed": round_trips, "opset_upgrade": upgraded, "named_unnamed_nodes": len(named),
              "dropped_initializer_inputs": dropped,
              "converter_args": {"min_positive_val": FP16_TINY, "max_finite_val": FP16_MAX}}
     return conv, source, facts

@@ -197,3 +197,68 @@ def _outer_inputs(n: onnx.NodeProto) -> list[str]:
             for sn in sg.node:
                 names.extend(x for x in sn.input if x and x not in inner)
     return names
+
+
+def drop_round_trip_casts(proto: onnx.ModelProto, *, low: int = TensorProto.FLOAT16) -> list[str]:
+    """Remove ``fp32 → low → fp32`` Cast pairs (in place); returns the names of the Casts removed.
+
+    The converter casts the outputs of fp32-kept nodes down to ``low`` for their (presumed low
+    precision) consumers; when the consumer is a Cast back to fp32 (a kept node, or a graph output
+    that keeps its fp32 type), the pair only rounds the values. Readers of the second Cast's output
+    read the fp32 tensor instead; a graph output keeps its name (the producer writes it directly,
+    or through an Identity when the tensor is a graph input, an initializer or read by a subgraph).
+    """
+    g = proto.graph
+    types = {vi.name: _elem(vi.type) for vi in list(g.input) + list(g.value_info) + list(g.output)}
+    types.update({i.name: i.data_type for i in g.initializer})
+    outputs = {o.name for o in g.output}
+    has_subgraphs = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                        for n in g.node for a in n.attribute)
+
+    def to_of(n: onnx.NodeProto) -> int | None:
+        return next((a.i for a in n.attribute if a.name == "to"), None) if n.op_type == "Cast" else None
+
+    removed: list[str] = []
+    changed = True
+    while changed:
+        changed = False
+        producer = {o: n for n in g.node for o in n.output}
+        consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in g.node:
+            for x in n.input:
+                consumers.setdefault(x, []).append(n)
+        for b in g.node:
+            if to_of(b) != TensorProto.FLOAT or not b.input:
+                continue
+            a = producer.get(b.input[0])
+            if a is None or to_of(a) != low or types.get(a.input[0]) != TensorProto.FLOAT:
+                continue
+            t, y = a.input[0], b.output[0]
+            nodes = [n for n in g.node if n is not b]
+            if y in outputs:
+                p = producer.get(t)
+                if p is None or t in outputs or has_subgraphs:
+                    nodes.insert(nodes.index(a) + 1, helper.make_node("Identity", [t], [y], name=f"{b.name}__wb_identity"))
+                else:  # the producer writes the graph output itself; its other readers follow the rename
+                    for n in nodes:
+                        n.output[:] = [y if x == t else x for x in n.output]
+                        n.input[:] = [y if x == t else x for x in n.input]
+                    keep = [vi for vi in g.value_info if vi.name != t]
+                    del g.value_info[:]
+                    g.value_info.extend(keep)
+            else:
+                for n in nodes:
+                    n.input[:] = [t if x == y else x for x in n.input]
+            removed.append(b.name)
+            u = b.input[0]
+            if u not in outputs and all(c is b for c in consumers.get(u, [])):
+                nodes.remove(a)
+                removed.append(a.name)
+                keep = [vi for vi in g.value_info if vi.name != u]
+                del g.value_info[:]
+                g.value_info.extend(keep)
+            del g.node[:]
+            g.node.extend(nodes)
+            changed = True
+            break
+    return removed

@@ -10,7 +10,8 @@
 Clicking nodes in the view fills the node / tensor fields of the chosen operation. *Apply* runs
 ``History.apply`` (validated); the panel shows the exact public call it ran, keeps every error inline
 until *clear errors* is pressed, and shows the diff of the last edit as a table. *Show in graph*
-opens the graph view's diff mode (``GraphView.diff``) for the previous and current versions. The
+opens the graph view's diff mode (``GraphView.diff``) for the previous and current versions. After
+every apply / undo / redo the bound view shows the current version (``GraphView.set_model``). The
 panel holds no editing logic of its own: everything goes through :class:`workbench.edit.History`.
 """
 from __future__ import annotations
@@ -187,6 +188,7 @@ class EditPanel(w.VBox):
             return None
         self._show_code(call, v.code)
         self._refresh()
+        self._update_view()
         return v
 
     def _step(self, fn, call: str) -> None:
@@ -197,6 +199,12 @@ class EditPanel(w.VBox):
             return
         self._show_code(call, self.history.current.code)
         self._refresh()
+        self._update_view()
+
+    def _update_view(self) -> None:
+        """Show the current version in the bound graph view (``GraphView.set_model``)."""
+        if self.view is not None and hasattr(self.view, "set_model"):
+            self.view.set_model(self.history.current.model)
 
     def show_diff(self):
         """Open the graph view's diff mode for the previous → current version (``History.show_diff``)."""

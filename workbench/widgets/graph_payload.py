@@ -605,7 +605,7 @@ class GraphPayload:
         """Colour nodes by a value per node name; groups take ``agg`` (max / sum / mean) of their nodes.
 
         ``thresholds`` (sorted list) gives discrete bins, one colour each; without it, a gradient from
-        the smallest to the largest value. Returns the legend.
+        the smallest to the largest value. NaN / ±Inf values are ignored (no colour). Returns the legend.
         """
         from .colors import bin_colors, gradient_color, legend
 
@@ -618,7 +618,8 @@ class GraphPayload:
         v = np.full(len(self.recs), np.nan)
         for k, x in values.items():
             i = self.name_to_id.get(k)
-            if i is not None and x is not None and not (isinstance(x, float) and math.isnan(x)):
+            # NaN / ±Inf are no value: they have no place on a colour scale and are not valid JSON
+            if i is not None and x is not None and math.isfinite(float(x)):
                 v[i] = float(x)
         self.overlay_node = v
         self.overlay_group = self._aggregate(v, agg)
@@ -626,8 +627,8 @@ class GraphPayload:
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         if thresholds is not None:
             th = [float(t) for t in thresholds]
-            if th != sorted(th) or not th:
-                raise UsageError(f"thresholds must be a non-empty ascending list, got {thresholds!r}")
+            if th != sorted(th) or not th or not all(math.isfinite(t) for t in th):
+                raise UsageError(f"thresholds must be a non-empty ascending list of finite numbers, got {thresholds!r}")
             color = lambda x: bin_colors(x, th, colormap)  # noqa: E731
         else:
             th = None

@@ -5,6 +5,7 @@
     view                                    # shows it (JupyterLab 4, Notebook 7, VS Code)
     view.selected                           # node names clicked in the view (shift-click adds)
     view.set_overlay({"/conv1/Conv": 0.8, ...}, label="latency ms", thresholds=[0.1, 0.5])
+    view.set_model(edited_model)            # show a new version; open groups and selection are kept
     GraphView.diff(original, edited)        # one view, nodes coloured added / removed / changed
     export_html("model.onnx", "model.html") # offline page with every node
 
@@ -90,6 +91,7 @@ class GraphView(anywidget.AnyWidget):
                 raise UsageError("GraphView needs a model (path, bytes, onnx.ModelProto or workbench.Model)")
             payload = GraphPayload.from_model(model)
         self.payload = payload
+        self._budget = budget
         expanded = payload.default_expanded(budget)
         super().__init__(height=height, expanded=expanded, legend=payload.legend,
                          _view=payload.visible(expanded), **kw)
@@ -136,6 +138,28 @@ class GraphView(anywidget.AnyWidget):
         self.legend = lg
         self._refresh()
         return lg
+
+    def set_model(self, model) -> None:
+        """Show another version of the graph (e.g. after an edit), keeping the view's state.
+
+        Groups that were open and still exist stay open; groups new in this version open as a fresh
+        view would open them; selected nodes that no longer exist are dropped from ``selected``.
+        An overlay is cleared (its values belong to the previous version; call :meth:`set_overlay`
+        again).
+        """
+        payload = GraphPayload.from_model(model)
+        old_groups = set(self.payload.groups)
+        kept = [g for g in self.expanded if g in payload.groups]
+        fresh = [g for g in payload.default_expanded(self._budget) if g not in old_groups and g not in kept]
+        selected = [n for n in self.selected if n in payload.name_to_id]
+        with self.hold_sync():
+            self.payload = payload
+            self.legend = payload.legend
+            self.expanded = kept + fresh
+            self.selected = selected
+            self._refresh()
+            self._on_selected({"new": selected})
+            self._on_search({"new": self._search})
 
     def clear_overlay(self) -> None:
         self.payload.clear_overlay()
@@ -224,6 +248,12 @@ def export_html(model, path: str | os.PathLike | None = None, *, expanded: list[
     ``model`` is anything :func:`workbench.load` takes, or a :class:`GraphPayload` (e.g. a diff).
     Writes ``path`` atomically when given; returns the HTML.
     """
+    if not isinstance(model, GraphPayload):
+        from ..model import load
+
+        model = load(model)
+        if path is not None:
+            model.check_output_path(path, what="the HTML page")
     payload = model if isinstance(model, GraphPayload) else GraphPayload.from_model(model)
     if overlay is not None:
         payload.set_overlay(overlay_values(overlay), label=label, thresholds=thresholds, colormap=colormap)
