@@ -364,3 +364,15 @@ def test_external_data_of_the_source_is_never_overwritten(capsys, digits, tmp_pa
     rc, _, err = wb(capsys, "surgery", m, "--cleanup", "--out", d / "new.onnx")
     assert rc == 0, err
     assert (sha256(m), sha256(data)) == before
+
+
+def test_report_checks_outputs_and_calibration_before_running(capsys, digits, tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    rc, _, err = wb(capsys, "report", str(digits[0]), "--precision", "fp32", "--out", str(blocker / "r.html"))
+    assert_user_error(rc, err, "it is a file")
+    rc, _, err = wb(capsys, "demo", "--out", str(blocker))
+    assert_user_error(rc, err, "it is a file")
+    rc, _, err = wb(capsys, "report", str(digits[0]), "--precision", "int8", "--out", str(tmp_path / "r.html"))
+    assert_user_error(rc, err, "--calib")
+    assert not (tmp_path / "r.html").exists()

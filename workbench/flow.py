@@ -245,8 +245,9 @@ class FlowResult:
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``flow.json`` and ``records/<variant>@<backend>.json`` (atomic); returns the folder."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        from .fsutil import ensure_dir
+
+        d = ensure_dir(directory)
         for rec in self.variant_records():
             rec.save(d / RECORDS_DIR / f"{_safe(rec.variant)}@{_safe(rec.backend)}.json")
         self.to_record().save(d / FLOW_FILE)

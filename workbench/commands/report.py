@@ -64,6 +64,16 @@ def make_report(model, precisions, backends, *, data, labels, calib, shapes, out
         raise UsageError(f"--out must name an .html file, got {out}")
     if labels is not None and data is None:
         raise UsageError("--labels needs --data")
+    from ..model import load
+
+    model = load(model)  # a missing or broken model is the first thing to report
+    if any(p in ("int8", "fp8") for p in precisions) and calib is None and data is None:
+        raise UsageError("int8/fp8 need calibration data: give --calib FILE.npz (or --data, used for both)")
+    # Check the output folders before the (long) flow runs, not after.
+    from ..fsutil import ensure_dir
+
+    ensure_dir(out.parent)
+    ensure_dir(records_dir_for(out))
     t0 = time.perf_counter()
     fr = run_flow(model, precisions, backends, data=data, labels=labels, calib=calib, shapes=shapes,
                   iterations=iterations, warmup=warmup, layer_iterations=layer_iterations, accuracy_limit=limit,
