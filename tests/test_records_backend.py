@@ -10,7 +10,7 @@ import pytest
 import workbench as wb
 from workbench.backends import backend_names, get_backend
 from workbench.data import synthetic_inputs
-from workbench.errors import BackendUnavailable, UnsupportedError, UsageError, WorkbenchError
+from workbench.errors import UnsupportedError, UsageError, WorkbenchError
 from workbench.records import SCHEMA_VERSION, BuildRecord, load_record
 from workbench.variant import Variant
 

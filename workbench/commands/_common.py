@@ -41,6 +41,26 @@ def parse_precisions(text: str) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def number_in_range(kind: type = int, lo: float | None = None, hi: float | None = None):
+    """An argparse ``type=`` that parses ``kind`` (int or float) and checks lo <= value <= hi."""
+    import argparse
+
+    what = "an integer" if kind is int else "a number"
+    bounds = (f"{lo}-{hi}" if lo is not None and hi is not None else f">= {lo}" if lo is not None else f"<= {hi}")
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ((lo is None or v >= lo) and (hi is None or v <= hi)):  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return v
+
+    parse.__name__ = f"{kind.__name__} {bounds}"  # argparse shows it in "invalid <name> value" messages
+    return parse
+
+
 def positive_int(text: str) -> int:
     import argparse
 

@@ -7,24 +7,17 @@ are wrong; 1 when a variant failed with an internal error (a bug).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from ._common import add_backend, add_json, add_model, add_precisions, add_shapes, emit_json, parse_precisions, positive_int
+from ._common import (add_backend, add_json, add_model, add_precisions, add_shapes, emit_json, number_in_range,
+                      parse_precisions, positive_int)
 
 NAME = "build"
 HELP = "build engines/sessions for a model at several precisions"
 DESCRIPTION = __doc__
 
 
-def _opt_level(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer 0-5, got {text!r}") from None
-    if not 0 <= v <= 5:
-        raise argparse.ArgumentTypeError(f"must be 0-5, got {v}")
-    return v
+_opt_level = number_in_range(int, 0, 5)
 
 
 def add_arguments(p) -> None:

@@ -1,23 +1,15 @@
 """``workbench compare MODEL --precision fp16,int8 [--data FILE.npz] [--labels KEY] [--layerwise] [--json]``."""
 from __future__ import annotations
 
-import argparse
 
-from ._common import BACKENDS, add_backend, add_json, add_model, add_precisions, add_shapes, emit_json, \
-    parse_precisions, positive_int
+from ._common import (BACKENDS, add_backend, add_json, add_model, add_precisions, add_shapes, emit_json,
+                      number_in_range, parse_precisions, positive_int)
 
 NAME = "compare"
 HELP = "compare precision variants with the FP32 reference: output errors, top-1, first diverging node"
 
 
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return v
+_nonneg_float = number_in_range(float, 0)
 
 
 def add_arguments(p) -> None:

@@ -8,24 +8,16 @@ coverage.
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from ._common import (add_backend, add_json, add_model, add_precisions, add_shapes, emit_json, parse_precisions,
-                      positive_int)
+from ._common import (add_backend, add_json, add_model, add_precisions, add_shapes, emit_json, number_in_range,
+                      parse_precisions, positive_int)
 
 NAME = "profile"
 HELP = "measure latency and per-layer timings (mapped to ONNX nodes) per precision variant"
 DESCRIPTION = __doc__
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
+_nonneg_int = number_in_range(int, 0)
 
 
 def add_arguments(p) -> None:
