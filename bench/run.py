@@ -48,11 +48,13 @@ def _machine() -> str:
 
 def _versions() -> dict:
     out = {}
-    for mod in ["onnx", "onnxruntime", "onnx_graphsurgeon", "polygraphy", "netron", "numpy", "tensorrt_rtx", "playwright"]:
+    from importlib import metadata
+
+    for dist in ["onnx", "onnxruntime", "onnx-graphsurgeon", "polygraphy", "netron", "numpy",
+                 "tensorrt-rtx-cu13", "playwright"]:
         try:
-            m = importlib.import_module(mod)
-            out[mod] = getattr(m, "__version__", "?")
-        except Exception:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
             pass
     return out
 
