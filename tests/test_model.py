@@ -207,9 +207,9 @@ def test_external_data_from_bytes_is_refused(light, tmp_path):
 
 
 def test_large_model_path_never_reads_external_data(light, tmp_path):
-    """What is tested of the >2 GB path, honestly: the code path that keeps weights out of memory.
-    We cannot create a >2 GB model here cheaply; instead: after load the tensors are still EXTERNAL,
-    and inspect() works with the data file moved away (so it cannot have read it). The hash does read it."""
+    """The code path that keeps weights out of memory (see also the real >2 GB test below): after load
+    the tensors are still EXTERNAL, and inspect() works with the data file moved away (so it cannot have
+    read it). The hash does read it."""
     path = _save_external(_with_weights(light("inception_v1")), tmp_path / "ext")
     m = wb.load(path)
     assert m.proto.ByteSize() < path.stat().st_size + 1  # nothing was inlined
