@@ -23,33 +23,17 @@ import time
 from pathlib import Path
 
 import onnx
-from onnx import TensorProto, helper
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from workbench.widgets.graph_payload import GraphPayload  # noqa: E402
+from workbench.synthetic import chain_model  # noqa: E402
 from workbench.widgets.graph_view import CSS, ESM, export_html  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
-OPS = ("Relu", "Sigmoid", "Neg", "Abs")
-
-
-def chain_model(n: int, *, scoped: bool = False, blocks: int = 100, layers: int = 10) -> onnx.ModelProto:
-    nodes, prev = [], "x"
-    per_block = max(1, n // blocks)
-    per_layer = max(1, per_block // layers)
-    for k in range(n):
-        op = OPS[k % len(OPS)]
-        out = f"t{k}" if k < n - 1 else "y"
-        name = f"/block{k // per_block}/layer{(k % per_block) // per_layer}/{op}_{k}" if scoped else f"{op}_{k}"
-        nodes.append(helper.make_node(op, [prev], [out], name=name))
-        prev = out
-    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def _ours(browser, html: Path, timeout_s: float) -> tuple[float, float, int]:

@@ -21,7 +21,8 @@ import pytest
 from workbench.widgets.graph_payload import GraphPayload
 from workbench.widgets.graph_view import export_html
 
-from test_graph_view import chain_model, with_qdq
+from test_graph_view import with_qdq
+from workbench.synthetic import chain_model
 
 pytestmark = pytest.mark.browser
 

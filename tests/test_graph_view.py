@@ -19,26 +19,10 @@ from workbench.cli import main as cli_main
 from workbench.errors import UsageError
 from workbench.widgets import colors
 from workbench.widgets.graph_payload import CHUNK, DIFF_COLORS, GraphPayload, scope_parts
+from workbench.synthetic import chain_model
 from workbench.widgets.graph_view import GraphView, export_html
 
 ROOT = Path(__file__).resolve().parents[1]
-OPS = ("Relu", "Sigmoid", "Neg", "Abs")
-
-
-def chain_model(n: int, *, scoped: bool = False, blocks: int = 100, layers: int = 10) -> onnx.ModelProto:
-    """n unary ops in a chain; scoped: names /block{i}/layer{j}/Op_k."""
-    nodes, prev = [], "x"
-    per_block = max(1, n // blocks)
-    per_layer = max(1, per_block // layers)
-    for k in range(n):
-        op = OPS[k % len(OPS)]
-        out = f"t{k}" if k < n - 1 else "y"
-        name = f"/block{k // per_block}/layer{(k % per_block) // per_layer}/{op}_{k}" if scoped else f"{op}_{k}"
-        nodes.append(helper.make_node(op, [prev], [out], name=name))
-        prev = out
-    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def scoped_model() -> onnx.ModelProto:

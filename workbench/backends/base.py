@@ -108,6 +108,17 @@ class Backend(abc.ABC):
         """(can build/run this precision here?, reason if not)."""
         return True, ""
 
+    def check_can_build(self, variant: Variant) -> None:
+        """Raise BackendUnavailable / UnsupportedError (with the reason) before any build work starts."""
+        from ..errors import BackendUnavailable, UnsupportedError
+
+        ok, why = self.available()
+        if not ok:
+            raise BackendUnavailable(why)
+        ok, why = self.supports(variant.precision)
+        if not ok:
+            raise UnsupportedError(f"{variant.precision} on {self.name}: {why}")
+
     @abc.abstractmethod
     def build(self, variant: Variant, shapes: ShapeMap | str | Mapping | None = None,
               options: BuildOptions | None = None) -> Engine: ...

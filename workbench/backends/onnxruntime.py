@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..data import ShapeMap, resolve_shapes
-from ..errors import BackendUnavailable, BuildError, RunError, UnsupportedError
+from ..errors import BackendUnavailable, BuildError, RunError
 from ..records import BuildRecord
 from ..variant import Variant
 from .base import Backend, BuildOptions, Engine, register_backend
@@ -195,12 +195,7 @@ class OnnxRuntimeBackend(Backend):
     def build(self, variant: Variant, shapes: ShapeMap | str | Mapping | None = None,
               options: BuildOptions | None = None) -> OrtEngine:
         options = options or BuildOptions()
-        ok, why = self.available()
-        if not ok:
-            raise BackendUnavailable(why)
-        ok, why = self.supports(variant.precision)
-        if not ok:
-            raise UnsupportedError(f"{variant.precision} on {self.name}: {why}")
+        self.check_can_build(variant)
         ort = _ort()
         so = self.session_options(options)
         model = variant.model

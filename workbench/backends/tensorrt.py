@@ -608,12 +608,7 @@ class TensorRTBackend(Backend):
         Cancel with ``backend.cancel()`` or a ``threading.Event`` in ``options.extra["cancel"]``.
         """
         options = options or BuildOptions()
-        ok, why = self.available()
-        if not ok:
-            raise BackendUnavailable(why)
-        ok, why = self.supports(variant.precision)
-        if not ok:
-            raise UnsupportedError(f"{variant.precision} on {self.name}: {why}")
+        self.check_can_build(variant)
         trt = self.trt
         sm = ShapeMap.parse(shapes)
         cancel = options.extra.get("cancel") or self.cancel_event
