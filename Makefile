@@ -40,7 +40,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q tests
 
 lab: $(VENV)/.installed-dev
-	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks
+	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/run.py
