@@ -50,3 +50,16 @@ def sample(tmp_path):
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def trt_backend():
+    """The `tensorrt` backend where it can run engines (TensorRT + an NVIDIA GPU); skips with the reason elsewhere."""
+    pytest.importorskip("tensorrt", reason="`tensorrt` not installed (pip install 'trt-workbench[trt]' on a GPU machine)")
+    from workbench.backends import get_backend
+
+    b = get_backend("tensorrt")
+    ok, why = b.can_run()
+    if not ok:
+        pytest.skip(f"TensorRT cannot run here: {why}")
+    return b

@@ -112,12 +112,8 @@ def test_ort_cuda_uses_device_binding(sample):
 
 @pytest.mark.gpu
 @pytest.mark.trt
-def test_tensorrt_uses_cuda_events(sample):
-    pytest.importorskip("tensorrt", reason="`tensorrt` not installed (pip install 'trt-workbench[trt]' on a GPU machine)")
-    b = get_backend("tensorrt")
-    ok, why = b.can_run()
-    if not ok:
-        pytest.skip(f"TensorRT cannot run here: {why}")
+def test_tensorrt_uses_cuda_events(trt_backend, sample):
+    b = trt_backend
     m = load(sample("digits_cnn.onnx"))
     eng = b.build(Variant.of(m), "image:32x1x8x8", BuildOptions(progress=False))
     r = measure_latency(eng, synthetic_inputs(m, batch=32), warmup=3, iterations=20)

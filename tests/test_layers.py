@@ -311,12 +311,8 @@ def test_coverage_flag(resnet_profile):
 
 @pytest.mark.gpu
 @pytest.mark.trt
-def test_tensorrt_profile_layers(sample):
-    pytest.importorskip("tensorrt", reason="`tensorrt` not installed (pip install 'trt-workbench[trt]' on a GPU machine)")
-    b = get_backend("tensorrt")
-    ok, why = b.can_run()
-    if not ok:
-        pytest.skip(f"TensorRT cannot run here: {why}")
+def test_tensorrt_profile_layers(trt_backend, sample):
+    b = trt_backend
     m = load(sample("digits_cnn.onnx"))
     eng = b.build(Variant.of(m), "image:32x1x8x8", QUIET)
     feeds = synthetic_inputs(m, batch=32)

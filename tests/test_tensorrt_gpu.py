@@ -17,16 +17,6 @@ from workbench.variant import Variant
 pytestmark = [pytest.mark.gpu, pytest.mark.trt]
 
 
-@pytest.fixture(scope="module")
-def trt_backend():
-    pytest.importorskip("tensorrt", reason="`tensorrt` not installed (pip install 'trt-workbench[trt]' on a GPU machine)")
-    b = get_backend("tensorrt")
-    ok, why = b.can_run()
-    if not ok:
-        pytest.skip(f"TensorRT cannot run here: {why}")
-    return b
-
-
 def _quiet(**kw):
     return BuildOptions(progress=False, **kw)
 
