@@ -31,13 +31,13 @@ import onnx  # noqa: E402
 
 import workbench as wb  # noqa: E402
 from workbench.backends import BuildOptions, get_backend  # noqa: E402
+from workbench.builds import build_variants  # noqa: E402
 from workbench.compare import metrics as M  # noqa: E402
 from workbench.data import NpzDataset, synthetic_inputs  # noqa: E402
 from workbench.device import cuda_device_info, gpu_memory_used  # noqa: E402
 from workbench.inspect import inspect  # noqa: E402
 from workbench.measure.latency import measure_latency  # noqa: E402
 from workbench.measure.roofline import PRECISION_ROOF, measure_peaks, roofline_row  # noqa: E402
-from workbench.precision import make_variant  # noqa: E402
 from workbench.variant import Variant  # noqa: E402
 
 SAMPLES = ROOT / "sample_models"
@@ -94,24 +94,13 @@ def dynamic_batch(model):
     return model.derive(p, name=model.name + "-dynbatch")
 
 
-def build_with_fallback(backend, model, prec, calib, tries: int = 6):
-    """Build the variant; when ONNX Runtime's CUDA provider has no kernel for an op in this precision
-    (it says "Provider type for <Op> node ... is not set", e.g. bf16 MaxPool/BatchNormalization), keep
-    that op type in fp32 through the recipe's keep list and rebuild. Returns (variant, engine, kept)."""
-    import re
-
-    kept: list[str] = []
-    for _ in range(tries):
-        variant = make_variant(model, prec, calib=calib if prec in ("int8", "fp8") else None,
-                               keep_op_types=kept, progress=False)
-        try:
-            return variant, backend.build(variant, options=BuildOptions(progress=False)), kept
-        except wb.BuildError as e:
-            m = re.search(r"Provider type for (\w+) node", str(e))
-            if not m or m.group(1) in kept:
-                raise
-            kept.append(m.group(1))
-    raise wb.BuildError(f"{prec}: still failing after keeping {kept} in fp32")
+def build_with_fallback(backend, model, prec, calib):
+    """Build through ``build_variants``, which keeps op types the backend has no kernel for in fp32
+    (ORT CUDA: bf16 MaxPool/BatchNormalization...) and rebuilds. Returns (variant, engine, kept op types)."""
+    r = build_variants(model, [prec], backend, calib=calib if prec in ("int8", "fp8") else None, progress=False)[prec]
+    if not r.ok:
+        raise wb.BuildError(r.reason)
+    return r.variant, r.engine, list(r.variant.recipe.get("keep_op_types", []))
 
 
 def render_markdown(res: dict) -> str:

@@ -182,6 +182,10 @@ def build_variants(model, precisions: str | Iterable[str], backend: str | Backen
     return bs
 
 
+#: at most this many op types are moved to fp32 for a backend's missing kernels before giving up.
+MAX_KERNEL_FALLBACKS = 8
+
+
 def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_op_types, progress) -> BuildResult:
     ok, why = be.supports(precision)
     if not ok:
@@ -196,24 +200,41 @@ def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_
         reason = f"recipe failed with an internal error: {type(e).__name__}: {e}"
         return BuildResult(precision, "failed", reason, _record(model, precision, be, "failed", reason, options=options),
                            internal=True)
-    files: dict[str, str] = {}
-    if out is not None:
-        onnx_path = out / f"{variant.name}.onnx"
-        variant.model.save(onnx_path)
-        files["onnx"] = onnx_path.name
-    try:
-        if cache is not None:
-            engine = cache.get_or_build(be, variant, sm, options)
-        else:
-            engine = be.build(variant, sm, options)
-    except WorkbenchError as e:
-        rec = _record(model, precision, be, "failed", str(e), variant=variant, options=options, shapes=sm)
-        rec.onnx_file = files.get("onnx", "")
-        return BuildResult(precision, "failed", str(e), rec, variant=variant, files=files)
-    except Exception as e:
-        reason = f"internal error: {type(e).__name__}: {e}"
-        rec = _record(model, precision, be, "failed", reason, variant=variant, options=options, shapes=sm)
-        return BuildResult(precision, "failed", reason, rec, variant=variant, files=files, internal=True)
+    kept: list[str] = []  # op types kept in fp32 because the backend has no kernel for them
+    while True:
+        files: dict[str, str] = {}
+        if out is not None:
+            onnx_path = out / f"{variant.name}.onnx"
+            variant.model.save(onnx_path)
+            files["onnx"] = onnx_path.name
+        try:
+            if cache is not None:
+                engine = cache.get_or_build(be, variant, sm, options)
+            else:
+                engine = be.build(variant, sm, options)
+            break
+        except WorkbenchError as e:
+            op = be.unsupported_op_type(e, precision)
+            if op and op not in kept and op not in keep_op_types and len(kept) < MAX_KERNEL_FALLBACKS:
+                kept.append(op)
+                if files.get("onnx"):  # the rebuilt variant has another name (-mixed): drop the stale file
+                    (out / files["onnx"]).unlink(missing_ok=True)
+                try:
+                    variant = _make_variant(model, precision, calib=calib, keep_nodes=keep_nodes,
+                                            keep_op_types=tuple(keep_op_types) + tuple(kept), progress=progress)
+                    continue
+                except WorkbenchError as e2:
+                    e = e2
+            rec = _record(model, precision, be, "failed", str(e), variant=variant, options=options, shapes=sm)
+            rec.onnx_file = files.get("onnx", "")
+            return BuildResult(precision, "failed", str(e), rec, variant=variant, files=files)
+        except Exception as e:
+            reason = f"internal error: {type(e).__name__}: {e}"
+            rec = _record(model, precision, be, "failed", reason, variant=variant, options=options, shapes=sm)
+            return BuildResult(precision, "failed", reason, rec, variant=variant, files=files, internal=True)
+    if kept:
+        note = f"kept {', '.join(kept)} in fp32: {be.name} has no {precision} kernel for them"
+        why = f"{why}; {note}" if why else note
     rec = engine.record
     status = "cached" if rec.cache_hit else "ok"
     rec.status = status

@@ -108,6 +108,11 @@ class Backend(abc.ABC):
         """(can build/run this precision here?, reason if not)."""
         return True, ""
 
+    def unsupported_op_type(self, error: Exception, precision: str) -> str | None:
+        """The op type a failed build says has no kernel in ``precision`` on this backend, when the backend
+        can tell; ``build_variants`` then keeps that op type in fp32 through the recipe and rebuilds."""
+        return None
+
     def check_can_build(self, variant: Variant) -> None:
         """Raise BackendUnavailable / UnsupportedError (with the reason) before any build work starts."""
         from ..errors import BackendUnavailable, UnsupportedError

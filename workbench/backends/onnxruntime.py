@@ -6,6 +6,7 @@ execution provider (``onnxruntime-gpu`` on a machine with an NVIDIA GPU).
 from __future__ import annotations
 
 import os
+import re
 import time
 import warnings
 from typing import Any, Mapping
@@ -33,6 +34,9 @@ def _ort():
     except ImportError as e:  # pragma: no cover - onnxruntime is a core dependency
         raise BackendUnavailable("onnxruntime is not installed", hint="pip install onnxruntime") from e
     return ort
+
+
+_NO_KERNEL = re.compile(r"Provider type for (\w+) node")
 
 
 def _preload_cuda_libraries(ort) -> None:
@@ -152,6 +156,14 @@ class OnnxRuntimeBackend(Backend):
         if precision == "tf32" and self.provider == "cpu":
             return True, "TF32 is a GPU tensor-core mode; on CPU the tf32 variant runs exactly like fp32"
         return True, ""
+
+    def unsupported_op_type(self, error: Exception, precision: str) -> str | None:
+        """ORT's CUDA provider lacks some fp16/bf16 kernels (e.g. bf16 MaxPool, BatchNormalization); it then
+        fails at session creation with "Provider type for <Op> node with name ... is not set"."""
+        if self.provider != "cuda" or precision not in ("fp16", "bf16"):
+            return None
+        m = _NO_KERNEL.search(f"{error} {error.__cause__ or ''}")
+        return m.group(1) if m else None
 
     # -------------------------------------------------------------- build
     def session_options(self, options: BuildOptions):

@@ -1,0 +1,79 @@
+"""build_variants keeps op types in fp32 when a backend has no kernel for them in the variant's precision.
+
+The real case is ONNX Runtime's CUDA provider with bf16 (MaxPool, BatchNormalization, ...): it runs in
+tests/test_gpu_ort.py on a GPU. Here the *mechanism* is tested on CPU with a stand-in backend: ORT CPU,
+refusing fp16 MaxPool with the exact message ORT's CUDA provider gives. It is not a GPU test.
+"""
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+
+import workbench as wb
+from workbench.backends.onnxruntime import OnnxRuntimeBackend
+from workbench.errors import BuildError
+
+ORT_CUDA_MESSAGE = ("ONNX Runtime could not load {name}: [ONNXRuntimeError] : 1 : FAIL : Exception during "
+                    "initialization: transformer_memcpy.cc:253 ... Provider type for MaxPool node with name "
+                    "'{node}' is not set.")
+
+
+class NoFp16MaxPool(OnnxRuntimeBackend):
+    """ORT CPU that refuses a variant whose MaxPool computes in fp16, as ORT CUDA refuses bf16 MaxPool."""
+
+    def __init__(self):
+        super().__init__("cpu")
+        self.name = "onnxruntime-nofp16maxpool"
+        self.refused = 0
+
+    def unsupported_op_type(self, error, precision):
+        # reuse the real ORT-CUDA parser on the same message
+        cuda = OnnxRuntimeBackend("cuda")
+        return cuda.unsupported_op_type(error, precision)
+
+    def build(self, variant, shapes=None, options=None):
+        proto = onnx.shape_inference.infer_shapes(variant.model.proto)
+        types = {vi.name: vi.type.tensor_type.elem_type for vi in list(proto.graph.value_info) + list(proto.graph.input)}
+        for n in proto.graph.node:
+            if n.op_type == "MaxPool" and types.get(n.input[0]) == onnx.TensorProto.FLOAT16:
+                self.refused += 1
+                raise BuildError(ORT_CUDA_MESSAGE.format(name=variant.name, node=n.name))
+        return super().build(variant, shapes, options)
+
+
+def test_missing_kernel_op_is_kept_in_fp32_and_rebuilt(sample, tmp_path):
+    m = sample("digits_cnn.onnx")
+    be = NoFp16MaxPool()
+    bs = wb.build_variants(m, ["fp32", "fp16"], be, out_dir=tmp_path / "out", progress=False)
+    r = bs["fp16"]
+    assert r.status == "ok", r.reason
+    assert be.refused == 1  # first attempt refused, the rebuilt variant accepted
+    assert "MaxPool" in r.variant.recipe["keep_op_types"]
+    assert "kept MaxPool in fp32" in r.reason and "kept MaxPool in fp32" in r.record.reason
+    files = sorted(p.name for p in (tmp_path / "out").glob("*.onnx"))
+    assert files == ["digits_cnn-fp16-mixed.onnx", "digits_cnn-fp32.onnx"]  # no stale file of the refused try
+    listed = json.loads((tmp_path / "out" / "build.json").read_text())
+    assert {v["status"] for v in listed["variants"]} == {"ok"}
+
+
+def test_no_retry_when_the_user_already_kept_it_or_for_other_errors(sample):
+    m = sample("digits_cnn.onnx")
+    be = NoFp16MaxPool()
+    # fp32 variants are never retried: the parser only answers for fp16/bf16
+    assert be.unsupported_op_type(BuildError(ORT_CUDA_MESSAGE.format(name="x", node="n")), "fp32") is None
+    assert OnnxRuntimeBackend("cpu").unsupported_op_type(BuildError(ORT_CUDA_MESSAGE.format(name="x", node="n")),
+                                                         "bf16") is None  # CPU provider: not its message
+    assert be.unsupported_op_type(BuildError("some other failure"), "fp16") is None
+    ok = wb.build_variants(m, ["fp16"], be, keep_op_types=["MaxPool"], progress=False)["fp16"]
+    assert ok.status == "ok" and be.refused == 0
+
+
+@pytest.mark.parametrize("limit", [0])
+def test_fallback_limit(sample, monkeypatch, limit):
+    import workbench.builds as builds
+
+    monkeypatch.setattr(builds, "MAX_KERNEL_FALLBACKS", limit)
+    r = wb.build_variants(sample("digits_cnn.onnx"), ["fp16"], NoFp16MaxPool(), progress=False)["fp16"]
+    assert r.status == "failed" and "MaxPool" in r.reason
