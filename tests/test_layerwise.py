@@ -115,3 +115,14 @@ def test_mark_debug_tensors_on_a_tensorrt_rtx_network(sample):
     found = {network.get_layer(i).get_output(j).name: network.get_layer(i).get_output(j)
              for i in range(network.num_layers) for j in range(network.get_layer(i).num_outputs)}
     assert all(network.is_debug_tensor(found[n]) for n in marked)
+
+
+def test_variant_ort_cpu_cannot_load_is_a_clear_error(sample):
+    """bf16 Conv has no ORT CPU kernel: layerwise says so (the GPU report then notes it and carries on)."""
+    import workbench as wb
+    from workbench.errors import UnsupportedError
+
+    m = wb.load(sample("digits_cnn.onnx"))
+    v = wb.make_variant(m, "bf16", progress=False)
+    with pytest.raises(UnsupportedError, match="ONNX Runtime CPU"):
+        wb.layerwise(m, v, feeds=wb.synthetic_inputs(m, batch=4))

@@ -40,7 +40,7 @@ import onnx
 import pandas as pd
 
 from ..data import as_feed_batches, input_specs
-from ..errors import DataError, UsageError
+from ..errors import DataError, UnsupportedError, UsageError
 from ..model import Model, load
 from ..variant import Variant
 from .metrics import METRICS, ErrorAccumulator
@@ -119,7 +119,12 @@ def _session(proto: onnx.ModelProto, optimization: str):
     so = ort.SessionOptions()
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT[optimization])
     so.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(proto.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # e.g. bf16 Conv: ORT's CPU provider has no kernel for it
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise UnsupportedError(f"layerwise comparison runs on ONNX Runtime CPU, which cannot load this model: {last}",
+                               hint="layerwise works for variants ORT CPU runs (fp32, fp16, int8)") from e
 
 
 def cast_feeds(feeds: Mapping[str, np.ndarray], model: Model) -> dict[str, np.ndarray]:
