@@ -70,6 +70,17 @@ def _accuracy(engine, images, labels, batch: int) -> float:
     return hits / len(images)
 
 
+def _speed_row(label: str, prec: str, lat: dict, notes: str) -> dict:
+    """One "<prec> latency vs fp32" row; int8 variants carry the 1.5x-faster goal, fp16 none."""
+    ratio = lat[prec]["median"] / lat["fp32"]["median"]
+    goal = prec != "fp16"
+    return {"metric": f"{label} latency vs fp32 (ORT CPU)", "unit": "ms (p50)",
+            "ours": lat[prec]["median"], "peer": lat["fp32"]["median"], "peer_name": "fp32, same ORT CPU",
+            "ratio": ratio, "goal": "<= 0.667 (1.5x faster)" if goal else None,
+            "met": (ratio <= 1 / GOAL_SPEEDUP) if goal else None, "spread": _spread(lat[prec]),
+            "notes": f"speedup {1 / ratio:.2f}x; fp32 spread {_spread(lat['fp32'])}; {notes}"}
+
+
 def run(quick: bool) -> list[dict]:
     from workbench import load
     from workbench.backends import get_backend
@@ -99,13 +110,7 @@ def run(quick: bool) -> list[dict]:
     lat = _latencies(engines, feeds, reps, iters)
     acc = {k: _accuracy(e, images, labels, 32) for k, e in engines.items()}
     for prec in ("int8", CPU8, "fp16"):
-        ratio = lat[prec]["median"] / lat["fp32"]["median"]
-        rows.append({
-            "metric": f"digits CNN b32 {prec} latency vs fp32 (ORT CPU)", "unit": "ms (p50)",
-            "ours": lat[prec]["median"], "peer": lat["fp32"]["median"], "peer_name": "fp32, same ORT CPU",
-            "ratio": ratio, "goal": "<= 0.667 (1.5x faster)" if prec != "fp16" else None,
-            "met": (ratio <= 1 / GOAL_SPEEDUP) if prec != "fp16" else None, "spread": _spread(lat[prec]),
-            "notes": f"speedup {1 / ratio:.2f}x; fp32 spread {_spread(lat['fp32'])}; cpu flags {flags}; {_load()}"})
+        rows.append(_speed_row(f"digits CNN b32 {prec}", prec, lat, f"cpu flags {flags}; {_load()}"))
     for prec in ("int8", CPU8, "fp16"):
         drop = (acc["fp32"] - acc[prec]) * 100
         rows.append({
@@ -139,16 +144,11 @@ def run(quick: bool) -> list[dict]:
     engines["fp32 (raw file)"] = ort.build(make_variant(raw, "fp32"), options=options)
     lat = _latencies(engines, feeds, reps, max(iters // 5, 8))
     for prec in ("int8", CPU8, "fp16"):
-        ratio = lat[prec]["median"] / lat["fp32"]["median"]
-        rows.append({
-            "metric": f"light ResNet-50 b1 {prec} latency vs fp32 (ORT CPU)", "unit": "ms (p50)",
-            "ours": lat[prec]["median"], "peer": lat["fp32"]["median"], "peer_name": "fp32, same ORT CPU",
-            "ratio": ratio, "goal": "<= 0.667 (1.5x faster)" if prec != "fp16" else None,
-            "met": (ratio <= 1 / GOAL_SPEEDUP) if prec != "fp16" else None, "spread": _spread(lat[prec]),
-            "notes": f"speedup {1 / ratio:.2f}x; fp32 spread {_spread(lat['fp32'])}; raw file as given "
-                     f"(initializers as inputs, not folded) {lat['fp32 (raw file)']['median']:.0f} ms; "
-                     + ("ORT CPU inserts fp32 casts where it has no fp16 kernel" if prec == "fp16" else
-                        f"synthetic calibration, {n_rn} samples (recorded in the recipe)") + f"; {_load()}"})
+        rows.append(_speed_row(
+            f"light ResNet-50 b1 {prec}", prec, lat,
+            f"raw file as given (initializers as inputs, not folded) {lat['fp32 (raw file)']['median']:.0f} ms; "
+            + ("ORT CPU inserts fp32 casts where it has no fp16 kernel" if prec == "fp16" else
+               f"synthetic calibration, {n_rn} samples (recorded in the recipe)") + f"; {_load()}"))
     rows.append({
         "metric": f"light ResNet-50 int8 calibration, {n_rn} synthetic samples", "unit": "s",
         "ours": r8.recipe["calibration"]["seconds"], "peer": None, "peer_name": None, "ratio": None, "goal": None,
