@@ -18,8 +18,8 @@ from .backends import get_backend
 from .backends.base import Backend, BuildOptions, Engine
 from .backends.cache import EngineCache
 from .data import ShapeMap
-from .errors import BackendUnavailable, UsageError, WorkbenchError
-from .fsutil import atomic_write_json, ensure_dir
+from .errors import BackendUnavailable, UsageError, WorkbenchError, str_list
+from .fsutil import atomic_write_json, child_path, ensure_dir, guard_output, safe_name
 from .model import Model, load
 from .records import SCHEMA_VERSION, BuildRecord, now_iso
 from .variant import PRECISIONS, Variant
@@ -109,7 +109,8 @@ class BuildSet:
 
 
 def _precision_list(precisions: str | Iterable[str]) -> list[str]:
-    items = [p.strip().lower() for p in (precisions.split(",") if isinstance(precisions, str) else precisions)]
+    items = [p.strip().lower() for p in (precisions.split(",") if isinstance(precisions, str)
+                                         else str_list(precisions, "precisions"))]
     items = [p for p in items if p]
     bad = [p for p in items if p not in PRECISIONS]
     if bad or not items:
@@ -159,14 +160,20 @@ def build_variants(model, precisions: str | Iterable[str], backend: str | Backen
     if not ok:
         raise BackendUnavailable(why)
     precs = _precision_list(precisions)
+    keep_nodes, keep_op_types = str_list(keep_nodes, "keep_nodes"), str_list(keep_op_types, "keep_op_types")
     sm = ShapeMap.parse(shapes)
     options = options or BuildOptions(progress=progress)
+    if not isinstance(options, BuildOptions):
+        raise UsageError(f"options must be a BuildOptions, not {type(options).__name__}")
     if isinstance(cache, (str, os.PathLike)):
         cache = EngineCache(Path(cache).expanduser())
+    elif cache is not None and not isinstance(cache, EngineCache):
+        raise UsageError(f"cache must be a folder path or an EngineCache, not {type(cache).__name__}")
     serialized = hasattr(be, "load_engine")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         ensure_dir(out)
+        guard_output(out / "build.json", what="build.json")  # before any build: e.g. a model named build.json
     wants_timing_cache = serialized and not getattr(be, "is_rtx", False)  # RTX: timing cache is a no-op
     if wants_timing_cache and options.timing_cache is None and (cache is not None or out is not None):
         from dataclasses import replace
@@ -204,7 +211,7 @@ def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_
     while True:
         files: dict[str, str] = {}
         if out is not None:
-            onnx_path = out / f"{variant.name}.onnx"
+            onnx_path = child_path(out, f"{safe_name(variant.name)}.onnx")
             variant.model.save(onnx_path)
             files["onnx"] = onnx_path.name
         try:
@@ -242,7 +249,8 @@ def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_
         rec.reason = why  # a "supported, but..." note from the backend
     rec.onnx_file = files.get("onnx", "")
     if out is not None and hasattr(engine, "save"):
-        engine.save(out / f"{variant.name}.engine")
-        files["engine"] = f"{variant.name}.engine"
-        files["record"] = f"{variant.name}.engine.json"
+        engine_path = child_path(out, f"{safe_name(variant.name)}.engine")
+        engine.save(engine_path)
+        files["engine"] = engine_path.name
+        files["record"] = f"{engine_path.name}.json"
     return BuildResult(precision, status, rec.reason, rec, variant=variant, engine=engine, files=files)

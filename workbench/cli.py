@@ -6,13 +6,25 @@ edits this file.
 
 Exit codes: 0 success; 2 bad input or usage (one line on stderr, ``--debug`` for the traceback);
 1 an unexpected error (a bug: please report it).
+
+Native libraries (ONNX Runtime, TensorRT-RTX, cuDNN) write their logs straight to file descriptor 2.
+While a command runs, fd 2 goes to a private temp file and Python's ``sys.stderr`` to the real
+terminal, so progress bars and the one error line still show while the native lines are held back;
+an error line says how many were hidden. ``--verbose`` (or ``--debug``) lets them through and shows
+the workbench's own log at INFO. Every path argument that names an input (MODEL, --data, --calib) is
+protected before the command runs: no output of the command may replace it (docs/security.md).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import io
+import os
 import pkgutil
 import sys
+import tempfile
 import traceback
 import warnings
 
@@ -50,14 +62,98 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="trt-workbench: inspect, edit, build, profile and compare ONNX models "
                                        "across precisions and backends (ONNX Runtime, TensorRT, TensorRT-RTX).")
     p.add_argument("--version", action="version", version=f"trt-workbench {__version__}")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors (implies --verbose)")
+    p.add_argument("--verbose", action="store_true", help="show native library logs (ONNX Runtime, TensorRT) and info logs")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for mod in _commands():
         sp = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+        sp.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show native library logs and info logs")
         mod.add_arguments(sp)
         sp.set_defaults(_run=mod.run)
     return p
+
+
+#: argument names that hold input files: protected from every write of the command
+INPUT_ARGS = {"model": "the source model", "data": "the input data", "calib": "the calibration data"}
+
+
+def _protect_inputs(args) -> None:
+    from .fsutil import protect
+
+    for attr, what in INPUT_ARGS.items():
+        v = getattr(args, attr, None)
+        if isinstance(v, str) and v and len(v) < 4096 and "\0" not in v:
+            protect(v, what)
+
+
+class _NativeLog:
+    """fd 2 → a temp file while the command runs; ``sys.stderr`` keeps the real stderr."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self._saved_fd = self._tmp = self._saved_stderr = None
+
+    def __enter__(self):
+        try:
+            sys.stderr.flush()
+            self._saved_fd = os.dup(2)
+            self._tmp = tempfile.TemporaryFile()
+            os.dup2(self._tmp.fileno(), 2)
+        except (OSError, ValueError, AttributeError):  # no usable fd 2 (embedded interpreters): capture nothing
+            self._restore()
+            return self
+        try:
+            real = sys.stderr.fileno() == 2
+        except (OSError, ValueError, AttributeError):  # redirected to a StringIO (tests): leave it alone
+            real = False
+        if real:
+            self._saved_stderr = sys.stderr
+            sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(self._saved_fd), "wb", buffering=0),
+                                          encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+                                          errors="backslashreplace", line_buffering=True, write_through=True)
+        return self
+
+    def _restore(self):
+        if self._saved_stderr is not None:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+                sys.stderr.close()
+            sys.stderr = self._saved_stderr
+            self._saved_stderr = None
+        if self._saved_fd is not None:
+            os.dup2(self._saved_fd, 2)
+            os.close(self._saved_fd)
+            self._saved_fd = None
+
+    def __exit__(self, *exc):
+        self._restore()
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                self._tmp.seek(0)
+                text = self._tmp.read(1 << 20).decode("utf-8", "replace")
+                self.lines = [ln for ln in text.splitlines() if ln.strip()]
+            self._tmp.close()
+        return False
+
+    def note(self) -> str:
+        n = len(self.lines)
+        return f" [{n} native log line{'s' if n != 1 else ''} hidden; --verbose shows them]" if n else ""
+
+
+def _user_error(e: BaseException) -> str | None:
+    """The message of an exception that is the input's fault though not a WorkbenchError, else None."""
+    if isinstance(e, MemoryError):
+        return "not enough memory for this input (a shape, batch or data file is too large for this machine)"
+    if isinstance(e, RecursionError):
+        return "the model nests subgraphs too deeply to process"
+    if isinstance(e, OSError) and e.errno in (errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.ENOSPC,
+                                              errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR,
+                                              errno.EDQUOT, errno.ELOOP):
+        where = f" {e.filename}" if e.filename else ""
+        return f"cannot access{where}: {e.strerror or e}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,30 +161,59 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
+    verbose = debug or getattr(args, "verbose", False)
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2
     if not debug:
         warnings.simplefilter("ignore")
-    try:
-        return int(args._run(args) or 0)
-    except WorkbenchError as e:
-        if debug:
-            traceback.print_exc()
-        msg = str(e).replace("\n", " ")
-        sys.stderr.write(f"{PROG} {args.command}: error: {msg}\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG}: interrupted\n")
-        return 130
-    except BrokenPipeError:
-        return 0
-    except Exception as e:  # a bug
-        if debug:
-            traceback.print_exc()
-        sys.stderr.write(f"{PROG} {args.command}: internal error: {type(e).__name__}: {e} "
-                         f"(this is a bug; rerun with --debug and report the traceback)\n")
-        return 1
+    if verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    _protect_inputs(args)
+    native = _NativeLog() if not verbose else contextlib.nullcontext(None)
+    with native as nl:
+        try:
+            return int(args._run(args) or 0)
+        except WorkbenchError as e:
+            if debug:
+                traceback.print_exc()
+            msg = str(e).replace("\n", " ")
+            sys.stderr.write(f"{PROG} {args.command}: error: {msg}{_note(nl)}\n")
+            return 2
+        except KeyboardInterrupt:
+            sys.stderr.write(f"{PROG}: interrupted\n")
+            return 130
+        except BrokenPipeError:
+            return 0
+        except Exception as e:  # a bug, unless the input caused it (memory, recursion, OS limits)
+            if debug:
+                traceback.print_exc()
+            msg = _user_error(e)
+            if msg is not None:
+                sys.stderr.write(f"{PROG} {args.command}: error: {msg}{_note(nl)}\n")
+                return 2
+            text = str(e).replace("\n", " ")[:500]
+            sys.stderr.write(f"{PROG} {args.command}: internal error: {type(e).__name__}: {text} "
+                             f"(this is a bug; rerun with --debug and report the traceback){_note(nl)}\n")
+            return 1
+
+
+def _note(nl) -> str:
+    # the count is known only after the capture ends; read what the temp file holds so far
+    if nl is None or nl._tmp is None:
+        return ""
+    with contextlib.suppress(OSError, ValueError):
+        os.fsync(2)
+    with contextlib.suppress(OSError, ValueError):
+        size = os.fstat(nl._tmp.fileno()).st_size
+        if size:
+            nl._tmp.seek(0)
+            n = sum(1 for ln in nl._tmp.read(1 << 20).decode("utf-8", "replace").splitlines() if ln.strip())
+            if n:
+                return f" [{n} native log line{'s' if n != 1 else ''} hidden; --verbose shows them]"
+    return ""
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,9 +9,9 @@ profiles. Runs use the ``opt`` shape.
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
@@ -56,23 +56,13 @@ class ShapeMap(dict):
             return cls()
         if isinstance(spec, ShapeMap):
             return spec
+        if not isinstance(spec, (str, Mapping)):
+            raise ShapeSpecError(f"shapes must be a 'NAME:DIMS,...' string or a mapping, not {type(spec).__name__}")
         if isinstance(spec, Mapping):
-            out = cls()
-            for name, v in spec.items():
-                if isinstance(v, ShapeRange):
-                    out[name] = v
-                elif isinstance(v, str):
-                    out[name] = _parse_range(name, v)
-                else:
-                    seq = list(v)
-                    if seq and isinstance(seq[0], (list, tuple)):
-                        if len(seq) != 3:
-                            raise ShapeSpecError(f"shape for {name!r}: give one shape or three (min/opt/max)")
-                        out[name] = _make_range(name, *[tuple(int(d) for d in s) for s in seq])
-                    else:
-                        s = tuple(int(d) for d in seq)
-                        out[name] = _make_range(name, s, s, s)
-            return out
+            try:
+                return cls._parse_mapping(spec)
+            except (TypeError, ValueError, OverflowError) as e:
+                raise ShapeSpecError(f"bad shapes {str(dict(spec))[:200]}: {e}") from None
         out = cls()
         for item in _split_items(spec):
             if ":" not in item:
@@ -87,6 +77,25 @@ class ShapeMap(dict):
             if name in out:
                 raise ShapeSpecError(f"--shapes names {name!r} twice")
             out[name] = _parse_range(name, dims)
+        return out
+
+    @classmethod
+    def _parse_mapping(cls, spec: Mapping) -> "ShapeMap":
+        out = cls()
+        for name, v in spec.items():
+            if isinstance(v, ShapeRange):
+                out[name] = v
+            elif isinstance(v, str):
+                out[name] = _parse_range(name, v)
+            else:
+                seq = list(v)
+                if seq and isinstance(seq[0], (list, tuple)):
+                    if len(seq) != 3:
+                        raise ShapeSpecError(f"shape for {name!r}: give one shape or three (min/opt/max)")
+                    out[name] = _make_range(name, *[tuple(int(d) for d in s) for s in seq])
+                else:
+                    s = tuple(int(d) for d in seq)
+                    out[name] = _make_range(name, s, s, s)
         return out
 
     def to_spec(self) -> str:
@@ -124,7 +133,13 @@ def _parse_range(name: str, text: str) -> ShapeRange:
     raise ShapeSpecError(f"shape for {name!r}: give one DIMS or three MIN/OPT/MAX, got {text!r}")
 
 
+#: largest dimension a shape may name (TensorRT dims are int32; larger is never a real tensor)
+MAX_DIM = 2**31 - 1
+
+
 def _make_range(name: str, mn: Shape, opt: Shape, mx: Shape) -> ShapeRange:
+    if any(not 0 <= d <= MAX_DIM for s in (mn, opt, mx) for d in s):
+        raise ShapeSpecError(f"shape for {name!r}: every dimension must be in 0..{MAX_DIM}")
     if not (len(mn) == len(opt) == len(mx)):
         raise ShapeSpecError(f"min/opt/max shapes for {name!r} have different ranks")
     if not all(a <= b <= c for a, b, c in zip(mn, opt, mx)):
@@ -243,9 +258,18 @@ def synthetic_inputs(model: Model, shapes: ShapeMap | str | Mapping | None = Non
     Floats: standard normal; integers: uniform in [0, 10) (safe as indices for small vocabularies);
     bool: fair coin.
     """
+    from .fsutil import memory_budget
+
     rng = np.random.default_rng(seed)
     concrete = resolve_shapes(model, shapes, batch=batch)
     feeds = {}
+    need = 0
+    for s in input_specs(model):  # checked before allocating: a dim of 2**31 must not take the machine down
+        need += math.prod(int(d) for d in concrete[s.name]) * 8  # float64 draws before the cast
+        if need > memory_budget():
+            raise DataError(f"synthetic input {s.name!r} of shape {list(concrete[s.name])} (with the inputs before it) "
+                            f"needs {need / 2**30:,.1f} GiB, over the memory budget of {memory_budget() / 2**30:,.1f} GiB",
+                            hint="give smaller --shapes / --batch")
     for s in input_specs(model):
         shp = concrete[s.name]
         dt = s.np_dtype
@@ -283,10 +307,11 @@ class NpzDataset:
     """
 
     def __init__(self, source: str | os.PathLike | Mapping[str, np.ndarray], model: Model, *,
-                 label_keys: Sequence[str] = (), allow_extra: bool = False):
+                 label_keys: Sequence[str] = (), allow_extra: bool = False, rows: int | None = None):
+        # rows: read only the first ``rows`` samples of a file (a command that needs one batch)
         self.model = model
         self.path = None if isinstance(source, Mapping) else Path(source)
-        arrays = dict(source) if isinstance(source, Mapping) else _read_npz(Path(source))
+        arrays = dict(source) if isinstance(source, Mapping) else _read_npz(Path(source), rows)
         specs = {s.name: s for s in input_specs(model)}
         where = str(self.path) if self.path else "the data"
         missing = [n for n in specs if n not in arrays]
@@ -353,26 +378,12 @@ class NpzDataset:
             yield self.labels[key][start:min(start + b, n)]
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.exists():
-        raise DataError(f"data file not found: {path}")
-    try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):  # a single .npy array
-            raise DataError(f"{path} is a .npy array, not an .npz archive",
-                            hint="save one array per input with np.savez(path, input_name=array)")
-        with z:
-            return {k: z[k] for k in z.files}
-    except ValueError as e:
-        if "Object arrays" in str(e):
-            raise DataError(f"{path} holds object arrays; refusing to unpickle them",
-                            hint="save plain numeric arrays with np.savez") from None
-        if "pickled" in str(e):  # numpy treats any non-zip, non-.npy file as a pickle
-            raise DataError(f"{path} is not a readable .npz file: it is not a zip archive of arrays",
-                            hint="save one array per input with np.savez(path, input_name=array)") from None
-        raise DataError(f"{path} is not a readable .npz file: {e}") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise DataError(f"{path} is not a readable .npz file: {e}") from None
+def _read_npz(path: Path, rows: int | None = None) -> dict[str, np.ndarray]:
+    """Arrays of an .npz (never unpickled), header-checked against a memory budget before allocation;
+    only the first ``rows`` samples when given (``workbench.fsutil.read_npz``)."""
+    from .fsutil import read_npz
+
+    return read_npz(path, rows=rows)
 
 
 def _check_array(where: str, name: str, a: np.ndarray, spec: TensorSpec) -> np.ndarray:
@@ -397,6 +408,14 @@ def _check_array(where: str, name: str, a: np.ndarray, spec: TensorSpec) -> np.n
                 raise DataError(f"{where}: array {name!r} has shape {a.shape}; "
                                 f"dim {i} must be {d} (model shape {list(spec.shape)})")
     return a
+
+
+def first_batch_rows(model: Model, batch: int | None = None) -> int:
+    """Samples in the first batch: ``batch``, else the model's fixed batch, else 1."""
+    if batch:
+        return int(batch)
+    static = {_batch_axis_static(s) for s in input_specs(model)} - {None}
+    return max(static) if static else 1
 
 
 def as_feed_batches(model: Model, data: "str | os.PathLike | NpzDataset | Iterable[Mapping[str, np.ndarray]] | None",

@@ -64,3 +64,17 @@ class OutputError(WorkbenchError, OSError):
     """An output path cannot be written: a folder that cannot be created or written, a file where a
     folder is needed (or the reverse), the source model itself. Also an ``OSError``, for callers that
     catch those."""
+
+
+def str_list(value, what: str) -> tuple[str, ...]:
+    """``value`` as a tuple of strings (a list/tuple/set of names); :class:`UsageError` for a single
+    string, a number or anything else (API arguments such as ``keep_nodes``)."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise UsageError(f"{what} takes a list of names, not {type(value).__name__} {str(value)[:60]!r}")
+    items = tuple(value)
+    bad = [v for v in items if not isinstance(v, str)]
+    if bad:
+        raise UsageError(f"{what} takes a list of names (strings), got {bad[:3]!r}")
+    return items

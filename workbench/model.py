@@ -20,7 +20,8 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from .errors import ExternalDataError, ModelLoadError, OutputError, WorkbenchError
-from .fsutil import atomic_write_bytes, ensure_dir
+from .fsutil import (atomic_write_bytes, check_input_file, child_path, ensure_dir, guard_output,
+                     read_input_bytes, safe_name, session_tempdir)
 
 try:  # CPython's built-in SHA-256 avoids loading OpenSSL through hashlib (~3 MB for `workbench inspect`)
     from _sha2 import sha256 as _sha256  # Python >= 3.12
@@ -71,6 +72,74 @@ def _external_info(t: onnx.TensorProto) -> dict[str, str]:
     return {e.key: e.value for e in t.external_data}
 
 
+def graph_cycle(graph: onnx.GraphProto, outer: frozenset[str] = frozenset()) -> list[str] | None:
+    """Names of nodes on a dependency cycle of ``graph`` (or of one of its subgraphs), else None.
+
+    Nodes may be listed in any order; a node is ready when every input it names is a graph input,
+    an initializer, an outer-scope value or the output of a ready node. Names no node produces at all
+    are left to the checker/runtime (they are "undefined", not cyclic). Linear in the graph size.
+    """
+    known = set(outer) | {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    known |= {sp.values.name for sp in graph.sparse_initializer} | {""}
+    producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
+    waiting = [0] * len(graph.node)
+    consumers: dict[str, list[int]] = {}
+    for i, n in enumerate(graph.node):
+        for name in set(n.input):
+            if name not in known and name in producer:
+                waiting[i] += 1
+                consumers.setdefault(name, []).append(i)
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    done = 0
+    while ready:
+        i = ready.pop()
+        done += 1
+        for o in graph.node[i].output:
+            for j in consumers.pop(o, ()):
+                waiting[j] -= 1
+                if waiting[j] == 0:
+                    ready.append(j)
+    if done < len(graph.node):
+        return [graph.node[i].name or f"#{i} {graph.node[i].op_type}" for i, w in enumerate(waiting) if w][:5]
+    scope = frozenset(known | set(producer))
+    for n in graph.node:
+        for attr in n.attribute:
+            subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for g in subs:
+                found = graph_cycle(g, scope)
+                if found:
+                    return found
+    return None
+
+
+_PACKED = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, n)}
+
+
+def tensor_problem(t: onnx.TensorProto) -> str | None:
+    """Why a tensor's stored data cannot be its declared shape and type (None when it can)."""
+    if any(d < 0 for d in t.dims):
+        return f"has a negative dimension {list(t.dims)}"
+    if _uses_external_data(t) or t.data_type in _PACKED or t.data_type == onnx.TensorProto.STRING:
+        return None
+    count = 1
+    for d in t.dims:
+        count *= d
+    if t.HasField("raw_data") or t.raw_data:
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except Exception:  # noqa: BLE001 - an unknown element type
+            return f"has an unknown element type {t.data_type}"
+        if len(t.raw_data) != count * itemsize:
+            return f"holds {len(t.raw_data)} bytes but its shape {list(t.dims)} needs {count * itemsize}"
+        return None
+    stored = max(len(t.float_data), len(t.int32_data), len(t.int64_data), len(t.double_data), len(t.uint64_data))
+    if stored and t.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128):
+        stored //= 2
+    if stored and stored != count:
+        return f"holds {stored} values but its shape {list(t.dims)} needs {count}"
+    return None
+
+
 @dataclass(frozen=True)
 class ExternalFile:
     location: str  # as written in the model
@@ -116,21 +185,38 @@ def check_external_data(proto: onnx.ModelProto, base_dir: Path | None) -> list[E
                 f"tensor {name!r}: external data {loc!r} resolves to {real}, outside the model's folder {base_real}",
                 hint="a symlink points out of the folder; copy the data next to the model",
             )
-        if not real.is_file():
+        if not real.exists():
             raise ExternalDataError(
                 f"tensor {name!r}: external data file {loc!r} not found next to the model in {base_dir}",
                 hint="copy the data file(s) next to the .onnx file",
             )
-        offset = int(info.get("offset", 0) or 0)
-        length = info.get("length")
+        check_input_file(real, f"external data of tensor {name!r}", error=ExternalDataError,
+                         protect_as="the source model's external data")
+        offset, length = _nonneg_int(info, "offset", name, loc), _nonneg_int(info, "length", name, loc)
         size = real.stat().st_size
-        if length is not None and offset + int(length) > size:
+        if offset is not None and offset > size:
+            raise ExternalDataError(f"tensor {name!r}: external data offset {offset} lies past the end of "
+                                    f"{loc!r} ({size} bytes)")
+        if length is not None and (offset or 0) + length > size:
             raise ExternalDataError(
                 f"tensor {name!r}: external data {loc!r} is truncated "
-                f"(needs bytes {offset}..{offset + int(length)}, file has {size})"
+                f"(needs bytes {offset or 0}..{(offset or 0) + length}, file has {size})"
             )
         files.setdefault(loc, ExternalFile(loc, real))
     return list(files.values())
+
+
+def _nonneg_int(info: dict[str, str], key: str, name: str, loc: str) -> int | None:
+    text = info.get(key)
+    if text is None or text == "":
+        return None
+    try:
+        v = int(text)
+    except ValueError:
+        raise ExternalDataError(f"tensor {name!r}: external data {key} {text[:40]!r} (file {loc!r}) is not an integer") from None
+    if v < 0:
+        raise ExternalDataError(f"tensor {name!r}: external data {key} {v} (file {loc!r}) is negative")
+    return v
 
 
 def _parse_bytes(data: bytes, what: str) -> onnx.ModelProto:
@@ -181,7 +267,8 @@ class Model:
         self.proto = proto
         self.source = Path(source) if source is not None else None
         self.base_dir = Path(base_dir) if base_dir is not None else None
-        self.name = name or (self.source.stem if self.source else (proto.graph.name or "model"))
+        # a file-name-safe name: it becomes output file names (variants, runtime copies, records)
+        self.name = safe_name(name or (self.source.stem if self.source else proto.graph.name), "model")
         self.parent_hash = parent_hash
         self._hash: str | None = None
         self.external_files = check_external_data(proto, self.base_dir)
@@ -238,6 +325,21 @@ class Model:
     def output_names(self) -> list[str]:
         return [o.name for o in self.graph.output]
 
+    def check_structure(self) -> None:
+        """:class:`ModelLoadError` when the graph cannot be ordered (a dependency cycle) or an
+        initializer's data does not match its declared shape: recipes and runtimes need both.
+        Inspecting and viewing such a model still work."""
+        for g in iter_graphs(self.graph):
+            for t in g.initializer:
+                why = tensor_problem(t)
+                if why:
+                    raise ModelLoadError(f"model {self.name!r}: initializer {t.name!r} {why}",
+                                         hint="the file is corrupt or was written by a broken exporter")
+        cycle = graph_cycle(self.graph)
+        if cycle:
+            raise ModelLoadError(f"model {self.name!r} has a dependency cycle (nodes {', '.join(cycle)} wait on each other)",
+                                 hint="an ONNX graph must be acyclic; fix the edges that loop back")
+
     # ------------------------------------------------------------------ data access
     def proto_with_data(self) -> onnx.ModelProto:
         """A deep copy with all external data loaded into memory (for edits and quantization).
@@ -270,8 +372,8 @@ class Model:
         """
         if self.source is not None and self.source.is_file():
             return self.source
-        d = ensure_dir(workdir) if workdir else Path(tempfile.mkdtemp(prefix="workbench-"))
-        out = d / f"{self.name}-{self.short_hash}.onnx"
+        d = ensure_dir(workdir) if workdir else session_tempdir()  # the session folder is removed at exit
+        out = child_path(d, f"{self.name}-{self.short_hash}.onnx")
         if not out.exists():
             self.save(out)
         return out
@@ -323,7 +425,9 @@ class Model:
                 onnx.save_model(src, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
                                 location=data_name, size_threshold=1024)
                 if (Path(tmp) / data_name).exists():  # absent when no tensor reached the size threshold
+                    self.check_output_path(path.parent / data_name, what="the model's external data")
                     os.replace(Path(tmp) / data_name, path.parent / data_name)
+                self.check_output_path(path, what="the model")
                 os.replace(tmp_model, path)
         except OSError as e:
             raise OutputError(f"cannot save the model to {path}: {e.strerror or e}") from e
@@ -344,19 +448,15 @@ def load(source: ModelSource, *, name: str | None = None) -> Model:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return Model(_parse_bytes(bytes(source), "the given bytes"), name=name)
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise ModelLoadError(f"model file not found: {path}")
-        if path.is_dir():
-            raise ModelLoadError(f"{path} is a folder, not an ONNX file")
+        path = check_input_file(source, "model file", error=ModelLoadError, protect_as="the source model")
         size = path.stat().st_size
         if size >= PROTOBUF_LIMIT:
             raise ModelLoadError(
                 f"{path} is {size / 2**30:.1f} GiB: an .onnx file itself cannot exceed 2 GB",
                 hint="store the weights as external data (onnx.save_model(..., save_as_external_data=True))",
             )
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_input_bytes(path, "model file", error=ModelLoadError, max_bytes=PROTOBUF_LIMIT - 1,
+                                protect_as="the source model")
         proto = _parse_bytes(data, str(path))
         return Model(proto, source=path, base_dir=path.parent, name=name)
     raise ModelLoadError(f"cannot load a model from {type(source).__name__}; give a path, bytes or onnx.ModelProto")

@@ -13,7 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .data import NpzDataset, ShapeMap, synthetic_inputs
+from .data import NpzDataset, ShapeMap, first_batch_rows, synthetic_inputs
 from .errors import DataError
 from .model import ModelSource, load
 
@@ -92,7 +92,8 @@ def run_model(model: ModelSource, *, data: "str | os.PathLike | NpzDataset | Non
 
     m = load(model)
     if data is not None:
-        ds = data if isinstance(data, NpzDataset) else NpzDataset(data, m, allow_extra=True)  # e.g. labels
+        ds = data if isinstance(data, NpzDataset) else NpzDataset(data, m, allow_extra=True,  # e.g. labels
+                                                                      rows=first_batch_rows(m, batch))
         feeds = next(ds.batches(batch), None)
         if feeds is None:  # pragma: no cover - NpzDataset refuses empty data
             raise DataError("the data holds no complete batch")

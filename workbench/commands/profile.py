@@ -38,11 +38,15 @@ def add_arguments(p) -> None:
 
 
 def _feeds(model, args):
-    from ..data import NpzDataset, synthetic_inputs
+    from ..data import NpzDataset, first_batch_rows, synthetic_inputs
+    from ..errors import DataError
 
-    if args.data:
-        ds = NpzDataset(args.data, model, allow_extra=True)
-        return next(iter(ds.batches(args.batch)))
+    if args.data:  # only the first batch is read from the file
+        ds = NpzDataset(args.data, model, allow_extra=True, rows=first_batch_rows(model, args.batch))
+        feeds = next(iter(ds.batches(args.batch)), None)
+        if feeds is None:
+            raise DataError(f"{args.data} holds {len(ds)} sample(s): fewer than one batch of the model")
+        return feeds
     return synthetic_inputs(model, args.shapes, batch=args.batch)
 
 
@@ -63,7 +67,7 @@ def run(args) -> int:
     from ..backends import get_backend
     from ..backends.base import BuildOptions
     from ..errors import BackendUnavailable
-    from ..fsutil import atomic_write_json, ensure_dir
+    from ..fsutil import atomic_write_json, child_path, ensure_dir, guard_output, safe_name
     from ..measure.layers import profile, save_layers_csv
     from ..model import load
 
@@ -75,6 +79,7 @@ def run(args) -> int:
         raise BackendUnavailable(f"backend {args.backend} is not usable here: {why}")
     feeds = _feeds(model, args)
     out = ensure_dir(args.out)
+    guard_output(out / "profile.json", what="profile.json")  # before measuring: e.g. a model named profile.json
     progress = not args.no_progress
     entries = []
     for precision in precisions:
@@ -89,9 +94,9 @@ def run(args) -> int:
                            layer_iterations=args.layer_iterations, progress=progress)
         finally:
             engine.close()
-        stem = variant.name.replace("/", "_")
-        lat_path = prof.latency.save(out / f"{stem}.latency.json")
-        csv_path = save_layers_csv(prof.layers, out / f"{stem}.layers.csv")
+        stem = safe_name(variant.name)
+        lat_path = prof.latency.save(child_path(out, f"{stem}.latency.json"))
+        csv_path = save_layers_csv(prof.layers, child_path(out, f"{stem}.layers.csv"))
         entries.append({**prof.latency.to_row(), "status": "ok", "coverage": prof.coverage.to_json(),
                         "layers": int(len(prof.layers)), "layers_csv": str(csv_path), "latency_json": str(lat_path)})
         # rewritten after every variant: a later failure leaves a profile.json that lists what was measured

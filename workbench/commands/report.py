@@ -70,8 +70,9 @@ def make_report(model, precisions, backends, *, data, labels, calib, shapes, out
     if any(p in ("int8", "fp8") for p in precisions) and calib is None and data is None:
         raise UsageError("int8/fp8 need calibration data: give --calib FILE.npz (or --data, used for both)")
     # Check the output folders before the (long) flow runs, not after.
-    from ..fsutil import ensure_dir
+    from ..fsutil import ensure_dir, guard_output
 
+    guard_output(out, what="the report")  # e.g. the model or the data itself
     ensure_dir(out.parent)
     ensure_dir(records_dir_for(out))
     t0 = time.perf_counter()

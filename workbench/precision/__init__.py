@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ..errors import UsageError
+from ..errors import UsageError, str_list
 from ..model import ModelSource, load
 from ..variant import PRECISIONS, Variant
 from .base import Recipe, Request, base_recipe, check_keep_op_types, variant_name
@@ -89,7 +89,7 @@ def make_variant(model: ModelSource, precision: str, *, calib: Any = None, keep_
 
     Returns a :class:`~workbench.variant.Variant`; the source model is never modified.
     """
-    if precision not in RECIPES:
+    if not isinstance(precision, str) or precision not in RECIPES:
         raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(RECIPES)}")
     if tool not in TOOLS:
         raise UsageError(f"unknown tool {tool!r}; choose from {', '.join(TOOLS)}")
@@ -99,7 +99,9 @@ def make_variant(model: ModelSource, precision: str, *, calib: Any = None, keep_
         raise UsageError(f"unknown calibration_method {calibration_method!r}; choose from {', '.join(CALIBRATION_METHODS)}")
     if isinstance(keep_nodes, str) or isinstance(keep_op_types, str):
         raise UsageError("keep_nodes / keep_op_types take a list of names, not a single string")
+    keep_nodes, keep_op_types = str_list(keep_nodes, "keep_nodes"), str_list(keep_op_types, "keep_op_types")
     m = load(model)
+    m.check_structure()  # a cyclic graph is bad input, not a recipe crash
     keep_op_types = tuple(check_keep_op_types(keep_op_types, m.proto))
     req = Request(calib=calib, keep_nodes=tuple(keep_nodes), keep_op_types=tuple(keep_op_types),
                   keep_io_types=bool(keep_io_types), calibration_method=str(calibration_method).lower(),
