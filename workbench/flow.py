@@ -341,6 +341,7 @@ def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
     from .model import Model, load
 
     m = model if isinstance(model, Model) else load(model)
+    m.require_inputs("the flow (latency and accuracy)")
     backends = _backends(backend)
     precs = parse_precisions(precisions)
     config = {"model": m.name, "precisions": precs, "backends": backends, "data": _describe(data),

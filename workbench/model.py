@@ -236,6 +236,9 @@ def _parse_bytes(data: bytes, what: str) -> onnx.ModelProto:
     return proto
 
 
+_ELEM_TYPES = set(onnx.TensorProto.DataType.values())
+
+
 def _check_parsed(proto: onnx.ModelProto, what: str) -> None:
     # A random byte string (e.g. a text file) can parse as a protobuf with only unknown fields.
     if proto.ir_version <= 0 or not proto.HasField("graph") or len(proto.opset_import) == 0:
@@ -243,6 +246,10 @@ def _check_parsed(proto: onnx.ModelProto, what: str) -> None:
             f"{what} does not look like an ONNX model (no ir_version, graph or opset_import)",
             hint="is it a text file, or a different model format?",
         )
+    for v in list(proto.graph.input) + list(proto.graph.output):
+        if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type not in _ELEM_TYPES:
+            raise ModelLoadError(f"{what}: graph input/output {v.name!r} has an unknown element type "
+                                 f"{v.type.tensor_type.elem_type}", hint="the file is corrupt or not valid ONNX")
 
 
 class Model:
@@ -325,6 +332,12 @@ class Model:
     def output_names(self) -> list[str]:
         return [o.name for o in self.graph.output]
 
+    def require_inputs(self, what: str) -> None:
+        """:class:`ModelLoadError` when the model has no graph inputs (nothing to feed ``what``)."""
+        if not self.input_names:
+            raise ModelLoadError(f"model {self.name!r} has no inputs: {what} needs at least one input to feed",
+                                 hint="`workbench run` / `inspect` show a model without inputs")
+
     def check_structure(self) -> None:
         """:class:`ModelLoadError` when the graph cannot be ordered (a dependency cycle) or an
         initializer's data does not match its declared shape: recipes and runtimes need both.
@@ -335,6 +348,12 @@ class Model:
                 if why:
                     raise ModelLoadError(f"model {self.name!r}: initializer {t.name!r} {why}",
                                          hint="the file is corrupt or was written by a broken exporter")
+        try:  # what onnx itself cannot shape-infer (C++ length errors on absurd dims), no recipe can process
+            onnx.shape_inference.infer_shapes(self.proto, check_type=False, strict_mode=False)
+        except Exception as e:  # noqa: BLE001 - onnx raises ValueError/RuntimeError/InferenceError variants
+            raise ModelLoadError(f"model {self.name!r} cannot be processed by onnx shape inference: "
+                                 f"{type(e).__name__}: {str(e).strip()[:300]}",
+                                 hint="the file is corrupt or not valid ONNX") from None
         cycle = graph_cycle(self.graph)
         if cycle:
             raise ModelLoadError(f"model {self.name!r} has a dependency cycle (nodes {', '.join(cycle)} wait on each other)",

@@ -40,7 +40,7 @@ import onnx
 import pandas as pd
 
 from ..data import as_feed_batches, input_specs
-from ..errors import DataError, UnsupportedError, UsageError
+from ..errors import DataError, RunError, UnsupportedError, UsageError
 from ..model import Model, load
 from ..variant import Variant
 from .metrics import METRICS, ErrorAccumulator
@@ -235,8 +235,12 @@ def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str,
 
     n_batches = 0
     for f in tqdm(batches, desc=f"layerwise {var.name}", disable=not progress, leave=False):
-        ref_out = dict(zip(ref_names, ref_sess.run(None, cast_feeds(f, model))))
-        var_out = dict(zip(var_names, var_sess.run(None, cast_feeds(f, var.model))))
+        try:  # a runtime rejecting the feeds (e.g. a fixed dim of 0) is a RunError, not a crash
+            ref_out = dict(zip(ref_names, ref_sess.run(None, cast_feeds(f, model))))
+            var_out = dict(zip(var_names, var_sess.run(None, cast_feeds(f, var.model))))
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise RunError(f"ONNX Runtime failed to run the layerwise comparison of {var.name}: "
+                           f"{str(e).strip()[:300]}") from e
         for r, acc in zip(rows, accs):
             a, b = ref_out[r["tensor"]], var_out[r["variant_tensor"]]
             if np.shape(a) != np.shape(b):

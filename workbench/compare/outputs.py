@@ -295,6 +295,7 @@ def compare_outputs(model: Any, precisions: str | Sequence[str | Variant], backe
     Precisions the backend cannot run are skipped with a warning and listed in ``.skipped``.
     """
     model = model if isinstance(model, Model) else load(model)
+    model.require_inputs("compare")
     from ..precision import calibrated, parse_precisions
 
     if isinstance(precisions, str):

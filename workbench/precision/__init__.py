@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ..errors import UsageError, str_list
+import onnx
+
+from ..errors import ModelLoadError, UsageError, str_list
 from ..model import ModelSource, load
 from ..variant import Variant
 from .base import (FACTS, REGISTRY, Recipe, Request, base_recipe, calibrated, check_keep_op_types, get_recipe,
@@ -122,7 +124,11 @@ def make_variant(model: ModelSource, precision: str, *, calib: Any = None, keep_
     req = Request(calib=calib, keep_nodes=tuple(keep_nodes), keep_op_types=tuple(keep_op_types),
                   keep_io_types=bool(keep_io_types), calibration_method=str(calibration_method).lower(),
                   num_calib=num_calib, tool=tool, progress=progress, opts=dict(opts))
-    return RECIPES[precision].apply(m, req)
+    try:
+        return RECIPES[precision].apply(m, req)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:  # onnx says: invalid model
+        raise ModelLoadError(f"the {precision} recipe cannot process {m.name!r}: onnx reports it invalid: "
+                             f"{str(e).strip()[:300]}") from e
 
 
 __all__ = ["make_variant", "RECIPES", "list_recipes", "Recipe", "CALIBRATION_METHODS", "register_precision",
