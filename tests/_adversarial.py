@@ -409,17 +409,20 @@ def build_cases(assets: Path, seed: int = 0, fuzz_bytes: int = 300, fuzz_proto: 
             if target == "surgery_script_is_model":
                 return ["surgery", "tiny.onnx", "--cleanup", "--out", "new.onnx", "--script", "tiny.onnx"], "."
             if target == "out_is_fifo":
-                os.mkfifo("pipe")
-                argv = command_argv(cmd, "tiny.onnx", "pipe")
+                os.mkfifo("pipe.html")
+                argv = command_argv(cmd, "tiny.onnx", "pipe.html")
                 for flag in ("--html", "--out"):
                     if flag in argv and cmd in ("view", "surgery", "report"):
-                        argv[argv.index(flag) + 1] = "pipe"
+                        argv[argv.index(flag) + 1] = "pipe.html"
                 return argv, None
             if target == "out_is_devnull":
-                argv = command_argv(cmd, "tiny.onnx", "/dev/null")
+                null = "/dev/null" if cmd != "report" else "null.html"  # report wants an .html name: a link
+                if cmd == "report":
+                    os.symlink("/dev/null", null)
+                argv = command_argv(cmd, "tiny.onnx", null)
                 for flag in ("--html", "--out"):
                     if flag in argv and cmd in ("view", "surgery", "report"):
-                        argv[argv.index(flag) + 1] = "/dev/null"
+                        argv[argv.index(flag) + 1] = null
                 return argv, None
             if target == "out_long":
                 return command_argv(cmd, "tiny.onnx", "o" * 5000), None
