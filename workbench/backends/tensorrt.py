@@ -751,6 +751,10 @@ class TensorRTBase(Backend):
             self.cancel_event.clear()
         logger = shared_logger(trt)
         applied: dict[str, Any] = {}
+        from ..shapes import for_tensorrt  # profile checked per dim; dims sharing a name but not a role renamed
+        variant, renamed = for_tensorrt(variant, sm)
+        if renamed:
+            applied["renamed_dims"] = renamed
         if self._select_device():
             applied["device_id"] = self.device_id
         with logger.capture() as cap:
