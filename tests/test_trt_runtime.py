@@ -250,35 +250,32 @@ def test_rtx_build_marks_requested_debug_tensors(rtx):
         plain.debug_tensors({})
 
 
-@pytest.mark.rtx
-def test_rtx_rejected_profile_is_a_shape_error_naming_the_profile(rtx):
-    """add_optimization_profile's -1 is checked (a profile TensorRT finds invalid never builds silently)."""
-    from workbench.backends.base import BuildOptions
+def _bad_profile_error(rtx, n: int) -> str:
+    """The backend's profile step on a real tensorrt_rtx builder with a profile TensorRT finds invalid
+    (min > max). The shape doctor refuses such ranges before any build (issue 13), so the check of
+    ``add_optimization_profile``'s -1 is exercised directly on the real objects."""
     from workbench.data import ShapeMap, ShapeRange
     from workbench.errors import ShapeSpecError
-    from workbench.variant import Variant
+    be = _rtx_backend()
+    builder, network, _ = _network(rtx, SAMPLES / "digits_cnn.onnx")
     sm = ShapeMap()
-    sm["image"] = ShapeRange((4, 1, 8, 8), (2, 1, 8, 8), (1, 1, 8, 8))  # built directly: parse() would refuse it
-    with pytest.raises(ShapeSpecError, match="rejected the optimization profile") as e:
-        _rtx_backend().build(Variant.of(_digits()), sm, BuildOptions(progress=False))
-    assert "isValid" in str(e.value) or "profile" in str(e.value)
+    sm["image"] = ShapeRange((n, 1, 8, 8), (2, 1, 8, 8), (1, 1, 8, 8))
+    with tr.shared_logger(rtx).capture() as cap:
+        with pytest.raises(ShapeSpecError, match="rejected the optimization profile") as e:
+            be._profile(builder, network, builder.create_builder_config(), sm, cap)
+    return str(e.value)
+
+
+@pytest.mark.rtx
+def test_rtx_rejected_profile_is_a_shape_error_naming_the_profile(rtx):
+    """add_optimization_profile's -1 is checked: a profile TensorRT finds invalid never builds silently."""
+    assert "isValid" in _bad_profile_error(rtx, 4)
 
 
 @pytest.mark.rtx
 def test_rtx_errors_of_one_build_never_reach_the_next(rtx):
-    """One shared logger: each build's message holds its own errors only, never an earlier build's."""
-    from workbench.backends.base import BuildOptions
-    from workbench.data import ShapeMap, ShapeRange
-    from workbench.errors import ShapeSpecError
-    from workbench.variant import Variant
-    be = _rtx_backend()
-    messages = []
-    for n in (4, 8):
-        sm = ShapeMap()
-        sm["image"] = ShapeRange((n, 1, 8, 8), (2, 1, 8, 8), (1, 1, 8, 8))
-        with pytest.raises(ShapeSpecError) as e:
-            be.build(Variant.of(_digits()), sm, BuildOptions(progress=False))
-        messages.append(str(e.value))
+    """One shared logger: each capture holds its own errors only, never an earlier build's."""
+    messages = [_bad_profile_error(rtx, n) for n in (4, 8)]
     assert messages[0].count("isValid") == messages[1].count("isValid") >= 1  # not accumulated
     assert "[8, 1, 8, 8]" in messages[1] and "[4, 1, 8, 8]" not in messages[1]
 
