@@ -317,7 +317,7 @@ def _npy_header(f, where: str):
     return tuple(int(d) for d in shape), bool(fortran), dtype
 
 
-def read_npz(path: str | os.PathLike, *, rows: int | None = None, budget: int | None = None,
+def read_npz(path: str | os.PathLike, *, rows: int | None = None, full=(), budget: int | None = None,
              what: str = "data file") -> dict[str, Any]:
     """The arrays of an ``.npz`` file, never unpickled, with bounded memory.
 
@@ -354,7 +354,7 @@ def read_npz(path: str | os.PathLike, *, rows: int | None = None, budget: int | 
                     shape, fortran, dtype = _npy_header(f, where)
                 count = math.prod(shape)
                 take = shape
-                if rows is not None and shape and not fortran and shape[0] > rows:
+                if rows is not None and key not in full and shape and not fortran and shape[0] > rows:
                     take = (rows,) + shape[1:]
                 nbytes = math.prod(take) * dtype.itemsize
                 total += nbytes
