@@ -34,7 +34,7 @@ import traceback
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_models"
@@ -54,7 +54,6 @@ class Case:
 # ---------------------------------------------------------------------------------------------- assets
 def _tiny_model(*, batch="N", name="tiny", ext_dir: Path | None = None, ext_location="w.bin"):
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -371,6 +370,23 @@ def mutate_proto(m, rng: random.Random):
     return m
 
 
+def discovered_commands() -> list[tuple[str, list[str], list[str]]]:
+    """(name, positional dests, required option strings) of every CLI subcommand."""
+    import argparse
+
+    from workbench.cli import build_parser
+
+    out = []
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sp in action.choices.items():
+                pos = [a.dest for a in sp._actions if not a.option_strings and a.dest != "help"]
+                req = [a.option_strings[-1] for a in sp._actions if a.option_strings and a.required]
+                out.append((name, pos, req))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- the cases
 def build_cases(assets: Path, seed: int = 0, fuzz_bytes: int = 300, fuzz_proto: int = 150) -> list[Case]:
     cases: list[Case] = []
@@ -611,7 +627,7 @@ def build_cases(assets: Path, seed: int = 0, fuzz_bytes: int = 300, fuzz_proto: 
             from workbench.precision import make_variant  # noqa: F401
 
             os.chdir(d / "src")
-            return repr(eval(expr))  # noqa: S307 - test expressions written above
+            return repr(eval(expr))  # test expressions written above
         return fn
 
     def api_setup(d):
@@ -642,7 +658,27 @@ def build_cases(assets: Path, seed: int = 0, fuzz_bytes: int = 300, fuzz_proto: 
                  "wb.run_model('tiny.onnx', shapes=5)", "wb.inspect('tiny.onnx', shapes='x:' + '9' * 30 + 'x16')"]:
         api(f"api/call/{expr}", api_call(expr), api_setup)
 
-    # 7. seeded fuzzing: byte mutations of real models, structured proto mutations
+    # 7. any subcommand the cases above do not know (a feature added later): its positionals given
+    #    hostile files, its required options pointed into the output folder
+    for name, positionals, required in discovered_commands():
+        if name in COMMANDS or name == "demo":
+            continue
+        for kind in ("devzero", "fifo", "missing", "long", "tiny"):
+            def setup(d, name=name, positionals=positionals, required=required, kind=kind):
+                _copy(assets, d / "src", "tiny.onnx", "tiny.npz")
+                (d / "out").mkdir()
+                os.chdir(d / "src")
+                if kind == "fifo":
+                    os.mkfifo("fifo")
+                path = {"devzero": "/dev/zero", "fifo": "fifo", "missing": "nope.onnx", "long": "m" * 5000,
+                        "tiny": "tiny.onnx"}[kind]
+                argv = [name] + [path] * len(positionals)
+                for opt in required:
+                    argv += [opt, str(d / "out" / "o")]
+                return argv, str(d / "out")
+            cli(f"newcmd/{name}/{kind}", setup)
+
+    # 8. seeded fuzzing: byte mutations of real models, structured proto mutations
     rng = random.Random(seed)
     bases = ["tiny.onnx", "digits_cnn.onnx", "fixed8.onnx"]
     for i in range(fuzz_bytes):

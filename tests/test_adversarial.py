@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -25,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import _adversarial as adv  # noqa: E402
+import _adversarial as adv
 
 SEED = int(os.environ.get("WORKBENCH_ADVERSARIAL_SEED", "0"))
 WORKERS = 2
@@ -114,7 +113,7 @@ def _failures(res, prefix: str = "") -> list[str]:
     return out
 
 
-CLASSES = ["collide/", "input/", "model/", "numbers/", "npz/", "api/", "fuzz/bytes/", "fuzz/proto/"]
+CLASSES = ["collide/", "input/", "model/", "numbers/", "npz/", "api/", "fuzz/bytes/", "fuzz/proto/", "newcmd/"]
 
 
 @pytest.mark.parametrize("prefix", CLASSES)
@@ -122,6 +121,8 @@ def test_contract_holds(adversarial_results, prefix):
     res = adversarial_results
     ran = [r for r in res["results"].values() if r["id"].startswith(prefix)]
     expected = [c for c in res["cases"] if c.id.startswith(prefix)]
+    if prefix == "newcmd/" and not expected:
+        pytest.skip("every subcommand has its own cases")
     assert len(ran) == len(expected) > 0, f"{prefix}: ran {len(ran)} of {len(expected)} cases"
     fails = _failures(res, prefix)
     assert not fails, f"{len(fails)} of {len(ran)} {prefix} cases broke the contract:\n" + "\n".join(fails[:40])

@@ -36,7 +36,7 @@ PROG = "workbench"
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line on stderr, exit 2."""
 
-    def error(self, message: str):  # noqa: D401
+    def error(self, message: str):
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
         raise SystemExit(2)
 

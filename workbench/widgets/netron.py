@@ -97,7 +97,7 @@ def _handler(content: _Content):
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "workbench-netron"
 
-        def log_message(self, format, *args):  # noqa: A002 - quiet
+        def log_message(self, format, *args):  # quiet
             pass
 
         def do_HEAD(self):
@@ -120,7 +120,7 @@ def _handler(content: _Content):
                 return self._send(404, "text/plain", b"404")
             body = target.read_bytes()
             if rel == "index.html":
-                meta = [f'<meta name="type" content="Python">', f'<meta name="version" content="{version}">',
+                meta = ['<meta name="type" content="Python">', f'<meta name="version" content="{version}">',
                         f'<meta name="file" content="/data/{urllib.parse.quote(content.base)}">',
                         f'<meta name="name" content="{_attr(content.name)}">',
                         f'<meta name="identifier" content="{_attr(content.base)}">']
@@ -188,7 +188,7 @@ class NetronServer:
             return f"<p>Netron for {_attr(self.name)} was stopped.</p>"
         return self.widget()._repr_html_()
 
-    def __enter__(self) -> "NetronServer":
+    def __enter__(self) -> NetronServer:
         return self
 
     def __exit__(self, *exc) -> None:
