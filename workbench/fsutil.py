@@ -201,7 +201,7 @@ def guard_output(path: str | os.PathLike, *, root: str | os.PathLike | None = No
             raise OutputError(f"refusing to write {path}: it resolves to {real}, outside the output folder {r}")
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a parent that is a file: ensure_dir names it
         st = None
     except OSError as e:
         raise OutputError(f"cannot write {path}: {_why(e)}") from None

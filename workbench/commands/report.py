@@ -78,8 +78,8 @@ def make_report(model, precisions, backends, *, data, labels, calib, shapes, out
     # Check the output folders before the (long) flow runs, not after.
     from ..fsutil import ensure_dir, guard_output
 
-    guard_output(out, what="the report")  # e.g. the model or the data itself
     ensure_dir(out.parent)
+    guard_output(out, what="the report")  # e.g. the model or the data itself, a FIFO
     ensure_dir(records_dir_for(out))
     t0 = time.perf_counter()
     fr = run_flow(model, precisions, backends, data=data, labels=labels, calib=calib, shapes=shapes,
