@@ -391,3 +391,24 @@ def test_real_cli_stateful_compare_and_few_calibration_samples(tmp_path):
     r = _cli("build", cls, "--precision", "int8", "--calib", few, "--min-calib-samples", "16", "--shapes",
              "x:8x3x48x192", "--out", tmp_path / "b2", "--no-progress")
     assert r.returncode == 2 and "--min-calib-samples asks for at least 16" in r.stderr
+
+
+def test_suggested_shapes_are_complete_consistent_and_build(tmp_path):
+    """The doctor's suggested --shapes covers every dynamic input, keeps shared names equal (taking a given range
+    first), passes the profile check, and a TensorRT-RTX build accepts it."""
+    m = bert_like()
+    rep = diagnose(m, "input_ids:1x4/2x16/4x32")
+    assert rep.suggested_shapes == ("input_ids:1x4/2x16/4x32,attention_mask:1x4/2x16/4x32,"
+                                    "token_type_ids:1x4/2x16/4x32")
+    validate_profile(m, rep.suggested_shapes)
+    assert diagnose(m, rep.suggested_shapes).suggested_shapes == ""
+    assert diagnose(stateful()).suggested_shapes == "input:1x1/8x64/32x256,state:2x1x128/2x8x128/2x32x128"
+    pytest.importorskip("tensorrt_rtx")
+    from workbench.backends import get_backend
+
+    be = get_backend("tensorrt-rtx")
+    if not be.available()[0]:
+        pytest.skip(be.available()[1])
+    eng = be.build(Variant.of(wb.load(m)), diagnose(m).suggested_shapes, wb.BuildOptions(progress=False))
+    assert eng.nbytes > 0 and set(eng.record.options["applied"]["profile"]) == {"input_ids", "attention_mask",
+                                                                                 "token_type_ids"}
