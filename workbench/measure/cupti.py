@@ -488,6 +488,15 @@ def _shape_text(ts) -> str:
     return " ".join(parts)
 
 
+def cpu_nodes(att: Mapping, top: int = 4) -> dict:
+    """Nodes ONNX Runtime ran on its CPU provider inside a CUDA session: ``{"ms": host ms per run, "count",
+    "top": [(name, ms)]}``. While they run (and copy data to and from the GPU), the GPU waits."""
+    runs = max(int(att["runs"]), 1)
+    cpu = sorted(((n, v["host_us"] / 1000.0 / runs) for n, v in att["nodes"].items() if v["provider"] == "CPU"),
+                 key=lambda t: -t[1])
+    return {"ms": float(sum(ms for _, ms in cpu)), "count": len(cpu), "top": [(n, round(ms, 4)) for n, ms in cpu[:top]]}
+
+
 CUPTI_EXTRA = ["shapes", "time_basis", "host_ms", "kernel_count", "kernels"]
 
 
@@ -584,7 +593,7 @@ def profile_layers_ort_cupti(engine, feeds: Mapping[str, np.ndarray], *, iterati
     tl = att["timeline"]
     df.attrs.update(profiled_run_ms=tl["host_run_ms"], iterations=att["runs"], source="cupti",
                     time_basis="cupti-gpu", gpu=tl, alignment=att["alignment"], counts=att["counts"],
-                    native_log=native.summary())
+                    cpu_nodes=cpu_nodes(att), native_log=native.summary())
     return df
 
 

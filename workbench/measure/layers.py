@@ -512,6 +512,13 @@ def coverage_reason(ratio: float, basis: str, attrs: Mapping[str, Any], goal: fl
     gpu = attrs.get("gpu") or {}
     if basis == "cupti-gpu":
         idle = float(gpu.get("idle_share", 0.0))
+        cpu = attrs.get("cpu_nodes") or {}
+        span = float(gpu.get("span_ms", 0.0))
+        if ratio < goal and idle > 0.1 and span > 0 and float(cpu.get("ms", 0.0)) > 0.25 * idle * span:
+            names = ", ".join(n for n, _ in cpu.get("top", []))
+            return (f"the GPU was idle {idle:.0%} of each profiled run, waiting for {cpu.get('count', 0)} node(s) ONNX "
+                    f"Runtime ran on its CPU provider ({float(cpu['ms']):.3g} ms host time per run: {names}) and the "
+                    f"copies around them; Σ layers counts GPU work only")
         if ratio < goal:
             if idle > 0.1:
                 return (f"the GPU was idle {idle:.0%} of each profiled run between kernels: launch-bound (host "
