@@ -269,7 +269,7 @@ def profile_row(row, engine, feeds, lat, name, prec, batch, layer_frames, errors
         print(traceback.format_exc(), flush=True)
         errors.append({"model": name, "precision": prec, "batch": batch, "stage": "layers (CUPTI)", "error": str(e)})
     try:
-        hf = profile_layers_ort(engine, feeds, iterations=10)
+        hf = profile_layers_ort(engine, feeds, iterations=10, timing="host")
         hc = coverage(hf, lat)
         row.update(host_layer_sum_ms=hc.layers_ms, host_coverage=hc.ratio)
     except Exception as e:

@@ -285,3 +285,22 @@ def test_gpu_recording_roundtrip(tmp_path):
              + sum(c["gpu_ns"] for c in att["copy"].values()) + att["unattributed"]["gpu_ns"]) / 1e6 / att["runs"]
     assert gpu_rows.time_ms.sum() == pytest.approx(total)
     json.dumps(df.attrs["native_log"])  # plain data
+
+
+def test_timing_choice_on_a_cpu_engine():
+    """timing="gpu" refuses a CPU session with the reason; "host"/"auto" give the host basis; bad values are
+    usage errors."""
+    from workbench.backends import BuildOptions, get_backend
+    from workbench.data import synthetic_inputs
+    from workbench.measure.layers import profile_layers
+    from workbench.variant import Variant
+
+    m = wb.load(SAMPLES / "digits_cnn.onnx")
+    eng = get_backend("onnxruntime").build(Variant.of(m), options=BuildOptions(progress=False))
+    feeds = synthetic_inputs(m, batch=2)
+    with pytest.raises(wb.WorkbenchError, match="CUDA provider"):
+        profile_layers(eng, feeds, iterations=2, timing="gpu")
+    with pytest.raises(wb.WorkbenchError, match="timing must be"):
+        profile_layers(eng, feeds, iterations=2, timing="device")
+    df = profile_layers(eng, feeds, iterations=2, timing="auto")
+    assert df.attrs["time_basis"] == "host" and set(df.time_basis) == {"host"}

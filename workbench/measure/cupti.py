@@ -528,7 +528,6 @@ def profile_layers_ort_cupti(engine, feeds: Mapping[str, np.ndarray], *, iterati
     then ``iterations`` runs under CUPTI tracing. ``record_to``: also write the raw CUPTI records, ORT
     trace and clock markers there (gzip JSON; :func:`load_recording` reads it back)."""
     from .layers import _check, _frame, _named_index, _optimized_nodes, _ort_session
-    from .latency import _ort_iobinding
     from .native_log import capture_native_output
 
     _check(iterations, warmup)
@@ -540,16 +539,10 @@ def profile_layers_ort_cupti(engine, feeds: Mapping[str, np.ndarray], *, iterati
         sess = _ort_session(engine, proto, tmp, layout_optimizations)
         start_ns = int(sess.get_profiling_start_time_ns())
 
-        class _Eng:  # IOBinding on the profiled session, the way the latency run binds
-            session = sess
-            backend = engine.backend
-            input_names = [i.name for i in sess.get_inputs()]
-            output_names = [o.name for o in sess.get_outputs()]
-
-        missing = [n for n in _Eng.input_names if n not in feeds]
+        missing = [i.name for i in sess.get_inputs() if i.name not in feeds]
         if missing:
             raise RunError(f"missing input(s) {missing} for {engine.variant.name}")
-        io, keep = _ort_iobinding(_Eng, feeds)
+        io, keep = _iobinding(sess, feeds, int(getattr(engine.backend, "device_id", 0)))
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -605,6 +598,22 @@ def trt_cross_check(records: list[Mapping], iterations: int, iprofiler_ms: float
     return {"gpu_ms": gpu_ms, "iprofiler_ms": iprofiler_ms,
             "ratio": iprofiler_ms / gpu_ms if gpu_ms > 0 else float("nan"),
             "kernels_per_iter": len(dev) / max(iterations, 1)}
+
+
+def _iobinding(sess, feeds: Mapping[str, np.ndarray], device_id: int):
+    """Inputs copied to the GPU once and outputs bound on the GPU, as the latency run does (the profiled
+    run then times the same work: no host<->device copies per iteration)."""
+    import onnxruntime as ort
+
+    io = sess.io_binding()
+    keep = []  # the OrtValues must outlive the binding
+    for i in sess.get_inputs():
+        ov = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(feeds[i.name]), "cuda", device_id)
+        keep.append(ov)
+        io.bind_ortvalue_input(i.name, ov)
+    for o in sess.get_outputs():
+        io.bind_output(o.name, "cuda", device_id)
+    return io, keep
 
 
 def save_recording(recording: Mapping, path: str | os.PathLike) -> Path:

@@ -115,7 +115,7 @@ def _ort_session(engine, proto, tmp: Path, layout_optimizations: bool):
 
     from ..backends.base import BuildOptions
 
-    threads = int((engine.record.options or {}).get("threads", 0) or 0) if getattr(engine, "record", None) else 0
+    threads = int((engine.record.options or {}).get("threads", 0) or 0) if engine.record is not None else 0
     so = engine.backend.session_options(BuildOptions(threads=threads, progress=False))
     so.enable_profiling = True
     so.profile_file_prefix = str(tmp / "ort_profile")
@@ -211,14 +211,35 @@ def _neighbour(k: str, optimized, consumers, mapped, ix: GraphIndex) -> tuple[st
 
 
 def profile_layers_ort(engine, feeds: Mapping[str, np.ndarray], *, iterations: int = 20, warmup: int = 3,
-                       layout_optimizations: bool = True, progress: bool = False):
+                       layout_optimizations: bool = True, progress: bool = False, timing: str = "auto"):
     """Per-layer table of an ONNX Runtime engine from a separate profiled session (see module doc).
 
     The profiled session is built from the engine's variant with the engine's session options plus
     ``enable_profiling``; the trace and the optimized model go to a temp folder that is deleted.
     ``layout_optimizations=False`` disables ORT's NCHWc layout transformer (kernels then keep ONNX node
     names, but the profiled graph differs from the engine's on x86 CPUs).
+
+    On the CUDA provider, ``timing="auto"`` (default) measures GPU time per node from CUPTI when
+    ``cupti-python`` and a GPU are there (:func:`workbench.measure.cupti.profile_layers_ort_cupti`), else
+    ORT's host-side times of the kernel launches (``time_basis`` ``host-launch``, with
+    ``attrs["cupti_unavailable"]`` saying why); ``"gpu"`` insists on CUPTI, ``"host"`` forces the profiler.
     """
+    if timing not in ("auto", "gpu", "host"):
+        raise UsageError(f"timing must be 'auto', 'gpu' or 'host', got {timing!r}")
+    on_cuda = bool(engine.on_cuda)
+    cupti_reason = None
+    if on_cuda and timing != "host":
+        from .cupti import cupti_unavailable, profile_layers_ort_cupti
+
+        cupti_reason = cupti_unavailable()
+        if cupti_reason is None:
+            return profile_layers_ort_cupti(engine, feeds, iterations=iterations, warmup=warmup, progress=progress,
+                                            layout_optimizations=layout_optimizations)
+        if timing == "gpu":
+            raise BackendUnavailable(f"GPU per-layer timing needs CUPTI: {cupti_reason}")
+    elif timing == "gpu":
+        raise BackendUnavailable("GPU per-layer timing (CUPTI) applies to ONNX Runtime's CUDA provider; this "
+                                 "session runs on the CPU")
     _check(iterations, warmup)
     proto, ix = _named_index(engine)
     with tempfile.TemporaryDirectory(prefix="workbench-prof-") as td:
@@ -261,6 +282,8 @@ def profile_layers_ort(engine, feeds: Mapping[str, np.ndarray], *, iterations: i
     df.attrs.update(profiled_run_ms=run_ms, iterations=runs, source="onnxruntime-profiler",
                     layout_optimizations=layout_optimizations,
                     time_basis=basis)
+    if cupti_reason:
+        df.attrs["cupti_unavailable"] = cupti_reason
     return df
 
 
@@ -329,16 +352,28 @@ def parse_trt_layer_info(info: Mapping[str, Any] | str) -> list[dict]:
     return out
 
 
-_PRECISION_TOKENS = {"fp32": "fp32", "float": "fp32", "fp16": "fp16", "half": "fp16", "bf16": "bf16",
-                     "bfloat16": "bf16", "int8": "int8", "fp8": "fp8", "float8e4m3": "fp8", "float8e5m2": "fp8",
-                     "int32": "int32", "int64": "int64", "bool": "bool", "uint8": "uint8", "int4": "int4",
-                     "fp4": "fp4", "float4": "fp4"}
+#: engine-inspector dtype words that are not registered precisions (index/bool tensors, sub-byte types)
+_OTHER_DTYPE_TOKENS = {"int32": "int32", "int64": "int64", "bool": "bool", "uint8": "uint8", "int4": "int4",
+                       "fp4": "fp4", "float4": "fp4"}
+
+
+def precision_tokens() -> dict[str, str]:
+    """Dtype word (lower case) in TensorRT layer information -> precision: each registered precision's
+    name and ``aliases`` (registry), then the non-precision dtypes."""
+    from ..precision import REGISTRY
+
+    out = {}
+    for name, r in REGISTRY.items():
+        out[name] = name
+        out.update({a.lower(): name for a in r.aliases})
+    return {**out, **_OTHER_DTYPE_TOKENS}
 
 
 def _precision_of(t: Mapping[str, Any]) -> str:
     text = _format_text(t)
+    tokens = precision_tokens()
     for tok in text.replace(",", " ").split():
-        p = _PRECISION_TOKENS.get(tok.lower())
+        p = tokens.get(tok.lower())
         if p:
             return p
     return ""
@@ -435,27 +470,10 @@ def profile_layers(engine, feeds: Mapping[str, np.ndarray], *, iterations: int =
     """
     if timing not in ("auto", "gpu", "host"):
         raise UsageError(f"timing must be 'auto', 'gpu' or 'host', got {timing!r}")
-    if hasattr(engine, "session") and hasattr(engine.backend, "session_options"):
-        from .cupti import cupti_unavailable, profile_layers_ort_cupti
-        from .latency import _ort_cuda
-
-        if timing != "host" and _ort_cuda(engine):
-            reason = cupti_unavailable()
-            if reason is None:
-                return profile_layers_ort_cupti(engine, feeds, iterations=iterations, warmup=warmup,
-                                                progress=progress, **opts)
-            if timing == "gpu":
-                raise BackendUnavailable(f"GPU per-layer timing needs CUPTI: {reason}")
-        elif timing == "gpu":
-            raise BackendUnavailable("GPU per-layer timing (CUPTI) applies to ONNX Runtime's CUDA provider only")
-        df = profile_layers_ort(engine, feeds, iterations=iterations, warmup=warmup, progress=progress, **opts)
-        if _ort_cuda(engine):
-            df.attrs["cupti_unavailable"] = cupti_unavailable()
-        return df
-    if hasattr(engine, "stage") and hasattr(engine, "inspector_json"):
-        return profile_layers_trt(engine, feeds, iterations=iterations, warmup=warmup, progress=progress)
-    raise BackendUnavailable(f"per-layer profiling is not available for {type(engine).__name__}",
-                             hint="supported: ONNX Runtime and TensorRT engines")
+    # each engine implements its own profiler (Engine.profile_layers): ORT -> profile_layers_ort (which picks
+    # CUPTI GPU time or its host profiler by ``timing``), TensorRT -> profile_layers_trt (IProfiler, device
+    # time; ``timing`` does not apply); other engines raise BackendUnavailable
+    return engine.profile_layers(feeds, iterations=iterations, warmup=warmup, progress=progress, timing=timing, **opts)
 
 
 COVERAGE_UPPER = 1.1
