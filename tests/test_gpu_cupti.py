@@ -304,3 +304,20 @@ def test_timing_choice_on_a_cpu_engine():
         profile_layers(eng, feeds, iterations=2, timing="device")
     df = profile_layers(eng, feeds, iterations=2, timing="auto")
     assert df.attrs["time_basis"] == "host" and set(df.time_basis) == {"host"}
+
+
+def test_per_layer_plots_name_the_gpu_time_basis():
+    """Per-layer plots built from a CUPTI table (recorded on the H200) say the bars are GPU time."""
+    import pandas as pd
+
+    from workbench import plots
+
+    rec = C.load_recording(DATA / "cupti_h200_digits_cnn_fp32_b32.json.gz")
+    att = C.attribute_recording(rec)
+    stats, _ = C.attribution_stats(att)
+    df = pd.DataFrame([{"variant": rec["variant"], "backend": "onnxruntime-cuda", "precision": "fp32", "layer": k,
+                        "layer_type": v["op"], "onnx_node": k, "time_ms": v["dur_us"] / 1000 / att["runs"],
+                        "time_basis": v["time_basis"]} for k, v in stats.items()])
+    fig = plots.layer_figure(df)
+    assert fig.layout.yaxis.title.text.startswith("GPU time per run (ms, CUPTI)")
+    assert plots.time_basis_label(df.assign(time_basis="host-launch")).startswith("host launch time")
