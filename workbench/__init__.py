@@ -58,6 +58,8 @@ _LAZY = {
     "GraphView": "workbench.widgets.graph_view:GraphView",
     "Workbench": "workbench.widgets.dashboard:Workbench",
     "run_flow": "workbench.flow:run_flow",
+    "sweep": "workbench.sweeps:sweep",
+    "load_sweep": "workbench.sweeps:load_sweep",
     "FlowResult": "workbench.flow:FlowResult",
     "write_report": "workbench.report:write_report",
 }
