@@ -46,9 +46,10 @@ from .fsutil import atomic_write_json, atomic_write_text, ensure_dir, json_safe
 
 SCHEMA_VERSION = 1
 #: tidy columns of :meth:`SweepResult.to_frame` (accuracy columns are NaN where no data was compared)
-COLUMNS = ["model", "model_hash", "backend", "precision", "shapes", "status", "reason", "p50_ms", "p90_ms",
+COLUMNS = ["model", "model_hash", "backend", "precision", "shapes", "batch_size", "status", "reason", "p50_ms", "p90_ms",
            "p99_ms", "mean_ms", "throughput", "batch", "speedup", "cosine", "snr_db", "max_abs", "top1",
-           "top1_agreement", "build_time_s", "cached", "host", "pid", "gpu", "node", "duration_s", "key"]
+           "top1_agreement", "build_time_s", "cached", "host", "pid", "gpu", "node", "started_at", "finished_at",
+           "duration_s", "key"]
 #: statuses of a finished cell (kept and skipped on rerun); "lost" cells are run again
 FINISHED = ("ok", "skipped", "failed")
 
@@ -63,6 +64,7 @@ class Cell:
     backend: str
     precision: str
     shapes: str         # a --shapes spec, "" for the model's own/synthetic shapes
+    batch: int | None = None  # samples per run on a dynamic batch axis (None: the data's/default batch)
 
     def key(self, context: dict) -> str:
         payload = json.dumps({**asdict(self), **context}, sort_keys=True)
@@ -71,14 +73,11 @@ class Cell:
 
 @dataclass
 class SweepConfig:
-    """What every cell shares (part of each cell's key)."""
+    """What every cell shares (part of each cell's key, with the cell's own data/calibration hashes)."""
 
-    data_hash: str | None = None
-    calib_hash: str | None = None
     labels: str | None = None
     iterations: int = 50
     warmup: int = 5
-    batch_size: int | None = None
     limit: int | None = 64
     threads: int = 0
 
@@ -86,6 +85,16 @@ class SweepConfig:
         from . import __version__
 
         return {**asdict(self), "workbench": __version__, "schema": SCHEMA_VERSION}
+
+
+def _per_model(value: Any, model: Any) -> Any:
+    """``value`` for one model: a mapping is looked up by the model's path (as given, or its file name)."""
+    if isinstance(value, dict):
+        for k in (model, str(model), Path(str(model)).name, Path(str(model)).stem):
+            if k in value:
+                return value[k]
+        return None
+    return value
 
 
 def _file_bytes(path: Any, what: str) -> tuple[bytes | None, str | None]:
@@ -146,16 +155,16 @@ def _maybe_crash(key: str) -> None:
 
 
 def run_cell(cell: Cell, model_bytes: bytes, data_bytes: bytes | None, calib_bytes: bytes | None,
-             config: SweepConfig, key: str) -> dict:
+             labels_key: str | None, config: SweepConfig, key: str) -> dict:
     """Build, time and compare one cell; returns its row (and records) as JSON-able data.
 
     Never raises for a problem of the cell's own input: it is the row's ``status``/``reason``."""
     t0 = time.perf_counter()
     _maybe_crash(key)
-    row: dict[str, Any] = {**asdict(cell), "key": key, **_where()}
+    row: dict[str, Any] = {**asdict(cell), "batch_size": cell.batch, "key": key, **_where(), "started_at": time.time()}
     with tempfile.TemporaryDirectory(prefix="workbench-cell-") as td:
         try:
-            row.update(_run_cell(cell, model_bytes, data_bytes, calib_bytes, config, Path(td)))
+            row.update(_run_cell(cell, model_bytes, data_bytes, calib_bytes, labels_key, config, Path(td)))
         except WorkbenchError as e:
             row.update(status="failed", reason=str(e))
         except MemoryError:
@@ -163,10 +172,29 @@ def run_cell(cell: Cell, model_bytes: bytes, data_bytes: bytes | None, calib_byt
         except Exception as e:  # a bug: recorded, flagged, the sweep goes on
             row.update(status="failed", reason=f"internal error: {type(e).__name__}: {e}", internal=True)
     row["duration_s"] = time.perf_counter() - t0
+    row["finished_at"] = time.time()
     return json_safe(row)
 
 
-def _run_cell(cell: Cell, model_bytes: bytes, data_bytes, calib_bytes, config: SweepConfig, tmp: Path) -> dict:
+#: FP32 references on ONNX Runtime CPU, per worker process: (model hash, shapes) -> engine
+_REFERENCES: dict[tuple, Any] = {}
+
+
+def _reference(model, cell: Cell):
+    from .backends.base import BuildOptions
+    from .builds import build_variants
+
+    k = (cell.model_hash, cell.shapes)
+    if k not in _REFERENCES:
+        if len(_REFERENCES) > 8:
+            _REFERENCES.clear()
+        _REFERENCES[k] = build_variants(model, ["fp32"], "onnxruntime", shapes=cell.shapes or None,
+                                        options=BuildOptions(progress=False), progress=False).results[0]
+    return _REFERENCES[k]
+
+
+def _run_cell(cell: Cell, model_bytes: bytes, data_bytes, calib_bytes, labels_key, config: SweepConfig,
+              tmp: Path) -> dict:
     from .backends.base import BuildOptions
     from .builds import build_variants
     from .compare.outputs import compare_engines, resolve_data
@@ -191,13 +219,12 @@ def _run_cell(cell: Cell, model_bytes: bytes, data_bytes, calib_bytes, config: S
                            "cached": r.status == "cached", "build_record": r.record.to_json()}
     if r.engine is None:
         return out
-    batches, labels = resolve_data(model, str(data) if data else None, config.labels, shapes=shapes,
-                                   batch_size=config.batch_size, limit=config.limit)
+    batches, labels = resolve_data(model, str(data) if data else None, labels_key, shapes=shapes,
+                                   batch_size=cell.batch, limit=config.limit)
     lat = measure_latency(r.engine, batches[0], warmup=config.warmup, iterations=config.iterations)
     out.update({k: lat.stats.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput")},
                batch=lat.batch, latency=lat.to_json())
-    ref = build_variants(model, ["fp32"], "onnxruntime", shapes=shapes, options=BuildOptions(progress=False),
-                         progress=False).results[0]
+    ref = _reference(model, cell)
     if ref.engine is None:
         out["reason"] = (out["reason"] + "; " if out["reason"] else "") + f"no FP32 reference: {ref.reason}"
         return out
@@ -264,10 +291,10 @@ def _ray(tasks, on_done, progress, executor, cpus_per_cell, max_retries):
             return blobs[k]
 
         pending = {}
-        for cell, key, (mb, db, cb, cfg) in tasks:
+        for cell, key, (mb, db, cb, lk, cfg) in tasks:
             gpu = get_backend(cell.backend).device_kind == "cuda"
             opts = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": cpus}
-            fut = remote.options(max_retries=max_retries, **opts).remote(cell, ref(mb), ref(db), ref(cb), cfg, key)
+            fut = remote.options(max_retries=max_retries, **opts).remote(cell, ref(mb), ref(db), ref(cb), lk, cfg, key)
             pending[fut] = (cell, key)
         from tqdm.auto import tqdm
 
@@ -279,7 +306,7 @@ def _ray(tasks, on_done, progress, executor, cpus_per_cell, max_retries):
             try:
                 row = ray.get(fut)
             except Exception as e:  # worker died after its retries, node lost, object lost
-                row = {**asdict(cell), "key": key, "status": "lost",
+                row = {**asdict(cell), "batch_size": cell.batch, "key": key, "status": "lost",
                        "reason": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
             on_done(cell, key, row)
             bar.update(1)
@@ -315,7 +342,9 @@ class SweepResult:
         import plotly.graph_objects as go
 
         df = self.to_frame()
-        df = df[df["status"] == "ok"]
+        df = df[df["status"] == "ok"].copy()
+        if df["batch_size"].nunique(dropna=True) > 1:
+            df["model"] = df["model"] + " · batch " + df["batch_size"].astype("Int64").astype(str)
         piv = df.pivot_table(index="model", columns="precision", values=metric, aggfunc="first")
         from .precision import precision_names
 
@@ -385,9 +414,10 @@ class SweepResult:
 
 def _with_speedup(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
-    base = df[(df["precision"] == "fp32") & (df["status"] == "ok")].set_index(["model_hash", "backend", "shapes"])["p50_ms"]
-    idx = list(zip(df["model_hash"], df["backend"], df["shapes"]))
-    ref = [base.get(i, np.nan) if not isinstance(base.get(i, np.nan), pd.Series) else base.get(i).iloc[0] for i in idx]
+    keys = ["model_hash", "backend", "shapes", "batch_size"]
+    base = {tuple(r[k] for k in keys): r["p50_ms"] for _, r in df.iterrows()
+            if r["precision"] == "fp32" and r["status"] == "ok"}
+    ref = [base.get(tuple(r[k] for k in keys), np.nan) for _, r in df.iterrows()]
     df["speedup"] = np.asarray(ref, dtype=float) / df["p50_ms"].astype(float)
     return df
 
@@ -396,15 +426,18 @@ def _with_speedup(df: pd.DataFrame) -> pd.DataFrame:
 def sweep(models: Sequence[Any] | Any, precisions: str | Iterable[str] = "fp32,fp16,int8",
           backends: str | Iterable[str] = "onnxruntime", *, shapes: str | Sequence[str] | None = None,
           data: Any = None, calib: Any = None, labels: str | None = None, out_dir: str | os.PathLike | None = None,
-          executor: str | None = None, iterations: int = 50, warmup: int = 5, batch_size: int | None = None,
-          limit: int | None = 64, cpus_per_cell: int | None = None, max_retries: int = 2, threads: int = 0,
+          executor: str | None = None, iterations: int = 50, warmup: int = 5,
+          batch_sizes: Sequence[int | None] | int | None = None, limit: int | None = 64, cpus_per_cell: int | None = None, max_retries: int = 2, threads: int = 0,
           progress: bool = True, on_cell: Callable[[dict], None] | None = None) -> SweepResult:
     """Run every model × backend × precision × shape-set cell; returns a :class:`SweepResult`.
 
     ``executor``: None / ``"serial"`` (this process, one cell at a time), ``"local-ray"`` (a Ray runtime
     started for this call), or a Ray address (``"auto"``, ``"ray://host:10001"``, ``"127.0.0.1:6379"``).
-    ``shapes``: one ``--shapes`` spec or a list of them (each a grid point). ``data``/``calib``: ``.npz``
-    paths (accuracy needs ``data``; int8/fp8 need ``calib`` or ``data``). ``out_dir``: where cells, the
+    ``shapes``: one ``--shapes`` spec or a list of them (each a grid point); ``batch_sizes``: samples per
+    run on each model's dynamic batch axis (a grid axis too, e.g. ``[1, 32]``). ``data``/``calib``/``labels``:
+    one ``.npz`` path (key) for every model, or a dict from model path (or file name) to its own (accuracy
+    needs data; int8/fp8 need calib or data; without data the inputs are synthetic within the shape
+    doctor's value ranges). ``out_dir``: where cells, the
     JSON/CSV tables and the HTML page go; with it, finished cells are reused on the next call.
     ``on_cell(row)`` is called as each cell finishes (the dashboard fills in from it)."""
     from .backends import backend_names
@@ -423,42 +456,50 @@ def sweep(models: Sequence[Any] | Any, precisions: str | Iterable[str] = "fp32,f
     for n, label in ((iterations, "iterations"), (warmup + 1, "warmup + 1")):
         if int(n) < 1:
             raise UsageError(f"{label} must be >= 1")
-    data_bytes, data_hash = _file_bytes(data, "data")
-    calib_bytes, calib_hash = _file_bytes(calib, "calibration data")
-    config = SweepConfig(data_hash=data_hash, calib_hash=calib_hash, labels=labels, iterations=int(iterations),
-                         warmup=int(warmup), batch_size=batch_size, limit=limit, threads=threads)
+    batches = [None] if batch_sizes is None else ([batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes))
+    if any(b is not None and int(b) < 1 for b in batches):
+        raise UsageError(f"batch sizes must be >= 1, got {batches}")
+    config = SweepConfig(labels=None, iterations=int(iterations), warmup=int(warmup), limit=limit, threads=threads)
     ctx = config.context()
+    inputs: dict[int, tuple] = {}  # index of the model -> (data bytes, calib bytes, labels key, key context)
+    for i, m in enumerate(models):
+        db, dh = _file_bytes(_per_model(data, m), "data")
+        cb, ch = _file_bytes(_per_model(calib, m), "calibration data")
+        lk = _per_model(labels, m)
+        inputs[i] = (db, cb, lk, {**ctx, "data": dh, "calib": ch, "labels": lk})
     out = Path(out_dir) if out_dir is not None else None
     cells_dir = None
     if out is not None:
         cells_dir = ensure_dir(out / "cells")  # writes below go through the fsutil output guard
 
     sources, unloadable = [], []
-    for m in models:
+    for i, m in enumerate(models):
         try:
             name, blob = _model_source(m)
         except WorkbenchError as e:  # a model that cannot be read is a failed cell, not a failed sweep
             unloadable.append((m, e))
             continue
-        sources.append((name, hashlib.sha256(blob).hexdigest()[:16], blob))
-    names = [n for n, _, _ in sources]
-    for i, (n, h, b) in enumerate(sources):  # two models with one file name: tell them apart
+        sources.append((name, hashlib.sha256(blob).hexdigest()[:16], blob, i))
+    names = [n for n, *_ in sources]
+    for j, (n, h, b, i) in enumerate(sources):  # two models with one file name: tell them apart
         if names.count(n) > 1:
-            sources[i] = (f"{n}-{h[:6]}", h, b)
+            sources[j] = (f"{n}-{h[:6]}", h, b, i)
+    grid = [(Cell(n, h, be, p, shp, bt), b, i) for (n, h, b, i), be, p, shp, bt
+            in itertools.product(sources, bes, precs, shape_sets, batches)]
 
     result = SweepResult(out_dir=out, executor=executor or "serial")
     for m, err in unloadable:
         name = Path(str(m)).stem if isinstance(m, (str, os.PathLike)) else "model"
-        for be, p, shp in itertools.product(bes, precs, shape_sets):
-            row = {**asdict(Cell(name, "", be, p, shp)), "status": "failed", "reason": f"cannot load the model: {err}",
-                   "key": ""}
+        for be, p, shp, bt in itertools.product(bes, precs, shape_sets, batches):
+            row = {**asdict(Cell(name, "", be, p, shp, bt)), "batch_size": bt, "status": "failed",
+                   "reason": f"cannot load the model: {err}", "key": ""}
             result.rows.append(row)
             if on_cell:
                 on_cell(row)
     tasks = []
-    for (name, mhash, blob), be, p, shp in itertools.product(sources, bes, precs, shape_sets):
-        cell = Cell(name, mhash, be, p, shp)
-        key = cell.key(ctx)
+    for cell, blob, i in grid:
+        db, cb, lk, kctx = inputs[i]
+        key = cell.key(kctx)
         cached = _read_cell(cells_dir, key)
         if cached is not None:
             result.rows.append(cached)
@@ -466,7 +507,7 @@ def sweep(models: Sequence[Any] | Any, precisions: str | Iterable[str] = "fp32,f
             if on_cell:
                 on_cell(cached)
             continue
-        tasks.append((cell, key, (blob, data_bytes, calib_bytes, config)))
+        tasks.append((cell, key, (blob, db, cb, lk, config)))
 
     def on_done(cell, key, row):
         row.setdefault("key", key)
@@ -481,8 +522,7 @@ def sweep(models: Sequence[Any] | Any, precisions: str | Iterable[str] = "fp32,f
         _local(tasks, on_done, progress)
     elif tasks:
         _ray(tasks, on_done, progress, executor, cpus_per_cell, max_retries)
-    order = {c.key(ctx): i for i, c in enumerate(
-        Cell(n, h, be, p, s) for (n, h, _), be, p, s in itertools.product(sources, bes, precs, shape_sets))}
+    order = {c.key(inputs[i][3]): j for j, (c, _, i) in enumerate(grid)}
     result.rows.sort(key=lambda r: order.get(r.get("key"), len(order)))
     result.wall_s = time.perf_counter() - t0
     if out is not None:

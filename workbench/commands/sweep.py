@@ -18,6 +18,8 @@ def add_arguments(p) -> None:
                    help=f"comma-separated precisions from {','.join(precision_names())} (default: fp32,fp16,int8)")
     p.add_argument("--shapes", action="append", default=None, metavar="SPEC",
                    help="a --shapes map (NAME:DIMS[/DIMS/DIMS],...); repeat for several grid points")
+    p.add_argument("--batch", default=None, metavar="LIST",
+                   help="samples per run on the dynamic batch axis, a grid axis (e.g. 1,32; default: the data's)")
     p.add_argument("--data", default=None, metavar="FILE.npz", help="inputs for latency and accuracy (default: synthetic)")
     p.add_argument("--labels", default=None, metavar="KEY", help="key of integer labels in --data (top-1)")
     p.add_argument("--calib", default=None, metavar="FILE.npz", help="calibration inputs for int8/fp8 (default: --data)")
@@ -34,15 +36,23 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ..sweeps import sweep
 
+    from ..errors import UsageError
+
     executor = None if args.ray is None else ("local-ray" if args.ray == "local" else args.ray)
+    batches = None
+    if args.batch:
+        try:
+            batches = [int(b) for b in args.batch.split(",") if b.strip()]
+        except ValueError:
+            raise UsageError(f"--batch takes comma-separated integers, got {args.batch!r}") from None
     res = sweep(args.models, args.precision, args.backend, shapes=args.shapes, data=args.data, calib=args.calib,
-                labels=args.labels, out_dir=args.out, executor=executor, iterations=args.iterations,
+                labels=args.labels, out_dir=args.out, executor=executor, iterations=args.iterations, batch_sizes=batches,
                 limit=args.limit, cpus_per_cell=args.cpus_per_cell, progress=not args.json)
     if args.json:
         emit_json(res.to_json())
     else:
         df = res.to_frame()
-        cols = ["model", "backend", "precision", "shapes", "status", "p50_ms", "speedup", "cosine", "reason"]
+        cols = ["model", "backend", "precision", "shapes", "batch_size", "status", "p50_ms", "speedup", "cosine", "reason"]
         print(df[cols].to_string(index=False, na_rep="", float_format=lambda x: f"{x:.4g}", max_colwidth=60))
         print(f"{len(df)} cells ({res.ran} ran, {res.reused} reused) in {res.wall_s:.1f} s -> {res.out_dir}/sweep.html")
     bad = [r for r in res.rows if r.get("status") in ("failed", "lost")]
