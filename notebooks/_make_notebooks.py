@@ -114,7 +114,7 @@ view'''),
     code('''
 nodes = wb.inspect(m, shapes="image:1x1x8x8").nodes_frame()
 mflops = dict(zip(nodes.name, nodes.flops.fillna(0) / 1e6))
-view.set_overlay(mflops, label="MFLOPs")'''),
+legend = view.set_overlay(mflops, label="MFLOPs")   # the view above is recoloured; legend: its colour scale'''),
     md("Selections made by clicking in the view are available in Python:"),
     code('''
 view.selected'''),

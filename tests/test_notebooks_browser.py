@@ -109,7 +109,7 @@ def browser(lab):
 
 
 NB = "window.jupyterapp.shell.currentWidget"
-KERNEL_READY = (f"{NB} && {NB}.sessionContext && {NB}.sessionContext.session && "
+KERNEL_READY = (f"window.jupyterapp && window.jupyterapp.shell && {NB} && {NB}.sessionContext && {NB}.sessionContext.session && "
                 f"{NB}.sessionContext.session.kernel && {NB}.sessionContext.session.kernel.status === 'idle'")
 ALL_DONE = f"""() => {{
   const nb = {NB};
@@ -138,8 +138,12 @@ STALE = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).flatMa
 
 
 def _open(page, url: str, token: str, name: str) -> None:
-    page.goto(f"{url}/lab/tree/{name}.ipynb?token={token}", timeout=120_000)
+    # a fresh workspace per notebook (?reset): only this notebook is open, as after a double-click
+    page.goto(f"{url}/lab/workspaces/wb-{name}/tree/{name}.ipynb?reset&token={token}", timeout=120_000)
     page.wait_for_function(KERNEL_READY, timeout=120_000)
+
+
+CURRENT = "window.jupyterapp.shell.currentWidget.node"
 
 
 def _check_graphs(page, where: str) -> list[dict]:
@@ -156,7 +160,9 @@ def test_run_all_in_jupyterlab(lab, browser, artifacts, name):
     url, token, work = lab
     page = browser.new_page(viewport=VIEWPORT)
     js_errors: list[str] = []
+    console: list[str] = []
     page.on("pageerror", lambda e: js_errors.append(str(e)))
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
     try:
         _open(page, url, token, name)
         t0 = time.monotonic()
@@ -166,13 +172,15 @@ def test_run_all_in_jupyterlab(lab, browser, artifacts, name):
         errors = page.evaluate(ERRORS)
         assert not errors, f"{name}: error outputs after Run All: {errors}"
         # every graph view: scroll it into view (a view drawn while off-screen fits when it appears)
-        n = page.locator(".wbg-root").count()
+        roots = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output .wbg-root")
+        n = roots.count()
         for k in range(n):
-            page.locator(".wbg-root").nth(k).scroll_into_view_if_needed()
-            page.wait_for_timeout(400)
-            _check_graphs(page, f"{name} view {k}")
+            if roots.nth(k).is_visible():
+                roots.nth(k).scroll_into_view_if_needed()
+                page.wait_for_timeout(400)
+                _check_graphs(page, f"{name} view {k}")
         # the dashboard's Graph tab (notebook 04): hidden during Run All, fitted when selected
-        tabs = page.locator(".lm-TabBar-tab", has_text="Graph")
+        tabs = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output .lm-TabBar-tab", has_text="Graph")
         if tabs.count():
             tabs.first.scroll_into_view_if_needed()
             tabs.first.click()
@@ -189,6 +197,7 @@ def test_run_all_in_jupyterlab(lab, browser, artifacts, name):
         print(f"{name}: Run All {ran:.1f} s, {n} graph view(s)")
     except Exception:
         page.screenshot(path=str(artifacts / f"notebook_{name}_failure.png"))
+        print("browser console:", *console[-40:], sep="\n")
         raise
     finally:
         try:

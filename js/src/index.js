@@ -289,7 +289,8 @@ function render({ model, el }) {
       ctx.lineWidth = 1 / Math.max(scale, 0.5);
       ctx.fillRect(f.x0, f.y0, f.x1 - f.x0, f.y1 - f.y0);
       ctx.strokeRect(f.x0, f.y0, f.x1 - f.x0, f.y1 - f.y0);
-      if (text) { ctx.fillStyle = "#5a4a9c"; ctx.font = `${px(10)}px sans-serif`; ctx.textBaseline = "top"; ctx.fillText("▾ " + f.l, f.x0 + 3, f.y0 + 1); }
+      // a frame's name needs its 14-unit header to hold a 10 px label; smaller, the boxes inside speak
+      if (scale * 14 >= MIN_LABEL_PX) { ctx.fillStyle = "#5a4a9c"; ctx.font = `${px(10)}px sans-serif`; ctx.textBaseline = "top"; ctx.fillText(clip("▾ " + f.l, f.x1 - f.x0, px(10)), f.x0 + 3, f.y0 + 1); }
     }
     // edges
     ctx.lineWidth = 1 / Math.max(scale, 0.6);

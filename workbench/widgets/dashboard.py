@@ -85,6 +85,7 @@ class Workbench(w.VBox):
         # figures: each in its own box, replaced by a fresh FigureWidget on update
         empty = flow_figures(FlowResult.empty())
         self.figures: dict[str, Any] = {k: _figure_widget(f) for k, f in empty.items()}
+        self._retired: list = []  # replaced figure widgets, closed at the next update
         self._figure_boxes = {k: w.Box([f], layout=w.Layout(width="100%")) for k, f in self.figures.items()}
 
         # Model
@@ -375,8 +376,14 @@ class Workbench(w.VBox):
         fr = self.result
         if fr is None:
             return
+        # widgets replaced by the previous update are closed now; those replaced here stay open until
+        # the next update (closing a widget whose front-end model is still initializing is an error there)
+        for old in self._retired:
+            old.close()
+        self._retired = []
         for name, fig in plots.flow_figures(fr, top_k=self.top_k.value).items():
             if names is None or name in names:
+                self._retired.append(self.figures[name])
                 self.figures[name] = _figure_widget(fig)
                 self._figure_boxes[name].children = (self.figures[name],)
 
