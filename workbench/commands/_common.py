@@ -4,10 +4,14 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ..errors import UsageError
-from ..variant import PRECISIONS
+from ..backends import backend_names
 
-BACKENDS = ["onnxruntime", "onnxruntime-cuda", "tensorrt", "tensorrt-rtx"]
+
+def __getattr__(name: str):
+    # ``BACKENDS``: the registered backends (kept for older imports; the registry is the one list).
+    if name == "BACKENDS":
+        return backend_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def add_model(p) -> None:
@@ -20,13 +24,52 @@ def add_shapes(p) -> None:
                         "(min/opt/max for TensorRT profiles)")
 
 
+def add_batch_axis(p) -> None:
+    p.add_argument("--batch-axis", default=None, metavar="NAME:AXIS,...",
+                   help="batch axis of inputs whose batch is not axis 0, e.g. state:1 (or sr:none for inputs "
+                        "passed unchanged to every batch); default: the shape doctor's choice (workbench inspect)")
+
+
+def add_min_calib_samples(p) -> None:
+    p.add_argument("--min-calib-samples", type=positive_int, default=None, metavar="N",
+                   help="refuse int8/fp8 calibration with fewer than N samples (default: fewer than 16 only warns)")
+
+
+def dataset(args, model, path, *, labels: str | None = None):
+    """``--data``/``--calib`` FILE.npz as an NpzDataset batched along each input's batch axis
+    (``--batch-axis`` overrides); None stays None. Bad axes/arrays raise one-line errors (exit 2)."""
+    if path is None or getattr(args, "batch_axis", None) is None:
+        return path  # the library reads the file with the doctor's batch axes
+    from ..data import NpzDataset
+
+    return NpzDataset(path, model, allow_extra=True, label_keys=[labels] if labels else (),
+                      batch_axis=getattr(args, "batch_axis", None))
+
+
+def calibration(args, model, calib_path, data_path=None):
+    """The ``calib=`` argument for the library: the ``--calib`` file (else ``--data`` when
+    ``--min-calib-samples`` is given) with ``--batch-axis`` and ``--min-calib-samples`` attached."""
+    min_n = getattr(args, "min_calib_samples", None)
+    axis = getattr(args, "batch_axis", None)
+    path = calib_path if calib_path is not None else (data_path if min_n is not None else None)
+    if path is None:
+        return None
+    if min_n is None and axis is None:
+        return path
+    from ..precision.calibration import CalibrationData
+
+    return CalibrationData(path, min_samples=min_n, batch_axis=axis)
+
+
 def add_backend(p, default: str = "onnxruntime") -> None:
-    p.add_argument("--backend", default=default, choices=BACKENDS, help=f"backend (default: {default})")
+    p.add_argument("--backend", default=default, choices=backend_names(), help=f"backend (default: {default})")
 
 
 def add_precisions(p, default: str = "fp32") -> None:
+    from ..precision import precision_names
+
     p.add_argument("--precision", default=default, metavar="LIST",
-                   help=f"comma-separated precisions from {','.join(PRECISIONS)} (default: {default})")
+                   help=f"comma-separated precisions from {','.join(precision_names())} (default: {default})")
 
 
 def add_json(p) -> None:
@@ -34,11 +77,10 @@ def add_json(p) -> None:
 
 
 def parse_precisions(text: str) -> list[str]:
-    items = [s.strip().lower() for s in text.split(",") if s.strip()]
-    bad = [s for s in items if s not in PRECISIONS]
-    if bad or not items:
-        raise UsageError(f"unknown precision(s) {bad or text!r}; choose from {', '.join(PRECISIONS)}")
-    return list(dict.fromkeys(items))
+    """``--precision`` parsed by the one parser (:func:`workbench.precision.parse_precisions`)."""
+    from ..precision import parse_precisions as parse
+
+    return parse(text)
 
 
 def number_in_range(kind: type = int, lo: float | None = None, hi: float | None = None):

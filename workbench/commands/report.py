@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 from ..errors import UsageError
-from ._common import BACKENDS, add_model, add_precisions, add_shapes, parse_precisions, positive_int
+from ..backends import backend_names
+from ._common import (add_batch_axis, add_min_calib_samples, add_model, add_precisions, add_shapes, calibration,
+                      dataset, parse_precisions, positive_int)
 
 NAME = "report"
 HELP = "run the full flow and write one self-contained HTML report (+ JSON records)"
@@ -21,9 +23,9 @@ DESCRIPTION = __doc__
 
 def parse_backends(text: str) -> list[str]:
     items = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
-    bad = [b for b in items if b not in BACKENDS]
+    bad = [b for b in items if b not in backend_names()]
     if bad or not items:
-        raise UsageError(f"unknown backend(s) {bad or text!r}; choose from {', '.join(BACKENDS)}")
+        raise UsageError(f"unknown backend(s) {bad or text!r}; choose from {', '.join(backend_names())}")
     return items
 
 
@@ -42,12 +44,14 @@ def add_flow_arguments(p, *, iterations: int = 100) -> None:
 def add_arguments(p) -> None:
     add_model(p)
     p.add_argument("--backend", default="onnxruntime", metavar="LIST",
-                   help=f"comma-separated backends from {','.join(BACKENDS)} (default: onnxruntime)")
+                   help=f"comma-separated backends from {','.join(backend_names())} (default: onnxruntime)")
     add_precisions(p, default="fp32,fp16,int8")
     p.add_argument("--data", default=None, metavar="FILE.npz",
                    help="inputs for latency and accuracy (.npz, keys = input names); default: one synthetic batch")
     p.add_argument("--labels", default=None, metavar="KEY", help="key of integer labels in --data (top-1 accuracy)")
     p.add_argument("--calib", default=None, metavar="FILE.npz", help="calibration inputs for int8/fp8 (default: --data)")
+    add_min_calib_samples(p)
+    add_batch_axis(p)
     add_shapes(p)
     p.add_argument("--out", required=True, metavar="FILE.html", help="report file; records go to <stem>-records/")
     add_flow_arguments(p)
@@ -67,7 +71,9 @@ def make_report(model, precisions, backends, *, data, labels, calib, shapes, out
     from ..model import load
 
     model = load(model)  # a missing or broken model is the first thing to report
-    if any(p in ("int8", "fp8") for p in precisions) and calib is None and data is None:
+    from ..precision import calibrated
+
+    if calibrated(precisions) and calib is None and data is None:
         raise UsageError("int8/fp8 need calibration data: give --calib FILE.npz (or --data, used for both)")
     # Check the output folders before the (long) flow runs, not after.
     from ..fsutil import ensure_dir
@@ -98,8 +104,12 @@ def exit_code(fr) -> int:
 
 
 def run(args) -> int:
+    from ..model import load
+
+    model = load(args.model)  # for --batch-axis / --min-calib-samples; make_report reads the path itself
     fr, out, rec, secs = make_report(args.model, parse_precisions(args.precision), parse_backends(args.backend),
-                                     data=args.data, labels=args.labels, calib=args.calib, shapes=args.shapes,
+                                     data=dataset(args, model, args.data, labels=args.labels), labels=args.labels,
+                                     calib=calibration(args, model, args.calib, args.data), shapes=args.shapes,
                                      out=args.out, iterations=args.iterations, warmup=args.warmup,
                                      layer_iterations=args.layer_iterations, limit=args.limit,
                                      progress=not args.no_progress)

@@ -19,7 +19,7 @@ import pandas as pd
 from ..data import NpzDataset, as_feed_batches
 from ..errors import DataError, UsageError
 from ..model import Model, load
-from ..variant import PRECISIONS, Variant
+from ..variant import Variant
 from .layerwise import cast_feeds, default_batch
 from .metrics import METRICS, ErrorAccumulator, _topk_overlap, json_number, tolerance_for, verdict
 
@@ -175,7 +175,7 @@ def resolve_data(model: Model, data: Any, labels: Any, *, shapes: Any = None, ba
     if not batches:
         raise DataError("the data gave no batches (fewer samples than the model's fixed batch size?)")
     if label_arr is not None:
-        n = sum(_samples(b) for b in batches)
+        n = sum(_samples(b, model) for b in batches)
         if label_arr.ndim == 0 or label_arr.shape[0] < n:
             raise DataError(f"labels hold {label_arr.shape[0] if label_arr.ndim else 0} entries for {n} samples")
         if not np.issubdtype(label_arr.dtype, np.integer):
@@ -192,9 +192,11 @@ def _npz_keys(path) -> list[str]:
         return list(z.files)
 
 
-def _samples(feeds: Mapping[str, np.ndarray]) -> int:
-    first = next(iter(feeds.values()))
-    return int(first.shape[0]) if np.ndim(first) else 1
+def _samples(feeds: Mapping[str, np.ndarray], model: Model | None = None) -> int:
+    """Samples in a feed dict, counted along each input's batch axis (workbench.shapes)."""
+    from ..data import model_batch_axes, samples_in
+
+    return samples_in(feeds, model_batch_axes(model) if model is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------- engines
@@ -258,7 +260,7 @@ def compare_engines(reference_engine: Any, engines: Sequence[Any], data: Any, *,
                 v = np.asarray(out[lab_out], dtype=np.float64).reshape(r.shape[0], -1)
                 preds[n].append(np.argmax(v, axis=-1))
                 overlap[n].append(_topk_overlap(r, v, topk))
-        samples += _samples(feeds)
+        samples += _samples(feeds, reference_engine.variant.model)
     if samples == 0:
         raise DataError("no data to compare")
 
@@ -329,18 +331,20 @@ def compare_outputs(model: Any, precisions: str | Sequence[str | Variant], backe
     Precisions the backend cannot run are skipped with a warning and listed in ``.skipped``.
     """
     model = model if isinstance(model, Model) else load(model)
+    from ..precision import calibrated, parse_precisions
+
     if isinstance(precisions, str):
         precisions = [p.strip().lower() for p in precisions.split(",") if p.strip()]
     if not precisions:
         raise UsageError("give at least one precision to compare")
-    for p in precisions:
-        if isinstance(p, str) and p not in PRECISIONS:
-            raise UsageError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
+    names = [p for p in precisions if isinstance(p, str)]
+    if names:
+        parse_precisions(names)  # unknown names: UsageError naming the registered precisions
     batches, label_arr = resolve_data(model, data, labels, shapes=shapes, batch_size=batch_size, limit=limit)
     from ..backends import get_backend
 
     be = get_backend(backend)
-    if calib is None and data is not None and any(isinstance(p, str) and p in ("int8", "fp8") for p in precisions):
+    if calib is None and data is not None and calibrated(precisions):
         warnings.warn("int8/fp8 calibrated on the evaluation data itself (no calib= given): accuracy is optimistic",
                       stacklevel=2)
         calib = batches
