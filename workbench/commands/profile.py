@@ -60,7 +60,9 @@ def _variant(model, precision: str, args):
         raise UsageError(f"{precision} needs calibration data: give --calib FILE.npz (one array per model input)")
     from ..precision import make_variant
 
-    return make_variant(model, precision, calib=calibration(args, model, args.calib), progress=not args.no_progress)
+    extra = {"backend": args.backend} if precision in ("int8", "fp8") and getattr(args, "backend", None) else {}
+    return make_variant(model, precision, calib=calibration(args, model, args.calib), progress=not args.no_progress,
+                        **extra)
 
 
 def run(args) -> int:
