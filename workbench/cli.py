@@ -167,37 +167,61 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not debug:
         warnings.simplefilter("ignore")
+    # WorkbenchWarnings: with --verbose one line each as they come; otherwise collected, and a successful
+    # run shows the first as its one stderr line (an error line stays the only line)
+    from .errors import WorkbenchWarning
+
+    seen: list[str] = []
+    saved_showwarning = warnings.showwarning
+
+    def _show(message, category, *a, **k):
+        text = str(message).replace("\n", " ")
+        if verbose:
+            sys.stderr.write(f"{PROG} {args.command}: warning: {text}\n")
+        elif text not in seen:
+            seen.append(text)
+
+    if not debug:
+        warnings.filterwarnings("default", category=WorkbenchWarning)
+        warnings.showwarning = _show
     if verbose:
         import logging
 
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     _protect_inputs(args)
     native = _NativeLog() if not verbose else contextlib.nullcontext(None)
-    with native as nl:
-        try:
-            return int(args._run(args) or 0)
-        except WorkbenchError as e:
-            if debug:
-                traceback.print_exc()
-            msg = str(e).replace("\n", " ")
-            sys.stderr.write(f"{PROG} {args.command}: error: {msg}{_note(nl)}\n")
-            return 2
-        except KeyboardInterrupt:
-            sys.stderr.write(f"{PROG}: interrupted\n")
-            return 130
-        except BrokenPipeError:
-            return 0
-        except Exception as e:  # a bug, unless the input caused it (memory, recursion, OS limits)
-            if debug:
-                traceback.print_exc()
-            msg = _user_error(e)
-            if msg is not None:
+    try:
+        with native as nl:
+            try:
+                rc = int(args._run(args) or 0)
+            except WorkbenchError as e:
+                if debug:
+                    traceback.print_exc()
+                msg = str(e).replace("\n", " ")
                 sys.stderr.write(f"{PROG} {args.command}: error: {msg}{_note(nl)}\n")
                 return 2
-            text = str(e).replace("\n", " ")[:500]
-            sys.stderr.write(f"{PROG} {args.command}: internal error: {type(e).__name__}: {text} "
-                             f"(this is a bug; rerun with --debug and report the traceback){_note(nl)}\n")
-            return 1
+            except KeyboardInterrupt:
+                sys.stderr.write(f"{PROG}: interrupted\n")
+                return 130
+            except BrokenPipeError:
+                return 0
+            except Exception as e:  # a bug, unless the input caused it (memory, recursion, OS limits)
+                if debug:
+                    traceback.print_exc()
+                msg = _user_error(e)
+                if msg is not None:
+                    sys.stderr.write(f"{PROG} {args.command}: error: {msg}{_note(nl)}\n")
+                    return 2
+                text = str(e).replace("\n", " ")[:500]
+                sys.stderr.write(f"{PROG} {args.command}: internal error: {type(e).__name__}: {text} "
+                                 f"(this is a bug; rerun with --debug and report the traceback){_note(nl)}\n")
+                return 1
+        if seen and rc == 0:
+            more = f" (+{len(seen) - 1} more; --verbose shows them)" if len(seen) > 1 else ""
+            sys.stderr.write(f"{PROG} {args.command}: warning: {seen[0]}{more}\n")
+        return rc
+    finally:
+        warnings.showwarning = saved_showwarning
 
 
 def _note(nl) -> str:
