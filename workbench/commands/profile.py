@@ -8,7 +8,6 @@ coverage.
 """
 from __future__ import annotations
 
-import sys
 from ._common import (add_backend, add_batch_axis, add_json, add_min_calib_samples, add_model, add_precisions,
                       add_shapes, calibration, emit_json, number_in_range, parse_precisions, positive_int)
 
