@@ -383,6 +383,8 @@ def discovered_commands() -> list[tuple[str, list[str], list[str]]]:
             for name, sp in action.choices.items():
                 pos = [a.dest for a in sp._actions if not a.option_strings and a.dest != "help"]
                 req = [a.option_strings[-1] for a in sp._actions if a.option_strings and a.required]
+                if any("--no-progress" in a.option_strings for a in sp._actions):
+                    req.append("--no-progress")
                 out.append((name, pos, req))
     return out
 
@@ -674,7 +676,7 @@ def build_cases(assets: Path, seed: int = 0, fuzz_bytes: int = 300, fuzz_proto: 
                         "tiny": "tiny.onnx"}[kind]
                 argv = [name] + [path] * len(positionals)
                 for opt in required:
-                    argv += [opt, str(d / "out" / "o")]
+                    argv += [opt] if opt == "--no-progress" else [opt, str(d / "out" / "o")]
                 return argv, str(d / "out")
             cli(f"newcmd/{name}/{kind}", setup)
 

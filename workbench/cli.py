@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: argument names that hold input files: protected from every write of the command
-INPUT_ARGS = {"model": "the source model", "data": "the input data", "calib": "the calibration data"}
+INPUT_ARGS = {"model": "the source model", "models": "a source model", "data": "the input data",
+              "calib": "the calibration data"}
 
 
 def _protect_inputs(args) -> None:
@@ -84,8 +85,9 @@ def _protect_inputs(args) -> None:
 
     for attr, what in INPUT_ARGS.items():
         v = getattr(args, attr, None)
-        if isinstance(v, str) and v and len(v) < 4096 and "\0" not in v:
-            protect(v, what)
+        for item in (v if isinstance(v, (list, tuple)) else [v]):
+            if isinstance(item, str) and item and len(item) < 4096 and "\0" not in item:
+                protect(item, what)
 
 
 class _NativeLog:

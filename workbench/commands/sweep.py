@@ -30,6 +30,7 @@ def add_arguments(p) -> None:
     p.add_argument("--iterations", type=positive_int, default=50, metavar="N", help="timed runs per cell (default 50)")
     p.add_argument("--limit", type=positive_int, default=64, metavar="N", help="samples of --data to compare (default 64)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for cells/, sweep.json, sweep.csv, sweep.html")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_json(p)
 
 
@@ -47,7 +48,8 @@ def run(args) -> int:
             raise UsageError(f"--batch takes comma-separated integers, got {args.batch!r}") from None
     res = sweep(args.models, args.precision, args.backend, shapes=args.shapes, data=args.data, calib=args.calib,
                 labels=args.labels, out_dir=args.out, executor=executor, iterations=args.iterations, batch_sizes=batches,
-                limit=args.limit, cpus_per_cell=args.cpus_per_cell, progress=not args.json)
+                limit=args.limit, cpus_per_cell=args.cpus_per_cell,
+                progress=not (args.json or args.no_progress))
     if args.json:
         emit_json(res.to_json())
     else:
@@ -57,4 +59,11 @@ def run(args) -> int:
         print(f"{len(df)} cells ({res.ran} ran, {res.reused} reused) in {res.wall_s:.1f} s -> {res.out_dir}/sweep.html")
     bad = [r for r in res.rows if r.get("status") in ("failed", "lost")]
     internal = [r for r in bad if r.get("internal")]
+    if bad:  # the one stderr line of a failing run (the table above has the details)
+        import sys
+
+        what = "internal error (a bug) in" if internal else "failed:"
+        sys.stderr.write(f"workbench sweep: {len(bad)} cell(s) {what} "
+                         + "; ".join(f"{r.get('model')} {r.get('precision')}: {r.get('reason')}" for r in bad[:3])
+                         .replace("\n", " ")[:600] + "\n")
     return 1 if internal else (2 if bad else 0)
