@@ -166,9 +166,21 @@ def layers_by_node(layers: pd.DataFrame) -> pd.DataFrame:
     df = layers.copy()
     df["label"] = _labels(df)
     df["node"] = _node_column(df)
-    g = df.groupby(["label", "node"], sort=False).agg(time_ms=("time_ms", "sum"), precision=("precision", "first"),
-                                                       layers=("layer", "count")).reset_index()
+    agg = {"time_ms": ("time_ms", "sum"), "precision": ("precision", "first"), "layers": ("layer", "count")}
+    if "kernels" in df.columns:  # CUPTI tables: the GPU kernels that ran for the node (drill-down in hovers)
+        agg["kernels"] = ("kernels", lambda k: "; ".join(str(x) for x in k if isinstance(x, str) and x))
+    g = df.groupby(["label", "node"], sort=False).agg(**agg).reset_index()
     return g
+
+
+def _kernel_hover(text) -> str:
+    """At most three kernel names (shortened) for a hover line; empty without CUPTI kernels."""
+    if not isinstance(text, str) or not text:
+        return ""
+    parts = [t.strip() for t in text.split(";") if t.strip() and not t.strip().startswith("…")]
+    short = [(t[:70] + "…") if len(t) > 71 else t for t in parts[:3]]
+    more = f"<br>… {len(parts) - 3} more" if len(parts) > 3 else ""
+    return "<br>kernels: " + "<br>  ".join(short) + more
 
 
 def layer_figure(layers: pd.DataFrame, *, top_k: int = 15, title: str | None = None):
@@ -185,10 +197,11 @@ def layer_figure(layers: pd.DataFrame, *, top_k: int = 15, title: str | None = N
     for label in dict.fromkeys(g.label):
         d = g[g.label == label].set_index("node").reindex(top)
         p = str(d.precision.dropna().iloc[0])
+        kern = d["kernels"].map(_kernel_hover) if "kernels" in d.columns else pd.Series("", index=d.index)
         fig.add_trace(go.Bar(x=top, y=d.time_ms, name=label, legendgroup=p, marker_color=precision_color(p),
-                             customdata=d.layers.fillna(0).astype(int),
-                             hovertemplate=f"<b>{label}</b> ({p})<br>%{{x}}<br>%{{y:.4f}} ms in %{{customdata}} "
-                                           "layer(s)<extra></extra>"))
+                             customdata=list(zip(d.layers.fillna(0).astype(int), kern.fillna(""))),
+                             hovertemplate=f"<b>{label}</b> ({p})<br>%{{x}}<br>%{{y:.4f}} ms in %{{customdata[0]}} "
+                                           "layer(s)%{customdata[1]}<extra></extra>"))
     fig.update_layout(barmode="group")
     fig.update_xaxes(tickangle=-30)
     return _layout(fig, title, "ONNX node", time_basis_label(layers), legend="variant")
