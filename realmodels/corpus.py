@@ -59,6 +59,7 @@ class Model:
     producer: str
     shapes: str                    # TensorRT-family min/opt/max profile (CLI --shapes syntax)
     batch: int = 4                 # samples per run for profile/compare
+    limit: int = 16                # samples of the data file used by compare/report accuracy
     labels: str | None = None      # key of integer labels in the data file, if it has real labels
     ci: bool = False               # in the fast CI subset (tests/test_realmodels.py)
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -81,7 +82,7 @@ _MINILM_SHAPES = ",".join(f"{n}:1x8/4x32/8x128" for n in ("input_ids", "attentio
 MODELS: list[Model] = [
     Model("ppocr_det_v4", "rapidocr", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
           "CNN text detector (DBNet) with dynamic H/W", "paddle2onnx, opset 12",
-          "x:1x3x320x320/1x3x384x512/1x3x1280x1280", batch=1),
+          "x:1x3x320x320/1x3x384x512/1x3x1280x1280", batch=1, limit=4),
     Model("ppocr_rec_v4", "rapidocr", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
           "text recognizer (SVTR-LCNet, CTC over 6625 characters), dynamic width", "paddle2onnx, opset 12",
           "x:1x3x48x160/4x3x48x320/8x3x48x960"),

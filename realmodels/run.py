@@ -91,8 +91,9 @@ def _build(m: Model, backend: str, out: Path, timeout: float) -> dict[str, dict]
             cells[p] = _cell("FAIL", f"exit {rc}: {_one_line(se) or 'no JSON result'}", dt, cmd)
         elif v.get("status") in ("ok", "cached"):
             rec = v.get("record") or {}
-            cells[p] = _cell("pass", "", float(rec.get("build_time_s") or 0.0), cmd,
-                             {"engine_bytes": rec.get("engine_bytes"), "notes": v.get("reason", "")})
+            cells[p] = _cell("pass", "", dt, cmd,  # seconds: the whole command (recipe + build, 3 precisions)
+                             {"build_time_s": rec.get("build_time_s"), "engine_bytes": rec.get("engine_bytes"),
+                              "notes": v.get("reason", "")})
         else:
             cells[p] = _cell("FAIL", f"{v.get('status')}: {_one_line(v.get('reason', ''))}", dt, cmd)
     return cells
@@ -122,7 +123,7 @@ def _profile(m: Model, precision: str, out: Path, timeout: float) -> dict:
 
 def _compare(m: Model, precision: str, timeout: float) -> dict:
     args = ["compare", str(m.path), "--precision", precision, "--data", str(m.data), "--calib", str(m.data),
-            "--batch", str(m.batch), "--limit", "32", "--json"]
+            "--batch", str(m.batch), "--limit", str(m.limit), "--json"]
     if m.labels:
         args += ["--labels", m.labels]
     rc, so, se, dt = _cli(args, timeout)
@@ -152,7 +153,7 @@ def _report(m: Model, out: Path, timeout: float) -> dict:
     html = out / f"{m.name}.html"
     args = ["report", str(m.path), "--backend", "onnxruntime", "--precision", ",".join(PRECISIONS),
             "--data", str(m.data), "--calib", str(m.data), "--out", str(html), "--iterations", "10",
-            "--warmup", "2", "--layer-iterations", "2", "--limit", "16", "--no-progress"]
+            "--warmup", "2", "--layer-iterations", "2", "--limit", str(m.limit), "--no-progress"]
     if m.labels:
         args += ["--labels", m.labels]
     rc, so, se, dt = _cli(args, timeout)
