@@ -144,7 +144,7 @@ def resolve_data(model: Model, data: Any, labels: Any, *, shapes: Any = None, ba
     if not batches:
         raise DataError("the data gave no batches (fewer samples than the model's fixed batch size?)")
     if label_arr is not None:
-        n = sum(_samples(b) for b in batches)
+        n = sum(_samples(b, model) for b in batches)
         if label_arr.ndim == 0 or label_arr.shape[0] < n:
             raise DataError(f"labels hold {label_arr.shape[0] if label_arr.ndim else 0} entries for {n} samples")
         if not np.issubdtype(label_arr.dtype, np.integer):
@@ -161,9 +161,11 @@ def _npz_keys(path) -> list[str]:
         return list(z.files)
 
 
-def _samples(feeds: Mapping[str, np.ndarray]) -> int:
-    first = next(iter(feeds.values()))
-    return int(first.shape[0]) if np.ndim(first) else 1
+def _samples(feeds: Mapping[str, np.ndarray], model: Model | None = None) -> int:
+    """Samples in a feed dict, counted along each input's batch axis (workbench.shapes)."""
+    from ..data import model_batch_axes, samples_in
+
+    return samples_in(feeds, model_batch_axes(model) if model is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------- engines
@@ -226,7 +228,7 @@ def compare_engines(reference_engine: Any, engines: Sequence[Any], data: Any, *,
                 v = np.asarray(out[lab_out], dtype=np.float64).reshape(r.shape[0], -1)
                 preds[n].append(np.argmax(v, axis=-1))
                 overlap[n].append(_topk_overlap(r, v, topk))
-        samples += _samples(feeds)
+        samples += _samples(feeds, reference_engine.variant.model)
     if samples == 0:
         raise DataError("no data to compare")
 
