@@ -62,6 +62,7 @@ class Model:
     limit: int = 16                # samples of the data file used by compare/report accuracy
     labels: str | None = None      # key of integer labels in the data file, if it has real labels
     ci: bool = False               # in the fast CI subset (tests/test_realmodels.py)
+    ci_skip: tuple[str, ...] = ()  # steps the CI subset leaves out for this model (time), named in the table
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -91,7 +92,7 @@ MODELS: list[Model] = [
           "x:1x3x48x192/4x3x48x192/8x3x48x192", labels="label", ci=True),
     Model("silero_vad_op15", "silero", "silero_vad/data/silero_vad_16k_op15.onnx",
           "stateful LSTM VAD: If, state [2,batch,128] (batch on axis 1), scalar sr", "pytorch 2.3.1 TorchScript, opset 15",
-          "input:1x576/4x576/8x576,state:2x1x128/2x4x128/2x8x128", ci=True),
+          "input:1x576/4x576/8x576,state:2x1x128/2x4x128/2x8x128", ci=True, ci_skip=("report",)),
     Model("silero_vad_v6", "silero", "silero_vad/data/silero_vad.onnx",
           "stateful VAD, whole model inside nested If subgraphs, unnamed dims", "spox, opset 16",
           "input:1x576/4x576/8x576,state:2x1x128/2x4x128/2x8x128"),
@@ -100,7 +101,7 @@ MODELS: list[Model] = [
           "input:1x576/8x576/32x576", batch=8),
     Model("magika_v3_3", "magika", "magika/models/standard_v3_3/model.onnx",
           "file-type classifier on raw bytes: int32 input bounded to 0..256", "tf2onnx 1.16.1, opset 15",
-          "bytes:1x2048/4x2048/16x2048", ci=True),
+          "bytes:1x2048/4x2048/16x2048", ci=True, ci_skip=("report",)),
     Model("minilm_torchscript", "minilm", None,
           "BERT-like sentence encoder (all-MiniLM-L6-v2), torch TorchScript exporter", "torch 2.13.0 dynamo=False, opset 17",
           _MINILM_SHAPES),
@@ -130,13 +131,12 @@ def select(names: str | None) -> list[Model]:
 # tests/test_realmodels.py asserts that these still fail THAT way (strict) and that every other cell of
 # the CI subset passes; a fix removes its entry here (and the docs table is rerun).
 KNOWN_FAILURES: dict[tuple[str, str], tuple[str, str]] = {
-    **{("ppocr_cls_v2", f"rtx {p}"): ("Input dimensions with this name have different constant values",
-                                      "#13 part 2 (shapes): rename independent dims in TensorRT-family variants")
-       for p in ("fp32", "fp16", "int8")},
-    **{("silero_vad_op15", c): ("different sample counts along the batch axis",
-                                "#13 part 3 (shapes): batch along each input's own axis, scalars unchanged")
-       for c in ("ort int8", "rtx int8", "profile fp32", "profile fp16", "profile int8", "compare fp16",
-                 "compare int8", "report")},
+    # (fixed on main 12:40 by the shapes doctor: ppocr_cls_v2 rtx builds with its repeated '?' dims, and
+    # silero_vad_op15's state batched along axis 1 — those entries were removed when they started passing)
+    **{("silero_vad_op15", c): ("fails onnx.checker (full check): ValidationError: ==> Context: Bad node spec for node. "
+                                "Name: /model/decoder/If_1 OpType: If",
+                                "#14 (recipes): the int8 QDQ graph of a model with If subgraphs is invalid")
+       for c in ("ort int8", "rtx int8", "profile int8", "compare int8", "report")},
     **{("silero_vad_op15", f"rtx {p}"): ("Assertion tScope.getType() != ScopeType::kUNDEFINED",
                                          "TensorRT-RTX internal assertion on the If-based graph (lead/recipes)")
        for p in ("fp32", "fp16")},

@@ -165,15 +165,24 @@ def _report(m: Model, out: Path, timeout: float) -> dict:
     return _cell("pass", "", dt, cmd, {"html": str(html), "bytes": html.stat().st_size})
 
 
-def run_model(m: Model, out: Path, timeout: float = 900.0, steps: set[str] | None = None, log=print) -> dict:
-    """Every cell of one model's row (``COLUMNS`` → cell dict)."""
+CI_SKIP_REASON = "left out of the CI subset for time (make realmodels runs it)"
+
+
+def run_model(m: Model, out: Path, timeout: float = 900.0, steps: set[str] | None = None, log=print,
+              ci: bool = False) -> dict:
+    """Every cell of one model's row (``COLUMNS`` → cell dict). ``ci``: leave out ``m.ci_skip`` steps."""
     row: dict[str, dict] = {}
     mdir = out / m.name
     mdir.mkdir(parents=True, exist_ok=True)
     if not m.path.exists() or not m.data.exists():
         miss = m.path if not m.path.exists() else m.data
         return {c: _cell("FAIL", f"not in the cache: {miss} (run realmodels/fetch.py)") for c in COLUMNS}
-    want = steps or {"inspect", "ort", "rtx", "profile", "compare", "report"}
+    want = set(steps or {"inspect", "ort", "rtx", "profile", "compare", "report"})
+    if ci:
+        want -= set(m.ci_skip)
+        for col in COLUMNS:
+            if col.split()[0] in m.ci_skip:
+                row[col] = _cell("not run", CI_SKIP_REASON)
 
     def note(col: str) -> None:
         c = row[col]
@@ -205,9 +214,7 @@ def run_model(m: Model, out: Path, timeout: float = 900.0, steps: set[str] | Non
     if "report" in want:
         row["report"] = _report(m, mdir, timeout)
         note("report")
-    for c in COLUMNS:
-        row.setdefault(c, _cell("not run", "step not requested"))
-    return row
+    return {c: row.get(c) or _cell("not run", "step not requested") for c in COLUMNS}
 
 
 def markdown(results: dict) -> str:
@@ -215,6 +222,7 @@ def markdown(results: dict) -> str:
     head = "| model | covers | " + " | ".join(COLUMNS) + " |\n|" + "---|" * (len(COLUMNS) + 2) + "\n"
     body = []
     reasons = []
+    notes: list[str] = []
     for name, r in rows.items():
         cells = []
         for c in COLUMNS:
@@ -227,15 +235,19 @@ def markdown(results: dict) -> str:
                 reasons.append(f"- **{name} / {c}**: {cell['reason']}{tag}")
                 cells.append(f"**FAIL** [{len(reasons)}]")
             else:
-                cells.append(cell["status"])
+                cells.append(f"{cell['status']}*")
+                if cell["reason"] not in notes:
+                    notes.append(cell["reason"])
         body.append(f"| {name} | {r['covers']} | " + " | ".join(cells) + " |")
     n_pass = sum(c["status"] == "pass" for r in rows.values() for c in r["cells"].values())
-    n_all = sum(len(r["cells"]) for r in rows.values())
+    n_all = sum(c["status"] != "not run" for r in rows.values() for c in r["cells"].values())
     meta = results["meta"]
     text = (f"Run {meta['finished']} on {meta['machine']} (git {meta['git']}): **{n_pass}/{n_all} cells pass**. "
             f"ort = ONNX Runtime CPU build; rtx = TensorRT-RTX build (CPU, no engine run: no GPU here); "
             f"profile/compare/report on ONNX Runtime CPU.\n\n")
     text += head + "\n".join(body) + "\n"
+    if notes:
+        text += "\n" + "".join(f"\\* {n}\n" for n in notes)
     if reasons:
         text += "\nFailures (the tool's own one-line reason):\n\n" + "\n".join(
             f"{i}. {line[2:]}" for i, line in enumerate(reasons, 1)) + "\n"
@@ -280,14 +292,15 @@ def write_docs(md: str, doc: Path = ROOT / "docs" / "realmodels.md") -> None:
     _atomic_write(doc, a + DOC_BEGIN + "\n" + md + DOC_END + b)
 
 
-def run(models: list[Model], out: Path, timeout: float = 900.0, steps: set[str] | None = None, log=print) -> dict:
+def run(models: list[Model], out: Path, timeout: float = 900.0, steps: set[str] | None = None, log=print,
+        ci: bool = False) -> dict:
     started = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     results = {"meta": {"started": started, "machine": f"{platform.machine()} {os.cpu_count()} cores, no GPU",
                         "git": _git(), "cache": str(cache_dir()), "columns": COLUMNS},
                "models": {}}
     for m in models:
         log(f"{m.name}: {m.covers}")
-        cells = run_model(m, out, timeout, steps, log)
+        cells = run_model(m, out, timeout, steps, log, ci=ci)
         results["models"][m.name] = {"covers": m.covers, "producer": m.producer, "shapes": m.shapes,
                                      "path": str(m.path), "data": str(m.data), "cells": cells}
         results["meta"]["finished"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -314,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     steps = set(a.steps.split(",")) if a.steps else None
-    results = run(models, Path(a.out), a.timeout, steps)
+    results = run(models, Path(a.out), a.timeout, steps, ci=a.models == "ci")
     md = markdown(results)
     print()
     print(md)

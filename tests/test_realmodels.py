@@ -93,7 +93,7 @@ def ci_results(cache, tmp_path_factory):
     from realmodels.run import run
 
     out = tmp_path_factory.mktemp("realmodels")
-    results = run(CI, out, timeout=600, log=lambda *_: None)
+    results = run(CI, out, timeout=600, log=lambda *_: None, ci=True)
     return out, results
 
 
@@ -106,6 +106,9 @@ def test_pipeline_cells(ci_results, model):
     cells = results["models"][model.name]["cells"]
     unexpected, fixed = [], []
     for col, cell in cells.items():
+        if col.split()[0] in model.ci_skip:
+            assert cell["status"] == "not run", (col, cell)
+            continue
         known = KNOWN_FAILURES.get((model.name, col))
         if known:
             if cell["status"] == "pass":
@@ -129,12 +132,16 @@ def test_table_tells_the_truth(ci_results):
         assert list(row["cells"]) == COLUMNS
         assert f"| {name} |" in md
         for col, cell in row["cells"].items():
+            if col.split()[0] in corpus.BY_NAME[name].ci_skip:
+                assert cell["status"] == "not run" and "not run*" in md
+                continue
             assert cell["status"] in ("pass", "FAIL")
             assert cell["command"].startswith("workbench "), cell
             if cell["status"] == "FAIL":
                 assert cell["reason"] and f"**{name} / {col}**: {cell['reason']}" in md
     n_pass = sum(c["status"] == "pass" for r in on_disk["models"].values() for c in r["cells"].values())
-    assert f"**{n_pass}/{len(CI) * len(COLUMNS)} cells pass**" in md
+    n_run = sum(c["status"] != "not run" for r in on_disk["models"].values() for c in r["cells"].values())
+    assert f"**{n_pass}/{n_run} cells pass**" in md
     # a passing report step left a real HTML file
     for name, row in on_disk["models"].items():
         if row["cells"]["report"]["status"] == "pass":
