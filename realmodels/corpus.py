@@ -86,7 +86,7 @@ MODELS: list[Model] = [
           "x:1x3x320x320/1x3x384x512/1x3x1280x1280", batch=1, limit=4),
     Model("ppocr_rec_v4", "rapidocr", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
           "text recognizer (SVTR-LCNet, CTC over 6625 characters), dynamic width", "paddle2onnx, opset 12",
-          "x:1x3x48x160/4x3x48x320/8x3x48x960"),
+          "x:1x3x48x160/4x3x48x320/8x3x48x960", limit=8),
     Model("ppocr_cls_v2", "rapidocr", "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
           "text-line orientation classifier; one dim name '?' for both H and W", "paddle2onnx, opset 11",
           "x:1x3x48x192/4x3x48x192/8x3x48x192", labels="label", ci=True),
