@@ -245,6 +245,10 @@ def markdown(results: dict) -> str:
     text = (f"Run {meta['finished']} on {meta['machine']} (git {meta['git']}): **{n_pass}/{n_all} cells pass**. "
             f"ort = ONNX Runtime CPU build; rtx = TensorRT-RTX build (CPU, no engine run: no GPU here); "
             f"profile/compare/report on ONNX Runtime CPU.\n\n")
+    gits = sorted({r.get("git") for r in rows.values() if r.get("git")})
+    if len(gits) > 1:  # the tree changed during a long run: say which model ran on which commit
+        text += "Commits differ between models (the tree changed during the run): " + ", ".join(
+            f"{n} @{r.get('git')}" for n, r in rows.items()) + ".\n\n"
     text += head + "\n".join(body) + "\n"
     if notes:
         text += "\n" + "".join(f"\\* {n}\n" for n in notes)
@@ -301,7 +305,7 @@ def run(models: list[Model], out: Path, timeout: float = 900.0, steps: set[str] 
     for m in models:
         log(f"{m.name}: {m.covers}")
         cells = run_model(m, out, timeout, steps, log, ci=ci)
-        results["models"][m.name] = {"covers": m.covers, "producer": m.producer, "shapes": m.shapes,
+        results["models"][m.name] = {"covers": m.covers, "producer": m.producer, "shapes": m.shapes, "git": _git(),
                                      "path": str(m.path), "data": str(m.data), "cells": cells}
         results["meta"]["finished"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
         _atomic_write(out / "results.json", json.dumps(results, indent=2))  # progress survives a kill
