@@ -371,7 +371,9 @@ class NpzDataset:
             arrays = dict(source)
         else:
             axes = model_batch_axes(model, batch_axis) if rows is not None else {}
-            arrays = _read_npz(Path(source), rows, full={n for n, ax in axes.items() if ax != 0})
+            if any(ax not in (0, None) for ax in axes.values()):
+                rows = None  # an input batched along another axis: sample counts must match, read it all
+            arrays = _read_npz(Path(source), rows, full={n for n, ax in axes.items() if ax is None})
         specs = {s.name: s for s in input_specs(model)}
         where = str(self.path) if self.path else "the data"
         missing = [n for n in specs if n not in arrays]
