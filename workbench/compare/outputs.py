@@ -47,6 +47,7 @@ class Comparison:
     rtol: float = 1e-3
     skipped: dict[str, str] = field(default_factory=dict)
     layerwise: dict[str, pd.DataFrame] = field(default_factory=dict)
+    bisections: dict[str, Any] = field(default_factory=dict)  # variant name -> layerwise.Bisection
     built: dict[str, Variant] = field(default_factory=dict)  # variant name -> the Variant compared
     reference_info: dict[str, str] = field(default_factory=dict)  # precision, backend of the reference
 
@@ -108,9 +109,13 @@ class Comparison:
             for name, df in self.layerwise.items():
                 nodes = [{k: json_number(v) for k, v in rec.items()}
                          for rec in df.drop(columns=["variant", "precision"]).to_dict(orient="records")]
-                out["layerwise"][name] = {"first_divergent": df.attrs.get("first_divergent"),
-                                          "metric": df.attrs.get("metric"),
-                                          "threshold": df.attrs.get("threshold"), "nodes": nodes}
+                from .layerwise import layerwise_summary
+
+                info = {k: json_number(v) for k, v in layerwise_summary(df).items() if k not in ("unmatched", "skipped")}
+                out["layerwise"][name] = {**info, "unmatched": df.attrs.get("unmatched", []),
+                                          "skipped": df.attrs.get("skipped", {}), "nodes": nodes}
+        if self.bisections:
+            out["bisections"] = {name: b.to_json() for name, b in self.bisections.items()}
         return out
 
 
