@@ -27,7 +27,7 @@ import onnx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from workbench.widgets.graph_payload import GraphPayload  # noqa: E402
+from workbench.graph import GraphPayload  # noqa: E402
 from workbench.synthetic import chain_model  # noqa: E402
 from workbench.widgets.graph_view import CSS, ESM, export_html  # noqa: E402
 

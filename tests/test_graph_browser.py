@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from workbench.widgets.graph_payload import GraphPayload
+from workbench.graph import GraphPayload
 from workbench.widgets.graph_view import export_html
 
 from test_graph_view import with_qdq

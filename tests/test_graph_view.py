@@ -17,8 +17,8 @@ from onnx import TensorProto, helper
 import workbench as wb
 from workbench.cli import main as cli_main
 from workbench.errors import UsageError
-from workbench.widgets import colors
-from workbench.widgets.graph_payload import CHUNK, DIFF_COLORS, GraphPayload, scope_parts
+from workbench import colors
+from workbench.graph import CHUNK, DIFF_COLORS, GraphPayload, scope_parts
 from workbench.synthetic import chain_model
 from workbench.widgets.graph_view import GraphView, export_html
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from workbench.backends import get_backend
-from workbench.backends.base import BuildOptions
+from workbench.backends.base import BuildOptions, Engine, TimedCall
 from workbench.data import synthetic_inputs
 from workbench.errors import RunError, UsageError
 from workbench.measure.latency import FRAME_COLUMNS, LatencyResult, latency_frame, latency_stats, measure_latency
@@ -121,21 +121,30 @@ def test_tensorrt_uses_cuda_events(trt_backend, sample):
     assert r.stats["min_ms"] > 0
 
 
-class _StreamWork:
-    """Not TensorRT: an engine-shaped object whose ``enqueue`` puts device work (``cudaMemsetAsync`` of a
-    buffer) on its own CUDA stream — the contract ``measure_latency`` times with CUDA events."""
+class _StreamWork(Engine):
+    """Not TensorRT: an engine whose ``timed_call`` enqueues device work (``cudaMemsetAsync`` of a buffer) on
+    its own CUDA stream with timer ``cuda-events`` — the contract ``measure_latency`` times with CUDA events."""
 
     input_names: list = []
+    output_names: list = []
 
     def __init__(self, rt, nbytes: int):
         self.rt, self.nbytes = rt, nbytes
+        self.backend = type("StreamBackend", (), {"name": "cuda-memset"})()
+        self.variant = type("StreamVariant", (), {"name": "memset", "precision": ""})()
+        self.record = None
         err, self.stream = rt.cudaStreamCreate()
         assert int(err) == 0
         err, self.ptr = rt.cudaMalloc(nbytes)
         assert int(err) == 0
 
-    def stage(self, feeds):
+    def run(self, feeds):
+        self.enqueue()
+        self.synchronize()
         return {}
+
+    def timed_call(self, feeds):
+        return TimedCall(self.enqueue, (), "cuda-events", self.stream)
 
     def enqueue(self):
         (err,) = self.rt.cudaMemsetAsync(self.ptr, 1, self.nbytes, self.stream)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import workbench.backends.tensorrt as trt_backend
+import workbench.backends.tensorrt_rtx as rtx_backend
 import workbench.measure.latency as latency
 import workbench.measure.layers as layers
 
@@ -226,13 +227,13 @@ def test_cuda_runtime_names_exist(src):
 def test_rtx_engine_target_check():
     """Default RTX builds do not run on Turing (7.5 must be targeted explicitly, TensorRT-RTX docs), so
     ``TrtEngine.load`` refuses them there with a rebuild hint instead of a deserialization failure."""
-    default = {"compute_capabilities": "default (" + ", ".join(trt_backend.RTX_DEFAULT_TARGETS) + ")"}
-    assert trt_backend._rtx_engine_targets(7.5, default) is False
-    assert all(trt_backend._rtx_engine_targets(cc, default) for cc in (8.0, 8.6, 8.9, 12.0))
-    assert trt_backend._rtx_engine_targets(7.5, {"compute_capabilities": ["7.5"]}) is True
-    assert trt_backend._rtx_engine_targets(8.6, {"compute_capabilities": ["7.5", "8.9"]}) is False
-    assert trt_backend._rtx_engine_targets(8.6, {"compute_capabilities": ["current"]}) is None
-    assert trt_backend._rtx_engine_targets(8.6, {}) is None
+    default = {"compute_capabilities": "default (" + ", ".join(rtx_backend.RTX_DEFAULT_TARGETS) + ")"}
+    assert rtx_backend.rtx_engine_targets(7.5, default) is False
+    assert all(rtx_backend.rtx_engine_targets(cc, default) for cc in (8.0, 8.6, 8.9, 12.0))
+    assert rtx_backend.rtx_engine_targets(7.5, {"compute_capabilities": ["7.5"]}) is True
+    assert rtx_backend.rtx_engine_targets(8.6, {"compute_capabilities": ["7.5", "8.9"]}) is False
+    assert rtx_backend.rtx_engine_targets(8.6, {"compute_capabilities": ["current"]}) is None
+    assert rtx_backend.rtx_engine_targets(8.6, {}) is None
 
 
 @pytest.mark.rtx

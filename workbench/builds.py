@@ -22,7 +22,7 @@ from .errors import BackendUnavailable, UsageError, WorkbenchError
 from .fsutil import atomic_write_json, ensure_dir
 from .model import Model, load
 from .records import SCHEMA_VERSION, BuildRecord, now_iso
-from .variant import PRECISIONS, Variant
+from .variant import Variant
 
 FRAME_COLUMNS = ["variant", "precision", "backend", "status", "reason", "build_time_s", "engine_bytes", "cache_hit"]
 
@@ -108,15 +108,6 @@ class BuildSet:
         return f"<BuildSet {self.model.name} on {self.backend}: {parts}>"
 
 
-def _precision_list(precisions: str | Iterable[str]) -> list[str]:
-    items = [p.strip().lower() for p in (precisions.split(",") if isinstance(precisions, str) else precisions)]
-    items = [p for p in items if p]
-    bad = [p for p in items if p not in PRECISIONS]
-    if bad or not items:
-        raise UsageError(f"unknown precision(s) {bad or precisions!r}; choose from {', '.join(PRECISIONS)}")
-    return list(dict.fromkeys(items))
-
-
 def _make_variant(model: Model, precision: str, *, calib, keep_nodes, keep_op_types, progress) -> Variant:
     try:
         from .precision import make_variant
@@ -158,16 +149,18 @@ def build_variants(model, precisions: str | Iterable[str], backend: str | Backen
     ok, why = be.available()
     if not ok:
         raise BackendUnavailable(why)
-    precs = _precision_list(precisions)
+    from .precision import parse_precisions
+
+    precs = parse_precisions(precisions)
     sm = ShapeMap.parse(shapes)
     options = options or BuildOptions(progress=progress)
     if isinstance(cache, (str, os.PathLike)):
         cache = EngineCache(Path(cache).expanduser())
-    serialized = hasattr(be, "load_engine")
+    serialized = be.serializes_engines
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         ensure_dir(out)
-    wants_timing_cache = serialized and not getattr(be, "is_rtx", False)  # RTX: timing cache is a no-op
+    wants_timing_cache = be.uses_timing_cache
     if wants_timing_cache and options.timing_cache is None and (cache is not None or out is not None):
         from dataclasses import replace
 
@@ -241,7 +234,7 @@ def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_
     if not rec.reason:
         rec.reason = why  # a "supported, but..." note from the backend
     rec.onnx_file = files.get("onnx", "")
-    if out is not None and hasattr(engine, "save"):
+    if out is not None and be.serializes_engines:
         engine.save(out / f"{variant.name}.engine")
         files["engine"] = f"{variant.name}.engine"
         files["record"] = f"{variant.name}.engine.json"

@@ -334,14 +334,15 @@ def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
     """Step 1: inspect ``model``, read ``data`` (and ``labels``), build every precision on every backend
     (``builds.build_variants``). Returns a new :class:`FlowResult` holding the engines."""
     from .inspect import inspect as _inspect
-    from .builds import _precision_list, build_variants
+    from .builds import build_variants
+    from .precision import parse_precisions
     from .compare.outputs import resolve_data
     from .data import synthetic_inputs
     from .model import Model, load
 
     m = model if isinstance(model, Model) else load(model)
     backends = _backends(backend)
-    precs = _precision_list(precisions)
+    precs = parse_precisions(precisions)
     config = {"model": m.name, "precisions": precs, "backends": backends, "data": _describe(data),
               "labels": labels if isinstance(labels, str) else (None if labels is None else "array"),
               "calib": _describe(calib), "shapes": str(shapes) if shapes is not None else None,

@@ -20,15 +20,6 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-#: One colour per precision, used by every figure (Okabe-Ito palette: colour-blind safe).
-PRECISION_COLORS: dict[str, str] = {
-    "fp32": "#0072B2",  # blue
-    "tf32": "#56B4E9",  # sky blue
-    "fp16": "#E69F00",  # orange
-    "bf16": "#CC79A7",  # reddish purple
-    "int8": "#009E73",  # bluish green
-    "fp8": "#D55E00",  # vermillion
-}
 OTHER_COLOR = "#7F7F7F"
 #: Colours for op types in the stacked share plot (cycled).
 OP_COLORS = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#EECA3B", "#B279A2", "#FF9DA6",
@@ -36,9 +27,27 @@ OP_COLORS = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#EECA3B", "
 TEMPLATE = "plotly_white"
 
 
+def precision_colors() -> dict[str, str]:
+    """One colour per registered precision (``Recipe.color`` in the precision registry; the built-ins use
+    the Okabe-Ito palette: colour-blind safe), used by every figure."""
+    from .precision import REGISTRY
+
+    return {name: r.color for name, r in REGISTRY.items()}
+
+
+def __getattr__(name: str):
+    # ``PRECISION_COLORS``: {precision: colour}, read from the precision registry.
+    if name == "PRECISION_COLORS":
+        return precision_colors()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def precision_color(precision: str) -> str:
     """The colour of ``precision`` (grey for unknown ones)."""
-    return PRECISION_COLORS.get(str(precision).lower(), OTHER_COLOR)
+    from .precision import get_recipe
+
+    r = get_recipe(str(precision), missing_ok=True)
+    return r.color if r is not None else OTHER_COLOR
 
 
 def _go():
@@ -71,7 +80,7 @@ def _layout(fig, title: str, x: str, y: str, **kw):
 
 
 def _precisions(df: pd.DataFrame) -> list[str]:
-    order = list(PRECISION_COLORS)
+    order = list(precision_colors())
     seen = list(dict.fromkeys(df["precision"].astype(str)))
     return sorted(seen, key=lambda p: (order.index(p) if p in order else len(order), p))
 

@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 
 from .model import Model
 
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
+
+
+def __getattr__(name: str):
+    # ``PRECISIONS``: the registered precision names, read from the registry (workbench.precision) each time.
+    if name == "PRECISIONS":
+        from .precision import precision_names
+
+        return precision_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass

@@ -1,14 +1,14 @@
-"""Backends behind one interface: ``get_backend(name).build(variant, shapes, options).run(feeds)``.
+"""Backends behind one protocol (:mod:`workbench.backends.base`): ``get_backend(name).build(variant, shapes,
+options).run(feeds)``, with declared capabilities (``serializes_engines``, ``device_kind``, ``supports``).
 
-``onnxruntime`` (CPU, the embedded default), ``onnxruntime-cuda``, ``tensorrt`` and ``tensorrt-rtx``.
-TensorRT modules are imported only when a TensorRT backend is used.
+``onnxruntime`` (CPU, the embedded default), ``onnxruntime-cuda``, ``tensorrt`` and ``tensorrt-rtx``, in
+that order (the CLI's ``--backend`` choices are :func:`backend_names`). TensorRT modules are imported only
+when a TensorRT backend is used.
 """
 from __future__ import annotations
 
-from .base import Backend, BuildOptions, Engine, backend_names, get_backend, register_backend  # noqa: F401
-from . import onnxruntime as _ort  # noqa: F401,E402  (registers onnxruntime / onnxruntime-cuda)
+from .base import Backend, BuildOptions, Engine, TimedCall, backend_names, get_backend, register_backend
+from . import onnxruntime, tensorrt, tensorrt_rtx  # register the built-in backends (TensorRT imported lazily)
 
-try:  # registers tensorrt / tensorrt-rtx; the module imports TensorRT lazily
-    from . import tensorrt as _trt  # noqa: F401
-except ImportError:  # pragma: no cover - module not written yet
-    pass
+__all__ = ["Backend", "BuildOptions", "Engine", "TimedCall", "backend_names", "get_backend", "register_backend",
+           "onnxruntime", "tensorrt", "tensorrt_rtx"]

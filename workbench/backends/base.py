@@ -1,19 +1,42 @@
-"""The one small backend interface.
+"""The backend protocol (in the style of Polygraphy's runners): declared capabilities, no attribute sniffing.
 
 ``backend.build(variant, shapes, options) -> Engine`` and ``engine.run(feeds) -> {name: array}``.
-Profiling hooks (``Engine.profile_layers``) are added by ``workbench.measure``.
+
+A :class:`Backend` *declares* what it can do, and callers (``builds``, ``backends.cache``, ``measure``,
+``flow``) read only these declarations:
+
+* ``serializes_engines``: builds produce bytes (``engine.serialized``, ``engine.save(path)``) that
+  ``load_engine(variant, data, record)`` turns back into an engine; the engine cache and ``out_dir``
+  engine files apply.
+* ``uses_timing_cache``: builds read/write a timing cache file (``BuildOptions.timing_cache``).
+* ``builds_without_gpu``: a build needs no GPU (ahead-of-time compilation).
+* ``device_kind``: ``"cpu"`` or ``"cuda"``: where engines run.
+* ``supports(precision) -> (ok, reason)``: from the precision registry's backend facts plus what this
+  backend finds on this machine.
+
+An :class:`Engine` implements its own measurement:
+
+* ``timed_call(feeds) -> TimedCall``: inputs prepared once (device buffers, IOBinding), then the one
+  call a latency iteration makes, which timer brackets it and on which CUDA stream;
+* ``synchronize()``: wait for queued work (no-op on host backends);
+* ``profile_layers(feeds, ...)``: the per-layer table (``workbench.measure.layers``) or
+  ``BackendUnavailable`` when the engine has no per-layer profiler.
+
+Backends register by name (:func:`register_backend`); the CLI's ``--backend`` choices are
+:func:`backend_names`. docs/extending.md shows a new backend in one file.
 """
 from __future__ import annotations
 
 import abc
 import json
+import os
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
 from ..data import ShapeMap
-from ..errors import UsageError
+from ..errors import BackendUnavailable, UnsupportedError, UsageError
 from ..records import BuildRecord
 from ..variant import Variant
 
@@ -58,8 +81,24 @@ class BuildOptions:
         return d
 
 
+@dataclass
+class TimedCall:
+    """What one latency iteration calls: ``fn(*args)``, bracketed by ``timer`` on ``stream``.
+
+    ``timer``: ``"host"`` (perf_counter around the call), ``"host-sync"`` (host timers around a call
+    that synchronizes its stream before returning) or ``"cuda-events"`` (CUDA events recorded on
+    ``stream`` around an asynchronous enqueue). ``cleanup`` releases what the preparation allocated."""
+
+    fn: Callable
+    args: tuple = ()
+    timer: str = "host"
+    stream: Any = 0
+    cleanup: Callable | None = None
+
+
 class Engine(abc.ABC):
-    """A built, runnable variant."""
+    """A built, runnable variant. Implements its own timing (:meth:`timed_call`) and per-layer profiling
+    (:meth:`profile_layers`); ``measure`` calls these and never inspects the engine's attributes."""
 
     backend: "Backend"
     variant: Variant
@@ -77,6 +116,25 @@ class Engine(abc.ABC):
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run once; returns host numpy arrays keyed by output name."""
 
+    def timed_call(self, feeds: Mapping[str, np.ndarray]) -> TimedCall:
+        """Prepare ``feeds`` once and return the call one timed iteration makes (default: host timers
+        around :meth:`run`)."""
+        prepared = dict(feeds)
+        return TimedCall(self.run, (prepared,), "host")
+
+    def synchronize(self) -> None:
+        """Wait until queued work is done (no-op for engines whose calls return when done)."""
+
+    def profile_layers(self, feeds: Mapping[str, np.ndarray], *, iterations: int = 20, warmup: int = 3,
+                       progress: bool = False, **opts):
+        """Per-layer timings as a tidy DataFrame (see :func:`workbench.measure.layers.profile_layers`)."""
+        raise BackendUnavailable(f"per-layer profiling is not available for {type(self).__name__}",
+                                 hint="supported: ONNX Runtime and TensorRT engines")
+
+    def save(self, path: str | os.PathLike):
+        """Write the serialized engine (backends with ``serializes_engines``)."""
+        raise UnsupportedError(f"{self.backend.name} engines are not serialized; nothing to save")
+
     def close(self) -> None:  # pragma: no cover - default no-op
         pass
 
@@ -91,7 +149,17 @@ class Engine(abc.ABC):
 
 
 class Backend(abc.ABC):
+    """A way to build and run variants. Subclasses set the declared capabilities below."""
+
     name: str = "?"
+    #: builds produce bytes: ``engine.serialized`` / ``engine.save()`` / :meth:`load_engine` (engine cache, files)
+    serializes_engines: ClassVar[bool] = False
+    #: builds use a timing cache file (``BuildOptions.timing_cache``)
+    uses_timing_cache: ClassVar[bool] = False
+    #: a build needs no GPU (ahead-of-time compilation)
+    builds_without_gpu: ClassVar[bool] = True
+    #: where engines run: "cpu" or "cuda"
+    device_kind: str = "cpu"
 
     @abc.abstractmethod
     def available(self) -> tuple[bool, str]:
@@ -105,8 +173,22 @@ class Backend(abc.ABC):
         """Device facts for records and cache keys (name, compute capability, ...)."""
 
     def supports(self, precision: str) -> tuple[bool, str]:
-        """(can build/run this precision here?, reason if not)."""
-        return True, ""
+        """(can build/run this precision here?, reason if not or a "supported, but..." note).
+
+        Default: the precision registry's facts for this backend (``Recipe.unsupported_on`` /
+        ``Recipe.notes_on``, keyed by backend name)."""
+        from ..precision import get_recipe
+
+        recipe = get_recipe(precision, missing_ok=True)
+        if recipe is None:
+            return False, f"unknown precision {precision!r}"
+        if self.name in recipe.unsupported_on:
+            return False, recipe.unsupported_on[self.name]
+        return True, recipe.notes_on.get(self.name, "")
+
+    def load_engine(self, variant: Variant, serialized: bytes, record: BuildRecord) -> Engine:
+        """An engine around already-built bytes (engine cache hits, files); ``serializes_engines`` backends."""
+        raise UnsupportedError(f"backend {self.name} has no serialized engines to load")
 
     def unsupported_op_type(self, error: Exception, precision: str) -> str | None:
         """The op type a failed build says has no kernel in ``precision`` on this backend, when the backend
@@ -115,8 +197,6 @@ class Backend(abc.ABC):
 
     def check_can_build(self, variant: Variant) -> None:
         """Raise BackendUnavailable / UnsupportedError (with the reason) before any build work starts."""
-        from ..errors import BackendUnavailable, UnsupportedError
-
         ok, why = self.available()
         if not ok:
             raise BackendUnavailable(why)
@@ -140,6 +220,7 @@ def register_backend(name: str, factory) -> None:
 
 
 def backend_names() -> list[str]:
+    """Registered backend names, in registration order (the CLI's ``--backend`` choices)."""
     return list(_REGISTRY)
 
 

@@ -119,10 +119,10 @@ class EngineCache:
                      options: BuildOptions | None = None, **build_kw: Any) -> Engine:
         """A cached engine (``record.cache_hit=True``, status ``cached``) or a fresh build stored here.
 
-        The backend must produce serialized engines (``load_engine`` and ``engine.serialized``).
+        The backend must declare ``serializes_engines`` (``load_engine`` and ``engine.serialized``).
         """
         options = options or BuildOptions()
-        if not hasattr(backend, "load_engine"):
+        if not backend.serializes_engines:
             raise CacheError(f"backend {backend.name} has no serialized engines to cache")
         key = cache_key(variant, backend, shapes, options)
         found = self.lookup(key)

@@ -2,6 +2,16 @@
 execution provider (``onnxruntime-gpu`` on a machine with an NVIDIA GPU).
 
 "Building" here means creating an ``InferenceSession`` (ORT optimizes the graph at session creation).
+Engines are not serialized (no engine cache). Which precisions each provider runs is a fact of the
+precision registry (``Recipe.unsupported_on`` / ``notes_on`` under ``onnxruntime`` / ``onnxruntime-cuda``).
+
+Timing (:meth:`OrtEngine.timed_call`): on CPU, host timers around ``session.run``; on CUDA, inputs
+copied to the GPU once (``OrtValue.ortvalue_from_numpy(arr, "cuda", id)``), outputs bound to the GPU,
+``session.run_with_iobinding``. ORT runs its kernels on its *own* stream (created non-blocking), so CUDA
+events on the legacy default stream would not bracket them: when the session was created with the
+``user_compute_stream`` provider option (the default here, with cuda-python), CUDA events are recorded on
+that stream (timer ``"cuda-events"``); otherwise host timers, exact because ``Run`` synchronizes the
+provider's stream before it returns (timer ``"host-sync"``).
 """
 from __future__ import annotations
 
@@ -17,16 +27,7 @@ from ..data import ShapeMap, resolve_shapes
 from ..errors import BackendUnavailable, BuildError, RunError
 from ..records import BuildRecord
 from ..variant import Variant
-from .base import Backend, BuildOptions, Engine, register_backend
-
-_CPU_UNSUPPORTED = {
-    "bf16": "ONNX Runtime's CPU provider has no bfloat16 kernels for most ops (Conv, MatMul, ...)",
-    "fp8": "FP8 (E4M3) Q/DQ needs an FP8-capable GPU backend (TensorRT on compute capability >= 8.9)",
-}
-_CUDA_UNSUPPORTED = {
-    "fp8": "ONNX Runtime's CUDA provider does not run FP8 Q/DQ graphs; use TensorRT on an FP8-capable GPU",
-}
-
+from .base import Backend, BuildOptions, Engine, TimedCall, register_backend
 
 def _ort():
     try:
@@ -102,6 +103,57 @@ class OrtEngine(Engine):
             raise RunError(f"ONNX Runtime failed to run {self.variant.name}: {e}") from e
         return dict(zip(output_names or self._outputs, outs))
 
+    # -------------------------------------------------------------- measurement (workbench.measure)
+    @property
+    def on_cuda(self) -> bool:
+        """The session runs on the CUDA provider (not a CPU fallback)."""
+        try:
+            return self.session.get_providers()[0] == "CUDAExecutionProvider"
+        except Exception:
+            return False
+
+    def user_stream(self) -> int:
+        """The CUDA stream ORT computes on when the session was given one (``user_compute_stream``), else 0."""
+        try:
+            opts = self.session.get_provider_options().get("CUDAExecutionProvider", {})
+            if str(opts.get("has_user_compute_stream", "0")) != "1":
+                return 0
+            return int(opts.get("user_compute_stream", "0") or 0)
+        except Exception:
+            return 0
+
+    def _iobinding(self, feeds: Mapping[str, np.ndarray]):
+        ort = _ort()
+        device_id = int(self.backend.device_id)
+        io = self.session.io_binding()
+        keep = []  # the OrtValues must outlive the binding
+        for name in self.input_names:
+            ov = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(feeds[name]), "cuda", device_id)
+            keep.append(ov)
+            io.bind_ortvalue_input(name, ov)
+        for name in self.output_names:
+            io.bind_output(name, "cuda", device_id)
+        return io, keep
+
+    def timed_call(self, feeds: Mapping[str, np.ndarray]) -> TimedCall:
+        """CPU: ``session.run`` on contiguous host arrays (timer ``host``). CUDA: inputs on the GPU once,
+        ``run_with_iobinding`` per iteration, CUDA events on the session's own stream (``cuda-events``) or
+        host timers around the synchronizing call (``host-sync``)."""
+        if self.on_cuda:
+            io, keep = self._iobinding(feeds)
+            stream = self.user_stream()
+            return TimedCall(self.session.run_with_iobinding, (io,), "cuda-events" if stream else "host-sync",
+                             stream, keep.clear)
+        prepared = {n: np.ascontiguousarray(feeds[n]) for n in self.input_names}
+        return TimedCall(self.session.run, (None, prepared), "host")
+
+    def profile_layers(self, feeds: Mapping[str, np.ndarray], *, iterations: int = 20, warmup: int = 3,
+                       progress: bool = False, **opts):
+        """ORT's profiler in a separate session (:func:`workbench.measure.layers.profile_layers_ort`)."""
+        from ..measure.layers import profile_layers_ort
+
+        return profile_layers_ort(self, feeds, iterations=iterations, warmup=warmup, progress=progress, **opts)
+
 
 def _check_shapes(model, shapes) -> None:
     """ORT needs no shape profile, but a ``shapes`` map that does not fit the model is still the
@@ -119,10 +171,15 @@ def _check_shapes(model, shapes) -> None:
 class OnnxRuntimeBackend(Backend):
     """``provider``: ``"cpu"`` (default) or ``"cuda"``."""
 
+    serializes_engines = False
+    uses_timing_cache = False
+
     def __init__(self, provider: str = "cpu", device_id: int = 0):
         self.provider = provider
         self.device_id = device_id
         self.name = "onnxruntime" if provider == "cpu" else f"onnxruntime-{provider}"
+        self.device_kind = "cpu" if provider == "cpu" else "cuda"
+        self.builds_without_gpu = provider == "cpu"  # the CUDA provider needs its GPU to create a session
 
     # -------------------------------------------------------------- facts
     def available(self) -> tuple[bool, str]:
@@ -149,18 +206,13 @@ class OnnxRuntimeBackend(Backend):
         from ..device import cuda_device_info
         return {"type": "cuda", **cuda_device_info(self.device_id)}
 
-    def supports(self, precision: str) -> tuple[bool, str]:
-        table = _CPU_UNSUPPORTED if self.provider == "cpu" else _CUDA_UNSUPPORTED
-        if precision in table:
-            return False, table[precision]
-        if precision == "tf32" and self.provider == "cpu":
-            return True, "TF32 is a GPU tensor-core mode; on CPU the tf32 variant runs exactly like fp32"
-        return True, ""
-
     def unsupported_op_type(self, error: Exception, precision: str) -> str | None:
         """ORT's CUDA provider lacks some fp16/bf16 kernels (e.g. bf16 MaxPool, BatchNormalization); it then
         fails at session creation with "Provider type for <Op> node with name ... is not set"."""
-        if self.provider != "cuda" or precision not in ("fp16", "bf16"):
+        from ..precision import get_recipe
+
+        recipe = get_recipe(precision, missing_ok=True)
+        if self.provider != "cuda" or recipe is None or recipe.kind != "cast":
             return None
         m = _NO_KERNEL.search(f"{error} {error.__cause__ or ''}")
         return m.group(1) if m else None

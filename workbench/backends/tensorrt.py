@@ -1,8 +1,12 @@
-"""TensorRT backends: ``tensorrt`` (TensorRT 10.x / 11.x) and ``tensorrt-rtx`` (TensorRT for RTX).
+"""TensorRT backends: ``tensorrt`` (TensorRT 10.x / 11.x, this module) and ``tensorrt-rtx`` (TensorRT for
+RTX, :mod:`workbench.backends.tensorrt_rtx`).
 
-Both Python modules expose the same Builder / OnnxParser / BuilderConfig / Runtime API, so one class
-drives them: ``TensorRTBackend(module_name="tensorrt" | "tensorrt_rtx")``. The module is imported on
-first use. Differences are detected by feature, not by version string:
+Both Python modules expose the same Builder / OnnxParser / BuilderConfig / Runtime API, so one base
+class, :class:`TensorRTBase`, drives them; :class:`TensorRTBackend` (``tensorrt``) and
+``TensorRTRTXBackend`` (``tensorrt-rtx``) declare their differences as capabilities and small hooks
+(``builds_without_gpu``, ``uses_timing_cache``, ``runs_on``, ``min_compute_capability``,
+``default_targets``, ``check_engine_targets``), never as ``if rtx`` branches. The TensorRT module is
+imported on first use. API differences are detected by feature, not by version string:
 
 * Precision lives in the ONNX graph (casts, Q/DQ). Networks are created with
   ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` where that flag exists (TensorRT 10.x honours it,
@@ -35,8 +39,8 @@ from ..errors import (BackendUnavailable, BuildError, RunError, ShapeSpecError, 
                       UsageError, WorkbenchError)
 from ..fsutil import atomic_write_bytes
 from ..records import BuildRecord
-from ..variant import PRECISIONS, Variant
-from .base import Backend, BuildOptions, Engine, register_backend
+from ..variant import Variant
+from .base import Backend, BuildOptions, Engine, TimedCall, register_backend
 
 log = logging.getLogger("workbench.tensorrt")
 
@@ -46,12 +50,8 @@ _INSTALL = {
                  "GPU and driver"),
     "tensorrt_rtx": "TensorRT for RTX is not installed: pip install 'trt-workbench[trt-rtx]'",
 }
-_BACKEND_NAME = {"tensorrt": "tensorrt", "tensorrt_rtx": "tensorrt-rtx"}
-
-#: Compute capabilities an RTX engine built with default settings runs on (NVIDIA's support matrix).
-RTX_DEFAULT_TARGETS = ("8.0", "8.6", "8.9", "12.x")
-#: Minimum compute capability per precision (tensor-core support). TF32 below 8.0 silently runs as FP32.
-_MIN_CC = {"bf16": 8.0, "fp8": 8.9, "int8": 6.1}
+#: TensorRT DataType member a precision's graph needs (older versions lack BF16 / FP8)
+_DATA_TYPE = {"bf16": "BF16", "fp8": "FP8"}
 
 
 def _cc_value(cc: str | None) -> float | None:
@@ -60,23 +60,6 @@ def _cc_value(cc: str | None) -> float | None:
         return int(major) + int(minor) / 10
     except (ValueError, AttributeError):
         return None
-
-
-def _rtx_runs_on(cc: float) -> bool:
-    return cc in (7.5, 8.0, 8.6, 8.9) or cc >= 12.0
-
-
-def _rtx_engine_targets(cc: float, applied: Mapping) -> bool | None:
-    """Does an RTX engine built with ``applied["compute_capabilities"]`` target a GPU of compute capability
-    ``cc``? Default builds cover 8.0/8.6/8.9/12.x but not Turing (7.5), which must be targeted explicitly
-    (TensorRT-RTX "CPU-only AOT" docs). None when unknown (``current`` or no record)."""
-    targets = applied.get("compute_capabilities")
-    if isinstance(targets, str) and targets.startswith("default"):
-        return cc != 7.5
-    if not isinstance(targets, list) or any(str(t).lower() == "current" for t in targets):
-        return None
-    wanted = {_cc_value(t) for t in targets if not str(t).endswith("x")}
-    return cc in wanted or (cc >= 12.0 and any(str(t).startswith("12") for t in targets))
 
 
 # ------------------------------------------------------------------------------------------ trt helpers
@@ -320,16 +303,7 @@ class TrtEngine(Engine):
         ok, why = self.backend.can_run()
         if not ok:
             raise BackendUnavailable(why)
-        if self.backend.is_rtx:
-            gpu = self.backend._gpu() or {}
-            cc = _cc_value(gpu.get("compute_capability"))
-            applied = (self.record.options or {}).get("applied", {}) if self.record is not None else {}
-            if cc is not None and _rtx_engine_targets(cc, applied) is False:
-                raise RunError(f"the TensorRT-RTX engine of {self.variant.name} was built for compute capabilities "
-                               f"{applied.get('compute_capabilities')}, not for {gpu.get('name')} "
-                               f"({gpu.get('compute_capability')})",
-                               hint=f"rebuild with BuildOptions(extra={{'compute_capabilities': "
-                                    f"['{gpu.get('compute_capability')}']}})")
+        self.backend.check_engine_targets(self)
         trt = self.backend.trt
         cudart = _cudart()
         self._logger = _make_logger(trt)
@@ -464,6 +438,21 @@ class TrtEngine(Engine):
         self.enqueue()
         return self.fetch()
 
+    # -------------------------------------------------------------- measurement (workbench.measure)
+    def timed_call(self, feeds: Mapping[str, np.ndarray]) -> TimedCall:
+        """Inputs staged on the GPU once; one ``enqueue`` per iteration on ``stream``, bracketed by CUDA
+        events (timer ``cuda-events``); no host<->device copies in the timed region."""
+        self.stage(feeds)
+        self.synchronize()
+        return TimedCall(self.enqueue, (), "cuda-events", self.stream)
+
+    def profile_layers(self, feeds: Mapping[str, np.ndarray], *, iterations: int = 20, warmup: int = 3,
+                       progress: bool = False, **opts):
+        """TensorRT's ``IProfiler`` in a separate execution context (:func:`workbench.measure.layers.profile_layers_trt`)."""
+        from ..measure.layers import profile_layers_trt
+
+        return profile_layers_trt(self, feeds, iterations=iterations, warmup=warmup, progress=progress)
+
     def inspector_json(self) -> dict:
         """The engine inspector's JSON (layers, tactics, origin ONNX nodes with DETAILED verbosity)."""
         trt = self.backend.trt
@@ -494,21 +483,23 @@ class TrtEngine(Engine):
 
 
 # ------------------------------------------------------------------------------------------ backend
-class TensorRTBackend(Backend):
-    """TensorRT (``module_name="tensorrt"``) or TensorRT for RTX (``module_name="tensorrt_rtx"``)."""
+class TensorRTBase(Backend):
+    """What TensorRT and TensorRT for RTX share: parse, build, timing cache, run. Subclasses set
+    ``module_name`` and ``name`` and override the hooks where their product differs."""
 
-    def __init__(self, module_name: str = "tensorrt", device_id: int = 0):
-        if module_name not in _BACKEND_NAME:
-            raise WorkbenchError(f"unknown TensorRT module {module_name!r}; use 'tensorrt' or 'tensorrt_rtx'")
-        self.module_name = module_name
-        self.name = _BACKEND_NAME[module_name]
+    module_name: str = ""
+    serializes_engines = True
+    uses_timing_cache = True
+    builds_without_gpu = False
+    device_kind = "cuda"
+
+    def __init__(self, module_name: str | None = None, device_id: int = 0):
+        if module_name is not None and module_name != self.module_name:
+            raise WorkbenchError(f"{type(self).__name__} drives {self.module_name!r}, not {module_name!r}; "
+                                 f"use get_backend('tensorrt') or get_backend('tensorrt-rtx')")
         self.device_id = device_id
         self._trt = None
         self.cancel_event = threading.Event()
-
-    @property
-    def is_rtx(self) -> bool:
-        return self.module_name == "tensorrt_rtx"
 
     @property
     def trt(self):
@@ -516,6 +507,32 @@ class TensorRTBackend(Backend):
         if self._trt is None:
             self._trt = _import(self.module_name)
         return self._trt
+
+    # -------------------------------------------------------------- hooks (differences between products)
+    def runs_on(self, cc: float) -> bool:
+        """Can engines of this product execute on a GPU of compute capability ``cc``?"""
+        return True
+
+    def min_compute_capability(self, precision: str) -> float | None:
+        """Lowest compute capability that runs ``precision`` (the precision registry's fact)."""
+        from ..precision import get_recipe
+
+        return get_recipe(precision).min_compute_capability
+
+    def device_without_gpu(self) -> dict[str, Any]:
+        """``device()`` when no GPU is visible."""
+        return {"type": "none", "error": cuda_device_info(self.device_id).get("error", "no GPU")}
+
+    def default_targets(self) -> str | None:
+        """What ``record.options["applied"]["compute_capabilities"]`` says when no targets are given."""
+        return None
+
+    def timing_cache_note(self) -> str:
+        """Why a timing cache given in the options is not used (``uses_timing_cache`` False)."""
+        return "not used by this backend"
+
+    def check_engine_targets(self, engine: "TrtEngine") -> None:
+        """Raise ``RunError`` (with a rebuild hint) when ``engine`` was built for other GPUs than this one."""
 
     # -------------------------------------------------------------- facts
     def _gpu(self) -> dict | None:
@@ -527,14 +544,14 @@ class TensorRTBackend(Backend):
             self.trt
         except BackendUnavailable as e:
             return False, str(e)
-        if not self.is_rtx and self._gpu() is None:
+        if not self.builds_without_gpu and self._gpu() is None:
             return False, (f"TensorRT needs an NVIDIA GPU to build and run "
                            f"({cuda_device_info(self.device_id).get('error', 'no device')}); "
                            f"tensorrt-rtx builds ahead of time without one")
         return True, ""
 
     def can_run(self) -> tuple[bool, str]:
-        """(can engines execute here?, why not): needs a GPU (RTX: compute capability 7.5/8.x/12.x)."""
+        """(can engines execute here?, why not): needs a GPU this product runs on."""
         ok, why = self.available()
         if not ok:
             return ok, why
@@ -543,8 +560,8 @@ class TensorRTBackend(Backend):
             return False, (f"{self.name} engines need an NVIDIA GPU to run "
                            f"({cuda_device_info(self.device_id).get('error', 'no device')})")
         cc = _cc_value(gpu.get("compute_capability"))
-        if self.is_rtx and cc is not None and not _rtx_runs_on(cc):
-            return False, f"TensorRT-RTX does not run on compute capability {gpu['compute_capability']} ({gpu['name']})"
+        if cc is not None and not self.runs_on(cc):
+            return False, f"{self.name} does not run on compute capability {gpu['compute_capability']} ({gpu['name']})"
         return True, ""
 
     def version(self) -> str:
@@ -554,54 +571,53 @@ class TensorRTBackend(Backend):
         gpu = self._gpu()
         if gpu is not None:
             return {"type": "cuda", **gpu}
-        if self.is_rtx:
-            return {"type": "cpu-aot", "name": "cpu-aot", "targets": list(RTX_DEFAULT_TARGETS),
-                    "note": cuda_device_info(self.device_id).get("error", "no GPU")}
-        return {"type": "none", "error": cuda_device_info(self.device_id).get("error", "no GPU")}
+        return self.device_without_gpu()
 
     def supports(self, precision: str) -> tuple[bool, str]:
-        if precision not in PRECISIONS:
+        from ..precision import get_recipe
+
+        recipe = get_recipe(precision, missing_ok=True)
+        if recipe is None:
             return False, f"unknown precision {precision!r}"
         ok, why = self.available()
         if not ok:
             return False, why
+        if self.name in recipe.unsupported_on:
+            return False, recipe.unsupported_on[self.name]
         trt = self.trt
-        if precision == "bf16" and not hasattr(trt.DataType, "BF16"):
-            return False, f"{self.name} {self.version()} has no BF16 data type"
-        if precision == "fp8" and not hasattr(trt.DataType, "FP8"):
-            return False, f"{self.name} {self.version()} has no FP8 data type"
+        dtype = _DATA_TYPE.get(precision)
+        if dtype and not hasattr(trt.DataType, dtype):
+            return False, f"{self.name} {self.version()} has no {dtype} data type"
         gpu = self._gpu()
         cc = _cc_value(gpu.get("compute_capability")) if gpu else None
-        if gpu is None or cc is None or (self.is_rtx and not _rtx_runs_on(cc)):
-            # RTX ahead-of-time build (available() refused plain TensorRT without a GPU already)
-            where = "without a GPU" if gpu is None else f"(this {gpu['name']} cannot run TensorRT-RTX engines)"
-            if precision == "fp8":
-                return True, (f"built ahead of time {where}; FP8 GEMMs run only on compute capability "
-                              ">= 8.9 (Ada, Blackwell)")
-            if precision == "tf32":
-                return True, f"built ahead of time {where}; TF32 applies on compute capability >= 8.0"
+        need = self.min_compute_capability(precision)
+        label = precision.upper()
+        if gpu is None or cc is None or not self.runs_on(cc):
+            # ahead-of-time build (available() refused backends that need a GPU to build already)
+            where = "without a GPU" if gpu is None else f"(this {gpu['name']} cannot run {self.name} engines)"
+            if need is not None and recipe.runs_as_fp32_below_min:
+                return True, f"built ahead of time {where}; {label} applies on compute capability >= {need}"
+            if need is not None:
+                return True, f"built ahead of time {where}; {label} runs only on compute capability >= {need}"
             return True, "" if gpu is None else f"built ahead of time {where}"
         ccs = gpu.get("compute_capability")
-        need = _MIN_CC.get(precision)
-        if self.is_rtx and precision in ("bf16", "int8"):
-            need = 8.0  # TensorRT-RTX support matrix: no BF16 and no INT8 on Turing (7.5)
         if need is not None and cc < need:
-            return False, f"{precision.upper()} needs compute capability >= {need}; {gpu['name']} is {ccs}"
-        if precision == "tf32" and cc < 8.0:
-            return True, f"TF32 needs compute capability >= 8.0; on {ccs} the tf32 variant runs as FP32"
-        return True, ""
+            if recipe.runs_as_fp32_below_min:
+                return True, f"{label} needs compute capability >= {need}; on {ccs} the {precision} variant runs as FP32"
+            return False, f"{label} needs compute capability >= {need}; {gpu['name']} is {ccs}"
+        return True, recipe.notes_on.get(self.name, "")
 
     def cancel(self) -> None:
         """Cancel the build in progress (its progress monitor returns False at the next step)."""
         self.cancel_event.set()
 
     # -------------------------------------------------------------- build
-    def load_engine(self, variant: Variant, serialized: bytes, record: BuildRecord) -> TrtEngine:
+    def load_engine(self, variant: Variant, serialized: bytes, record: BuildRecord) -> "TrtEngine":
         """An engine object around already-built bytes (engine cache hits, files on disk)."""
         return TrtEngine(self, variant, serialized, record)
 
     def build(self, variant: Variant, shapes: ShapeMap | str | Mapping | None = None,
-              options: BuildOptions | None = None, *, out_dir: str | os.PathLike | None = None) -> TrtEngine:
+              options: BuildOptions | None = None, *, out_dir: str | os.PathLike | None = None) -> "TrtEngine":
         """Parse the variant's ONNX, build a serialized engine, and (with ``out_dir``) write
         ``<variant>.engine`` + ``<variant>.engine.json`` atomically.
 
@@ -763,8 +779,9 @@ class TensorRTBackend(Backend):
         """RTX: optional target compute capabilities (``extra["compute_capabilities"]``)."""
         targets = options.extra.get("compute_capabilities")
         if not targets:
-            if self.is_rtx:
-                applied["compute_capabilities"] = "default (" + ", ".join(RTX_DEFAULT_TARGETS) + ")"
+            default = self.default_targets()
+            if default is not None:
+                applied["compute_capabilities"] = default
             return
         trt = self.trt
         if not hasattr(config, "set_compute_capability") or not hasattr(trt, "ComputeCapability"):
@@ -785,9 +802,8 @@ class TensorRTBackend(Backend):
     def _attach_timing_cache(self, config, options: BuildOptions, applied: dict) -> Path | None:
         if not options.timing_cache:
             return None
-        if self.is_rtx:
-            applied["timing_cache"] = ("not used: TensorRT-RTX timing cache is a deprecated no-op and forces a "
-                                       "GPU query (prevents CPU-only AOT builds)")
+        if not self.uses_timing_cache:
+            applied["timing_cache"] = self.timing_cache_note()
             return None
         if not hasattr(config, "create_timing_cache"):
             applied["timing_cache"] = "not supported by this version"
@@ -828,5 +844,11 @@ class TensorRTBackend(Backend):
         applied["timing_cache"]["saved_bytes"] = len(data)
 
 
-register_backend("tensorrt", lambda **kw: TensorRTBackend("tensorrt", **kw))
-register_backend("tensorrt-rtx", lambda **kw: TensorRTBackend("tensorrt_rtx", **kw))
+class TensorRTBackend(TensorRTBase):
+    """TensorRT 10.x / 11.x (``tensorrt``): needs an NVIDIA GPU to build and to run."""
+
+    module_name = "tensorrt"
+    name = "tensorrt"
+
+
+register_backend("tensorrt", lambda **kw: TensorRTBackend(**kw))

@@ -4,10 +4,14 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ..errors import UsageError
-from ..variant import PRECISIONS
+from ..backends import backend_names
 
-BACKENDS = ["onnxruntime", "onnxruntime-cuda", "tensorrt", "tensorrt-rtx"]
+
+def __getattr__(name: str):
+    # ``BACKENDS``: the registered backends (kept for older imports; the registry is the one list).
+    if name == "BACKENDS":
+        return backend_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def add_model(p) -> None:
@@ -21,12 +25,14 @@ def add_shapes(p) -> None:
 
 
 def add_backend(p, default: str = "onnxruntime") -> None:
-    p.add_argument("--backend", default=default, choices=BACKENDS, help=f"backend (default: {default})")
+    p.add_argument("--backend", default=default, choices=backend_names(), help=f"backend (default: {default})")
 
 
 def add_precisions(p, default: str = "fp32") -> None:
+    from ..precision import precision_names
+
     p.add_argument("--precision", default=default, metavar="LIST",
-                   help=f"comma-separated precisions from {','.join(PRECISIONS)} (default: {default})")
+                   help=f"comma-separated precisions from {','.join(precision_names())} (default: {default})")
 
 
 def add_json(p) -> None:
@@ -34,11 +40,10 @@ def add_json(p) -> None:
 
 
 def parse_precisions(text: str) -> list[str]:
-    items = [s.strip().lower() for s in text.split(",") if s.strip()]
-    bad = [s for s in items if s not in PRECISIONS]
-    if bad or not items:
-        raise UsageError(f"unknown precision(s) {bad or text!r}; choose from {', '.join(PRECISIONS)}")
-    return list(dict.fromkeys(items))
+    """``--precision`` parsed by the one parser (:func:`workbench.precision.parse_precisions`)."""
+    from ..precision import parse_precisions as parse
+
+    return parse(text)
 
 
 def number_in_range(kind: type = int, lo: float | None = None, hi: float | None = None):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 
-from ._common import (BACKENDS, add_backend, add_json, add_model, add_precisions, add_shapes, emit_json,
+from ..backends import backend_names
+from ._common import (add_backend, add_json, add_model, add_precisions, add_shapes, emit_json,
                       number_in_range, parse_precisions, positive_int)
 
 NAME = "compare"
@@ -51,7 +52,7 @@ def add_arguments(p) -> None:
     p.add_argument("--atol", type=_nonneg_float, default=1e-3, metavar="X", help="absolute tolerance (default 1e-3)")
     p.add_argument("--rtol", type=_nonneg_float, default=1e-3, metavar="Y", help="relative tolerance (default 1e-3)")
     p.add_argument("--topk", type=positive_int, default=5, metavar="K", help="k of topk_agreement (default 5)")
-    p.add_argument("--reference-backend", default="onnxruntime", choices=BACKENDS,
+    p.add_argument("--reference-backend", default="onnxruntime", choices=backend_names(),
                    help="backend of the FP32 reference (default: onnxruntime, CPU)")
     add_json(p)
 
@@ -62,7 +63,9 @@ def run(args) -> int:
     from ..model import load
 
     precisions = parse_precisions(args.precision)
-    quantized = [p for p in precisions if p in ("int8", "fp8")]
+    from ..precision import calibrated
+
+    quantized = calibrated(precisions)
     if quantized and not (args.calib or args.data):
         raise UsageError(f"{', '.join(quantized)} needs calibration data: give --calib FILE.npz or --data FILE.npz "
                          "(one array per model input)")

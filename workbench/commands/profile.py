@@ -52,7 +52,9 @@ def _variant(model, precision: str, args):
 
     if precision in ("fp32", "tf32"):
         return Variant.of(model, precision)
-    if precision in ("int8", "fp8") and not args.calib:
+    from ..precision import calibrated
+
+    if calibrated([precision]) and not args.calib:
         raise UsageError(f"{precision} needs calibration data: give --calib FILE.npz (one array per model input)")
     from ..precision import make_variant
 

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from ..errors import UsageError
-from ._common import BACKENDS, add_model, add_precisions, add_shapes, parse_precisions, positive_int
+from ..backends import backend_names
+from ._common import add_model, add_precisions, add_shapes, parse_precisions, positive_int
 
 NAME = "report"
 HELP = "run the full flow and write one self-contained HTML report (+ JSON records)"
@@ -21,9 +22,9 @@ DESCRIPTION = __doc__
 
 def parse_backends(text: str) -> list[str]:
     items = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
-    bad = [b for b in items if b not in BACKENDS]
+    bad = [b for b in items if b not in backend_names()]
     if bad or not items:
-        raise UsageError(f"unknown backend(s) {bad or text!r}; choose from {', '.join(BACKENDS)}")
+        raise UsageError(f"unknown backend(s) {bad or text!r}; choose from {', '.join(backend_names())}")
     return items
 
 
@@ -42,7 +43,7 @@ def add_flow_arguments(p, *, iterations: int = 100) -> None:
 def add_arguments(p) -> None:
     add_model(p)
     p.add_argument("--backend", default="onnxruntime", metavar="LIST",
-                   help=f"comma-separated backends from {','.join(BACKENDS)} (default: onnxruntime)")
+                   help=f"comma-separated backends from {','.join(backend_names())} (default: onnxruntime)")
     add_precisions(p, default="fp32,fp16,int8")
     p.add_argument("--data", default=None, metavar="FILE.npz",
                    help="inputs for latency and accuracy (.npz, keys = input names); default: one synthetic batch")
@@ -67,7 +68,9 @@ def make_report(model, precisions, backends, *, data, labels, calib, shapes, out
     from ..model import load
 
     model = load(model)  # a missing or broken model is the first thing to report
-    if any(p in ("int8", "fp8") for p in precisions) and calib is None and data is None:
+    from ..precision import calibrated
+
+    if calibrated(precisions) and calib is None and data is None:
         raise UsageError("int8/fp8 need calibration data: give --calib FILE.npz (or --data, used for both)")
     # Check the output folders before the (long) flow runs, not after.
     from ..fsutil import ensure_dir

@@ -19,7 +19,7 @@ import pandas as pd
 from ..data import NpzDataset, as_feed_batches
 from ..errors import DataError, UsageError
 from ..model import Model, load
-from ..variant import PRECISIONS, Variant
+from ..variant import Variant
 from .layerwise import cast_feeds, default_batch
 from .metrics import METRICS, ErrorAccumulator, _topk_overlap, json_number
 
@@ -300,18 +300,20 @@ def compare_outputs(model: Any, precisions: str | Sequence[str | Variant], backe
     Precisions the backend cannot run are skipped with a warning and listed in ``.skipped``.
     """
     model = model if isinstance(model, Model) else load(model)
+    from ..precision import calibrated, parse_precisions
+
     if isinstance(precisions, str):
         precisions = [p.strip().lower() for p in precisions.split(",") if p.strip()]
     if not precisions:
         raise UsageError("give at least one precision to compare")
-    for p in precisions:
-        if isinstance(p, str) and p not in PRECISIONS:
-            raise UsageError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
+    names = [p for p in precisions if isinstance(p, str)]
+    if names:
+        parse_precisions(names)  # unknown names: UsageError naming the registered precisions
     batches, label_arr = resolve_data(model, data, labels, shapes=shapes, batch_size=batch_size, limit=limit)
     from ..backends import get_backend
 
     be = get_backend(backend)
-    if calib is None and data is not None and any(isinstance(p, str) and p in ("int8", "fp8") for p in precisions):
+    if calib is None and data is not None and calibrated(precisions):
         warnings.warn("int8/fp8 calibrated on the evaluation data itself (no calib= given): accuracy is optimistic",
                       stacklevel=2)
         calib = batches

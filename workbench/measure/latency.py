@@ -3,16 +3,16 @@
 ``measure_latency(engine, feeds)`` prepares the inputs once, outside the timed region, then times each
 iteration separately:
 
+Each engine says how it is timed (:meth:`~workbench.backends.base.Engine.timed_call`, a
+:class:`~workbench.backends.base.TimedCall`); this module only runs the loop and the timers:
+
 * ONNX Runtime CPU: ``time.perf_counter_ns`` around ``session.run`` (timer ``"host"``).
-* ONNX Runtime CUDA: inputs copied to the GPU once (``OrtValue.ortvalue_from_numpy(arr, "cuda", id)``),
-  outputs bound to the GPU, ``session.run_with_iobinding``. ORT runs its kernels on its *own* stream
-  (created non-blocking), so CUDA events on the legacy default stream would not bracket them. When the
-  session was created with the ``user_compute_stream`` provider option, the workbench records CUDA
-  events on that stream (timer ``"cuda-events"``); otherwise it times with host timers, which is
-  exact here because ``Run`` synchronizes the provider's stream before it returns (timer ``"host-sync"``).
+* ONNX Runtime CUDA: inputs on the GPU once, ``run_with_iobinding`` per iteration; CUDA events on the
+  session's own ``user_compute_stream`` (timer ``"cuda-events"``) or host timers around the synchronizing
+  call (``"host-sync"``); see :mod:`workbench.backends.onnxruntime`.
 * TensorRT: the engine stages inputs on the GPU once; each iteration is one enqueue bracketed by CUDA
   events recorded on the engine's stream (timer ``"cuda-events"``).
-* Any other :class:`~workbench.backends.base.Engine`: host timers around ``engine.run(feeds)``.
+* Any other :class:`~workbench.backends.base.Engine`: host timers around ``engine.run(feeds)`` (the default).
 
 The loop allocates nothing per iteration beyond the call itself: timings go into a preallocated
 ``int64``/``float64`` array, and the optional progress bar is updated once per chunk of iterations.
@@ -26,6 +26,7 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
+from ..backends.base import TimedCall
 from ..errors import BackendUnavailable, RunError, UsageError
 from ..records import Record, host_info, now_iso
 
@@ -251,68 +252,13 @@ def _cudart():
 
 
 # ------------------------------------------------------------------------------- engine drivers
-def _is_ort(engine) -> bool:
-    return hasattr(engine, "session") and hasattr(engine.session, "run_with_iobinding")
-
-
-def _ort_cuda(engine) -> bool:
-    try:
-        return engine.session.get_providers()[0] == "CUDAExecutionProvider"
-    except Exception:
-        return False
-
-
-def _ort_user_stream(engine) -> int:
-    """The CUDA stream ORT computes on when the session was given one (``user_compute_stream``), else 0."""
-    try:
-        opts = engine.session.get_provider_options().get("CUDAExecutionProvider", {})
-        if str(opts.get("has_user_compute_stream", "0")) != "1":
-            return 0
-        return int(opts.get("user_compute_stream", "0") or 0)
-    except Exception:
-        return 0
-
-
-def _ort_iobinding(engine, feeds: Mapping[str, np.ndarray]):
-    import onnxruntime as ort
-
-    device_id = int(getattr(engine.backend, "device_id", 0))
-    io = engine.session.io_binding()
-    keep = []  # the OrtValues must outlive the binding
-    for name in engine.input_names:
-        ov = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(feeds[name]), "cuda", device_id)
-        keep.append(ov)
-        io.bind_ortvalue_input(name, ov)
-    for name in engine.output_names:
-        io.bind_output(name, "cuda", device_id)
-    return io, keep
-
-
-def _driver(engine, feeds: Mapping[str, np.ndarray]):
-    """(fn, args, timer, stream, cleanup) for this engine: what one timed iteration calls.
-
-    Inputs are prepared here, once: contiguous host arrays (ORT CPU), device OrtValues bound through
-    IOBinding (ORT CUDA) or staged device buffers (TensorRT)."""
-    missing = [n for n in getattr(engine, "input_names", []) if n not in feeds]
+def _driver(engine, feeds: Mapping[str, np.ndarray]) -> TimedCall:
+    """The engine's own timed call (:meth:`Engine.timed_call`): inputs prepared once, outside the timed
+    region; one call per iteration."""
+    missing = [n for n in engine.input_names if n not in feeds]
     if missing:
-        raise RunError(f"missing input(s) {missing} for {getattr(engine.variant, 'name', engine)}")
-    if _is_ort(engine):
-        sess = engine.session
-        if _ort_cuda(engine):
-            io, keep = _ort_iobinding(engine, feeds)
-            stream = _ort_user_stream(engine)
-            timer = "cuda-events" if stream else "host-sync"
-            return sess.run_with_iobinding, (io,), timer, stream, lambda: keep.clear()
-        prepared = {n: np.ascontiguousarray(feeds[n]) for n in engine.input_names}
-        return sess.run, (None, prepared), "host", 0, None
-    if hasattr(engine, "stage") and hasattr(engine, "enqueue") and hasattr(engine, "stream"):
-        # TensorRT engines (workbench.backends.tensorrt.TrtEngine): inputs staged on the GPU once, one
-        # enqueue per iteration on engine.stream, no host<->device copies in the timed region.
-        engine.stage(feeds)
-        engine.synchronize()
-        return engine.enqueue, (), "cuda-events", engine.stream, None
-    prepared = dict(feeds)
-    return engine.run, (prepared,), "host", 0, None
+        raise RunError(f"missing input(s) {missing} for {engine.variant.name}")
+    return engine.timed_call(feeds)
 
 
 def measure_latency(engine, feeds: Mapping[str, np.ndarray], *, warmup: int = 10, iterations: int | None = 100,
@@ -328,20 +274,19 @@ def measure_latency(engine, feeds: Mapping[str, np.ndarray], *, warmup: int = 10
         res.stats["p50_ms"], res.to_frame()
     """
     n = _check_counts(warmup, iterations, time_budget_s)
-    fn, args, timer, stream, cleanup = _driver(engine, feeds)
-    variant = getattr(engine, "variant", None)
-    name = getattr(variant, "name", "") or ""
-    backend = getattr(getattr(engine, "backend", None), "name", "") or ""
-    try:
-        device = dict(engine.record.device)
-    except Exception:
-        device = {}
+    call = _driver(engine, feeds)
+    fn, args, timer, stream, cleanup = call.fn, call.args, call.timer, call.stream, call.cleanup
+    variant = engine.variant
+    name = variant.name or ""
+    backend = engine.backend.name or ""
+    record = engine.record
+    device = dict(record.device) if record is not None and record.device else {}
     events = None
     try:
         try:
             for _ in range(warmup):
                 fn(*args)
-            if warmup and hasattr(engine, "synchronize"):
+            if warmup:
                 engine.synchronize()
         except Exception as e:
             raise RunError(f"{name or 'engine'} failed during warm-up: {e}") from e
@@ -362,7 +307,7 @@ def measure_latency(engine, feeds: Mapping[str, np.ndarray], *, warmup: int = 10
         if cleanup is not None:
             cleanup()
     batch = feeds_batch(feeds)
-    return LatencyResult(variant=name, backend=backend, precision=getattr(variant, "precision", "") or "",
+    return LatencyResult(variant=name, backend=backend, precision=variant.precision or "",
                          batch=batch, device=device, timer=timer, warmup=int(warmup),
                          requested_iterations=None if iterations is None else int(iterations),
                          time_budget_s=time_budget_s, times_ms=[float(x) for x in times],

@@ -113,7 +113,7 @@ def _ort_session(engine, proto, tmp: Path, layout_optimizations: bool):
 
     from ..backends.base import BuildOptions
 
-    threads = int((engine.record.options or {}).get("threads", 0) or 0) if getattr(engine, "record", None) else 0
+    threads = int((engine.record.options or {}).get("threads", 0) or 0) if engine.record is not None else 0
     so = engine.backend.session_options(BuildOptions(threads=threads, progress=False))
     so.enable_profiling = True
     so.profile_file_prefix = str(tmp / "ort_profile")
@@ -325,16 +325,28 @@ def parse_trt_layer_info(info: Mapping[str, Any] | str) -> list[dict]:
     return out
 
 
-_PRECISION_TOKENS = {"fp32": "fp32", "float": "fp32", "fp16": "fp16", "half": "fp16", "bf16": "bf16",
-                     "bfloat16": "bf16", "int8": "int8", "fp8": "fp8", "float8e4m3": "fp8", "float8e5m2": "fp8",
-                     "int32": "int32", "int64": "int64", "bool": "bool", "uint8": "uint8", "int4": "int4",
-                     "fp4": "fp4", "float4": "fp4"}
+#: engine-inspector dtype words that are not registered precisions (index/bool tensors, sub-byte types)
+_OTHER_DTYPE_TOKENS = {"int32": "int32", "int64": "int64", "bool": "bool", "uint8": "uint8", "int4": "int4",
+                       "fp4": "fp4", "float4": "fp4"}
+
+
+def precision_tokens() -> dict[str, str]:
+    """Dtype word (lower case) in TensorRT layer information -> precision: each registered precision's
+    name and ``aliases`` (registry), then the non-precision dtypes."""
+    from ..precision import REGISTRY
+
+    out = {}
+    for name, r in REGISTRY.items():
+        out[name] = name
+        out.update({a.lower(): name for a in r.aliases})
+    return {**out, **_OTHER_DTYPE_TOKENS}
 
 
 def _precision_of(t: Mapping[str, Any]) -> str:
     text = _format_text(t)
+    tokens = precision_tokens()
     for tok in text.replace(",", " ").split():
-        p = _PRECISION_TOKENS.get(tok.lower())
+        p = tokens.get(tok.lower())
         if p:
             return p
     return ""
@@ -412,12 +424,9 @@ def profile_layers(engine, feeds: Mapping[str, np.ndarray], *, iterations: int =
         df = profile_layers(eng, synthetic_inputs(eng.variant.model), iterations=20)
         df.groupby("onnx_node").time_ms.sum().sort_values()
     """
-    if hasattr(engine, "session") and hasattr(engine.backend, "session_options"):
-        return profile_layers_ort(engine, feeds, iterations=iterations, warmup=warmup, progress=progress, **opts)
-    if hasattr(engine, "stage") and hasattr(engine, "inspector_json"):
-        return profile_layers_trt(engine, feeds, iterations=iterations, warmup=warmup, progress=progress)
-    raise BackendUnavailable(f"per-layer profiling is not available for {type(engine).__name__}",
-                             hint="supported: ONNX Runtime and TensorRT engines")
+    # each engine implements its own profiler (Engine.profile_layers): ORT -> profile_layers_ort,
+    # TensorRT -> profile_layers_trt; other engines raise BackendUnavailable
+    return engine.profile_layers(feeds, iterations=iterations, warmup=warmup, progress=progress, **opts)
 
 
 @dataclass

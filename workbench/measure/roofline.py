@@ -55,10 +55,21 @@ def _matmul_model(n: int, elem_type: int):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
 
 
-#: precision of a variant -> the matrix roof it is measured against (int8/fp8 Q/DQ graphs on ORT run
-#: their MatMuls in float; a TensorRT int8 roof would need an int8 GEMM, not measured here).
-PRECISION_ROOF = {"fp32": "float32", "tf32": "tf32", "fp16": "float16", "bf16": "bfloat16",
-                  "int8": "float16", "fp8": "float16"}
+def roofline_dtype(precision: str) -> str:
+    """The matrix roof a variant of ``precision`` is measured against (``Recipe.roofline_dtype`` in the
+    precision registry: int8/fp8 Q/DQ graphs on ORT run their MatMuls in float16)."""
+    from ..precision import get_recipe
+
+    return get_recipe(precision).roofline_dtype
+
+
+def __getattr__(name: str):
+    # ``PRECISION_ROOF``: {precision: roof dtype}, read from the precision registry.
+    if name == "PRECISION_ROOF":
+        from ..precision import REGISTRY
+
+        return {p: r.roofline_dtype for p, r in REGISTRY.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def measure_matmul_tflops(dtypes=("float32", "tf32", "float16", "bfloat16"), n: int = 8192, iterations: int = 10,

@@ -19,8 +19,9 @@ from typing import Any, Iterable
 
 from ..errors import UsageError
 from ..model import ModelSource, load
-from ..variant import PRECISIONS, Variant
-from .base import Recipe, Request, base_recipe, check_keep_op_types, variant_name
+from ..variant import Variant
+from .base import (FACTS, REGISTRY, Recipe, Request, base_recipe, calibrated, check_keep_op_types, get_recipe,
+                   parse_precisions, precision_names, register_precision, unregister_precision, variant_name)
 from .floating import Bf16Recipe, Fp16Recipe
 from .quantize import CALIBRATION_METHODS, Fp8Recipe, Int8Recipe
 
@@ -43,16 +44,31 @@ class _Unchanged(Recipe):
                        name=variant_name(model, self.precision, False))
 
 
-#: precision name → recipe object (``.precision``, ``.tool``, ``.describe()``).
-RECIPES: dict[str, Recipe] = {
-    "fp32": _Unchanged("fp32", "the model unchanged"),
-    "tf32": _Unchanged("tf32", "the fp32 graph unchanged; backends enable TF32 tensor-core math (backend_flags)"),
-    "fp16": Fp16Recipe(),
-    "bf16": Bf16Recipe(),
-    "int8": Int8Recipe(),
-    "fp8": Fp8Recipe(),
-}
-assert tuple(RECIPES) == PRECISIONS
+# The built-in precisions: one entry each, holding every fact the workbench uses about them.
+# Colours: Okabe-Ito (colour-blind safe). Roofline: int8/fp8 Q/DQ graphs on ORT run their MatMuls in
+# float; a TensorRT int8 roof would need an int8 GEMM, not measured here.
+_FP8_GPU = "FP8 (E4M3) Q/DQ needs an FP8-capable GPU backend (TensorRT on compute capability >= 8.9)"
+register_precision(_Unchanged("fp32", "the model unchanged"), kind="none", color="#0072B2",
+                   roofline_dtype="float32", aliases=("float",))
+register_precision(_Unchanged("tf32", "the fp32 graph unchanged; backends enable TF32 tensor-core math (backend_flags)"),
+                   kind="none", color="#56B4E9", roofline_dtype="tf32", min_compute_capability=8.0,
+                   runs_as_fp32_below_min=True,
+                   notes_on={"onnxruntime": "TF32 is a GPU tensor-core mode; on CPU the tf32 variant runs exactly like fp32"})
+register_precision(Fp16Recipe(), kind="cast", color="#E69F00", roofline_dtype="float16", aliases=("half",))
+register_precision(Bf16Recipe(), kind="cast", color="#CC79A7", roofline_dtype="bfloat16", aliases=("bfloat16",),
+                   min_compute_capability=8.0,
+                   unsupported_on={"onnxruntime": "ONNX Runtime's CPU provider has no bfloat16 kernels for most ops "
+                                                  "(Conv, MatMul, ...)"})
+register_precision(Int8Recipe(), kind="qdq", needs_calibration=True, color="#009E73", roofline_dtype="float16",
+                   min_compute_capability=6.1)
+register_precision(Fp8Recipe(), kind="qdq", needs_calibration=True, color="#D55E00", roofline_dtype="float16",
+                   aliases=("float8e4m3", "float8e5m2"), min_compute_capability=8.9,
+                   unsupported_on={"onnxruntime": _FP8_GPU,
+                                   "onnxruntime-cuda": "ONNX Runtime's CUDA provider does not run FP8 Q/DQ graphs; "
+                                                       "use TensorRT on an FP8-capable GPU"})
+
+#: precision name → recipe object (the live registry: ``.precision``, ``.tool``, ``.describe()``, facts).
+RECIPES: dict[str, Recipe] = REGISTRY
 
 
 def list_recipes():
@@ -93,7 +109,7 @@ def make_variant(model: ModelSource, precision: str, *, calib: Any = None, keep_
         raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(RECIPES)}")
     if tool not in TOOLS:
         raise UsageError(f"unknown tool {tool!r}; choose from {', '.join(TOOLS)}")
-    if tool not in ("auto", "modelopt") and tool != RECIPES[precision].tool.split("+")[0] and precision not in ("fp32", "tf32"):
+    if tool not in ("auto", "modelopt") and tool != RECIPES[precision].tool.split("+")[0] and RECIPES[precision].kind != "none":
         raise UsageError(f"{precision} is made with {RECIPES[precision].tool} or modelopt, not {tool!r}")
     if str(calibration_method).lower() not in CALIBRATION_METHODS:
         raise UsageError(f"unknown calibration_method {calibration_method!r}; choose from {', '.join(CALIBRATION_METHODS)}")
@@ -107,4 +123,5 @@ def make_variant(model: ModelSource, precision: str, *, calib: Any = None, keep_
     return RECIPES[precision].apply(m, req)
 
 
-__all__ = ["make_variant", "RECIPES", "list_recipes", "Recipe", "CALIBRATION_METHODS"]
+__all__ = ["make_variant", "RECIPES", "list_recipes", "Recipe", "CALIBRATION_METHODS", "register_precision",
+           "unregister_precision", "get_recipe", "precision_names", "parse_precisions", "calibrated", "FACTS"]

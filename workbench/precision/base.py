@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import onnx
 
@@ -19,11 +19,35 @@ from ..variant import Variant
 
 
 class Recipe:
-    """One precision recipe. Subclasses set ``precision``, ``tool`` and ``summary`` and implement ``apply``."""
+    """One precision recipe, and the one registry entry holding every fact about that precision.
+
+    Subclasses set ``precision``, ``tool`` and ``summary`` and implement ``apply``. The facts below are
+    read by every list, check and table of the workbench (CLI choices, backend support, calibration
+    checks, plot colours, roofline, per-layer dtype names); set them on the class or pass them to
+    :func:`register_precision`.
+    """
 
     precision: str = ""
     tool: str = ""
     summary: str = ""
+    #: "none" (graph unchanged), "cast" (float casts, op types can be kept in fp32), "qdq" (Q/DQ nodes)
+    kind: str = "none"
+    #: the recipe needs calibration data (int8/fp8 Q/DQ scales)
+    needs_calibration: bool = False
+    #: the colour of this precision in every figure
+    color: str = "#7F7F7F"
+    #: the matrix roof a variant is measured against (``measure.roofline.measure_matmul_tflops`` dtype)
+    roofline_dtype: str = "float32"
+    #: other spellings of this precision in engine / profiler output (TensorRT "Half", "Float8E4M3")
+    aliases: tuple = ()
+    #: lowest CUDA compute capability with tensor-core support for this precision (None: any)
+    min_compute_capability: float | None = None
+    #: below ``min_compute_capability`` the precision still builds but runs as fp32 (TF32) instead of failing
+    runs_as_fp32_below_min: bool = False
+    #: backend name -> why that backend cannot build/run this precision
+    unsupported_on: Mapping[str, str] = {}
+    #: backend name -> "supported, but ..." note
+    notes_on: Mapping[str, str] = {}
 
     def default_keep(self) -> list[str]:
         """Op types kept in high precision by default (empty when the recipe keeps none)."""
@@ -38,6 +62,77 @@ class Recipe:
 
     def __repr__(self) -> str:
         return f"<workbench recipe {self.precision} via {self.tool}>"
+
+
+# ----------------------------------------------------------------------------------------- registry
+#: precision name -> its recipe (the registry; ``workbench.precision`` registers the built-in six).
+REGISTRY: dict[str, Recipe] = {}
+
+#: the facts :func:`register_precision` accepts as keywords
+FACTS = ("kind", "needs_calibration", "color", "roofline_dtype", "aliases", "min_compute_capability",
+         "runs_as_fp32_below_min", "unsupported_on", "notes_on", "summary")
+
+
+def register_precision(recipe: Recipe, **facts: Any) -> Recipe:
+    """Add (or replace) the precision ``recipe.precision``; ``facts`` override the recipe's class facts.
+
+    Everything that lists or checks precisions reads this registry: ``make_variant``, ``build_variants``,
+    the CLI, backends' ``supports``, plots' colours, the roofline and per-layer dtype names."""
+    unknown = sorted(set(facts) - set(FACTS))
+    if unknown:
+        raise UsageError(f"unknown precision fact(s) {unknown}; known: {', '.join(FACTS)}")
+    name = str(recipe.precision or "").strip().lower()
+    if not name or "," in name or name != recipe.precision:
+        raise UsageError(f"a precision needs a lower-case name without commas, got {recipe.precision!r}")
+    for k, v in facts.items():
+        setattr(recipe, k, dict(v) if k in ("unsupported_on", "notes_on") else v)
+    if recipe.kind not in ("none", "cast", "qdq"):
+        raise UsageError(f"precision {name}: kind must be none, cast or qdq, not {recipe.kind!r}")
+    REGISTRY[name] = recipe
+    return recipe
+
+
+def unregister_precision(name: str) -> None:
+    """Remove a registered precision (tests and examples that register their own)."""
+    REGISTRY.pop(name, None)
+
+
+def precision_names() -> tuple[str, ...]:
+    """Registered precisions in registration order (fp32, tf32, fp16, bf16, int8, fp8, then any added)."""
+    return tuple(REGISTRY)
+
+
+def get_recipe(precision: str, *, missing_ok: bool = False) -> Recipe | None:
+    """The registry entry of ``precision``; unknown: ``UsageError`` (or None with ``missing_ok``)."""
+    r = REGISTRY.get(str(precision).strip().lower()) if isinstance(precision, str) else None
+    if r is None and not missing_ok:
+        raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(REGISTRY)}")
+    return r
+
+
+def parse_precisions(value: str | Iterable[str]) -> list[str]:
+    """The one precision-list parser: ``"fp32, FP16"`` or ``["fp32", "fp16"]`` -> ``["fp32", "fp16"]``
+    (lower-cased, blanks dropped, duplicates removed in order); unknown names or an empty list raise
+    ``UsageError`` naming the registered choices."""
+    if isinstance(value, str):
+        raw = value.split(",")
+    else:
+        try:
+            raw = list(value)
+        except TypeError:
+            raise UsageError(f"precisions must be a comma-separated string or a list, got {value!r}") from None
+    items = [str(p).strip().lower() for p in raw]
+    items = [p for p in items if p]
+    bad = [p for p in items if p not in REGISTRY]
+    if bad or not items:
+        raise UsageError(f"unknown precision(s) {bad or value!r}; choose from {', '.join(REGISTRY)}")
+    return list(dict.fromkeys(items))
+
+
+def calibrated(precisions: Iterable[str]) -> list[str]:
+    """The ones among ``precisions`` (names) whose recipe needs calibration data."""
+    return [p for p in precisions if isinstance(p, str) and (r := get_recipe(p, missing_ok=True)) is not None
+            and r.needs_calibration]
 
 
 @dataclass

@@ -10,7 +10,7 @@
     export_html("model.onnx", "model.html") # offline page with every node
 
 The JavaScript (``static/graph_view.js``, built from ``js/``) lays out only what is visible; Python
-holds the whole graph (:class:`~workbench.widgets.graph_payload.GraphPayload`) and sends the visible
+holds the whole graph (:class:`~workbench.graph.GraphPayload`) and sends the visible
 subset when a group opens or closes, so a 100k-node model stays responsive.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import traitlets as t
 
 from ..errors import UsageError
 from ..fsutil import atomic_write_text
-from .graph_payload import DEFAULT_BUDGET, GraphPayload
+from ..graph import DEFAULT_BUDGET, GraphPayload
 
 STATIC = Path(__file__).parent / "static"
 ESM = STATIC / "graph_view.js"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import UsageError, WorkbenchError
 from ..model import Model
-from .graph_payload import as_model
+from ..graph import as_model
 
 HOST = "127.0.0.1"
 
