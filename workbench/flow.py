@@ -284,15 +284,28 @@ def _num(v) -> float | None:
 
 
 def _head(batches: list, samples: int) -> list:
-    """The first batches holding at least ``samples`` samples (at least one batch)."""
+    """The first ``samples`` samples of ``batches`` (the last batch sliced, as a view, when every array
+    of it shares its first axis; at least one batch)."""
     out, n = [], 0
     for b in batches:
-        out.append(b)
         first = next(iter(b.values()))
-        n += int(first.shape[0]) if getattr(first, "ndim", 0) else 1
+        size = int(first.shape[0]) if getattr(first, "ndim", 0) else 1
+        want = samples - n
+        if out and want <= 0:
+            break
+        if 0 < want < size and all(getattr(v, "ndim", 0) and v.shape[0] == size for v in b.values()):
+            b = {k: v[:want] for k, v in b.items()}
+            size = want
+        out.append(b)
+        n += size
         if n >= samples:
             break
     return out
+
+
+def _n(feeds) -> int:
+    first = next(iter(feeds.values()))
+    return int(first.shape[0]) if getattr(first, "ndim", 0) else 1
 
 
 def _safe(name: str) -> str:
@@ -357,6 +370,7 @@ def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
         fr.batches, fr.labels = resolve_data(m, data, labels, shapes=shapes, limit=accuracy_limit)
     else:
         fr.batches, fr.labels = [synthetic_inputs(m, shapes)], None
+    fr.config["accuracy_samples"] = sum(_n(b) for b in fr.batches)
     if calib is None and data is not None:
         calib = fr.batches
     t0 = time.perf_counter()
@@ -380,15 +394,20 @@ def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
 
 
 def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, layer_iterations: int = 20,
-                  layers: bool = True, progress: bool = True, cancel: threading.Event | None = None) -> FlowResult:
+                  layers: bool = True, time_budget_s: float | None = None, progress: bool = True,
+                  cancel: threading.Event | None = None) -> FlowResult:
     """Step 2: end-to-end latency (``measure_latency``) and per-layer times (``profile_layers``) of every
-    built engine on the first data batch. Fills ``fr.latency`` / ``fr.layers``; returns ``fr``."""
+    built engine on the first data batch. Fills ``fr.latency`` / ``fr.layers``; returns ``fr``.
+
+    ``time_budget_s``: per variant, at most 2 warm-up runs, stop timing after this many seconds (at
+    least one timed run) and profile only as many runs as fit in it at the measured p50 (at least one)."""
     from .compare.layerwise import cast_feeds
     from .measure.latency import latency_frame, measure_latency
     from .measure.layers import profile_layers
 
     _needs_engines(fr)
-    fr.config.update(iterations=iterations, warmup=warmup, layer_iterations=layer_iterations)
+    fr.config.update(iterations=iterations, warmup=warmup, layer_iterations=layer_iterations,
+                     time_budget_s=time_budget_s)
     fr.errors[:] = [e for e in fr.errors if e["stage"] not in ("latency", "layers")]
     feeds = fr.batches[0]
     t0 = time.perf_counter()
@@ -396,8 +415,9 @@ def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, la
     for be, r in _built(fr):
         _check_cancel(cancel)
         try:
-            lats.append(measure_latency(r.engine, cast_feeds(feeds, r.variant.model), warmup=warmup,
-                                        iterations=iterations, progress=progress))
+            lats.append(measure_latency(r.engine, cast_feeds(feeds, r.variant.model),
+                                        warmup=warmup if time_budget_s is None else min(warmup, 2),
+                                        iterations=iterations, time_budget_s=time_budget_s, progress=progress))
         except WorkbenchError as e:
             _note(fr, "latency", r.name, be, e)
     fr.latency = latency_frame(lats)
@@ -407,9 +427,15 @@ def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, la
         frames = []
         for be, r in _built(fr):
             _check_cancel(cancel)
+            its = layer_iterations
+            if time_budget_s is not None and not fr.latency.empty:
+                sel = fr.latency[(fr.latency.variant == r.variant.name) & (fr.latency.backend == be)]
+                p50 = float(sel.p50_ms.iloc[0]) if not sel.empty else 0.0
+                if p50 > 0:
+                    its = max(1, min(layer_iterations, int(time_budget_s * 1000.0 / p50)))
             try:
-                frames.append(profile_layers(r.engine, cast_feeds(feeds, r.variant.model),
-                                             iterations=layer_iterations, progress=progress))
+                frames.append(profile_layers(r.engine, cast_feeds(feeds, r.variant.model), iterations=its,
+                                             warmup=min(3, its), progress=progress))
             except WorkbenchError as e:
                 _note(fr, "layers", r.name, be, e)
         fr.layers = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -417,7 +443,7 @@ def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, la
     return fr
 
 
-def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: int = 64, progress: bool = True,
+def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: int = 16, progress: bool = True,
                    cancel: threading.Event | None = None) -> FlowResult:
     """Step 3: every built engine against the FP32 ONNX Runtime CPU reference over the data
     (``compare.compare_engines``), then the per-node error of each reduced-precision variant
@@ -435,7 +461,10 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
     acc, metrics = [], []
     if built:
         _check_cancel(cancel)
-        _, ref = build_variant_engine(fr.model, "fp32", "onnxruntime", shapes=fr.shapes, progress=progress)
+        ref = next((r.engine for b, r in built if b == "onnxruntime" and r.variant.precision == "fp32"
+                    and r.variant.model.hash == fr.model.hash), None)  # built already: do not build it again
+        if ref is None:
+            _, ref = build_variant_engine(fr.model, "fp32", "onnxruntime", shapes=fr.shapes, progress=progress)
         for be in fr.buildsets:
             engines = [r.engine for b, r in built if b == be]
             if not engines:
@@ -459,6 +488,7 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
         t0 = time.perf_counter()
         seen, frames = set(), []
         batches = _head(fr.batches, layerwise_limit)
+        fr.config["layerwise_samples"] = sum(_n(b) for b in batches)
         for _, r in built:
             if r.variant.precision in ("fp32", "tf32") or r.variant.hash in seen:
                 continue
@@ -480,8 +510,9 @@ def _needs_engines(fr: FlowResult) -> None:
 
 def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend: str | Sequence[str] = "onnxruntime",
              *, data=None, labels=None, calib=None, shapes=None, iterations: int = 100, warmup: int = 10,
-             layer_iterations: int = 20, accuracy_limit: int | None = None, layerwise: bool = True,
-             layerwise_limit: int = 64, out_dir: str | os.PathLike | None = None, cache=None,
+             layer_iterations: int = 20, time_budget_s: float | None = None,
+             accuracy_limit: int | None = None, layerwise: bool = True,
+             layerwise_limit: int = 16, out_dir: str | os.PathLike | None = None, cache=None,
              progress: bool = True, on_stage: Callable[[str, FlowResult], None] | None = None,
              cancel: threading.Event | None = None) -> FlowResult:
     """Run the whole flow on ``model``: :func:`build_stage` → :func:`profile_stage` → :func:`accuracy_stage`.
@@ -492,9 +523,11 @@ def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend:
             None: one synthetic batch, accuracy as output deltas only.
         labels: the ``.npz`` key of integer labels (top-1); calib: INT8/FP8 calibration data (defaults
             to ``data``'s batches).
-        iterations / warmup: latency runs per variant; layer_iterations: profiled runs per variant.
-        accuracy_limit: use at most this many samples for accuracy; layerwise_limit: samples (whole
-            batches, at least one) for the per-node error of each reduced-precision variant.
+        iterations / warmup: latency runs per variant; layer_iterations: profiled runs per variant;
+            time_budget_s: seconds per variant for each of latency and per-layer profiling (fewer runs).
+        accuracy_limit: use at most this many samples for accuracy; layerwise_limit: samples (default
+            16, the per-node sample budget: every tensor of both graphs is compared) for the per-node
+            error of each reduced-precision variant.
         out_dir: also write each variant's ONNX (and engine) there (``build_variants``).
         on_stage: called as ``on_stage(stage, result_so_far)`` after "build", "profile" and "accuracy".
         cancel: an Event; when set, the flow stops before its next step with ``BuildError("cancelled")``.
@@ -506,8 +539,8 @@ def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend:
                      accuracy_limit=accuracy_limit, out_dir=out_dir, cache=cache, progress=progress, cancel=cancel)
     if on_stage is not None:
         on_stage("build", fr)
-    profile_stage(fr, iterations=iterations, warmup=warmup, layer_iterations=layer_iterations, progress=progress,
-                  cancel=cancel)
+    profile_stage(fr, iterations=iterations, warmup=warmup, layer_iterations=layer_iterations,
+                  time_budget_s=time_budget_s, progress=progress, cancel=cancel)
     if on_stage is not None:
         on_stage("profile", fr)
     accuracy_stage(fr, layerwise=layerwise, layerwise_limit=layerwise_limit, progress=progress, cancel=cancel)

@@ -77,6 +77,24 @@ def _summary_html(fr) -> str:
     return table_html(s)
 
 
+def _run_facts(fr) -> str:
+    """Samples per stage (the sample budget and why) and seconds per stage, in one line."""
+    c = fr.config
+    acc, lw = c.get("accuracy_samples"), c.get("layerwise_samples")
+    parts = []
+    if acc is not None:
+        parts.append(f"accuracy on {acc} samples" + (f" (sample budget {c['accuracy_limit']}: output metrics settle "
+                                                      "with a few dozen samples; --limit changes it)"
+                                                      if c.get("accuracy_limit") else ""))
+    if lw is not None:
+        parts.append(f"per-node error on {lw} samples (every tensor of both graphs is compared)")
+    if c.get("time_budget_s"):
+        parts.append(f"latency and per-layer profiling stop after {c['time_budget_s']:g} s per variant")
+    if fr.timings:
+        parts.append("stage seconds: " + ", ".join(f"{k} {float(v):.1f}" for k, v in fr.timings.items()))
+    return "; ".join(parts)
+
+
 def _inspection_html(ins: dict) -> str:
     if not ins:
         return "<p class='meta'>(not inspected)</p>"
@@ -110,6 +128,7 @@ def report_html(fr, *, title: str | None = None, figures: dict | None = None, re
     parts.append("<p class='meta'>speedup: the backend's fp32 p50 divided by the variant's p50; top-1 and cosine "
                  "against the FP32 ONNX Runtime CPU reference on the same data.</p>")
     parts.append(_summary_html(fr))
+    parts.append(f"<p class='meta'>{html.escape(_run_facts(fr))}</p>")
     if fr.errors:
         parts.append("<h3 class='err'>Errors</h3><ul>" + "".join(
             f"<li class='err'>{html.escape(e.get('stage', ''))} · {html.escape(e.get('variant', ''))} · "

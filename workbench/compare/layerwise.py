@@ -298,22 +298,29 @@ def match_tensors(ref_proto: onnx.ModelProto, var_proto: onnx.ModelProto, *,
     chosen: dict[str, tuple[str, str]] = {}
     claimed: set[str] = set()
     reasons: dict[str, str] = {}
-    # phase 1: names
-    for idx, node, k, t in cands:
-        tries = []
-        if t in tensor_map:
-            tries.append((tensor_map[t], "recorded"))
-        m = match_tensor(t, var_tensors, (node.name, k) if node.name else None, var_nodes, node.op_type)
-        if m is not None:
-            tries.append(m)
+    # phase 1: names. Exact names (and recorded pairs) claim their variant tensors over the whole graph
+    # first; only then may a same-named node lend its output (a Conv fused with its BatchNorm keeps the
+    # Conv's name but writes the BatchNorm's tensor, which the BatchNorm's exact match must keep).
+    def take(t: str, tries: list[tuple[str, str]]) -> None:
         for vt, rule in tries:
             why = check(t, vt) or (f"{vt!r} already pairs with another tensor" if vt in claimed else None)
             if why is None:
                 chosen[t] = (vt, rule)
                 claimed.add(vt)
                 image[t] = vt
-                break
+                return
             reasons[t] = why
+
+    for idx, node, k, t in cands:
+        tries = [(tensor_map[t], "recorded")] if t in tensor_map else []
+        m = match_tensor(t, var_tensors)  # exact / dequantized
+        take(t, tries + ([m] if m else []))
+    for idx, node, k, t in cands:
+        if t in chosen or not node.name:
+            continue
+        m = match_tensor(t, set(), (node.name, k), var_nodes, node.op_type)  # node-output
+        if m is not None:
+            take(t, [m])
     # phase 2: structure, in topological order (images of inputs grow as nodes are paired)
     index: dict[tuple, list[onnx.NodeProto]] = {}
     for n in vg.node:
@@ -842,7 +849,7 @@ def first_divergence(model: Any, variant: Any, *, data: Any = None, feeds: Mappi
         verdict: dict[str, bool] = {}
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=int(math.ceil(math.log2(max(len(cands), 1)))) + 1, desc=f"bisect {var.name}", unit="run",
+        bar = tqdm(total=math.ceil(math.log2(max(len(cands), 1))) + 1, desc=f"bisect {var.name}", unit="run",
                    disable=not progress, leave=False)
 
         def probe(pos: int) -> bool | None:
@@ -856,7 +863,10 @@ def first_divergence(model: Any, variant: Any, *, data: Any = None, feeds: Mappi
                                        name=f"{var.model.name}-cut")
             opts = BuildOptions(progress=False)
             ref_eng = ref_be.build(Variant.of(ref_cut, "fp32"), shapes, opts)
-            var_eng = be.build(Variant(model=var_cut, precision=var.precision, recipe=var.recipe,
+            from ..variant import PRECISIONS  # a user's Model is "custom": the backend only knows these labels
+
+            prec = var.precision if var.precision in PRECISIONS else "fp32"
+            var_eng = be.build(Variant(model=var_cut, precision=prec, recipe=var.recipe,
                                        backend_flags=dict(var.backend_flags)), shapes, opts)
             acc = ErrorAccumulator()
             try:

@@ -115,7 +115,9 @@ class Workbench(w.VBox):
         self.data = _text(data, "data (.npz)", "inputs for latency + accuracy; empty: synthetic")
         self.labels = _text(labels, "labels key", "e.g. label")
         self.calib = _text(calib, "calib (.npz)", "INT8/FP8 calibration inputs; empty: data")
-        self.limit = w.IntText(value=256, description="max samples", description_tooltip="0 = all samples",
+        self.limit = w.IntText(value=32, description="max samples",  # sample budget: see docs/accuracy.md
+                               description_tooltip="0 = all samples; 32 by default: output metrics settle with a few "
+                                                   "dozen samples and a 700-node model stays interactive on a laptop",
                                style=_STYLE)
         self.build_button = w.Button(description="Build", button_style="primary", icon="cogs")
         self.build_button.on_click(lambda _: self.build())
