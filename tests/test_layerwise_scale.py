@@ -273,3 +273,39 @@ def test_bisection_without_divergence_and_on_int8(sample):
     bis = first_divergence(model, var, feeds=feeds, threshold=0.99999, progress=False)
     assert bis.first_divergent in set(full.loc[full.diverged, "node"])
     assert bis.runs <= int(np.ceil(np.log2(bis.candidates))) + 1
+
+
+def test_report_sample_budget_timings_and_no_second_reference_build(sample, tmp_path, monkeypatch):
+    """The report's sample budget is applied exactly and stated; the fp32 ORT engine of the build stage
+    is the accuracy reference (building it again would fail here)."""
+    import workbench.compare.outputs as outputs
+    from workbench.commands.report import make_report, run_facts
+
+    def no_rebuild(*a, **k):
+        raise AssertionError("the fp32 reference was built a second time")
+
+    monkeypatch.setattr(outputs, "build_variant_engine", no_rebuild)
+    fr, out, rec, _ = make_report(sample("digits_cnn.onnx"), ["fp32", "fp16"], ["onnxruntime"],
+                                  data=sample("digits_test.npz"), labels="label", calib=None, shapes=None,
+                                  out=tmp_path / "r.html", iterations=50, warmup=10, layer_iterations=20, limit=40,
+                                  progress=False, layerwise_limit=5, time_budget_s=0.05)
+    assert fr.config["accuracy_samples"] == 40 and fr.config["layerwise_samples"] == 5
+    assert fr.comparisons["onnxruntime"].samples == 40
+    assert set(fr.timings) >= {"inspect", "build", "latency", "layers", "accuracy", "layerwise"}
+    assert (fr.latency.iterations <= 50).all()
+    facts = run_facts(fr)
+    assert "accuracy 40 (limit 40)" in facts and "layerwise 5" in facts and "stage seconds" in facts
+    text = out.read_text()
+    assert "accuracy on 40 samples (sample budget 40" in text and "per-node error on 5 samples" in text
+
+
+def test_fused_node_keeping_its_name_does_not_pair_the_pre_fusion_tensor(feeds):
+    """ORT's Conv+BN fusion keeps the Conv's node name but writes the BN's tensor: the Conv's own output
+    must stay unmatched (comparing it with the fused result would report a false divergence)."""
+    var = renamed_variant()
+    p = var.proto_with_data()
+    p.graph.node[0].name = "mul1"  # the fused Mul keeps the first Mul's name, as ORT's fusion does
+    df = layerwise(reference(), var.derive(p), feeds=feeds, progress=False)
+    un = {u["tensor"]: u["reason"] for u in df.attrs["unmatched"]}
+    assert set(un) == {"m1"} and "fused with a later one" in un["m1"] and "'m2'" in un["m1"]
+    assert df.attrs["first_divergent"] is None

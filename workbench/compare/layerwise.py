@@ -301,12 +301,23 @@ def match_tensors(ref_proto: onnx.ModelProto, var_proto: onnx.ModelProto, *,
     # phase 1: names. Exact names (and recorded pairs) claim their variant tensors over the whole graph
     # first; only then may a same-named node lend its output (a Conv fused with its BatchNorm keeps the
     # Conv's name but writes the BatchNorm's tensor, which the BatchNorm's exact match must keep).
+    claimed_by: dict[str, str] = {}
+
+    def taken(vt: str, rule: str) -> str | None:
+        if vt not in claimed:
+            return None
+        if rule == "node-output":
+            return (f"the same-named variant node writes {vt!r}, which pairs with {claimed_by[vt]!r}: this node "
+                    "was fused with a later one (e.g. Conv+BatchNormalization by pre-processing)")
+        return f"{vt!r} already pairs with {claimed_by[vt]!r}"
+
     def take(t: str, tries: list[tuple[str, str]]) -> None:
         for vt, rule in tries:
-            why = check(t, vt) or (f"{vt!r} already pairs with another tensor" if vt in claimed else None)
+            why = check(t, vt) or taken(vt, rule)
             if why is None:
                 chosen[t] = (vt, rule)
                 claimed.add(vt)
+                claimed_by[vt] = t
                 image[t] = vt
                 return
             reasons[t] = why
@@ -352,6 +363,7 @@ def match_tensors(ref_proto: onnx.ModelProto, var_proto: onnx.ModelProto, *,
             if why is None:
                 chosen[t] = (vt, "structural")
                 claimed.add(vt)
+                claimed_by[vt] = t
                 image[t] = vt
                 continue
             reasons[t] = why

@@ -188,7 +188,9 @@ class ErrorAccumulator:
     def _update_finite(self, r: np.ndarray, d: np.ndarray) -> None:
         """The sums of :meth:`_update_general` for an all-finite chunk (``d = x - ref``), with fewer
         passes over memory: ``x.x = r.r + 2 r.d + d.d`` and ``r.x = r.r + r.d``."""
-        rr, rd, dd = float(np.vdot(r, r)), float(np.vdot(r, d)), float(np.vdot(d, d))
+        # einsum, not vdot/@: BLAS may hand a 32K dot to its thread pool, which spins on a busy machine
+        rr, rd, dd = (float(np.einsum("i,i->", r, r)), float(np.einsum("i,i->", r, d)),
+                      float(np.einsum("i,i->", d, d)))
         self.n += r.size
         self.sum_sq += dd
         self.ref_sq += rr
