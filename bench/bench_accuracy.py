@@ -57,9 +57,11 @@ def _polygraphy_layerwise(ref_proto: onnx.ModelProto, var_proto: onnx.ModelProto
 
 def _load() -> str:
     try:
-        return f"loadavg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
     except OSError:
         return "loadavg unknown"
+    busy = "shared machine, BUSY: " if load > cores else ""
+    return f"{busy}loadavg {load:.1f} on {cores} cores"
 
 
 def child(tool: str, ref: Path, var: Path, data: Path, samples: int, batch: int, budget: str | None = None) -> dict:
