@@ -26,6 +26,7 @@ from .errors import (  # noqa: E402,F401
     UnsupportedError,
     UsageError,
     WorkbenchError,
+    WorkbenchWarning,
 )
 from .model import Model, load  # noqa: E402,F401
 # Eager, not lazy: importing the submodule ``workbench.inspect`` would otherwise shadow the function.
@@ -65,7 +66,7 @@ _LAZY = {
 
 # Subpackages reachable as attributes after a plain `import workbench` (e.g. `wb.edit.fold_constants`).
 _SUBMODULES = {"edit", "precision", "backends", "measure", "compare", "widgets", "data", "records", "variant",
-               "device", "builds", "plots", "report", "flow", "run"}
+               "device", "builds", "plots", "report", "flow", "run", "shapes"}
 
 
 def __getattr__(name: str):

@@ -108,15 +108,18 @@ class BuildSet:
         return f"<BuildSet {self.model.name} on {self.backend}: {parts}>"
 
 
-def _make_variant(model: Model, precision: str, *, calib, keep_nodes, keep_op_types, progress) -> Variant:
+def _make_variant(model: Model, precision: str, *, calib, keep_nodes, keep_op_types, progress,
+                  backend: str | None = None) -> Variant:
     try:
         from .precision import make_variant
     except ImportError:
         if precision in ("fp32", "tf32") and not keep_nodes and not keep_op_types:
             return Variant.of(model, precision)
         raise WorkbenchError(f"the {precision} recipe is not available (workbench.precision.make_variant missing)")
+    # int8/fp8: the Q/DQ form the backend runs fast (ORT CPU: uint8 activations; TensorRT: symmetric int8)
+    extra = {"backend": backend} if backend and precision in ("int8", "fp8") else {}
     return make_variant(model, precision, calib=calib, keep_nodes=keep_nodes, keep_op_types=keep_op_types,
-                        progress=progress)
+                        progress=progress, **extra)
 
 
 def _record(model: Model, precision: str, backend: Backend, status: str, reason: str,
@@ -185,7 +188,7 @@ def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_
         return BuildResult(precision, "skipped", why, _record(model, precision, be, "skipped", why, options=options))
     try:
         variant = _make_variant(model, precision, calib=calib, keep_nodes=keep_nodes, keep_op_types=keep_op_types,
-                                progress=progress)
+                                progress=progress, backend=be.name)
     except WorkbenchError as e:
         reason = f"recipe failed: {e}"
         return BuildResult(precision, "failed", reason, _record(model, precision, be, "failed", reason, options=options))
@@ -214,7 +217,8 @@ def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_
                     (out / files["onnx"]).unlink(missing_ok=True)
                 try:
                     variant = _make_variant(model, precision, calib=calib, keep_nodes=keep_nodes,
-                                            keep_op_types=tuple(keep_op_types) + tuple(kept), progress=progress)
+                                            keep_op_types=tuple(keep_op_types) + tuple(kept), progress=progress,
+                                            backend=be.name)
                     continue
                 except WorkbenchError as e2:
                     e = e2

@@ -123,6 +123,18 @@ def _node_column(layers: pd.DataFrame) -> pd.Series:
     return layers["layer"].astype(str)
 
 
+def time_basis_label(layers: pd.DataFrame) -> str:
+    """Axis text naming what the per-layer times are (the table's ``time_basis`` column, issue 18)."""
+    b = set(layers["time_basis"].dropna().astype(str)) if "time_basis" in layers.columns else set()
+    if "cupti-gpu" in b:
+        return "GPU time per run (ms, CUPTI)" + (" · CPU-provider nodes: host ms" if "host" in b else "")
+    if "tensorrt-iprofiler" in b:
+        return "GPU time per run (ms, TensorRT IProfiler)"
+    if "host-launch" in b:
+        return "host launch time per run (ms), not GPU time"
+    return "time per run (ms)"
+
+
 def layers_by_node(layers: pd.DataFrame) -> pd.DataFrame:
     """Per-layer rows summed per ONNX node (``onnx_node``): ``label, precision, node, time_ms``.
 
@@ -156,7 +168,7 @@ def layer_figure(layers: pd.DataFrame, *, top_k: int = 15, title: str | None = N
                                            "layer(s)<extra></extra>"))
     fig.update_layout(barmode="group")
     fig.update_xaxes(tickangle=-30)
-    return _layout(fig, title, "ONNX node", "time per run (ms)", legend="variant")
+    return _layout(fig, title, "ONNX node", time_basis_label(layers), legend="variant")
 
 
 def layer_heatmap(layers: pd.DataFrame, *, order: Sequence[str] | None = None, title: str = "Per-layer time, every ONNX node"):
@@ -175,7 +187,8 @@ def layer_heatmap(layers: pd.DataFrame, *, order: Sequence[str] | None = None, t
     else:
         rows = piv.sum(axis=1).sort_values(ascending=False).index.tolist()
     piv = piv.reindex(rows)
-    fig = go.Figure(go.Heatmap(z=piv.values, x=cols, y=rows, colorscale="Viridis", colorbar={"title": {"text": "ms"}},
+    unit = "GPU ms" if time_basis_label(layers).startswith("GPU") else "ms"
+    fig = go.Figure(go.Heatmap(z=piv.values, x=cols, y=rows, colorscale="Viridis", colorbar={"title": {"text": unit}},
                                hovertemplate="%{y}<br>%{x}<br>%{z:.4f} ms<extra></extra>", hoverongaps=False))
     fig.update_yaxes(autorange="reversed", tickfont={"size": 10})
     return _layout(fig, title, "variant", "ONNX node", height=max(360, 18 * len(rows) + 140), legend="")

@@ -480,7 +480,9 @@ def cast_feeds(feeds: Mapping[str, np.ndarray], model: Model) -> dict[str, np.nd
 
 def default_batch(model: Model, requested: int | None) -> int | None:
     """Samples per run: None when the model fixes its batch (datasets use that), else ``requested`` or 32."""
-    if any(s.shape and isinstance(s.shape[0], int) for s in input_specs(model)):
+    from ..data import static_batch  # batch axes per input (workbench.shapes): a state [2, batch, 128] is dynamic
+
+    if static_batch(model) is not None:
         return None
     return requested or 32
 

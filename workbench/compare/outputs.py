@@ -21,7 +21,7 @@ from ..errors import DataError, UsageError
 from ..model import Model, load
 from ..variant import Variant
 from .layerwise import cast_feeds, default_batch
-from .metrics import METRICS, ErrorAccumulator, _topk_overlap, json_number
+from .metrics import METRICS, ErrorAccumulator, _topk_overlap, json_number, tolerance_for, verdict
 
 #: Columns of :attr:`Comparison.metrics`.
 COLUMNS = ["variant", "precision", "backend", "output", "metric", "value"]
@@ -85,9 +85,38 @@ class Comparison:
                 row["max_abs"] = float(get("max_abs").astype(float).max())
                 row["nan_count"] = int(get("nan_count").sum())
                 row["inf_count"] = int(get("inf_count").sum())
-                row["passed"] = bool(get("passed").astype(bool).all())
+                v = self.verdict(name)
+                row["passed"] = v.passed
+                row["rule"] = v.rule
+                row["why"] = v.why
             rows.append(row)
         return pd.DataFrame(rows)
+
+    def verdict(self, variant: str):
+        """The :class:`~workbench.compare.metrics.Verdict` of one variant: its precision's default
+        :class:`~workbench.compare.metrics.Tolerance` applied to the worst output's cosine and SNR, NaN/Inf
+        totals and (with labels) the top-1 drop vs the reference."""
+        m = self.metrics
+        sub = m[m.variant == variant]
+        if sub.empty:
+            raise KeyError(f"no variant {variant!r}")
+        get = lambda k: sub[sub.metric == k]["value"]  # noqa: E731
+        drop = None
+        if self.label_output is not None and not get("top1").empty:
+            drop = 100.0 * (float(self.value(self.reference, "top1")) - float(get("top1").iloc[0]))
+        return verdict(tolerance_for(sub.precision.iloc[0]), cosine=float(get("cosine").astype(float).min()),
+                       snr_db=float(get("snr_db").astype(float).min()), nan_count=int(get("nan_count").sum()),
+                       inf_count=int(get("inf_count").sum()), top1_drop=drop)
+
+    def verdicts(self) -> pd.DataFrame:
+        """One row per variant: variant, precision, passed, rule (the stated tolerance), why (failed clauses)."""
+        rows = []
+        for name in self.variants:
+            if (self.metrics.variant == name).any():
+                v = self.verdict(name)
+                prec = self.metrics[self.metrics.variant == name].precision.iloc[0]
+                rows.append({"variant": name, "precision": prec, "passed": v.passed, "rule": v.rule, "why": v.why})
+        return pd.DataFrame(rows, columns=["variant", "precision", "passed", "rule", "why"])
 
     def to_json(self) -> dict:
         """``{reference, samples, atol, rtol, variants: {name: {precision, backend, outputs: {out: {metric:
@@ -99,6 +128,8 @@ class Comparison:
         for name, sub in self.metrics.groupby("variant", sort=False):
             v = out["variants"].setdefault(name, {"precision": sub.precision.iloc[0],
                                                   "backend": sub.backend.iloc[0], "outputs": {}})
+            if name != self.reference:
+                v["verdict"] = self.verdict(name).to_json()
             for r in sub.itertuples():
                 if r.metric in ("top1", "top1_agreement", "topk_agreement"):
                     v[r.metric] = json_number(r.value)
@@ -149,7 +180,7 @@ def resolve_data(model: Model, data: Any, labels: Any, *, shapes: Any = None, ba
     if not batches:
         raise DataError("the data gave no batches (fewer samples than the model's fixed batch size?)")
     if label_arr is not None:
-        n = sum(_samples(b) for b in batches)
+        n = sum(_samples(b, model) for b in batches)
         if label_arr.ndim == 0 or label_arr.shape[0] < n:
             raise DataError(f"labels hold {label_arr.shape[0] if label_arr.ndim else 0} entries for {n} samples")
         if not np.issubdtype(label_arr.dtype, np.integer):
@@ -166,9 +197,11 @@ def _npz_keys(path) -> list[str]:
         return list(z.files)
 
 
-def _samples(feeds: Mapping[str, np.ndarray]) -> int:
-    first = next(iter(feeds.values()))
-    return int(first.shape[0]) if np.ndim(first) else 1
+def _samples(feeds: Mapping[str, np.ndarray], model: Model | None = None) -> int:
+    """Samples in a feed dict, counted along each input's batch axis (workbench.shapes)."""
+    from ..data import model_batch_axes, samples_in
+
+    return samples_in(feeds, model_batch_axes(model) if model is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------- engines
@@ -205,7 +238,8 @@ def compare_engines(reference_engine: Any, engines: Sequence[Any], data: Any, *,
         missing = [o for o in ref_outputs if o not in e.output_names]
         if missing:
             raise DataError(f"variant {n} lacks output(s) {missing} of the reference ({ref_outputs})")
-    accs = {n: {o: ErrorAccumulator(atol=atol, rtol=rtol) for o in ref_outputs} for n in names}
+    accs = {n: {o: ErrorAccumulator(atol=atol, rtol=rtol, tolerance=tolerance_for(e.variant.precision))
+                for o in ref_outputs} for n, e in zip(names, engines)}
     preds: dict[str, list[np.ndarray]] = {n: [] for n in [ref_name, *names]}
     overlap: dict[str, list[np.ndarray]] = {n: [] for n in names}
     lab_out = None
@@ -231,7 +265,7 @@ def compare_engines(reference_engine: Any, engines: Sequence[Any], data: Any, *,
                 v = np.asarray(out[lab_out], dtype=np.float64).reshape(r.shape[0], -1)
                 preds[n].append(np.argmax(v, axis=-1))
                 overlap[n].append(_topk_overlap(r, v, topk))
-        samples += _samples(feeds)
+        samples += _samples(feeds, reference_engine.variant.model)
     if samples == 0:
         raise DataError("no data to compare")
 
@@ -273,6 +307,8 @@ def build_variant_engine(model: Model, precision: str | Variant, backend: Any, *
     else:
         from ..precision import make_variant
 
+        if precision in ("int8", "fp8"):  # the Q/DQ form this backend runs fast (recipes.resolve_target)
+            variant_opts.setdefault("backend", be.name)
         var = make_variant(model, precision, calib=calib, progress=progress, **variant_opts)
     return var, be.build(var, shapes, BuildOptions(progress=progress))
 

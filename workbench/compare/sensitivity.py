@@ -155,6 +155,11 @@ class MixedPrecisionResult:
                 f"{self.target.metric}={self.verified_value:.6g} met={self.met}>")
 
 
+def _backend_name(backend: Any) -> str:
+    from ..backends import get_backend
+    return get_backend(backend).name
+
+
 def lowered_nodes(original: Model, variant: Variant) -> list[str]:
     """Original node names (topological order) that the recipe lowered and a keep list can restore:
     nodes reading a ``DequantizeLinear`` of a constant weight (int8/fp8: Conv, Gemm, MatMul, ...), or
@@ -253,7 +258,10 @@ def propose_mixed_precision(model: Any, precision: str = "int8", *, target: Any,
     def build(keep: Sequence[str]):
         from ..precision import make_variant
 
-        var = make_variant(model, precision, calib=calib, keep_nodes=list(keep), progress=progress, **variant_opts)
+        opts = dict(variant_opts)
+        if precision in ("int8", "fp8"):  # the Q/DQ form this backend runs fast, as compare_outputs builds it
+            opts.setdefault("backend", ref_engine.backend.name if backend is None else _backend_name(backend))
+        var = make_variant(model, precision, calib=calib, keep_nodes=list(keep), progress=progress, **opts)
         return build_variant_engine(model, var, backend, shapes=shapes, progress=progress)
 
     def evaluate(engine) -> float:
