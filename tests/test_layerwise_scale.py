@@ -309,3 +309,19 @@ def test_fused_node_keeping_its_name_does_not_pair_the_pre_fusion_tensor(feeds):
     un = {u["tensor"]: u["reason"] for u in df.attrs["unmatched"]}
     assert set(un) == {"m1"} and "fused with a later one" in un["m1"] and "'m2'" in un["m1"]
     assert df.attrs["first_divergent"] is None
+
+
+def test_uint8_variant_whose_quantizer_dropped_the_relus(sample):
+    """ORT's quantizer for ORT CPU (uint8 asymmetric activations) removes a Relu before its Q (the Q clips)
+    and renames the Conv's output to the Relu's tensor: that name then holds pre-Relu values. The Relu is
+    compared at its DequantizeLinear output instead, and the Conv at its own (renamed) output."""
+    model = wb.load(sample("digits_cnn.onnx"))
+    var = make_variant(model, "int8", calib=sample("digits_calib.npz"), target="onnxruntime-cpu", progress=False)
+    relus = [n.name for n in model.graph.node if n.op_type == "Relu"]
+    assert not any(n.op_type == "Relu" for n in var.model.graph.node)  # the premise: the quantizer dropped them
+    with np.load(sample("digits_test.npz")) as z:
+        feeds = {"image": z["image"][:64].astype(np.float32)}
+    df = layerwise(model, var, feeds=feeds, progress=False).set_index("node")
+    assert df.attrs["counts"]["unmatched"] == 0 and df.attrs["first_divergent"] is None
+    assert (df.loc[relus, "match"] == "dequantized").all()
+    assert (df.cosine > 0.999).all()  # a pre-Relu tensor paired with a Relu output would give ~0.5

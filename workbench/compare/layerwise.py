@@ -325,6 +325,13 @@ def match_tensors(ref_proto: onnx.ModelProto, var_proto: onnx.ModelProto, *,
     for idx, node, k, t in cands:
         tries = [(tensor_map[t], "recorded")] if t in tensor_map else []
         m = match_tensor(t, var_tensors)  # exact / dequantized
+        dq = f"{t}_DequantizeLinear_Output"
+        if m and m[1] == "exact" and dq in var_tensors and t in var_producer and \
+                var_producer[t].op_type != node.op_type:
+            # ORT's quantizer dropped this node (a Relu before an asymmetric uint8 Q: the Q clips) and
+            # renamed its input's producer to write t: t holds the pre-activation values, the DQ after it
+            # holds what the graph goes on with.
+            m = (dq, "dequantized")
         take(t, tries + ([m] if m else []))
     for idx, node, k, t in cands:
         if t in chosen or not node.name:
