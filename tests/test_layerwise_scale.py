@@ -288,13 +288,14 @@ def test_report_sample_budget_timings_and_no_second_reference_build(sample, tmp_
     fr, out, rec, _ = make_report(sample("digits_cnn.onnx"), ["fp32", "fp16"], ["onnxruntime"],
                                   data=sample("digits_test.npz"), labels="label", calib=None, shapes=None,
                                   out=tmp_path / "r.html", iterations=50, warmup=10, layer_iterations=20, limit=40,
-                                  progress=False, layerwise_limit=5, time_budget_s=0.05)
+                                  progress=False, layerwise_limit=5, time_budget_s=0.05, latency_samples=3)
     assert fr.config["accuracy_samples"] == 40 and fr.config["layerwise_samples"] == 5
     assert fr.comparisons["onnxruntime"].samples == 40
     assert set(fr.timings) >= {"inspect", "build", "latency", "layers", "accuracy", "layerwise"}
-    assert (fr.latency.iterations <= 50).all()
+    assert (fr.latency.iterations <= 50).all() and (fr.latency.batch == 3).all()
     facts = run_facts(fr)
-    assert "accuracy 40 (limit 40)" in facts and "layerwise 5" in facts and "stage seconds" in facts
+    assert "accuracy 40 (limit 40)" in facts and "layerwise 5" in facts and "runs of 3 samples" in facts
+    assert "stage seconds" in facts
     text = out.read_text()
     assert "accuracy on 40 samples (sample budget 40" in text and "per-node error on 5 samples" in text
 

@@ -394,22 +394,25 @@ def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
 
 
 def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, layer_iterations: int = 20,
-                  layers: bool = True, time_budget_s: float | None = None, progress: bool = True,
-                  cancel: threading.Event | None = None) -> FlowResult:
+                  layers: bool = True, time_budget_s: float | None = None, latency_samples: int | None = None,
+                  progress: bool = True, cancel: threading.Event | None = None) -> FlowResult:
     """Step 2: end-to-end latency (``measure_latency``) and per-layer times (``profile_layers``) of every
     built engine on the first data batch. Fills ``fr.latency`` / ``fr.layers``; returns ``fr``.
 
     ``time_budget_s``: per variant, at most 2 warm-up runs, stop timing after this many seconds (at
-    least one timed run) and profile only as many runs as fit in it at the measured p50 (at least one)."""
+    least one timed run) and profile only as many runs as fit in it at the measured p50 (at least one).
+    ``latency_samples``: time runs of the first this many samples of the first batch (None: the whole
+    first batch)."""
     from .compare.layerwise import cast_feeds
     from .measure.latency import latency_frame, measure_latency
     from .measure.layers import profile_layers
 
     _needs_engines(fr)
     fr.config.update(iterations=iterations, warmup=warmup, layer_iterations=layer_iterations,
-                     time_budget_s=time_budget_s)
+                     time_budget_s=time_budget_s, latency_samples=latency_samples)
     fr.errors[:] = [e for e in fr.errors if e["stage"] not in ("latency", "layers")]
-    feeds = fr.batches[0]
+    feeds = fr.batches[0] if latency_samples is None else _head(fr.batches[:1], latency_samples)[0]
+    fr.config["latency_batch"] = _n(feeds)
     t0 = time.perf_counter()
     lats = []
     for be, r in _built(fr):
@@ -510,7 +513,7 @@ def _needs_engines(fr: FlowResult) -> None:
 
 def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend: str | Sequence[str] = "onnxruntime",
              *, data=None, labels=None, calib=None, shapes=None, iterations: int = 100, warmup: int = 10,
-             layer_iterations: int = 20, time_budget_s: float | None = None,
+             layer_iterations: int = 20, time_budget_s: float | None = None, latency_samples: int | None = None,
              accuracy_limit: int | None = None, layerwise: bool = True,
              layerwise_limit: int = 16, out_dir: str | os.PathLike | None = None, cache=None,
              progress: bool = True, on_stage: Callable[[str, FlowResult], None] | None = None,
@@ -524,7 +527,8 @@ def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend:
         labels: the ``.npz`` key of integer labels (top-1); calib: INT8/FP8 calibration data (defaults
             to ``data``'s batches).
         iterations / warmup: latency runs per variant; layer_iterations: profiled runs per variant;
-            time_budget_s: seconds per variant for each of latency and per-layer profiling (fewer runs).
+            time_budget_s: seconds per variant for each of latency and per-layer profiling (fewer runs);
+            latency_samples: samples per timed run (default: the whole first data batch).
         accuracy_limit: use at most this many samples for accuracy; layerwise_limit: samples (default
             16, the per-node sample budget: every tensor of both graphs is compared) for the per-node
             error of each reduced-precision variant.
@@ -540,7 +544,7 @@ def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend:
     if on_stage is not None:
         on_stage("build", fr)
     profile_stage(fr, iterations=iterations, warmup=warmup, layer_iterations=layer_iterations,
-                  time_budget_s=time_budget_s, progress=progress, cancel=cancel)
+                  time_budget_s=time_budget_s, latency_samples=latency_samples, progress=progress, cancel=cancel)
     if on_stage is not None:
         on_stage("profile", fr)
     accuracy_stage(fr, layerwise=layerwise, layerwise_limit=layerwise_limit, progress=progress, cancel=cancel)

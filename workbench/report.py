@@ -88,6 +88,9 @@ def _run_facts(fr) -> str:
                                                       if c.get("accuracy_limit") else ""))
     if lw is not None:
         parts.append(f"per-node error on {lw} samples (every tensor of both graphs is compared)")
+    if c.get("latency_batch"):
+        parts.append(f"latency and per-layer profiling on runs of {c['latency_batch']} samples"
+                     + (" (--latency-samples)" if c.get("latency_samples") else ""))
     if c.get("time_budget_s"):
         parts.append(f"latency and per-layer profiling stop after {c['time_budget_s']:g} s per variant")
     if fr.timings:

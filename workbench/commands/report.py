@@ -33,7 +33,8 @@ def parse_backends(text: str) -> list[str]:
 #: metrics over 32 samples settle to a few digits while a 700-node detector still runs in seconds on a
 #: laptop CPU; per-node metrics (every tensor of every node, twice) over 8; latency and per-layer
 #: profiling stop after 2 s per variant.
-REPORT_LIMIT, REPORT_LAYERWISE_LIMIT, REPORT_TIME_BUDGET_S = 32, 8, 2.0
+#: Latency and profiling time runs of 8 samples (a 32-sample run of a 700-node detector takes seconds).
+REPORT_LIMIT, REPORT_LAYERWISE_LIMIT, REPORT_TIME_BUDGET_S, REPORT_LATENCY_SAMPLES = 32, 8, 2.0, 8
 
 
 def _seconds(text: str) -> float:
@@ -49,7 +50,7 @@ def _seconds(text: str) -> float:
 
 
 def add_flow_arguments(p, *, iterations: int = 100, limit: int | None = None, layerwise_limit: int = 64,
-                       time_budget: float | None = None) -> None:
+                       time_budget: float | None = None, latency_samples: int | None = None) -> None:
     """Options shared by ``report`` and ``demo`` (each with its own sample budget)."""
     p.add_argument("--iterations", type=positive_int, default=iterations, metavar="N",
                    help=f"timed latency iterations per variant (default: {iterations})")
@@ -61,6 +62,9 @@ def add_flow_arguments(p, *, iterations: int = 100, limit: int | None = None, la
                         + (f"{limit}, the sample budget" if limit else "all") + ")")
     p.add_argument("--layerwise-limit", type=positive_int, default=layerwise_limit, metavar="N",
                    help=f"samples for the per-node error of each reduced-precision variant (default: {layerwise_limit})")
+    p.add_argument("--latency-samples", type=positive_int, default=latency_samples, metavar="N",
+                   help="samples per timed run for latency and per-layer profiling (default: "
+                        + (f"{latency_samples}" if latency_samples else "the whole first data batch") + ")")
     p.add_argument("--time-budget", type=_seconds, default=time_budget, metavar="S",
                    help="seconds per variant for latency and for per-layer profiling; fewer runs when they are "
                         "slow (default: " + (f"{time_budget:g}" if time_budget else "none: all iterations") + ")")
@@ -80,12 +84,14 @@ def add_arguments(p) -> None:
     add_batch_axis(p)
     add_shapes(p)
     p.add_argument("--out", required=True, metavar="FILE.html", help="report file; records go to <stem>-records/")
-    add_flow_arguments(p, limit=REPORT_LIMIT, layerwise_limit=REPORT_LAYERWISE_LIMIT, time_budget=REPORT_TIME_BUDGET_S)
+    add_flow_arguments(p, limit=REPORT_LIMIT, layerwise_limit=REPORT_LAYERWISE_LIMIT, time_budget=REPORT_TIME_BUDGET_S,
+                       latency_samples=REPORT_LATENCY_SAMPLES)
 
 
 def make_report(model, precisions, backends, *, data, labels, calib, shapes, out, iterations, warmup,
                 layer_iterations, limit, progress, layerwise_limit: int = 64,
-                time_budget_s: float | None = None) -> tuple[object, Path, Path, float]:
+                time_budget_s: float | None = None,
+                latency_samples: int | None = None) -> tuple[object, Path, Path, float]:
     """Run the flow, save the records and write the report: (FlowResult, report path, records dir, seconds)."""
     from ..flow import run_flow
     from ..report import records_dir_for, write_report
@@ -110,7 +116,8 @@ def make_report(model, precisions, backends, *, data, labels, calib, shapes, out
     t0 = time.perf_counter()
     fr = run_flow(model, precisions, backends, data=data, labels=labels, calib=calib, shapes=shapes,
                   iterations=iterations, warmup=warmup, layer_iterations=layer_iterations, accuracy_limit=limit,
-                  layerwise_limit=layerwise_limit, time_budget_s=time_budget_s, progress=progress)
+                  layerwise_limit=layerwise_limit, time_budget_s=time_budget_s, latency_samples=latency_samples,
+                  progress=progress)
     rec = fr.save(records_dir_for(out))
     write_report(fr, out, records_link=rec.name + "/")
     return fr, out, rec, time.perf_counter() - t0
@@ -122,6 +129,8 @@ def run_facts(fr) -> str:
     parts = [f"samples: accuracy {c.get('accuracy_samples', '?')}"
              + (f" (limit {c['accuracy_limit']})" if c.get("accuracy_limit") else ""),
              f"layerwise {c.get('layerwise_samples', '-')}"]
+    if c.get("latency_batch"):
+        parts.append(f"latency/profiling runs of {c['latency_batch']} samples")
     if c.get("time_budget_s"):
         parts.append(f"latency/profiling <= {c['time_budget_s']:g} s per variant")
     stages = ", ".join(f"{k} {v:.1f}" for k, v in fr.timings.items())
@@ -152,7 +161,7 @@ def run(args) -> int:
                                      out=args.out, iterations=args.iterations, warmup=args.warmup,
                                      layer_iterations=args.layer_iterations, limit=args.limit,
                                      layerwise_limit=args.layerwise_limit, time_budget_s=args.time_budget,
-                                     progress=not args.no_progress)
+                                     latency_samples=args.latency_samples, progress=not args.no_progress)
     print(fr.summary_text())
     print(run_facts(fr))
     print(f"wrote {out} and {rec}/ in {secs:.1f} s")

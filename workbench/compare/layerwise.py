@@ -706,7 +706,7 @@ def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str,
         runs = _split(batches, plan_["run_batch"]) if plan_["run_batch"] else batches
         ref_types = {p.tensor: p.ref_type for p in pairs}
         var_types = {p.variant_tensor: p.var_type for p in pairs}
-        accs = [ErrorAccumulator() for _ in pairs]
+        accs = [ErrorAccumulator(percentiles=False) for _ in pairs]
         bad_shape: dict[int, str] = {}
         from tqdm.auto import tqdm
 
@@ -889,7 +889,7 @@ def first_divergence(model: Any, variant: Any, *, data: Any = None, feeds: Mappi
             prec = var.precision if var.precision in PRECISIONS else "fp32"
             var_eng = be.build(Variant(model=var_cut, precision=prec, recipe=var.recipe,
                                        backend_flags=dict(var.backend_flags)), shapes, opts)
-            acc = ErrorAccumulator()
+            acc = ErrorAccumulator(percentiles=False)
             try:
                 for f in batches:
                     a = ref_eng.run({k: v for k, v in cast_feeds(f, model).items() if k in ref_eng.input_names})
