@@ -425,7 +425,8 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
     ``fr.layerwise``; returns ``fr``."""
     from .compare import compare_engines
     from .compare import layerwise as _layerwise
-    from .compare.outputs import build_variant_engine
+    from .builds import build_engine
+    from .precision import keeps_graph
 
     _needs_engines(fr)
     fr.config.update(layerwise_limit=layerwise_limit)
@@ -435,7 +436,7 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
     acc, metrics = [], []
     if built:
         _check_cancel(cancel)
-        _, ref = build_variant_engine(fr.model, "fp32", "onnxruntime", shapes=fr.shapes, progress=progress)
+        _, ref = build_engine(fr.model, "fp32", "onnxruntime", shapes=fr.shapes, progress=progress)
         for be in fr.buildsets:
             engines = [r.engine for b, r in built if b == be]
             if not engines:
@@ -460,7 +461,7 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
         seen, frames = set(), []
         batches = _head(fr.batches, layerwise_limit)
         for _, r in built:
-            if r.variant.precision in ("fp32", "tf32") or r.variant.hash in seen:
+            if keeps_graph(r.variant.precision) or r.variant.hash in seen:
                 continue
             seen.add(r.variant.hash)
             _check_cancel(cancel)

@@ -257,19 +257,11 @@ def compare_engines(reference_engine: Any, engines: Sequence[Any], data: Any, *,
 # ---------------------------------------------------------------------------------------------- top level
 def build_variant_engine(model: Model, precision: str | Variant, backend: Any, *, calib: Any = None,
                          shapes: Any = None, progress: bool = True, **variant_opts):
-    """``(variant, engine)`` for a precision name (via ``make_variant``) or a ready :class:`Variant`."""
-    from ..backends import BuildOptions, get_backend
+    """``(variant, engine)`` for a precision name (via ``make_variant``) or a ready :class:`Variant`, through
+    the one build path (:func:`workbench.builds.build_engine`: engine cache, kernel fallback, records)."""
+    from ..builds import build_engine
 
-    be = get_backend(backend)
-    if isinstance(precision, Variant):
-        var = precision
-    elif precision in ("fp32", "tf32") and not variant_opts:
-        var = Variant.of(model, precision)
-    else:
-        from ..precision import make_variant
-
-        var = make_variant(model, precision, calib=calib, progress=progress, **variant_opts)
-    return var, be.build(var, shapes, BuildOptions(progress=progress))
+    return build_engine(model, precision, backend, calib=calib, shapes=shapes, progress=progress, **variant_opts)
 
 
 def compare_outputs(model: Any, precisions: str | Sequence[str | Variant], backend: Any = "onnxruntime", *,

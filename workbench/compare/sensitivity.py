@@ -238,7 +238,9 @@ def propose_mixed_precision(model: Any, precision: str = "int8", *, target: Any,
     if t.needs_labels and labels is None:
         raise UsageError(f"target {t} needs labels (labels=KEY or an array)")
     model = model if isinstance(model, Model) else load(model)
-    if precision in ("fp32", "tf32"):
+    from ..precision import keeps_graph
+
+    if keeps_graph(precision):
         raise UsageError(f"{precision} is already full precision; nothing to mix")
     all_batches, all_labels = resolve_data(model, data, labels, shapes=shapes, batch_size=batch_size)
     search_batches, search_labels = all_batches, all_labels
@@ -251,10 +253,8 @@ def propose_mixed_precision(model: Any, precision: str = "int8", *, target: Any,
     _, ref_engine = build_variant_engine(model, "fp32", backend, shapes=shapes, progress=progress)
 
     def build(keep: Sequence[str]):
-        from ..precision import make_variant
-
-        var = make_variant(model, precision, calib=calib, keep_nodes=list(keep), progress=progress, **variant_opts)
-        return build_variant_engine(model, var, backend, shapes=shapes, progress=progress)
+        return build_variant_engine(model, precision, backend, calib=calib, keep_nodes=list(keep), shapes=shapes,
+                                    progress=progress, **variant_opts)
 
     def evaluate(engine) -> float:
         cmp = compare_engines(ref_engine, [engine], search_batches, labels=search_labels, progress=False)
