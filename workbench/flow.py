@@ -15,7 +15,6 @@ report (``workbench.report``) and the dashboard read the frames of a :class:`Flo
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
 import time
@@ -27,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import BuildError, UsageError, WorkbenchError
-from .records import Record, host_info, now_iso
+from .records import Record, frame_from_json, frame_to_json, host_info, now_iso
 
 #: Stages of :func:`run_flow`, in order (``on_stage`` receives these names).
 STAGES = ("build", "profile", "accuracy")
@@ -74,49 +73,6 @@ class FlowRecord(Record):
     versions: dict = field(default_factory=dict)
     created: str = field(default_factory=now_iso)
     host: dict = field(default_factory=host_info)
-
-
-_INF = "$float"  # marks an infinity in strict JSON: {"$float": "inf"}
-
-
-def _cell(v):
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else {_INF: "inf" if v > 0 else "-inf"}
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return [_cell(x) for x in v]
-    if v is pd.NA or v is pd.NaT:
-        return None
-    return v
-
-
-def _uncell(v):
-    if isinstance(v, dict) and set(v) == {_INF}:
-        return float(v[_INF])
-    if isinstance(v, list):
-        return [_uncell(x) for x in v]
-    return v
-
-
-def frame_to_json(df: pd.DataFrame) -> dict:
-    """``{"columns", "dtypes", "rows"}``: NaN as null, infinities as ``{"$float": "inf"}``, lists (such as
-    ``onnx_nodes``) as lists; :func:`frame_from_json` restores numeric columns."""
-    return {"columns": [str(c) for c in df.columns], "dtypes": {str(c): str(t) for c, t in df.dtypes.items()},
-            "rows": [[_cell(v) for v in row] for row in df.itertuples(index=False, name=None)]}
-
-
-def frame_from_json(d: dict | None) -> pd.DataFrame:
-    if not d:
-        return pd.DataFrame()
-    rows = [[_uncell(v) for v in row] for row in d.get("rows") or []]
-    df = pd.DataFrame(rows, columns=d.get("columns") or None)
-    for c, t in (d.get("dtypes") or {}).items():
-        if c in df.columns and (t.startswith("float") or t.startswith("int")):
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-        elif c in df.columns and t == "bool":
-            df[c] = df[c].astype(bool)
-    return df
 
 
 # -------------------------------------------------------------------------------------------- result
@@ -283,18 +239,6 @@ def _num(v) -> float | None:
     return None if v != v else v
 
 
-def _head(batches: list, samples: int) -> list:
-    """The first batches holding at least ``samples`` samples (at least one batch)."""
-    out, n = [], 0
-    for b in batches:
-        out.append(b)
-        first = next(iter(b.values()))
-        n += int(first.shape[0]) if getattr(first, "ndim", 0) else 1
-        if n >= samples:
-            break
-    return out
-
-
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
 
@@ -336,7 +280,7 @@ def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
     from .inspect import inspect as _inspect
     from .builds import build_variants
     from .precision import parse_precisions
-    from .compare.outputs import resolve_data
+    from .data import resolve_data
     from .data import synthetic_inputs
     from .model import Model, load
 
@@ -383,7 +327,7 @@ def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, la
                   layers: bool = True, progress: bool = True, cancel: threading.Event | None = None) -> FlowResult:
     """Step 2: end-to-end latency (``measure_latency``) and per-layer times (``profile_layers``) of every
     built engine on the first data batch. Fills ``fr.latency`` / ``fr.layers``; returns ``fr``."""
-    from .compare.layerwise import cast_feeds
+    from .data import cast_feeds
     from .measure.latency import latency_frame, measure_latency
     from .measure.layers import profile_layers
 
@@ -426,6 +370,7 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
     from .compare import compare_engines
     from .compare import layerwise as _layerwise
     from .builds import build_engine
+    from .data import head_batches
     from .precision import keeps_graph
 
     _needs_engines(fr)
@@ -459,7 +404,7 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
     if layerwise:
         t0 = time.perf_counter()
         seen, frames = set(), []
-        batches = _head(fr.batches, layerwise_limit)
+        batches = head_batches(fr.batches, layerwise_limit)
         for _, r in built:
             if keeps_graph(r.variant.precision) or r.variant.hash in seen:
                 continue

@@ -215,16 +215,8 @@ class ErrorAccumulator:
 
 
 def json_number(v):
-    """A JSON-safe value: non-finite floats become the strings "inf", "-inf", "nan"."""
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        if math.isnan(f):
-            return "nan"
-        if math.isinf(f):
-            return "inf" if f > 0 else "-inf"
-        return f
-    return v
+    """A JSON-safe value under the one JSON policy (:func:`workbench.fsutil.json_number`): NaN -> null,
+    +-Inf -> "inf" / "-inf"."""
+    from ..fsutil import json_number as policy
+
+    return policy(v)

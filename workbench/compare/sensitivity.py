@@ -36,7 +36,8 @@ from ..model import Model, load
 from ..variant import Variant
 from .layerwise import layerwise, node_label
 from .metrics import json_number
-from .outputs import Comparison, build_variant_engine, compare_engines, resolve_data
+from ..data import head_batches, resolve_data
+from .outputs import Comparison, build_variant_engine, compare_engines
 
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 #: target metric → how it is read from a comparison of one variant (see :meth:`Target.value_of`)
@@ -247,7 +248,7 @@ def propose_mixed_precision(model: Any, precision: str = "int8", *, target: Any,
     if search_limit is not None:
         search_batches, search_labels = resolve_data(model, data, labels, shapes=shapes, batch_size=batch_size,
                                                      limit=search_limit)
-    lw_batches = _head(all_batches, layerwise_limit)
+    lw_batches = head_batches(all_batches, layerwise_limit)
     if calib is None:
         calib = all_batches
     _, ref_engine = build_variant_engine(model, "fp32", backend, shapes=shapes, progress=progress)
@@ -293,16 +294,6 @@ def propose_mixed_precision(model: Any, precision: str = "int8", *, target: Any,
     return MixedPrecisionResult(precision=precision, target=t, keep_nodes=list(keep), steps=pd.DataFrame(steps),
                                 variant=var, baseline_value=baseline, verified_value=verified,
                                 met=t.met(verified), comparison=final, latency=lat, candidates=lowered)
-
-
-def _head(batches: list, limit: int) -> list:
-    out, n = [], 0
-    for b in batches:
-        if n >= limit:
-            break
-        out.append(b)
-        n += int(np.shape(next(iter(b.values())))[0]) if b else 0
-    return out
 
 
 def _greedy(model, t, low_var, lowered, lw_batches, build, evaluate, steps, max_steps, step_size, bar, progress):

@@ -29,6 +29,10 @@ COLUMNS = ["variant", "backend", "precision", "layer", "layer_type", "onnx_nodes
            "time_ms", "share", "calls", "mapped_by"]
 ORT_EXTRA = ["shapes"]
 TRT_EXTRA = ["tactic", "in_precision", "out_precision", "in_format", "out_format"]
+#: how the table was measured, on every row (kept by ``pd.concat``, unlike ``DataFrame.attrs``): the
+#: profiler, what its times are, profiled iterations, and (ORT) the mean run time inside the profiled run
+#: and whether ORT's layout optimizers were on
+RUN_COLUMNS = ["source", "time_basis", "iterations", "profiled_run_ms", "layout_optimizations"]
 COVERAGE_GOAL = 0.9
 #: ORT's NCHWc layout transformer (x86 CPU, ORT_ENABLE_ALL) names each node it rewrites ``<tensor>_nchwc``
 #: and rewires tensors through reorder nodes; ``layout_optimizations=False`` disables it.
@@ -43,12 +47,14 @@ def _check(iterations: int, warmup: int) -> None:
         raise UsageError(f"warmup must be an integer >= 0, got {warmup!r}")
 
 
-def _frame(rows: list[dict], extra: list[str]):
+def _frame(rows: list[dict], extra: list[str], run: dict):
     import pandas as pd
 
     df = pd.DataFrame(rows, columns=COLUMNS + extra)
     total = float(df["time_ms"].sum()) if len(df) else 0.0
     df["share"] = df["time_ms"] / total if total > 0 else 0.0
+    for c in RUN_COLUMNS:
+        df[c] = run.get(c)
     return df.sort_values("time_ms", ascending=False, kind="stable").reset_index(drop=True)
 
 
@@ -252,12 +258,11 @@ def profile_layers_ort(engine, feeds: Mapping[str, np.ndarray], *, iterations: i
         del sess
     rows = ort_layer_rows(stats, runs, ix, optimized)
     meta = {"variant": engine.variant.name, "backend": engine.backend.name, "precision": engine.variant.precision}
-    df = _frame([{**meta, **r} for r in rows], ORT_EXTRA)
-    on_gpu = any(p != "CPU" for p in df["provider"])
-    df.attrs.update(profiled_run_ms=run_ms, iterations=runs, source="onnxruntime-profiler",
-                    layout_optimizations=layout_optimizations,
-                    time_basis="host-side kernel calls (GPU kernels launch asynchronously)" if on_gpu else "host")
-    return df
+    on_gpu = any(r.get("provider", "CPU") != "CPU" for r in rows)
+    run = {"profiled_run_ms": float(run_ms), "iterations": int(runs), "source": "onnxruntime-profiler",
+           "layout_optimizations": bool(layout_optimizations),
+           "time_basis": "host-side kernel calls (GPU kernels launch asynchronously)" if on_gpu else "host"}
+    return _frame([{**meta, **r} for r in rows], ORT_EXTRA, run)
 
 
 # ---------------------------------------------------------------------------------------- TensorRT
@@ -408,9 +413,9 @@ def profile_layers_trt(engine, feeds: Mapping[str, np.ndarray], *, iterations: i
     layer_info = parse_trt_layer_info(engine.inspector_json())
     rows = trt_layer_rows({k: (v[0], v[1]) for k, v in prof.times.items()}, iterations, layer_info, ix)
     meta = {"variant": engine.variant.name, "backend": engine.backend.name, "precision": engine.variant.precision}
-    df = _frame([{**meta, **r} for r in rows], TRT_EXTRA)
-    df.attrs.update(iterations=iterations, source="tensorrt-iprofiler", time_basis="device (IProfiler)")
-    return df
+    run = {"iterations": int(iterations), "source": "tensorrt-iprofiler", "time_basis": "device (IProfiler)",
+           "profiled_run_ms": None, "layout_optimizations": None}
+    return _frame([{**meta, **r} for r in rows], TRT_EXTRA, run)
 
 
 # --------------------------------------------------------------------------------------- dispatch
@@ -465,9 +470,18 @@ def coverage(layers_df, latency: LatencyResult, *, stat: str = "mean_ms", goal: 
     total = float(layers_df["time_ms"].sum())
     e2e = float(latency.stats[stat])
     ratio = total / e2e if e2e > 0 else float("nan")
-    run_ms = layers_df.attrs.get("profiled_run_ms")
+    run_ms = _profiled_run_ms(layers_df, latency.variant)
     return Coverage(variant=latency.variant, layers_ms=total, e2e_ms=e2e, ratio=ratio, goal=goal,
                     profiled_run_ms=float(run_ms) if run_ms else None)
+
+
+def _profiled_run_ms(layers_df, variant: str) -> float | None:
+    """The profiled run's mean run time (column ``profiled_run_ms``) of ``variant``'s rows, if measured."""
+    if "profiled_run_ms" not in layers_df.columns or not len(layers_df):
+        return None
+    rows = layers_df[layers_df["variant"] == variant] if "variant" in layers_df.columns else layers_df
+    vals = (rows if len(rows) else layers_df)["profiled_run_ms"].dropna()
+    return float(vals.iloc[0]) if len(vals) else None
 
 
 @dataclass
