@@ -321,7 +321,8 @@ def test_profile_failure_keeps_finished_entries(capsys, digits, tmp_path):
     out = tmp_path / "p"
     bad_calib = tmp_path / "few.npz"
     np.savez(bad_calib, image=np.zeros((2, 1, 8, 8), np.float32))  # too few samples: int8 fails after fp32
-    rc, _, err = wb(capsys, "profile", m, "--precision", "fp32,int8", "--calib", bad_calib, "--iterations", "3",
+    rc, _, err = wb(capsys, "profile", m, "--precision", "fp32,int8", "--calib", bad_calib, "--min-calib-samples", "16",
+                    "--iterations", "3",
                     "--warmup", "0", "--layer-iterations", "1", "--out", out, "--no-progress")
     assert_user_error(rc, err, "sample")
     doc = strict_json((out / "profile.json").read_text())

@@ -414,7 +414,7 @@ def test_bad_calibration_data_fails_before_quantizing(digits, tmp_path, spy_quan
         "wrong_name.npz": ({"img": image}, "image"),
         "wrong_shape.npz": ({"image": image.reshape(-1, 1, 4, 16)}, "dim 2"),
         "wrong_dtype.npz": ({"image": (image * 16).astype(np.int32)}, "dtype"),
-        "too_few.npz": ({"image": image[:5]}, "5 sample"),
+        "too_few.npz": ({"image": image[:5]}, "5 sample"),  # refused when --min-calib-samples asks for more
         "nan.npz": ({"image": np.where(np.arange(image.size).reshape(image.shape) == 7, np.nan, image)
                      .astype(np.float32)}, "NaN"),
     }
@@ -422,13 +422,13 @@ def test_bad_calibration_data_fails_before_quantizing(digits, tmp_path, spy_quan
         f = tmp_path / fname
         np.savez(f, **arrays)
         with pytest.raises(DataError, match=msg):
-            make_variant(path, "int8", calib=f, progress=False)
+            make_variant(path, "int8", calib=f, progress=False, min_samples=16)
     with pytest.raises(DataError, match="needs data"):
         make_variant(path, "int8", progress=False)
     with pytest.raises(DataError, match="lacks input"):
         make_variant(path, "int8", calib=[{"x": image[:8]}] * 4, progress=False)
     with pytest.raises(DataError, match="3 sample"):
-        make_variant(path, "int8", calib=[{"image": image[:1]}] * 3, progress=False)
+        make_variant(path, "int8", calib=[{"image": image[:1]}] * 3, progress=False, min_samples=4)
     with pytest.raises(DataError, match="NaN"):
         bad = image[:16].copy()
         bad[0, 0, 0, 0] = np.inf
@@ -443,6 +443,18 @@ def test_min_samples_option(digits, spy_quantizer):
     image = np.load(calib)["image"]
     v = make_variant(path, "int8", calib=[{"image": image[:4]}], min_samples=4, progress=True)
     assert v.recipe["calibration"]["num_samples"] == 4 and v.recipe["options"]["min_samples"] == 4
+    assert spy_quantizer == ["calibrate", "quantize"]
+
+
+def test_few_calibration_samples_warn_with_the_count(digits, spy_quantizer):
+    """Fewer samples than the default minimum (16) calibrate, with a warning naming the count (issue 13)."""
+    from workbench.precision.calibration import CalibrationWarning
+
+    path, _, calib = digits
+    image = np.load(calib)["image"]
+    with pytest.warns(CalibrationWarning, match=r"only 5 sample\(s\) \(fewer than 16\)"):
+        v = make_variant(path, "int8", calib=[{"image": image[:5]}], progress=False)
+    assert v.recipe["calibration"]["num_samples"] == 5
     assert spy_quantizer == ["calibrate", "quantize"]
 
 

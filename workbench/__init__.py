@@ -65,7 +65,7 @@ _LAZY = {
 
 # Subpackages reachable as attributes after a plain `import workbench` (e.g. `wb.edit.fold_constants`).
 _SUBMODULES = {"edit", "precision", "backends", "measure", "compare", "widgets", "data", "records", "variant",
-               "device", "builds", "plots", "report", "flow", "run"}
+               "device", "builds", "plots", "report", "flow", "run", "shapes"}
 
 
 def __getattr__(name: str):

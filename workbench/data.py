@@ -127,8 +127,10 @@ def _parse_range(name: str, text: str) -> ShapeRange:
 def _make_range(name: str, mn: Shape, opt: Shape, mx: Shape) -> ShapeRange:
     if not (len(mn) == len(opt) == len(mx)):
         raise ShapeSpecError(f"min/opt/max shapes for {name!r} have different ranks")
-    if not all(a <= b <= c for a, b, c in zip(mn, opt, mx)):
-        raise ShapeSpecError(f"shape range for {name!r} must satisfy min <= opt <= max in every dim")
+    for i, (a, b, c) in enumerate(zip(mn, opt, mx)):
+        if not a <= b <= c:
+            raise ShapeSpecError(f"--shapes range for {name!r} dim {i} is min {a} / opt {b} / max {c}: "
+                                 "need min <= opt <= max")
     return ShapeRange(mn, opt, mx)
 
 
@@ -192,18 +194,23 @@ def output_specs(model: Model) -> list[TensorSpec]:
 
 
 def resolve_shapes(model: Model, shapes: ShapeMap | str | Mapping | None = None, *, which: str = "opt",
-                   default_dim: int = 1, batch: int | None = None) -> dict[str, Shape]:
+                   default_dim: int = 1, batch: int | None = None,
+                   batch_axis: Mapping[str, int | None] | str | None = None) -> dict[str, Shape]:
     """Concrete input shapes: fixed dims from the model, dynamic dims from the shape map.
 
-    Dynamic dims missing from the map take ``batch`` for the first axis (when given) and otherwise
-    ``default_dim`` with a warning, as Polygraphy does. Names in the map that are not inputs are an error.
+    Dynamic dims missing from the map take ``batch`` on the input's batch axis (the shape doctor's, see
+    :func:`workbench.shapes.batch_axes`; ``batch_axis`` overrides it) and otherwise ``default_dim`` with a
+    warning, as Polygraphy does. Names in the map that are not inputs are an error listing the real names.
     """
+    from .shapes import unknown_names_message
+
     sm = ShapeMap.parse(shapes)
     specs = input_specs(model)
-    names = {s.name for s in specs}
+    names = [s.name for s in specs]
     unknown = [k for k in sm if k not in names]
     if unknown:
-        raise ShapeSpecError(f"--shapes names {unknown} which are not model inputs; inputs are {sorted(names)}")
+        raise ShapeSpecError(unknown_names_message("--shapes", unknown, names))
+    axes = model_batch_axes(model, batch_axis) if batch is not None else {}
     out: dict[str, Shape] = {}
     defaulted = []
     for s in specs:
@@ -225,7 +232,7 @@ def resolve_shapes(model: Model, shapes: ShapeMap | str | Mapping | None = None,
         for i, d in enumerate(s.shape):
             if isinstance(d, int):
                 dims.append(d)
-            elif i == 0 and batch is not None:
+            elif batch is not None and i == axes.get(s.name):
                 dims.append(batch)
             else:
                 dims.append(default_dim)
@@ -237,20 +244,38 @@ def resolve_shapes(model: Model, shapes: ShapeMap | str | Mapping | None = None,
 
 
 def synthetic_inputs(model: Model, shapes: ShapeMap | str | Mapping | None = None, *, seed: int = 0,
-                     batch: int | None = None) -> dict[str, np.ndarray]:
-    """Deterministic random inputs from the model's input metadata (same seed → same arrays).
+                     batch: int | None = None, batch_axis: Mapping[str, int | None] | str | None = None
+                     ) -> dict[str, np.ndarray]:
+    """Deterministic random inputs from the model's input metadata (same seed → same arrays), within the
+    value ranges the shape doctor reads from the graph (:func:`workbench.shapes.diagnose`):
 
-    Floats: standard normal; integers: uniform in [0, 10) (safe as indices for small vocabularies);
-    bool: fair coin.
+    * indices into a Gather table (ids, token types): uniform in ``0..rows-1``;
+    * 0/1 masks: all ones (no padding);
+    * values the graph compares with constants (``sr == 16000``): the first such constant;
+    * other floats: standard normal; other integers: uniform in [0, 10); bool: fair coin.
+
+    ``batch`` sets each input's batch axis (``batch_axis`` overrides the doctor's choice); scalars and inputs
+    without a batch axis keep their own shape.
     """
+    from .shapes import diagnose
+
     rng = np.random.default_rng(seed)
-    concrete = resolve_shapes(model, shapes, batch=batch)
+    facts = diagnose(model, batch_axis=batch_axis).inputs
+    concrete = resolve_shapes(model, shapes, batch=batch, batch_axis=batch_axis)
     feeds = {}
     for s in input_specs(model):
         shp = concrete[s.name]
         dt = s.np_dtype
+        f = facts.get(s.name)
+        kind = f.value_kind if f is not None else None
         try:
-            if np.issubdtype(dt, np.bool_):
+            if kind == "mask":
+                arr = np.ones(shp, dtype=dt)
+            elif kind == "index" and (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)):
+                arr = rng.integers(f.low, f.high + 1, size=shp).astype(dt)
+            elif kind == "choice":
+                arr = np.full(shp, f.choices[0]).astype(dt)
+            elif np.issubdtype(dt, np.bool_):
                 arr = rng.integers(0, 2, size=shp).astype(bool)
             elif np.issubdtype(dt, np.integer):
                 arr = rng.integers(0, 10, size=shp).astype(dt)
@@ -265,17 +290,46 @@ def synthetic_inputs(model: Model, shapes: ShapeMap | str | Mapping | None = Non
 
 
 # ---------------------------------------------------------------------------------------------- datasets
-def _batch_axis_static(spec: TensorSpec) -> int | None:
-    if spec.shape and isinstance(spec.shape[0], int):
-        return spec.shape[0]
-    return None
+def model_batch_axes(model: Model, batch_axis: Mapping[str, int | None] | str | None = None) -> dict[str, int | None]:
+    """``{input: batch axis or None}``: the shape doctor's choice (axis 0 for most inputs, 1 for a recurrent
+    state ``[2, batch, 128]``, None for scalars) with ``batch_axis`` overrides (``"state:1,sr:none"``)."""
+    from .shapes import batch_axes
+
+    return batch_axes(model, batch_axis)
+
+
+def static_batch(model: Model, batch_axis=None) -> int | None:
+    """The batch size the model fixes (a fixed dim on some input's batch axis), else None."""
+    axes = model_batch_axes(model, batch_axis)
+    sizes = {s.shape[axes[s.name]] for s in input_specs(model)
+             if s.shape and axes.get(s.name) is not None and isinstance(s.shape[axes[s.name]], int)}
+    return sizes.pop() if len(sizes) == 1 else (min(sizes) if sizes else None)
+
+
+def samples_in(feeds: Mapping[str, np.ndarray], axes: Mapping[str, int | None] | None = None) -> int:
+    """Samples in one feed dict: the size of the first batched input along its batch axis (1 if none)."""
+    for name, a in feeds.items():
+        ax = 0 if axes is None else axes.get(name, 0)
+        if ax is not None and np.ndim(a) > ax:
+            return int(np.shape(a)[ax])
+    return 1
+
+
+def _take(a: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
+    return a[(slice(None),) * axis + (slice(start, stop),)]
 
 
 class NpzDataset:
-    """A ``.npz`` dataset: one array per model input, concatenated along the batch axis (axis 0).
+    """A ``.npz`` dataset: one array per model input, samples concatenated along each input's batch axis.
 
-    Optional label arrays live under keys the user names (``label_keys``). Files are read with
-    ``allow_pickle=False``: object arrays are refused, never unpickled.
+    The batch axis of each input comes from the shape doctor (:func:`workbench.shapes.batch_axes`: axis 0 for
+    most inputs, axis 1 for a recurrent state ``[2, batch, 128]``); ``batch_axis`` overrides it
+    (``"state:1"``, ``{"state": 1}``, ``"sr:none"``). Inputs without a batch axis (scalars such as a sample
+    rate, per-model constants) are passed unchanged to every batch. Stateful models are fed their state
+    from the file like any other input.
+
+    Optional label arrays live under keys the user names (``label_keys``; batched along axis 0). Files are
+    read with ``allow_pickle=False``: object arrays are refused, never unpickled.
 
     Checks (each a :class:`DataError` naming the key): missing input names, unknown extra keys, dtype
     kind mismatch (float64 is accepted for float inputs and cast), rank and fixed-dim mismatch,
@@ -283,9 +337,11 @@ class NpzDataset:
     """
 
     def __init__(self, source: str | os.PathLike | Mapping[str, np.ndarray], model: Model, *,
-                 label_keys: Sequence[str] = (), allow_extra: bool = False):
+                 label_keys: Sequence[str] = (), allow_extra: bool = False,
+                 batch_axis: Mapping[str, int | None] | str | None = None):
         self.model = model
         self.path = None if isinstance(source, Mapping) else Path(source)
+        self.batch_axis_override = batch_axis
         arrays = dict(source) if isinstance(source, Mapping) else _read_npz(Path(source))
         specs = {s.name: s for s in input_specs(model)}
         where = str(self.path) if self.path else "the data"
@@ -300,16 +356,20 @@ class NpzDataset:
         if extra and not allow_extra:
             raise DataError(f"{where} has key(s) {extra} that are not model inputs {sorted(specs)}",
                             hint="name label keys with --labels, or remove them")
+        self.axes = model_batch_axes(model, batch_axis)
         self.inputs: dict[str, np.ndarray] = {}
         for name, spec in specs.items():
-            self.inputs[name] = _check_array(where, name, np.asarray(arrays[name]), spec)
-        counts = {n: a.shape[0] for n, a in self.inputs.items() if a.ndim > 0}
+            self.inputs[name] = _check_array(where, name, np.asarray(arrays[name]), spec, self.axes.get(name))
+        counts = {n: a.shape[self.axes[n]] for n, a in self.inputs.items() if self.axes.get(n) is not None}
         self.labels = {k: np.asarray(arrays[k]) for k in label_keys}
         for k, v in self.labels.items():
             counts[k] = v.shape[0] if v.ndim else 1
         if len(set(counts.values())) > 1:
-            raise DataError(f"{where}: arrays have different sample counts along the batch axis: {counts}")
-        self.num_samples = next(iter(counts.values())) if counts else 0
+            axes = {n: self.axes[n] for n in counts if n in self.axes}
+            raise DataError(f"{where}: arrays have different sample counts along their batch axes: {counts} "
+                            f"(batch axes {axes})",
+                            hint="set an input's batch axis with --batch-axis NAME:AXIS (or NAME:none)")
+        self.num_samples = next(iter(counts.values())) if counts else 1
         if self.num_samples == 0:
             raise DataError(f"{where} holds no samples")
         self._specs = specs
@@ -325,10 +385,17 @@ class NpzDataset:
                 raise DataError(f"{where}input {n!r} has {bad} NaN/Inf value(s)",
                                 hint="clean the data: NaN/Inf inputs make every metric and calibration range meaningless")
 
+    def _static(self) -> int | None:
+        sizes = set()
+        for n, s in self._specs.items():
+            ax = self.axes.get(n)
+            if ax is not None and s.shape and isinstance(s.shape[ax], int):
+                sizes.add(s.shape[ax])
+        return min(sizes) if sizes else None
+
     def batch_size_for(self, requested: int | None) -> int:
-        static = {_batch_axis_static(s) for s in self._specs.values()} - {None}
-        if static:
-            b = static.pop()
+        b = self._static()
+        if b is not None:
             if requested not in (None, b):
                 raise DataError(f"the model fixes the batch size to {b}; cannot use batch {requested}")
             return b
@@ -336,15 +403,17 @@ class NpzDataset:
 
     def batches(self, batch_size: int | None = None, *, limit: int | None = None,
                 drop_last: bool = False) -> Iterator[dict[str, np.ndarray]]:
-        """Feeds dicts of ``batch_size`` samples (the model's static batch if it has one)."""
+        """Feeds dicts of ``batch_size`` samples (the model's static batch if it has one), sliced along each
+        input's batch axis; inputs without one are passed unchanged."""
         b = self.batch_size_for(batch_size)
         n = self.num_samples if limit is None else min(limit, self.num_samples)
-        static = any(_batch_axis_static(s) for s in self._specs.values())
+        static = self._static() is not None
         for start in range(0, n, b):
             stop = min(start + b, n)
             if stop - start < b and (drop_last or static):
                 break
-            yield {k: v[start:stop] for k, v in self.inputs.items()}
+            yield {k: v if self.axes.get(k) is None else _take(v, self.axes[k], start, stop)
+                   for k, v in self.inputs.items()}
 
     def label_batches(self, key: str, batch_size: int | None = None, *, limit: int | None = None) -> Iterator[np.ndarray]:
         b = self.batch_size_for(batch_size)
@@ -375,7 +444,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path} is not a readable .npz file: {e}") from None
 
 
-def _check_array(where: str, name: str, a: np.ndarray, spec: TensorSpec) -> np.ndarray:
+def _check_array(where: str, name: str, a: np.ndarray, spec: TensorSpec, batch_axis: int | None = 0) -> np.ndarray:
     want = spec.np_dtype
     if a.dtype == object or a.dtype.kind in "USV":
         raise DataError(f"{where}: array {name!r} has dtype {a.dtype}, the model expects {want}")
@@ -389,37 +458,42 @@ def _check_array(where: str, name: str, a: np.ndarray, spec: TensorSpec) -> np.n
     if spec.shape is not None:
         if a.ndim != len(spec.shape):
             raise DataError(f"{where}: array {name!r} has shape {a.shape} (rank {a.ndim}); "
-                            f"the model expects rank {len(spec.shape)} {list(spec.shape)}")
+                            f"the model expects rank {len(spec.shape)} {list(spec.shape)}"
+                            + (" (a scalar: store it as a 0-d array, np.array(value))" if not spec.shape else ""))
         for i, d in enumerate(spec.shape):
-            if i == 0:
+            if i == batch_axis:
                 continue  # batch axis: samples are concatenated along it
             if isinstance(d, int) and a.shape[i] != d:
+                hint = (f" (its batch axis is {batch_axis}: set another with --batch-axis {name}:AXIS)"
+                        if batch_axis is not None else "")
                 raise DataError(f"{where}: array {name!r} has shape {a.shape}; "
-                                f"dim {i} must be {d} (model shape {list(spec.shape)})")
+                                f"dim {i} must be {d} (model shape {list(spec.shape)}){hint}")
     return a
 
 
 def as_feed_batches(model: Model, data: "str | os.PathLike | NpzDataset | Iterable[Mapping[str, np.ndarray]] | None",
                     *, batch_size: int | None = None, limit: int | None = None,
-                    shapes=None, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
+                    shapes=None, seed: int = 0, batch_axis=None) -> Iterator[dict[str, np.ndarray]]:
     """Normalize any data source into feeds: a .npz path, an NpzDataset, an iterable of feed dicts,
     or None (one synthetic batch)."""
     if data is None:
-        yield synthetic_inputs(model, shapes, seed=seed, batch=batch_size)
+        yield synthetic_inputs(model, shapes, seed=seed, batch=batch_size, batch_axis=batch_axis)
         return
     if isinstance(data, (str, os.PathLike)):
-        data = NpzDataset(data, model, allow_extra=True)
+        data = NpzDataset(data, model, allow_extra=True, batch_axis=batch_axis)
     if isinstance(data, NpzDataset):
         yield from data.batches(batch_size, limit=limit)
         return
     specs = {s.name: s for s in input_specs(model)}
+    axes: dict = {}
     for i, feeds in enumerate(data):
         if limit is not None and i >= limit:
             break
         missing = [n for n in specs if n not in feeds]
         if missing:
             raise DataError(f"data item {i} lacks input(s) {missing}")
-        yield {n: _check_array(f"data item {i}", n, np.asarray(feeds[n]), specs[n]) for n in specs}
+        axes = axes if i else model_batch_axes(model, batch_axis)
+        yield {n: _check_array(f"data item {i}", n, np.asarray(feeds[n]), specs[n], axes.get(n)) for n in specs}
 
 
 # ------------------------------------------------------------------------------ data for runs and comparisons
@@ -430,15 +504,18 @@ DEFAULT_BATCH = 32
 
 
 def default_batch(model: Model, requested: int | None) -> int | None:
-    """Samples per run: None when the model fixes its batch (datasets use that), else ``requested`` or
-    :data:`DEFAULT_BATCH`."""
-    if any(s.shape and isinstance(s.shape[0], int) for s in input_specs(model)):
+    """Samples per run: None when the model fixes its batch (datasets use that; batch axes per input from
+    the shape doctor, so a state ``[2, batch, 128]`` is dynamic), else ``requested`` or :data:`DEFAULT_BATCH`."""
+    if static_batch(model) is not None:
         return None
     return requested or DEFAULT_BATCH
 
 
-def feeds_batch(feeds: Mapping[str, np.ndarray]) -> int:
-    """Batch size of a feed dict: axis 0 of the first input with rank >= 1 (1 for scalars only)."""
+def feeds_batch(feeds: Mapping[str, np.ndarray], model: Model | None = None) -> int:
+    """Samples in a feed dict: along each input's batch axis when ``model`` is given (:func:`samples_in`
+    with :func:`model_batch_axes`), else axis 0 of the first input with rank >= 1 (1 for scalars only)."""
+    if model is not None:
+        return samples_in(feeds, model_batch_axes(model))
     for a in feeds.values():
         a = np.asarray(a)
         if a.ndim >= 1:
@@ -504,7 +581,7 @@ def resolve_data(model: Model, data, labels, *, shapes=None, batch_size: int | N
     if not batches:
         raise DataError("the data gave no batches (fewer samples than the model's fixed batch size?)")
     if label_arr is not None:
-        n = sum(feeds_batch(b) for b in batches)
+        n = sum(feeds_batch(b, model) for b in batches)
         if label_arr.ndim == 0 or label_arr.shape[0] < n:
             raise DataError(f"labels hold {label_arr.shape[0] if label_arr.ndim else 0} entries for {n} samples")
         if not np.issubdtype(label_arr.dtype, np.integer):

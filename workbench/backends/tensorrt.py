@@ -630,6 +630,10 @@ class TensorRTBase(Backend):
         cancel = options.extra.get("cancel") or self.cancel_event
         logger = _make_logger(trt)
         applied: dict[str, Any] = {}
+        from ..shapes import for_tensorrt  # profile checked per dim; dims sharing a name but not a role renamed
+        variant, renamed = for_tensorrt(variant, sm)
+        if renamed:
+            applied["renamed_dims"] = renamed
 
         builder = trt.Builder(logger)
         flags = 0

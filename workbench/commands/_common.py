@@ -24,6 +24,43 @@ def add_shapes(p) -> None:
                         "(min/opt/max for TensorRT profiles)")
 
 
+def add_batch_axis(p) -> None:
+    p.add_argument("--batch-axis", default=None, metavar="NAME:AXIS,...",
+                   help="batch axis of inputs whose batch is not axis 0, e.g. state:1 (or sr:none for inputs "
+                        "passed unchanged to every batch); default: the shape doctor's choice (workbench inspect)")
+
+
+def add_min_calib_samples(p) -> None:
+    p.add_argument("--min-calib-samples", type=positive_int, default=None, metavar="N",
+                   help="refuse int8/fp8 calibration with fewer than N samples (default: fewer than 16 only warns)")
+
+
+def dataset(args, model, path, *, labels: str | None = None):
+    """``--data``/``--calib`` FILE.npz as an NpzDataset batched along each input's batch axis
+    (``--batch-axis`` overrides); None stays None. Bad axes/arrays raise one-line errors (exit 2)."""
+    if path is None or getattr(args, "batch_axis", None) is None:
+        return path  # the library reads the file with the doctor's batch axes
+    from ..data import NpzDataset
+
+    return NpzDataset(path, model, allow_extra=True, label_keys=[labels] if labels else (),
+                      batch_axis=getattr(args, "batch_axis", None))
+
+
+def calibration(args, model, calib_path, data_path=None):
+    """The ``calib=`` argument for the library: the ``--calib`` file (else ``--data`` when
+    ``--min-calib-samples`` is given) with ``--batch-axis`` and ``--min-calib-samples`` attached."""
+    min_n = getattr(args, "min_calib_samples", None)
+    axis = getattr(args, "batch_axis", None)
+    path = calib_path if calib_path is not None else (data_path if min_n is not None else None)
+    if path is None:
+        return None
+    if min_n is None and axis is None:
+        return path
+    from ..precision.calibration import CalibrationData
+
+    return CalibrationData(path, min_samples=min_n, batch_axis=axis)
+
+
 def add_backend(p, default: str = "onnxruntime") -> None:
     p.add_argument("--backend", default=default, choices=backend_names(), help=f"backend (default: {default})")
 

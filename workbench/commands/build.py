@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from ._common import (add_backend, add_json, add_model, add_precisions, add_shapes, emit_json, number_in_range,
-                      parse_precisions, positive_int)
+from ._common import (add_backend, add_batch_axis, add_json, add_min_calib_samples, add_model, add_precisions,
+                      add_shapes, calibration, emit_json, number_in_range, parse_precisions, positive_int)
 
 NAME = "build"
 HELP = "build engines/sessions for a model at several precisions"
@@ -26,6 +26,8 @@ def add_arguments(p) -> None:
     add_precisions(p)
     add_shapes(p)
     p.add_argument("--calib", default=None, metavar="FILE.npz", help="calibration inputs for int8/fp8 (.npz, one key per input)")
+    add_min_calib_samples(p)
+    add_batch_axis(p)
     p.add_argument("--workspace-mb", type=positive_int, default=None, metavar="N", help="TensorRT workspace limit in MiB")
     p.add_argument("--opt-level", type=_opt_level, default=None, metavar="N", help="TensorRT builder optimization level 0-5")
     p.add_argument("--cache-dir", default=None, metavar="DIR", help="engine cache folder (TensorRT backends)")
@@ -40,7 +42,11 @@ def run(args) -> int:
 
     precisions = parse_precisions(args.precision)
     options = BuildOptions(workspace_mb=args.workspace_mb, opt_level=args.opt_level, progress=not args.no_progress)
-    bs = build_variants(args.model, precisions, args.backend, shapes=args.shapes, calib=args.calib, out_dir=args.out,
+    from ..model import load
+
+    model = load(args.model)
+    bs = build_variants(model, precisions, args.backend, shapes=args.shapes,
+                        calib=calibration(args, model, args.calib), out_dir=args.out,
                         options=options, cache=args.cache_dir, progress=not args.no_progress)
     if args.json:
         emit_json(bs.to_json())

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 
 from ..backends import backend_names
-from ._common import (add_backend, add_json, add_model, add_precisions, add_shapes, emit_json,
-                      number_in_range, parse_precisions, positive_int)
+from ._common import (add_backend, add_batch_axis, add_json, add_min_calib_samples, add_model, add_precisions,
+                      add_shapes, calibration, dataset, emit_json, number_in_range, parse_precisions, positive_int)
 
 NAME = "compare"
 HELP = "compare precision variants with the FP32 reference: output errors, top-1, first diverging node"
@@ -22,6 +22,8 @@ def add_arguments(p) -> None:
     p.add_argument("--labels", default=None, metavar="KEY", help="key of integer class labels in --data")
     p.add_argument("--calib", default=None, metavar="FILE.npz",
                    help="calibration inputs for int8/fp8 (default: the --data inputs)")
+    add_min_calib_samples(p)
+    add_batch_axis(p)
     add_shapes(p)
     p.add_argument("--batch", type=positive_int, default=None, metavar="N",
                    help="samples per run for a dynamic batch axis (default 32)")
@@ -51,15 +53,16 @@ def run(args) -> int:
         raise UsageError(f"{', '.join(quantized)} needs calibration data: give --calib FILE.npz or --data FILE.npz "
                          "(one array per model input)")
     model = load(args.model)
-    cmp = compare_outputs(model, precisions, args.backend, data=args.data, labels=args.labels,
-                          calib=args.calib, shapes=args.shapes, reference_backend=args.reference_backend,
+    data = dataset(args, model, args.data, labels=args.labels)
+    cmp = compare_outputs(model, precisions, args.backend, data=data, labels=args.labels,
+                          calib=calibration(args, model, args.calib, args.data), shapes=args.shapes, reference_backend=args.reference_backend,
                           atol=args.atol, rtol=args.rtol, batch_size=args.batch, limit=args.limit,
                           topk=args.topk, progress=not args.json)
     if args.layerwise:
         for name, var in cmp.built.items():
             if keeps_graph(var.precision):
                 continue
-            cmp.layerwise[name] = layerwise(model, var, data=args.data, shapes=args.shapes,
+            cmp.layerwise[name] = layerwise(model, var, data=data, shapes=args.shapes,
                                                 threshold=args.threshold, limit=args.limit or 64,
                                                 batch_size=args.batch, progress=not args.json)
     if args.json:

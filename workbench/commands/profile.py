@@ -9,8 +9,8 @@ coverage.
 from __future__ import annotations
 
 import sys
-from ._common import (add_backend, add_json, add_model, add_precisions, add_shapes, emit_json, number_in_range,
-                      parse_precisions, positive_int)
+from ._common import (add_backend, add_batch_axis, add_json, add_min_calib_samples, add_model, add_precisions,
+                      add_shapes, calibration, emit_json, number_in_range, parse_precisions, positive_int)
 
 NAME = "profile"
 HELP = "measure latency and per-layer timings (mapped to ONNX nodes) per precision variant"
@@ -32,6 +32,8 @@ def add_arguments(p) -> None:
     p.add_argument("--batch", type=positive_int, default=None, metavar="N", help="batch size for dynamic batch axes")
     p.add_argument("--data", default=None, metavar="FILE.npz", help="inputs (first batch is used); default: synthetic")
     p.add_argument("--calib", default=None, metavar="FILE.npz", help="calibration inputs for int8/fp8 variants")
+    add_min_calib_samples(p)
+    add_batch_axis(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for the CSV/JSON files")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_json(p)
@@ -41,9 +43,9 @@ def _feeds(model, args):
     from ..data import NpzDataset, synthetic_inputs
 
     if args.data:
-        ds = NpzDataset(args.data, model, allow_extra=True)
+        ds = NpzDataset(args.data, model, allow_extra=True, batch_axis=args.batch_axis)
         return next(iter(ds.batches(args.batch)))
-    return synthetic_inputs(model, args.shapes, batch=args.batch)
+    return synthetic_inputs(model, args.shapes, batch=args.batch, batch_axis=args.batch_axis)
 
 
 def run(args) -> int:
@@ -71,7 +73,8 @@ def run(args) -> int:
     for precision in precisions:
         # one precision at a time through the one build path (kernel fallback, build record), so only one
         # engine is alive at a time
-        built = build_variants(model, [precision], backend, shapes=args.shapes, calib=args.calib,
+        calib = calibration(args, model, args.calib) if calibrated([precision]) else None
+        built = build_variants(model, [precision], backend, shapes=args.shapes, calib=calib,
                                progress=progress).results[0]
         if built.status == "skipped":
             entries.append({"precision": precision, "backend": backend.name, "status": "skipped",

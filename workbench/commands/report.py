@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..backends import backend_names
-from ._common import add_model, add_precisions, add_shapes, parse_precisions, positive_int
+from ._common import (add_batch_axis, add_min_calib_samples, add_model, add_precisions, add_shapes, calibration,
+                      dataset, parse_precisions, positive_int)
 
 NAME = "report"
 HELP = "run the full flow and write one self-contained HTML report (+ JSON records)"
@@ -49,6 +50,8 @@ def add_arguments(p) -> None:
                    help="inputs for latency and accuracy (.npz, keys = input names); default: one synthetic batch")
     p.add_argument("--labels", default=None, metavar="KEY", help="key of integer labels in --data (top-1 accuracy)")
     p.add_argument("--calib", default=None, metavar="FILE.npz", help="calibration inputs for int8/fp8 (default: --data)")
+    add_min_calib_samples(p)
+    add_batch_axis(p)
     add_shapes(p)
     p.add_argument("--out", required=True, metavar="FILE.html", help="report file; records go to <stem>-records/")
     add_flow_arguments(p)
@@ -101,8 +104,12 @@ def exit_code(fr) -> int:
 
 
 def run(args) -> int:
+    from ..model import load
+
+    model = load(args.model)  # for --batch-axis / --min-calib-samples; make_report reads the path itself
     fr, out, rec, secs = make_report(args.model, parse_precisions(args.precision), parse_backends(args.backend),
-                                     data=args.data, labels=args.labels, calib=args.calib, shapes=args.shapes,
+                                     data=dataset(args, model, args.data, labels=args.labels), labels=args.labels,
+                                     calib=calibration(args, model, args.calib, args.data), shapes=args.shapes,
                                      out=args.out, iterations=args.iterations, warmup=args.warmup,
                                      layer_iterations=args.layer_iterations, limit=args.limit,
                                      progress=not args.no_progress)

@@ -173,7 +173,7 @@ def compare_engines(reference_engine: Any, engines: Sequence[Any], data: Any, *,
                 v = np.asarray(out[lab_out], dtype=np.float64).reshape(r.shape[0], -1)
                 preds[n].append(np.argmax(v, axis=-1))
                 overlap[n].append(_topk_overlap(r, v, topk))
-        samples += feeds_batch(feeds)
+        samples += feeds_batch(feeds, reference_engine.variant.model)
     if samples == 0:
         raise DataError("no data to compare")
 

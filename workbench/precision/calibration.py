@@ -7,6 +7,7 @@ No calibration data is an error; synthetic data must be asked for explicitly (``
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -14,14 +15,19 @@ from typing import Any, Iterator
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from ..data import NpzDataset, as_feed_batches, input_specs, synthetic_inputs
+from ..data import NpzDataset, as_feed_batches, model_batch_axes, samples_in, static_batch, synthetic_inputs
 from ..errors import DataError
 from ..model import Model
 
+#: fewer calibration samples than this is a warning (with the count), not a refusal.
 DEFAULT_MIN_SAMPLES = 16
 DEFAULT_SYNTHETIC_SAMPLES = 64
 #: Samples per calibration batch for models with a dynamic batch axis (fewer session runs than 1).
 DEFAULT_CALIB_BATCH = 8
+
+
+class CalibrationWarning(UserWarning):
+    """Calibration runs, but on data that may not represent real inputs (too few samples)."""
 
 
 @dataclass
@@ -36,26 +42,38 @@ class CalibrationSet:
         return {"source": self.source, "num_samples": self.num_samples, "num_batches": len(self.batches)}
 
 
-def _static_batch(model: Model) -> int | None:
-    sizes = {s.shape[0] for s in input_specs(model) if s.shape and isinstance(s.shape[0], int)}
-    return sizes.pop() if len(sizes) == 1 else None
+@dataclass
+class CalibrationData:
+    """Calibration data with its options, accepted wherever ``calib=`` is (``build_variants``, ``run_flow``,
+    ``compare_outputs``, ``make_variant``)::
 
+        calib = CalibrationData("calib.npz", min_samples=8, batch_axis="state:1")
 
-def _samples_in(feeds: dict[str, np.ndarray]) -> int:
-    for a in feeds.values():
-        if a.ndim > 0:
-            return int(a.shape[0])
-    return 1
+    ``source``: a ``.npz`` path, an NpzDataset, an iterable of feed dicts or ``"synthetic"``;
+    ``min_samples``: refuse fewer samples (None: fewer than 16 warns); ``batch_axis``: batch-axis overrides.
+    """
+
+    source: Any
+    min_samples: int | None = None
+    batch_axis: Any = None
+
+    def __str__(self) -> str:
+        return str(self.source) if isinstance(self.source, (str, os.PathLike)) else type(self.source).__name__
 
 
 def prepare_calibration(model: Model, calib: Any, *, num_calib: int | None = None,
-                        min_samples: int = DEFAULT_MIN_SAMPLES, batch_size: int | None = None,
-                        shapes=None, seed: int = 0) -> CalibrationSet:
+                        min_samples: int | None = None, batch_size: int | None = None,
+                        shapes=None, seed: int = 0, batch_axis=None) -> CalibrationSet:
     """Validate ``calib`` against ``model`` and materialize its batches.
 
     ``calib``: a ``.npz`` path, a :class:`~workbench.data.NpzDataset`, an iterable of feed dicts,
-    or ``"synthetic"`` (random normal inputs, ``num_calib`` samples, default 64).
-    ``num_calib`` caps the samples used. Raises :class:`DataError` on any problem.
+    or ``"synthetic"`` (inputs within the shape doctor's value ranges, ``num_calib`` samples, default 64).
+    ``num_calib`` caps the samples used. Samples are counted along each input's batch axis
+    (``batch_axis`` overrides the doctor's, e.g. ``"state:1"``).
+
+    ``min_samples``: None (default) warns when fewer than :data:`DEFAULT_MIN_SAMPLES` (16) samples are
+    given, naming the count, and calibrates anyway; an explicit number (``--min-calib-samples N``) is a
+    requirement: fewer is a :class:`DataError`. No samples at all is always an error.
     """
     if calib is None:
         raise DataError(
@@ -64,20 +82,31 @@ def prepare_calibration(model: Model, calib: Any, *, num_calib: int | None = Non
             hint="calib='synthetic' calibrates on random data (only meaningful for timing, not accuracy)")
     if num_calib is not None and (not isinstance(num_calib, int) or num_calib < 1):
         raise DataError(f"num_calib must be a positive integer, got {num_calib!r}")
-    static = _static_batch(model)
+    if isinstance(calib, CalibrationData):
+        min_samples = calib.min_samples if calib.min_samples is not None else min_samples
+        batch_axis = calib.batch_axis if calib.batch_axis is not None else batch_axis
+        calib = calib.source
+    if min_samples is not None and (not isinstance(min_samples, int) or min_samples < 1):
+        raise DataError(f"min_samples must be a positive integer, got {min_samples!r}")
+    if isinstance(calib, NpzDataset) and batch_axis is None:
+        batch_axis = calib.batch_axis_override
+    axes = model_batch_axes(model, batch_axis)
+    static = static_batch(model, batch_axis)
     batch_size = static or batch_size or DEFAULT_CALIB_BATCH
     if isinstance(calib, str) and calib == "synthetic":
         n = num_calib or DEFAULT_SYNTHETIC_SAMPLES
         b = static or batch_size or 1
-        batches = [synthetic_inputs(model, shapes, seed=seed + i, batch=b) for i in range((n + b - 1) // b)]
-        return CalibrationSet(batches, sum(_samples_in(x) for x in batches), "synthetic")
+        batches = [synthetic_inputs(model, shapes, seed=seed + i, batch=b, batch_axis=batch_axis)
+                   for i in range((n + b - 1) // b)]
+        return CalibrationSet(batches, sum(samples_in(x, axes) for x in batches), "synthetic")
     if isinstance(calib, (str, os.PathLike)):
         source = f"npz:{Path(calib).name}"
-        calib = NpzDataset(calib, model, allow_extra=True)  # other keys (labels) are not inputs: ignored
+        # other keys (labels) are not inputs: ignored
+        calib = NpzDataset(calib, model, allow_extra=True, batch_axis=batch_axis)
     elif isinstance(calib, NpzDataset):
         source = "NpzDataset" + (f":{calib.path.name}" if calib.path else "")
         if calib.model is not model:  # made for another model: check its arrays against this one
-            calib = NpzDataset(calib.inputs, model)
+            calib = NpzDataset(calib.inputs, model, batch_axis=batch_axis)
     elif isinstance(calib, dict):
         raise DataError("calib is a single dict; pass a list of feed dicts, an NpzDataset or a .npz path")
     else:
@@ -89,7 +118,7 @@ def prepare_calibration(model: Model, calib: Any, *, num_calib: int | None = Non
         source = "iterable"
     batches: list[dict[str, np.ndarray]] = []
     total = 0
-    for i, feeds in enumerate(as_feed_batches(model, calib, batch_size=batch_size)):
+    for i, feeds in enumerate(as_feed_batches(model, calib, batch_size=batch_size, batch_axis=batch_axis)):
         if not isinstance(feeds, dict):
             raise DataError(f"calibration item {i} is a {type(feeds).__name__}, expected a dict of input arrays")
         for name, a in feeds.items():
@@ -97,23 +126,32 @@ def prepare_calibration(model: Model, calib: Any, *, num_calib: int | None = Non
                 bad = int((~np.isfinite(a)).sum())
                 raise DataError(f"calibration batch {i}: input {name!r} has {bad} NaN/Inf value(s)",
                                 hint="clean the data before calibrating")
-            if static is not None and a.ndim > 0 and a.shape[0] != static:
-                raise DataError(f"calibration batch {i}: input {name!r} has batch {a.shape[0]}, "
+            ax = axes.get(name)
+            if static is not None and ax is not None and a.ndim > ax and a.shape[ax] != static:
+                raise DataError(f"calibration batch {i}: input {name!r} has batch {a.shape[ax]} on axis {ax}, "
                                 f"the model fixes the batch size to {static}")
-        n = _samples_in(feeds)
+        n = samples_in(feeds, axes)
         if num_calib is not None and total + n > num_calib:
             keep = num_calib - total
             if keep <= 0 or (static is not None and keep < static):
                 break
-            feeds = {k: v[:keep] for k, v in feeds.items()}
+            feeds = {k: v if axes.get(k) is None or v.ndim <= axes[k] else
+                     v[(slice(None),) * axes[k] + (slice(0, keep),)] for k, v in feeds.items()}
             n = keep
         batches.append(feeds)
         total += n
         if num_calib is not None and total >= num_calib:
             break
-    if total < min_samples:
-        raise DataError(f"calibration got {total} sample(s) for {model.name!r}; at least {min_samples} are needed",
-                        hint="give more samples, or lower min_samples=... if you know what you are doing")
+    if total == 0:
+        raise DataError(f"calibration got no samples for {model.name!r}",
+                        hint="the data holds fewer samples than the model's fixed batch size?")
+    if min_samples is not None and total < min_samples:
+        raise DataError(f"calibration got {total} sample(s) for {model.name!r}; --min-calib-samples asks for at "
+                        f"least {min_samples}", hint="give more samples or a lower --min-calib-samples")
+    if min_samples is None and total < DEFAULT_MIN_SAMPLES:
+        warnings.warn(f"calibrating {model.name!r} on only {total} sample(s) (fewer than {DEFAULT_MIN_SAMPLES}): "
+                      "scales may not represent real inputs; give more data, or --min-calib-samples N to require N",
+                      CalibrationWarning, stacklevel=2)
     return CalibrationSet(batches, total, source)
 
 

@@ -25,7 +25,7 @@ from ..model import Model
 from ..variant import Variant
 from .base import (Recipe, Request, base_recipe, check_keep_nodes, drop_initializer_inputs, full_check,
                    name_unnamed_nodes, short, upgrade_opset, variant_name)
-from .calibration import DEFAULT_MIN_SAMPLES, ProgressReader, prepare_calibration
+from .calibration import ProgressReader, prepare_calibration
 
 #: Op types whose inputs (and outputs) get Q/DQ by default: the weighted ops TensorRT runs in INT8.
 TENSORRT_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -157,7 +157,7 @@ class _QuantRecipe(Recipe):
         method = _calibration_method(method_name)
         if req.tool != "modelopt":
             self._settings(req)  # validate the target before any work
-        min_samples = int(req.opts.get("min_samples", DEFAULT_MIN_SAMPLES))
+        min_samples = req.opts.get("min_samples")  # None: fewer than 16 samples warns (calibration.py)
         # Validate the data before any quantizer runs.
         cset = prepare_calibration(model, req.calib, num_calib=req.num_calib, min_samples=min_samples,
                                    batch_size=req.opts.get("batch_size"), shapes=req.opts.get("shapes"))
