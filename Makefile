@@ -37,6 +37,7 @@ demo: $(VENV)/.installed-base
 	$(BIN)/workbench demo --out out/demo
 
 test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
 
 lab: $(VENV)/.installed-dev

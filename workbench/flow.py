@@ -14,7 +14,6 @@ report (``workbench.report``) and the dashboard read the frames of a :class:`Flo
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -22,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 
 from .errors import BuildError, UsageError, WorkbenchError
+from .fsutil import json_safe
 from .records import Record, frame_from_json, frame_to_json, host_info, now_iso
 
 #: Stages of :func:`run_flow`, in order (``on_stage`` receives these names).
@@ -187,12 +186,12 @@ class FlowResult:
             if not lat.empty:
                 sel = lat[(lat.variant == b["variant"]) & (lat.backend == b["backend"])]
                 if not sel.empty:
-                    stats = json.loads(sel.iloc[[0]].to_json(orient="records"))[0]
+                    stats = json_safe(sel.iloc[0].to_dict())
             acc = {}
             if not self.accuracy.empty:
                 sel = self.accuracy[(self.accuracy.variant == b["variant"]) & (self.accuracy.backend == b["backend"])]
                 if not sel.empty:
-                    acc = json.loads(sel.iloc[[0]].to_json(orient="records"))[0]
+                    acc = json_safe(sel.iloc[0].to_dict())
             out.append(VariantResultRecord(variant=b["variant"], backend=b["backend"], precision=b["precision"],
                                            status=b["status"], reason=b.get("reason") or "",
                                            config=self.variants.get(key, {}), build=self.build_records.get(key, {}),

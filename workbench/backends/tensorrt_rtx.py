@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from ..device import cuda_device_info
 from ..errors import RunError
 from .base import register_backend
-from .tensorrt import TensorRTBase, TrtEngine, _cc_value
+from .tensorrt import TensorRTBase, TrtEngine, cc_value
 
 #: Compute capabilities an RTX engine built with default settings runs on (NVIDIA's support matrix).
 RTX_DEFAULT_TARGETS = ("8.0", "8.6", "8.9", "12.x")
@@ -39,7 +39,7 @@ def rtx_engine_targets(cc: float, applied: Mapping) -> bool | None:
         return cc != 7.5
     if not isinstance(targets, list) or any(str(t).lower() == "current" for t in targets):
         return None
-    wanted = {_cc_value(t) for t in targets if not str(t).endswith("x")}
+    wanted = {cc_value(t) for t in targets if not str(t).endswith("x")}
     return cc in wanted or (cc >= 12.0 and any(str(t).startswith("12") for t in targets))
 
 
@@ -74,7 +74,7 @@ class TensorRTRTXBackend(TensorRTBase):
 
     def check_engine_targets(self, engine: TrtEngine) -> None:
         gpu = self._gpu() or {}
-        cc = _cc_value(gpu.get("compute_capability"))
+        cc = cc_value(gpu.get("compute_capability"))
         applied = (engine.record.options or {}).get("applied", {}) if engine.record is not None else {}
         if cc is not None and rtx_engine_targets(cc, applied) is False:
             raise RunError(f"the TensorRT-RTX engine of {engine.variant.name} was built for compute capabilities "

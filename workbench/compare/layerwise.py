@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 import pandas as pd
 
-from ..data import as_feed_batches, cast_feeds, default_batch, input_specs
+from ..data import as_feed_batches, cast_feeds, default_batch
 from ..errors import DataError, UnsupportedError, UsageError
 from ..model import Model, load
 from ..variant import Variant

@@ -132,10 +132,10 @@ def topk_agreement(ref_logits, logits, k: int) -> float:
     """Mean over samples of ``|topk(ref) ∩ topk(x)| / k`` (k clipped to the number of classes)."""
     r = np.asarray(ref_logits, dtype=np.float64).reshape(len(ref_logits), -1)
     v = np.asarray(logits, dtype=np.float64).reshape(len(logits), -1)
-    return float(np.mean(_topk_overlap(r, v, k))) if len(r) else 1.0
+    return float(np.mean(topk_overlap(r, v, k))) if len(r) else 1.0
 
 
-def _topk_overlap(r: np.ndarray, v: np.ndarray, k: int) -> np.ndarray:
+def topk_overlap(r: np.ndarray, v: np.ndarray, k: int) -> np.ndarray:
     k = max(1, min(k, r.shape[-1]))
     tr = np.argsort(-r, axis=-1, kind="stable")[:, :k]
     tv = np.argsort(-v, axis=-1, kind="stable")[:, :k]

@@ -8,7 +8,6 @@ Metrics accumulate over all batches (sums of squares and dot products, see
 """
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -20,7 +19,7 @@ from ..data import cast_feeds, feeds_batch, resolve_data
 from ..errors import DataError, UsageError
 from ..model import Model, load
 from ..variant import Variant
-from .metrics import METRICS, ErrorAccumulator, _topk_overlap, json_number
+from .metrics import METRICS, ErrorAccumulator, json_number, topk_overlap
 
 #: Columns of :attr:`Comparison.metrics`.
 COLUMNS = ["variant", "precision", "backend", "output", "metric", "value"]
@@ -172,7 +171,7 @@ def compare_engines(reference_engine: Any, engines: Sequence[Any], data: Any, *,
             if lab_out is not None:
                 v = np.asarray(out[lab_out], dtype=np.float64).reshape(r.shape[0], -1)
                 preds[n].append(np.argmax(v, axis=-1))
-                overlap[n].append(_topk_overlap(r, v, topk))
+                overlap[n].append(topk_overlap(r, v, topk))
         samples += feeds_batch(feeds, reference_engine.variant.model)
     if samples == 0:
         raise DataError("no data to compare")

@@ -27,7 +27,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import numpy as np
 import onnx
 import pandas as pd
 

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import BackendUnavailable, RunError, UsageError
+from ..errors import RunError, UsageError
 from .latency import LatencyResult, measure_latency
 from .mapping import (UNMAPPED, GraphIndex, name_nodes, ort_fused_nodes, ort_nchwc_sum, ort_nchwc_tensor,
                       strip_ort_suffix, strip_trt_profile_suffix, trt_layer_nodes)
