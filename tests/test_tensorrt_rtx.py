@@ -185,12 +185,28 @@ def test_cancel_at_first_step_writes_nothing(tmp_path, light):
     assert sorted(p.name for p in out.iterdir()) == [earlier_path.name, earlier_path.name + ".json"]
 
 
-def test_backend_cancel_applies_to_one_build(light):
+def test_backend_cancel_applies_to_the_build_in_progress(light):
+    """cancel() stops the running build; a cancel left over from before a build (nothing was running)
+    does not kill the next one, and after a cancelled build the next build runs."""
     model = workbench.load(light("squeezenet"))
     b = _backend()
-    b.cancel()
-    with pytest.raises(BuildError, match="cancelled"):
-        b.build(Variant.of(model), None, _quiet())
+    b.cancel()  # stale: no build in progress
+    assert b.build(Variant.of(model), None, _quiet()).nbytes > 0
+    done = threading.Event()
+
+    def keep_cancelling():
+        while not done.is_set():
+            b.cancel()
+            done.wait(0.005)
+
+    t = threading.Thread(target=keep_cancelling)
+    t.start()
+    try:
+        with pytest.raises(BuildError, match="cancelled"):
+            b.build(Variant.of(model), None, _quiet())
+    finally:
+        done.set()
+        t.join()
     assert b.build(Variant.of(model), None, _quiet()).nbytes > 0  # the next build is not cancelled
 
 

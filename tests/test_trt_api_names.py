@@ -22,13 +22,15 @@ import pytest
 
 import workbench.backends.tensorrt as trt_backend
 import workbench.backends.tensorrt_rtx as rtx_backend
+import workbench.backends.trt_runtime as trt_runtime
 import workbench.measure.latency as latency
 import workbench.measure.layers as layers
 
 layerwise = importlib.import_module("workbench.compare.layerwise")  # the package re-exports a function of that name
 
 SOURCES = {"tensorrt": Path(trt_backend.__file__), "layers": Path(layers.__file__),
-           "layerwise": Path(layerwise.__file__), "latency": Path(latency.__file__)}
+           "layerwise": Path(layerwise.__file__), "latency": Path(latency.__file__),
+           "trt_runtime": Path(trt_runtime.__file__), "tensorrt_rtx": Path(rtx_backend.__file__)}
 
 #: receiver variable -> TensorRT class, per source file (every function of the file) ...
 TRT_RECEIVERS = {
@@ -39,14 +41,20 @@ TRT_RECEIVERS = {
                  "disk": "ITimingCache", "updated": "ITimingCache", "merged": "ITimingCache"},
     "layers": {"ctx": "IExecutionContext"},
     "layerwise": {},
+    "trt_runtime": {"network": "INetworkDefinition", "layer": "ILayer", "t": "ITensor",
+                    "config": "IBuilderConfig", "disk": "ITimingCache", "updated": "ITimingCache",
+                    "merged": "ITimingCache"},
+    "tensorrt_rtx": {},
 }
 #: ... and per function, where a short name means something else elsewhere in the file
 TRT_FUNCTION_RECEIVERS = {
     ("tensorrt", "parser_errors"): {"e": "ParserError"},
     ("tensorrt", "_profile"): {"t": "ITensor"},
     ("layerwise", "mark_debug_tensors"): {"network": "INetworkDefinition", "layer": "ILayer", "t": "ITensor"},
+    ("tensorrt_rtx", "runtime_config"): {"engine": "ICudaEngine", "config": "IRuntimeConfig", "cache": "IRuntimeCache"},
+    ("tensorrt_rtx", "save_runtime_cache"): {"cache": "IRuntimeCache"},
 }
-CUDART_RECEIVERS = {"tensorrt": {"cudart"}, "latency": {"rt", "self.rt"}}
+CUDART_RECEIVERS = {"tensorrt": {"rt"}, "latency": {"rt", "self.rt"}, "trt_runtime": {"rt", "self.rt"}}
 
 
 def _key(node: ast.AST) -> str | None:
@@ -95,7 +103,7 @@ def rtx():
 
 
 @pytest.mark.rtx
-@pytest.mark.parametrize("src", ["tensorrt", "layers", "layerwise"])
+@pytest.mark.parametrize("src", ["tensorrt", "layers", "layerwise", "trt_runtime", "tensorrt_rtx"])
 def test_trt_object_methods_exist_in_tensorrt_rtx(rtx, src):
     """Methods/properties called on Builder, network, parser, config, profile, engine, context, inspector,
     timing cache, parser errors and tensors exist on tensorrt_rtx's classes of the same name."""
@@ -115,12 +123,20 @@ def test_trt_object_methods_exist_in_tensorrt_rtx(rtx, src):
 def test_names_read_through_getattr_exist_in_tensorrt_rtx(rtx):
     """Names the backend reads with ``getattr(obj, "name", default)`` (newer-API extras with a fallback)."""
     for cls, attr in (("ParserError", "node_name"), ("ParserError", "node_operator"), ("ITensor", "is_shape_tensor"),
-                      ("IExecutionContext", "execute_async_v3"), ("IExecutionContext", "profiler")):
+                      ("IExecutionContext", "execute_async_v3"), ("IExecutionContext", "profiler"),
+                      ("INetworkDefinition", "mark_unfused_tensors_as_debug_tensors"),
+                      ("ICudaEngine", "create_runtime_config"),
+                      ("IRuntimeConfig", "dynamic_shapes_kernel_specialization_strategy"),
+                      ("IRuntimeConfig", "create_runtime_cache"), ("IRuntimeConfig", "set_runtime_cache"),
+                      ("IRuntimeCache", "serialize"), ("IRuntimeCache", "deserialize")):
         assert hasattr(getattr(rtx, cls), attr), (cls, attr)
+    for mod_attr in ("DynamicShapesKernelSpecializationStrategy", "IOutputAllocator", "IDebugListener"):
+        assert hasattr(rtx, mod_attr), mod_attr
+    assert hasattr(rtx.DynamicShapesKernelSpecializationStrategy, "EAGER")
 
 
 @pytest.mark.rtx
-@pytest.mark.parametrize("src", ["tensorrt", "layers"])
+@pytest.mark.parametrize("src", ["tensorrt", "layers", "trt_runtime"])
 def test_trt_module_names_and_enum_members_exist_in_tensorrt_rtx(rtx, src):
     uses = _trt_module_uses(SOURCES[src].read_text())
     assert uses
@@ -142,10 +158,16 @@ def test_callback_subclasses_implement_every_base_method(rtx):
     logger = trt_backend._make_logger(rtx)
     monitor = trt_backend._make_monitor(rtx, threading.Event(), False)
     profiler = layers.make_trt_profiler(rtx)
-    for obj, base in ((logger, rtx.ILogger), (monitor, rtx.IProgressMonitor), (profiler, rtx.IProfiler)):
+    allocator = trt_runtime.make_output_allocator(rtx, trt_runtime.DeviceAllocations(None))
+    listener = trt_runtime.make_debug_listener(rtx, None)
+    assert trt_backend._make_logger(rtx) is logger  # TensorRT keeps the first logger: one per module
+    for obj, base in ((logger, rtx.ILogger), (monitor, rtx.IProgressMonitor), (profiler, rtx.IProfiler),
+                      (allocator, rtx.IOutputAllocator), (listener, rtx.IDebugListener)):
         assert isinstance(obj, base)
         callbacks = {n for n, v in vars(base).items() if not n.startswith("_") and callable(v)
                      and not isinstance(v, type) and not isinstance(v, base)}
+        if base is rtx.IOutputAllocator:  # its trampolines are not listed on the class: the documented three
+            callbacks = {"reallocate_output", "reallocate_output_async", "notify_shape"}
         assert callbacks, base
         own = set(vars(type(obj)))
         assert callbacks <= own, (base.__name__, callbacks - own)
@@ -199,7 +221,7 @@ def test_no_api_removed_in_tensorrt_11_is_referenced():
                          r"set_output_type|device_memory_size$|set_calibration_profile|"
                          r"quantization_flag|platform_has_|EXPLICIT_BATCH|execute_async_v2|execute_v2|"
                          r"set_binding_shape|get_binding_)")
-    for name in ("tensorrt", "layers", "layerwise", "latency"):
+    for name in ("tensorrt", "layers", "layerwise", "latency", "trt_runtime", "tensorrt_rtx"):
         tree = ast.parse(SOURCES[name].read_text())
         names = {_dotted(n) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
         names |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
@@ -210,7 +232,7 @@ def test_no_api_removed_in_tensorrt_11_is_referenced():
         assert not hits, (name, hits)
 
 
-@pytest.mark.parametrize("src", ["tensorrt", "latency"])
+@pytest.mark.parametrize("src", ["tensorrt", "latency", "trt_runtime"])
 def test_cuda_runtime_names_exist(src):
     """cuda-python runtime functions/enums used by the TensorRT run path and the CUDA-event timer."""
     rt = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python not installed")
@@ -229,7 +251,10 @@ def test_rtx_engine_target_check():
     ``TrtEngine.load`` refuses them there with a rebuild hint instead of a deserialization failure."""
     default = {"compute_capabilities": "default (" + ", ".join(rtx_backend.RTX_DEFAULT_TARGETS) + ")"}
     assert rtx_backend.rtx_engine_targets(7.5, default) is False
-    assert all(rtx_backend.rtx_engine_targets(cc, default) for cc in (8.0, 8.6, 8.9, 12.0))
+    assert all(rtx_backend.rtx_engine_targets(cc, default) for cc in (8.6, 8.9, 12.0))
+    # TensorRT-RTX 1.x support matrix: data-center parts (A100 8.0, H100/H200 9.0) are not RTX targets
+    assert not any(rtx_backend.rtx_runs_on(cc) for cc in (8.0, 9.0, 10.0))
+    assert all(rtx_backend.rtx_runs_on(cc) for cc in (7.5, 8.6, 8.9, 12.0))
     assert rtx_backend.rtx_engine_targets(7.5, {"compute_capabilities": ["7.5"]}) is True
     assert rtx_backend.rtx_engine_targets(8.6, {"compute_capabilities": ["7.5", "8.9"]}) is False
     assert rtx_backend.rtx_engine_targets(8.6, {"compute_capabilities": ["current"]}) is None

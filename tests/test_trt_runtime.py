@@ -214,3 +214,99 @@ def test_rtx_every_io_data_type_maps_or_says_why(rtx):
             assert isinstance(got, np.dtype)
     assert tr.np_dtype(rtx.DataType.HALF) == np.float16
     assert tr.np_dtype(rtx.DataType.BF16).name == "bfloat16"
+
+
+# ------------------------------------------------------------------------------ the backend with real tensorrt_rtx
+def _rtx_backend():
+    from workbench.backends import get_backend
+    return get_backend("tensorrt-rtx")
+
+
+def _digits():
+    import workbench
+    return workbench.load(SAMPLES / "digits_cnn.onnx")
+
+
+@pytest.mark.rtx
+def test_rtx_build_marks_requested_debug_tensors(rtx):
+    from workbench.backends.base import BuildOptions
+    from workbench.variant import Variant
+    model = _digits()
+    inner = [n.output[0] for n in model.proto.graph.node][:2]
+    eng = _rtx_backend().build(Variant.of(model), "image:1x1x8x8/4x1x8x8/8x1x8x8",
+                               BuildOptions(progress=False, extra={"debug_tensors": inner}))
+    assert eng.record.options["applied"]["debug_tensors"] == inner
+    assert eng.output_names == ["logits"]
+    unfused = _rtx_backend().build(Variant.of(model), "image:1x1x8x8/4x1x8x8/8x1x8x8",
+                                   BuildOptions(progress=False, extra={"debug_tensors": "unfused"}))
+    assert unfused.record.options["applied"]["debug_tensors"] == ["<unfused>"]
+    from workbench.errors import UnsupportedError
+    with pytest.raises(UnsupportedError, match="marked none"):
+        _rtx_backend().build(Variant.of(model), "image:1x1x8x8/4x1x8x8/8x1x8x8",
+                             BuildOptions(progress=False, extra={"debug_tensors": ["typo"]}))
+    plain = _rtx_backend().build(Variant.of(model), "image:1x1x8x8/4x1x8x8/8x1x8x8", BuildOptions(progress=False))
+    from workbench.errors import UsageError
+    with pytest.raises(UsageError, match="without debug tensors"):
+        plain.debug_tensors({})
+
+
+def _bad_profile_error(rtx, n: int) -> str:
+    """The backend's profile step on a real tensorrt_rtx builder with a profile TensorRT finds invalid
+    (min > max). The shape doctor refuses such ranges before any build (issue 13), so the check of
+    ``add_optimization_profile``'s -1 is exercised directly on the real objects."""
+    from workbench.data import ShapeMap, ShapeRange
+    from workbench.errors import ShapeSpecError
+    be = _rtx_backend()
+    builder, network, _ = _network(rtx, SAMPLES / "digits_cnn.onnx")
+    sm = ShapeMap()
+    sm["image"] = ShapeRange((n, 1, 8, 8), (2, 1, 8, 8), (1, 1, 8, 8))
+    with tr.shared_logger(rtx).capture() as cap:
+        with pytest.raises(ShapeSpecError, match="rejected the optimization profile") as e:
+            be._profile(builder, network, builder.create_builder_config(), sm, cap)
+    return str(e.value)
+
+
+@pytest.mark.rtx
+def test_rtx_rejected_profile_is_a_shape_error_naming_the_profile(rtx):
+    """add_optimization_profile's -1 is checked: a profile TensorRT finds invalid never builds silently."""
+    assert "isValid" in _bad_profile_error(rtx, 4)
+
+
+@pytest.mark.rtx
+def test_rtx_errors_of_one_build_never_reach_the_next(rtx):
+    """One shared logger: each capture holds its own errors only, never an earlier build's."""
+    messages = [_bad_profile_error(rtx, n) for n in (4, 8)]
+    assert messages[0].count("isValid") == messages[1].count("isValid") >= 1  # not accumulated
+    assert "[8, 1, 8, 8]" in messages[1] and "[4, 1, 8, 8]" not in messages[1]
+
+
+def _if_model(path):
+    from onnx import TensorProto as T, helper as h
+    then = h.make_graph([h.make_node("Identity", ["x"], ["a"])], "then", [], [h.make_tensor_value_info("a", T.FLOAT, [2])])
+    other = h.make_graph([h.make_node("Neg", ["x"], ["b"])], "else", [], [h.make_tensor_value_info("b", T.FLOAT, [2])])
+    g = h.make_graph([h.make_node("If", ["c"], ["y"], name="choose", then_branch=then, else_branch=other)], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, [2]), h.make_tensor_value_info("c", T.BOOL, [])],
+                     [h.make_tensor_value_info("y", T.FLOAT, [2])])
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_control_flow_hint_names_the_nodes(tmp_path):
+    import workbench
+    from workbench.backends.tensorrt import _control_flow_hint
+    from workbench.variant import Variant
+    hint = _control_flow_hint(Variant.of(workbench.load(_if_model(tmp_path / "if.onnx"))))
+    assert "choose (If)" in hint and "constant" in hint
+    assert _control_flow_hint(Variant.of(_digits())) is None
+
+
+def test_latency_records_what_the_timer_covers():
+    from workbench.backends import get_backend
+    from workbench.backends.base import BuildOptions
+    from workbench.data import synthetic_inputs
+    from workbench.measure.latency import TIMER_SCOPES, measure_latency
+    from workbench.variant import Variant
+    eng = get_backend("onnxruntime").build(Variant.of(_digits()), None, BuildOptions(progress=False))
+    res = measure_latency(eng, synthetic_inputs(eng.variant.model, "image:4x1x8x8"), warmup=1, iterations=3)
+    assert res.timer == "host" and res.timer_scope == TIMER_SCOPES["host"]
+    assert res.to_json()["timer_scope"] == TIMER_SCOPES["host"]

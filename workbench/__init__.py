@@ -26,6 +26,7 @@ from .errors import (  # noqa: E402,F401
     UnsupportedError,
     UsageError,
     WorkbenchError,
+    WorkbenchWarning,
 )
 from .model import Model, load  # noqa: E402,F401
 # Eager, not lazy: importing the submodule ``workbench.inspect`` would otherwise shadow the function.

@@ -70,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not debug:
         warnings.simplefilter("ignore")
+        from .errors import WorkbenchWarning  # still shown: one line each
+
+        warnings.filterwarnings("default", category=WorkbenchWarning)
+        warnings.showwarning = lambda message, category, *a, **k: sys.stderr.write(
+            f"{PROG} {args.command}: warning: {message}\n")
     try:
         return int(args._run(args) or 0)
     except WorkbenchError as e:

@@ -16,6 +16,11 @@ class WorkbenchError(Exception):
         super().__init__(f"{message} ({hint})" if hint else message)
 
 
+class WorkbenchWarning(UserWarning):
+    """Something the user should know that does not stop the work (e.g. calibrating on few samples). The CLI
+    prints these as one ``warning:`` line each, even without ``--debug``."""
+
+
 class UsageError(WorkbenchError):
     """Wrong arguments: unknown precision, bad iteration count, conflicting flags."""
 

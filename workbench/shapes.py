@@ -192,6 +192,7 @@ def _infer_batch_axes(specs: list[tuple[str, tuple | None]], users: dict) -> dic
     symbol = max(named or votes, key=lambda n: (votes[n], n in named), default=None) if votes else None
     out: dict[str, tuple[int | None, str]] = {}
     static_b = None
+    any_dynamic = any(shape and any(_dynamic(d) for d in shape) for _, shape in specs)
     for name, shape in specs:
         if shape is None:
             out[name] = (0, "assumed axis 0 (the model gives no shape)")
@@ -200,6 +201,8 @@ def _infer_batch_axes(specs: list[tuple[str, tuple | None]], users: dict) -> dic
         elif symbol is not None and symbol in shape:
             ax = shape.index(symbol)
             out[name] = (ax, f"dim named {symbol!r}")
+        elif any_dynamic and not any(_dynamic(d) for d in shape):
+            out[name] = (None, "fixed shape next to inputs with a dynamic batch: passed unchanged to every batch")
         elif (rnn := _rnn_state(name, users)) is not None and len(shape) == 3:
             out[name] = (1, f"initial state of {rnn} ([directions, batch, hidden])")
         elif any(_dynamic(d) for d in shape):
@@ -207,13 +210,15 @@ def _infer_batch_axes(specs: list[tuple[str, tuple | None]], users: dict) -> dic
             out[name] = (ax, "first dynamic axis" if ax == 0 else f"first dynamic axis (dims before it are fixed: "
                          f"{list(shape[:ax])})")
         else:
-            out[name] = (0, "static shape")
-            if static_b is None:
+            rnn = _rnn_state(name, users)
+            out[name] = (1, f"static shape; initial state of {rnn}") if rnn and len(shape) == 3 else (0, "static shape")
+            if static_b is None and not rnn:
                 static_b = shape[0]
     # fully static inputs whose axis 0 differs from the model's static batch (e.g. state [2, 1, 128] next to
     # input [1, 576]): take the first axis with the batch size
     for name, shape in specs:
-        if shape and not any(_dynamic(d) for d in shape) and static_b is not None and shape[0] != static_b:
+        if (shape and not any(_dynamic(d) for d in shape) and static_b is not None and out[name][0] == 0
+                and shape[0] != static_b):
             ax = next((i for i, d in enumerate(shape) if d == static_b), None)
             out[name] = (ax, f"static shape; batch size {static_b} found at axis {ax}" if ax is not None
                          else f"static shape with no axis of the batch size {static_b}: no batch axis")
@@ -606,8 +611,7 @@ def _check_shared(inputs: dict[str, InputFacts], renames: dict[str, dict[int, st
                 fmt = "/".join
                 raise ShapeSpecError(
                     f"--shapes gives {f.name!r} dim {ax} = {fmt(map(str, val))} but {o_in!r} dim {o_ax} = "
-                    f"{fmt(map(str, o_val))}; the model names both {d!r}, so they must be equal "
-                    f"(or use --batch-axis if one is not the batch axis)")
+                    f"{fmt(map(str, o_val))}; the model names both {d!r} (one dim), so they must be equal")
             seen.setdefault(name, (f.name, ax, val))
 
 

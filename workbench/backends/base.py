@@ -94,6 +94,8 @@ class TimedCall:
     timer: str = "host"
     stream: Any = 0
     cleanup: Callable | None = None
+    #: what the timed interval covers, in words (recorded with the latency result)
+    scope: str = ""
 
 
 class Engine(abc.ABC):

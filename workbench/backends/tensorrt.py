@@ -41,6 +41,9 @@ from ..fsutil import atomic_write_bytes
 from ..records import BuildRecord
 from ..variant import Variant
 from .base import Backend, BuildOptions, Engine, TimedCall, register_backend
+from .trt_runtime import (DeviceAllocations, PinnedBuffers, TimingCacheFile, cuda_check, cudart,
+                          make_debug_listener, make_output_allocator, mark_debug_tensors, np_dtype,
+                          select_device, shared_logger, timing_cache_key)
 
 log = logging.getLogger("workbench.tensorrt")
 
@@ -74,45 +77,19 @@ def _import(module_name: str):
 
 
 def _np_dtype(trt, dt) -> np.dtype:
-    """numpy dtype of a TensorRT DataType (bf16/fp8 through ml_dtypes)."""
-    name = getattr(dt, "name", str(dt))
-    table = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
-             "BOOL": np.bool_, "UINT8": np.uint8}
-    if name in table:
-        return np.dtype(table[name])
-    import ml_dtypes
-
-    extra = {"BF16": ml_dtypes.bfloat16, "FP8": ml_dtypes.float8_e4m3fn}
-    if name in extra:
-        return np.dtype(extra[name])
-    raise RunError(f"TensorRT tensor type {name} has no numpy equivalent here")
+    """numpy dtype of a TensorRT DataType (bf16/fp8 through ml_dtypes); see :func:`trt_runtime.np_dtype`."""
+    return np_dtype(dt)
 
 
-_LOGGER_CLS: dict[str, type] = {}
 _MONITOR_CLS: dict[str, type] = {}
 
 
 def _make_logger(trt):
-    """A TensorRT logger that keeps error messages (for BuildError) and forwards the rest to `logging`."""
-    cls = _LOGGER_CLS.get(trt.__name__)
-    if cls is None:
-        class _Logger(trt.ILogger):
-            def __init__(self):
-                trt.ILogger.__init__(self)
-                self.errors: list[str] = []
+    """The process-wide TensorRT logger of module ``trt`` (:func:`trt_runtime.shared_logger`).
 
-            def log(self, severity, msg):
-                sev = getattr(severity, "name", str(severity))
-                if sev in ("ERROR", "INTERNAL_ERROR"):
-                    self.errors.append(msg)
-                    log.debug("%s: %s", sev, msg)
-                elif sev == "WARNING":
-                    log.info("%s", msg)
-                else:
-                    log.debug("%s", msg)
-
-        cls = _LOGGER_CLS[trt.__name__] = _Logger
-    return cls()
+    TensorRT keeps the first logger it is given for the whole process, so there is exactly one; errors are
+    collected per build/load with ``logger.capture()``."""
+    return shared_logger(trt)
 
 
 def _make_monitor(trt, cancel: threading.Event, progress: bool):
@@ -129,12 +106,17 @@ def _make_monitor(trt, cancel: threading.Event, progress: bool):
                 self.finished = 0
                 self.cancelled = False
                 self._open: dict[str, list] = {}  # phase -> stack of (depth, bar or None)
+                self._lock = threading.Lock()  # TensorRT may call back from several builder threads
 
             def _depth(self, parent):
                 stack = self._open.get(parent) if parent else None
                 return stack[-1][0] + 1 if stack else 0
 
             def phase_start(self, phase_name, parent_phase, num_steps):
+                with self._lock:
+                    self._phase_start(phase_name, parent_phase, num_steps)
+
+            def _phase_start(self, phase_name, parent_phase, num_steps):
                 try:
                     self.phases.append((phase_name, parent_phase, int(num_steps)))
                     depth = self._depth(parent_phase)
@@ -148,6 +130,10 @@ def _make_monitor(trt, cancel: threading.Event, progress: bool):
                     log.debug("progress bar failed", exc_info=True)
 
             def step_complete(self, phase_name, step):
+                with self._lock:
+                    return self._step_complete(phase_name, step)
+
+            def _step_complete(self, phase_name, step):
                 self.steps += 1
                 try:
                     stack = self._open.get(phase_name)
@@ -162,6 +148,10 @@ def _make_monitor(trt, cancel: threading.Event, progress: bool):
                 return True
 
             def phase_finish(self, phase_name):
+                with self._lock:
+                    self._phase_finish(phase_name)
+
+            def _phase_finish(self, phase_name):
                 self.finished += 1
                 try:
                     stack = self._open.get(phase_name)
@@ -221,33 +211,26 @@ class ParserError(BuildError):
 
 
 # ------------------------------------------------------------------------------------------ engine
-def _cudart():
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python
-        except ImportError as e:
-            raise BackendUnavailable("cuda-python is needed to run TensorRT engines: pip install cuda-python") from e
-    return cudart
-
-
-def _cuda_check(result, what: str):
-    err, *rest = result if isinstance(result, tuple) else (result,)
-    if int(getattr(err, "value", err)) != 0:
-        raise RunError(f"CUDA {what} failed: {err}")
-    return rest[0] if len(rest) == 1 else (rest or None)
+_cudart = cudart
+_cuda_check = cuda_check
 
 
 class TrtEngine(Engine):
-    """A serialized TensorRT engine; deserialized on the GPU at first run.
+    """A serialized TensorRT engine; deserialized on the GPU (``backend.device_id``) at first run.
 
     ``run(feeds)`` copies inputs in, executes and copies outputs back. For timing without host copies:
     ``stage(feeds)`` once, then ``enqueue()`` N times and ``synchronize()`` (or time ``stream`` with CUDA
     events); ``fetch()`` copies the outputs back. ``context`` / ``stream`` are there for profilers.
+
+    * Every GPU call first makes ``backend.device_id`` the thread's current device (``cudaSetDevice``).
+    * Inputs go through page-locked host buffers, so the copies are truly asynchronous.
+    * Outputs whose shape is only known after the run (NonZero, NMS, data-dependent TopK) get their memory
+      from an ``IOutputAllocator``; host-resident outputs (shape-inference I/O) get host memory.
+    * Engines built with ``BuildOptions(extra={"debug_tensors": [...] | "unfused"})`` return their debug
+      tensors from :meth:`debug_tensors` (``IDebugListener``), with no extra output bindings.
     """
 
-    def __init__(self, backend: "TensorRTBackend", variant: Variant, serialized: bytes, record: BuildRecord):
+    def __init__(self, backend: "TensorRTBase", variant: Variant, serialized: bytes, record: BuildRecord):
         self.backend = backend
         self.variant = variant
         self.serialized = bytes(serialized)
@@ -257,9 +240,15 @@ class TrtEngine(Engine):
         self._stream = None
         self._runtime = None
         self._logger = None
-        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device ptr, nbytes)
-        self._staged: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        self._runtime_config = None
+        self.runtime_facts: dict[str, Any] = {}
+        self._allocations: DeviceAllocations | None = None
+        self._pinned: PinnedBuffers | None = None
+        self._output_allocator = None
+        self._bound_contexts: list = []
+        self._staged: dict[str, tuple[tuple[int, ...], np.dtype, str]] = {}  # name -> (shape, dtype, how)
         self._host_inputs: dict[str, np.ndarray] = {}
+        self._host_outputs: dict[str, np.ndarray] = {}
 
     # -------------------------------------------------------------- facts (no GPU needed)
     @property
@@ -297,6 +286,12 @@ class TrtEngine(Engine):
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         return [n for n in names if self._engine.get_tensor_mode(n) == want]
 
+    def _device(self):
+        """Make the backend's GPU current on this thread; returns the CUDA runtime module."""
+        rt = cudart()
+        select_device(self.backend.device_id, rt)
+        return rt
+
     def load(self):
         """Deserialize on the GPU and create the execution context and stream (once)."""
         if self._context is not None:
@@ -306,20 +301,30 @@ class TrtEngine(Engine):
             raise BackendUnavailable(why)
         self.backend.check_engine_targets(self)
         trt = self.backend.trt
-        cudart = _cudart()
-        self._logger = _make_logger(trt)
-        self._runtime = trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine(self.serialized)
-        if self._engine is None:
-            raise RunError(f"{self.backend.name} could not deserialize the engine of {self.variant.name}: "
-                           f"{'; '.join(self._logger.errors) or 'unknown error'}",
-                           hint="engines only load with the exact TensorRT version and a compatible GPU they were built for")
-        self._context = self._engine.create_execution_context()
-        if self._context is None:
-            raise RunError(f"could not create an execution context for {self.variant.name}: "
-                           f"{'; '.join(self._logger.errors) or 'out of GPU memory?'}")
-        self._stream = _cuda_check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        rt = self._device()
+        self._logger = shared_logger(trt)
+        with self._logger.capture() as cap:
+            self._runtime = trt.Runtime(self._logger)
+            self._engine = self._runtime.deserialize_cuda_engine(self.serialized)
+            if self._engine is None:
+                raise RunError(f"{self.backend.name} could not deserialize the engine of {self.variant.name}: "
+                               f"{'; '.join(cap.errors) or 'unknown error'}",
+                               hint="engines only load with the exact TensorRT version and a compatible GPU they were built for")
+            self._runtime_config, self.runtime_facts = self.backend.runtime_config(self._engine, self.record)
+            self._context = self._create_context()
+            if self._context is None:
+                raise RunError(f"could not create an execution context for {self.variant.name}: "
+                               f"{'; '.join(cap.errors) or 'out of GPU memory?'}")
+        self._stream = cuda_check(rt.cudaStreamCreate(), "cudaStreamCreate")
+        self._allocations = DeviceAllocations(rt)
+        self._pinned = PinnedBuffers(rt)
+        self._output_allocator = make_output_allocator(trt, self._allocations)
         return self
+
+    def _create_context(self):
+        if self._runtime_config is not None:
+            return self._engine.create_execution_context(self._runtime_config)
+        return self._engine.create_execution_context()
 
     @property
     def engine(self):
@@ -334,21 +339,15 @@ class TrtEngine(Engine):
         """The cudaStream_t (cuda-python object); ``int(stream)`` is the handle TensorRT takes."""
         return self.load()._stream
 
-    def _buffer(self, name: str, nbytes: int) -> int:
-        ptr, size = self._buffers.get(name, (0, 0))
-        if nbytes <= size and ptr:
-            return ptr
-        cudart = _cudart()
-        if ptr:
-            _cuda_check(cudart.cudaFree(ptr), "cudaFree")
-        ptr = int(_cuda_check(cudart.cudaMalloc(max(nbytes, 1)), "cudaMalloc"))
-        self._buffers[name] = (ptr, max(nbytes, 1))
-        return ptr
-
     def stage(self, feeds: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-        """Set input shapes, (re)allocate buffers, copy inputs to the GPU; returns output shapes."""
+        """Set input shapes, (re)allocate buffers, copy inputs to the GPU; returns output shapes
+        (``-1`` where the shape is data-dependent and only known after the run).
+
+        A failure leaves nothing staged: the next ``enqueue()`` refuses instead of running new shapes
+        against old buffers."""
         self.load()
-        trt, cudart = self.backend.trt, _cudart()
+        self._staged, self._host_inputs, self._host_outputs = {}, {}, {}
+        trt, rt = self.backend.trt, self._device()
         eng, ctx = self._engine, self._context
         inputs, outputs = self._io_names(input=True), self._io_names(input=False)
         missing = [n for n in inputs if n not in feeds]
@@ -358,94 +357,192 @@ class TrtEngine(Engine):
         for name in inputs:
             if eng.get_tensor_location(name) != trt.TensorLocation.DEVICE:  # shape tensors live on the host
                 raise RunError(f"input {name!r} is a host (shape) tensor; not supported by this runner")
-            arr = np.ascontiguousarray(feeds[name], dtype=_np_dtype(trt, eng.get_tensor_dtype(name)))
+            arr = np.ascontiguousarray(feeds[name], dtype=np_dtype(eng.get_tensor_dtype(name)))
             host[name] = arr
             if not ctx.set_input_shape(name, tuple(arr.shape)):
                 raise RunError(f"input {name!r} shape {list(arr.shape)} is outside the engine's profile "
                                f"{[list(s) for s in eng.get_tensor_profile_shape(name, 0)]}",
                                hint="rebuild with a wider --shapes MIN/OPT/MAX range")
+        staged_in = {}
         for name, arr in host.items():
-            ptr = self._buffer(name, arr.nbytes)
-            _cuda_check(cudart.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes,
-                                               cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream),
-                        "cudaMemcpyAsync (host to device)")
-            self._set_address(name, ptr)
-        self._host_inputs = host  # keep alive until the async copies are done
-        self._staged = {}
+            pinned = self._pinned.view(name, arr.shape, arr.dtype)
+            pinned[...] = arr
+            ptr = self._allocations.get(name, arr.nbytes)
+            cuda_check(rt.cudaMemcpyAsync(ptr, pinned.ctypes.data, arr.nbytes,
+                                          rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream),
+                       "cudaMemcpyAsync (host to device)")
+            self._set_address(ctx, name, ptr)
+            staged_in[name] = pinned
+        staged = {}
         for name in outputs:
             shape = tuple(ctx.get_tensor_shape(name))
-            if any(d < 0 for d in shape):
-                raise RunError(f"output {name!r} has a data-dependent shape {list(shape)}; not supported by this runner")
-            dt = _np_dtype(trt, eng.get_tensor_dtype(name))
-            ptr = self._buffer(name, int(np.prod(shape, dtype=np.int64)) * dt.itemsize)
-            self._set_address(name, ptr)
-            self._staged[name] = (shape, dt)
-        return {n: s for n, (s, _) in self._staged.items()}
+            dt = np_dtype(eng.get_tensor_dtype(name))
+            if eng.get_tensor_location(name) == trt.TensorLocation.HOST:
+                if any(d < 0 for d in shape):
+                    raise RunError(f"host output {name!r} has a data-dependent shape; not supported by this runner")
+                buf = np.empty(shape, dtype=dt)  # shape-inference outputs live in host memory
+                self._set_address(ctx, name, buf.ctypes.data)
+                self._host_outputs[name] = buf
+                staged[name] = (shape, dt, "host")
+            elif any(d < 0 for d in shape):
+                # data-dependent shape: TensorRT asks the output allocator once it knows the size
+                if not ctx.set_output_allocator(name, self._output_allocator):
+                    raise RunError(f"TensorRT refused an output allocator for {name!r} of {self.variant.name}")
+                staged[name] = (shape, dt, "allocator")
+            else:
+                ptr = self._allocations.get(name, int(np.prod(shape, dtype=np.int64)) * dt.itemsize)
+                self._set_address(ctx, name, ptr)
+                staged[name] = (shape, dt, "device")
+        self._host_inputs, self._staged = staged_in, staged
+        for bound in self._bound_contexts:  # buffers may have moved: keep profiling contexts pointing at them
+            self._bind(bound)
+        return {n: s for n, (s, _, _) in self._staged.items()}
 
-    def _set_address(self, name: str, ptr: int) -> None:
+    def _set_address(self, ctx, name: str, ptr: int) -> None:
         # set_tensor_address returns False for a misaligned pointer or an unknown tensor name
-        if not self._context.set_tensor_address(name, ptr):
-            raise RunError(f"TensorRT rejected the device address of tensor {name!r} for {self.variant.name}: "
-                           f"{'; '.join(self._logger.errors[-3:]) or 'see the TensorRT log'}")
+        with self._logger.capture() as cap:
+            ok = ctx.set_tensor_address(name, ptr)
+        if not ok:
+            raise RunError(f"TensorRT rejected the address of tensor {name!r} for {self.variant.name}: "
+                           f"{'; '.join(cap.errors[-3:]) or 'see the TensorRT log'}")
 
     def enqueue(self, context=None) -> None:
         """Launch one inference on ``stream`` with the staged inputs (no host copies, no sync);
         ``context``: another execution context of this engine (see :meth:`bound_context`)."""
         if not self._staged:
             raise RunError("call stage(feeds) before enqueue()")
+        self._device()
         ctx = self._context if context is None else context
-        if not ctx.execute_async_v3(int(self._stream)):
+        with self._logger.capture() as cap:
+            ok = ctx.execute_async_v3(int(self._stream))
+        if not ok:
             raise RunError(f"TensorRT execute_async_v3 failed for {self.variant.name}: "
-                           f"{'; '.join(self._logger.errors[-3:]) or 'see the TensorRT log'}")
+                           f"{'; '.join(cap.errors[-3:]) or 'see the TensorRT log'}")
 
-    def bound_context(self):
-        """A new execution context with the staged input shapes and device buffers, for profilers.
-
-        TensorRT cannot detach an ``IProfiler`` (``context.profiler = None`` is rejected with an API usage
-        error and the profiler stays attached), so profile in a context that is dropped afterwards. It
-        allocates its own activation memory; run it on ``stream`` only, never concurrently with ``enqueue()``."""
-        if not self._staged:
-            raise RunError("call stage(feeds) before bound_context()")
-        ctx = self._engine.create_execution_context()
-        if ctx is None:
-            raise RunError(f"could not create a second execution context for {self.variant.name}: "
-                           f"{'; '.join(self._logger.errors) or 'out of GPU memory?'}")
+    def _bind(self, ctx) -> None:
         for name, arr in self._host_inputs.items():
             if not ctx.set_input_shape(name, tuple(arr.shape)):
-                raise RunError(f"input {name!r}: shape {list(arr.shape)} rejected by the new context")
-        for name in [*self._host_inputs, *self._staged]:
-            if not ctx.set_tensor_address(name, self._buffers[name][0]):
-                raise RunError(f"TensorRT rejected the device address of tensor {name!r} for {self.variant.name}")
+                raise RunError(f"input {name!r}: shape {list(arr.shape)} rejected by the profiling context")
+        for name in self._host_inputs:
+            self._set_address(ctx, name, self._allocations.buffers[name][0])
+        for name, (_, _, how) in self._staged.items():
+            if how == "device":
+                self._set_address(ctx, name, self._allocations.buffers[name][0])
+            elif how == "host":
+                self._set_address(ctx, name, self._host_outputs[name].ctypes.data)
+            elif not ctx.set_output_allocator(name, self._output_allocator):
+                raise RunError(f"TensorRT refused an output allocator for {name!r}")
+
+    def bound_context(self):
+        """A new execution context with the staged input shapes and buffers, for profilers.
+
+        TensorRT cannot detach an ``IProfiler`` (``context.profiler = None`` is rejected with an API usage
+        error and the profiler stays attached), so profile in a context that is released afterwards with
+        :meth:`release_context`. It allocates its own activation memory; run it on ``stream`` only, never
+        concurrently with ``enqueue()``. The engine keeps it pointed at its buffers when they grow and
+        releases it before freeing them in :meth:`close`."""
+        if not self._staged:
+            raise RunError("call stage(feeds) before bound_context()")
+        self._device()
+        ctx = self._create_context()
+        if ctx is None:
+            raise RunError(f"could not create a second execution context for {self.variant.name} (out of GPU memory?)")
+        self._bind(ctx)
+        self._bound_contexts.append(ctx)
         return ctx
 
+    def release_context(self, ctx) -> None:
+        """Drop a context made by :meth:`bound_context` (after the stream finished using it)."""
+        self.synchronize()
+        self._bound_contexts = [c for c in self._bound_contexts if c is not ctx]
+
     def synchronize(self) -> None:
-        _cuda_check(_cudart().cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        rt = self._device()
+        cuda_check(rt.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+
+    def _output_shape(self, name: str, shape: tuple[int, ...], how: str) -> tuple[int, ...]:
+        if how != "allocator":
+            return shape
+        got = self._output_allocator.shapes.get(name)
+        if got is None:
+            raise RunError(f"TensorRT reported no shape for data-dependent output {name!r} of {self.variant.name}")
+        return got
 
     def fetch(self) -> dict[str, np.ndarray]:
         """Copy the staged outputs back to host arrays (synchronizes the stream)."""
-        cudart = _cudart()
-        out = {}
-        for name, (shape, dt) in self._staged.items():
-            arr = np.empty(shape, dtype=dt)
-            _cuda_check(cudart.cudaMemcpyAsync(arr.ctypes.data, self._buffers[name][0], arr.nbytes,
-                                               cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream),
-                        "cudaMemcpyAsync (device to host)")
-            out[name] = arr
+        rt = self._device()
+        self.synchronize()  # data-dependent shapes are known only once the run finished
+        out, pinned = {}, {}
+        for name, (shape, dt, how) in self._staged.items():
+            if how == "host":
+                out[name] = self._host_outputs[name].copy()
+                continue
+            shape = self._output_shape(name, shape, how)
+            buf = self._pinned.view("out:" + name, shape, dt)
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+            if nbytes:
+                cuda_check(rt.cudaMemcpyAsync(buf.ctypes.data, self._allocations.buffers[name][0], nbytes,
+                                              rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream),
+                           "cudaMemcpyAsync (device to host)")
+            pinned[name] = buf
         self.synchronize()
-        return out
+        out.update({name: np.array(buf) for name, buf in pinned.items()})  # copies out of pinned memory
+        return {name: out[name] for name in self._staged}
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.stage(feeds)
         self.enqueue()
         return self.fetch()
 
+    def debug_tensors(self, feeds: Mapping[str, np.ndarray], *, max_bytes: int = 2 << 30) -> dict[str, np.ndarray]:
+        """Run once and return the engine's debug tensors as host arrays (``IDebugListener``).
+
+        The engine must be built with ``BuildOptions(extra={"debug_tensors": [tensor names]})`` (kept
+        materialized, original names) or ``{"debug_tensors": "unfused"}`` (every tensor that survived
+        fusion, under engine-internal names, fusion untouched). Marking tensors as network outputs — what
+        breaks TensorRT's fusions — is never needed. Debug state is switched off again afterwards, so
+        timing runs are not slowed. ``max_bytes`` bounds what is kept (the rest is listed in
+        ``self.last_debug["dropped"]``)."""
+        applied = (self.record.options or {}).get("applied", {}) if self.record is not None else {}
+        if not applied.get("debug_tensors"):
+            raise UsageError(f"{self.variant.name} was built without debug tensors",
+                             hint="build with BuildOptions(extra={'debug_tensors': [names] or 'unfused'})")
+        trt = self.backend.trt
+        self.stage(feeds)
+        rt = self._device()
+        listener = make_debug_listener(trt, rt, max_bytes=max_bytes)
+        ctx = self._context
+        if not ctx.set_debug_listener(listener):
+            raise RunError(f"TensorRT refused the debug listener for {self.variant.name}")
+        unfused = applied["debug_tensors"] == ["<unfused>"]
+        if unfused:
+            ctx.unfused_tensors_debug_state = True
+        else:
+            ctx.set_all_tensors_debug_state(True)
+        try:
+            self.enqueue()
+            self.synchronize()
+        finally:
+            if unfused:
+                ctx.unfused_tensors_debug_state = False
+            else:
+                ctx.set_all_tensors_debug_state(False)
+        self.last_debug = {"skipped": dict(listener.skipped), "dropped": list(listener.dropped),
+                           "bytes": listener.nbytes}
+        return dict(listener.tensors)
+
     # -------------------------------------------------------------- measurement (workbench.measure)
     def timed_call(self, feeds: Mapping[str, np.ndarray]) -> TimedCall:
         """Inputs staged on the GPU once; one ``enqueue`` per iteration on ``stream``, bracketed by CUDA
-        events (timer ``cuda-events``); no host<->device copies in the timed region."""
+        events (timer ``cuda-events``); no host<->device copies in the timed region.
+
+        What the number means: each iteration starts on an idle stream (the previous one was synchronized,
+        so percentiles exist), so the start event fires before ``execute_async_v3`` launches anything; the
+        time is *enqueue + GPU* — for a launch-bound engine it includes TensorRT's host launch overhead."""
         self.stage(feeds)
         self.synchronize()
-        return TimedCall(self.enqueue, (), "cuda-events", self.stream)
+        return TimedCall(self.enqueue, (), "cuda-events", self.stream,
+                         scope="enqueue + GPU (events on an idle stream around one execute_async_v3)")
 
     def profile_layers(self, feeds: Mapping[str, np.ndarray], *, iterations: int = 20, warmup: int = 3,
                        progress: bool = False, **opts):
@@ -467,20 +564,27 @@ class TrtEngine(Engine):
             raise RunError(f"engine inspector returned invalid JSON: {e}") from None
 
     def close(self) -> None:
-        if self._buffers or self._stream is not None:
-            cudart = _cudart()
-            if self._stream is not None:  # buffers may still be in use by an enqueued execution
-                cudart.cudaStreamSynchronize(self._stream)
-            for ptr, _ in self._buffers.values():
-                cudart.cudaFree(ptr)
-            self._buffers.clear()
-            if self._stream is not None:
-                cudart.cudaStreamDestroy(self._stream)
-                self._stream = None
+        """Release GPU resources: profiling contexts first (they point at this engine's buffers), then the
+        buffers, the stream, the context and the engine. The runtime cache (RTX) is saved."""
+        if self._stream is not None:
+            rt = self._device()
+            rt.cudaStreamSynchronize(self._stream)  # buffers may still be in use by an enqueued execution
+            self._bound_contexts.clear()
+            self.backend.save_runtime_cache(self._runtime_config, self.runtime_facts)
+            self._context = None  # before its buffers are freed
+            if self._allocations is not None:
+                self._allocations.free()
+            if self._pinned is not None:
+                self._pinned.free()
+            rt.cudaStreamDestroy(self._stream)
+            self._stream = None
         self._context = None
+        self._runtime_config = None
         self._engine = None
         self._runtime = None
         self._staged = {}
+        self._host_inputs = {}
+        self._host_outputs = {}
 
 
 # ------------------------------------------------------------------------------------------ backend
@@ -535,10 +639,24 @@ class TensorRTBase(Backend):
     def check_engine_targets(self, engine: "TrtEngine") -> None:
         """Raise ``RunError`` (with a rebuild hint) when ``engine`` was built for other GPUs than this one."""
 
+    def runtime_config(self, engine, record: BuildRecord | None) -> tuple[Any, dict]:
+        """(``IRuntimeConfig`` or None, facts recorded in ``TrtEngine.runtime_facts``) for new contexts."""
+        return None, {}
+
+    def save_runtime_cache(self, runtime_config, facts: dict) -> None:
+        """Persist what the runtime config cached (TensorRT-RTX's runtime cache); nothing by default."""
+
     # -------------------------------------------------------------- facts
     def _gpu(self) -> dict | None:
         info = cuda_device_info(self.device_id)
         return info if info.get("name") else None
+
+    def _select_device(self) -> bool:
+        """``cudaSetDevice(device_id)`` before the builder touches a GPU; False when building without one."""
+        if self._gpu() is None:
+            return False
+        select_device(self.device_id)
+        return True
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -629,12 +747,22 @@ class TensorRTBase(Backend):
         trt = self.trt
         sm = ShapeMap.parse(shapes)
         cancel = options.extra.get("cancel") or self.cancel_event
-        logger = _make_logger(trt)
+        if cancel is self.cancel_event:
+            # cancel() applies to the build in progress: one left over from an earlier call is dropped
+            self.cancel_event.clear()
+        logger = shared_logger(trt)
         applied: dict[str, Any] = {}
         from ..shapes import for_tensorrt  # profile checked per dim; dims sharing a name but not a role renamed
         variant, renamed = for_tensorrt(variant, sm)
         if renamed:
             applied["renamed_dims"] = renamed
+        if self._select_device():
+            applied["device_id"] = self.device_id
+        with logger.capture() as cap:
+            return self._build(variant, sm, options, out_dir, trt, logger, cap, cancel, applied)
+
+    def _build(self, variant: Variant, sm: ShapeMap, options: BuildOptions, out_dir, trt, logger, cap, cancel,
+               applied: dict[str, Any]) -> "TrtEngine":
 
         builder = trt.Builder(logger)
         flags = 0
@@ -643,10 +771,17 @@ class TensorRTBase(Backend):
             applied["strongly_typed"] = True
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)
-        self._parse(parser, variant, logger)
+        self._parse(parser, variant, cap)
+        debug = options.extra.get("debug_tensors")
+        if debug:
+            marked = mark_debug_tensors(network, debug)
+            if not marked:
+                raise UnsupportedError(f"{self.name} marked none of the debug tensors {debug!r} in {variant.name}",
+                                       hint="name tensors of the ONNX graph, or 'unfused'")
+            applied["debug_tensors"] = marked
 
         config = builder.create_builder_config()
-        profile_shapes = self._profile(builder, network, config, sm)
+        profile_shapes = self._profile(builder, network, config, sm, cap)
         if profile_shapes:
             applied["profile"] = profile_shapes
         if options.workspace_mb:
@@ -695,7 +830,8 @@ class TensorRTBase(Backend):
             if monitor is not None and monitor.cancelled:
                 raise BuildError(f"build of {variant.name} on {self.name} cancelled")
             raise BuildError(f"{self.name} failed to build {variant.name}: "
-                             f"{'; '.join(logger.errors) or 'builder returned no engine'}")
+                             f"{'; '.join(cap.errors) or 'builder returned no engine'}",
+                             hint=_control_flow_hint(variant))
         blob = bytes(memoryview(serialized))
         if timing_cache_path is not None:
             self._save_timing_cache(config, timing_cache_path, applied)
@@ -726,7 +862,7 @@ class TensorRTBase(Backend):
             pass
         return v
 
-    def _parse(self, parser, variant: Variant, logger) -> None:
+    def _parse(self, parser, variant: Variant, cap) -> None:
         model = variant.model
         if model.has_external_data:
             ok = parser.parse_from_file(str(model.path_for_runtime()))
@@ -736,13 +872,13 @@ class TensorRTBase(Backend):
         if ok and not errors:
             return
         if not errors:
-            errors = [{"node": -1, "desc": "; ".join(logger.errors) or "parser failed", "code": "UNKNOWN"}]
+            errors = [{"node": -1, "desc": "; ".join(cap.errors) or "parser failed", "code": "UNKNOWN"}]
         n = len(errors)
         raise ParserError(f"{self.name} cannot parse {variant.name}: {n} parser error{'s' if n > 1 else ''}: "
                           f"{_format_parser_errors(errors)}", errors,
                           hint="fix or replace the node(s) named above (workbench.edit); unsupported ops can be cut out")
 
-    def _profile(self, builder, network, config, sm: ShapeMap) -> dict:
+    def _profile(self, builder, network, config, sm: ShapeMap, cap) -> dict:
         """One optimization profile from the shape map; dynamic inputs must be in it."""
         inputs = [network.get_input(i) for i in range(network.num_inputs)]
         names = [t.name for t in inputs]
@@ -776,8 +912,11 @@ class TensorRTBase(Backend):
                         raise ShapeSpecError(f"--shapes gives {t.name!r} dim {i} = {got}, but the model fixes it to {want}")
             profile.set_shape(t.name, rng.min, rng.opt, rng.max)
             used[t.name] = rng.to_json()
-        if used:
-            config.add_optimization_profile(profile)
+        if used and config.add_optimization_profile(profile) < 0:
+            why = [e for e in cap.errors if "Profile" in e or "profile" in e] or cap.errors[-2:]
+            raise ShapeSpecError(f"{self.name} rejected the optimization profile {used}: "
+                                 f"{'; '.join(why) or 'invalid profile'}",
+                                 hint="each dim needs MIN <= OPT <= MAX and the ranges must fit the model")
         return used
 
     def _targets(self, config, options: BuildOptions, applied: dict) -> None:
@@ -804,7 +943,9 @@ class TensorRTBase(Backend):
                 raise UnsupportedError(f"{self.name} refused compute capability target {targets[i]!r}")
         applied["compute_capabilities"] = [str(c) for c in targets]
 
-    def _attach_timing_cache(self, config, options: BuildOptions, applied: dict) -> Path | None:
+    def _attach_timing_cache(self, config, options: BuildOptions, applied: dict) -> TimingCacheFile | None:
+        """Load the timing cache for this TensorRT version and GPU (a file keyed by both, next to the path
+        given: tactic timings from another version or GPU are never mixed in)."""
         if not options.timing_cache:
             return None
         if not self.uses_timing_cache:
@@ -813,40 +954,42 @@ class TensorRTBase(Backend):
         if not hasattr(config, "create_timing_cache"):
             applied["timing_cache"] = "not supported by this version"
             return None
-        path = Path(options.timing_cache)
-        data = b""
-        if path.is_file():
-            data = path.read_bytes()
+        store = TimingCacheFile(options.timing_cache, timing_cache_key(self.module_name, self.version(), self._gpu()))
+        data = store.read()
         try:
             cache = config.create_timing_cache(data)
-        except Exception:  # a corrupt or foreign cache file
+        except Exception:  # a corrupt cache file
             cache = None
         if cache is None and data:
-            log.warning("timing cache %s is unreadable; starting an empty one", path)
+            log.warning("timing cache %s is unreadable; starting an empty one", store.path)
             cache, data = config.create_timing_cache(b""), b""
-        if not config.set_timing_cache(cache, False):  # False: the cache was made on another device/version
-            log.warning("timing cache %s does not match this device or TensorRT version; starting an empty one", path)
+        if not config.set_timing_cache(cache, False):  # False: refuse a cache made on another device/version
+            log.warning("timing cache %s does not match this device or TensorRT version; starting an empty one",
+                        store.path)
             cache, data = config.create_timing_cache(b""), b""
             config.set_timing_cache(cache, False)
-        applied["timing_cache"] = {"path": str(path), "loaded_bytes": len(data)}
-        return path
+        applied["timing_cache"] = {"path": str(store.path), "key": store.key, "loaded_bytes": len(data)}
+        return store
 
-    def _save_timing_cache(self, config, path: Path, applied: dict) -> None:
-        """Merge this build's timing cache with the file's current content and write it atomically."""
+    def _save_timing_cache(self, config, store: TimingCacheFile, applied: dict) -> None:
+        """Merge this build's timing cache with the file's current content (under its lock), write atomically."""
         updated = config.get_timing_cache()
         if updated is None:
             return
-        merged = updated
-        if path.is_file():  # another build may have written it meanwhile
-            try:
-                disk = config.create_timing_cache(path.read_bytes())
-                if disk is not None and disk.combine(updated, False):
-                    merged = disk
-            except Exception:
-                log.warning("timing cache %s is unreadable; overwriting it", path)
-        data = bytes(memoryview(merged.serialize()))
-        atomic_write_bytes(path, data)
-        applied["timing_cache"]["saved_bytes"] = len(data)
+        applied["timing_cache"]["saved_bytes"] = store.merge_and_write(config, updated)
+
+
+def _control_flow_hint(variant: Variant) -> str | None:
+    """A hint for native build failures on graphs with If/Loop/Scan (TensorRT's control-flow support is
+    narrower than ONNX's): name the nodes and the usual fix."""
+    nodes = [f"{n.name or n.op_type} ({n.op_type})" for n in variant.model.proto.graph.node
+             if n.op_type in ("If", "Loop", "Scan")]
+    if not nodes:
+        return None
+    shown = ", ".join(nodes[:4]) + (f" and {len(nodes) - 4} more" if len(nodes) > 4 else "")
+    return (f"the model has control flow: {shown}; when a condition depends only on an input with a fixed value "
+            f"(a sample rate, a flag), fix that input to a constant and fold the graph (workbench.edit) so the "
+            f"branch is chosen before the build")
 
 
 class TensorRTBackend(TensorRTBase):

@@ -56,6 +56,14 @@ def latency_stats(times_ms: np.ndarray | list[float], batch: int = 1) -> dict[st
             "iterations": int(t.size), "batch": int(batch)}
 
 
+#: What each timer's interval covers when the engine does not say more (``TimedCall.scope``).
+TIMER_SCOPES = {
+    "host": "host wall time of one synchronous run",
+    "host-sync": "host wall time of one run that synchronizes its stream",
+    "cuda-events": "launch + GPU: CUDA events on an idle stream around one asynchronous run",
+}
+
+
 @dataclass
 class LatencyResult(Record):
     """One latency measurement of one engine. ``times_ms`` holds every timed iteration."""
@@ -67,6 +75,7 @@ class LatencyResult(Record):
     batch: int = 1
     device: dict = field(default_factory=dict)
     timer: str = "host"  # host | host-sync | cuda-events
+    timer_scope: str = ""  # what the timed interval covers (the engine's TimedCall.scope)
     warmup: int = 0
     requested_iterations: int | None = None
     time_budget_s: float | None = None
@@ -300,7 +309,7 @@ def measure_latency(engine, feeds: Mapping[str, np.ndarray], *, warmup: int = 10
             cleanup()
     batch = feeds_batch(feeds)
     return LatencyResult(variant=name, backend=backend, precision=variant.precision or "",
-                         batch=batch, device=device, timer=timer, warmup=int(warmup),
+                         batch=batch, device=device, timer=timer, timer_scope=call.scope or TIMER_SCOPES.get(timer, ""), warmup=int(warmup),
                          requested_iterations=None if iterations is None else int(iterations),
                          time_budget_s=time_budget_s, times_ms=[float(x) for x in times],
                          stats=latency_stats(times, batch))

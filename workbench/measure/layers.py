@@ -406,8 +406,7 @@ def profile_layers_trt(engine, feeds: Mapping[str, np.ndarray], *, iterations: i
             if bar is not None:
                 bar.update(1)
     finally:
-        engine.synchronize()
-        del ctx  # the profiled context goes; the engine's own context never had a profiler
+        engine.release_context(ctx)  # the profiled context goes; the engine's own context never had a profiler
         if bar is not None:
             bar.close()
     layer_info = parse_trt_layer_info(engine.inspector_json())

@@ -16,7 +16,7 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from ..data import NpzDataset, as_feed_batches, model_batch_axes, samples_in, static_batch, synthetic_inputs
-from ..errors import DataError
+from ..errors import DataError, WorkbenchWarning
 from ..model import Model
 
 #: fewer calibration samples than this is a warning (with the count), not a refusal.
@@ -26,7 +26,7 @@ DEFAULT_SYNTHETIC_SAMPLES = 64
 DEFAULT_CALIB_BATCH = 8
 
 
-class CalibrationWarning(UserWarning):
+class CalibrationWarning(WorkbenchWarning):
     """Calibration runs, but on data that may not represent real inputs (too few samples)."""
 
 
@@ -37,9 +37,13 @@ class CalibrationSet:
     batches: list[dict[str, np.ndarray]]
     num_samples: int
     source: str  # "npz:<file name>", "NpzDataset", "iterable", "synthetic"
+    warning: str = ""  # e.g. fewer samples than DEFAULT_MIN_SAMPLES (recorded in the recipe)
 
     def to_json(self) -> dict:
-        return {"source": self.source, "num_samples": self.num_samples, "num_batches": len(self.batches)}
+        out = {"source": self.source, "num_samples": self.num_samples, "num_batches": len(self.batches)}
+        if self.warning:
+            out["warning"] = self.warning
+        return out
 
 
 @dataclass
@@ -148,11 +152,12 @@ def prepare_calibration(model: Model, calib: Any, *, num_calib: int | None = Non
     if min_samples is not None and total < min_samples:
         raise DataError(f"calibration got {total} sample(s) for {model.name!r}; --min-calib-samples asks for at "
                         f"least {min_samples}", hint="give more samples or a lower --min-calib-samples")
+    note = ""
     if min_samples is None and total < DEFAULT_MIN_SAMPLES:
-        warnings.warn(f"calibrating {model.name!r} on only {total} sample(s) (fewer than {DEFAULT_MIN_SAMPLES}): "
-                      "scales may not represent real inputs; give more data, or --min-calib-samples N to require N",
-                      CalibrationWarning, stacklevel=2)
-    return CalibrationSet(batches, total, source)
+        note = (f"calibrating {model.name!r} on only {total} sample(s) (fewer than {DEFAULT_MIN_SAMPLES}): "
+                "scales may not represent real inputs; give more data, or --min-calib-samples N to require N")
+        warnings.warn(note, CalibrationWarning, stacklevel=2)
+    return CalibrationSet(batches, total, source, warning=note)
 
 
 class ProgressReader(CalibrationDataReader):
