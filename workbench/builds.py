@@ -125,11 +125,15 @@ class BuildSet:
 
 
 def _make_variant(model: Model, precision: str, *, calib, keep_nodes, keep_op_types, progress,
-                  recipe_options: Mapping | None = None) -> Variant:
-    from .precision import make_variant
+                  recipe_options: Mapping | None = None, backend: str | None = None) -> Variant:
+    from .precision import get_recipe, make_variant
 
+    opts = dict(recipe_options or {})
+    if backend and get_recipe(precision).kind == "qdq":
+        # int8/fp8: the Q/DQ form the backend runs fast (ORT CPU: uint8 activations; TensorRT: symmetric int8)
+        opts.setdefault("backend", backend)
     return make_variant(model, precision, calib=calib, keep_nodes=keep_nodes, keep_op_types=keep_op_types,
-                        progress=progress, **dict(recipe_options or {}))
+                        progress=progress, **opts)
 
 
 def _record(model: Model, precision: str, backend: Backend, status: str, reason: str,
@@ -209,7 +213,7 @@ def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_
     try:
         variant = ready if ready is not None else _make_variant(
             model, precision, calib=calib, keep_nodes=keep_nodes, keep_op_types=keep_op_types, progress=progress,
-            recipe_options=recipe_options)
+            recipe_options=recipe_options, backend=be.name)
     except WorkbenchError as e:
         reason = f"recipe failed: {e}"
         return BuildResult(precision, "failed", reason, _record(model, precision, be, "failed", reason, options=options),
@@ -240,7 +244,7 @@ def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_
                 try:
                     variant = _make_variant(model, precision, calib=calib, keep_nodes=keep_nodes,
                                             keep_op_types=tuple(keep_op_types) + tuple(kept), progress=progress,
-                                            recipe_options=recipe_options)
+                                            recipe_options=recipe_options, backend=be.name)
                     continue
                 except WorkbenchError as e2:
                     e = e2

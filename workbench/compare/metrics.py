@@ -14,8 +14,13 @@ cosine         ``sum(ref*x) / (sqrt(sum ref^2) * sqrt(sum x^2))``; defined as 1.
 snr_db         ``10 * log10(sum ref^2 / sum d^2)``; ``+inf`` for an exact match, ``-inf`` when
                ``ref`` is all zero and ``x`` is not
 nan_count      number of NaN values in ``x``;  inf_count: number of +-Inf values in ``x``
-passed         no NaN/Inf in ``x`` and ``|d| <= atol + rtol * |ref|`` everywhere (numpy's
-               ``allclose`` rule)
+err_p99        99th percentile of ``|d|`` (from a fixed log-spaced histogram: bounded memory,
+               within one bin = 2.3 %); err_p999: the 99.9th percentile
+allclose       no NaN/Inf in ``x`` and ``|d| <= atol + rtol * |ref|`` everywhere (numpy's
+               ``allclose`` rule; shown, never the verdict: relative error on near-zero
+               reference values says nothing about a model)
+passed         the verdict of the accumulator's :class:`Tolerance` (robust metrics, see
+               :func:`verdict`): no NaN/Inf, ``cosine >= cosine_min``, ``snr_db >= snr_db_min``
 =============  ==========================================================================
 
 Non-finite values: the error metrics are computed over the positions where *both* ``ref`` and ``x``
@@ -35,6 +40,115 @@ EPS = 1e-12
 
 #: Metric names, in report order.
 METRICS = ("max_abs", "mean_abs", "max_rel", "rmse", "cosine", "snr_db", "nan_count", "inf_count", "passed")
+#: Extra metrics every accumulator reports (not per layer).
+EXTRA_METRICS = ("err_p99", "err_p999", "allclose")
+
+
+# ---------------------------------------------------------------------------------------------- verdicts
+@dataclass(frozen=True)
+class Tolerance:
+    """A stated pass/fail rule on robust metrics against the FP32 reference.
+
+    ``cosine_min`` and ``snr_db_min`` apply to every output (whole-tensor cosine similarity and
+    signal-to-noise ratio, accumulated over all samples); ``top1_drop_max`` (points of top-1 accuracy
+    lost vs the reference) applies when labels exist. NaN/Inf in a variant's output always fails.
+    """
+
+    name: str
+    cosine_min: float
+    snr_db_min: float
+    top1_drop_max: float | None = None
+
+    def rule(self, *, with_labels: bool = False) -> str:
+        parts = [f"cosine >= {self.cosine_min:g}", f"SNR >= {self.snr_db_min:g} dB", "no NaN/Inf"]
+        if with_labels and self.top1_drop_max is not None:
+            parts.append(f"top-1 drop <= {self.top1_drop_max:g} pt")
+        return f"{self.name}: " + " and ".join(parts)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "cosine_min": self.cosine_min, "snr_db_min": self.snr_db_min,
+                "top1_drop_max": self.top1_drop_max}
+
+
+#: Default tolerances per precision (docs/accuracy.md says why each number). fp16 keeps ~11 significant
+#: bits: a correct fp16 model is at cosine > 0.9999 and 40-60 dB; int8 has ~8 bits per tensor: 15-25 dB.
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance("fp32", 0.99999, 60.0, 0.0),
+    "tf32": Tolerance("tf32", 0.9999, 35.0, 0.5),
+    "fp16": Tolerance("fp16", 0.999, 30.0, 0.5),
+    "bf16": Tolerance("bf16", 0.995, 20.0, 1.0),
+    "int8": Tolerance("int8", 0.98, 14.0, 1.0),
+    "fp8": Tolerance("fp8", 0.98, 14.0, 1.5),
+}
+GENERIC_TOLERANCE = Tolerance("default", 0.999, 30.0, 0.5)
+
+
+def tolerance_for(precision: str | None, overrides: dict | None = None) -> Tolerance:
+    """The default :class:`Tolerance` of a precision (``overrides``: field → value)."""
+    base = DEFAULT_TOLERANCES.get(str(precision or "").lower(), GENERIC_TOLERANCE)
+    if overrides:
+        from dataclasses import replace
+        base = replace(base, **overrides)
+    return base
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``passed`` and why: the rule applied, the clauses that failed (with the measured values)."""
+
+    passed: bool
+    rule: str
+    failed: tuple[str, ...] = ()
+    tolerance: Tolerance | None = None
+
+    @property
+    def why(self) -> str:
+        return "passes " + self.rule if self.passed else "fails: " + "; ".join(self.failed)
+
+    def to_json(self) -> dict:
+        return {"passed": self.passed, "rule": self.rule, "failed": list(self.failed),
+                "tolerance": self.tolerance.to_json() if self.tolerance else None}
+
+
+def verdict(tol: Tolerance, *, cosine: float, snr_db: float, nan_count: int = 0, inf_count: int = 0,
+            top1_drop: float | None = None) -> Verdict:
+    """Apply ``tol`` to measured values (the worst output's cosine/SNR; ``top1_drop`` in points, > 0 = worse)."""
+    failed = []
+    if nan_count or inf_count:
+        failed.append(f"{int(nan_count)} NaN / {int(inf_count)} Inf in the output")
+    if not cosine >= tol.cosine_min:  # NaN-safe
+        failed.append(f"cosine {cosine:.6g} < {tol.cosine_min:g}")
+    if not snr_db >= tol.snr_db_min:
+        failed.append(f"SNR {snr_db:.3g} dB < {tol.snr_db_min:g} dB")
+    with_labels = top1_drop is not None
+    if with_labels and tol.top1_drop_max is not None and not top1_drop <= tol.top1_drop_max + 1e-9:
+        failed.append(f"top-1 drop {top1_drop:.3g} pt > {tol.top1_drop_max:g} pt")
+    return Verdict(not failed, tol.rule(with_labels=with_labels), tuple(failed), tol)
+
+
+# log-spaced |error| histogram: 1e-12 .. 1e12, 100 bins per decade (bin width ~2.3 %)
+_H_LO, _H_DECADES, _H_PER = -12, 24, 100
+_H_BINS = _H_DECADES * _H_PER
+
+
+def _hist_add(hist: np.ndarray, ad: np.ndarray) -> None:
+    with np.errstate(divide="ignore"):
+        idx = np.floor((np.log10(np.maximum(ad, 1e-300)) - _H_LO) * _H_PER).astype(np.int64)
+    np.clip(idx, -1, _H_BINS, out=idx)
+    counts = np.bincount(idx + 1, minlength=_H_BINS + 2)
+    hist += counts[: _H_BINS + 2]
+
+
+def _hist_quantile(hist: np.ndarray, q: float) -> float:
+    total = hist.sum()
+    if total == 0:
+        return 0.0
+    k = int(np.searchsorted(np.cumsum(hist), q * total, side="left"))
+    if k == 0:
+        return 0.0  # below 1e-12: exact
+    if k >= _H_BINS + 1:
+        return float(10.0 ** (_H_LO + _H_DECADES))
+    return float(10.0 ** (_H_LO + k / _H_PER))  # upper edge of the bin
 
 
 def _pair(ref, x) -> tuple[np.ndarray, np.ndarray]:
@@ -159,6 +273,7 @@ class ErrorAccumulator:
 
     atol: float = 1e-3
     rtol: float = 1e-3
+    tolerance: Tolerance = GENERIC_TOLERANCE
     n: int = 0
     sum_abs: float = 0.0
     sum_sq: float = 0.0
@@ -170,6 +285,7 @@ class ErrorAccumulator:
     nans: int = 0
     infs: int = 0
     close: bool = True
+    hist: np.ndarray | None = None
 
     def update(self, ref, x) -> None:
         if np.shape(ref) != np.shape(x):
@@ -191,20 +307,34 @@ class ErrorAccumulator:
         self.dot += float(r @ v)
         self.max_abs = max(self.max_abs, float(ad.max()))
         self.max_rel = max(self.max_rel, float(np.max(ad / np.maximum(np.abs(r), EPS))))
+        if self.hist is None:
+            self.hist = np.zeros(_H_BINS + 2, dtype=np.int64)
+        _hist_add(self.hist, ad)
 
     def result(self) -> dict[str, float]:
         n = max(self.n, 1)
+        cos = _cosine(self.dot, self.ref_sq, self.x_sq)
+        snr = _snr(self.ref_sq, self.sum_sq)
+        hist = self.hist if self.hist is not None else np.zeros(_H_BINS + 2, dtype=np.int64)
         return {
             "max_abs": self.max_abs,
             "mean_abs": self.sum_abs / n,
             "max_rel": self.max_rel,
             "rmse": math.sqrt(self.sum_sq / n),
-            "cosine": _cosine(self.dot, self.ref_sq, self.x_sq),
-            "snr_db": _snr(self.ref_sq, self.sum_sq),
+            "cosine": cos,
+            "snr_db": snr,
             "nan_count": self.nans,
             "inf_count": self.infs,
-            "passed": bool(self.close and self.nans == 0 and self.infs == 0),
+            "passed": self.verdict().passed,
+            "err_p99": min(_hist_quantile(hist, 0.99), self.max_abs),
+            "err_p999": min(_hist_quantile(hist, 0.999), self.max_abs),
+            "allclose": bool(self.close and self.nans == 0 and self.infs == 0),
         }
+
+    def verdict(self) -> Verdict:
+        """This output's :class:`Verdict` under ``self.tolerance``."""
+        return verdict(self.tolerance, cosine=_cosine(self.dot, self.ref_sq, self.x_sq),
+                       snr_db=_snr(self.ref_sq, self.sum_sq), nan_count=self.nans, inf_count=self.infs)
 
     @property
     def noise_ratio(self) -> float:

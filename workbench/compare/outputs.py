@@ -19,7 +19,7 @@ from ..data import cast_feeds, feeds_batch, resolve_data
 from ..errors import DataError, UsageError
 from ..model import Model, load
 from ..variant import Variant
-from .metrics import METRICS, ErrorAccumulator, json_number, topk_overlap
+from .metrics import METRICS, ErrorAccumulator, json_number, tolerance_for, topk_overlap, verdict
 
 #: Columns of :attr:`Comparison.metrics`.
 COLUMNS = ["variant", "precision", "backend", "output", "metric", "value"]
@@ -82,9 +82,38 @@ class Comparison:
                 row["max_abs"] = float(get("max_abs").astype(float).max())
                 row["nan_count"] = int(get("nan_count").sum())
                 row["inf_count"] = int(get("inf_count").sum())
-                row["passed"] = bool(get("passed").astype(bool).all())
+                v = self.verdict(name)
+                row["passed"] = v.passed
+                row["rule"] = v.rule
+                row["why"] = v.why
             rows.append(row)
         return pd.DataFrame(rows)
+
+    def verdict(self, variant: str):
+        """The :class:`~workbench.compare.metrics.Verdict` of one variant: its precision's default
+        :class:`~workbench.compare.metrics.Tolerance` applied to the worst output's cosine and SNR, NaN/Inf
+        totals and (with labels) the top-1 drop vs the reference."""
+        m = self.metrics
+        sub = m[m.variant == variant]
+        if sub.empty:
+            raise KeyError(f"no variant {variant!r}")
+        get = lambda k: sub[sub.metric == k]["value"]  # noqa: E731
+        drop = None
+        if self.label_output is not None and not get("top1").empty:
+            drop = 100.0 * (float(self.value(self.reference, "top1")) - float(get("top1").iloc[0]))
+        return verdict(tolerance_for(sub.precision.iloc[0]), cosine=float(get("cosine").astype(float).min()),
+                       snr_db=float(get("snr_db").astype(float).min()), nan_count=int(get("nan_count").sum()),
+                       inf_count=int(get("inf_count").sum()), top1_drop=drop)
+
+    def verdicts(self) -> pd.DataFrame:
+        """One row per variant: variant, precision, passed, rule (the stated tolerance), why (failed clauses)."""
+        rows = []
+        for name in self.variants:
+            if (self.metrics.variant == name).any():
+                v = self.verdict(name)
+                prec = self.metrics[self.metrics.variant == name].precision.iloc[0]
+                rows.append({"variant": name, "precision": prec, "passed": v.passed, "rule": v.rule, "why": v.why})
+        return pd.DataFrame(rows, columns=["variant", "precision", "passed", "rule", "why"])
 
     def to_json(self) -> dict:
         """``{reference, samples, atol, rtol, variants: {name: {precision, backend, outputs: {out: {metric:
@@ -96,6 +125,8 @@ class Comparison:
         for name, sub in self.metrics.groupby("variant", sort=False):
             v = out["variants"].setdefault(name, {"precision": sub.precision.iloc[0],
                                                   "backend": sub.backend.iloc[0], "outputs": {}})
+            if name != self.reference:
+                v["verdict"] = self.verdict(name).to_json()
             for r in sub.itertuples():
                 if r.metric in ("top1", "top1_agreement", "topk_agreement"):
                     v[r.metric] = json_number(r.value)
@@ -146,7 +177,8 @@ def compare_engines(reference_engine: Any, engines: Sequence[Any], data: Any, *,
         missing = [o for o in ref_outputs if o not in e.output_names]
         if missing:
             raise DataError(f"variant {n} lacks output(s) {missing} of the reference ({ref_outputs})")
-    accs = {n: {o: ErrorAccumulator(atol=atol, rtol=rtol) for o in ref_outputs} for n in names}
+    accs = {n: {o: ErrorAccumulator(atol=atol, rtol=rtol, tolerance=tolerance_for(e.variant.precision))
+                for o in ref_outputs} for n, e in zip(names, engines)}
     preds: dict[str, list[np.ndarray]] = {n: [] for n in [ref_name, *names]}
     overlap: dict[str, list[np.ndarray]] = {n: [] for n in names}
     lab_out = None

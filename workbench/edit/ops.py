@@ -148,6 +148,10 @@ def _gs():
 
 def _import(model: Model, *, infer: bool = False):
     proto = model.proto_with_data()
+    # Sort first (iteratively, outer-scope reads of If/Loop/Scan bodies included): GraphSurgeon imports
+    # nodes in order, and a subgraph reading a tensor whose producer comes later gets a second, unconnected
+    # tensor of the same name.
+    _sort_proto(proto)
     if infer:
         try:
             proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
@@ -166,6 +170,7 @@ def _export(model: Model, graph) -> Model:
         proto = _gs().export_onnx(graph)
     except Exception as e:
         raise EditError(f"GraphSurgeon could not export the edited graph: {' '.join(str(e).split())[:300]}") from None
+    _sort_proto(proto)  # GraphSurgeon's own toposort is recursive and ignores outer-scope reads
     described = {v.name for v in model.proto.graph.value_info}
     kept = [v for v in proto.graph.value_info if v.name in described]
     del proto.graph.value_info[:]
@@ -184,13 +189,22 @@ def _export(model: Model, graph) -> Model:
         for init in proto.graph.initializer:
             if init.name not in listed:
                 proto.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    _check_size(proto)
+    return model.derive(proto)
+
+
+def _check_size(proto: onnx.ModelProto) -> None:
     size = proto.ByteSize()
     if size >= PROTOBUF_LIMIT:
         raise EditError(
             f"the edited model is {size / 2**30:.2f} GiB: over the 2 GB protobuf limit, it cannot be held as one message",
             hint="edit the model in parts, or avoid folding large constants (fold_constants(size_threshold=...))",
         )
-    return model.derive(proto)
+
+
+def _sort_proto(proto: onnx.ModelProto) -> None:
+    from .topo import toposort_model
+    toposort_model(proto)
 
 
 def _find_node(graph, ref: str):
@@ -400,8 +414,7 @@ def _insert_after(graph, t, make_nodes: Callable[[Any], tuple[list, Any]]):
         t.name = _unique(graph.tensors(), keep + "_pre")
         new_out.name = keep
         graph.outputs = [new_out if o is t else o for o in graph.outputs]
-    graph.nodes.extend(nodes)
-    graph.toposort()
+    graph.nodes.extend(nodes)  # _export sorts the nodes
 
 
 @_register(
@@ -653,8 +666,7 @@ def fold_constants(model: Model, size_threshold: int | None = None) -> Model:
         import onnxruntime  # noqa: F401  - GraphSurgeon evaluates constant subgraphs with it
     except ImportError:  # pragma: no cover
         raise EditError("fold_constants needs onnxruntime (pip install onnxruntime)") from None
-    graph = _import(model)
-    graph.toposort()
+    graph = _import(model)  # sorted on import (subgraph outer-scope reads included)
     try:
         graph.fold_constants(size_threshold=size_threshold)
     except Exception as e:
@@ -676,13 +688,16 @@ def cleanup(model: Model, remove_unused_graph_inputs: bool = False) -> Model:
 
 @_register(preserves_outputs=True)
 def toposort(model: Model) -> Model:
-    """Sort the nodes topologically (ONNX requires producers before consumers)."""
-    graph = _import(model)
-    try:
-        graph.toposort()
-    except Exception as e:
-        raise EditError(f"toposort failed (a cycle?): {' '.join(str(e).split())[:300]}") from None
-    return _export(model, graph)
+    """Sort the nodes topologically (ONNX requires producers before consumers).
+
+    Iterative and O(n log n) (no recursion limit); stable (a sorted graph keeps its order); a node
+    holding subgraphs (If/Loop/Scan) comes after the producers of every outer-scope name its subgraphs
+    read; subgraphs are sorted too. A cycle raises :class:`~workbench.edit.topo.GraphCycleError`."""
+    from .topo import toposort_model
+    proto = model.proto_with_data()
+    toposort_model(proto)
+    _check_size(proto)
+    return model.derive(proto)
 
 
 @_register(
@@ -899,5 +914,4 @@ def replace_pattern(model: Model, pattern: str) -> Model:
     if not count:
         raise EditError(f"pattern {pattern!r} not found in the model")
     graph.cleanup()
-    graph.toposort()
-    return _export(model, graph)
+    return _export(model, graph)  # sorts

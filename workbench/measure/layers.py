@@ -7,10 +7,12 @@ time per iteration, ``share`` its fraction of the table's total, ``calls`` kerne
 
 Profiled runs are separate from latency runs: profilers add overhead, so :func:`profile` measures
 latency first on the engine as built, then the per-layer table in a separate profiled run, and
-:func:`coverage` compares the two (Σ layers / end-to-end; below :data:`COVERAGE_GOAL` is flagged).
+:func:`coverage` compares the two (Σ layers / end-to-end; outside :data:`COVERAGE_GOAL`–:data:`COVERAGE_UPPER`
+is flagged, with the reason).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -20,7 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import RunError, UsageError
+from ..errors import BackendUnavailable, RunError, UsageError
 from .latency import LatencyResult, measure_latency
 from .mapping import (UNMAPPED, GraphIndex, name_nodes, ort_fused_nodes, ort_nchwc_sum, ort_nchwc_tensor,
                       strip_ort_suffix, strip_trt_profile_suffix, trt_layer_nodes)
@@ -29,10 +31,11 @@ COLUMNS = ["variant", "backend", "precision", "layer", "layer_type", "onnx_nodes
            "time_ms", "share", "calls", "mapped_by"]
 ORT_EXTRA = ["shapes"]
 TRT_EXTRA = ["tactic", "in_precision", "out_precision", "in_format", "out_format"]
-#: how the table was measured, on every row (kept by ``pd.concat``, unlike ``DataFrame.attrs``): the
+#: how the table was measured, on every row (kept by ``pd.concat``, unlike ``DataFrame.attrs``; the
+#: per-row ``time_basis`` column is in the extras): the
 #: profiler, what its times are, profiled iterations, and (ORT) the mean run time inside the profiled run
 #: and whether ORT's layout optimizers were on
-RUN_COLUMNS = ["source", "time_basis", "iterations", "profiled_run_ms", "layout_optimizations"]
+RUN_COLUMNS = ["source", "iterations", "profiled_run_ms", "layout_optimizations"]
 COVERAGE_GOAL = 0.9
 #: ORT's NCHWc layout transformer (x86 CPU, ORT_ENABLE_ALL) names each node it rewrites ``<tensor>_nchwc``
 #: and rewires tensors through reorder nodes; ``layout_optimizations=False`` disables it.
@@ -47,15 +50,19 @@ def _check(iterations: int, warmup: int) -> None:
         raise UsageError(f"warmup must be an integer >= 0, got {warmup!r}")
 
 
-def _frame(rows: list[dict], extra: list[str], run: dict):
+def _frame(rows: list[dict], extra: list[str]):
     import pandas as pd
 
     df = pd.DataFrame(rows, columns=COLUMNS + extra)
     total = float(df["time_ms"].sum()) if len(df) else 0.0
     df["share"] = df["time_ms"] / total if total > 0 else 0.0
+    return df.sort_values("time_ms", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _run_columns(df, **run) -> None:
+    """Write how the table was measured into :data:`RUN_COLUMNS` (same value on every row)."""
     for c in RUN_COLUMNS:
         df[c] = run.get(c)
-    return df.sort_values("time_ms", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def _named_index(engine) -> tuple[Any, GraphIndex]:
@@ -215,14 +222,35 @@ def _neighbour(k: str, optimized, consumers, mapped, ix: GraphIndex) -> tuple[st
 
 
 def profile_layers_ort(engine, feeds: Mapping[str, np.ndarray], *, iterations: int = 20, warmup: int = 3,
-                       layout_optimizations: bool = True, progress: bool = False):
+                       layout_optimizations: bool = True, progress: bool = False, timing: str = "auto"):
     """Per-layer table of an ONNX Runtime engine from a separate profiled session (see module doc).
 
     The profiled session is built from the engine's variant with the engine's session options plus
     ``enable_profiling``; the trace and the optimized model go to a temp folder that is deleted.
     ``layout_optimizations=False`` disables ORT's NCHWc layout transformer (kernels then keep ONNX node
     names, but the profiled graph differs from the engine's on x86 CPUs).
+
+    On the CUDA provider, ``timing="auto"`` (default) measures GPU time per node from CUPTI when
+    ``cupti-python`` and a GPU are there (:func:`workbench.measure.cupti.profile_layers_ort_cupti`), else
+    ORT's host-side times of the kernel launches (``time_basis`` ``host-launch``, with
+    ``attrs["cupti_unavailable"]`` saying why); ``"gpu"`` insists on CUPTI, ``"host"`` forces the profiler.
     """
+    if timing not in ("auto", "gpu", "host"):
+        raise UsageError(f"timing must be 'auto', 'gpu' or 'host', got {timing!r}")
+    on_cuda = bool(engine.on_cuda)
+    cupti_reason = None
+    if on_cuda and timing != "host":
+        from .cupti import cupti_unavailable, profile_layers_ort_cupti
+
+        cupti_reason = cupti_unavailable()
+        if cupti_reason is None:
+            return profile_layers_ort_cupti(engine, feeds, iterations=iterations, warmup=warmup, progress=progress,
+                                            layout_optimizations=layout_optimizations)
+        if timing == "gpu":
+            raise BackendUnavailable(f"GPU per-layer timing needs CUPTI: {cupti_reason}")
+    elif timing == "gpu":
+        raise BackendUnavailable("GPU per-layer timing (CUPTI) applies to ONNX Runtime's CUDA provider; this "
+                                 "session runs on the CPU")
     _check(iterations, warmup)
     proto, ix = _named_index(engine)
     with tempfile.TemporaryDirectory(prefix="workbench-prof-") as td:
@@ -258,11 +286,18 @@ def profile_layers_ort(engine, feeds: Mapping[str, np.ndarray], *, iterations: i
         del sess
     rows = ort_layer_rows(stats, runs, ix, optimized)
     meta = {"variant": engine.variant.name, "backend": engine.backend.name, "precision": engine.variant.precision}
-    on_gpu = any(r.get("provider", "CPU") != "CPU" for r in rows)
-    run = {"profiled_run_ms": float(run_ms), "iterations": int(runs), "source": "onnxruntime-profiler",
-           "layout_optimizations": bool(layout_optimizations),
-           "time_basis": "host-side kernel calls (GPU kernels launch asynchronously)" if on_gpu else "host"}
-    return _frame([{**meta, **r} for r in rows], ORT_EXTRA, run)
+    on_gpu = any(r["provider"] != "CPU" for r in rows)
+    basis = "host-launch" if on_gpu else "host"
+    df = _frame([{**meta, **r, "time_basis": "host" if r["provider"] == "CPU" else basis} for r in rows],
+                ORT_EXTRA + ["time_basis"])
+    _run_columns(df, source="onnxruntime-profiler", iterations=int(runs), profiled_run_ms=float(run_ms),
+                 layout_optimizations=bool(layout_optimizations))
+    df.attrs.update(profiled_run_ms=run_ms, iterations=runs, source="onnxruntime-profiler",
+                    layout_optimizations=layout_optimizations,
+                    time_basis=basis)
+    if cupti_reason:
+        df.attrs["cupti_unavailable"] = cupti_reason
+    return df
 
 
 # ---------------------------------------------------------------------------------------- TensorRT
@@ -379,17 +414,25 @@ def trt_layer_rows(times: Mapping[str, tuple[float, int]], iterations: int, laye
 
 
 def profile_layers_trt(engine, feeds: Mapping[str, np.ndarray], *, iterations: int = 20, warmup: int = 3,
-                       progress: bool = False):
+                       progress: bool = False, cupti_check: bool = True):
     """Per-layer table of a TensorRT engine (``workbench.backends.tensorrt.TrtEngine``): an IProfiler
     attached to a separate execution context (:meth:`TrtEngine.bound_context`, dropped afterwards:
     TensorRT cannot detach a profiler) for ``iterations`` synchronous runs after ``warmup`` plain runs,
-    joined with the engine inspector's JSON (layer type, tactic, precisions, formats, origin nodes)."""
+    joined with the engine inspector's JSON (layer type, tactic, precisions, formats, origin nodes).
+
+    Where CUPTI is available (:mod:`workbench.measure.cupti`), the same profiled runs are traced and
+    ``df.attrs["cupti_check"]`` compares Σ IProfiler layer time with Σ kernel/copy GPU time (TensorRT
+    launches all of a layer's kernels inside one ``enqueueV3`` call, so kernels are not attributed per
+    layer here; IProfiler stays the per-layer basis)."""
     _check(iterations, warmup)
     trt = engine.backend.trt
     proto, ix = _named_index(engine)
     engine.stage(feeds)
     ctx = engine.bound_context()
     prof = make_trt_profiler(trt)
+    from .cupti import ActivityTrace, cupti_unavailable
+
+    cross = cupti_unavailable() is None and cupti_check
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -400,11 +443,12 @@ def profile_layers_trt(engine, feeds: Mapping[str, np.ndarray], *, iterations: i
             engine.enqueue(ctx)
         engine.synchronize()
         ctx.profiler = prof
-        for _ in range(iterations):
-            engine.enqueue(ctx)  # with a profiler attached, TensorRT reports per layer for each execution
-            engine.synchronize()
-            if bar is not None:
-                bar.update(1)
+        with (ActivityTrace() if cross else contextlib.nullcontext()) as trace:
+            for _ in range(iterations):
+                engine.enqueue(ctx)  # with a profiler attached, TensorRT reports per layer for each execution
+                engine.synchronize()
+                if bar is not None:
+                    bar.update(1)
     finally:
         engine.release_context(ctx)  # the profiled context goes; the engine's own context never had a profiler
         if bar is not None:
@@ -412,14 +456,19 @@ def profile_layers_trt(engine, feeds: Mapping[str, np.ndarray], *, iterations: i
     layer_info = parse_trt_layer_info(engine.inspector_json())
     rows = trt_layer_rows({k: (v[0], v[1]) for k, v in prof.times.items()}, iterations, layer_info, ix)
     meta = {"variant": engine.variant.name, "backend": engine.backend.name, "precision": engine.variant.precision}
-    run = {"iterations": int(iterations), "source": "tensorrt-iprofiler", "time_basis": "device (IProfiler)",
-           "profiled_run_ms": None, "layout_optimizations": None}
-    return _frame([{**meta, **r} for r in rows], TRT_EXTRA, run)
+    df = _frame([{**meta, **r, "time_basis": "tensorrt-iprofiler"} for r in rows], TRT_EXTRA + ["time_basis"])
+    _run_columns(df, source="tensorrt-iprofiler", iterations=int(iterations))
+    df.attrs.update(iterations=iterations, source="tensorrt-iprofiler", time_basis="tensorrt-iprofiler")
+    if cross:
+        from .cupti import trt_cross_check
+
+        df.attrs["cupti_check"] = trt_cross_check(trace.records, iterations, float(df["time_ms"].sum()))
+    return df
 
 
 # --------------------------------------------------------------------------------------- dispatch
 def profile_layers(engine, feeds: Mapping[str, np.ndarray], *, iterations: int = 20, warmup: int = 3,
-                   progress: bool = False, **opts):
+                   progress: bool = False, timing: str = "auto", **opts):
     """Per-layer timings of ``engine`` on ``feeds`` as a tidy DataFrame (columns :data:`COLUMNS` + extras).
 
     Example::
@@ -427,15 +476,29 @@ def profile_layers(engine, feeds: Mapping[str, np.ndarray], *, iterations: int =
         eng = get_backend("onnxruntime").build(Variant.of(load("m.onnx")))
         df = profile_layers(eng, synthetic_inputs(eng.variant.model), iterations=20)
         df.groupby("onnx_node").time_ms.sum().sort_values()
+
+    ``timing``: ``"auto"`` uses GPU time from CUPTI for ONNX Runtime CUDA engines when ``cupti-python``
+    and a GPU are there (:mod:`workbench.measure.cupti`), else ORT's host-side profiler; ``"gpu"``
+    insists on CUPTI; ``"host"`` forces ORT's profiler. Each row's ``time_basis`` says which it used.
     """
-    # each engine implements its own profiler (Engine.profile_layers): ORT -> profile_layers_ort,
-    # TensorRT -> profile_layers_trt; other engines raise BackendUnavailable
-    return engine.profile_layers(feeds, iterations=iterations, warmup=warmup, progress=progress, **opts)
+    if timing not in ("auto", "gpu", "host"):
+        raise UsageError(f"timing must be 'auto', 'gpu' or 'host', got {timing!r}")
+    # each engine implements its own profiler (Engine.profile_layers): ORT -> profile_layers_ort (which picks
+    # CUPTI GPU time or its host profiler by ``timing``), TensorRT -> profile_layers_trt (IProfiler, device
+    # time; ``timing`` does not apply); other engines raise BackendUnavailable
+    return engine.profile_layers(feeds, iterations=iterations, warmup=warmup, progress=progress, timing=timing, **opts)
+
+
+COVERAGE_UPPER = 1.1
 
 
 @dataclass
 class Coverage:
-    """Σ per-layer time vs end-to-end latency (p50 or mean) of a separate latency run."""
+    """Σ per-layer time vs end-to-end latency (p50 or mean) of a separate latency run.
+
+    ``basis`` is the per-layer table's timing basis (``cupti-gpu``, ``host``, ``host-launch``,
+    ``tensorrt-iprofiler``); a ratio outside [``goal``, ``upper``] (0.9–1.1) is ``flagged`` and ``reason``
+    says why, from what the profiled run measured (GPU idle share, host-timed launches...)."""
 
     variant: str
     layers_ms: float
@@ -443,10 +506,15 @@ class Coverage:
     ratio: float
     goal: float = COVERAGE_GOAL
     profiled_run_ms: float | None = None  # mean run time inside the profiled run itself (ORT), if known
+    upper: float = COVERAGE_UPPER
+    basis: str = ""
+    reason: str = ""
+    gpu_busy_ms: float | None = None  # CUPTI: mean GPU busy time (union of device intervals) per run
+    other_basis_ms: float = 0.0  # Σ of rows on another basis, not in ``layers_ms`` (CPU nodes of a CUDA session)
 
     @property
     def flagged(self) -> bool:
-        return self.ratio < self.goal
+        return not (self.goal <= self.ratio <= self.upper)
 
     @property
     def in_run(self) -> float | None:
@@ -458,20 +526,74 @@ class Coverage:
 
     def to_json(self) -> dict:
         return {"variant": self.variant, "layers_ms": self.layers_ms, "e2e_ms": self.e2e_ms,
-                "coverage": self.ratio, "goal": self.goal, "flagged": self.flagged,
+                "coverage": self.ratio, "goal": self.goal, "upper": self.upper, "flagged": self.flagged,
+                "basis": self.basis, "reason": self.reason, "gpu_busy_ms": self.gpu_busy_ms,
+                "other_basis_ms": self.other_basis_ms,
                 "profiled_run_ms": self.profiled_run_ms, "in_run": self.in_run}
 
 
-def coverage(layers_df, latency: LatencyResult, *, stat: str = "mean_ms", goal: float = COVERAGE_GOAL) -> Coverage:
+def coverage_reason(ratio: float, basis: str, attrs: Mapping[str, Any], goal: float = COVERAGE_GOAL,
+                    upper: float = COVERAGE_UPPER) -> str:
+    """Why Σ layers / end-to-end is outside [goal, upper], from the profiled run's own measurements
+    (empty when inside)."""
+    if ratio != ratio:
+        return "no end-to-end time to compare with"
+    if goal <= ratio <= upper:
+        return ""
+    gpu = attrs.get("gpu") or {}
+    if basis == "cupti-gpu":
+        idle = float(gpu.get("idle_share", 0.0))
+        cpu = attrs.get("cpu_nodes") or {}
+        span = float(gpu.get("span_ms", 0.0))
+        if ratio < goal and idle > 0.1 and span > 0 and float(cpu.get("ms", 0.0)) > 0.25 * idle * span:
+            names = ", ".join(n for n, _ in cpu.get("top", []))
+            return (f"the GPU was idle {idle:.0%} of each profiled run, waiting for {cpu.get('count', 0)} node(s) ONNX "
+                    f"Runtime ran on its CPU provider ({float(cpu['ms']):.3g} ms host time per run: {names}) and the "
+                    f"copies around them; Σ layers counts GPU work only")
+        if ratio < goal:
+            if idle > 0.1:
+                return (f"the GPU was idle {idle:.0%} of each profiled run between kernels: launch-bound (host "
+                        f"work per node exceeds its kernel time); Σ layers counts GPU work only")
+            return ("GPU work is shorter than the end-to-end latency by more than the idle time between kernels: "
+                    "host time before the first kernel or after the last (input binding, synchronization)")
+        return ("GPU time in the profiled run exceeds the latency run's end-to-end time: kernels ran slower "
+                "under tracing or concurrent kernels overlapped (Σ counts overlap twice)")
+    if basis == "host-launch":
+        return ("host-side timing of asynchronous CUDA launches: each node's time is its launch cost on the CPU, "
+                "not its GPU time (install cupti-python for GPU per-layer time)")
+    if basis == "tensorrt-iprofiler":
+        return ("TensorRT's IProfiler times layers with CUDA events around each layer; "
+                + ("Σ is below the latency: time between layers (reformatting, launch gaps) is not in any layer"
+                   if ratio < goal else "event overhead per layer inflates small layers"))
+    if ratio < goal:
+        return "time outside kernels (framework overhead, copies, scheduling) that no layer row shows"
+    return "the profiled run was slower than the latency run (profiler overhead or a busy machine)"
+
+
+def coverage(layers_df, latency: LatencyResult, *, stat: str = "mean_ms", goal: float = COVERAGE_GOAL,
+             upper: float = COVERAGE_UPPER) -> Coverage:
     """Σ ``time_ms`` of the per-layer table divided by the end-to-end ``stat`` (default the mean, as
-    per-layer times are means) of ``latency``. A ratio below ``goal`` (0.9) is flagged: time spent
-    outside kernels (framework overhead, copies, launch gaps) that the per-layer table does not show."""
-    total = float(layers_df["time_ms"].sum())
+    per-layer times are means) of ``latency``. Only rows on the table's basis (``attrs["time_basis"]``)
+    are summed: in a CUPTI table, nodes ORT ran on its CPU provider keep their host time but are not
+    added to GPU time (``other_basis_ms``). A ratio outside [``goal``, ``upper``] (0.9–1.1) is flagged,
+    with the reason (:func:`coverage_reason`): below, time the table does not show (GPU idle between
+    kernels, framework overhead); above, per-layer times that overstate (host-timed launches)."""
+    basis = str(layers_df.attrs.get("time_basis", ""))
+    on_basis = layers_df
+    if basis and "time_basis" in layers_df.columns:
+        # rows on another basis (CPU-provider nodes of a CUDA session: host time, overlapping the asynchronous
+        # GPU work) are listed in the table but not added to the GPU timeline
+        on_basis = layers_df[layers_df["time_basis"] == basis]
+    total = float(on_basis["time_ms"].sum())
+    other = float(layers_df["time_ms"].sum()) - total
     e2e = float(latency.stats[stat])
     ratio = total / e2e if e2e > 0 else float("nan")
-    run_ms = _profiled_run_ms(layers_df, latency.variant)
+    run_ms = _profiled_run_ms(layers_df, latency.variant) or layers_df.attrs.get("profiled_run_ms")
+    gpu = layers_df.attrs.get("gpu") or {}
     return Coverage(variant=latency.variant, layers_ms=total, e2e_ms=e2e, ratio=ratio, goal=goal,
-                    profiled_run_ms=float(run_ms) if run_ms else None)
+                    profiled_run_ms=float(run_ms) if run_ms else None, upper=upper, basis=basis,
+                    reason=coverage_reason(ratio, basis, layers_df.attrs, goal, upper),
+                    gpu_busy_ms=float(gpu["busy_ms"]) if gpu.get("busy_ms") else None, other_basis_ms=other)
 
 
 def _profiled_run_ms(layers_df, variant: str) -> float | None:
@@ -509,3 +631,12 @@ def save_layers_csv(df, path: str | os.PathLike) -> Path:
     out = df.copy()
     out["onnx_nodes"] = out["onnx_nodes"].map(lambda v: ";".join(v) if isinstance(v, (list, tuple)) else v)
     return atomic_write_text(path, out.to_csv(index=False))
+
+
+# Public names of the helpers the CUPTI profiler (measure/cupti.py) shares with this module: it builds the
+# same table from GPU activity records.
+check_counts = _check
+layer_frame = _frame
+named_index = _named_index
+optimized_nodes = _optimized_nodes
+ort_profiling_session = _ort_session

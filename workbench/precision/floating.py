@@ -11,10 +11,15 @@ is clamped).
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+import warnings
+
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from ..edit.topo import toposort_model
 from ..errors import UnsupportedError, WorkbenchError
 from ..model import Model
 from ..variant import Variant
@@ -141,16 +146,71 @@ def norm_variance_nodes(proto: onnx.ModelProto) -> dict[str, str]:
     return out
 
 
-def convert_fp16(model: Model, req: Request, *, low: int = TensorProto.FLOAT16, min_opset: int = 0
-                 ) -> tuple[onnx.ModelProto, onnx.ModelProto, dict]:
-    """(converted proto, the fp32 copy it came from, recipe facts) with onnxconverter-common's placement."""
+@contextlib.contextmanager
+def linear_converter_sort():
+    """Swap onnxconverter-common's ``sort_topology`` (quadratic: 38 s on a reversed 8,000-node chain; blind
+    to the outer-scope reads of If/Loop/Scan bodies) for :func:`workbench.edit.topo.toposort_graph` while
+    the converter runs."""
     from onnxconverter_common import float16
 
+    from ..edit.topo import toposort_graph
+
+    with _PATCH_LOCK:
+        original = float16.sort_topology
+        float16.sort_topology = lambda graph: toposort_graph(graph)
+        try:
+            yield
+        finally:
+            float16.sort_topology = original
+
+
+_PATCH_LOCK = threading.Lock()
+
+
+def _elem_types(proto: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every main-graph tensor ONNX shape inference can type (non-strict)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # noqa: BLE001 - the strict check reports real problems later
+        inferred = proto
+    g = inferred.graph
+    out = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.input) + list(g.value_info) + list(g.output)
+           if vi.type.HasField("tensor_type")}
+    out.update({i.name: i.data_type for i in g.initializer})
+    return out
+
+
+def _float_nodes(proto: onnx.ModelProto, types: dict[str, int], names: dict[str, str]) -> dict[str, str]:
+    """The entries of ``names`` whose node reads or writes a float32 tensor (others are never cast anyway)."""
+    keep = {}
+    by_name = {n.name: n for n in proto.graph.node}
+    for name, why in names.items():
+        n = by_name.get(name)
+        if n is not None and any(types.get(x) == TensorProto.FLOAT for x in list(n.input) + list(n.output)):
+            keep[name] = why
+    return keep
+
+
+def convert_fp16(model: Model, req: Request, *, low: int = TensorProto.FLOAT16, min_opset: int = 0
+                 ) -> tuple[onnx.ModelProto, onnx.ModelProto, dict]:
+    """(converted proto, the fp32 copy it came from, recipe facts) with onnxconverter-common's placement.
+
+    The result passes the full checker and strict shape inference: nodes holding subgraphs (If/Loop/Scan)
+    stay fp32 with their bodies, float shape/index math stays fp32, and any node the strict check still
+    rejects is kept in fp32 and the conversion redone (:func:`~workbench.precision.validity.repair_loop`);
+    a model that cannot be repaired is a :class:`WorkbenchError`, never an invalid variant.
+    """
+    from .validity import hide_subgraphs, repair_loop, restore_subgraphs, shape_compute_nodes
+
     proto = model.proto_with_data()
+    toposort_model(proto)  # repair_float_types walks the nodes in order
     dropped = drop_initializer_inputs(proto)
-    named = name_unnamed_nodes(proto)
+    named = name_unnamed_nodes(proto)  # unnamed nodes can be kept by their generated name
     check_keep_nodes(proto, req.keep_nodes)
     proto, upgraded = upgrade_opset(proto, min_opset)
+    # After the upgrade: version_converter adds unnamed nodes (Softmax-13 adapters), and the converter names
+    # its Casts after node names (two unnamed nodes would write the same Cast output).
+    named += name_unnamed_nodes(proto)
     op_block = list(dict.fromkeys(default_op_block_list() + list(req.keep_op_types)))
     range_keep: dict[str, str] = {}
     if req.opts.get("range_check", True) and low == TensorProto.FLOAT16:
@@ -160,30 +220,85 @@ def convert_fp16(model: Model, req: Request, *, low: int = TensorProto.FLOAT16, 
         norm_keep = norm_variance_nodes(proto)
     else:
         op_block = [t for t in op_block if t not in EXTRA_FP32_OPS or t in req.keep_op_types]
-    node_block = list(dict.fromkeys(list(req.keep_nodes) + list(range_keep) + list(norm_keep)))
+    types = _elem_types(proto)
+    shape_keep = _float_nodes(proto, types, shape_compute_nodes(proto))
+    holders = {n.name: n.op_type for n in proto.graph.node
+               if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)}
+    subgraph_keep: dict[str, str] = {}  # filled by the repair loop: holders whose converted bodies failed
+    base_block = list(dict.fromkeys(list(req.keep_nodes) + list(range_keep) + list(norm_keep) + list(shape_keep)))
     declared_out = {o.name: o.type.tensor_type.elem_type for o in proto.graph.output}
     source = onnx.ModelProto()
     source.CopyFrom(proto)
-    try:
-        conv = float16.convert_float_to_float16(
-            proto, min_positive_val=FP16_TINY, max_finite_val=FP16_MAX, keep_io_types=req.keep_io_types,
-            op_block_list=op_block, node_block_list=node_block, check_fp16_ready=True)
-    except ValueError as e:
-        if "already converted to float16" in str(e):
-            raise UnsupportedError(f"model {model.name!r} already holds float16 tensors; it is not an fp32 model",
-                                   hint="start from the fp32 model") from None
-        raise
-    blocked = {n.name for n in conv.graph.node if n.op_type in op_block or n.name in node_block}
-    if not req.keep_io_types:
-        declared_out = {o.name: o.type.tensor_type.elem_type for o in conv.graph.output}
-    casts = repair_float_types(conv, blocked, declared_outputs=declared_out)
-    round_trips = drop_round_trip_casts(conv)
+    sub_out_types = {o: types.get(o, 0) for n in proto.graph.node if n.name in holders for o in n.output}
+    rounds: list[dict] = []
+
+    def convert_once(extra: dict[str, str]) -> onnx.ModelProto:
+        from onnxconverter_common import float16
+
+        p = onnx.ModelProto()
+        p.CopyFrom(source)
+        node_block = list(dict.fromkeys(base_block + list(extra)))
+        # A holder kept in fp32 (by the user or by the repair loop) keeps its bodies fp32: the converter
+        # would retype them inconsistently with the fp32 outer tensors they read.
+        hidden = hide_subgraphs(p, {n for n in node_block if n in holders})
+        try:
+            with linear_converter_sort(), warnings.catch_warnings():
+                if req.opts.get("range_check", True):
+                    # one UserWarning per truncated constant: the range check records what matters
+                    warnings.simplefilter("ignore", UserWarning)
+                conv = float16.convert_float_to_float16(
+                    p, min_positive_val=FP16_TINY, max_finite_val=FP16_MAX, keep_io_types=req.keep_io_types,
+                    op_block_list=op_block, node_block_list=node_block, check_fp16_ready=True)
+        except ValueError as e:
+            if "already converted to float16" in str(e):
+                raise UnsupportedError(f"model {model.name!r} already holds float16 tensors; it is not an fp32 model",
+                                       hint="start from the fp32 model") from None
+            raise
+        restore_subgraphs(conv, hidden)
+        blocked = {n.name for n in conv.graph.node if n.op_type in op_block or n.name in node_block}
+        out_types = dict(declared_out) if req.keep_io_types else {
+            o.name: o.type.tensor_type.elem_type for o in conv.graph.output}
+        facts_round: dict = {"node_block_list": node_block, "blocked": blocked}
+        facts_round["repair_casts"] = repair_float_types(conv, blocked, declared_outputs=out_types,
+                                                         output_types=sub_out_types)
+        facts_round["round_trip_casts_removed"] = drop_round_trip_casts(conv)
+        if low == TensorProto.BFLOAT16:
+            facts_round["retyped_tensors"] = retype_to_bf16(conv, source)
+            fallback: list[str] = []
+            facts_round["repair_casts"] += repair_float_types(conv, blocked, low=TensorProto.BFLOAT16,
+                                                              fallback=fallback, output_types=sub_out_types)
+            facts_round["fp32_no_bf16_in_opset"] = fallback
+        rounds.append(facts_round)
+        return conv
+
+    what = "bf16" if low == TensorProto.BFLOAT16 else "fp16"
+    conv, log = repair_loop(convert_once, what, candidates={n.name for n in source.graph.node})
+    last = rounds[-1]
+    subgraph_keep = {n: f"{holders[n]} holds a subgraph: kept fp32 with its bodies (casts at the boundary)"
+                     for n in last["node_block_list"] if n in holders}
+    node_block = last["node_block_list"]
     kept = sorted(n.name for n in source.graph.node if n.op_type in op_block or n.name in node_block)
+    reasons: dict[str, str] = {}
+    for n in source.graph.node:
+        if n.name not in node_block and n.op_type not in op_block:
+            continue
+        if n.name in subgraph_keep and n.name in log.kept:
+            reasons[n.name] = f"{subgraph_keep[n.name]}; {log.kept[n.name]}"
+            continue
+        reasons[n.name] = (log.kept.get(n.name) or subgraph_keep.get(n.name) or range_keep.get(n.name) or norm_keep.get(n.name)
+                           or shape_keep.get(n.name) or subgraph_keep.get(n.name)
+                           or ("keep_nodes" if n.name in req.keep_nodes else f"op type {n.op_type} is on the fp32 list"))
     facts = {"op_block_list": op_block, "node_block_list": node_block, "range_kept": range_keep,
-             "norm_kept": norm_keep,
-             "kept_high_precision": kept, "repair_casts": casts, "round_trip_casts_removed": round_trips, "opset_upgrade": upgraded, "named_unnamed_nodes": len(named),
-             "dropped_initializer_inputs": dropped,
+             "norm_kept": norm_keep, "shape_kept": shape_keep, "subgraph_kept": subgraph_keep,
+             "validation_kept": log.kept, "kept_high_precision": kept, "kept_reasons": reasons,
+             "repair_casts": last["repair_casts"], "round_trip_casts_removed": last["round_trip_casts_removed"],
+             "validation": {"checks": ["onnx.checker(full_check=True)", "infer_shapes(strict_mode=True, check_type=True)"],
+                            "passed": True, "rounds": log.rounds, "problems_repaired": log.problems},
+             "opset_upgrade": upgraded, "named_unnamed_nodes": len(named), "dropped_initializer_inputs": dropped,
              "converter_args": {"min_positive_val": FP16_TINY, "max_finite_val": FP16_MAX}}
+    if low == TensorProto.BFLOAT16:
+        facts["retyped_tensors"] = last["retyped_tensors"]
+        facts["fp32_no_bf16_in_opset"] = last["fp32_no_bf16_in_opset"]
     return conv, source, facts
 
 
@@ -270,17 +385,7 @@ class Bf16Recipe(Recipe):
             return autocast(model, req, "bf16")
         conv, source, facts = convert_fp16(model, req, low=TensorProto.BFLOAT16,
                                            min_opset=int(req.opts.get("min_opset", BF16_MIN_OPSET)))
-        facts["retyped_tensors"] = retype_to_bf16(conv, source)
-        blocked = set(facts["kept_high_precision"])
-        fallback: list[str] = []
-        facts["repair_casts"] += repair_float_types(conv, blocked, low=TensorProto.BFLOAT16, fallback=fallback)
-        facts["fp32_no_bf16_in_opset"] = fallback
         full_check(conv, "bf16")
-        try:
-            onnx.shape_inference.infer_shapes(conv, check_type=True, strict_mode=True)
-        except Exception as e:
-            raise WorkbenchError(f"bf16 graph fails strict shape inference: {e}",
-                                 hint="this is a recipe bug; please report it with the model") from None
         recipe = base_recipe("onnxconverter-common", req, **facts, retyped_with=f"ml_dtypes {_ml_version()}")
         return Variant(model=model.derive(conv, name=model.name), precision="bf16", source_hash=model.hash,
                        recipe=recipe, backend_flags={"tf32": False},

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import onnx
 
+from ..edit.topo import toposort_model
 from ..errors import UnsupportedError, UsageError, WorkbenchError
 from ..model import Model
 from ..variant import Variant
@@ -29,6 +30,25 @@ from .calibration import ProgressReader, prepare_calibration
 
 #: Op types whose inputs (and outputs) get Q/DQ by default: the weighted ops TensorRT runs in INT8.
 TENSORRT_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+#: Transformer placement: only MatMul/Gemm with a constant weight (``MatMulConstBOnly``) get Q/DQ on their
+#: inputs; attention's activation x activation MatMuls, LayerNorm, Softmax, GELU and residual Adds stay float.
+TRANSFORMER_OP_TYPES = ("MatMul", "Gemm", "Conv")
+TRANSFORMER_EXTRA = {"MatMulConstBOnly": True, "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm", "Conv"]}
+
+#: ONNX Runtime CPU form for CNNs: the weighted ops plus the ops ORT has integer kernels for (QLinearAdd,
+#: QLinearConcat, QLinearGlobalAveragePool, int8 MaxPool), so activations stay int8 between convolutions
+#: instead of a DequantizeLinear/QuantizeLinear round trip around every residual Add and pooling.
+ORT_CPU_CNN_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Concat", "MaxPool", "AveragePool",
+                        "GlobalAveragePool", "Relu", "Clip")
+
+#: SmoothQuant migration strength for the transformer placement (0 disables). 0.75 on the real MiniLM-L6
+#: encoder: sentence-embedding cosine 0.995 vs fp32 (none: 0.974; 0.5: 0.965; 0.6: 0.991) - docs/precision.md.
+DEFAULT_SMOOTH_ALPHA = 0.75
+
+#: int8 target forms. ``tensorrt``: symmetric signed Q/DQ (what TensorRT fuses); ``onnxruntime-cpu``: uint8
+#: asymmetric activations, int8 weights, int32 bias (what ONNX Runtime's CPU kernels run fast).
+TARGETS = ("tensorrt", "onnxruntime-cpu")
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "distribution")
 
@@ -48,6 +68,57 @@ TENSORRT_EXTRA = {"ActivationSymmetric": True, "WeightSymmetric": True, "Quantiz
 #: ONNX Runtime CPU's fast integer kernels (MLAS U8S8: QLinearConv/QLinearMatMul) want uint8 asymmetric
 #: activations, int8 symmetric weights and int32 biases. Not consumable by TensorRT (no uint8 Q/DQ).
 ORT_CPU_EXTRA = {"ActivationSymmetric": False, "WeightSymmetric": True, "QuantizeBias": True}
+
+
+def default_target(backend: str | None) -> tuple[str, str]:
+    """The int8 form a backend runs fast: ``(target, why)``."""
+    if backend in ("onnxruntime", "onnxruntime-cpu", "ort", "cpu"):
+        return "onnxruntime-cpu", (f"backend {backend!r}: ONNX Runtime CPU fuses uint8-activation Q/DQ into its integer "
+                                   "kernels (QLinearConv / MatMulInteger); symmetric int8 activations fall back to "
+                                   "slower paths")
+    if backend:
+        return "tensorrt", f"backend {backend!r}: symmetric int8 Q/DQ (zero point 0), the form TensorRT fuses"
+    return "tensorrt", "no backend given: symmetric int8 Q/DQ (TensorRT form, portable to ORT)"
+
+
+def resolve_target(precision: str, opts: dict) -> tuple[str, str]:
+    """``(target, reason)`` from ``opts["target"]`` (alias ``qdq_form``, for callers whose own ``target``
+    means something else); "auto" or absent: from ``opts["backend"]``."""
+    target = opts.get("qdq_form") or opts.get("target", "auto") or "auto"
+    if target == "auto":
+        if precision != "int8":
+            return "tensorrt", f"{precision}: Q/DQ in the TensorRT form (ONNX Runtime CPU has no {precision} kernels)"
+        return default_target(opts.get("backend"))
+    if target == "tensorrt":
+        return target, "asked for (target='tensorrt')"
+    if target == "onnxruntime-cpu" and precision == "int8":
+        return target, "asked for (target='onnxruntime-cpu')"
+    raise UsageError(f"unknown {precision} target {target!r}; choose 'auto', 'tensorrt'"
+                     + (" or 'onnxruntime-cpu'" if precision == "int8" else ""))
+
+
+def looks_like_transformer(proto: onnx.ModelProto) -> tuple[bool, str]:
+    """A Softmax plus a MatMul of two activations (attention), or LayerNorm next to MatMuls."""
+    g = proto.graph
+    consts = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    ops = [n.op_type for n in g.node]
+    act_matmuls = sum(1 for n in g.node if n.op_type == "MatMul" and len(n.input) == 2
+                      and n.input[0] not in consts and n.input[1] not in consts)
+    if "Softmax" in ops and act_matmuls:
+        return True, f"Softmax and {act_matmuls} activation x activation MatMul(s) (attention)"
+    if "LayerNormalization" in ops and "MatMul" in ops:
+        return True, "LayerNormalization next to MatMuls"
+    return False, "no attention pattern (Softmax + activation MatMul) or LayerNorm found"
+
+
+def resolve_placement(proto: onnx.ModelProto, placement: str) -> tuple[str, str]:
+    """``("cnn" | "transformer", reason)``; ``placement`` is "auto", "cnn" or "transformer"."""
+    if placement in ("cnn", "transformer"):
+        return placement, f"asked for (placement={placement!r})"
+    if placement != "auto":
+        raise UsageError(f"unknown placement {placement!r}; choose 'auto', 'cnn' or 'transformer'")
+    is_tf, why = looks_like_transformer(proto)
+    return ("transformer", why) if is_tf else ("cnn", why)
 
 
 def _has_calibration_cache() -> bool:
@@ -135,14 +206,11 @@ class _QuantRecipe(Recipe):
         return []
 
     def _settings(self, req: Request) -> tuple[str, str, dict]:
-        """(activation QuantType name, weight QuantType name, extra_options) for ``opts["target"]``."""
-        target = req.opts.get("target", "tensorrt")
+        """(activation QuantType name, weight QuantType name, extra_options) for the resolved target."""
+        target, _ = resolve_target(self.precision, req.opts)
         if target == "tensorrt":
             return self.quant_type_name, self.quant_type_name, dict(TENSORRT_EXTRA)
-        if target == "onnxruntime-cpu" and self.precision == "int8":
-            return "QUInt8", "QInt8", dict(ORT_CPU_EXTRA)
-        raise UsageError(f"unknown {self.precision} target {target!r}; choose 'tensorrt'"
-                         + (" or 'onnxruntime-cpu'" if self.precision == "int8" else ""))
+        return "QUInt8", "QInt8", dict(ORT_CPU_EXTRA)
 
     def _method(self, req: Request) -> str:
         return req.calibration_method
@@ -150,13 +218,16 @@ class _QuantRecipe(Recipe):
     def apply(self, model: Model, req: Request) -> Variant:
         proto = model.proto_with_data()
         dropped = drop_initializer_inputs(proto)
-        name_unnamed_nodes(proto)
+        toposort_model(proto)
+        name_unnamed_nodes(proto)  # unnamed nodes can be kept by their generated name
         check_keep_nodes(proto, req.keep_nodes)
         proto, upgraded = upgrade_opset(proto, self.min_opset)
+        name_unnamed_nodes(proto)  # after the upgrade (version_converter adds unnamed nodes)
         method_name = self._method(req)
         method = _calibration_method(method_name)
         if req.tool != "modelopt":
             self._settings(req)  # validate the target before any work
+            resolve_placement(proto, req.opts.get("placement", "auto"))
         min_samples = req.opts.get("min_samples")  # None: fewer than 16 samples warns (calibration.py)
         # Validate the data before any quantizer runs.
         cset = prepare_calibration(model, req.calib, num_calib=req.num_calib, min_samples=min_samples,
@@ -169,49 +240,75 @@ class _QuantRecipe(Recipe):
 
     def _ort_quantize(self, model: Model, proto: onnx.ModelProto, req: Request, cset, method, method_name,
                       facts: dict) -> Variant:
-        from onnxruntime.quantization import QuantFormat, quantize_static
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-        placement = req.opts.get("op_types_to_quantize") or list(TENSORRT_OP_TYPES)
-        op_types = [t for t in placement if t not in set(req.keep_op_types)]
+        from .validity import repair_loop
+
+        target, target_reason = resolve_target(self.precision, req.opts)
+        placement, placement_reason = resolve_placement(proto, req.opts.get("placement", "auto"))
+        default_ops = (TRANSFORMER_OP_TYPES if placement == "transformer" else
+                       ORT_CPU_CNN_OP_TYPES if target == "onnxruntime-cpu" else TENSORRT_OP_TYPES)
+        op_placement = req.opts.get("op_types_to_quantize") or list(default_ops)
+        op_types = [t for t in op_placement if t not in set(req.keep_op_types)]
         if not op_types:
             raise UsageError(f"keep_op_types {list(req.keep_op_types)} leaves no op type to quantize "
-                             f"(placement: {list(placement)})")
-        from onnxruntime.quantization import QuantType
+                             f"(placement: {list(op_placement)})")
         act_name, w_name, extra = self._settings(req)
         act_type, w_type = getattr(QuantType, act_name), getattr(QuantType, w_name)
+        if placement == "transformer":
+            extra.update(TRANSFORMER_EXTRA)
         extra.update(req.opts.get("extra_options", {}))
         per_channel = bool(req.opts.get("per_channel", True))
         t_start = time.perf_counter()
+        smooth: dict = {"applied": False, "reason": f"placement {placement!r}"}
+        alpha = req.opts.get("smoothquant", DEFAULT_SMOOTH_ALPHA)
+        if placement == "transformer" and alpha not in (None, False, 0):
+            from .smooth import apply_smoothquant, smooth_groups
+            names = [n.name for g in smooth_groups(proto).values() for n in g if n.name not in set(req.keep_nodes)]
+            smooth = apply_smoothquant(proto, cset.batches, alpha=float(alpha), nodes=names)
+        elif placement == "transformer":
+            smooth = {"applied": False, "reason": "disabled (smoothquant=None)"}
         with tempfile.TemporaryDirectory(prefix="wb-quant-") as tmp:
             tmpd = Path(tmp)
             src = tmpd / "input.onnx"
             onnx.save_model(proto, str(src))
             qin, pre = _preprocess(src, tmpd / "preprocessed.onnx", req.keep_nodes, req.opts)
+            qin_names = {n.name for n in onnx.load(str(qin), load_external_data=False).graph.node}
             out = tmpd / "quantized.onnx"
             calib_opts = {**CALIBRATOR_DEFAULTS.get(method_name, {}), **req.opts.get("calibrator_options", {})}
             logger = logging.getLogger()
             level = logger.level
             logger.setLevel(max(level, logging.ERROR))  # ORT warns about pre-processing on every call
-            try:
+            state: dict = {}
+
+            def quantize_once(extra_keep: dict[str, str]) -> onnx.ModelProto:
+                exclude = list(dict.fromkeys(list(req.keep_nodes) + list(extra_keep)))
                 common = dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types, per_channel=per_channel,
                               reduce_range=False, activation_type=act_type, weight_type=w_type,
-                              nodes_to_exclude=list(req.keep_nodes) or None, calibrate_method=method,
-                              extra_options=extra)
+                              nodes_to_exclude=exclude or None, calibrate_method=method, extra_options=extra)
                 desc = f"calibrating {model.name} ({method_name})"
                 with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrators print their progress
-                    t0 = time.perf_counter()
                     if _has_calibration_cache():
-                        cache = _calibrate(qin, tmpd, op_types, method, calib_opts, cset, req.progress, desc)
-                        calib_seconds = time.perf_counter() - t0
-                        quantize_static(str(qin), str(out), None, calibration_cache_path=str(cache), **common)
+                        if "cache" not in state:  # calibrate once; repair rounds reuse the ranges
+                            t0 = time.perf_counter()
+                            state["cache"] = _calibrate(qin, tmpd, op_types, method, calib_opts, cset,
+                                                        req.progress, desc)
+                            state["calib_seconds"] = time.perf_counter() - t0
+                        quantize_static(str(qin), str(out), None, calibration_cache_path=str(state["cache"]),
+                                        **common)
                     else:  # older onnxruntime: its calibrators with their default settings
-                        calib_opts = {"note": "this onnxruntime's quantize_static takes no calibrator options"}
+                        state["calib_opts_note"] = "this onnxruntime's quantize_static takes no calibrator options"
+                        t0 = time.perf_counter()
                         reader = ProgressReader(cset, progress=req.progress, desc=desc)
                         try:
                             quantize_static(str(qin), str(out), reader, **common)
                         finally:
                             reader.close()
-                        calib_seconds = time.perf_counter() - t0  # includes quantization here
+                        state["calib_seconds"] = time.perf_counter() - t0  # includes quantization here
+                return onnx.load(str(out))
+
+            try:
+                qproto, log = repair_loop(quantize_once, self.precision, candidates=qin_names)
             except WorkbenchError:
                 raise
             except Exception as e:
@@ -219,21 +316,43 @@ class _QuantRecipe(Recipe):
                                      hint="try keep_op_types/keep_nodes for the failing op, or preprocess=False") from e
             finally:
                 logger.setLevel(level)
-            qproto = onnx.load(str(out))
+        if "calib_opts_note" in state:
+            calib_opts = {"note": state["calib_opts_note"]}
         seconds = time.perf_counter() - t_start
         full_check(qproto, self.precision)
-        kept = _kept_nodes(qproto, set(placement) | set(req.keep_op_types), req.keep_nodes)
+        keep_all = list(req.keep_nodes) + list(log.kept)
+        kept = _kept_nodes(qproto, set(op_placement) | set(req.keep_op_types), keep_all)
+        float_ops = _float_op_summary(qproto)
         recipe = base_recipe(
             "onnxruntime", req, quantizer="onnxruntime.quantization.quantize_static", quant_format="QDQ",
-            target=req.opts.get("target", "tensorrt"), activation_type=act_name, weight_type=w_name,
+            target=target, target_reason=target_reason, placement=placement, placement_reason=placement_reason,
+            activation_type=act_name, weight_type=w_name,
             per_channel=per_channel, symmetric=bool(extra.get("ActivationSymmetric")) and bool(extra.get("WeightSymmetric")),
             op_types_to_quantize=op_types, extra_options=extra,
             calibration={"method": method_name, **cset.to_json(), "synthetic": cset.source == "synthetic",
-                         "calibrator_options": calib_opts, "seconds": round(calib_seconds, 3)},
-            preprocess=pre, **facts, kept_high_precision=kept, total_seconds=round(seconds, 3))
+                         "calibrator_options": calib_opts, "seconds": round(state.get("calib_seconds", 0.0), 3)},
+            preprocess=pre, smoothquant=smooth, **facts, kept_high_precision=kept, validation_kept=log.kept,
+            kept_reasons={**{k: "keep_nodes" for k in req.keep_nodes}, **log.kept},
+            float_ops=float_ops,
+            validation={"checks": ["onnx.checker(full_check=True)", "infer_shapes(strict_mode=True, check_type=True)"],
+                        "passed": True, "rounds": log.rounds, "problems_repaired": log.problems},
+            total_seconds=round(seconds, 3))
         return Variant(model=model.derive(qproto, name=model.name), precision=self.precision, source_hash=model.hash,
                        recipe=recipe, backend_flags={"tf32": False},
                        name=variant_name(model, self.precision, req.mixed))
+
+
+def _float_op_summary(qproto: onnx.ModelProto) -> dict[str, int]:
+    """Op types left computing in float (no DequantizeLinear feeding them), with counts: what the
+    transformer placement keeps out of int8 (LayerNorm, Softmax, GELU, residual Add, ...)."""
+    producers = {o: n.op_type for n in qproto.graph.node for o in n.output}
+    out: dict[str, int] = {}
+    for n in qproto.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant"):
+            continue
+        if not any(producers.get(x) == "DequantizeLinear" for x in n.input):
+            out[n.op_type] = out.get(n.op_type, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def _kept_nodes(qproto: onnx.ModelProto, op_types, keep_nodes) -> list[str]:

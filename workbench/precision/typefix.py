@@ -55,12 +55,13 @@ def _accepts(schema, node: onnx.NodeProto, types: dict, low: int) -> bool:
 
 def repair_float_types(proto: onnx.ModelProto, blocked: set[str], *, low: int = TensorProto.FLOAT16,
                        declared_outputs: dict[str, int] | None = None,
-                       fallback: list[str] | None = None) -> list[str]:
+                       fallback: list[str] | None = None, output_types: dict[str, int] | None = None) -> list[str]:
     """Insert Casts where float types clash (in place). Returns the names of the Casts added.
 
     ``blocked``: node names that compute in fp32; every other node computes in ``low`` where its op
     allows it (else in fp32: its name is appended to ``fallback``). ``declared_outputs``: graph output
-    name → the type it must have.
+    name → the type it must have. ``output_types``: element types of outputs ONNX's per-node inference
+    cannot give (nodes holding subgraphs, kept fp32: their source types).
     """
     g = proto.graph
     opsets = {o.domain: o.version for o in proto.opset_import}
@@ -96,7 +97,7 @@ def repair_float_types(proto: onnx.ModelProto, blocked: set[str], *, low: int = 
             if fallback is not None:
                 fallback.append(node.name)
         has_subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
-        if node.op_type != "Cast" and not has_subgraph:
+        if node.op_type != "Cast" and (not has_subgraph or want == TensorProto.FLOAT):
             # Inputs sharing a type parameter must agree: cast those of the "wrong" float type.
             for i, name in enumerate(node.input):
                 if not name or name not in types:
@@ -119,6 +120,8 @@ def repair_float_types(proto: onnx.ModelProto, blocked: set[str], *, low: int = 
         for o in node.output:
             if o in inferred and _elem(inferred[o]):
                 types[o] = inferred[o]
+            elif output_types and o in output_types and output_types[o]:
+                types[o] = helper.make_tensor_type_proto(output_types[o], None)
         new_nodes.append(node)
 
     # Initializers also listed as graph inputs (IR < 4 style) must declare the initializer's type.
@@ -162,41 +165,33 @@ def repair_float_types(proto: onnx.ModelProto, blocked: set[str], *, low: int = 
 
 
 def _toposort(nodes: list[onnx.NodeProto], g: onnx.GraphProto) -> list[onnx.NodeProto]:
-    """Stable topological order (Casts were appended where their inputs were already available,
-    except output casts; this keeps the original order otherwise)."""
-    available = {i.name for i in g.input} | {i.name for i in g.initializer} | {""}
-    pending = list(nodes)
-    out: list[onnx.NodeProto] = []
-    while pending:
-        rest = []
-        progressed = False
-        for n in pending:
-            outer = _outer_inputs(n)
-            if all(x in available for x in list(n.input) + outer):
-                out.append(n)
-                available.update(n.output)
-                progressed = True
-            else:
-                rest.append(n)
-        if not progressed:  # unresolved (outer-scope names we cannot see): keep the given order
-            out.extend(rest)
-            break
-        pending = rest
-    return out
+    """Stable topological order, O(n log n), outer-scope reads of subgraphs included (the Casts were
+    appended where their inputs were already available, except output casts)."""
+    from ..edit.topo import toposort_graph
+
+    tmp = onnx.GraphProto()
+    tmp.input.extend(g.input)
+    tmp.initializer.extend([])  # initializers are never produced by nodes: no ordering constraint
+    tmp.node.extend(nodes)
+    toposort_graph(tmp, recurse=False)
+    return list(tmp.node)
 
 
-def _outer_inputs(n: onnx.NodeProto) -> list[str]:
-    """Names a node's subgraphs read from the enclosing graph (approximate: inputs not produced inside)."""
-    names: list[str] = []
-    for a in n.attribute:
-        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []
-        for sg in graphs:
-            inner = {i.name for i in sg.input} | {i.name for i in sg.initializer}
-            for sn in sg.node:
-                inner.update(sn.output)
-            for sn in sg.node:
-                names.extend(x for x in sn.input if x and x not in inner)
-    return names
+def _rename_reads(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
+    """Rename node inputs (in ``graph`` and every nested subgraph: outer-scope reads) and graph outputs."""
+    from ..edit.topo import iter_graphs
+
+    if not mapping:
+        return
+    for sg in iter_graphs(graph):
+        for n in sg.node:
+            for i, x in enumerate(n.input):
+                if x in mapping:
+                    n.input[i] = mapping[x]
+        if sg is not graph:
+            for o in sg.output:
+                if o.name in mapping:
+                    o.name = mapping[o.name]
 
 
 def drop_round_trip_casts(proto: onnx.ModelProto, *, low: int = TensorProto.FLOAT16) -> list[str]:
@@ -205,60 +200,84 @@ def drop_round_trip_casts(proto: onnx.ModelProto, *, low: int = TensorProto.FLOA
     The converter casts the outputs of fp32-kept nodes down to ``low`` for their (presumed low
     precision) consumers; when the consumer is a Cast back to fp32 (a kept node, or a graph output
     that keeps its fp32 type), the pair only rounds the values. Readers of the second Cast's output
-    read the fp32 tensor instead; a graph output keeps its name (the producer writes it directly,
-    or through an Identity when the tensor is a graph input, an initializer or read by a subgraph).
+    (subgraph outer-scope reads included) read the fp32 tensor instead; a graph output keeps its name
+    (the producer writes it directly, or through an Identity when the tensor is a graph input, an
+    initializer, another graph output or read by a subgraph). One pass, O(nodes).
     """
+    from ..edit.topo import outer_refs
+
     g = proto.graph
     types = {vi.name: _elem(vi.type) for vi in list(g.input) + list(g.value_info) + list(g.output)}
     types.update({i.name: i.data_type for i in g.initializer})
     outputs = {o.name for o in g.output}
-    has_subgraphs = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-                        for n in g.node for a in n.attribute)
+    subgraph_reads: set[str] = set()
+    for n in g.node:
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
+            subgraph_reads |= outer_refs(n)
 
     def to_of(n: onnx.NodeProto) -> int | None:
         return next((a.i for a in n.attribute if a.name == "to"), None) if n.op_type == "Cast" else None
 
+    producer = {o: n for n in g.node for o in n.output}
+    n_consumers: dict[str, int] = {}
+    for n in g.node:
+        for x in set(n.input):
+            n_consumers[x] = n_consumers.get(x, 0) + 1
+    for x in subgraph_reads:
+        n_consumers[x] = n_consumers.get(x, 0) + 1
+    read_map: dict[str, str] = {}  # y (output of a removed fp32 Cast) -> t (the fp32 tensor)
+    write_map: dict[str, str] = {}  # t -> graph output name y (the producer writes the output itself)
+    removed_ids: set[int] = set()
     removed: list[str] = []
-    changed = True
-    while changed:
-        changed = False
-        producer = {o: n for n in g.node for o in n.output}
-        consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in g.node:
-            for x in n.input:
-                consumers.setdefault(x, []).append(n)
-        for b in g.node:
-            if to_of(b) != TensorProto.FLOAT or not b.input:
-                continue
-            a = producer.get(b.input[0])
-            if a is None or to_of(a) != low or types.get(a.input[0]) != TensorProto.FLOAT:
-                continue
-            t, y = a.input[0], b.output[0]
-            nodes = [n for n in g.node if n is not b]
-            if y in outputs:
-                p = producer.get(t)
-                if p is None or t in outputs or has_subgraphs:
-                    nodes.insert(nodes.index(a) + 1, helper.make_node("Identity", [t], [y], name=f"{b.name}__wb_identity"))
-                else:  # the producer writes the graph output itself; its other readers follow the rename
-                    for n in nodes:
-                        n.output[:] = [y if x == t else x for x in n.output]
-                        n.input[:] = [y if x == t else x for x in n.input]
-                    keep = [vi for vi in g.value_info if vi.name != t]
-                    del g.value_info[:]
-                    g.value_info.extend(keep)
+    identities: list[tuple[onnx.NodeProto, onnx.NodeProto]] = []  # (after node, Identity)
+    removed_by_u: dict[str, int] = {}
+    for b in g.node:
+        if to_of(b) != TensorProto.FLOAT or not b.input:
+            continue
+        a = producer.get(b.input[0])
+        if a is None or to_of(a) != low or types.get(a.input[0]) != TensorProto.FLOAT:
+            continue
+        t, y, u = a.input[0], b.output[0], b.input[0]
+        if y in outputs:
+            p = producer.get(t)
+            if p is None or t in outputs or t in subgraph_reads or t in write_map:
+                identities.append((a, helper.make_node("Identity", [t], [y], name=f"{b.name}__wb_identity")))
             else:
-                for n in nodes:
-                    n.input[:] = [t if x == y else x for x in n.input]
-            removed.append(b.name)
-            u = b.input[0]
-            if u not in outputs and all(c is b for c in consumers.get(u, [])):
-                nodes.remove(a)
-                removed.append(a.name)
-                keep = [vi for vi in g.value_info if vi.name != u]
-                del g.value_info[:]
-                g.value_info.extend(keep)
-            del g.node[:]
-            g.node.extend(nodes)
-            changed = True
-            break
+                write_map[t] = y
+        else:
+            read_map[y] = t
+        removed_ids.add(id(b))
+        removed.append(b.name)
+        removed_by_u[u] = removed_by_u.get(u, 0) + 1
+    if not removed:
+        return removed
+    drop_vi: set[str] = set(write_map)
+    for u, count in removed_by_u.items():
+        a = producer[u]
+        if u not in outputs and count == n_consumers.get(u, 0):
+            removed_ids.add(id(a))
+            removed.append(a.name)
+            drop_vi.add(u)
+    # Readers of y read t; then t (written by its producer) is renamed to the graph output y.
+    composed = {y: write_map.get(t, t) for y, t in read_map.items()}
+    composed.update({t: y for t, y in write_map.items()})
+    after: dict[int, list[onnx.NodeProto]] = {}
+    for a, ident in identities:
+        after.setdefault(id(a), []).append(ident)
+    nodes: list[onnx.NodeProto] = []
+    for n in g.node:
+        if id(n) not in removed_ids:
+            nodes.append(n)
+        nodes.extend(after.get(id(n), []))
+    for n in nodes:
+        for i, x in enumerate(n.output):
+            if x in write_map:
+                n.output[i] = write_map[x]
+    del g.node[:]
+    g.node.extend(nodes)
+    _rename_reads(g, composed)
+    # Identity inputs were renamed too; an Identity t->y must keep reading t's final name.
+    keep = [vi for vi in g.value_info if vi.name not in drop_vi]
+    del g.value_info[:]
+    g.value_info.extend(keep)
     return removed
