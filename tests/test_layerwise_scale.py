@@ -278,13 +278,13 @@ def test_bisection_without_divergence_and_on_int8(sample):
 def test_report_sample_budget_timings_and_no_second_reference_build(sample, tmp_path, monkeypatch):
     """The report's sample budget is applied exactly and stated; the fp32 ORT engine of the build stage
     is the accuracy reference (building it again would fail here)."""
-    import workbench.compare.outputs as outputs
+    import workbench.builds as builds
     from workbench.commands.report import make_report, run_facts
 
     def no_rebuild(*a, **k):
         raise AssertionError("the fp32 reference was built a second time")
 
-    monkeypatch.setattr(outputs, "build_variant_engine", no_rebuild)
+    monkeypatch.setattr(builds, "build_engine", no_rebuild)  # build_variants builds through backend.build
     fr, out, rec, _ = make_report(sample("digits_cnn.onnx"), ["fp32", "fp16"], ["onnxruntime"],
                                   data=sample("digits_test.npz"), labels="label", calib=None, shapes=None,
                                   out=tmp_path / "r.html", iterations=50, warmup=10, layer_iterations=20, limit=40,
