@@ -65,7 +65,7 @@ import numpy as np
 import onnx
 import pandas as pd
 
-from ..data import as_feed_batches, cast_feeds, default_batch
+from ..data import as_feed_batches, cast_feeds, default_batch, input_specs
 from ..errors import DataError, UnsupportedError, UsageError
 from ..model import Model, load
 from ..variant import Variant
