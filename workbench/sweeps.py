@@ -27,7 +27,6 @@ GPU ids, Ray node).
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import json
 import os

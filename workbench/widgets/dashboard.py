@@ -1,9 +1,9 @@
-"""`Workbench`: the dashboard — one object, seven tabs, each action one public call.
+"""`Workbench`: the dashboard — one object, eight tabs, each action one public call.
 
     import workbench as wb
     wbx = wb.Workbench("sample_models/digits_cnn.onnx", data="sample_models/digits_test.npz",
                        labels="label", calib="sample_models/digits_calib.npz")
-    wbx                       # tabs: Model, Graph, Edit, Build, Profile, Accuracy, Report
+    wbx                       # tabs: Model, Graph, Edit, Build, Profile, Accuracy, Report, Sweep
     wbx.build(); wbx.wait()   # the same calls the buttons make, usable from code
     wbx.result                # the FlowResult (tidy frames) behind every plot
 
@@ -13,7 +13,8 @@ Tabs and the public call each button runs:
   (``view.set_overlay``); Edit — ``EditPanel`` over ``wb.History`` (the dashboard builds the history's
   current model);
 * Build — ``wb.build_stage``; Profile — ``wb.profile_stage``; Accuracy — ``wb.accuracy_stage``;
-  Report — ``fr.save`` + ``wb.write_report``.
+  Report — ``fr.save`` + ``wb.write_report``; Sweep — ``wb.sweep`` (``SweepPanel``: the table fills in as
+  cells finish).
 
 Every button describes its call once, as a :class:`~workbench.widgets.calls.Snippet`: the dashboard runs
 that call and shows the snippet's text, which is self-contained (it loads the model, replays the edits
@@ -37,7 +38,7 @@ from ..errors import UsageError, WorkbenchError
 from ..variant import PRECISIONS
 from .calls import Call, Ref, Snippet, error_html
 
-TABS = ("Model", "Graph", "Edit", "Build", "Profile", "Accuracy", "Report")
+TABS = ("Model", "Graph", "Edit", "Build", "Profile", "Accuracy", "Report", "Sweep")
 _STYLE = {"description_width": "130px"}
 
 
@@ -162,7 +163,15 @@ class Workbench(w.VBox):
         self.report_html = w.HTML()
         report_tab = w.VBox([self.report_path, self.report_button, self.report_html])
 
-        self.tabs = w.Tab(children=[model_tab, graph_tab, edit_tab, build_tab, profile_tab, accuracy_tab, report_tab])
+        # Sweep (models × backends × precisions × batch sizes; widgets/sweep_panel.py, one call: wb.sweep)
+        from .sweep_panel import SweepPanel
+
+        src = self.source.source
+        self.sweep_panel = SweepPanel([str(src)] if src is not None else [], data=str(data) if data else None,
+                                      calib=str(calib) if calib else None)
+
+        self.tabs = w.Tab(children=[model_tab, graph_tab, edit_tab, build_tab, profile_tab, accuracy_tab, report_tab,
+                                    self.sweep_panel])
         for i, t in enumerate(TABS):
             self.tabs.set_title(i, t)
         self._buttons = [self.build_button, self.profile_button, self.accuracy_button, self.report_button]
