@@ -269,3 +269,18 @@ def test_minilm_transformer_int8_keeps_cosine(target):
     v16 = make_variant(m, "fp16", progress=False)
     out16 = _run(v16.model.proto, test)
     assert _cos(ref["sentence_embedding"], out16[1]) >= 0.999
+
+
+def test_build_variants_picks_int8_form_for_the_backend(sample):
+    from workbench.builds import build_variants
+    bs = build_variants(sample("digits_cnn.onnx"), ["int8"], backend="onnxruntime",
+                        calib=sample("digits_calib.npz"), progress=False)
+    rec = bs["int8"].variant.recipe
+    assert rec["target"] == "onnxruntime-cpu" and "onnxruntime" in rec["target_reason"]
+    assert rec["activation_type"] == "QUInt8" and "MaxPool" in rec["op_types_to_quantize"]
+
+
+def test_demo_batch_must_be_positive(tmp_path, capsys):
+    from workbench.cli import main
+    assert main(["demo", "--batch", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--batch" in capsys.readouterr().err

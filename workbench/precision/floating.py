@@ -24,7 +24,7 @@ from ..errors import UnsupportedError, WorkbenchError
 from ..model import Model
 from ..variant import Variant
 from .base import (Recipe, Request, base_recipe, check_keep_nodes, drop_initializer_inputs, full_check,
-                   name_unnamed_nodes,
+                   name_unnamed_nodes, short,
                    ort_session_check, upgrade_opset, variant_name)
 from .typefix import drop_round_trip_casts, repair_float_types
 
@@ -212,6 +212,10 @@ def convert_fp16(model: Model, req: Request, *, low: int = TensorProto.FLOAT16, 
     # its Casts after node names (two unnamed nodes would write the same Cast output).
     named += name_unnamed_nodes(proto)
     op_block = list(dict.fromkeys(default_op_block_list() + list(req.keep_op_types)))
+    mask_clamped: dict = {}
+    if low == TensorProto.FLOAT16 and req.opts.get("clamp_masks", True):
+        from .fp16safety import clamp_mask_constants
+        mask_clamped = clamp_mask_constants(proto)  # finfo(float32).min / -inf mask fills -> -1e4
     range_keep: dict[str, str] = {}
     if req.opts.get("range_check", True) and low == TensorProto.FLOAT16:
         range_keep = fp16_range_blocks(proto, underflow_fraction=float(req.opts.get("underflow_fraction", 0.01)))
@@ -291,11 +295,18 @@ def convert_fp16(model: Model, req: Request, *, low: int = TensorProto.FLOAT16, 
     facts = {"op_block_list": op_block, "node_block_list": node_block, "range_kept": range_keep,
              "norm_kept": norm_keep, "shape_kept": shape_keep, "subgraph_kept": subgraph_keep,
              "validation_kept": log.kept, "kept_high_precision": kept, "kept_reasons": reasons,
+             "mask_clamped": mask_clamped,
              "repair_casts": last["repair_casts"], "round_trip_casts_removed": last["round_trip_casts_removed"],
              "validation": {"checks": ["onnx.checker(full_check=True)", "infer_shapes(strict_mode=True, check_type=True)"],
                             "passed": True, "rounds": log.rounds, "problems_repaired": log.problems},
              "opset_upgrade": upgraded, "named_unnamed_nodes": len(named), "dropped_initializer_inputs": dropped,
              "converter_args": {"min_positive_val": FP16_TINY, "max_finite_val": FP16_MAX}}
+    if low == TensorProto.FLOAT16 and req.opts.get("safety_check", True):
+        from .fp16safety import fp16_safety, fp16_safety_summary
+        try:
+            facts["fp16_safety"] = fp16_safety_summary(fp16_safety(model))
+        except Exception as e:  # noqa: BLE001 - a report aid; the recipe result stands without it
+            facts["fp16_safety"] = {"error": short(e)}
     if low == TensorProto.BFLOAT16:
         facts["retyped_tensors"] = last["retyped_tensors"]
         facts["fp32_no_bf16_in_opset"] = last["fp32_no_bf16_in_opset"]
