@@ -255,3 +255,30 @@ def attribution_frame(explanations: dict[str, SpeedAttribution]):
         frames.append(t)
     cols = ["variant", "precision", *COLUMNS, "fp32_total_ms", "variant_total_ms"]
     return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+def speed_section_html(fr, table_html, *, max_figures: int = 4) -> str:
+    """The report section "Why faster / slower than fp32" for a FlowResult: per variant the summary sentences
+    and a waterfall, then the tidy attribution table. Empty string when there is nothing to attribute (no
+    per-layer profiles, no fp32 reference on the backend); an attribution error is shown, not raised."""
+    import html
+
+    try:
+        ex = explain_flow(fr)
+    except Exception as e:  # noqa: BLE001 - a report section must not break the report
+        return f"<h3>Why faster / slower than fp32</h3><p class='err'>attribution failed: {html.escape(str(e))}</p>"
+    if not ex:
+        return ""
+    parts = ["<h3 id='why-speed'>Why faster / slower than fp32</h3>",
+             "<p class='meta'>per-layer time of each variant minus fp32 on the same backend, attributed to the "
+             "ONNX nodes each layer ran (workbench.compare.speed.explain_flow)</p>"]
+    for i, (key, a) in enumerate(ex.items()):
+        lines = a.summary()
+        parts.append(f"<p><b>{html.escape(lines[0])}</b></p><ul>"
+                     + "".join(f"<li>{html.escape(x)}</li>" for x in lines[1:]) + "</ul>")
+        if i < max_figures:
+            parts.append("<div class='figure'>" + a.figure().to_html(
+                full_html=False, include_plotlyjs=False, div_id=f"fig-why-{i}",
+                config={"displaylogo": False, "responsive": True}) + "</div>")
+    parts.append(table_html(attribution_frame(ex), max_rows=80))
+    return "\n".join(parts)
