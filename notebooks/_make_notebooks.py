@@ -70,15 +70,19 @@ Names follow the torch modules the model was exported from (`/features/conv1/Con
     code('''
 nodes = ins.nodes_frame()
 nodes[["index", "name", "op_type", "output_shapes", "flops"]]'''),
+    md("""
+The batch dimension of `image` is dynamic (`batch`). Without `shapes=`, `inspect` counts **per sample**:
+it assumes batch 1 and says so (`ins.assumed_batch`, and a line in its warnings)."""),
     code('''
+print(ins.assumed_batch, "->", ins.warnings[0])
 print(f"{ins.params:,} parameters, {ins.flops / 1e6:.2f} MFLOPs per image")
 share = nodes.groupby("op_type").flops.sum() / nodes.flops.sum()
-share.sort_values(ascending=False).head()'''),
+(100 * share).round(1).sort_values(ascending=False).head().rename("share of FLOPs (%)")'''),
     md("""
-Dynamic axes: the batch dimension is symbolic. `shapes=` fixes it for shape inference and FLOPs
-(the same syntax as the CLI's `--shapes`)."""),
+`shapes=` fixes the dynamic dims for shape inference and FLOPs (the same syntax as the CLI's
+`--shapes`): a batch of 32 images is 32 times the work."""),
     code('''
-wb.inspect(m, shapes="image:32x1x8x8").flops / 1e6'''),
+print(f"{wb.inspect(m, shapes='image:32x1x8x8').flops / 1e6:.1f} MFLOPs per batch of 32")'''),
     md("""
 The same from a terminal: `workbench inspect sample_models/digits_cnn.onnx`.
 
@@ -110,7 +114,7 @@ view'''),
     code('''
 nodes = wb.inspect(m, shapes="image:1x1x8x8").nodes_frame()
 mflops = dict(zip(nodes.name, nodes.flops.fillna(0) / 1e6))
-view.set_overlay(mflops, label="MFLOPs")'''),
+legend = view.set_overlay(mflops, label="MFLOPs")   # the view above is recoloured; legend: its colour scale'''),
     md("Selections made by clicking in the view are available in Python:"),
     code('''
 view.selected'''),
@@ -148,7 +152,7 @@ h.versions'''),
     code('''
 v = h.apply("set_batch", batch=1)
 print(v.code)
-h.model.graph.input[0]'''),
+wb.inspect(h.model).io_frame()'''),
     md("Expose an intermediate tensor as an extra output — useful to debug accuracy layer by layer:"),
     code('''
 relu2 = next(n for n in h.model.graph.node if n.name == "/features/relu2/Relu")
@@ -197,15 +201,22 @@ bs = build_variants(MODEL, ["fp32", "fp16", "int8", "bf16"], backend, calib=CALI
 bs.to_frame()'''),
     md("Each variant keeps the recipe that made it (tool, options, calibration data):"),
     code('''
-bs["int8"].variant.recipe'''),
-    md("Latency of each built engine on one batch of 32 test images:"),
+import pandas as pd
+pd.Series(bs["int8"].variant.recipe, name="int8 recipe").astype(str).to_frame()'''),
+    md("""
+Latency of each built engine on one batch of 32 test images. Timings on a shared laptop drift, so every
+variant runs in 5 interleaved blocks (fp32, fp16, int8, fp32, fp16, int8, …): the speedup is computed per
+block and its range says whether a difference is real (`within noise` when the range contains 1×)."""),
     code('''
 from workbench.data import NpzDataset
-from workbench.measure.latency import latency_frame, measure_latency
+from workbench.measure.repeat import blocks_frame, measure_blocks, speed_verdicts
 
 feeds = next(NpzDataset(TEST, bs.model, allow_extra=True).batches(32))
-lat = latency_frame([measure_latency(r.engine, feeds, warmup=5, iterations=ITERS) for r in bs if r.engine])
-lat[["variant", "p50_ms", "p90_ms", "p99_ms", "throughput"]]'''),
+lat = blocks_frame(measure_blocks([(r.engine, feeds) for r in bs if r.engine], blocks=5, iterations=ITERS, warmup=5))
+table = lat[["variant", "p50_ms", "p50_lo_ms", "p50_hi_ms", "p99_ms", "throughput"]].merge(
+    speed_verdicts(lat)[["variant", "speedup", "speedup_lo", "speedup_hi", "verdict"]], on="variant")
+table.rename(columns={"p50_ms": "p50 (ms)", "p50_lo_ms": "block min (ms)", "p50_hi_ms": "block max (ms)",
+                      "p99_ms": "p99 (ms)", "throughput": "throughput (samples/s)"}).round(3)'''),
     code('''
 from workbench import plots
 plots.latency_figure(lat)'''),
@@ -247,7 +258,7 @@ from workbench.data import NpzDataset
 from workbench.measure.layers import coverage, profile_layers
 from workbench.measure.latency import measure_latency
 
-bs = build_variants(MODEL, ["fp32", "fp16", "int8"], backend, calib=CALIB, progress=False)
+bs = build_variants(MODEL, ["fp32", "fp16", "int8"], backend, calib=CALIB)
 feeds = next(NpzDataset(TEST, bs.model, allow_extra=True).batches(32))
 layers = {r.name: profile_layers(r.engine, feeds, iterations=10 if QUICK else 50) for r in bs if r.engine}
 layers["digits_cnn-int8"][["layer", "layer_type", "onnx_nodes", "time_ms", "share"]].head(10)'''),
@@ -297,7 +308,7 @@ sensitivity search keeps the most sensitive nodes in FP32 until a target is met.
     code('''
 from workbench.compare import compare_outputs
 
-cmp = compare_outputs(MODEL, ["fp16", "int8"], backend, data=TEST, labels="label", calib=CALIB, progress=False)
+cmp = compare_outputs(MODEL, ["fp16", "int8"], backend, data=TEST, labels="label", calib=CALIB)
 cmp.summary()'''),
     md("## INT8 calibration\nThe calibration data and method set the quantization ranges. Compare min-max with entropy and a tiny calibration set:"),
     code('''
@@ -305,20 +316,22 @@ from workbench.precision import make_variant
 
 m = wb.load(MODEL)
 variants = [
-    make_variant(m, "int8", calib=CALIB, calibration_method="minmax", progress=False),
-    make_variant(m, "int8", calib=CALIB, calibration_method="entropy", progress=False),
-    make_variant(m, "int8", calib=CALIB, num_calib=16, progress=False),
+    make_variant(m, "int8", calib=CALIB, calibration_method="minmax"),
+    make_variant(m, "int8", calib=CALIB, calibration_method="entropy"),
+    make_variant(m, "int8", calib=CALIB, num_calib=16),
 ]
 for v, label in zip(variants, ["minmax", "entropy", "minmax-16"]):
     v.name = f"digits_cnn-int8-{label}"
-cal = compare_outputs(m, variants, backend, data=TEST, labels="label", progress=False)
-cal.summary()[["variant", "top1", "top1_delta", "cosine_min", "snr_db_min"]]'''),
+cal = compare_outputs(m, variants, backend, data=TEST, labels="label")
+s = cal.summary()
+s.assign(top1=100 * s.top1).rename(columns={"top1": "top-1 (%)", "top1_delta": "Δ top-1 (points)"})[
+    ["variant", "top-1 (%)", "Δ top-1 (points)", "cosine_min", "snr_db_min"]]'''),
     md("## Where does the error enter?\nPer-node error along the topological order (ONNX Runtime CPU, every intermediate tensor):"),
     code('''
 from workbench.compare import layerwise
 from workbench import plots
 
-lw = layerwise(m, "int8", data=TEST, calib=CALIB, limit=64, progress=False)
+lw = layerwise(m, "int8", data=TEST, calib=CALIB, limit=64)
 lw[["order", "node", "op_type", "cosine", "snr_db", "local_noise", "diverged"]]'''),
     code('''
 plots.layer_error_figure(lw)'''),
@@ -327,7 +340,7 @@ plots.layer_error_figure(lw)'''),
 from workbench.compare import propose_mixed_precision
 
 mp = propose_mixed_precision(m, "int8", target="snr_db>=40", data=TEST, labels="label", calib=CALIB,
-                             backend=backend, max_steps=4, latency_iterations=ITERS, progress=False)
+                             backend=backend, max_steps=4, latency_iterations=ITERS)
 print("keep in fp32:", mp.keep_nodes)
 print(f"snr_db: {mp.baseline_value:.1f} dB (all int8) -> {mp.verified_value:.1f} dB (mixed), met: {mp.met}")
 mp.steps'''),
@@ -339,8 +352,8 @@ from workbench.flow import run_flow
 from workbench.report import write_report
 
 fr = run_flow(MODEL, "fp32,fp16,int8", backend, data=TEST, labels="label", calib=CALIB,
-              iterations=ITERS, layer_iterations=10, progress=False)
-print(fr.summary_text())
+              iterations=ITERS, layer_iterations=10)
+print(fr.summary_text())   # "speed": faster / slower only when every block agrees, else "within noise"
 fr.save(OUT / "report-records")
 write_report(fr, OUT / "report.html")
 plots.pareto_figure(fr.latency, fr.accuracy, configs=fr.variants)'''),

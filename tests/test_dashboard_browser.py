@@ -1,6 +1,6 @@
 """The dashboard in a real browser: JupyterLab (started here, 127.0.0.1, random port, token) and
 Debian's Chromium driven by Playwright. Opens a dashboard notebook, runs it, clicks Build, waits for the
-build plot to render, and saves a screenshot under test-artifacts/."""
+build plot to render, and saves screenshots to ``$WB_ARTIFACTS`` (else pytest's temporary folder)."""
 from __future__ import annotations
 
 import os
@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SAMPLES
+from conftest import SAMPLES
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
-ARTIFACTS = ROOT / "test-artifacts"
 
 CELL = '''\
 import workbench as wb
@@ -96,11 +95,12 @@ def lab(tmp_path):
         log.close()
 
 
-def test_dashboard_build_renders_plot(lab):
+def test_dashboard_build_renders_plot(lab, tmp_path):
     from playwright.sync_api import sync_playwright
 
     base, token, log = lab
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS = Path(os.environ["WB_ARTIFACTS"]) if os.environ.get("WB_ARTIFACTS") else tmp_path / "screenshots"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "dashboard_build.png"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)

@@ -197,9 +197,10 @@ def test_failed_variant_keeps_earlier_outputs(capsys, digits, tmp_path):
 # ------------------------------------------------------------------------ strict JSON with the documented keys
 def test_json_outputs_are_strict_and_complete(capsys, digits, tmp_path):
     m, test, calib, h = digits
-    rc, out, _ = wb(capsys, "inspect", m, "--json")  # dynamic batch: FLOPs of 5 nodes unknown (NaN inside)
+    rc, out, _ = wb(capsys, "inspect", m, "--json")  # dynamic batch: counted per sample (batch 1 assumed)
     info = strict_json(out)
-    assert rc == 0 and info["flops_unknown_nodes"] == 5
+    assert rc == 0 and info["flops_unknown_nodes"] == 0 and info["flops"] > 0
+    assert info["per_sample"] and info["assumed_batch"] == {"image": "batch"}
     assert {"name", "hash", "nodes", "ops", "params", "inputs", "outputs", "macs", "flops", "warnings"} <= set(info)
     rc, out, _ = wb(capsys, "run", m, "--data", test, "--batch", "4", "--json")
     r = strict_json(out)
@@ -306,11 +307,15 @@ def test_keep_op_types_typo_is_a_user_error(digits):
     assert v.recipe["keep_op_types"] == ["Gemm"] and len(v.recipe["kept_high_precision"]) == 2
 
 
-def test_inspect_text_says_totals_are_partial(capsys, digits):
+def test_inspect_text_says_totals_are_partial(capsys, digits, sample):
     m, _, _, _ = digits
-    rc, out, _ = wb(capsys, "inspect", m)  # dynamic batch: FLOPs of the Conv/Gemm nodes unknown
+    rc, out, _ = wb(capsys, "inspect", m)  # dynamic batch only: per sample, batch 1 assumed and said
     flops = next(ln for ln in out.splitlines() if ln.startswith("FLOPs"))
-    assert rc == 0 and flops.startswith("FLOPs        >= 0") and "5 Conv/ConvTranspose/Gemm/MatMul node(s)" in flops
+    assert rc == 0 and ">=" not in flops and "batch        1 assumed for image" in out
+    # batch and sequence dynamic: the sequence stays unknown, so the totals are partial and say so
+    rc, out, _ = wb(capsys, "inspect", sample("transformer_block.onnx"))
+    flops = next(ln for ln in out.splitlines() if ln.startswith("FLOPs"))
+    assert rc == 0 and flops.startswith("FLOPs        >= 0") and "16 Conv/ConvTranspose/Gemm/MatMul node(s)" in flops
     rc, out, _ = wb(capsys, "inspect", m, "--shapes", "image:1x1x8x8")
     flops = next(ln for ln in out.splitlines() if ln.startswith("FLOPs"))
     assert ">=" not in flops and "unknown" not in out

@@ -317,7 +317,12 @@ def test_per_layer_plots_name_the_gpu_time_basis():
     stats, _ = C.attribution_stats(att)
     df = pd.DataFrame([{"variant": rec["variant"], "backend": "onnxruntime-cuda", "precision": "fp32", "layer": k,
                         "layer_type": v["op"], "onnx_node": k, "time_ms": v["dur_us"] / 1000 / att["runs"],
-                        "time_basis": v["time_basis"]} for k, v in stats.items()])
+                        "time_basis": v["time_basis"], "kernels": v["kernels"]} for k, v in stats.items()])
     fig = plots.layer_figure(df)
     assert fig.layout.yaxis.title.text.startswith("GPU time per run (ms, CUPTI)")
+    # the hover of the slowest node names the GPU kernels that ran for it (drill-down)
+    top = df.sort_values("time_ms").iloc[-1]
+    bar = fig.data[0]
+    hover = dict(zip(bar.x, bar.customdata))[top.onnx_node][1]
+    assert "kernels:" in hover and top.kernels.split(" ×")[0][:40] in hover
     assert plots.time_basis_label(df.assign(time_basis="host-launch")).startswith("host launch time")

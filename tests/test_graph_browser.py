@@ -2,7 +2,9 @@
 
 The offline page (``export_html``) and the anywidget inside JupyterLab (served on 127.0.0.1) are
 rendered; tests assert nodes are drawn, click one and check the details panel (and, in JupyterLab,
-that the selection reaches Python). Screenshots go to test-artifacts/ (ignored by git).
+that the selection reaches Python), and that the view fits the graph in both dimensions on first
+visibility and after expand / collapse. Screenshots go to ``$WB_ARTIFACTS`` when set, else to pytest's
+temporary folder (never into the repository).
 """
 from __future__ import annotations
 
@@ -27,10 +29,18 @@ from workbench.synthetic import chain_model
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "test-artifacts"
+ARTIFACTS: Path | None = None  # set by the autouse fixture below
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _artifacts(tmp_path_factory):
+    global ARTIFACTS
+    env = os.environ.get("WB_ARTIFACTS")
+    ARTIFACTS = Path(env) if env else tmp_path_factory.mktemp("screenshots")
+    return ARTIFACTS
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +66,7 @@ def page(browser):
 
 
 def shot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / name
     page.screenshot(path=str(path))
     return path
@@ -94,6 +104,49 @@ def test_standalone_page_draws_and_shows_details(page, light, tmp_path):
     page.get_by_role("button", name="Upstream").click()
     assert int(root.get_attribute("data-highlighted")) >= 2
     shot(page, "graph_standalone_resnet50.png")
+
+
+def _inside(page) -> dict:
+    b = page.evaluate("() => window.__wbgraph.visibleBox()")
+    c, g = b["canvas"], b["graph"]
+    assert g["left"] >= c["left"] - 2 and g["right"] <= c["right"] + 2, b
+    assert g["top"] >= c["top"] - 2 and g["bottom"] <= c["bottom"] + 2, b  # both dimensions
+    return b
+
+
+def test_fit_on_first_visibility_and_after_expand_collapse(browser, light, sample, tmp_path):
+    """A short canvas (480 px): the whole graph fits in both dimensions, labels never under 10 px;
+    expanding a group and Collapse all re-fit (no blank canvas); a view created while hidden fits
+    when it is shown."""
+    page = browser.new_page(viewport={"width": 1100, "height": 496})
+    try:
+        out = tmp_path / "r50.html"
+        export_html(light("resnet50"), out, expanded=[])
+        open_page(page, out)
+        b0 = _inside(page)
+        label = int(page.locator(".wbg-root").get_attribute("data-label-px"))
+        assert label == 0 or label >= 10
+        groups = [it["id"] for it in page.evaluate("() => window.__wbgraph.items()") if it["kind"] == "group"]
+        assert groups
+        n = page.evaluate("(g) => window.__wbgraph.toggle(g)", groups[0])
+        page.wait_for_timeout(100)
+        b1 = _inside(page)
+        assert n > 0 and b1["fits"] > b0["fits"]
+        page.get_by_role("button", name="Collapse all").click()
+        page.wait_for_function("(f) => window.__wbgraph.fits > f", arg=b1["fits"])
+        _inside(page)
+        shot(page, "graph_fit_resnet50_480px.png")
+        # hidden at first (display: none, like an unselected dashboard tab), then shown
+        hidden = tmp_path / "hidden.html"
+        hidden.write_text(out.read_text().replace('<div id="wb-graph"></div>', '<div id="wb-graph" style="display:none"></div>'))
+        page.goto(hidden.as_uri())
+        page.wait_for_function("() => window.__wbgraph && window.__wbgraph.nodeCount > 0", timeout=30_000)
+        assert page.evaluate("() => window.__wbgraph.fits") == 0  # nothing to fit into while hidden
+        page.evaluate("() => { document.getElementById('wb-graph').style.display = ''; }")
+        page.wait_for_function("() => window.__wbgraph && window.__wbgraph.fits >= 1", timeout=10_000)
+        _inside(page)
+    finally:
+        page.close()
 
 
 def test_groups_expand_search_and_overlay(page, sample, tmp_path):

@@ -336,3 +336,21 @@ def test_sample_transformer_flops_by_hand():
     assert info.macs == 2 * per_layer
     nf = info.nodes_frame()
     assert nf["scope"].str.startswith("/encoder/layer.").any()
+
+
+def test_dynamic_batch_counts_per_sample_and_says_so(sample):
+    """No shapes for a dynamic-batch model: FLOPs per sample (batch 1 assumed), stated in the warnings,
+    the text and the JSON; an explicit batch scales them."""
+    from workbench import inspect
+
+    path = sample("digits_cnn.onnx")
+    info = inspect(path)
+    assert info.assumed_batch == {"image": "batch"} and info.flops_unknown_nodes == 0 and info.flops > 0
+    assert info.flops == inspect(path, shapes="image:1x1x8x8").flops
+    assert inspect(path, shapes="image:32x1x8x8").flops == pytest.approx(32 * info.flops)
+    assert any("batch 1 assumed" in w for w in info.warnings)
+    assert "batch        1 assumed for image" in info.text()
+    assert info.to_json()["per_sample"] is True
+    shares = info.nodes_frame().groupby("op_type").flops.sum() / info.flops
+    assert shares.notna().all() and shares.sum() == pytest.approx(1.0)  # notebook 01's exercise: no NaN shares
+    assert inspect(path, shapes="image:4x1x8x8").assumed_batch == {}

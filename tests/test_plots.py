@@ -71,10 +71,52 @@ def test_latency_figure_bars_and_whiskers(flow, figures):
     for t in bars:
         row = lat.loc[t.name]
         assert list(t.y) == pytest.approx([row.p50_ms])
-        assert list(t.error_y.array) == pytest.approx([row.p99_ms - row.p50_ms])
+        # the whisker is the range of the per-block medians (interleaved blocks)
+        assert row.blocks == 5 and len(row.block_p50_ms) == 5
+        assert list(t.error_y.array) == pytest.approx([row.p50_hi_ms - row.p50_ms])
+        assert list(t.error_y.arrayminus) == pytest.approx([row.p50_ms - row.p50_lo_ms])
     p90 = next(t for t in fig.data if t.name == "p90")
     assert sorted(p90.y) == pytest.approx(sorted(flow.latency.p90_ms))
     assert "ms" in fig.layout.yaxis.title.text and "p50" in fig.layout.yaxis.title.text
+    # bars start at 0 on a linear axis; a p99 above the axis is named in a note, not plotted
+    assert fig.layout.yaxis.type == "linear" and fig.layout.yaxis.range[0] == 0
+    top = fig.layout.yaxis.range[1]
+    p99 = next(t for t in fig.data if t.name == "p99")
+    off = flow.latency[flow.latency.p99_ms > top]
+    assert len(p99.y) == len(flow.latency) - len(off)
+    notes = " ".join(a.text for a in fig.layout.annotations)
+    for v in off.variant:
+        assert v in notes
+
+
+def test_outliers_never_turn_bars_logarithmic():
+    lat = pd.DataFrame({"variant": ["a", "b"], "backend": ["onnxruntime"] * 2, "precision": ["fp32", "int8"],
+                        "p50_ms": [1.0, 0.8], "p90_ms": [1.2, 1.0], "p99_ms": [50.0, 1.1], "iterations": [100, 100]})
+    fig = plots.latency_figure(lat)
+    assert fig.layout.yaxis.type == "linear" and fig.layout.yaxis.range[1] < 50
+    assert "a 50.00 ms" in fig.layout.annotations[0].text
+
+
+def test_no_bars_on_log_axes_and_every_axis_has_a_title(figures):
+    for name, fig in figures.items():
+        lay = fig.layout
+        axes = [k for k in lay.to_plotly_json() if k.startswith(("xaxis", "yaxis"))]
+        assert axes, name
+        for k in axes:
+            ax = lay[k]
+            assert ax.title.text, (name, k)
+            if any(t.type == "bar" for t in fig.data):
+                assert ax.type in (None, "linear", "category", "-"), (name, k, ax.type)
+        assert "ms" in (lay.yaxis.title.text + lay.xaxis.title.text + str(fig.data[0].colorbar.title.text
+                                                                         if name == "heatmap" else "")) \
+            or name in ("op_share", "layer_error", "builds", "pareto"), name
+
+
+def test_op_type_colours_differ_from_precision_colours(figures):
+    prec = {c.lower() for c in PRECISION_COLORS.values()}
+    assert not prec & {c.lower() for c in plots.OP_COLORS}
+    for t in figures["op_share"].data:
+        assert t.marker.color.lower() not in prec, t.name
 
 
 def test_layer_figure_aligned_by_onnx_node(flow, figures):
@@ -128,6 +170,25 @@ def test_pareto_points_and_hover_config(flow, figures):
     int8 = next(t for t in pts if t.name == "int8")
     assert flow.variants["digits_cnn-int8@onnxruntime"]["recipe"]["tool"] in int8.hovertext[0]
     assert fig.layout.xaxis.title.text == "latency p50 (ms)" and "%" in fig.layout.yaxis.title.text
+
+
+def test_pareto_front_only_beyond_noise():
+    lat = pd.DataFrame({"variant": ["a", "b", "c"], "backend": ["onnxruntime"] * 3, "precision": ["fp32", "fp16", "int8"],
+                        "p50_ms": [1.0, 0.5, 0.9], "p90_ms": [1.1, 0.6, 1.0], "p99_ms": [1.2, 0.7, 1.1],
+                        "p50_lo_ms": [0.95, 0.45, 0.85], "p50_hi_ms": [1.05, 0.55, 0.98]})
+    # 98.9 % vs 99.1 %: one sample of 450; no trade-off although b is faster and "less accurate"
+    acc = pd.DataFrame({"variant": ["a", "b", "c"], "backend": ["onnxruntime"] * 3, "top1": [0.991, 0.989, 0.990]})
+    fig = plots.pareto_figure(lat, acc)
+    assert not any("Pareto" in (t.name or "") for t in fig.data)
+    assert "no trade-off beyond noise" in fig.layout.annotations[0].text
+    lo, hi = fig.layout.yaxis.range
+    assert hi - lo >= plots.ACCURACY_MIN_SPAN["top1"]  # 98.9-99.1 does not fill the axis
+    # a real trade-off: 5 points less accuracy for half the latency
+    acc2 = acc.assign(top1=[0.99, 0.94, 0.99])
+    fig2 = plots.pareto_figure(lat, acc2)
+    front = next(t for t in fig2.data if "Pareto" in (t.name or ""))
+    assert list(front.x) == [0.5, 0.9] or list(front.x) == [0.5, 1.0]
+    assert not fig2.layout.annotations
 
 
 def test_pareto_front_definition():

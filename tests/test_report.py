@@ -63,7 +63,14 @@ def test_report_tables_show_the_measured_values(flow):
     for r in s.itertuples():
         assert f"{100 * r.top1:.2f} %" in text
         assert f"{r.cosine:.6f}" in text
-    assert f"{s.speedup.iloc[-1]:.2f}x" in text
+    assert f"{s.speedup.iloc[-1]:.2f}×" in text
+    r = s.iloc[-1]
+    assert f"{r.speedup_lo:.2f}–{r.speedup_hi:.2f}×" in text and r.speed in text
+    # the header says where and with what it was measured; the notes state blocks and tolerances
+    assert "measured on <b>CPU" in text and "threads:" in text and "onnxruntime 1." in text
+    assert "interleaved block" in text and "atol = 0.001, rtol = 0.001" in text
+    assert "Δ top-1 (points)" in text and "top-1 (%)" in text
+    assert "FLOPs per sample (dynamic batch: 1 assumed)" in text
 
 
 def test_records_round_trip(flow, tmp_path):

@@ -391,3 +391,50 @@ def test_real_cli_stateful_compare_and_few_calibration_samples(tmp_path):
     r = _cli("build", cls, "--precision", "int8", "--calib", few, "--min-calib-samples", "16", "--shapes",
              "x:8x3x48x192", "--out", tmp_path / "b2", "--no-progress")
     assert r.returncode == 2 and "--min-calib-samples asks for at least 16" in r.stderr
+
+
+def test_suggested_shapes_are_complete_consistent_and_build(tmp_path):
+    """The doctor's suggested --shapes covers every dynamic input, keeps shared names equal (taking a given range
+    first), passes the profile check, and a TensorRT-RTX build accepts it."""
+    m = bert_like()
+    rep = diagnose(m, "input_ids:1x4/2x16/4x32")
+    assert rep.suggested_shapes == ("input_ids:1x4/2x16/4x32,attention_mask:1x4/2x16/4x32,"
+                                    "token_type_ids:1x4/2x16/4x32")
+    validate_profile(m, rep.suggested_shapes)
+    assert diagnose(m, rep.suggested_shapes).suggested_shapes == ""
+    assert diagnose(stateful()).suggested_shapes == "input:1x1/8x64/32x256,state:2x1x128/2x8x128/2x32x128"
+    pytest.importorskip("tensorrt_rtx")
+    from workbench.backends import get_backend
+
+    be = get_backend("tensorrt-rtx")
+    if not be.available()[0]:
+        pytest.skip(be.available()[1])
+    eng = be.build(Variant.of(wb.load(m)), diagnose(m).suggested_shapes, wb.BuildOptions(progress=False))
+    assert eng.nbytes > 0 and set(eng.record.options["applied"]["profile"]) == {"input_ids", "attention_mask",
+                                                                                 "token_type_ids"}
+
+
+def test_real_tf2onnx_one_hot_input_range():
+    """magika_v3_3 (tf2onnx, int32 bytes one-hot against 0..256): synthetic bytes stay in 0..256 and run."""
+    import onnxruntime as ort
+
+    p = _realmodel("magika_v3_3")
+    f = diagnose(p).inputs["bytes"]
+    assert (f.value_kind, f.low, f.high) == ("index", 0, 256) and "one-hot against 0..256" in f.value_reason
+    feeds = synthetic_inputs(wb.load(p), "bytes:4x2048", seed=0)
+    assert feeds["bytes"].dtype == np.int32 and feeds["bytes"].min() >= 0 and feeds["bytes"].max() == 256
+    out = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert out.shape == (4, 214) and np.allclose(out.sum(axis=1), 1, atol=1e-4)  # a softmax over 214 labels
+
+
+def test_same_name_across_inputs_different_roles_renamed():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "L"])
+    bias = helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["N", "L", "L"])
+    nodes = [helper.make_node("Unsqueeze", ["x", "ax"], ["xu"]), helper.make_node("Add", ["xu", "bias"], ["y"])]
+    m = _model(nodes, [x, bias], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "L", "L"])],
+               [numpy_helper.from_array(np.array([1], np.int64), "ax")])
+    rep = diagnose(m)
+    assert rep.batch_axes == {"x": 0, "bias": 0}
+    assert rep.renames == {"bias": {2: "L_axis2"}}  # axis 1 of x and bias stays one dim 'L'
+    row = next(r for r in rep.rows if r["check"] == "shared_dim_name")
+    assert "x[1], bias[1], bias[2]" in row["finding"] and "bias[2] -> 'L_axis2'" in row["suggestion"]

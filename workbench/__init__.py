@@ -59,6 +59,11 @@ _LAZY = {
     "GraphView": "workbench.widgets.graph_view:GraphView",
     "Workbench": "workbench.widgets.dashboard:Workbench",
     "run_flow": "workbench.flow:run_flow",
+    "sweep": "workbench.sweeps:sweep",
+    "load_sweep": "workbench.sweeps:load_sweep",
+    "build_stage": "workbench.flow:build_stage",
+    "profile_stage": "workbench.flow:profile_stage",
+    "accuracy_stage": "workbench.flow:accuracy_stage",
     "FlowResult": "workbench.flow:FlowResult",
     "write_report": "workbench.report:write_report",
 }

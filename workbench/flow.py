@@ -32,7 +32,8 @@ from .records import Record, host_info, now_iso
 #: Stages of :func:`run_flow`, in order (``on_stage`` receives these names).
 STAGES = ("build", "profile", "accuracy")
 #: Columns of :meth:`FlowResult.summary`.
-SUMMARY_COLUMNS = ["variant", "backend", "precision", "status", "p50_ms", "speedup", "top1", "cosine", "reason"]
+SUMMARY_COLUMNS = ["variant", "backend", "precision", "status", "p50_ms", "speedup", "top1", "cosine", "reason",
+                   "speedup_lo", "speedup_hi", "speed"]
 FLOW_FILE = "flow.json"
 RECORDS_DIR = "records"
 
@@ -164,22 +165,29 @@ class FlowResult:
     def summary(self) -> pd.DataFrame:
         """One row per variant and backend: ``variant, backend, precision, status, p50_ms, speedup``
         (the backend's fp32 p50 / this p50), ``top1``, ``cosine`` (minimum over outputs against the FP32
-        ONNX Runtime reference), ``reason``."""
+        ONNX Runtime reference), ``reason``, ``speedup_lo`` / ``speedup_hi`` (range of the per-block
+        speedups) and ``speed`` ("faster" / "slower" / "within noise" / "reference":
+        ``measure.repeat.speed_verdicts``)."""
+        from .measure.repeat import speed_verdicts
+
         rows = []
         lat = self.latency
         acc = self.accuracy
+        verdicts = speed_verdicts(lat)
         for b in self.builds.to_dict("records"):
             key = (b["variant"], b["backend"])
             row = {"variant": b["variant"], "backend": b["backend"], "precision": b["precision"],
                    "status": b["status"], "p50_ms": None, "speedup": None, "top1": None, "cosine": None,
                    "reason": b.get("reason") or ""}
+            row.update(speedup_lo=None, speedup_hi=None, speed="")
             if not lat.empty:
                 sel = lat[(lat.variant == key[0]) & (lat.backend == key[1])]
                 if not sel.empty:
                     row["p50_ms"] = float(sel.p50_ms.iloc[0])
-                    ref = lat[(lat.backend == key[1]) & (lat.precision == "fp32")]
-                    if not ref.empty and row["p50_ms"] > 0:
-                        row["speedup"] = float(ref.p50_ms.iloc[0]) / row["p50_ms"]
+                    v = verdicts[(verdicts.variant == key[0]) & (verdicts.backend == key[1])]
+                    if not v.empty and v.speedup.iloc[0] == v.speedup.iloc[0]:
+                        row.update(speedup=float(v.speedup.iloc[0]), speedup_lo=float(v.speedup_lo.iloc[0]),
+                                   speedup_hi=float(v.speedup_hi.iloc[0]), speed=str(v.verdict.iloc[0]))
             if not acc.empty:
                 sel = acc[(acc.variant == key[0]) & (acc.backend == key[1])]
                 if not sel.empty:
@@ -195,15 +203,19 @@ class FlowResult:
     def summary_text(self) -> str:
         """The summary as a fixed-width table (what ``workbench demo`` prints)."""
         s = self.summary()
-        head = f"{'variant':<28} {'backend':<13} {'p50 ms':>9} {'speedup':>8} {'top-1':>7} {'cosine':>9}  status"
+        head = (f"{'variant':<28} {'backend':<13} {'p50 ms':>9} {'speedup':>8} {'top-1':>7} {'cosine':>9} "
+                f"{'block range':>11}  {'speed':<12}  status")
         lines = [head, "-" * len(head)]
         for r in s.to_dict("records"):
             f = lambda v, fmt, unit="": "-" if v is None or v != v else format(v, fmt) + unit  # noqa: E731
             reason = r["reason"] if len(r["reason"]) <= 120 else r["reason"][:117] + "..."
             status = r["status"] + (f" ({reason})" if reason else "")
             top1 = f(None if r["top1"] is None else 100 * r["top1"], ".2f", "%")
+            rng = "-" if r["speedup_lo"] is None or r["speedup_lo"] != r["speedup_lo"] else \
+                f"{r['speedup_lo']:.2f}-{r['speedup_hi']:.2f}"
             lines.append(f"{r['variant']:<28} {r['backend']:<13} {f(r['p50_ms'], '.4f'):>9} "
-                         f"{f(r['speedup'], '.2f', 'x'):>8} {top1:>7} {f(r['cosine'], '.6f'):>9}  {status}")
+                         f"{f(r['speedup'], '.2f', 'x'):>8} {top1:>7} {f(r['cosine'], '.6f'):>9} "
+                         f"{rng:>11}  {r['speed'] or '-':<12}  {status}")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ JSON
@@ -380,27 +392,31 @@ def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
 
 
 def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, layer_iterations: int = 20,
-                  layers: bool = True, progress: bool = True, cancel: threading.Event | None = None) -> FlowResult:
-    """Step 2: end-to-end latency (``measure_latency``) and per-layer times (``profile_layers``) of every
-    built engine on the first data batch. Fills ``fr.latency`` / ``fr.layers``; returns ``fr``."""
+                  layers: bool = True, blocks: int = 5, progress: bool = True,
+                  cancel: threading.Event | None = None) -> FlowResult:
+    """Step 2: end-to-end latency and per-layer times (``profile_layers``) of every built engine on the
+    first data batch. Latency: ``iterations`` timed runs per variant in ``blocks`` interleaved blocks
+    (``measure.repeat.measure_blocks``: p50 over all runs, the range of the block medians, speedup
+    verdicts per block). Fills ``fr.latency`` / ``fr.layers``; returns ``fr``."""
     from .compare.layerwise import cast_feeds
-    from .measure.latency import latency_frame, measure_latency
     from .measure.layers import profile_layers
+    from .measure.repeat import blocks_frame, measure_blocks
 
     _needs_engines(fr)
-    fr.config.update(iterations=iterations, warmup=warmup, layer_iterations=layer_iterations)
+    fr.config.update(iterations=iterations, warmup=warmup, layer_iterations=layer_iterations, blocks=blocks)
     fr.errors[:] = [e for e in fr.errors if e["stage"] not in ("latency", "layers")]
     feeds = fr.batches[0]
     t0 = time.perf_counter()
-    lats = []
-    for be, r in _built(fr):
-        _check_cancel(cancel)
-        try:
-            lats.append(measure_latency(r.engine, cast_feeds(feeds, r.variant.model), warmup=warmup,
-                                        iterations=iterations, progress=progress))
-        except WorkbenchError as e:
-            _note(fr, "latency", r.name, be, e)
-    fr.latency = latency_frame(lats)
+    # every variant in `blocks` interleaved blocks (A B C A B C ...): speedups are per block, under the
+    # same load, and their range says whether a difference is real (measure/repeat.py)
+    _check_cancel(cancel)
+    built = _built(fr)
+    timed = measure_blocks([(r.engine, cast_feeds(feeds, r.variant.model)) for _, r in built], blocks=blocks,
+                           iterations=iterations, warmup=warmup, progress=progress)
+    for (be, r), (res, err) in zip(built, timed):
+        if res is None:
+            _note(fr, "latency", r.name, be, err)
+    fr.latency = blocks_frame(timed)
     fr.timings["latency"] = round(time.perf_counter() - t0, 3)
     if layers:
         t0 = time.perf_counter()
@@ -417,18 +433,19 @@ def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, la
     return fr
 
 
-def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: int = 64, progress: bool = True,
-                   cancel: threading.Event | None = None) -> FlowResult:
+def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: int = 64, atol: float = 1e-3,
+                   rtol: float = 1e-3, progress: bool = True, cancel: threading.Event | None = None) -> FlowResult:
     """Step 3: every built engine against the FP32 ONNX Runtime CPU reference over the data
     (``compare.compare_engines``), then the per-node error of each reduced-precision variant
     (``compare.layerwise`` on ``layerwise_limit`` samples). Fills ``fr.accuracy`` / ``fr.metrics`` /
-    ``fr.layerwise``; returns ``fr``."""
+    ``fr.layerwise``; returns ``fr``. ``atol`` / ``rtol``: the element-wise tolerance of ``passed``
+    (kept in ``fr.config`` so reports state it)."""
     from .compare import compare_engines
     from .compare import layerwise as _layerwise
     from .compare.outputs import build_variant_engine
 
     _needs_engines(fr)
-    fr.config.update(layerwise_limit=layerwise_limit)
+    fr.config.update(layerwise_limit=layerwise_limit, atol=atol, rtol=rtol)
     fr.errors[:] = [e for e in fr.errors if e["stage"] not in ("accuracy", "layerwise")]
     built = _built(fr)
     t0 = time.perf_counter()
@@ -442,7 +459,8 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
                 continue
             _check_cancel(cancel)
             try:
-                cmp = compare_engines(ref, engines, fr.batches, labels=fr.labels, progress=progress)
+                cmp = compare_engines(ref, engines, fr.batches, labels=fr.labels, atol=atol, rtol=rtol,
+                                      progress=progress)
             except WorkbenchError as e:
                 _note(fr, "accuracy", "", be, e)
                 continue
@@ -480,7 +498,7 @@ def _needs_engines(fr: FlowResult) -> None:
 
 def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend: str | Sequence[str] = "onnxruntime",
              *, data=None, labels=None, calib=None, shapes=None, iterations: int = 100, warmup: int = 10,
-             layer_iterations: int = 20, accuracy_limit: int | None = None, layerwise: bool = True,
+             layer_iterations: int = 20, blocks: int = 5, accuracy_limit: int | None = None, layerwise: bool = True,
              layerwise_limit: int = 64, out_dir: str | os.PathLike | None = None, cache=None,
              progress: bool = True, on_stage: Callable[[str, FlowResult], None] | None = None,
              cancel: threading.Event | None = None) -> FlowResult:
@@ -506,8 +524,8 @@ def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend:
                      accuracy_limit=accuracy_limit, out_dir=out_dir, cache=cache, progress=progress, cancel=cancel)
     if on_stage is not None:
         on_stage("build", fr)
-    profile_stage(fr, iterations=iterations, warmup=warmup, layer_iterations=layer_iterations, progress=progress,
-                  cancel=cancel)
+    profile_stage(fr, iterations=iterations, warmup=warmup, layer_iterations=layer_iterations, blocks=blocks,
+                  progress=progress, cancel=cancel)
     if on_stage is not None:
         on_stage("profile", fr)
     accuracy_stage(fr, layerwise=layerwise, layerwise_limit=layerwise_limit, progress=progress, cancel=cancel)

@@ -313,14 +313,17 @@ class GraphPayload:
                     self.node_group[v] = k
 
     def _chunk(self, groups: dict[str, Group], g: Group, first_of) -> None:
+        """Split a group with too many direct children into named chunks: at stage boundaries (a
+        strided Conv / pooling, a Resize or ConvTranspose) when the graph has them, labelled
+        ``stage k · HxW``; else consecutive runs labelled by their node range. The viewer shows each
+        chunk's top op types under its label."""
         if len(g.children) <= CHUNK_MAX:
             return
         items = sorted(g.children, key=first_of)
         g.children = []
-        for c in range(0, len(items), CHUNK):
-            part = items[c:c + CHUNK]
-            cid = f"{g.id}/#{c // CHUNK + 1}"
-            sub = Group(cid, f"#{c // CHUNK + 1} ({len(part)} items)", g.id, "chunk", part)
+        for k, (label, part) in enumerate(self._segments(items), start=1):
+            cid = f"{g.id}/#{k}"
+            sub = Group(cid, label, g.id, "chunk", part)
             sub.size = sum(1 for t, v in part if t == "n" and self.recs[v].kind == KIND_OP) + \
                 sum(groups[v].size for t, v in part if t == "g")
             sub.first = min(first_of(x) for x in part)
@@ -330,6 +333,53 @@ class GraphPayload:
             groups[cid] = sub
             g.children.append(("g", cid))
         self._chunk(groups, g, first_of)  # many chunks: chunk the chunks
+
+    def _stage_start(self, item) -> str | None:
+        """Why ``item`` starts a new stage ("stride 2", "upsample"), or None."""
+        t, v = item
+        if t != "n":
+            return None
+        r = self.recs[v]
+        if r.proto is None:
+            return None
+        if r.op in ("Resize", "Upsample", "ConvTranspose", "DepthToSpace"):
+            return "upsample"
+        if r.op in ("Conv", "MaxPool", "AveragePool", "QLinearConv", "ConvInteger", "SpaceToDepth"):
+            for a in r.proto.attribute:
+                if a.name == "strides" and any(x > 1 for x in a.ints):
+                    return f"stride {max(a.ints)}"
+        return None
+
+    def _resolution(self, item) -> str:
+        t, v = item
+        if t != "n" or not self.recs[v].outputs:
+            return ""
+        shape = (self.types.get(self.recs[v].outputs[0]) or (None, None))[1]
+        if shape and len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:]):
+            return f" · {shape[2]}×{shape[3]}"
+        return ""
+
+    def _segments(self, items: list) -> list[tuple[str, list]]:
+        """(label, items) runs of at most CHUNK items, cut at stage boundaries when there are any."""
+        bounds = [i for i, it in enumerate(items) if i > 0 and self._stage_start(it)]
+        cuts = [0]
+        for b in bounds:  # a stage shorter than CHUNK // 8 items joins the previous one
+            if b - cuts[-1] >= max(8, CHUNK // 8):
+                cuts.append(b)
+        out: list[tuple[str, list]] = []
+        if len(cuts) > 1:
+            cuts.append(len(items))
+            for k in range(len(cuts) - 1):
+                seg = items[cuts[k]:cuts[k + 1]]
+                base = f"stage {k + 1}{self._resolution(seg[0]) if k else self._resolution(seg[-1])}"
+                pieces = [seg[c:c + CHUNK] for c in range(0, len(seg), CHUNK)]
+                for j, piece in enumerate(pieces):
+                    out.append((base + (f" (part {j + 1}/{len(pieces)})" if len(pieces) > 1 else ""), piece))
+            return out
+        for c in range(0, len(items), CHUNK):
+            part = items[c:c + CHUNK]
+            out.append((f"nodes {c + 1}–{c + len(part)}", part))
+        return out
 
     def _build_edges(self) -> None:
         producer: dict[str, int] = {}
@@ -501,7 +551,10 @@ class GraphPayload:
                         c[self.recs[v].op] += 1
                     else:
                         stack.append(self.groups[v])
-            s = ", ".join(f"{op}×{k}" for op, k in c.most_common(n))
+            # constants and graph inputs say nothing about what a group computes: list them last
+            quiet = {"Constant", "Input", "Output"}
+            ranked = sorted(c.items(), key=lambda kv: (kv[0] in quiet, -kv[1], kv[0]))
+            s = ", ".join(f"{op}×{k}" for op, k in ranked[:n])
             self._ops_cache[g.id] = s
         return s
 

@@ -92,6 +92,8 @@ class Inspection:
     bytes: float
     shape_inference: bool
     warnings: list[str] = field(default_factory=list)
+    #: inputs whose dynamic first dim was taken as 1 (no shapes given): name -> the symbolic dim
+    assumed_batch: dict = field(default_factory=dict)
     # Per-node and per-tensor detail, kept compact; rows are built on demand from the model's graph.
     _graph: onnx.GraphProto | None = field(default=None, repr=False, compare=False)
     _table: dict = field(default_factory=dict, repr=False, compare=False)
@@ -131,6 +133,7 @@ class Inspection:
             "producer_version": self.producer_version, "shapes": self.shapes, "macs": self.macs, "flops": self.flops,
             "flops_unknown_nodes": self.flops_unknown_nodes, "flops_by_op": self.flops_by_op(), "bytes": self.bytes,
             "shape_inference": self.shape_inference, "warnings": self.warnings,
+            "assumed_batch": self.assumed_batch, "per_sample": bool(self.assumed_batch),
         }
         if detail:
             d["node_list"] = self.node_rows
@@ -159,6 +162,8 @@ class Inspection:
             ("inputs", ", ".join(_io_text(s) for s in self.inputs)),
             ("outputs", ", ".join(_io_text(s) for s in self.outputs)),
             ("shapes", ", ".join(f"{k}:{'x'.join(map(str, v))}" for k, v in self.shapes.items())),
+            ("batch", "1 assumed (dynamic: " + ", ".join(f"{k}[0]={v}" for k, v in self.assumed_batch.items()) + ")"
+             if self.assumed_batch else "as given"),
             ("macs", self.macs), ("flops", self.flops), ("flops_unknown_nodes", self.flops_unknown_nodes),
             ("bytes", self.bytes), ("shape_inference", self.shape_inference),
             ("warnings", "; ".join(self.warnings)),
@@ -220,6 +225,9 @@ class Inspection:
             lines.append(f"output       {_io_text(s)}")
         if self.shapes:
             lines.append("shapes       " + ", ".join(f"{k}:{'x'.join(map(str, v))}" for k, v in self.shapes.items()))
+        if self.assumed_batch:
+            lines.append("batch        1 assumed for " + ", ".join(f"{k} ({v} is dynamic)" for k, v in self.assumed_batch.items())
+                         + ": FLOPs and bytes are per sample")
         # Totals cover the nodes with known shapes only: say so instead of printing a bare "0".
         unknown = self.flops_unknown_nodes
         if unknown:
@@ -522,6 +530,18 @@ def inspect(model_or_path: ModelSource, *, shapes: ShapeMap | str | Mapping | No
     for name, dims in fixed.items():
         if any(d == 0 for d in dims):
             raise ShapeSpecError(f"--shapes gives {name!r} a zero dim {list(dims)}; inspection needs dims >= 1")
+    # A dynamic first (batch) dim with no shapes given: count per sample, i.e. batch 1, and say so.
+    assumed: dict[str, str] = {}
+    for spec in input_specs(model):
+        if spec.name in fixed or not spec.shape or isinstance(spec.shape[0], int) and spec.shape[0] > 0:
+            continue
+        assumed[spec.name] = str(spec.shape[0]) if spec.shape[0] else "?"
+        fixed[spec.name] = (1, *[d if (isinstance(d, int) and d > 0) or isinstance(d, str) else "?"
+                                 for d in spec.shape[1:]])
+    if assumed:
+        names = ", ".join(f"{k}[0]={v}" for k, v in assumed.items())
+        warns.append(f"dynamic batch dim ({names}): FLOPs, MACs and bytes are per sample (batch 1 assumed); "
+                     "pass shapes=... (CLI --shapes) for another batch")
 
     # Strict first, so a failure is reported; then a lenient pass keeps whatever shapes it can infer.
     light = _light_model_bytes(proto, fixed)
@@ -583,7 +603,7 @@ def inspect(model_or_path: ModelSource, *, shapes: ShapeMap | str | Mapping | No
         params_by_dtype=params_by_dtype, param_bytes=pbytes, param_bytes_by_dtype=pbytes_by_dtype,
         external_data=model.has_external_data,
         inputs=[_spec_json(s) for s in input_specs(model)], outputs=[_spec_json(s) for s in output_specs(model)],
-        shapes={k: list(v) for k, v in fixed.items()},
+        shapes={k: list(v) for k, v in fixed.items() if k not in assumed}, assumed_batch=assumed,
         macs=total_macs, flops=2 * total_macs, flops_unknown_nodes=unknown, bytes=total_bytes,
         shape_inference=inferred_ok, warnings=warns,
         _graph=g, _table=table, _node_macs=node_macs_, _node_bytes=node_bytes_,

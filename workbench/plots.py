@@ -21,9 +21,10 @@ from typing import Any, Sequence
 import pandas as pd
 
 OTHER_COLOR = "#7F7F7F"
-#: Colours for op types in the stacked share plot (cycled).
-OP_COLORS = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#EECA3B", "#B279A2", "#FF9DA6",
-             "#9D755D", "#BAB0AC", "#1B9E77", "#7570B3"]
+#: Colours for op types in the stacked share plot (cycled): light tints, so no op type can be mistaken
+#: for a precision (the precision colours above are saturated; tests check the two sets stay apart).
+OP_COLORS = ["#8DD3C7", "#FFFFB3", "#BEBADA", "#FB8072", "#80B1D3", "#FDB462", "#B3DE69", "#FCCDE5",
+             "#D9D9D9", "#BC80BD", "#CCEBC5", "#FFED6F"]
 TEMPLATE = "plotly_white"
 
 
@@ -74,7 +75,8 @@ def _empty(title: str, why: str):
 
 def _layout(fig, title: str, x: str, y: str, **kw):
     fig.update_layout(template=TEMPLATE, title={"text": title}, xaxis_title=x, yaxis_title=y,
-                      legend_title_text=kw.pop("legend", "precision"), margin={"t": 60, "l": 60, "r": 20, "b": 60},
+                      legend_title_text=kw.pop("legend", "precision"),
+                      margin=kw.pop("margin", {"t": 70, "l": 60, "r": 20, "b": 60}),
                       hoverlabel={"align": "left"}, **kw)
     return fig
 
@@ -87,7 +89,10 @@ def _precisions(df: pd.DataFrame) -> list[str]:
 
 # -------------------------------------------------------------------------------------------- latency
 def latency_figure(latency: pd.DataFrame, *, title: str = "Latency by precision and backend"):
-    """p50 latency bars per variant (and backend), a tick at p90 and a whisker up to p99.
+    """p50 latency bars per variant (and backend) on a linear axis from 0 (bar length = time); a whisker
+    over the range of the per-block medians (``p50_lo_ms`` / ``p50_hi_ms`` from interleaved blocks, when
+    measured), a tick at p90 and a diamond at p99. The axis stops a little above the largest p90: a p99
+    beyond it (a few outlier runs) is named in a note instead of squashing the bars.
 
     ``latency``: ``measure_latency`` rows (``variant, backend, precision, p50_ms, p90_ms, p99_ms``)."""
     if latency is None or latency.empty:
@@ -95,24 +100,42 @@ def latency_figure(latency: pd.DataFrame, *, title: str = "Latency by precision 
     go = _go()
     df = latency.copy()
     df["label"] = _labels(df)
+    has_blocks = {"p50_lo_ms", "p50_hi_ms"} <= set(df.columns) and df["p50_lo_ms"].notna().any()
     fig = go.Figure()
     for p in _precisions(df):
         d = df[df.precision.astype(str) == p]
-        hover = [f"<b>{r.label}</b><br>backend {r.backend}<br>p50 {r.p50_ms:.4f} ms<br>p90 {r.p90_ms:.4f} ms"
-                 f"<br>p99 {r.p99_ms:.4f} ms<br>n = {int(r.iterations) if r.iterations == r.iterations else '?'}"
-                 for r in d.itertuples()]
+        hover = []
+        for r in d.itertuples():
+            n = int(r.iterations) if r.iterations == r.iterations else "?"
+            blk = (f"<br>block medians {r.p50_lo_ms:.4f}–{r.p50_hi_ms:.4f} ms ({int(r.blocks)} blocks)"
+                   if has_blocks and r.p50_lo_ms == r.p50_lo_ms else "")
+            hover.append(f"<b>{r.label}</b><br>backend {r.backend}<br>p50 {r.p50_ms:.4f} ms{blk}"
+                         f"<br>p90 {r.p90_ms:.4f} ms<br>p99 {r.p99_ms:.4f} ms<br>n = {n} runs")
+        err = None
+        if has_blocks:
+            err = {"type": "data", "symmetric": False, "array": (d.p50_hi_ms - d.p50_ms).clip(lower=0).tolist(),
+                   "arrayminus": (d.p50_ms - d.p50_lo_ms).clip(lower=0).tolist(), "color": "#333",
+                   "thickness": 1.5, "width": 8}
         fig.add_trace(go.Bar(x=d.label, y=d.p50_ms, name=p, legendgroup=p, marker_color=precision_color(p),
-                             error_y={"type": "data", "symmetric": False, "array": (d.p99_ms - d.p50_ms).tolist(),
-                                      "arrayminus": [0] * len(d), "color": "#444", "thickness": 1.2, "width": 6},
-                             hovertext=hover, hoverinfo="text"))
+                             error_y=err, hovertext=hover, hoverinfo="text"))
     fig.add_trace(go.Scatter(x=df.label, y=df.p90_ms, mode="markers", name="p90",
                              marker={"symbol": "line-ew-open", "size": 22, "color": "#222", "line": {"width": 2}},
                              hovertemplate="%{x}<br>p90 %{y:.4f} ms<extra></extra>"))
+    top = float(max(df.p90_ms.max(), df.get("p50_hi_ms", df.p50_ms).max(), df.p50_ms.max())) * 1.25
+    shown = df[df.p99_ms <= top]
+    fig.add_trace(go.Scatter(x=shown.label, y=shown.p99_ms, mode="markers", name="p99",
+                             marker={"symbol": "diamond-open", "size": 9, "color": "#555"},
+                             hovertemplate="%{x}<br>p99 %{y:.4f} ms<extra></extra>"))
     fig.update_layout(barmode="overlay")
-    spread = (df.p99_ms / df.p50_ms.where(df.p50_ms > 0)).max()
-    if spread == spread and spread > 20:  # a few slow outliers would flatten the bars: log scale
-        fig.update_yaxes(type="log")
-    return _layout(fig, title, "variant", "latency p50 (ms) · tick p90 · whisker p99")
+    fig.update_yaxes(type="linear", rangemode="tozero", range=[0, top])
+    off = df[df.p99_ms > top]
+    if not off.empty:
+        txt = "p99 above the axis: " + ", ".join(f"{r.label} {r.p99_ms:.2f} ms" for r in off.itertuples()) + \
+              " (outlier runs: compare p50s)"
+        fig.add_annotation(text=txt, showarrow=False, x=0, y=1.0, xref="paper", yref="paper", xanchor="left",
+                           yanchor="bottom", font={"size": 11, "color": "#666"})
+    ytitle = "latency p50 (ms)" + (" · whisker: block range" if has_blocks else "") + " · tick p90 · ◇ p99"
+    return _layout(fig, title, "variant", ytitle)
 
 
 # ------------------------------------------------------------------------------------------ per-layer
@@ -143,9 +166,21 @@ def layers_by_node(layers: pd.DataFrame) -> pd.DataFrame:
     df = layers.copy()
     df["label"] = _labels(df)
     df["node"] = _node_column(df)
-    g = df.groupby(["label", "node"], sort=False).agg(time_ms=("time_ms", "sum"), precision=("precision", "first"),
-                                                       layers=("layer", "count")).reset_index()
+    agg = {"time_ms": ("time_ms", "sum"), "precision": ("precision", "first"), "layers": ("layer", "count")}
+    if "kernels" in df.columns:  # CUPTI tables: the GPU kernels that ran for the node (drill-down in hovers)
+        agg["kernels"] = ("kernels", lambda k: "; ".join(str(x) for x in k if isinstance(x, str) and x))
+    g = df.groupby(["label", "node"], sort=False).agg(**agg).reset_index()
     return g
+
+
+def _kernel_hover(text) -> str:
+    """At most three kernel names (shortened) for a hover line; empty without CUPTI kernels."""
+    if not isinstance(text, str) or not text:
+        return ""
+    parts = [t.strip() for t in text.split(";") if t.strip() and not t.strip().startswith("…")]
+    short = [(t[:70] + "…") if len(t) > 71 else t for t in parts[:3]]
+    more = f"<br>… {len(parts) - 3} more" if len(parts) > 3 else ""
+    return "<br>kernels: " + "<br>  ".join(short) + more
 
 
 def layer_figure(layers: pd.DataFrame, *, top_k: int = 15, title: str | None = None):
@@ -162,10 +197,11 @@ def layer_figure(layers: pd.DataFrame, *, top_k: int = 15, title: str | None = N
     for label in dict.fromkeys(g.label):
         d = g[g.label == label].set_index("node").reindex(top)
         p = str(d.precision.dropna().iloc[0])
+        kern = d["kernels"].map(_kernel_hover) if "kernels" in d.columns else pd.Series("", index=d.index)
         fig.add_trace(go.Bar(x=top, y=d.time_ms, name=label, legendgroup=p, marker_color=precision_color(p),
-                             customdata=d.layers.fillna(0).astype(int),
-                             hovertemplate=f"<b>{label}</b> ({p})<br>%{{x}}<br>%{{y:.4f}} ms in %{{customdata}} "
-                                           "layer(s)<extra></extra>"))
+                             customdata=list(zip(d.layers.fillna(0).astype(int), kern.fillna(""))),
+                             hovertemplate=f"<b>{label}</b> ({p})<br>%{{x}}<br>%{{y:.4f}} ms in %{{customdata[0]}} "
+                                           "layer(s)%{customdata[1]}<extra></extra>"))
     fig.update_layout(barmode="group")
     fig.update_xaxes(tickangle=-30)
     return _layout(fig, title, "ONNX node", time_basis_label(layers), legend="variant")
@@ -216,6 +252,21 @@ def op_share_figure(layers: pd.DataFrame, *, top_ops: int = 10, title: str = "Ti
                              else OTHER_COLOR, customdata=d.ms.fillna(0.0),
                              hovertemplate=f"{op}<br>%{{x}}<br>%{{y:.1f}} %% (%{{customdata:.4f}} ms)<extra></extra>"))
     fig.update_layout(barmode="stack")
+    # one line per variant saying where most of its time goes (and how much is format conversion)
+    notes = []
+    for lbl in labels:
+        d = df[df.label == lbl].groupby("layer_type").pct.sum().sort_values(ascending=False)
+        if d.empty or d.iloc[0] != d.iloc[0]:
+            continue
+        qdq = float(d[d.index.isin(["QuantizeLinear", "DequantizeLinear", "Cast"])].sum())
+        txt = f"{lbl}: {d.iloc[0]:.0f} % {d.index[0]}"
+        if qdq >= 10 and d.index[0] not in ("QuantizeLinear", "DequantizeLinear", "Cast"):
+            txt += f", {qdq:.0f} % in Quantize/Dequantize/Cast"
+        elif d.index[0] in ("QuantizeLinear", "DequantizeLinear", "Cast"):
+            txt += f" ({qdq:.0f} % in Quantize/Dequantize/Cast: format conversions, not math)"
+        notes.append(txt)
+    if notes:
+        title = f"{title}<br><sup>{' · '.join(notes)}</sup>"
     # tick labels coloured by precision keep the precision colours visible here too
     fig.update_xaxes(tickmode="array", tickvals=labels,
                      ticktext=[f"<span style='color:{precision_color(prec[lbl])}'>{lbl}</span>" for lbl in labels])
@@ -225,6 +276,12 @@ def op_share_figure(layers: pd.DataFrame, *, top_ops: int = 10, title: str = "Ti
 # ------------------------------------------------------------------------------------------ accuracy
 ACCURACY_METRICS = {"top1": ("top-1 accuracy (%)", 100.0), "cosine_min": ("cosine similarity (min over outputs)", 1.0),
                     "snr_db_min": ("SNR (dB, min over outputs)", 1.0)}
+#: Differences in accuracy smaller than this are noise (in the plotted unit): top-1 half a point (one
+#: sample of a few hundred, the binomial standard error at 99 % on 450 samples is ~0.5 points), cosine
+#: 1e-4, SNR 1 dB. Latency differences are noise when the block ranges overlap (or within 3 %).
+ACCURACY_NOISE = {"top1": 0.5, "cosine_min": 1e-4, "snr_db_min": 1.0}
+#: The smallest y span of the accuracy-vs-latency plot, so noise-sized differences do not fill the axis.
+ACCURACY_MIN_SPAN = {"top1": 4.0, "cosine_min": 1e-3, "snr_db_min": 10.0}
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -239,11 +296,36 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return pd.DataFrame(front, columns=pts.columns)
 
 
+def _latency_apart(a, b) -> bool:
+    """True when two latency rows differ beyond noise: their block ranges do not overlap (when
+    measured) and their p50s differ by more than 3 %."""
+    lo_a, hi_a = getattr(a, "p50_lo_ms", a.p50_ms), getattr(a, "p50_hi_ms", a.p50_ms)
+    lo_b, hi_b = getattr(b, "p50_lo_ms", b.p50_ms), getattr(b, "p50_hi_ms", b.p50_ms)
+    overlap = lo_a == lo_a and lo_b == lo_b and not (hi_a < lo_b or hi_b < lo_a)
+    return not overlap and abs(a.p50_ms - b.p50_ms) > 0.03 * min(a.p50_ms, b.p50_ms)
+
+
+def tradeoffs(df: pd.DataFrame, metric: str, x: str = "p50_ms", y: str = "y") -> pd.DataFrame:
+    """The Pareto front of ``df`` (lower ``x``, higher ``y``) keeping only real trade-offs: consecutive
+    front points must differ in latency beyond noise (:func:`_latency_apart`) and in accuracy by more than
+    :data:`ACCURACY_NOISE`. Fewer than two rows: no trade-off to show."""
+    front = pareto_front(df, x, y)
+    noise = ACCURACY_NOISE.get(metric, 0.0)
+    keep = []
+    for r in front.itertuples(index=False):
+        if keep and not (_latency_apart(keep[-1], r) and abs(getattr(r, y) - getattr(keep[-1], y)) > noise):
+            continue
+        keep.append(r)
+    return pd.DataFrame(keep, columns=front.columns) if len(keep) > 1 else front.iloc[0:0]
+
+
 def pareto_figure(latency: pd.DataFrame, accuracy: pd.DataFrame, *, metric: str | None = None,
                   configs: dict | None = None, title: str = "Accuracy vs latency"):
-    """One point per variant: x = p50 latency, y = ``metric`` (``top1`` when present, else
-    ``cosine_min``); the Pareto front as a dashed line. Hover shows the variant's configuration
-    (``configs``: ``{"variant@backend": Variant.to_json()}``, e.g. ``FlowResult.variants``)."""
+    """One point per variant: x = p50 latency (whisker: block range), y = ``metric`` (``top1`` in %
+    when present, else ``cosine_min``). The Pareto front is drawn only for trade-offs beyond noise
+    (:func:`tradeoffs`); otherwise a note says there is none. The y axis spans at least
+    :data:`ACCURACY_MIN_SPAN`, so a one-sample difference does not look like a cliff. Hover shows the
+    variant's configuration (``configs``: ``{"variant@backend": Variant.to_json()}``)."""
     if latency is None or latency.empty or accuracy is None or accuracy.empty:
         return _empty(title, "needs latency and accuracy results")
     if metric is None:
@@ -256,6 +338,7 @@ def pareto_figure(latency: pd.DataFrame, accuracy: pd.DataFrame, *, metric: str 
         return _empty(title, "no variant has both latency and accuracy")
     df["label"] = _labels(df)
     df["y"] = pd.to_numeric(df[metric], errors="coerce") * scale
+    has_blocks = {"p50_lo_ms", "p50_hi_ms"} <= set(df.columns)
     configs = configs or {}
     fig = go.Figure()
     for p in _precisions(df):
@@ -269,15 +352,35 @@ def pareto_figure(latency: pd.DataFrame, accuracy: pd.DataFrame, *, metric: str 
             hover.append(f"<b>{r.label}</b><br>backend {r.backend}, precision {p}<br>p50 {r.p50_ms:.4f} ms"
                          f"<br>{name}: {r.y:.4f}<br>recipe: {recipe}"
                          + (f"<br>flags: {json.dumps(cfg.get('backend_flags', {}))}" if cfg else ""))
+        err = None
+        if has_blocks:
+            err = {"type": "data", "symmetric": False, "array": (d.p50_hi_ms - d.p50_ms).clip(lower=0).tolist(),
+                   "arrayminus": (d.p50_ms - d.p50_lo_ms).clip(lower=0).tolist(), "color": "#555", "width": 5}
         fig.add_trace(go.Scatter(x=d.p50_ms, y=d.y, mode="markers+text", name=p, text=d.label,
-                                 textposition="top center", marker={"color": precision_color(p), "size": 14,
-                                                                    "line": {"color": "#222", "width": 1}},
-                                 hovertext=hover, hoverinfo="text"))
-    front = pareto_front(df, "p50_ms", "y")
+                                 textposition="top center", error_x=err,
+                                 marker={"color": precision_color(p), "size": 14, "line": {"color": "#222", "width": 1}},
+                                 hovertext=hover, hoverinfo="text", cliponaxis=False))
+    front = tradeoffs(df, metric)
     if len(front) > 1:
-        fig.add_trace(go.Scatter(x=front.p50_ms, y=front.y, mode="lines", name="Pareto front",
+        fig.add_trace(go.Scatter(x=front.p50_ms, y=front.y, mode="lines", name="Pareto front (beyond noise)",
                                  line={"dash": "dash", "color": "#888"}, hoverinfo="skip"))
-    return _layout(fig, title, "latency p50 (ms)", name)
+    else:
+        fig.add_annotation(text=f"no trade-off beyond noise (accuracy within {ACCURACY_NOISE.get(metric, 0):g} "
+                                f"{'points' if metric == 'top1' else ''}, or latency ranges overlap)".replace(" )", ")"),
+                           showarrow=False, x=0, y=1.0, xref="paper", yref="paper", xanchor="left", yanchor="bottom",
+                           font={"size": 11, "color": "#666"})
+    lo, hi = float(df.y.min()), float(df.y.max())
+    span = max(hi - lo, ACCURACY_MIN_SPAN.get(metric, 0.0))
+    mid = (lo + hi) / 2
+    yr = [mid - span * 0.6, mid + span * 0.6]
+    if metric == "top1":
+        yr = [max(0.0, yr[0]), min(100.0 + span * 0.15, yr[1])]
+    xs = pd.concat([df.p50_ms, df.get("p50_lo_ms", df.p50_ms), df.get("p50_hi_ms", df.p50_ms)])
+    xlo, xhi = float(xs.min()), float(xs.max())
+    pad = max((xhi - xlo) * 0.15, xhi * 0.05)
+    fig.update_xaxes(range=[max(0.0, xlo - pad), xhi + pad])
+    fig.update_yaxes(range=yr)
+    return _layout(fig, title, "latency p50 (ms)", name, margin={"t": 80, "l": 70, "r": 40, "b": 60})
 
 
 def layer_error_figure(layerwise: pd.DataFrame, *, metric: str = "snr_db", title: str | None = None):

@@ -33,6 +33,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px soli
 .meta{color:#666;font-size:.9em}nav a{margin-right:1em}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+.note{background:#f7f7fb;border-left:3px solid #99c;padding:.4em .8em;margin:.5em 0;font-size:.9em}
 .err{color:#a00}.ok{color:#070}.figure{margin:1em 0}details{margin:.5em 0}
 code{background:#f4f4f4;padding:1px 4px}
 """
@@ -69,12 +70,145 @@ def table_html(df: pd.DataFrame | None, *, max_rows: int | None = None, columns:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
 
 
-def _summary_html(fr) -> str:
+def _pct(v, digits: int = 2) -> str | None:
+    return None if v is None or v != v else f"{100 * v:.{digits}f} %"
+
+
+def environment(fr) -> dict:
+    """Where and with what the numbers were measured, from the build records: device(s), backend
+    versions, threads, Python, platform."""
+    devices, versions, threads, host = [], {}, set(), {}
+    for rec in (fr.build_records or {}).values():
+        dev = rec.get("device") or {}
+        name = dev.get("name") or dev.get("type") or ""
+        if dev.get("type") == "cpu":
+            name = f"CPU {name} ({dev.get('cores', '?')} cores)"
+        elif dev.get("type"):
+            name = f"{dev.get('type').upper()} {dev.get('name', '')}".strip()
+        if name and name not in devices:
+            devices.append(name)
+        versions.update({k: str(v) for k, v in (rec.get("versions") or {}).items()})
+        if rec.get("backend") and rec.get("backend_version"):
+            versions.setdefault(rec["backend"], str(rec["backend_version"]))
+        t = (rec.get("options") or {}).get("threads")
+        threads.add("backend default" if not t else str(t))
+        host = rec.get("host") or host
+    return {"device": ", ".join(devices) or "unknown", "versions": versions,
+            "threads": ", ".join(sorted(threads)) or "unknown", "python": host.get("python", ""),
+            "platform": host.get("platform", ""), "cpu_count": host.get("cpu_count", "")}
+
+
+def environment_html(fr) -> str:
+    env = environment(fr)
+    vers = ", ".join(f"{k} {v}" for k, v in env["versions"].items()) or "unknown"
+    thr = env["threads"]
+    if thr == "backend default":
+        thr = "backend default (ONNX Runtime: one intra-op thread per physical core)"
+    return (f"<p class='meta env'>measured on <b>{html.escape(env['device'])}</b> · threads: {html.escape(thr)}"
+            f" · {html.escape(vers)} · Python {html.escape(env['python'])} · {html.escape(env['platform'])}</p>")
+
+
+def summary_frame(fr) -> pd.DataFrame:
+    """The flow summary with units in the column names and readable values."""
     s = fr.summary()
-    s["top1"] = s["top1"].map(lambda v: None if v is None or v != v else f"{100 * v:.2f} %")
-    s["speedup"] = s["speedup"].map(lambda v: None if v is None or v != v else f"{v:.2f}x")
-    s["cosine"] = s["cosine"].map(lambda v: None if v is None or v != v else f"{v:.6f}")
-    return table_html(s)
+    out = pd.DataFrame({
+        "variant": s["variant"], "backend": s["backend"], "precision": s["precision"], "status": s["status"],
+        "p50 (ms)": s["p50_ms"],
+        "speedup vs fp32": s["speedup"].map(lambda v: None if v is None or v != v else f"{v:.2f}×"),
+        "range over blocks": [None if lo is None or lo != lo else f"{lo:.2f}–{hi:.2f}×"
+                              for lo, hi in zip(s["speedup_lo"], s["speedup_hi"])],
+        "speed": s["speed"],
+        "top-1 (%)": s["top1"].map(lambda v: _pct(v)),
+        "cosine (min)": s["cosine"].map(lambda v: None if v is None or v != v else f"{v:.6f}"),
+        "reason": s["reason"]})
+    return out
+
+
+def summary_html(fr) -> str:
+    return table_html(summary_frame(fr))
+
+
+_summary_html = summary_html  # the report's name for it
+
+
+def latency_note(fr) -> str:
+    """How latency was measured and what can be concluded: blocks, spread, p99 outliers, verdicts."""
+    lat = fr.latency
+    if lat is None or lat.empty:
+        return ""
+    cfg = fr.config or {}
+    blocks = int(lat["blocks"].max()) if "blocks" in lat.columns and lat["blocks"].notna().any() else 1
+    n = int(lat["iterations"].max()) if "iterations" in lat.columns else cfg.get("iterations")
+    batch = int(lat["batch"].iloc[0]) if "batch" in lat.columns else "?"
+    parts = [f"Latency: {n} timed runs per variant (batch {batch}) in {blocks} interleaved block(s) "
+             f"(fp32 int8 fp16 fp32 int8 fp16 …, so every variant sees the same load); p50 over all runs; "
+             "the speedup range is the min–max over blocks of the per-block speedup. "
+             f"“within noise”: the range contains 1× or the speedup is within ±3 % of 1×: no claim either way."]
+    spread = (lat["p99_ms"] / lat["p50_ms"].where(lat["p50_ms"] > 0))
+    noisy = [f"{v} (p99 = {x:.0f}× p50)" for v, x in zip(lat["variant"], spread) if x == x and x > 5]
+    if noisy:
+        parts.append("<b>Outliers:</b> " + ", ".join(html.escape(t) for t in noisy) +
+                     ": a few runs were much slower (other processes, a busy or throttling machine). Compare p50s "
+                     "and the block ranges, not p99 or the mean.")
+    s = fr.summary()
+    slower = s[s["speed"] == "slower"]
+    if not slower.empty:
+        parts.append("<b>Slower than fp32:</b> " + ", ".join(html.escape(v) for v in slower["variant"]) +
+                     " (see the op-share plot for where the time goes).")
+    return "<div class='note'>" + "<br>".join(parts) + "</div>"
+
+
+def accuracy_frame(fr) -> pd.DataFrame:
+    """The accuracy rows with units: top-1 in %, its change in percentage points."""
+    a = fr.accuracy
+    if a is None or a.empty:
+        return pd.DataFrame()
+    cols = {"variant": a["variant"], "backend": a.get("backend"), "precision": a.get("precision")}
+    if "top1" in a.columns:
+        cols["top-1 (%)"] = a["top1"].map(lambda v: _pct(v))
+    if "top1_delta" in a.columns:
+        cols["Δ top-1 (points)"] = a["top1_delta"].map(lambda v: None if v != v else f"{v:+.2f}")
+    for src, dst in (("topk_agreement", "top-k agreement (%)"),):
+        if src in a.columns:
+            cols[dst] = a[src].map(lambda v: _pct(v, 1))
+    for src, dst in (("cosine_min", "cosine (min)"), ("snr_db_min", "SNR (dB, min)"), ("max_abs", "max |Δ|")):
+        if src in a.columns:
+            cols[dst] = a[src]
+    if "passed" in a.columns:
+        cols["within tolerance"] = a["passed"]
+    return pd.DataFrame({k: v for k, v in cols.items() if v is not None})
+
+
+def accuracy_note(fr) -> str:
+    """What the accuracy columns mean, with the tolerance actually used."""
+    if fr.accuracy is None or fr.accuracy.empty:
+        return ""
+    cfg = fr.config or {}
+    atol, rtol = cfg.get("atol", 1e-3), cfg.get("rtol", 1e-3)
+    return ("<div class='note'>Against the FP32 ONNX Runtime CPU reference on the same inputs. "
+            "top-1 in % of samples; Δ top-1 in percentage points (+0.22 = 0.22 % more samples right); "
+            "cosine and SNR are the minimum over outputs. "
+            f"<b>within tolerance</b>: every output element satisfies |x − ref| ≤ atol + rtol·|ref| with "
+            f"atol = {atol:g}, rtol = {rtol:g} — a strict element-wise test: fp16 usually fails it while its "
+            "cosine is 1.0 and its top-1 is unchanged. Judge a variant by top-1 / SNR for your task.</div>")
+
+
+def _flops_label(ins: dict) -> str:
+    if ins.get("assumed_batch"):
+        return "FLOPs per sample (dynamic batch: 1 assumed)"
+    if ins.get("shapes"):
+        return "FLOPs at " + ", ".join(f"{k}:{'x'.join(map(str, v))}" for k, v in ins["shapes"].items())
+    return "FLOPs"
+
+
+def _flops_value(ins: dict) -> str:
+    from .inspect import _human
+
+    fl = float(ins.get("flops") or 0.0)
+    unknown = int(ins.get("flops_unknown_nodes") or 0)
+    if unknown:
+        return f">= {_human(fl)} ({unknown} node(s) with unknown shapes: give shapes=)"
+    return _human(fl)
 
 
 def _inspection_html(ins: dict) -> str:
@@ -84,7 +218,7 @@ def _inspection_html(ins: dict) -> str:
     facts = [("model", ins.get("name")), ("opset", ins.get("opset")), ("nodes", ins.get("nodes")),
              ("op types", ", ".join(f"{k} {v}" for k, v in sorted((ins.get("ops") or {}).items(), key=lambda kv: -kv[1]))),
              ("parameters", f"{ins.get('params', 0):,}"), ("inputs", io(ins.get("inputs") or [])),
-             ("outputs", io(ins.get("outputs") or [])), ("FLOPs", _fmt(float(ins.get("flops") or 0.0))),
+             ("outputs", io(ins.get("outputs") or [])), (_flops_label(ins), _flops_value(ins)),
              ("producer", f"{ins.get('producer_name', '')} {ins.get('producer_version', '')}")]
     return table_html(pd.DataFrame(facts, columns=["fact", "value"]))
 
@@ -103,13 +237,15 @@ def report_html(fr, *, title: str | None = None, figures: dict | None = None, re
              f"<h1>{html.escape(title)}</h1>",
              f"<p class='meta'>model hash {html.escape(str(fr.model_hash)[:16])} · created {html.escape(fr.created)}"
              f" · backends {html.escape(', '.join(fr.config.get('backends', [])))}"
-             f" · precisions {html.escape(', '.join(fr.config.get('precisions', [])))}</p>"]
+             f" · precisions {html.escape(', '.join(fr.config.get('precisions', [])))}</p>", environment_html(fr)]
     nav = ["summary", *figures, "tables"]
     parts.append("<nav>" + "".join(f"<a href='#{n}'>{html.escape(FIGURE_TITLES.get(n, n))}</a>" for n in nav) + "</nav>")
     parts.append("<h2 id='summary'>Summary</h2>")
     parts.append("<p class='meta'>speedup: the backend's fp32 p50 divided by the variant's p50; top-1 and cosine "
                  "against the FP32 ONNX Runtime CPU reference on the same data.</p>")
     parts.append(_summary_html(fr))
+    parts.append(latency_note(fr))
+    parts.append(accuracy_note(fr))
     if fr.errors:
         parts.append("<h3 class='err'>Errors</h3><ul>" + "".join(
             f"<li class='err'>{html.escape(e.get('stage', ''))} · {html.escape(e.get('variant', ''))} · "
@@ -125,7 +261,7 @@ def report_html(fr, *, title: str | None = None, figures: dict | None = None, re
         [(k, v) for k, v in fr.config.items()], columns=["setting", "value"])))
     parts.append("<h3>Builds</h3>" + table_html(fr.builds))
     parts.append("<h3>Latency</h3>" + table_html(fr.latency))
-    parts.append("<h3>Accuracy</h3>" + table_html(fr.accuracy))
+    parts.append("<h3>Accuracy</h3>" + table_html(accuracy_frame(fr)))
     parts.append("<h3>Per-layer time</h3>" + table_html(
         fr.layers, max_rows=60, columns=["variant", "backend", "precision", "layer", "layer_type", "onnx_node",
                                          "time_ms", "share"]))

@@ -98,6 +98,9 @@ class ShapeReport:
     inputs: dict[str, InputFacts]
     rows: list[dict] = field(default_factory=list)
     renames: dict[str, dict[int, str]] = field(default_factory=dict)
+    #: a complete ``--shapes`` value (the given ranges + suggestions for dynamic inputs without one; consistent
+    #: for dims that share a name), or "" when every dynamic input has a range
+    suggested_shapes: str = ""
 
     @property
     def batch_axes(self) -> dict[str, int | None]:
@@ -111,7 +114,8 @@ class ShapeReport:
     def to_json(self) -> dict:
         return {"model": self.model, "inputs": [f.to_json() for f in self.inputs.values()],
                 "findings": [dict(r) for r in self.rows],
-                "renames": {k: {str(a): n for a, n in v.items()} for k, v in self.renames.items()}}
+                "renames": {k: {str(a): n for a, n in v.items()} for k, v in self.renames.items()},
+                "suggested_shapes": self.suggested_shapes}
 
     @property
     def errors(self) -> list[dict]:
@@ -125,6 +129,8 @@ class ShapeReport:
             if r["suggestion"]:
                 line += f"  -> {r['suggestion']}"
             lines.append(line)
+        if self.suggested_shapes:
+            lines.append(f"suggested: --shapes {self.suggested_shapes}")
         return "\n".join(lines)
 
 
@@ -420,14 +426,20 @@ def dim_base(dim: str) -> str:
     return "dim" if _is_placeholder(dim) else re.sub(r"[^A-Za-z0-9_]+", "_", dim)
 
 
-def _suggest(f: InputFacts) -> tuple[str, list[tuple[int, int, int]]]:
-    """A suggested MIN/OPT/MAX entry for an input with dynamic dims."""
+def _suggest(f: InputFacts, memo: dict | None = None, renames: Mapping | None = None
+             ) -> tuple[str, list[tuple[int, int, int]]]:
+    """A suggested MIN/OPT/MAX entry for an input with dynamic dims. ``memo`` (dim name -> range) keeps dims that
+    TensorRT treats as one (same name after ``renames``) equal across inputs."""
     shape = f.shape or ()
     image = len(shape) == 4 and isinstance(shape[1], int) and shape[1] in (1, 3, 4)
+    memo = {} if memo is None else memo
     per_dim = []
     for ax, d in enumerate(shape):
+        key = (renames or {}).get(f.name, {}).get(ax, d) if isinstance(d, str) else None
         if isinstance(d, int):
             per_dim.append((d, d, d))
+        elif key is not None and key in memo:
+            per_dim.append(memo[key])
         elif ax == f.batch_axis:
             per_dim.append((1, 8, 32))
         elif image and ax in (2, 3):
@@ -436,6 +448,8 @@ def _suggest(f: InputFacts) -> tuple[str, list[tuple[int, int, int]]]:
             per_dim.append((1, 128, 512))
         else:
             per_dim.append((1, 64, 256))
+        if key is not None:
+            memo.setdefault(key, per_dim[-1])
     spec = "/".join("x".join(str(p[i]) for p in per_dim) for i in range(3))
     return f"{f.name}:{spec}", per_dim
 
@@ -527,6 +541,14 @@ def _with_shapes(m: Model, inputs: dict[str, InputFacts], renames, rows: list[di
                          finding=finding, suggestion=suggestion))
 
     sm = ShapeMap.parse(shapes)
+    memo: dict = {}
+    for f in inputs.values():  # the given ranges fix shared names first
+        if f.name in sm and f.shape is not None and len(sm[f.name].opt) == len(f.shape):
+            for ax, d in enumerate(f.shape):
+                if isinstance(d, str):
+                    rng = sm[f.name]
+                    memo.setdefault(renames.get(f.name, {}).get(ax, d), (rng.min[ax], rng.opt[ax], rng.max[ax]))
+    suggested: list[str] = []
     unknown = [k for k in sm if k not in inputs]
     if unknown:
         row(", ".join(unknown), None, None, "unknown_shape_name", "error",
@@ -540,7 +562,8 @@ def _with_shapes(m: Model, inputs: dict[str, InputFacts], renames, rows: list[di
             except ShapeSpecError as e:
                 row(f.name, None, None, "profile", "error", e.message)
             continue
-        spec, _ = _suggest(f)
+        spec, _ = _suggest(f, memo, renames)
+        suggested.append(spec)
         dyn = [ax for ax, d in enumerate(f.shape) if _dynamic(d)]
         row(f.name, dyn[0] if len(dyn) == 1 else None, None, "no_range", "warning",
             f"dynamic dim(s) {dyn} have no range; runs use 1 and TensorRT builds need MIN/OPT/MAX",
@@ -551,7 +574,9 @@ def _with_shapes(m: Model, inputs: dict[str, InputFacts], renames, rows: list[di
         row("", None, None, "profile", "error", e.message)
     order = {n: i for i, n in enumerate(inputs)}
     rows.sort(key=lambda r: order.get(r["input"], len(order)))  # stable: per input, in check order
-    return ShapeReport(m.name, inputs, rows, renames)
+    given = {n: f"{n}:{sm[n].to_spec()}" for n in inputs if n in sm}
+    full = [given.get(n) or next((x for x in suggested if x.startswith(f"{n}:")), None) for n in inputs]
+    return ShapeReport(m.name, inputs, rows, renames, ",".join(x for x in full if x) if suggested else "")
 
 
 def check(model: ModelSource, shapes=None, *, batch_axis: Mapping[str, int | None] | str | None = None):

@@ -28,6 +28,7 @@ function h(tag, attrs = {}, ...kids) {
 }
 
 function fmt(v) {
+  if (v === null || v === undefined || (typeof v === "number" && Number.isNaN(v))) return "–";
   if (typeof v !== "number") return String(v);
   if (v !== 0 && (Math.abs(v) < 1e-3 || Math.abs(v) >= 1e5)) return v.toExponential(3);
   return String(Math.round(v * 1e4) / 1e4);
@@ -49,7 +50,7 @@ function render({ model, el }) {
     btn("Upstream", "highlight what feeds the selection", () => highlight(-1)),
     btn("Downstream", "highlight what the selection feeds", () => highlight(1)),
     btn("Clear", "clear selection and highlights", () => { hl = new Set(); setSelected([]); draw(); }),
-    btn("Collapse all", "collapse every group", () => setExpanded([])),
+    btn("Collapse all", "collapse every group", () => { needFit = true; setExpanded([]); }),
   );
   const canvas = h("canvas", { class: "wbg-canvas" });
   const legend = h("div", { class: "wbg-legend" });
@@ -63,6 +64,9 @@ function render({ model, el }) {
   let scale = 1, tx = 0, ty = 0, cssW = 1, cssH = 1;
   let selectedIds = new Set(), hl = new Set(), matches = new Set();
   let grid = null, pending = false, firstPaint = false, lastDrawn = 0;
+  // needFit: fit the graph as soon as the canvas has a real size (set while hidden: another tab, a
+  // cell not yet on screen, and by Collapse all). lastSig: the boxes of the last layout.
+  let needFit = true, fitted = 0, lastSig = "";
   const t0 = performance.now();
   const hook = {
     get nodeCount() { return items.length; },
@@ -79,6 +83,9 @@ function render({ model, el }) {
     select: (name) => setSelected([name]),
     toggle: (gid) => new Promise((res) => { afterLayout = res; toggleGroup(gid); }),
     fit: () => fit(),
+    get fits() { return fitted; },
+    get scale() { return scale; },
+    visibleBox: () => visibleBox(),
   };
   let afterLayout = null;
   window.__wbgraphs = window.__wbgraphs || [];
@@ -134,7 +141,12 @@ function render({ model, el }) {
     const sel = model.get("selected") || [];
     selectedIds = new Set(items.filter((it) => sel.includes(it.n) && it.k !== "group").map((it) => it.i));
     buildGrid();
-    if (!keepCenter) fit(); else { tx = cssW / 2 - cx * scale; ty = cssH / 2 - cy * scale; }
+    // a new set of boxes (first view, a group opened or closed, Collapse all, another model version):
+    // fit the whole graph; the same boxes recoloured (an overlay): keep the user's pan and zoom
+    const sig = items.map((it) => it.id === undefined ? it.i : it.id).join("|");
+    if (!keepCenter || needFit || sig !== lastSig) fit();
+    else { tx = cssW / 2 - cx * scale; ty = cssH / 2 - cy * scale; }
+    lastSig = sig;
     status.textContent = `${items.length.toLocaleString()} items · ${view.edges.length.toLocaleString()} edges drawn from ${view.n_nodes.toLocaleString()} nodes`;
     drawNow();
     root.dataset.items = String(items.length);
@@ -167,24 +179,24 @@ function render({ model, el }) {
       panel.append(h("div", { class: "wbg-hint" }, "Click a node for its details; double-click a group to open it."));
       return;
     }
-    panel.append(h("div", { class: "wbg-d-op" }, d.op + (d.status ? ` · ${d.status}` : "")),
+    panel.append(h("div", { class: "wbg-d-op" }, (d.op || d.kind || "node") + (d.status ? ` · ${d.status}` : "")),
       h("div", { class: "wbg-d-name", title: d.name }, d.name));
     if (d.scope) panel.append(h("div", { class: "wbg-d-scope" }, d.scope));
     if (d.overlay) panel.append(h("div", { class: "wbg-d-overlay" }, `${d.overlay.label}: ${fmt(d.overlay.value)}`));
     const table = (rows) => h("table", { class: "wbg-d-table" }, ...rows.map((r) => h("tr", {}, ...r.map((c) => h("td", {}, c)))));
-    const attrs = Object.entries(d.attributes || {});
+    const attrs = Object.entries(d.attributes || {}).map(([k, v]) => [k, v === null || v === undefined ? "–" : String(v)]);
     if (attrs.length) panel.append(h("h4", {}, "Attributes"), table(attrs));
     const tensorRows = (list, out) => list.map((t) => {
-      const shape = t.shape ? "[" + t.shape.join(", ") + "]" : "?";
+      const shape = Array.isArray(t.shape) ? "[" + t.shape.map((x) => (x === null || x === undefined || x === "" ? "?" : x)).join(", ") + "]" : "shape unknown";
       let extra = "";
       if (t.stats && t.stats.min !== undefined) extra = `min ${fmt(t.stats.min)} max ${fmt(t.stats.max)} mean ${fmt(t.stats.mean)} std ${fmt(t.stats.std)} zeros ${fmt(t.stats.zeros * 100)}%`;
       else if (t.stats && t.stats.skipped) extra = `stats skipped: ${t.stats.skipped}`;
       const who = out ? (t.consumers && t.consumers.length ? "→ " + t.consumers.slice(0, 4).join(", ") + (t.consumers.length > 4 ? " …" : "") : "")
         : (t.initializer ? "initializer" : (t.producer ? "← " + t.producer : "graph input"));
-      return [h("span", { class: "wbg-tname", title: t.name }, t.name), `${t.dtype} ${shape}`, h("span", { class: "wbg-small" }, [who, extra].filter(Boolean).join(" · "))];
+      return [h("span", { class: "wbg-tname", title: t.name }, t.name), `${t.dtype && t.dtype !== "?" ? t.dtype : "dtype unknown"} ${shape}`, h("span", { class: "wbg-small" }, [who, extra].filter(Boolean).join(" · "))];
     });
-    if (d.inputs.length) panel.append(h("h4", {}, "Inputs"), table(tensorRows(d.inputs, false)));
-    if (d.outputs.length) panel.append(h("h4", {}, "Outputs"), table(tensorRows(d.outputs, true)));
+    if ((d.inputs || []).length) panel.append(h("h4", {}, "Inputs"), table(tensorRows(d.inputs, false)));
+    if ((d.outputs || []).length) panel.append(h("h4", {}, "Outputs"), table(tensorRows(d.outputs, true)));
   }
 
   function showGroup(it) {
@@ -201,25 +213,49 @@ function render({ model, el }) {
   // ------------------------------------------------------------------ drawing
   function resize() {
     const r = canvas.getBoundingClientRect();
+    const wasHidden = cssW <= 8 || cssH <= 8;
     cssW = Math.max(1, r.width); cssH = Math.max(1, r.height);
     const dpr = window.devicePixelRatio || 1;
     canvas.width = Math.round(cssW * dpr); canvas.height = Math.round(cssH * dpr);
-    draw();
+    if ((needFit || wasHidden) && visible()) fit(); else draw();
   }
-  function fit() {
-    if (!items.length) return;
+  const MIN_LABEL_PX = 10;  // labels are never drawn smaller than this on screen
+  function bounds() {
     let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
     for (const it of items) {
       x0 = Math.min(x0, it.x - it.w / 2); x1 = Math.max(x1, it.x + it.w / 2);
       y0 = Math.min(y0, it.y - it.h / 2); y1 = Math.max(y1, it.y + it.h / 2);
     }
+    for (const f of frames) { x0 = Math.min(x0, f.x0); x1 = Math.max(x1, f.x1); y0 = Math.min(y0, f.y0); y1 = Math.max(y1, f.y1); }
+    return [x0, y0, x1, y1];
+  }
+  function visible() { const r = canvas.getBoundingClientRect(); return r.width > 8 && r.height > 8 && canvas.isConnected; }
+  function fitScale() {
+    if (!items.length) return 1;
+    const [x0, y0, x1, y1] = bounds();
+    return Math.min(1.5, (cssW - 24) / Math.max(1, x1 - x0), (cssH - 24) / Math.max(1, y1 - y0));
+  }
+  // the whole graph in the canvas, both dimensions (labels keep a minimum size, see drawNow)
+  function fit() {
+    if (!items.length) return;
+    if (!visible()) { needFit = true; return; }  // hidden (another tab, collapsed output): fit when shown
     const r = canvas.getBoundingClientRect();
-    cssW = Math.max(1, r.width); cssH = Math.max(1, r.height);
-    // fit, but keep text readable: a tall graph is shown from its top at a legible zoom
-    scale = Math.min(1.5, Math.max(0.55, Math.min((cssW - 40) / (x1 - x0), (cssH - 40) / (y1 - y0))));
+    cssW = r.width; cssH = r.height;
+    const [x0, y0, x1, y1] = bounds();
+    scale = Math.max(0.02, fitScale());
     tx = cssW / 2 - ((x0 + x1) / 2) * scale;
-    ty = (y1 - y0) * scale < cssH - 40 ? cssH / 2 - ((y0 + y1) / 2) * scale : 20 - y0 * scale;
+    ty = cssH / 2 - ((y0 + y1) / 2) * scale;
+    needFit = false;
+    fitted++;
+    root.dataset.fits = String(fitted);
     draw();
+  }
+  function visibleBox() {
+    const r = canvas.getBoundingClientRect();
+    const [x0, y0, x1, y1] = bounds();
+    return { canvas: { left: r.left, top: r.top, right: r.right, bottom: r.bottom },
+      graph: { left: r.left + x0 * scale + tx, top: r.top + y0 * scale + ty, right: r.left + x1 * scale + tx, bottom: r.top + y1 * scale + ty },
+      scale, fits: fitted };
   }
   function zoomBy(f, px = cssW / 2, py = cssH / 2) {
     const ns = Math.min(4, Math.max(0.01, scale * f));
@@ -241,7 +277,10 @@ function render({ model, el }) {
     ctx.setTransform(dpr * scale, 0, 0, dpr * scale, dpr * tx, dpr * ty);
     const vx0 = -tx / scale, vy0 = -ty / scale, vx1 = (cssW - tx) / scale, vy1 = (cssH - ty) / scale;
     const inView = (a, b, c, d) => c >= vx0 && a <= vx1 && d >= vy0 && b <= vy1;
-    const text = scale * 12 >= 5;
+    // labels: natural size when zoomed in, never below MIN_LABEL_PX on screen; hidden only when the
+    // boxes themselves are too small to hold one line
+    const text = scale * 28 >= MIN_LABEL_PX + 2;
+    const px = (n) => Math.max(n, MIN_LABEL_PX / scale);
     // frames
     for (const f of frames) {
       if (!inView(f.x0, f.y0, f.x1, f.y1)) continue;
@@ -250,7 +289,8 @@ function render({ model, el }) {
       ctx.lineWidth = 1 / Math.max(scale, 0.5);
       ctx.fillRect(f.x0, f.y0, f.x1 - f.x0, f.y1 - f.y0);
       ctx.strokeRect(f.x0, f.y0, f.x1 - f.x0, f.y1 - f.y0);
-      if (text) { ctx.fillStyle = "#5a4a9c"; ctx.font = "10px sans-serif"; ctx.textBaseline = "top"; ctx.fillText("▾ " + f.l, f.x0 + 3, f.y0 + 1); }
+      // a frame's name needs its 14-unit header to hold a 10 px label; smaller, the boxes inside speak
+      if (scale * 14 >= MIN_LABEL_PX) { ctx.fillStyle = "#5a4a9c"; ctx.font = `${px(10)}px sans-serif`; ctx.textBaseline = "top"; ctx.fillText(clip("▾ " + f.l, f.x1 - f.x0, px(10)), f.x0 + 3, f.y0 + 1); }
     }
     // edges
     ctx.lineWidth = 1 / Math.max(scale, 0.6);
@@ -281,7 +321,7 @@ function render({ model, el }) {
         ctx.beginPath(); ctx.moveTo(ex, ey); ctx.lineTo(ex - 3.5, ey - 7 * dir); ctx.lineTo(ex + 3.5, ey - 7 * dir); ctx.fill();
       }
       if (text && scale > 0.8 && p.e[2] > 1) {
-        ctx.fillStyle = "#666"; ctx.font = "10px sans-serif"; ctx.textBaseline = "middle";
+        ctx.fillStyle = "#666"; ctx.font = `${px(10)}px sans-serif`; ctx.textBaseline = "middle";
         ctx.fillText("×" + p.e[2], (q[0] + q[q.length - 2]) / 2 + 4, (q[1] + q[q.length - 1]) / 2);
       }
     }
@@ -307,18 +347,21 @@ function render({ model, el }) {
       if (!text) continue;
       ctx.fillStyle = it.c && darkish(it.c) ? "#ffffff" : "#1d2125";
       if (group) {
-        ctx.font = "bold 12px sans-serif";
-        ctx.fillText(clip(it.n, it.w), it.x, it.y - 8);
-        ctx.font = "10px sans-serif";
-        ctx.fillText(clip(`${it.size.toLocaleString()} · ${it.ops}`, it.w), it.x, it.y + 9);
+        const big = px(12), small = px(10);
+        ctx.font = `bold ${big}px sans-serif`;
+        ctx.fillText(clip(it.n, it.w, big), it.x, it.y - (small * 0.9 > 9 ? small * 0.9 : 8));
+        ctx.font = `${small}px sans-serif`;
+        ctx.fillText(clip(`${it.size.toLocaleString()} · ${it.ops}`, it.w, small), it.x, it.y + (small > 10 ? small : 9));
       } else {
-        ctx.font = "12px sans-serif";
-        ctx.fillText(clip(it.o, it.w), it.x, it.y);
+        const f = px(12);
+        ctx.font = `${f}px sans-serif`;
+        ctx.fillText(clip(it.o, it.w, f), it.x, it.y);
       }
     }
     ctx.textAlign = "start";
     lastDrawn = drawn;
     root.dataset.drawnNodes = String(drawn);
+    root.dataset.labelPx = text ? String(Math.round(Math.max(12 * scale, MIN_LABEL_PX))) : "0";
     if (!firstPaint && items.length) {
       firstPaint = true;
       // ms since navigation start (performance.timeOrigin), and since render() began
@@ -328,8 +371,8 @@ function render({ model, el }) {
       root.dataset.ready = "1";
     }
   }
-  function clip(s, w) {
-    const max = Math.max(3, Math.floor((w - 10) / 6.6));
+  function clip(s, w, font = 12) {
+    const max = Math.max(3, Math.floor((w - 10) / (0.55 * font)));
     return s.length > max ? s.slice(0, max - 1) + "…" : s;
   }
   function darkish(c) {
@@ -447,12 +490,18 @@ function render({ model, el }) {
   for (const [e, f] of listeners) model.on(e, f);
   const ro = new ResizeObserver(() => resize());
   ro.observe(stage);
+  // first visibility (a dashboard tab selected, a cell scrolled into view after Run All): fit then
+  const io = typeof IntersectionObserver === "function" ? new IntersectionObserver((entries) => {
+    if (entries.some((e) => e.isIntersecting)) { resize(); if (needFit) fit(); }
+  }) : null;
+  if (io) io.observe(root);
   resize();
   onLegend();
   onView();
   onDetails();
   return () => {
     ro.disconnect();
+    if (io) io.disconnect();
     for (const [e, f] of listeners) model.off(e, f);
     const k = window.__wbgraphs.indexOf(hook);
     if (k >= 0) window.__wbgraphs.splice(k, 1);

@@ -111,7 +111,7 @@ def run(args) -> int:
                 print(f"{e['precision']:<6} skipped: {e['reason']}")
                 continue
             cov = e["coverage"]
-            flag = "  (low coverage)" if cov["flagged"] else ""
+            flag = f"  (outside 0.9-1.1: {cov.get('reason') or 'see profile.json'})" if cov["flagged"] else ""
             print(f"{e['variant']:<36} p50 {e['p50_ms']:.3f} ms  p99 {e['p99_ms']:.3f} ms  "
                   f"{e['throughput']:.1f} samples/s  layers {e['layers']}  coverage {cov['coverage']:.0%}{flag}")
         print(f"wrote {out}/profile.json", file=sys.stderr)

@@ -1,29 +1,34 @@
-"""`Workbench`: the dashboard — one object, seven tabs, each action one public call.
+"""`Workbench`: the dashboard — one object, eight tabs, each action one public call.
 
     import workbench as wb
     wbx = wb.Workbench("sample_models/digits_cnn.onnx", data="sample_models/digits_test.npz",
                        labels="label", calib="sample_models/digits_calib.npz")
-    wbx                       # tabs: Model, Graph, Edit, Build, Profile, Accuracy, Report
+    wbx                       # tabs: Model, Graph, Edit, Build, Profile, Accuracy, Report, Sweep
     wbx.build(); wbx.wait()   # the same calls the buttons make, usable from code
     wbx.result                # the FlowResult (tidy frames) behind every plot
 
-Tabs and the public call each button runs (shown, copyable, under the button):
+Tabs and the public call each button runs:
 
-* Model — ``workbench.inspect(model)``; Graph — ``GraphView(model)`` with latency / error overlays;
-  Edit — ``EditPanel`` over ``workbench.edit.History`` (the dashboard builds the history's current model);
-* Build — ``workbench.flow.build_stage``; Profile — ``workbench.flow.profile_stage``;
-  Accuracy — ``workbench.flow.accuracy_stage``; Report — ``FlowResult.save`` + ``workbench.report.write_report``.
+* Model — ``wb.inspect(m)``; Graph — ``wb.GraphView(m)`` with latency / error overlays
+  (``view.set_overlay``); Edit — ``EditPanel`` over ``wb.History`` (the dashboard builds the history's
+  current model);
+* Build — ``wb.build_stage``; Profile — ``wb.profile_stage``; Accuracy — ``wb.accuracy_stage``;
+  Report — ``fr.save`` + ``wb.write_report``; Sweep — ``wb.sweep`` (``SweepPanel``: the table fills in as
+  cells finish).
 
-Long calls run in a worker thread (the notebook stays responsive); their tqdm bars and prints are
-captured in the log pane; errors stay on screen until "clear errors". Plots are ``plotly``
-``FigureWidget`` s updated in place when results arrive.
+Every button describes its call once, as a :class:`~workbench.widgets.calls.Snippet`: the dashboard runs
+that call and shows the snippet's text, which is self-contained (it loads the model, replays the edits
+and the earlier steps) and runs when pasted into a fresh cell. Long calls run in a worker thread (the
+notebook stays responsive); their tqdm bars and prints land in the log pane; errors are caught in the
+worker and shown with their message and hint (in the error list and in the log) until "Clear errors".
+Plots are ``plotly`` ``FigureWidget`` s, replaced by fresh ones when results arrive (nothing of the
+previous figure, such as a "no data" note, survives).
 """
 from __future__ import annotations
 
 import contextvars
 import html
 import threading
-import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,19 +36,15 @@ import ipywidgets as w
 
 from ..errors import UsageError, WorkbenchError
 from ..variant import PRECISIONS
+from .calls import Call, Ref, Snippet, error_html
 
-TABS = ("Model", "Graph", "Edit", "Build", "Profile", "Accuracy", "Report")
-_WIDE = w.Layout(width="98%")
-_STYLE = {"description_width": "120px"}
+TABS = ("Model", "Graph", "Edit", "Build", "Profile", "Accuracy", "Report", "Sweep")
+_STYLE = {"description_width": "130px"}
 
 
 def _text(value: Any, description: str, placeholder: str = "") -> w.Text:
     return w.Text(value="" if value is None else str(value), description=description, placeholder=placeholder,
-                  style=_STYLE, layout=w.Layout(width="60%"))
-
-
-def _arg(v: Any) -> str:
-    return repr(str(v)) if v not in (None, "") else "None"
+                  style=_STYLE, layout=w.Layout(width="70%"))
 
 
 class Workbench(w.VBox):
@@ -60,36 +61,44 @@ class Workbench(w.VBox):
         self.source = load(model)
         self.history = History(self.source)
         self.result = None
+        self.snippets: dict[str, Snippet] = {}  # action -> the snippet it last ran (and showed)
+        self._steps: list[Call] = []  # the calls that made self.result (build, then profile / accuracy)
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
         self._error_log: list[str] = []
         backend = backend or _default_backend()
 
-        # shared panes: status, progress, log (captures tqdm), code, errors
+        # shared panes: status, cancel, code, errors, log (captures tqdm bars and prints)
         self.status = w.HTML("<b>ready</b>")
-        self.progress = w.IntProgress(value=0, min=0, max=1, description="", layout=w.Layout(width="40%"))
-        self.cancel_button = w.Button(description="Cancel", icon="stop", disabled=True)
+        self.cancel_button = w.Button(description="Cancel", icon="stop", disabled=True,
+                                      tooltip="stop before the next step (a running build finishes first)")
         self.cancel_button.on_click(lambda _: self.cancel())
-        self.log_output = w.Output(layout=w.Layout(max_height="160px", overflow="auto", border="1px solid #eee"))
-        self.code = w.Textarea(value="", description="code", layout=w.Layout(width="98%", height="90px"),
-                               style=_STYLE)
+        self.code = w.Textarea(value="", description="code of the last call", style=_STYLE,
+                               layout=w.Layout(width="98%", height="120px"))
         self.errors = w.HTML()
         clear = w.Button(description="Clear errors", icon="times")
         clear.on_click(lambda _: self.clear_errors())
+        self.log_output = w.Output(layout=w.Layout(min_height="60px", max_height="240px", overflow="auto",
+                                                   border="1px solid #ccc", padding="2px 6px", width="98%"))
+        log_title = w.HTML("<b>log</b> <span style='color:#666'>(progress bars, messages and errors of the "
+                           "running action)</span>")
 
-        # figures (updated in place)
+        # figures: each in its own box, replaced by a fresh FigureWidget on update
         empty = flow_figures(FlowResult.empty())
         self.figures: dict[str, Any] = {k: _figure_widget(f) for k, f in empty.items()}
+        self._retired: list = []  # replaced figure widgets, closed at the next update
+        self._figure_boxes = {k: w.Box([f], layout=w.Layout(width="100%")) for k, f in self.figures.items()}
 
         # Model
         self.model_html = w.HTML()
-        refresh = w.Button(description="Inspect current version", icon="refresh")
+        refresh = w.Button(description="Inspect current version", icon="refresh", layout=w.Layout(width="auto"))
         refresh.on_click(lambda _: self.inspect())
         model_tab = w.VBox([refresh, self.model_html])
 
         # Graph
         self.view = None
-        self.overlay = w.Dropdown(options=["none"], description="overlay", style=_STYLE)
+        self.overlay = w.Dropdown(options=["none"], description="overlay", style=_STYLE,
+                                  layout=w.Layout(width="60%"))
         self.overlay.observe(lambda ch: self.show_overlay(ch["new"]), names="value")
         if graph:
             from .graph_view import GraphView
@@ -120,29 +129,32 @@ class Workbench(w.VBox):
         self.build_button = w.Button(description="Build", button_style="primary", icon="cogs")
         self.build_button.on_click(lambda _: self.build())
         self.build_table = w.HTML()
-        build_tab = w.VBox([self.backend, w.HBox([w.Label("precisions", layout=w.Layout(width="120px")),
+        build_tab = w.VBox([self.backend, w.HBox([w.Label("precisions", layout=w.Layout(width="130px")),
                                                   *self.precision_boxes.values()]),
                             self.shapes, self.data, self.labels, self.calib, self.limit,
-                            w.HBox([self.build_button]), self.build_table, self.figures["builds"]])
+                            w.HBox([self.build_button]), self.build_table, self._figure_boxes["builds"]])
 
         # Profile
         self.iterations = w.BoundedIntText(value=100, min=1, max=100000, description="iterations", style=_STYLE)
         self.layer_iterations = w.BoundedIntText(value=20, min=1, max=10000, description="layer iterations",
                                                  style=_STYLE)
         self.top_k = w.IntSlider(value=15, min=3, max=50, description="top-K layers", style=_STYLE)
-        self.top_k.observe(lambda _: self._update_figures(), names="value")
+        self.top_k.observe(lambda _: self._update_figures(("layers",)), names="value")
         self.profile_button = w.Button(description="Profile", button_style="primary", icon="clock-o")
         self.profile_button.on_click(lambda _: self.profile())
+        self.latency_note = w.HTML()
         profile_tab = w.VBox([w.HBox([self.iterations, self.layer_iterations]), self.profile_button,
-                              self.figures["latency"], self.top_k, self.figures["layers"], self.figures["op_share"],
-                              self.figures["heatmap"]])
+                              self.latency_note, self._figure_boxes["latency"], self.top_k,
+                              self._figure_boxes["layers"], self._figure_boxes["op_share"],
+                              self._figure_boxes["heatmap"]])
 
         # Accuracy
-        self.accuracy_button = w.Button(description="Compare with FP32", button_style="primary", icon="balance-scale")
+        self.accuracy_button = w.Button(description="Compare with FP32", button_style="primary", icon="balance-scale",
+                                        layout=w.Layout(width="auto"))
         self.accuracy_button.on_click(lambda _: self.compare())
         self.accuracy_table = w.HTML()
-        accuracy_tab = w.VBox([self.accuracy_button, self.accuracy_table, self.figures["pareto"],
-                               self.figures["layer_error"]])
+        accuracy_tab = w.VBox([self.accuracy_button, self.accuracy_table, self._figure_boxes["pareto"],
+                               self._figure_boxes["layer_error"]])
 
         # Report
         self.report_path = _text("report.html", "report file")
@@ -151,12 +163,20 @@ class Workbench(w.VBox):
         self.report_html = w.HTML()
         report_tab = w.VBox([self.report_path, self.report_button, self.report_html])
 
-        self.tabs = w.Tab(children=[model_tab, graph_tab, edit_tab, build_tab, profile_tab, accuracy_tab, report_tab])
+        # Sweep (models × backends × precisions × batch sizes; widgets/sweep_panel.py, one call: wb.sweep)
+        from .sweep_panel import SweepPanel
+
+        src = self.source.source
+        self.sweep_panel = SweepPanel([str(src)] if src is not None else [], data=str(data) if data else None,
+                                      calib=str(calib) if calib else None)
+
+        self.tabs = w.Tab(children=[model_tab, graph_tab, edit_tab, build_tab, profile_tab, accuracy_tab, report_tab,
+                                    self.sweep_panel])
         for i, t in enumerate(TABS):
             self.tabs.set_title(i, t)
         self._buttons = [self.build_button, self.profile_button, self.accuracy_button, self.report_button]
-        super().__init__([self.tabs, w.HBox([self.status, self.progress, self.cancel_button, clear]), self.code,
-                          self.errors, self.log_output])
+        super().__init__([self.tabs, w.HBox([self.status, self.cancel_button, clear]), self.errors, log_title,
+                          self.log_output, self.code])
         self.inspect()
 
     # ------------------------------------------------------------------ state
@@ -186,39 +206,72 @@ class Workbench(w.VBox):
         self.errors.value = ""
 
     def _error(self, what: str, e: BaseException) -> None:
-        if isinstance(e, WorkbenchError):
-            body = html.escape(str(e))
-        else:
-            body = (f"{html.escape(type(e).__name__)}: {html.escape(str(e))} (a bug: please report it)"
-                    f"<details><summary>traceback</summary><pre>{html.escape(traceback.format_exc())}</pre></details>")
-        self._error_log.append(f"<div style='color:#a00'>✖ <b>{html.escape(what)}</b>: {body}</div>")
+        line = error_html(what, e)
+        self._error_log.append(line)
         self.errors.value = "".join(self._error_log)
+        msg = f"✖ {what}: {e}" if isinstance(e, WorkbenchError) else f"✖ {what}: {type(e).__name__}: {e} (a bug)"
+        self.log_output.append_stdout(msg + "\n")
 
-    def _run(self, what: str, code: str, fn: Callable[[], Any], done: Callable[[Any], None], *,
-             steps: int = 1, background: bool = True) -> None:
-        """Show ``code``, run ``fn`` (in a worker thread), then ``done(result)``; errors stay inline."""
+    # ------------------------------------------------------------------ snippets
+    def model_lines(self) -> list:
+        """The snippet lines that make ``m``, the version Build builds: load the source, replay the edits."""
+        src = self.source.source
+        lines: list = [Call("wb.load", (str(src),), target="m") if src is not None
+                       else "m = wb.load(MODEL)  # MODEL: the model given to wb.Workbench (it has no file)"]
+        lines += [self.history[i].code for i in range(1, self.history.current.index + 1)]
+        return lines
+
+    def _namespace(self) -> dict:
+        import workbench
+
+        return {"wb": workbench, "m": self.model, "fr": self.result, "h": self.history, "view": self.view}
+
+    def _show(self, what: str, snippet: Snippet) -> None:
+        self.snippets[what] = snippet
+        text = snippet.text()
+        self.code.value = text
+        self.code.layout.height = f"{min(24, text.count(chr(10)) + 2) * 18 + 8}px"
+
+    # ------------------------------------------------------------------ running
+    def _run(self, what: str, make: Callable[[], tuple[Snippet, int]], done: Callable[[Any], None], *,
+             background: bool = True) -> None:
+        """``make()`` checks the settings and returns (snippet, number of trailing calls to run); the
+        snippet is shown, its last calls run (in a worker thread), then ``done(result)``. Every error
+        is caught in the worker and shown inline and in the log."""
         if self.busy:
-            self._error(what, UsageError(f"another action is running ({self.status.value}); wait or cancel it"))
+            self._error(what, UsageError(f"another action is running ({html.unescape(self.status.value)}); "
+                                         "wait for it or press Cancel"))
             return
-        self.code.value = code
+        try:
+            snippet, count = make()
+        except WorkbenchError as e:
+            self._error(what, e)
+            self.status.value = f"<b style='color:#a00'>{html.escape(what)}: not started</b>"
+            return
+        self._show(what, snippet)
         self._cancel.clear()
-        self.progress.max, self.progress.value = max(1, steps), 0
         self.status.value = f"<b>{html.escape(what)}…</b>"
         for b in self._buttons:
             b.disabled = True
         self.cancel_button.disabled = False
+        ns = self._namespace()
 
         def work() -> None:
             try:
-                with self.log_output:
-                    result = fn()
+                failure = None
+                with self.log_output:  # the Output context would swallow an exception: keep it ourselves
+                    try:
+                        result = snippet.run_tail(ns, count)
+                    except BaseException as e:  # noqa: BLE001 - shown inline below
+                        failure = e
+                if failure is not None:
+                    raise failure
                 done(result)
                 self.status.value = f"<b>{html.escape(what)}: done</b>"
             except BaseException as e:  # noqa: BLE001 - every error is shown inline
                 self._error(what, e)
                 self.status.value = f"<b style='color:#a00'>{html.escape(what)}: failed</b>"
             finally:
-                self.progress.value = self.progress.max
                 for b in self._buttons:
                     b.disabled = False
                 self.cancel_button.disabled = True
@@ -232,12 +285,12 @@ class Workbench(w.VBox):
 
     # ------------------------------------------------------------------ actions
     def inspect(self) -> None:
-        """Model tab: ``workbench.inspect`` of the current version."""
-        from ..inspect import inspect
-
+        """Model tab: ``wb.inspect`` of the current version."""
+        snip = Snippet([*self.model_lines(), Call("wb.inspect", (Ref("m"),), target="ins")], show="ins")
         try:
-            self.model_html.value = inspect(self.model)._repr_html_()
-            self.code.value = "import workbench as wb\nwb.inspect(model)"
+            ins = snip.run_tail(self._namespace())
+            self.model_html.value = ins._repr_html_()
+            self._show("inspect", snip)
         except Exception as e:  # noqa: BLE001
             self._error("inspect", e)
 
@@ -245,81 +298,80 @@ class Workbench(w.VBox):
         return [p for p, b in self.precision_boxes.items() if b.value]
 
     def build(self, *, background: bool = True) -> None:
-        """Build tab: ``workbench.flow.build_stage`` with the tab's settings."""
-        from ..flow import build_stage
-
-        precs = self._precisions()
-        be = self.backend.value
-        data, labels, calib, shapes = (self.data.value.strip() or None, self.labels.value.strip() or None,
-                                       self.calib.value.strip() or None, self.shapes.value.strip() or None)
-        limit = self.limit.value if self.limit.value > 0 else None
-        code = ("from workbench.flow import build_stage\n"
-                f"fr = build_stage(model, {precs!r}, {be!r}, data={_arg(data)}, labels={_arg(labels)}, "
-                f"calib={_arg(calib)}, shapes={_arg(shapes)}, accuracy_limit={limit!r})\nfr.builds")
-
-        def fn():
+        """Build tab: ``wb.build_stage`` with the tab's settings."""
+        def make():
+            precs = self._precisions()
             if not precs:
-                raise UsageError("tick at least one precision")
-            return build_stage(self.model, precs, be, data=data, labels=labels, calib=calib, shapes=shapes,
-                               accuracy_limit=limit, cancel=self._cancel)
+                raise UsageError("no precision is ticked", hint="tick at least one precision, e.g. fp32")
+            kw = {"data": self.data.value.strip() or None, "labels": self.labels.value.strip() or None,
+                  "calib": self.calib.value.strip() or None, "shapes": self.shapes.value.strip() or None,
+                  "accuracy_limit": self.limit.value if self.limit.value > 0 else None}
+            if kw["labels"] and not kw["data"]:
+                raise UsageError("a labels key needs a data file", hint="fill 'data (.npz)' or clear 'labels key'")
+            call = Call("wb.build_stage", (Ref("m"), precs, self.backend.value),
+                        {k: v for k, v in kw.items() if v is not None}, target="fr", hidden={"cancel": self._cancel})
+            return Snippet([*self.model_lines(), call], show="fr.builds"), 1
 
         def done(fr):
             self.result = fr
-            self.progress.value = 1
+            self._steps = [self.snippets["build"].last()]
             self._update_all()
 
-        self._run("build", code, fn, done, background=background)
+        self._run("build", make, done, background=background)
+
+    def _flow_lines(self) -> list:
+        if self.result is None or not self._steps:
+            raise UsageError("nothing built yet", hint="press Build first")
+        return [*self.model_lines(), *self._steps]
 
     def profile(self, *, background: bool = True) -> None:
-        """Profile tab: ``workbench.flow.profile_stage`` on the built engines."""
-        from ..flow import profile_stage
+        """Profile tab: ``wb.profile_stage`` on the built engines."""
+        def make():
+            lines = self._flow_lines()
+            call = Call("wb.profile_stage", (Ref("fr"),), {"iterations": self.iterations.value,
+                                                          "layer_iterations": self.layer_iterations.value},
+                        hidden={"cancel": self._cancel})
+            return Snippet([*lines, call], show="fr.latency"), 1
 
-        it, lit = self.iterations.value, self.layer_iterations.value
-        code = ("from workbench.flow import profile_stage\n"
-                f"profile_stage(fr, iterations={it}, layer_iterations={lit})\nfr.latency, fr.layers")
+        def done(_):
+            self._steps = [s for s in self._steps if s.func != "wb.profile_stage"] + [self.snippets["profile"].last()]
+            self._update_all()
 
-        def fn():
-            if self.result is None:
-                raise UsageError("nothing built yet", hint="press Build first")
-            return profile_stage(self.result, iterations=it, layer_iterations=lit, cancel=self._cancel)
-
-        self._run("profile", code, fn, lambda fr: self._update_all(), background=background)
+        self._run("profile", make, done, background=background)
 
     def compare(self, *, background: bool = True) -> None:
-        """Accuracy tab: ``workbench.flow.accuracy_stage`` against the FP32 ONNX Runtime reference."""
-        from ..flow import accuracy_stage
+        """Accuracy tab: ``wb.accuracy_stage`` against the FP32 ONNX Runtime reference."""
+        def make():
+            lines = self._flow_lines()
+            call = Call("wb.accuracy_stage", (Ref("fr"),), hidden={"cancel": self._cancel})
+            return Snippet([*lines, call], show="fr.summary()"), 1
 
-        code = "from workbench.flow import accuracy_stage\naccuracy_stage(fr)\nfr.accuracy, fr.layerwise"
+        def done(_):
+            self._steps = [s for s in self._steps if s.func != "wb.accuracy_stage"] + [self.snippets["accuracy"].last()]
+            self._update_all()
 
-        def fn():
-            if self.result is None:
-                raise UsageError("nothing built yet", hint="press Build first")
-            return accuracy_stage(self.result, cancel=self._cancel)
-
-        self._run("accuracy", code, fn, lambda fr: self._update_all(), background=background)
+        self._run("accuracy", make, done, background=background)
 
     def write_report(self, path: str | None = None, *, background: bool = True) -> None:
         """Report tab: save the JSON records and write the self-contained HTML report."""
-        from ..report import records_dir_for, write_report
+        from ..report import records_dir_for
 
         path = path or self.report_path.value.strip() or "report.html"
         rec = records_dir_for(path)
-        code = ("from workbench.report import write_report\n"
-                f"fr.save({str(rec)!r})\nwrite_report(fr, {path!r})")
 
-        def fn():
-            if self.result is None:
-                raise UsageError("nothing built yet", hint="press Build first")
+        def make():
+            lines = self._flow_lines()
             if Path(path).suffix.lower() not in (".html", ".htm"):
-                raise UsageError(f"report file must end in .html, got {path}")
-            self.result.save(rec)
-            return write_report(self.result, path, records_link=rec.name + "/")
+                raise UsageError(f"report file must end in .html, got {path}", hint="e.g. report.html")
+            calls = [Call("fr.save", (str(rec),)),
+                     Call("wb.write_report", (Ref("fr"), str(path)), {"records_link": rec.name + "/"})]
+            return Snippet([*lines, *calls]), 2
 
         def done(p):
             self.report_html.value = (f"wrote <code>{html.escape(str(p))}</code> and "
                                       f"<code>{html.escape(str(rec))}/</code>")
 
-        self._run("report", code, fn, done, background=background)
+        self._run("report", make, done, background=background)
 
     # ------------------------------------------------------------------ views
     def _update_all(self) -> None:
@@ -327,29 +379,38 @@ class Workbench(w.VBox):
         self._update_tables()
         self._update_overlays()
 
-    def _update_figures(self) -> None:
+    def _update_figures(self, names=None) -> None:
         from .. import plots
 
         fr = self.result
         if fr is None:
             return
+        # widgets replaced by the previous update are closed now; those replaced here stay open until
+        # the next update (closing a widget whose front-end model is still initializing is an error there)
+        for old in self._retired:
+            old.close()
+        self._retired = []
         for name, fig in plots.flow_figures(fr, top_k=self.top_k.value).items():
-            _replace(self.figures[name], fig)
+            if names is None or name in names:
+                self._retired.append(self.figures[name])
+                self.figures[name] = _figure_widget(fig)
+                self._figure_boxes[name].children = (self.figures[name],)
 
     def _update_tables(self) -> None:
-        from ..report import table_html
+        from ..report import accuracy_note, latency_note, summary_html, table_html
 
         fr = self.result
         if fr is None:
             return
         self.build_table.value = table_html(fr.builds, columns=["variant", "backend", "precision", "status",
                                                                 "build_time_s", "reason"])
+        self.latency_note.value = latency_note(fr) if not fr.latency.empty else ""
         if not fr.accuracy.empty:
-            self.accuracy_table.value = table_html(fr.summary())
+            self.accuracy_table.value = summary_html(fr) + accuracy_note(fr)
         if fr.errors:
             for e in fr.errors:
                 msg = f"{e['stage']} {e['variant']} ({e['backend']})"
-                line = f"<div style='color:#a00'>✖ <b>{html.escape(msg)}</b>: {html.escape(e['error'])}</div>"
+                line = f"<div class='wb-error' style='color:#a00'>✖ <b>{html.escape(msg)}</b>: {html.escape(e['error'])}</div>"
                 if line not in self._error_log:
                     self._error_log.append(line)
             self.errors.value = "".join(self._error_log)
@@ -367,7 +428,7 @@ class Workbench(w.VBox):
         self.overlay.value = keep
 
     def show_overlay(self, choice: str) -> None:
-        """Colour the graph by per-node time or error of one variant (``GraphView.set_overlay``)."""
+        """Colour the graph by per-node time or error of one variant (``view.set_overlay``)."""
         if self.view is None or self.result is None:
             return
         try:
@@ -376,16 +437,17 @@ class Workbench(w.VBox):
                 return
             kind, variant = choice.split(": ", 1)
             if kind.startswith("time"):
-                d = self.result.layers[self.result.layers.variant == variant]
-                self.view.set_overlay(d[["onnx_nodes", "time_ms"]], label=f"ms ({variant})", value="time_ms")
-                self.code.value = (f"view.set_overlay(fr.layers[fr.layers.variant == {variant!r}][['onnx_nodes', "
-                                   "'time_ms']], label='ms', value='time_ms')")
+                call = Call("view.set_overlay", (Ref(f"fr.layers[fr.layers.variant == {variant!r}]"),),
+                            {"label": f"ms ({variant})", "value": "time_ms"})
             else:
-                d = self.result.layerwise[self.result.layerwise.variant == variant].copy()
-                d["error"] = 1.0 - d["cosine"].astype(float)
-                self.view.set_overlay(d[["node", "error"]], label=f"1 - cosine ({variant})", value="error")
-                self.code.value = (f"d = fr.layerwise[fr.layerwise.variant == {variant!r}]\n"
-                                   "view.set_overlay(dict(zip(d.node, 1 - d.cosine)), label='1 - cosine')")
+                call = Call("view.set_overlay",
+                            (Ref(f"fr.layerwise[fr.layerwise.variant == {variant!r}]"
+                                 ".assign(error=lambda d: 1 - d.cosine)"),),
+                            {"label": f"1 - cosine ({variant})", "value": "error"})
+            snip = Snippet([*self._flow_lines(), Call("wb.GraphView", (Ref("m"),), target="view"), call],
+                           show="view")
+            snip.run_tail(self._namespace())
+            self._show("overlay", snip)
         except Exception as e:  # noqa: BLE001
             self._error("overlay", e)
 
@@ -405,35 +467,3 @@ def _figure_widget(fig):
     import plotly.graph_objects as go
 
     return go.FigureWidget(fig)
-
-
-def _stale(old: dict, new: dict, prefix: str = "") -> dict:
-    """Dotted layout paths set in ``old`` but not in ``new``, mapped to None (reset to the default) or to
-    an empty list (annotations, shapes)."""
-    out: dict = {}
-    for k, v in old.items():
-        if k == "template":
-            continue
-        path = f"{prefix}{k}"
-        if k not in new:
-            out[path] = [] if isinstance(v, (list, tuple)) else None
-        elif isinstance(v, dict) and isinstance(new[k], dict):
-            out.update(_stale(v, new[k], path + "."))
-    return out
-
-
-def _replace(fw, fig) -> None:
-    """Replace the traces and layout of FigureWidget ``fw`` with ``fig``'s, in place (stale layout keys,
-    such as the "no data" annotation of the empty figure, are reset in the browser too)."""
-    new = fig.layout.to_plotly_json()
-    stale = _stale(fw.layout.to_plotly_json(), new)
-    if stale:
-        fw.plotly_relayout(stale)  # its own message, before the new layout
-    with fw.batch_update():
-        for path, v in stale.items():
-            if v == []:
-                fw.layout[path] = []  # the Python side keeps [Annotation()] after relayout(annotations=[])
-        fw.data = []
-        fw.update_layout(new)
-        if fig.data:
-            fw.add_traces(list(fig.data))

@@ -8,7 +8,9 @@
     display(view, panel)
 
 Clicking nodes in the view fills the node / tensor fields of the chosen operation. *Apply* runs
-``History.apply`` (validated); the panel shows the exact public call it ran, keeps every error inline
+``History.apply`` (validated); the panel shows the code it ran as a self-contained snippet (``h =
+wb.History(path)`` and every apply / undo / redo made so far, the last one being this call: one
+:class:`~workbench.widgets.calls.Call` gives both the call and its text), keeps every error inline
 until *clear errors* is pressed, and shows the diff of the last edit as a table. *Show in graph*
 opens the graph view's diff mode (``GraphView.diff``) for the previous and current versions. After
 every apply / undo / redo the bound view shows the current version (``GraphView.set_model``). The
@@ -25,6 +27,7 @@ import ipywidgets as w
 from ..edit import History
 from ..edit.ops import REGISTRY, Param, parse_dims
 from ..errors import UsageError, WorkbenchError
+from .calls import Call, Snippet, error_html
 
 _SELECTION_KINDS = ("node", "tensor", "tensors")
 _MISSING = object()
@@ -98,13 +101,14 @@ class EditPanel(w.VBox):
         self.code = w.HTML()
         self.errors = w.HTML()
         self.error_log: list[str] = []
+        self.snippet: Snippet | None = None  # the code last shown (runs as-is in a fresh namespace)
         self.script = w.Textarea(layout=w.Layout(width="100%", height="180px", display="none"))
         self.diff_table = w.HTML()
         self.graph_out = w.Output()
         self.op.observe(lambda _: self._build_form(), names="value")
         self.apply_button.on_click(lambda _: self.apply())
-        self.undo_button.on_click(lambda _: self._step(self.history.undo, "h.undo()"))
-        self.redo_button.on_click(lambda _: self._step(self.history.redo, "h.redo()"))
+        self.undo_button.on_click(lambda _: self.undo())
+        self.redo_button.on_click(lambda _: self.redo())
         self.show_button.on_click(lambda _: self.show_diff())
         self.script_button.on_click(lambda _: self.show_script())
         self.clear_button.on_click(lambda _: self.clear_errors())
@@ -114,6 +118,9 @@ class EditPanel(w.VBox):
                     self.script_button, self.clear_button]),
             self.code, self.errors, self.script, self.diff_table, self.graph_out,
         ])
+        # the calls that made the current state, replayed by every snippet shown
+        self._calls: list[Call] = [Call("h.apply", (v.op,), dict(v.params, **({"force": True} if v.forced else {})))
+                                   for v in (self.history[i] for i in range(1, self.history.current.index + 1))]
         if view is not None:
             view.observe(self._on_selected, names="selected")
             self.selection = list(getattr(view, "selected", []))
@@ -175,31 +182,51 @@ class EditPanel(w.VBox):
         return out
 
     # ------------------------------------------------------------------ actions
+    def _history_lines(self) -> list:
+        src = self.history.source.source
+        head = (Call("wb.History", (str(src),), target="h") if src is not None
+                else "h = wb.History(MODEL)  # MODEL: the in-memory model this panel edits")
+        return [head, *self._calls]
+
+    def _run(self, what: str, call: Call, comment: str | None = None):
+        """Run ``call`` on this panel's history (``h``); on success record it and show the snippet."""
+        snippet = Snippet([*self._history_lines(), call] + ([comment] if comment else []))
+        try:
+            out = call.run({"h": self.history})
+        except Exception as e:  # noqa: BLE001 - WorkbenchErrors show message + hint, others a traceback
+            self._error(what, e)
+            return None
+        self._calls.append(call)
+        self.snippet = snippet
+        self._show_code(snippet)
+        self._refresh()
+        self._update_view()
+        return out
+
     def apply(self):
         """Run the selected operation with the form's parameters through ``History.apply``."""
         name = self.op.value
         try:
             params = self.params()
-            call = f"h.apply({name!r}" + "".join(f", {k}={v!r}" for k, v in params.items()) + \
-                   (", force=True" if self.force.value else "") + ")"
-            v = self.history.apply(name, force=self.force.value, **params)
         except WorkbenchError as e:
             self._error(name, e)
             return None
-        self._show_code(call, v.code)
-        self._refresh()
-        self._update_view()
-        return v
+        kw = dict(params, **({"force": True} if self.force.value else {}))
+        from ..edit.ops import render_call
 
-    def _step(self, fn, call: str) -> None:
         try:
-            fn()
-        except WorkbenchError as e:
-            self._error(call, e)
-            return
-        self._show_code(call, self.history.current.code)
-        self._refresh()
-        self._update_view()
+            same = "# the same edit as a function: m = " + render_call(name, params)
+        except WorkbenchError:
+            same = None
+        return self._run(name, Call("h.apply", (name,), kw), same)
+
+    def undo(self):
+        """``h.undo()``: back to the previous version."""
+        return self._run("undo", Call("h.undo"))
+
+    def redo(self):
+        """``h.redo()``: forward again."""
+        return self._run("redo", Call("h.redo"))
 
     def _update_view(self) -> None:
         """Show the current version in the bound graph view (``GraphView.set_model``)."""
@@ -235,21 +262,26 @@ class EditPanel(w.VBox):
 
     # ------------------------------------------------------------------ rendering
     def _error(self, what: str, e: Exception) -> None:
-        self.error_log.append(f"{what}: {e}")
-        items = "".join(f"<li>{html.escape(m)}</li>" for m in self.error_log)
-        self.errors.value = f"<div style='color:#b00020'><b>errors</b><ul>{items}</ul></div>"
+        self.error_log.append(error_html(what, e))
+        self.errors.value = "<div><b>errors</b> (kept until Clear errors)" + "".join(self.error_log) + "</div>"
 
-    def _show_code(self, panel_call: str, library_call: str) -> None:
-        self.code.value = ("<div><b>ran</b> (copy into a cell; <code>h</code> is <code>panel.history</code>)"
-                           f"<pre style='user-select:all'>{html.escape(panel_call)}</pre>"
-                           f"<b>same as</b><pre style='user-select:all'>{html.escape(library_call)}</pre></div>")
+    def _show_code(self, snippet: Snippet) -> None:
+        self.code.value = ("<div><b>ran</b> (paste into a cell: it runs as-is)"
+                           f"<pre style='user-select:all;background:#f6f6f6;padding:4px'>"
+                           f"{html.escape(snippet.text())}</pre></div>")
 
     def _refresh(self) -> None:
         h = self.history
         cur = h.current
-        valid = "valid" if cur.valid else "<span style='color:#b00020'>INVALID (forced)</span>"
-        self.status.value = (f"<b>version {cur.index}</b> of {len(h) - 1} · {cur.op} · "
-                             f"{len(cur.model.graph.node)} nodes · {valid} · <code>{cur.model.short_hash}</code>")
+        if cur.valid is None:
+            valid = "not validated (the file as loaded)"
+        elif cur.valid:
+            valid = "valid"
+        else:
+            valid = "<span style='color:#b00020'>INVALID" + (" (kept with force=True)" if cur.forced else "") + "</span>"
+        what = "original model, no edits yet" if cur.index == 0 else f"version {cur.index} of {len(h) - 1}: {html.escape(cur.op)}"
+        self.status.value = (f"<b>{what}</b> · {len(cur.model.graph.node)} nodes · {valid} · "
+                             f"<code>{cur.model.short_hash}</code>")
         self.undo_button.disabled = not h.can_undo
         self.redo_button.disabled = not h.can_redo
         d = h.diff()
