@@ -340,9 +340,12 @@ def pareto_figure(latency: pd.DataFrame, accuracy: pd.DataFrame, *, metric: str 
     df["y"] = pd.to_numeric(df[metric], errors="coerce") * scale
     has_blocks = {"p50_lo_ms", "p50_hi_ms"} <= set(df.columns)
     configs = configs or {}
+    # labels of neighbouring points alternate above / below, so close points do not overprint
+    rank = {lbl: k for k, lbl in enumerate(df.sort_values("p50_ms").label)}
     fig = go.Figure()
     for p in _precisions(df):
         d = df[df.precision.astype(str) == p]
+        positions = ["top center" if rank[lbl] % 2 == 0 else "bottom center" for lbl in d.label]
         hover = []
         for r in d.itertuples():
             cfg = configs.get(f"{r.variant}@{r.backend}", {})
@@ -357,7 +360,7 @@ def pareto_figure(latency: pd.DataFrame, accuracy: pd.DataFrame, *, metric: str 
             err = {"type": "data", "symmetric": False, "array": (d.p50_hi_ms - d.p50_ms).clip(lower=0).tolist(),
                    "arrayminus": (d.p50_ms - d.p50_lo_ms).clip(lower=0).tolist(), "color": "#555", "width": 5}
         fig.add_trace(go.Scatter(x=d.p50_ms, y=d.y, mode="markers+text", name=p, text=d.label,
-                                 textposition="top center", error_x=err,
+                                 textposition=positions, error_x=err,
                                  marker={"color": precision_color(p), "size": 14, "line": {"color": "#222", "width": 1}},
                                  hovertext=hover, hoverinfo="text", cliponaxis=False))
     front = tradeoffs(df, metric)
