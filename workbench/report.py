@@ -213,7 +213,7 @@ def _flops_label(ins: dict) -> str:
 
 
 def _flops_value(ins: dict) -> str:
-    from .inspect import _human
+    from .inspect import human_number as _human
 
     fl = float(ins.get("flops") or 0.0)
     unknown = int(ins.get("flops_unknown_nodes") or 0)
