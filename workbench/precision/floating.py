@@ -44,7 +44,7 @@ def default_op_block_list() -> list[str]:
     return list(dict.fromkeys(list(float16.DEFAULT_OP_BLOCK_LIST) + list(EXTRA_FP32_OPS)))
 
 
-def _tensor_problem(t: onnx.TensorProto, underflow_fraction: float) -> str | None:
+def tensor_problem(t: onnx.TensorProto, underflow_fraction: float) -> str | None:
     """Why a float32 constant cannot become fp16 unchanged, or None."""
     if t.data_type != TensorProto.FLOAT:
         return None
@@ -72,14 +72,14 @@ def fp16_range_blocks(proto: onnx.ModelProto, *, underflow_fraction: float = 0.0
     bad: dict[str, str] = {}  # tensor name -> reason
     const_nodes: dict[str, str] = {}  # tensor name -> Constant node name
     for init in g.initializer:
-        why = _tensor_problem(init, underflow_fraction)
+        why = tensor_problem(init, underflow_fraction)
         if why:
             bad[init.name] = why
     for n in g.node:
         if n.op_type == "Constant":
             for a in n.attribute:
                 if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
-                    why = _tensor_problem(a.t, underflow_fraction)
+                    why = tensor_problem(a.t, underflow_fraction)
                     if why:
                         bad[n.output[0]] = why
                         const_nodes[n.output[0]] = n.name

@@ -123,7 +123,7 @@ def fp16_safety(model: Any, *, underflow_fraction: float = 0.01):
     import pandas as pd
 
     from ..model import load
-    from .floating import EXTRA_FP32_OPS, _tensor_problem, norm_variance_nodes
+    from .floating import EXTRA_FP32_OPS, norm_variance_nodes, tensor_problem
 
     m = load(model)
     proto = m.proto
@@ -156,7 +156,7 @@ def fp16_safety(model: Any, *, underflow_fraction: float = 0.01):
         if name in masks:
             continue
         t = numpy_helper.from_array(np.asarray(val, dtype=np.float32), name)
-        why = _tensor_problem(t, underflow_fraction)
+        why = tensor_problem(t, underflow_fraction)
         if why:
             for r in readers.get(name, []):
                 add(r, "range_constant", 2, "keep fp32", f"reads {name!r}: {why}")
