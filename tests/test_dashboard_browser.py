@@ -146,6 +146,31 @@ def test_dashboard_build_renders_plot(lab, tmp_path):
             # the empty figures' "no ... profile" notes are gone once results arrived
             page.wait_for_function("!Array.from(document.querySelectorAll('.js-plotly-plot .annotation-text'))"
                                    ".some(a => a.closest('.js-plotly-plot').offsetParent !== null && /^no /.test(a.textContent))", timeout=10_000)
+            # Graph tab: laid out while hidden, fitted (both dimensions) when selected
+            page.locator(".lm-TabBar-tab", has_text="Graph").first.click()
+            page.wait_for_function("(window.__wbgraphs || []).some(g => g.fits >= 1 && g.visibleBox().canvas.right"
+                                   " - g.visibleBox().canvas.left > 100)", timeout=30_000)
+            boxes = page.evaluate("(window.__wbgraphs || []).map(g => g.visibleBox())"
+                                  ".filter(b => b.canvas.right - b.canvas.left > 100)")
+            assert boxes
+            for b in boxes:
+                c, g = b["canvas"], b["graph"]
+                assert c["left"] - 2 <= g["left"] and g["right"] <= c["right"] + 2, b
+                assert c["top"] - 2 <= g["top"] and g["bottom"] <= c["bottom"] + 2, b
+            page.locator(".wbg-root").first.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(ARTIFACTS / "dashboard_graph.png"))
+            # an error in the worker: message and hint shown, not an UnboundLocalError "bug"
+            page.locator(".lm-TabBar-tab", has_text="Build").first.click()
+            for box in page.locator(".widget-checkbox input[type=checkbox]").all():
+                if box.is_visible() and box.is_checked():
+                    box.uncheck()
+            build.click()
+            page.locator(".wb-error", has_text="no precision is ticked").first.wait_for(timeout=30_000)
+            err = page.locator(".wb-error").first.inner_text()
+            assert "hint: tick at least one precision" in err and "UnboundLocalError" not in err, err
+            page.locator(".wb-error").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "dashboard_error.png"))
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000

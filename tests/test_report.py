@@ -70,6 +70,7 @@ def test_report_tables_show_the_measured_values(flow):
     assert "measured on <b>CPU" in text and "threads:" in text and "onnxruntime 1." in text
     assert "interleaved block" in text and "atol = 0.001, rtol = 0.001" in text
     assert "Δ top-1 (points)" in text and "top-1 (%)" in text
+    assert "stated tolerance" in text and "int8: cosine &gt;= " in text  # the verdict's rule, per precision
     assert "FLOPs per sample (dynamic batch: 1 assumed)" in text
 
 

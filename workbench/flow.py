@@ -14,8 +14,6 @@ report (``workbench.report``) and the dashboard read the frames of a :class:`Flo
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import threading
 import time
@@ -23,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 
 from .errors import BuildError, UsageError, WorkbenchError
-from .records import Record, host_info, now_iso
+from .fsutil import json_safe
+from .records import Record, frame_from_json, frame_to_json, host_info, now_iso
 
 #: Stages of :func:`run_flow`, in order (``on_stage`` receives these names).
 STAGES = ("build", "profile", "accuracy")
@@ -75,49 +73,6 @@ class FlowRecord(Record):
     versions: dict = field(default_factory=dict)
     created: str = field(default_factory=now_iso)
     host: dict = field(default_factory=host_info)
-
-
-_INF = "$float"  # marks an infinity in strict JSON: {"$float": "inf"}
-
-
-def _cell(v):
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else {_INF: "inf" if v > 0 else "-inf"}
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return [_cell(x) for x in v]
-    if v is pd.NA or v is pd.NaT:
-        return None
-    return v
-
-
-def _uncell(v):
-    if isinstance(v, dict) and set(v) == {_INF}:
-        return float(v[_INF])
-    if isinstance(v, list):
-        return [_uncell(x) for x in v]
-    return v
-
-
-def frame_to_json(df: pd.DataFrame) -> dict:
-    """``{"columns", "dtypes", "rows"}``: NaN as null, infinities as ``{"$float": "inf"}``, lists (such as
-    ``onnx_nodes``) as lists; :func:`frame_from_json` restores numeric columns."""
-    return {"columns": [str(c) for c in df.columns], "dtypes": {str(c): str(t) for c, t in df.dtypes.items()},
-            "rows": [[_cell(v) for v in row] for row in df.itertuples(index=False, name=None)]}
-
-
-def frame_from_json(d: dict | None) -> pd.DataFrame:
-    if not d:
-        return pd.DataFrame()
-    rows = [[_uncell(v) for v in row] for row in d.get("rows") or []]
-    df = pd.DataFrame(rows, columns=d.get("columns") or None)
-    for c, t in (d.get("dtypes") or {}).items():
-        if c in df.columns and (t.startswith("float") or t.startswith("int")):
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-        elif c in df.columns and t == "bool":
-            df[c] = df[c].astype(bool)
-    return df
 
 
 # -------------------------------------------------------------------------------------------- result
@@ -243,12 +198,12 @@ class FlowResult:
             if not lat.empty:
                 sel = lat[(lat.variant == b["variant"]) & (lat.backend == b["backend"])]
                 if not sel.empty:
-                    stats = json.loads(sel.iloc[[0]].to_json(orient="records"))[0]
+                    stats = json_safe(sel.iloc[0].to_dict())
             acc = {}
             if not self.accuracy.empty:
                 sel = self.accuracy[(self.accuracy.variant == b["variant"]) & (self.accuracy.backend == b["backend"])]
                 if not sel.empty:
-                    acc = json.loads(sel.iloc[[0]].to_json(orient="records"))[0]
+                    acc = json_safe(sel.iloc[0].to_dict())
             out.append(VariantResultRecord(variant=b["variant"], backend=b["backend"], precision=b["precision"],
                                            status=b["status"], reason=b.get("reason") or "",
                                            config=self.variants.get(key, {}), build=self.build_records.get(key, {}),
@@ -295,18 +250,6 @@ def _num(v) -> float | None:
     return None if v != v else v
 
 
-def _head(batches: list, samples: int) -> list:
-    """The first batches holding at least ``samples`` samples (at least one batch)."""
-    out, n = [], 0
-    for b in batches:
-        out.append(b)
-        first = next(iter(b.values()))
-        n += int(first.shape[0]) if getattr(first, "ndim", 0) else 1
-        if n >= samples:
-            break
-    return out
-
-
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
 
@@ -348,7 +291,7 @@ def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
     from .inspect import inspect as _inspect
     from .builds import build_variants
     from .precision import parse_precisions
-    from .compare.outputs import resolve_data
+    from .data import resolve_data
     from .data import synthetic_inputs
     from .model import Model, load
 
@@ -398,7 +341,7 @@ def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, la
     first data batch. Latency: ``iterations`` timed runs per variant in ``blocks`` interleaved blocks
     (``measure.repeat.measure_blocks``: p50 over all runs, the range of the block medians, speedup
     verdicts per block). Fills ``fr.latency`` / ``fr.layers``; returns ``fr``."""
-    from .compare.layerwise import cast_feeds
+    from .data import cast_feeds
     from .measure.layers import profile_layers
     from .measure.repeat import blocks_frame, measure_blocks
 
@@ -442,7 +385,9 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
     (kept in ``fr.config`` so reports state it)."""
     from .compare import compare_engines
     from .compare import layerwise as _layerwise
-    from .compare.outputs import build_variant_engine
+    from .builds import build_engine
+    from .data import head_batches
+    from .precision import keeps_graph
 
     _needs_engines(fr)
     fr.config.update(layerwise_limit=layerwise_limit, atol=atol, rtol=rtol)
@@ -452,7 +397,7 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
     acc, metrics = [], []
     if built:
         _check_cancel(cancel)
-        _, ref = build_variant_engine(fr.model, "fp32", "onnxruntime", shapes=fr.shapes, progress=progress)
+        _, ref = build_engine(fr.model, "fp32", "onnxruntime", shapes=fr.shapes, progress=progress)
         for be in fr.buildsets:
             engines = [r.engine for b, r in built if b == be]
             if not engines:
@@ -476,9 +421,9 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
     if layerwise:
         t0 = time.perf_counter()
         seen, frames = set(), []
-        batches = _head(fr.batches, layerwise_limit)
+        batches = head_batches(fr.batches, layerwise_limit)
         for _, r in built:
-            if r.variant.precision in ("fp32", "tf32") or r.variant.hash in seen:
+            if keeps_graph(r.variant.precision) or r.variant.hash in seen:
                 continue
             seen.add(r.variant.hash)
             _check_cancel(cancel)

@@ -16,7 +16,7 @@ work the same on frames loaded back from JSON (``FlowResult.load``).
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -340,9 +340,12 @@ def pareto_figure(latency: pd.DataFrame, accuracy: pd.DataFrame, *, metric: str 
     df["y"] = pd.to_numeric(df[metric], errors="coerce") * scale
     has_blocks = {"p50_lo_ms", "p50_hi_ms"} <= set(df.columns)
     configs = configs or {}
+    # labels of neighbouring points alternate above / below, so close points do not overprint
+    rank = {lbl: k for k, lbl in enumerate(df.sort_values("p50_ms").label)}
     fig = go.Figure()
     for p in _precisions(df):
         d = df[df.precision.astype(str) == p]
+        positions = ["top center" if rank[lbl] % 2 == 0 else "bottom center" for lbl in d.label]
         hover = []
         for r in d.itertuples():
             cfg = configs.get(f"{r.variant}@{r.backend}", {})
@@ -357,7 +360,7 @@ def pareto_figure(latency: pd.DataFrame, accuracy: pd.DataFrame, *, metric: str 
             err = {"type": "data", "symmetric": False, "array": (d.p50_hi_ms - d.p50_ms).clip(lower=0).tolist(),
                    "arrayminus": (d.p50_ms - d.p50_lo_ms).clip(lower=0).tolist(), "color": "#555", "width": 5}
         fig.add_trace(go.Scatter(x=d.p50_ms, y=d.y, mode="markers+text", name=p, text=d.label,
-                                 textposition="top center", error_x=err,
+                                 textposition=positions, error_x=err,
                                  marker={"color": precision_color(p), "size": 14, "line": {"color": "#222", "width": 1}},
                                  hovertext=hover, hoverinfo="text", cliponaxis=False))
     front = tradeoffs(df, metric)
@@ -445,10 +448,21 @@ def build_figure(builds: pd.DataFrame, *, title: str = "Build time and engine si
     return fig
 
 
+#: extra figures of a FlowResult, by name: ``fn(flow_result) -> plotly Figure`` (see :func:`register_figure`)
+FIGURES: dict[str, Callable[[Any], Any]] = {}
+
+
+def register_figure(name: str, fn: Callable[[Any], Any]) -> None:
+    """Add a figure ``fn(flow_result) -> Figure`` to :func:`flow_figures` (so the report and the dashboard
+    show it), after the built-in ones. See docs/extending.md."""
+    FIGURES[str(name)] = fn
+
+
 def flow_figures(fr: Any, *, top_k: int = 15) -> dict[str, Any]:
-    """Every figure of a :class:`~workbench.flow.FlowResult`, by name (report and dashboard order)."""
+    """Every figure of a :class:`~workbench.flow.FlowResult`, by name (report and dashboard order):
+    the built-in ones, then the registered ones (:data:`FIGURES`)."""
     order = list(getattr(fr, "node_order", None) or []) or None
-    return {
+    figs = {
         "latency": latency_figure(fr.latency),
         "pareto": pareto_figure(fr.latency, fr.accuracy, configs=fr.variants),
         "layers": layer_figure(fr.layers, top_k=top_k),
@@ -457,3 +471,6 @@ def flow_figures(fr: Any, *, top_k: int = 15) -> dict[str, Any]:
         "layer_error": layer_error_figure(fr.layerwise),
         "builds": build_figure(fr.builds),
     }
+    for name, fn in FIGURES.items():
+        figs.setdefault(name, fn(fr))
+    return figs

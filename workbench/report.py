@@ -175,22 +175,33 @@ def accuracy_frame(fr) -> pd.DataFrame:
         if src in a.columns:
             cols[dst] = a[src]
     if "passed" in a.columns:
-        cols["within tolerance"] = a["passed"]
+        cols["verdict"] = a["passed"].map(lambda v: "pass" if bool(v) else "FAIL")
+    if "rule" in a.columns:
+        cols["stated tolerance"] = a["rule"]
+    if "why" in a.columns and "passed" in a.columns:
+        cols["why"] = [("" if bool(ok) else str(w)) for ok, w in zip(a["passed"], a["why"])]
+    if "allclose" in a.columns:
+        cols["allclose (info)"] = a["allclose"]
     return pd.DataFrame({k: v for k, v in cols.items() if v is not None})
 
 
 def accuracy_note(fr) -> str:
-    """What the accuracy columns mean, with the tolerance actually used."""
+    """What the accuracy columns mean, with the tolerances actually used."""
     if fr.accuracy is None or fr.accuracy.empty:
         return ""
     cfg = fr.config or {}
     atol, rtol = cfg.get("atol", 1e-3), cfg.get("rtol", 1e-3)
+    rules = []
+    if "rule" in fr.accuracy.columns:
+        rules = list(dict.fromkeys(str(r) for r in fr.accuracy["rule"].dropna()))
+    stated = ("<b>verdict</b>: each precision's stated tolerance on robust metrics — " +
+              "; ".join(html.escape(r) for r in rules) + " (workbench.compare.metrics.DEFAULT_TOLERANCES). "
+              if rules else "")
     return ("<div class='note'>Against the FP32 ONNX Runtime CPU reference on the same inputs. "
             "top-1 in % of samples; Δ top-1 in percentage points (+0.22 = 0.22 % more samples right); "
-            "cosine and SNR are the minimum over outputs. "
-            f"<b>within tolerance</b>: every output element satisfies |x − ref| ≤ atol + rtol·|ref| with "
-            f"atol = {atol:g}, rtol = {rtol:g} — a strict element-wise test: fp16 usually fails it while its "
-            "cosine is 1.0 and its top-1 is unchanged. Judge a variant by top-1 / SNR for your task.</div>")
+            "cosine and SNR are the minimum over outputs. " + stated +
+            f"<b>allclose</b> (information only): every element within atol + rtol·|ref|, atol = {atol:g}, "
+            f"rtol = {rtol:g} — fp16 usually fails it while its cosine is 1.0 and its top-1 is unchanged.</div>")
 
 
 def _flops_label(ins: dict) -> str:
@@ -202,7 +213,7 @@ def _flops_label(ins: dict) -> str:
 
 
 def _flops_value(ins: dict) -> str:
-    from .inspect import _human
+    from .inspect import human_number as _human
 
     fl = float(ins.get("flops") or 0.0)
     unknown = int(ins.get("flops_unknown_nodes") or 0)
@@ -265,6 +276,9 @@ def report_html(fr, *, title: str | None = None, figures: dict | None = None, re
     parts.append("<h3>Per-layer time</h3>" + table_html(
         fr.layers, max_rows=60, columns=["variant", "backend", "precision", "layer", "layer_type", "onnx_node",
                                          "time_ms", "share"]))
+    from .compare.speed import speed_section_html  # recipes (#14): why each variant is faster/slower
+
+    parts.append(speed_section_html(fr, table_html))
     parts.append("<h3>Per-layer error</h3>" + table_html(
         fr.layerwise, max_rows=80, columns=["variant", "order", "node", "op_type", "cosine", "snr_db", "max_abs",
                                             "diverged", "first_divergent"]))

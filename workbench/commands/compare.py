@@ -46,7 +46,7 @@ def run(args) -> int:
     from ..model import load
 
     precisions = parse_precisions(args.precision)
-    from ..precision import calibrated
+    from ..precision import calibrated, keeps_graph
 
     quantized = calibrated(precisions)
     if quantized and not (args.calib or args.data):
@@ -60,7 +60,7 @@ def run(args) -> int:
                           topk=args.topk, progress=not args.json)
     if args.layerwise:
         for name, var in cmp.built.items():
-            if var.precision in ("fp32", "tf32"):
+            if keeps_graph(var.precision):
                 continue
             cmp.layerwise[name] = layerwise(model, var, data=data, shapes=args.shapes,
                                                 threshold=args.threshold, limit=args.limit or 64,

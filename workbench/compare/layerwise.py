@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 import pandas as pd
 
-from ..data import as_feed_batches, input_specs
+from ..data import as_feed_batches, cast_feeds, default_batch
 from ..errors import DataError, UnsupportedError, UsageError
 from ..model import Model, load
 from ..variant import Variant
@@ -125,26 +125,6 @@ def _session(proto: onnx.ModelProto, optimization: str):
         last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise UnsupportedError(f"layerwise comparison runs on ONNX Runtime CPU, which cannot load this model: {last}",
                                hint="layerwise works for variants ORT CPU runs (fp32, fp16, int8)") from e
-
-
-def cast_feeds(feeds: Mapping[str, np.ndarray], model: Model) -> dict[str, np.ndarray]:
-    """Feeds cast to ``model``'s input dtypes (e.g. a variant converted without keeping fp32 I/O)."""
-    out = {}
-    for s in input_specs(model):
-        if s.name not in feeds:
-            raise DataError(f"feeds lack input {s.name!r} of {model.name}; they have {sorted(feeds)}")
-        a = np.asarray(feeds[s.name])
-        out[s.name] = a if a.dtype == s.np_dtype else a.astype(s.np_dtype)
-    return out
-
-
-def default_batch(model: Model, requested: int | None) -> int | None:
-    """Samples per run: None when the model fixes its batch (datasets use that), else ``requested`` or 32."""
-    from ..data import static_batch  # batch axes per input (workbench.shapes): a state [2, batch, 128] is dynamic
-
-    if static_batch(model) is not None:
-        return None
-    return requested or 32
 
 
 def _as_variant(model: Model, variant: Any, calib: Any, progress: bool) -> Variant:

@@ -246,10 +246,10 @@ def topk_agreement(ref_logits, logits, k: int) -> float:
     """Mean over samples of ``|topk(ref) ∩ topk(x)| / k`` (k clipped to the number of classes)."""
     r = np.asarray(ref_logits, dtype=np.float64).reshape(len(ref_logits), -1)
     v = np.asarray(logits, dtype=np.float64).reshape(len(logits), -1)
-    return float(np.mean(_topk_overlap(r, v, k))) if len(r) else 1.0
+    return float(np.mean(topk_overlap(r, v, k))) if len(r) else 1.0
 
 
-def _topk_overlap(r: np.ndarray, v: np.ndarray, k: int) -> np.ndarray:
+def topk_overlap(r: np.ndarray, v: np.ndarray, k: int) -> np.ndarray:
     k = max(1, min(k, r.shape[-1]))
     tr = np.argsort(-r, axis=-1, kind="stable")[:, :k]
     tv = np.argsort(-v, axis=-1, kind="stable")[:, :k]
@@ -345,16 +345,8 @@ class ErrorAccumulator:
 
 
 def json_number(v):
-    """A JSON-safe value: non-finite floats become the strings "inf", "-inf", "nan"."""
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        if math.isnan(f):
-            return "nan"
-        if math.isinf(f):
-            return "inf" if f > 0 else "-inf"
-        return f
-    return v
+    """A JSON-safe value under the one JSON policy (:func:`workbench.fsutil.json_number`): NaN -> null,
+    +-Inf -> "inf" / "-inf"."""
+    from ..fsutil import json_number as policy
+
+    return policy(v)

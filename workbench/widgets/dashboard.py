@@ -87,6 +87,7 @@ class Workbench(w.VBox):
         empty = flow_figures(FlowResult.empty())
         self.figures: dict[str, Any] = {k: _figure_widget(f) for k, f in empty.items()}
         self._retired: list = []  # replaced figure widgets, closed at the next update
+        self._figure_specs: dict[str, str] = {k: f.to_json() for k, f in empty.items()}
         self._figure_boxes = {k: w.Box([f], layout=w.Layout(width="100%")) for k, f in self.figures.items()}
 
         # Model
@@ -395,6 +396,10 @@ class Workbench(w.VBox):
         self._retired = []
         for name, fig in plots.flow_figures(fr, top_k=self.top_k.value).items():
             if names is None or name in names:
+                spec = fig.to_json()
+                if spec == self._figure_specs.get(name):
+                    continue  # unchanged (e.g. still empty): keep the widget, no front-end churn
+                self._figure_specs[name] = spec
                 self._retired.append(self.figures[name])
                 self.figures[name] = _figure_widget(fig)
                 self._figure_boxes[name].children = (self.figures[name],)
