@@ -298,6 +298,9 @@ def report_html(fr, *, title: str | None = None, figures: dict | None = None, re
     parts.append("<h3>Per-layer time</h3>" + table_html(
         fr.layers, max_rows=60, columns=["variant", "backend", "precision", "layer", "layer_type", "onnx_node",
                                          "time_ms", "share"]))
+    from .compare.speed import speed_section_html  # recipes (#14): why each variant is faster/slower
+
+    parts.append(speed_section_html(fr, table_html))
     parts.append("<h3>Per-layer error</h3>" + table_html(
         fr.layerwise, max_rows=80, columns=["variant", "order", "node", "op_type", "cosine", "snr_db", "max_abs",
                                             "diverged", "first_divergent"]))

@@ -288,11 +288,14 @@ class Workbench(w.VBox):
 
     # ------------------------------------------------------------------ actions
     def inspect(self) -> None:
-        """Model tab: ``wb.inspect`` of the current version."""
-        snip = Snippet([*self.model_lines(), Call("wb.inspect", (Ref("m"),), target="ins")], show="ins")
+        """Model tab: ``wb.inspect`` and the shape doctor ``wb.shapes.check`` of the current version."""
+        snip = Snippet([*self.model_lines(), Call("wb.inspect", (Ref("m"),), target="ins"),
+                        Call("wb.shapes.check", (Ref("m"),), target="doctor")], show="doctor")
         try:
-            ins = snip.run_tail(self._namespace())
-            self.model_html.value = ins._repr_html_()
+            ns = self._namespace()
+            doctor = snip.run_tail(ns, 2)
+            self.model_html.value = (ns["ins"]._repr_html_() + "<h4>shape doctor (wb.shapes.check)</h4>"
+                                     + doctor.to_html(index=False, na_rep=""))
             self._show("inspect", snip)
         except Exception as e:  # noqa: BLE001
             self._error("inspect", e)
