@@ -38,6 +38,7 @@ demo: $(VENV)/.installed-base
 	$(BIN)/workbench demo --out out/demo
 
 test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
 	$(PY) realmodels/fetch.py --models ci || echo "make test: real-model cache not made; tests/test_realmodels.py will skip"
 	$(BIN)/python -m pytest -q tests
 

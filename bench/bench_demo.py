@@ -12,7 +12,7 @@ def run(quick: bool) -> list[dict]:
     repeat, warmup = (1, 0) if quick else (3, 1)
     with tempfile.TemporaryDirectory() as d:
         r = run_cmd([PY, "-m", "workbench.cli", "demo", "--out", d, "--no-progress"], repeat=repeat, warmup=warmup)
-    notes = "batch 32, 200 timed iterations per variant, 20 profiled runs; includes Python start-up and imports"
+    notes = "batch 256 (demo default since #14), 200 timed iterations per variant, 20 profiled runs; includes Python start-up and imports"
     return [
         {"benchmark": "demo", "metric": "workbench demo wall time", "unit": "s", "ours": r["median"], "peer": None,
          "peer_name": None, "ratio": None, "goal": "<= 60 s", "met": r["median"] <= 60,

@@ -283,7 +283,7 @@ plots.layer_heatmap(all_layers, order=order)'''),
     md("The per-layer times as a graph overlay:"),
     code('''
 from workbench.widgets.graph_view import GraphView
-view = GraphView(bs.model, height=420)
+view = GraphView(bs.model, height=560)
 view.set_overlay(layers["digits_cnn-fp32"], label="ms", value="time_ms")
 view'''),
     md("""

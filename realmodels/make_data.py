@@ -63,7 +63,7 @@ def _normalize(img_rgb: np.ndarray) -> np.ndarray:
     return ((bgr / 255.0 - 0.5) / 0.5).transpose(2, 0, 1).copy()
 
 
-def _paper(h: int, w: int) -> "Image":
+def _paper(h: int, w: int) -> "Image":  # noqa: F821  (PIL is imported inside, optional)
     from PIL import Image
 
     base = RNG.integers(225, 250)

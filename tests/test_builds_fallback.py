@@ -77,3 +77,41 @@ def test_fallback_limit(sample, monkeypatch, limit):
     monkeypatch.setattr(builds, "MAX_KERNEL_FALLBACKS", limit)
     r = wb.build_variants(sample("digits_cnn.onnx"), ["fp16"], NoFp16MaxPool(), progress=False)["fp16"]
     assert r.status == "failed" and "MaxPool" in r.reason
+
+
+def test_every_engine_caller_goes_through_build_variants(sample, tmp_path, monkeypatch):
+    """compare_outputs, propose_mixed_precision, run_model and `workbench profile` build through
+    builds.build_variants, so the kernel fallback (and cache, records) applies to them too."""
+    from workbench import builds
+    from workbench.cli import main
+    from workbench.compare import compare_outputs
+    from workbench.compare.sensitivity import propose_mixed_precision
+    from workbench.run import run_model
+
+    calls = []
+    real = builds.build_variants
+
+    def counting(model, precisions, backend="onnxruntime", **kw):
+        calls.append((getattr(backend, "name", backend), [getattr(p, "precision", p) for p in precisions]))
+        return real(model, precisions, backend, **kw)
+
+    monkeypatch.setattr(builds, "build_variants", counting)
+    m = sample("digits_cnn.onnx")
+    data = sample("digits_test.npz")
+    be = NoFp16MaxPool()
+    cmp = compare_outputs(m, ["fp16"], be, data=data, labels="label", limit=64, progress=False)
+    assert be.refused == 1 and "MaxPool" in cmp.built["digits_cnn-fp16-mixed"].recipe["keep_op_types"]
+    assert ("onnxruntime", ["fp32"]) in calls and ("onnxruntime-nofp16maxpool", ["fp16"]) in calls
+    calls.clear()
+    propose_mixed_precision(m, "fp16", target="cosine>=0.9", data=data, backend=be, search_limit=32,
+                            layerwise_limit=8, latency=False, progress=False)
+    assert [c for c in calls if c[0] == "onnxruntime-nofp16maxpool"] and be.refused == 2
+    calls.clear()
+    run_model(m, shapes="image:1x1x8x8")
+    assert calls == [("onnxruntime", ["fp32"])]
+    calls.clear()
+    assert main(["profile", str(m), "--precision", "fp32,fp16", "--iterations", "3", "--warmup", "0",
+                 "--layer-iterations", "2", "--no-progress", "--out", str(tmp_path / "prof")]) == 0
+    assert calls == [("onnxruntime", ["fp32"]), ("onnxruntime", ["fp16"])]
+    entries = json.loads((tmp_path / "prof" / "profile.json").read_text())["entries"]
+    assert [e["status"] for e in entries] == ["ok", "ok"]

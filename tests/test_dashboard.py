@@ -147,6 +147,9 @@ def test_every_shown_snippet_runs_in_a_fresh_namespace(wbx, tmp_path):
         assert ns["m"].hash == wbx.model.hash, what
         if what == "inspect":
             assert ns["ins"].flops == pytest.approx(wb_inspect_flops(wbx))
+            import workbench as wb  # the shape doctor's table (issue 13) is shown by the same snippet
+
+            assert ns["doctor"].equals(wb.shapes.check(wbx.model)) and "shape doctor" in wbx.model_html.value
         else:
             assert list(ns["fr"].builds.status) == list(wbx.result.builds.status), what
         if what in ("profile", "report", "overlay"):

@@ -269,3 +269,37 @@ def test_minilm_transformer_int8_keeps_cosine(target):
     v16 = make_variant(m, "fp16", progress=False)
     out16 = _run(v16.model.proto, test)
     assert _cos(ref["sentence_embedding"], out16[1]) >= 0.999
+
+
+def test_build_variants_picks_int8_form_for_the_backend(sample):
+    from workbench.builds import build_variants
+    bs = build_variants(sample("digits_cnn.onnx"), ["int8"], backend="onnxruntime",
+                        calib=sample("digits_calib.npz"), progress=False)
+    rec = bs["int8"].variant.recipe
+    assert rec["target"] == "onnxruntime-cpu" and "onnxruntime" in rec["target_reason"]
+    assert rec["activation_type"] == "QUInt8" and "MaxPool" in rec["op_types_to_quantize"]
+
+
+def test_demo_batch_must_be_positive(tmp_path, capsys):
+    from workbench.cli import main
+    assert main(["demo", "--batch", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--batch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target", ["tensorrt"])
+def test_transformer_int8_builds_strongly_typed_with_tensorrt_rtx(sample, target):
+    """The transformer int8 form (MatMulConstBOnly Q/DQ + SmoothQuant Mul) parses and builds with
+    TensorRT-RTX (always strongly typed) on CPU; running it needs a GPU (not here)."""
+    pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx not installed: pip install 'trt-workbench[trt-rtx]'")
+    from workbench.backends import get_backend
+    from workbench.backends.base import BuildOptions
+
+    m = wb.load(sample("transformer_block.onnx"))
+    calib = [{"x": np.random.default_rng(i).normal(size=(2, 16, 64)).astype(np.float32)} for i in range(8)]
+    v = make_variant(m, "int8", calib=calib, progress=False, backend="tensorrt-rtx")
+    assert v.recipe["target"] == "tensorrt" and v.recipe["placement"] == "transformer"
+    assert v.recipe["smoothquant"]["applied"]
+    zps = [i for i in v.model.proto.graph.initializer if i.name.endswith("zero_point")]
+    assert zps and {z.data_type for z in zps} == {T.INT8}  # symmetric signed int8 only
+    e = get_backend("tensorrt-rtx").build(v, "x:1x8x64/4x32x64/8x128x64", BuildOptions(progress=False))
+    assert e.nbytes > 0 and e.record.precision == "int8"

@@ -1,7 +1,12 @@
-"""Build one model at several precisions on one backend: ``build_variants(model, ["fp32", "fp16"], ...)``.
+"""The one build path: ``build_variants(model, ["fp32", "fp16"], ...)`` and, for one engine, ``build_engine``.
+
+Every caller that needs an engine comes through here (``flow``, ``compare``, mixed-precision search,
+``workbench profile``, ``run_model``), so the engine cache, the missing-kernel fallback and the build
+records apply everywhere.
 
 Per precision: ask the backend whether it can (``supports``) → make the variant
-(``workbench.precision.make_variant``) → build (through the engine cache when given) → record.
+(``workbench.precision.make_variant``; a ready :class:`~workbench.variant.Variant` is used as given) →
+build (through the engine cache when given) → record.
 A skipped, failed recipe or failed build is recorded with its reason and never stops the others, nor
 touches files written for earlier variants. With ``out_dir``, each variant's ``<variant>.onnx``, its
 ``<variant>.engine`` (backends with serialized engines) and ``build.json`` (atomic, rewritten after
@@ -18,7 +23,7 @@ from .backends import get_backend
 from .backends.base import Backend, BuildOptions, Engine
 from .backends.cache import EngineCache
 from .data import ShapeMap
-from .errors import BackendUnavailable, UsageError, WorkbenchError, str_list
+from .errors import BackendUnavailable, BuildError, UnsupportedError, UsageError, WorkbenchError, str_list
 from .fsutil import atomic_write_json, child_path, ensure_dir, guard_output, safe_name
 from .model import Model, load
 from .records import SCHEMA_VERSION, BuildRecord, now_iso
@@ -39,6 +44,17 @@ class BuildResult:
     engine: Engine | None = None
     files: dict[str, str] = field(default_factory=dict)
     internal: bool = False  # failed because of a bug, not bad input
+    error: BaseException | None = field(default=None, repr=False)  # the exception of a failed recipe/build
+
+    def raise_for_status(self) -> "BuildResult":
+        """Raise what made this result skipped (``UnsupportedError``) or failed (the original error)."""
+        if self.status == "skipped":
+            raise UnsupportedError(f"{self.precision} on {self.record.backend}: {self.reason}")
+        if self.status == "failed":
+            if self.error is not None:
+                raise self.error
+            raise BuildError(self.reason)
+        return self
 
     @property
     def ok(self) -> bool:
@@ -109,17 +125,15 @@ class BuildSet:
 
 
 def _make_variant(model: Model, precision: str, *, calib, keep_nodes, keep_op_types, progress,
-                  backend: str | None = None) -> Variant:
-    try:
-        from .precision import make_variant
-    except ImportError:
-        if precision in ("fp32", "tf32") and not keep_nodes and not keep_op_types:
-            return Variant.of(model, precision)
-        raise WorkbenchError(f"the {precision} recipe is not available (workbench.precision.make_variant missing)")
-    # int8/fp8: the Q/DQ form the backend runs fast (ORT CPU: uint8 activations; TensorRT: symmetric int8)
-    extra = {"backend": backend} if backend and precision in ("int8", "fp8") else {}
+                  recipe_options: Mapping | None = None, backend: str | None = None) -> Variant:
+    from .precision import get_recipe, make_variant
+
+    opts = dict(recipe_options or {})
+    if backend and get_recipe(precision).kind == "qdq":
+        # int8/fp8: the Q/DQ form the backend runs fast (ORT CPU: uint8 activations; TensorRT: symmetric int8)
+        opts.setdefault("backend", backend)
     return make_variant(model, precision, calib=calib, keep_nodes=keep_nodes, keep_op_types=keep_op_types,
-                        progress=progress, **extra)
+                        progress=progress, **opts)
 
 
 def _record(model: Model, precision: str, backend: Backend, status: str, reason: str,
@@ -130,12 +144,17 @@ def _record(model: Model, precision: str, backend: Backend, status: str, reason:
                        shapes=ShapeMap.parse(shapes).to_json() if shapes is not None else {})
 
 
-def build_variants(model, precisions: str | Iterable[str], backend: str | Backend = "onnxruntime", *,
+def build_variants(model, precisions: str | Iterable[str | Variant], backend: str | Backend = "onnxruntime", *,
                    shapes: ShapeMap | str | Mapping | None = None, calib=None,
                    out_dir: str | os.PathLike | None = None, options: BuildOptions | None = None,
                    cache: EngineCache | str | os.PathLike | None = None, keep_nodes: Iterable[str] = (),
-                   keep_op_types: Iterable[str] = (), progress: bool = True) -> BuildSet:
+                   keep_op_types: Iterable[str] = (), progress: bool = True,
+                   recipe_options: Mapping | None = None) -> BuildSet:
     """Build ``model`` at each precision on ``backend``; returns a :class:`BuildSet`.
+
+    ``precisions``: ``"fp32,fp16"``, a list of names, or ready :class:`~workbench.variant.Variant` objects
+    (built as given: no recipe, no kernel fallback). ``recipe_options``: keyword options for
+    ``make_variant`` (e.g. ``{"num_calib": 64}``).
 
     Example::
 
@@ -154,7 +173,11 @@ def build_variants(model, precisions: str | Iterable[str], backend: str | Backen
         raise BackendUnavailable(why)
     from .precision import parse_precisions
 
-    precs = parse_precisions(precisions)
+    if isinstance(precisions, Variant):
+        precisions = [precisions]
+    ready = {} if isinstance(precisions, str) else {v.precision: v for v in precisions if isinstance(v, Variant)}
+    precs = parse_precisions(precisions if isinstance(precisions, str)
+                             else [v.precision if isinstance(v, Variant) else v for v in precisions])
     keep_nodes, keep_op_types = str_list(keep_nodes, "keep_nodes"), str_list(keep_op_types, "keep_op_types")
     sm = ShapeMap.parse(shapes)
     options = options or BuildOptions(progress=progress)
@@ -178,7 +201,7 @@ def build_variants(model, precisions: str | Iterable[str], backend: str | Backen
     bs = BuildSet(model=model, backend=be.name, results=[], out_dir=out, cache=cache if serialized else None)
     for p in precs:
         bs.results.append(_one(model, p, be, sm, calib, options, cache if serialized else None, out,
-                               tuple(keep_nodes), tuple(keep_op_types), progress))
+                               tuple(keep_nodes), tuple(keep_op_types), progress, recipe_options, ready.get(p)))
         if out is not None:
             atomic_write_json(out / "build.json", bs.to_json())
     return bs
@@ -188,20 +211,23 @@ def build_variants(model, precisions: str | Iterable[str], backend: str | Backen
 MAX_KERNEL_FALLBACKS = 8
 
 
-def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_op_types, progress) -> BuildResult:
+def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_op_types, progress,
+         recipe_options=None, ready: Variant | None = None) -> BuildResult:
     ok, why = be.supports(precision)
     if not ok:
         return BuildResult(precision, "skipped", why, _record(model, precision, be, "skipped", why, options=options))
     try:
-        variant = _make_variant(model, precision, calib=calib, keep_nodes=keep_nodes, keep_op_types=keep_op_types,
-                                progress=progress, backend=be.name)
+        variant = ready if ready is not None else _make_variant(
+            model, precision, calib=calib, keep_nodes=keep_nodes, keep_op_types=keep_op_types, progress=progress,
+            recipe_options=recipe_options, backend=be.name)
     except WorkbenchError as e:
         reason = f"recipe failed: {e}"
-        return BuildResult(precision, "failed", reason, _record(model, precision, be, "failed", reason, options=options))
+        return BuildResult(precision, "failed", reason, _record(model, precision, be, "failed", reason, options=options),
+                           error=e)
     except Exception as e:  # a bug in a recipe: record it, keep building the others
         reason = f"recipe failed with an internal error: {type(e).__name__}: {e}"
         return BuildResult(precision, "failed", reason, _record(model, precision, be, "failed", reason, options=options),
-                           internal=True)
+                           internal=True, error=e)
     kept: list[str] = []  # op types kept in fp32 because the backend has no kernel for them
     while True:
         files: dict[str, str] = {}
@@ -216,7 +242,7 @@ def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_
                 engine = be.build(variant, sm, options)
             break
         except WorkbenchError as e:
-            op = be.unsupported_op_type(e, precision)
+            op = be.unsupported_op_type(e, precision) if ready is None else None
             if op and op not in kept and op not in keep_op_types and len(kept) < MAX_KERNEL_FALLBACKS:
                 kept.append(op)
                 if files.get("onnx"):  # the rebuilt variant has another name (-mixed): drop the stale file
@@ -224,17 +250,18 @@ def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_
                 try:
                     variant = _make_variant(model, precision, calib=calib, keep_nodes=keep_nodes,
                                             keep_op_types=tuple(keep_op_types) + tuple(kept), progress=progress,
-                                            backend=be.name)
+                                            recipe_options=recipe_options, backend=be.name)
                     continue
                 except WorkbenchError as e2:
                     e = e2
             rec = _record(model, precision, be, "failed", str(e), variant=variant, options=options, shapes=sm)
             rec.onnx_file = files.get("onnx", "")
-            return BuildResult(precision, "failed", str(e), rec, variant=variant, files=files)
+            return BuildResult(precision, "failed", str(e), rec, variant=variant, files=files, error=e)
         except Exception as e:
             reason = f"internal error: {type(e).__name__}: {e}"
             rec = _record(model, precision, be, "failed", reason, variant=variant, options=options, shapes=sm)
-            return BuildResult(precision, "failed", reason, rec, variant=variant, files=files, internal=True)
+            return BuildResult(precision, "failed", reason, rec, variant=variant, files=files, internal=True,
+                               error=e)
     if kept:
         note = f"kept {', '.join(kept)} in fp32: {be.name} has no {precision} kernel for them"
         why = f"{why}; {note}" if why else note
@@ -250,3 +277,24 @@ def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_
         files["engine"] = engine_path.name
         files["record"] = f"{engine_path.name}.json"
     return BuildResult(precision, status, rec.reason, rec, variant=variant, engine=engine, files=files)
+
+
+def build_engine(model, precision: str | Variant, backend: str | Backend = "onnxruntime", *,
+                 shapes: ShapeMap | str | Mapping | None = None, calib=None, options: BuildOptions | None = None,
+                 cache: EngineCache | str | os.PathLike | None = None, progress: bool = True,
+                 keep_nodes: Iterable[str] = (), keep_op_types: Iterable[str] = (),
+                 **recipe_options) -> tuple[Variant, Engine]:
+    """``(variant, engine)`` of one precision (a name, or a ready :class:`Variant`) through
+    :func:`build_variants` (cache, kernel fallback, record). A skipped precision raises ``UnsupportedError``,
+    a failed recipe or build raises its error.
+
+    Example::
+
+        variant, engine = build_engine("model.onnx", "fp16", "onnxruntime", progress=False)
+    """
+    model = load(model)
+    result = build_variants(model, [precision], backend, shapes=shapes, calib=calib, options=options, cache=cache,
+                            keep_nodes=keep_nodes, keep_op_types=keep_op_types, progress=progress,
+                            recipe_options=recipe_options).results[0]
+    result.raise_for_status()
+    return result.variant, result.engine

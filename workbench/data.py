@@ -522,3 +522,100 @@ def as_feed_batches(model: Model, data: "str | os.PathLike | NpzDataset | Iterab
             raise DataError(f"data item {i} lacks input(s) {missing}")
         axes = axes if i else model_batch_axes(model, batch_axis)
         yield {n: _check_array(f"data item {i}", n, np.asarray(feeds[n]), specs[n], axes.get(n)) for n in specs}
+
+
+# ------------------------------------------------------------------------------ data for runs and comparisons
+# (moved here from compare/outputs.py, compare/layerwise.py, measure/latency.py and flow.py: measure/,
+# compare/ and flow all prepare data through these, so the flow moves down the layers without coming back)
+#: samples per run for models whose batch axis is dynamic, unless a batch size is given
+DEFAULT_BATCH = 32
+
+
+def default_batch(model: Model, requested: int | None) -> int | None:
+    """Samples per run: None when the model fixes its batch (datasets use that; batch axes per input from
+    the shape doctor, so a state ``[2, batch, 128]`` is dynamic), else ``requested`` or :data:`DEFAULT_BATCH`."""
+    if static_batch(model) is not None:
+        return None
+    return requested or DEFAULT_BATCH
+
+
+def feeds_batch(feeds: Mapping[str, np.ndarray], model: Model | None = None) -> int:
+    """Samples in a feed dict: along each input's batch axis when ``model`` is given (:func:`samples_in`
+    with :func:`model_batch_axes`), else axis 0 of the first input with rank >= 1 (1 for scalars only)."""
+    if model is not None:
+        return samples_in(feeds, model_batch_axes(model))
+    for a in feeds.values():
+        a = np.asarray(a)
+        if a.ndim >= 1:
+            return int(a.shape[0])
+    return 1
+
+
+def head_batches(batches: Sequence[Mapping[str, np.ndarray]], samples: int) -> list:
+    """The first batches holding at least ``samples`` samples (at least one batch)."""
+    out, n = [], 0
+    for b in batches:
+        out.append(b)
+        n += feeds_batch(b)
+        if n >= samples:
+            break
+    return out
+
+
+def cast_feeds(feeds: Mapping[str, np.ndarray], model: Model) -> dict[str, np.ndarray]:
+    """Feeds cast to ``model``'s input dtypes (e.g. a variant converted without keeping fp32 I/O)."""
+    out = {}
+    for s in input_specs(model):
+        if s.name not in feeds:
+            raise DataError(f"feeds lack input {s.name!r} of {model.name}; they have {sorted(feeds)}")
+        a = np.asarray(feeds[s.name])
+        out[s.name] = a if a.dtype == s.np_dtype else a.astype(s.np_dtype)
+    return out
+
+
+def _npz_keys(path) -> list[str]:
+    with np.load(path, allow_pickle=False) as z:
+        return list(z.files)
+
+
+def resolve_data(model: Model, data, labels, *, shapes=None, batch_size: int | None = None,
+                 limit: int | None = None) -> tuple[list, np.ndarray | None]:
+    """``(batches, labels)``: ``batches`` a re-iterable list of feed dicts; ``labels`` an int array or None.
+
+    ``data``: an ``.npz`` path, a :class:`NpzDataset`, an iterable of feed dicts, or None (one synthetic
+    batch). ``labels`` is a key of the ``.npz`` / :class:`NpzDataset` (``DataError`` if missing) or an array.
+    Batches hold :func:`default_batch` samples.
+    """
+    if isinstance(data, (str, os.PathLike)):
+        keys = [labels] if isinstance(labels, str) else []
+        data = NpzDataset(data, model, label_keys=keys, allow_extra=True)
+    label_arr = None
+    if isinstance(labels, str):
+        if not isinstance(data, NpzDataset):
+            raise DataError(f"labels={labels!r} names a key, which needs .npz data (got {type(data).__name__})",
+                            hint="pass the label array itself for other data sources")
+        if labels not in data.labels:
+            if labels not in (data.path and _npz_keys(data.path) or ()):
+                raise DataError(f"label key {labels!r} not found in {data.path or 'the dataset'}; "
+                                f"label keys are {sorted(data.labels)}")
+            data = NpzDataset(data.path, model, label_keys=[labels], allow_extra=True)
+        label_arr = data.labels[labels]
+    elif labels is not None:
+        label_arr = np.asarray(labels)
+    if isinstance(data, NpzDataset):
+        data.check_finite()
+    batches = list(as_feed_batches(model, data, batch_size=default_batch(model, batch_size), limit=limit,
+                                   shapes=shapes))
+    if not batches:
+        raise DataError("the data gave no batches (fewer samples than the model's fixed batch size?)")
+    if label_arr is not None:
+        n = sum(feeds_batch(b, model) for b in batches)
+        if label_arr.ndim == 0 or label_arr.shape[0] < n:
+            raise DataError(f"labels hold {label_arr.shape[0] if label_arr.ndim else 0} entries for {n} samples")
+        if not np.issubdtype(label_arr.dtype, np.integer):
+            raise DataError(f"labels must be integer class ids, got dtype {label_arr.dtype}")
+        if label_arr.ndim > 1 and int(np.prod(label_arr.shape[1:])) != 1:
+            raise DataError(f"labels must be one class id per sample, got shape {label_arr.shape}",
+                            hint="convert one-hot labels with argmax")
+        label_arr = label_arr[:n].reshape(n)
+    return batches, label_arr

@@ -14,8 +14,6 @@ report (``workbench.report``) and the dashboard read the frames of a :class:`Flo
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import threading
 import time
@@ -23,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 
 from .errors import BuildError, UsageError, WorkbenchError
-from .records import Record, host_info, now_iso
+from .fsutil import json_safe
+from .records import Record, frame_from_json, frame_to_json, host_info, now_iso
 
 #: Stages of :func:`run_flow`, in order (``on_stage`` receives these names).
 STAGES = ("build", "profile", "accuracy")
@@ -75,49 +73,6 @@ class FlowRecord(Record):
     versions: dict = field(default_factory=dict)
     created: str = field(default_factory=now_iso)
     host: dict = field(default_factory=host_info)
-
-
-_INF = "$float"  # marks an infinity in strict JSON: {"$float": "inf"}
-
-
-def _cell(v):
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else {_INF: "inf" if v > 0 else "-inf"}
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return [_cell(x) for x in v]
-    if v is pd.NA or v is pd.NaT:
-        return None
-    return v
-
-
-def _uncell(v):
-    if isinstance(v, dict) and set(v) == {_INF}:
-        return float(v[_INF])
-    if isinstance(v, list):
-        return [_uncell(x) for x in v]
-    return v
-
-
-def frame_to_json(df: pd.DataFrame) -> dict:
-    """``{"columns", "dtypes", "rows"}``: NaN as null, infinities as ``{"$float": "inf"}``, lists (such as
-    ``onnx_nodes``) as lists; :func:`frame_from_json` restores numeric columns."""
-    return {"columns": [str(c) for c in df.columns], "dtypes": {str(c): str(t) for c, t in df.dtypes.items()},
-            "rows": [[_cell(v) for v in row] for row in df.itertuples(index=False, name=None)]}
-
-
-def frame_from_json(d: dict | None) -> pd.DataFrame:
-    if not d:
-        return pd.DataFrame()
-    rows = [[_uncell(v) for v in row] for row in d.get("rows") or []]
-    df = pd.DataFrame(rows, columns=d.get("columns") or None)
-    for c, t in (d.get("dtypes") or {}).items():
-        if c in df.columns and (t.startswith("float") or t.startswith("int")):
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-        elif c in df.columns and t == "bool":
-            df[c] = df[c].astype(bool)
-    return df
 
 
 # -------------------------------------------------------------------------------------------- result
@@ -243,12 +198,12 @@ class FlowResult:
             if not lat.empty:
                 sel = lat[(lat.variant == b["variant"]) & (lat.backend == b["backend"])]
                 if not sel.empty:
-                    stats = json.loads(sel.iloc[[0]].to_json(orient="records"))[0]
+                    stats = json_safe(sel.iloc[0].to_dict())
             acc = {}
             if not self.accuracy.empty:
                 sel = self.accuracy[(self.accuracy.variant == b["variant"]) & (self.accuracy.backend == b["backend"])]
                 if not sel.empty:
-                    acc = json.loads(sel.iloc[[0]].to_json(orient="records"))[0]
+                    acc = json_safe(sel.iloc[0].to_dict())
             out.append(VariantResultRecord(variant=b["variant"], backend=b["backend"], precision=b["precision"],
                                            status=b["status"], reason=b.get("reason") or "",
                                            config=self.variants.get(key, {}), build=self.build_records.get(key, {}),
@@ -296,15 +251,28 @@ def _num(v) -> float | None:
 
 
 def _head(batches: list, samples: int) -> list:
-    """The first batches holding at least ``samples`` samples (at least one batch)."""
+    """The first ``samples`` samples of ``batches`` (the last batch sliced, as a view, when every array
+    of it shares its first axis; at least one batch)."""
     out, n = [], 0
     for b in batches:
-        out.append(b)
         first = next(iter(b.values()))
-        n += int(first.shape[0]) if getattr(first, "ndim", 0) else 1
+        size = int(first.shape[0]) if getattr(first, "ndim", 0) else 1
+        want = samples - n
+        if out and want <= 0:
+            break
+        if 0 < want < size and all(getattr(v, "ndim", 0) and v.shape[0] == size for v in b.values()):
+            b = {k: v[:want] for k, v in b.items()}
+            size = want
+        out.append(b)
+        n += size
         if n >= samples:
             break
     return out
+
+
+def _n(feeds) -> int:
+    first = next(iter(feeds.values()))
+    return int(first.shape[0]) if getattr(first, "ndim", 0) else 1
 
 
 def _safe(name: str) -> str:
@@ -348,7 +316,7 @@ def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
     from .inspect import inspect as _inspect
     from .builds import build_variants
     from .precision import parse_precisions
-    from .compare.outputs import resolve_data
+    from .data import resolve_data
     from .data import synthetic_inputs
     from .model import Model, load
 
@@ -370,6 +338,7 @@ def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
         fr.batches, fr.labels = resolve_data(m, data, labels, shapes=shapes, limit=accuracy_limit)
     else:
         fr.batches, fr.labels = [synthetic_inputs(m, shapes)], None
+    fr.config["accuracy_samples"] = sum(_n(b) for b in fr.batches)
     if calib is None and data is not None:
         calib = fr.batches
     t0 = time.perf_counter()
@@ -393,27 +362,48 @@ def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
 
 
 def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, layer_iterations: int = 20,
-                  layers: bool = True, blocks: int = 5, progress: bool = True,
+                  layers: bool = True, blocks: int = 5, time_budget_s: float | None = None,
+                  latency_samples: int | None = None, progress: bool = True,
                   cancel: threading.Event | None = None) -> FlowResult:
     """Step 2: end-to-end latency and per-layer times (``profile_layers``) of every built engine on the
     first data batch. Latency: ``iterations`` timed runs per variant in ``blocks`` interleaved blocks
     (``measure.repeat.measure_blocks``: p50 over all runs, the range of the block medians, speedup
-    verdicts per block). Fills ``fr.latency`` / ``fr.layers``; returns ``fr``."""
-    from .compare.layerwise import cast_feeds
+    verdicts per block). Fills ``fr.latency`` / ``fr.layers``; returns ``fr``.
+
+    ``time_budget_s`` (the report's sample budget): one untimed run per variant measures its cost, then
+    each variant gets as many timed runs as fit in the budget (at least one; no further warm-up) and
+    only as many profiled runs as fit at its p50. ``latency_samples``: time runs of the first this many
+    samples of the first batch (None: the whole first batch)."""
+    from .data import cast_feeds
     from .measure.layers import profile_layers
     from .measure.repeat import blocks_frame, measure_blocks
 
     _needs_engines(fr)
-    fr.config.update(iterations=iterations, warmup=warmup, layer_iterations=layer_iterations, blocks=blocks)
+    fr.config.update(iterations=iterations, warmup=warmup, layer_iterations=layer_iterations, blocks=blocks,
+                     time_budget_s=time_budget_s, latency_samples=latency_samples)
     fr.errors[:] = [e for e in fr.errors if e["stage"] not in ("latency", "layers")]
-    feeds = fr.batches[0]
+    feeds = fr.batches[0] if latency_samples is None else _head(fr.batches[:1], latency_samples)[0]
+    fr.config["latency_batch"] = _n(feeds)
     t0 = time.perf_counter()
     # every variant in `blocks` interleaved blocks (A B C A B C ...): speedups are per block, under the
     # same load, and their range says whether a difference is real (measure/repeat.py)
     _check_cancel(cancel)
     built = _built(fr)
-    timed = measure_blocks([(r.engine, cast_feeds(feeds, r.variant.model)) for _, r in built], blocks=blocks,
-                           iterations=iterations, warmup=warmup, progress=progress)
+    runs = [(r.engine, cast_feeds(feeds, r.variant.model)) for _, r in built]
+    its, wu, nb = iterations, warmup, blocks
+    if time_budget_s is not None and runs:
+        cost = 0.0
+        for eng, f in runs:  # one untimed run each: the warm-up, and what a run costs
+            t1 = time.perf_counter()
+            try:
+                eng.run(f)
+            except Exception:  # noqa: BLE001 - measure_blocks reports the failure with its context
+                continue
+            cost = max(cost, time.perf_counter() - t1)
+        its = max(1, min(iterations, int(time_budget_s / cost))) if cost > 0 else iterations
+        wu, nb = 0, max(1, min(blocks, its))
+        fr.config["latency_runs"] = its
+    timed = measure_blocks(runs, blocks=nb, iterations=its, warmup=wu, progress=progress)
     for (be, r), (res, err) in zip(built, timed):
         if res is None:
             _note(fr, "latency", r.name, be, err)
@@ -424,9 +414,15 @@ def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, la
         frames = []
         for be, r in _built(fr):
             _check_cancel(cancel)
+            its = layer_iterations
+            if time_budget_s is not None and not fr.latency.empty:
+                sel = fr.latency[(fr.latency.variant == r.variant.name) & (fr.latency.backend == be)]
+                p50 = float(sel.p50_ms.iloc[0]) if not sel.empty else 0.0
+                if p50 > 0:
+                    its = max(1, min(layer_iterations, int(time_budget_s * 1000.0 / p50)))
             try:
-                frames.append(profile_layers(r.engine, cast_feeds(feeds, r.variant.model),
-                                             iterations=layer_iterations, progress=progress))
+                frames.append(profile_layers(r.engine, cast_feeds(feeds, r.variant.model), iterations=its,
+                                             warmup=min(3, its), progress=progress))
             except WorkbenchError as e:
                 _note(fr, "layers", r.name, be, e)
         fr.layers = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -434,7 +430,7 @@ def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, la
     return fr
 
 
-def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: int = 64, atol: float = 1e-3,
+def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: int = 16, atol: float = 1e-3,
                    rtol: float = 1e-3, progress: bool = True, cancel: threading.Event | None = None) -> FlowResult:
     """Step 3: every built engine against the FP32 ONNX Runtime CPU reference over the data
     (``compare.compare_engines``), then the per-node error of each reduced-precision variant
@@ -443,7 +439,8 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
     (kept in ``fr.config`` so reports state it)."""
     from .compare import compare_engines
     from .compare import layerwise as _layerwise
-    from .compare.outputs import build_variant_engine
+    from .builds import build_engine
+    from .precision import keeps_graph
 
     _needs_engines(fr)
     fr.config.update(layerwise_limit=layerwise_limit, atol=atol, rtol=rtol)
@@ -453,7 +450,10 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
     acc, metrics = [], []
     if built:
         _check_cancel(cancel)
-        _, ref = build_variant_engine(fr.model, "fp32", "onnxruntime", shapes=fr.shapes, progress=progress)
+        ref = next((r.engine for b, r in built if b == "onnxruntime" and r.variant.precision == "fp32"
+                    and r.variant.model.hash == fr.model.hash), None)  # built already: do not build it again
+        if ref is None:
+            _, ref = build_engine(fr.model, "fp32", "onnxruntime", shapes=fr.shapes, progress=progress)
         for be in fr.buildsets:
             engines = [r.engine for b, r in built if b == be]
             if not engines:
@@ -478,8 +478,9 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
         t0 = time.perf_counter()
         seen, frames = set(), []
         batches = _head(fr.batches, layerwise_limit)
+        fr.config["layerwise_samples"] = sum(_n(b) for b in batches)
         for _, r in built:
-            if r.variant.precision in ("fp32", "tf32") or r.variant.hash in seen:
+            if keeps_graph(r.variant.precision) or r.variant.hash in seen:
                 continue
             seen.add(r.variant.hash)
             _check_cancel(cancel)
@@ -499,8 +500,9 @@ def _needs_engines(fr: FlowResult) -> None:
 
 def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend: str | Sequence[str] = "onnxruntime",
              *, data=None, labels=None, calib=None, shapes=None, iterations: int = 100, warmup: int = 10,
-             layer_iterations: int = 20, blocks: int = 5, accuracy_limit: int | None = None, layerwise: bool = True,
-             layerwise_limit: int = 64, out_dir: str | os.PathLike | None = None, cache=None,
+             layer_iterations: int = 20, blocks: int = 5, time_budget_s: float | None = None,
+             latency_samples: int | None = None, accuracy_limit: int | None = None, layerwise: bool = True,
+             layerwise_limit: int = 16, out_dir: str | os.PathLike | None = None, cache=None,
              progress: bool = True, on_stage: Callable[[str, FlowResult], None] | None = None,
              cancel: threading.Event | None = None) -> FlowResult:
     """Run the whole flow on ``model``: :func:`build_stage` → :func:`profile_stage` → :func:`accuracy_stage`.
@@ -511,9 +513,12 @@ def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend:
             None: one synthetic batch, accuracy as output deltas only.
         labels: the ``.npz`` key of integer labels (top-1); calib: INT8/FP8 calibration data (defaults
             to ``data``'s batches).
-        iterations / warmup: latency runs per variant; layer_iterations: profiled runs per variant.
-        accuracy_limit: use at most this many samples for accuracy; layerwise_limit: samples (whole
-            batches, at least one) for the per-node error of each reduced-precision variant.
+        iterations / warmup: latency runs per variant; layer_iterations: profiled runs per variant;
+            time_budget_s: seconds per variant for each of latency and per-layer profiling (fewer runs);
+            latency_samples: samples per timed run (default: the whole first data batch).
+        accuracy_limit: use at most this many samples for accuracy; layerwise_limit: samples (default
+            16, the per-node sample budget: every tensor of both graphs is compared) for the per-node
+            error of each reduced-precision variant.
         out_dir: also write each variant's ONNX (and engine) there (``build_variants``).
         on_stage: called as ``on_stage(stage, result_so_far)`` after "build", "profile" and "accuracy".
         cancel: an Event; when set, the flow stops before its next step with ``BuildError("cancelled")``.
@@ -526,7 +531,7 @@ def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend:
     if on_stage is not None:
         on_stage("build", fr)
     profile_stage(fr, iterations=iterations, warmup=warmup, layer_iterations=layer_iterations, blocks=blocks,
-                  progress=progress, cancel=cancel)
+                  time_budget_s=time_budget_s, latency_samples=latency_samples, progress=progress, cancel=cancel)
     if on_stage is not None:
         on_stage("profile", fr)
     accuracy_stage(fr, layerwise=layerwise, layerwise_limit=layerwise_limit, progress=progress, cancel=cancel)

@@ -28,11 +28,14 @@ import os
 import re
 import secrets
 import stat
+import sys
 import tempfile
 import threading
 import zipfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .errors import DataError, OutputError, UsageError, WorkbenchError
 
@@ -388,9 +391,35 @@ def read_npz(path: str | os.PathLike, *, rows: int | None = None, full=(), budge
 
 
 # ---------------------------------------------------------------------------------------------- JSON
+
+
+# ------------------------------------------------------------------------------ the JSON policy
+# One serialization policy for every record, frame and CLI output (strict JSON: parsers reject the
+# NaN/Infinity literals): NaN (and pandas NA) -> null, +-Inf -> the strings "inf" / "-inf", numpy
+# scalars -> Python numbers, numpy arrays and tuples -> lists. Readers turn "inf"/"-inf"/null back into
+# floats with :func:`json_float`. Tables are written by :func:`workbench.records.frame_to_json`.
+def json_number(v: Any) -> Any:
+    """One scalar under the JSON policy (bools stay bools, numpy numbers become Python numbers)."""
+    if isinstance(v, bool) or type(v).__name__ == "bool_":
+        return bool(v)
+    return json_safe(v)
+
+
+def json_float(v: Any) -> float:
+    """A float back from the JSON policy: null -> NaN, "inf"/"-inf" -> +-Inf (also reads the older
+    ``{"$float": "inf"}`` and ``"nan"`` spellings)."""
+    if v is None:
+        return math.nan
+    if isinstance(v, dict) and set(v) == {"$float"}:
+        v = v["$float"]
+    if isinstance(v, str):
+        return float(v)  # "inf", "-inf", "nan"
+    return float(v)
+
+
 def json_safe(obj: Any) -> Any:
-    """``obj`` with non-finite floats made valid JSON: NaN → null, ±Inf → ``"inf"`` / ``"-inf"``
-    (the convention of ``workbench.compare``); strict parsers reject the NaN/Infinity literals."""
+    """``obj`` under the JSON policy: NaN → null, ±Inf → ``"inf"`` / ``"-inf"``, numpy scalars → Python
+    numbers, numpy arrays / tuples → lists. Strict parsers reject the NaN/Infinity literals."""
     if isinstance(obj, float):
         if math.isnan(obj):
             return None
@@ -401,9 +430,19 @@ def json_safe(obj: Any) -> Any:
         return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
-    if hasattr(obj, "dtype") and hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy scalar
+    if isinstance(obj, np.generic):  # numpy scalar
         return json_safe(obj.item())
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if _is_pandas_na(obj):
+        return None
     return obj
+
+
+def _is_pandas_na(obj: Any) -> bool:
+    """pandas.NA / NaT (checked only when pandas is already imported; never imports it)."""
+    pd = sys.modules.get("pandas")
+    return pd is not None and (obj is pd.NA or obj is pd.NaT)
 
 
 def dumps_json(obj: Any, *, indent: int | None = 2) -> str:

@@ -38,7 +38,8 @@ DEFAULT_BUDGET = 800
 STATS_MAX_ELEMENTS = 64_000_000
 
 KIND_OP, KIND_INPUT, KIND_OUTPUT = "op", "input", "output"
-DIFF_COLORS = {"added": "#2ca02c", "removed": "#d62728", "changed": "#ff7f0e", "same": "#c7c7c7"}
+DIFF_COLORS = {"added": "#2ca02c", "removed": "#d62728", "changed": "#ff7f0e", "renamed": "#9467bd",
+               "same": "#c7c7c7"}
 
 
 @dataclass
@@ -206,12 +207,22 @@ class GraphPayload:
 
     @classmethod
     def diff(cls, model_a, model_b, *, infer_shapes: bool = True) -> "GraphPayload":
-        """One graph with both versions: B's nodes plus A's removed ones, each marked added/removed/changed/same.
+        """One graph with both versions: B's nodes plus A's removed ones, each marked added / removed /
+        changed / renamed / same.
 
-        Nodes are matched by name (unnamed nodes by their first output); a matched node is *changed*
-        when its op, attributes, input or output tensor names differ.
+        Main-graph nodes get the statuses of :func:`workbench.edit.diff.diff_models` (its
+        :class:`~workbench.edit.diff.NodeChanges`: tensor renames followed, a node moved to a new name is
+        *renamed*), so the diff table and the colours agree. Nodes inside If/Loop/Scan bodies are matched by
+        name (unnamed ones by their first output) and are *changed* when op, attributes or tensor names differ.
         """
+        from .edit.diff import NodeChanges
+
         pa, pb = cls.from_model(model_a, infer_shapes=infer_shapes), cls.from_model(model_b, infer_shapes=infer_shapes)
+        ch = NodeChanges(pa.model.proto.graph, pb.model.proto.graph)
+        main_a = {id(n) for n in pa.model.proto.graph.node}
+        main_b = {id(n) for n in pb.model.proto.graph.node}
+        removed_a = set(ch.removed)
+        renamed_to = dict(ch.renamed)
 
         def key(r: NodeRec) -> str:
             if r.kind != KIND_OP:
@@ -224,18 +235,30 @@ class GraphPayload:
         b_keys = {key(r) for r in pb.recs}
         order: list[tuple[float, NodeRec]] = []
         b_pos = {}
+        b_pos_main = {}
         for i, r in enumerate(pb.recs):
-            ra = a_by_key.get(key(r))
-            status = "added" if ra is None else ("same" if _node_signature(ra) == _node_signature(r) else "changed")
+            if r.kind == KIND_OP and r.proto is not None and id(r.proto) in main_b:
+                kb = ch.key_b(r.proto)
+                status = ch.status[kb]
+                b_pos_main[kb] = i
+            else:
+                ra = a_by_key.get(key(r))
+                status = "added" if ra is None else ("same" if _node_signature(ra) == _node_signature(r) else "changed")
             r = _copy_rec(r, status=status)
             b_pos[key(r)] = i
             order.append((float(i), r))
         last = -1.0
         for j, r in enumerate(pa.recs):
-            k = key(r)
-            if k in b_keys:
-                last = float(b_pos[k])
-                continue
+            if r.kind == KIND_OP and r.proto is not None and id(r.proto) in main_a:
+                ka = ch.key_a(r.proto)
+                if ka not in removed_a:  # matched (same / changed / renamed): placed where B has it
+                    last = float(b_pos_main.get(renamed_to.get(ka, ka), last))
+                    continue
+            else:
+                k = key(r)
+                if k in b_keys:
+                    last = float(b_pos[k])
+                    continue
             last += 1e-6
             order.append((last, _copy_rec(r, status="removed")))
         order.sort(key=lambda t: t[0])
@@ -726,7 +749,7 @@ class GraphPayload:
     def _apply_diff_colors(self) -> None:
         self.node_colors = [DIFF_COLORS.get(r.status or "", None) for r in self.recs]
         # a collapsed group shows the "strongest" status inside it
-        rank = {"same": 0, "changed": 1, "removed": 2, "added": 3}
+        rank = {"same": 0, "renamed": 1, "changed": 2, "removed": 3, "added": 4}
         best = np.zeros(len(self.group_ids), dtype=np.int64)
         for i, r in enumerate(self.recs):
             k = int(self.node_group[i])

@@ -20,6 +20,7 @@ import onnx
 
 from .data import ShapeMap, TensorSpec, input_specs, output_specs, resolve_shapes
 from .errors import ShapeSpecError
+from .fsutil import json_safe
 from .model import Model, ModelSource, iter_graphs, load
 
 __all__ = ["Inspection", "inspect", "FLOP_OPS"]
@@ -272,6 +273,11 @@ def _io_text(s: dict) -> str:
     return f"{s['name']} {s['dtype']}{shape}"
 
 
+def human_number(v: float) -> str:
+    """A number with a metric suffix for tables and reports (``1.2 G``)."""
+    return _human(v)
+
+
 def _human(v: float) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
@@ -291,8 +297,11 @@ def _human_bytes(v: float) -> str:
 
 
 def _json_clean(o):
+    # the JSON policy (workbench.fsutil.json_safe: NaN -> null, +-Inf -> "inf"/"-inf"), whole floats as ints
     if isinstance(o, float):
-        return None if math.isnan(o) or math.isinf(o) else (int(o) if o.is_integer() and abs(o) < 2**53 else o)
+        if math.isnan(o) or math.isinf(o):
+            return json_safe(o)
+        return int(o) if o.is_integer() and abs(o) < 2**53 else o
     if isinstance(o, dict):
         return {k: _json_clean(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):

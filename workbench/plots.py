@@ -16,7 +16,7 @@ work the same on frames loaded back from JSON (``FlowResult.load``).
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -448,10 +448,21 @@ def build_figure(builds: pd.DataFrame, *, title: str = "Build time and engine si
     return fig
 
 
+#: extra figures of a FlowResult, by name: ``fn(flow_result) -> plotly Figure`` (see :func:`register_figure`)
+FIGURES: dict[str, Callable[[Any], Any]] = {}
+
+
+def register_figure(name: str, fn: Callable[[Any], Any]) -> None:
+    """Add a figure ``fn(flow_result) -> Figure`` to :func:`flow_figures` (so the report and the dashboard
+    show it), after the built-in ones. See docs/extending.md."""
+    FIGURES[str(name)] = fn
+
+
 def flow_figures(fr: Any, *, top_k: int = 15) -> dict[str, Any]:
-    """Every figure of a :class:`~workbench.flow.FlowResult`, by name (report and dashboard order)."""
+    """Every figure of a :class:`~workbench.flow.FlowResult`, by name (report and dashboard order):
+    the built-in ones, then the registered ones (:data:`FIGURES`)."""
     order = list(getattr(fr, "node_order", None) or []) or None
-    return {
+    figs = {
         "latency": latency_figure(fr.latency),
         "pareto": pareto_figure(fr.latency, fr.accuracy, configs=fr.variants),
         "layers": layer_figure(fr.layers, top_k=top_k),
@@ -460,3 +471,6 @@ def flow_figures(fr: Any, *, top_k: int = 15) -> dict[str, Any]:
         "layer_error": layer_error_figure(fr.layerwise),
         "builds": build_figure(fr.builds),
     }
+    for name, fn in FIGURES.items():
+        figs.setdefault(name, fn(fr))
+    return figs

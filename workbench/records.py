@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import math
 import os
 import platform
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Type, TypeVar
 
 from .errors import WorkbenchError
-from .fsutil import atomic_write_json
+from .fsutil import atomic_write_json, json_float, json_safe
 
 SCHEMA_VERSION = 1
 T = TypeVar("T", bound="Record")
@@ -70,6 +71,53 @@ def load_record(path_or_dict: str | os.PathLike | dict) -> Record:
     if cls is None:
         raise WorkbenchError(f"unknown record kind {d.get('kind')!r}")
     return cls.from_json(d)
+
+
+def frame_to_json(df) -> dict[str, Any]:
+    """A tidy DataFrame as ``{"columns", "dtypes", "rows"}`` under the JSON policy (NaN null, Inf "inf");
+    list cells (such as ``onnx_nodes``) stay lists. Metadata belongs in columns or in the record that holds
+    the frame, not in ``DataFrame.attrs`` (which ``pd.concat`` drops and this does not write)."""
+    return {"columns": [str(c) for c in df.columns], "dtypes": {str(c): str(t) for c, t in df.dtypes.items()},
+            "rows": [[json_safe(v) for v in row] for row in df.itertuples(index=False, name=None)]}
+
+
+def frame_from_json(d: dict | None):
+    """The DataFrame of :func:`frame_to_json` (numeric and bool columns restored; "inf" back to inf)."""
+    import pandas as pd
+
+    if not d:
+        return pd.DataFrame()
+    df = pd.DataFrame(d.get("rows") or [], columns=d.get("columns") or None)
+    for c, t in (d.get("dtypes") or {}).items():
+        if c in df.columns and (t.startswith("float") or t.startswith("int")):
+            df[c] = pd.to_numeric(df[c].map(_number_cell), errors="coerce")
+        elif c in df.columns and t == "bool":
+            df[c] = df[c].astype(bool)
+        elif c in df.columns and t == "object" and _numbers_with_inf(df[c]):
+            df[c] = df[c].map(lambda v: json_float(v) if isinstance(v, str) else v)  # mixed numbers/bools column
+    return df
+
+
+def _numbers_with_inf(col) -> bool:
+    """An object column of numbers/bools in which the policy wrote infinities as "inf" / "-inf"."""
+    seen_inf = False
+    for v in col:
+        if isinstance(v, str):
+            if v not in ("inf", "-inf"):
+                return False
+            seen_inf = True
+        elif v is not None and not isinstance(v, (int, float, bool)):
+            return False
+    return seen_inf
+
+
+def _number_cell(v):
+    if v is None or isinstance(v, (str, dict)):
+        try:
+            return json_float(v)
+        except (TypeError, ValueError, KeyError):
+            return math.nan
+    return v
 
 
 def host_info() -> dict[str, str]:

@@ -213,13 +213,34 @@ def _flops_label(ins: dict) -> str:
 
 
 def _flops_value(ins: dict) -> str:
-    from .inspect import _human
+    from .inspect import human_number as _human
 
     fl = float(ins.get("flops") or 0.0)
     unknown = int(ins.get("flops_unknown_nodes") or 0)
     if unknown:
         return f">= {_human(fl)} ({unknown} node(s) with unknown shapes: give shapes=)"
     return _human(fl)
+
+
+def _run_facts(fr) -> str:
+    """Samples per stage (the sample budget and why) and seconds per stage, in one line."""
+    c = fr.config
+    acc, lw = c.get("accuracy_samples"), c.get("layerwise_samples")
+    parts = []
+    if acc is not None:
+        parts.append(f"accuracy on {acc} samples" + (f" (sample budget {c['accuracy_limit']}: output metrics settle "
+                                                      "with a few dozen samples; --limit changes it)"
+                                                      if c.get("accuracy_limit") else ""))
+    if lw is not None:
+        parts.append(f"per-node error on {lw} samples (every tensor of both graphs is compared)")
+    if c.get("latency_batch"):
+        parts.append(f"latency and per-layer profiling on runs of {c['latency_batch']} samples"
+                     + (" (--latency-samples)" if c.get("latency_samples") else ""))
+    if c.get("time_budget_s"):
+        parts.append(f"latency and per-layer profiling: as many runs as fit in {c['time_budget_s']:g} s per variant")
+    if fr.timings:
+        parts.append("stage seconds: " + ", ".join(f"{k} {float(v):.1f}" for k, v in fr.timings.items()))
+    return "; ".join(parts)
 
 
 def _inspection_html(ins: dict) -> str:
@@ -257,6 +278,7 @@ def report_html(fr, *, title: str | None = None, figures: dict | None = None, re
     parts.append(_summary_html(fr))
     parts.append(latency_note(fr))
     parts.append(accuracy_note(fr))
+    parts.append(f"<p class='meta'>{html.escape(_run_facts(fr))}</p>")
     if fr.errors:
         parts.append("<h3 class='err'>Errors</h3><ul>" + "".join(
             f"<li class='err'>{html.escape(e.get('stage', ''))} · {html.escape(e.get('variant', ''))} · "
@@ -276,6 +298,9 @@ def report_html(fr, *, title: str | None = None, figures: dict | None = None, re
     parts.append("<h3>Per-layer time</h3>" + table_html(
         fr.layers, max_rows=60, columns=["variant", "backend", "precision", "layer", "layer_type", "onnx_node",
                                          "time_ms", "share"]))
+    from .compare.speed import speed_section_html  # recipes (#14): why each variant is faster/slower
+
+    parts.append(speed_section_html(fr, table_html))
     parts.append("<h3>Per-layer error</h3>" + table_html(
         fr.layerwise, max_rows=80, columns=["variant", "order", "node", "op_type", "cosine", "snr_db", "max_abs",
                                             "diverged", "first_divergent"]))

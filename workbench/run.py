@@ -88,7 +88,7 @@ def run_model(model: ModelSource, *, data: "str | os.PathLike | NpzDataset | Non
         r.to_frame()
     """
     from .backends import get_backend
-    from .variant import Variant
+    from .builds import build_engine
 
     m = load(model)
     if data is not None:
@@ -102,7 +102,7 @@ def run_model(model: ModelSource, *, data: "str | os.PathLike | NpzDataset | Non
         feeds = synthetic_inputs(m, shapes, seed=seed, batch=batch)
         source = f"synthetic(seed={seed})"
     be = get_backend(backend)
-    engine = be.build(Variant.of(m), shapes)
+    _, engine = build_engine(m, "fp32", be, shapes=shapes, progress=False)
     try:
         outs = engine.run(feeds)
     finally:

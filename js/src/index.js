@@ -279,7 +279,7 @@ function render({ model, el }) {
     const inView = (a, b, c, d) => c >= vx0 && a <= vx1 && d >= vy0 && b <= vy1;
     // labels: natural size when zoomed in, never below MIN_LABEL_PX on screen; hidden only when the
     // boxes themselves are too small to hold one line
-    const text = scale * 28 >= MIN_LABEL_PX + 2;
+    const text = scale * 28 >= MIN_LABEL_PX + 1;
     const px = (n) => Math.max(n, MIN_LABEL_PX / scale);
     // frames
     for (const f of frames) {

@@ -57,7 +57,8 @@ _INSTALL = {
 _DATA_TYPE = {"bf16": "BF16", "fp8": "FP8"}
 
 
-def _cc_value(cc: str | None) -> float | None:
+def cc_value(cc: str | None) -> float | None:
+    """``"8.9"`` -> 8.9 (None when unknown)."""
     try:
         major, minor = str(cc).split(".")[:2]
         return int(major) + int(minor) / 10
@@ -677,7 +678,7 @@ class TensorRTBase(Backend):
         if gpu is None:
             return False, (f"{self.name} engines need an NVIDIA GPU to run "
                            f"({cuda_device_info(self.device_id).get('error', 'no device')})")
-        cc = _cc_value(gpu.get("compute_capability"))
+        cc = cc_value(gpu.get("compute_capability"))
         if cc is not None and not self.runs_on(cc):
             return False, f"{self.name} does not run on compute capability {gpu['compute_capability']} ({gpu['name']})"
         return True, ""
@@ -707,7 +708,7 @@ class TensorRTBase(Backend):
         if dtype and not hasattr(trt.DataType, dtype):
             return False, f"{self.name} {self.version()} has no {dtype} data type"
         gpu = self._gpu()
-        cc = _cc_value(gpu.get("compute_capability")) if gpu else None
+        cc = cc_value(gpu.get("compute_capability")) if gpu else None
         need = self.min_compute_capability(precision)
         label = precision.upper()
         if gpu is None or cc is None or not self.runs_on(cc):

@@ -27,7 +27,7 @@ from ..errors import RunError
 from ..fsutil import atomic_write_bytes
 from ..records import BuildRecord
 from .base import register_backend
-from .tensorrt import TensorRTBase, TrtEngine, _cc_value
+from .tensorrt import TensorRTBase, TrtEngine, cc_value
 
 log = logging.getLogger("workbench.tensorrt")
 
@@ -53,7 +53,7 @@ def rtx_engine_targets(cc: float, applied: Mapping) -> bool | None:
         return cc in (8.6, 8.9) or cc >= 12.0
     if not isinstance(targets, list) or any(str(t).lower() == "current" for t in targets):
         return None
-    wanted = {_cc_value(t) for t in targets if not str(t).endswith("x")}
+    wanted = {cc_value(t) for t in targets if not str(t).endswith("x")}
     return cc in wanted or (cc >= 12.0 and any(str(t).startswith("12") for t in targets))
 
 
@@ -88,7 +88,7 @@ class TensorRTRTXBackend(TensorRTBase):
 
     def check_engine_targets(self, engine: TrtEngine) -> None:
         gpu = self._gpu() or {}
-        cc = _cc_value(gpu.get("compute_capability"))
+        cc = cc_value(gpu.get("compute_capability"))
         applied = (engine.record.options or {}).get("applied", {}) if engine.record is not None else {}
         if cc is not None and rtx_engine_targets(cc, applied) is False:
             raise RunError(f"the TensorRT-RTX engine of {engine.variant.name} was built for compute capabilities "

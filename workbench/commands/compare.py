@@ -1,4 +1,5 @@
-"""``workbench compare MODEL --precision fp16,int8 [--data FILE.npz] [--labels KEY] [--layerwise] [--json]``."""
+"""``workbench compare MODEL --precision fp16,int8 [--data FILE.npz] [--labels KEY] [--layerwise [--memory-budget 2GB]]
+[--bisect] [--json]``."""
 from __future__ import annotations
 
 
@@ -11,6 +12,18 @@ HELP = "compare precision variants with the FP32 reference: output errors, top-1
 
 
 _nonneg_float = number_in_range(float, 0)
+
+
+def _memory_size(text: str) -> int:
+    import argparse
+
+    from ..compare.layerwise import parse_bytes
+    from ..errors import UsageError
+
+    try:
+        return parse_bytes(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_arguments(p) -> None:
@@ -32,6 +45,12 @@ def add_arguments(p) -> None:
                    help="also compare every intermediate tensor and report the first diverging node")
     p.add_argument("--threshold", type=float, default=None, metavar="X",
                    help="layerwise divergence threshold on cosine (default 0.999)")
+    p.add_argument("--memory-budget", type=_memory_size, default="2GB", metavar="SIZE",
+                   help="layerwise: bytes the compared tensors of one run may take, e.g. 2GB, 512MB (default 2GB); "
+                        "above it fewer samples run at a time, then tensors are compared in groups over several passes")
+    p.add_argument("--bisect", action="store_true",
+                   help="layerwise: find the first diverging node by bisection (cut graphs, about log2(n) runs, "
+                        "one tensor pair in memory; works on any backend) instead of comparing every tensor")
     p.add_argument("--atol", type=_nonneg_float, default=1e-3, metavar="X", help="absolute tolerance (default 1e-3)")
     p.add_argument("--rtol", type=_nonneg_float, default=1e-3, metavar="Y", help="relative tolerance (default 1e-3)")
     p.add_argument("--topk", type=positive_int, default=5, metavar="K", help="k of topk_agreement (default 5)")
@@ -46,7 +65,7 @@ def run(args) -> int:
     from ..model import load
 
     precisions = parse_precisions(args.precision)
-    from ..precision import calibrated
+    from ..precision import calibrated, keeps_graph
 
     quantized = calibrated(precisions)
     if quantized and not (args.calib or args.data):
@@ -58,13 +77,25 @@ def run(args) -> int:
                           calib=calibration(args, model, args.calib, args.data), shapes=args.shapes, reference_backend=args.reference_backend,
                           atol=args.atol, rtol=args.rtol, batch_size=args.batch, limit=args.limit,
                           topk=args.topk, progress=not args.json)
-    if args.layerwise:
+    if args.bisect:
+        from ..compare import first_divergence
+
         for name, var in cmp.built.items():
             if var.precision in ("fp32", "tf32"):
                 continue
+            cmp.bisections[name] = first_divergence(model, var, data=data, shapes=args.shapes,
+                                                    threshold=args.threshold, limit=args.limit or 64,
+                                                    batch_size=args.batch, backend=args.backend,
+                                                    reference_backend=args.reference_backend,
+                                                    progress=not args.json)
+    elif args.layerwise:
+        for name, var in cmp.built.items():
+            if keeps_graph(var.precision):
+                continue
             cmp.layerwise[name] = layerwise(model, var, data=data, shapes=args.shapes,
-                                                threshold=args.threshold, limit=args.limit or 64,
-                                                batch_size=args.batch, progress=not args.json)
+                                            threshold=args.threshold, limit=args.limit or 64,
+                                            batch_size=args.batch, memory_budget=args.memory_budget,
+                                            progress=not args.json)
     if args.json:
         emit_json(cmp.to_json())
         return 0
@@ -72,8 +103,23 @@ def run(args) -> int:
         print(cmp.summary().to_string(index=False))
         for name, df in cmp.layerwise.items():
             cols = ["node", "op_type", "cosine", "max_abs", "snr_db", "diverged"]
-            print(f"\nlayerwise {name}: first divergent node = {df.attrs['first_divergent']}")
+            a = df.attrs
+            c = a.get("counts", {})
+            print(f"\nlayerwise {name}: first divergent node = {a['first_divergent']}")
+            print(f"  {c.get('compared', len(df))} tensors compared, {c.get('unmatched', 0)} unmatched, "
+                  f"{c.get('skipped', 0)} skipped (constants, non-float); {a.get('samples')} samples in "
+                  f"{a.get('passes')} pass(es), {a.get('run_batch')} at a time; peak RSS "
+                  f"{a.get('peak_rss_bytes', 0) / 2**20:.0f} MB; {a.get('seconds')} s")
             print(df[cols].to_string(index=False))
+            for u in a.get("unmatched", []):
+                print(f"  unmatched {u['tensor']} ({u['node']}, {u['op_type']}): {u['reason']}")
+        for name, b in cmp.bisections.items():
+            print(f"\nbisection {name}: first divergent node = {b.first_divergent} (tensor {b.tensor}); "
+                  f"{b.runs} cut-graph runs over {b.candidates} candidate tensors on {b.backend}, "
+                  f"{b.samples} samples, peak RSS {b.peak_rss_bytes / 2**20:.0f} MB, {b.seconds} s")
+            if b.probes:
+                print(b.to_frame()[["position", "node", "op_type", "cosine", "max_abs", "snr_db", "diverged"]]
+                      .to_string(index=False))
     for p, why in cmp.skipped.items():
         print(f"skipped {p}: {why}")
     return 0

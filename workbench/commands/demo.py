@@ -17,12 +17,18 @@ HELP = "run the report on the bundled digits sample and print the summary"
 DESCRIPTION = __doc__
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
 FILES = ("digits_cnn.onnx", "digits_test.npz", "digits_calib.npz")
+#: The digits CNN is tiny (8x8 images): at batch 32 a run is ~0.1 ms and per-run overhead hides any int8 gain
+#: (int8 measured 0.70x of fp32). At 256 samples per run ONNX Runtime's integer kernels pay off on a 2-core CPU
+#: (docs/benchmarks.md, "demo" rows).
+DEMO_BATCH = 256
 
 
 def add_arguments(p) -> None:
     p.add_argument("--out", default="out/demo", metavar="DIR", help="output folder (default: out/demo)")
     p.add_argument("--samples", default=str(SAMPLES), metavar="DIR", help="folder holding the digits sample files")
     p.add_argument("--precision", default="fp32,fp16,int8", metavar="LIST", help="precisions (default: fp32,fp16,int8)")
+    p.add_argument("--batch", type=int, default=DEMO_BATCH, metavar="N",
+                   help=f"samples per run (latency is timed on the first batch; default {DEMO_BATCH})")
     add_flow_arguments(p, iterations=200)
 
 
@@ -49,11 +55,19 @@ def run(args) -> int:
         raise UsageError(f"digits sample files {missing} not found in {samples}",
                          hint="run from a source checkout, pass --samples DIR, or `make samples`")
     backends = demo_backends()
+    if args.batch < 1:
+        raise UsageError(f"--batch must be >= 1, got {args.batch}")
+    import numpy as np
+
+    with np.load(samples / FILES[1]) as z:
+        images, labels = z["image"], z["label"]
+    batches = [{"image": images[i:i + args.batch]} for i in range(0, len(images), args.batch)]
     fr, out, rec, secs = make_report(samples / FILES[0], parse_precisions(args.precision), backends,
-                                     data=samples / FILES[1], labels="label", calib=samples / FILES[2], shapes=None,
+                                     data=batches, labels=labels, calib=samples / FILES[2], shapes=None,
                                      out=Path(args.out) / "report.html", iterations=args.iterations,
                                      warmup=args.warmup, layer_iterations=args.layer_iterations, limit=args.limit,
-                                     progress=not args.no_progress)
+                                     layerwise_limit=args.layerwise_limit, time_budget_s=args.time_budget,
+                                     latency_samples=args.latency_samples, progress=not args.no_progress)
     print(f"trt-workbench demo: digits_cnn at {', '.join(fr.config['precisions'])} on {', '.join(backends)}")
     print(fr.summary_text())
     print(f"report  {out}")

@@ -52,32 +52,19 @@ def _feeds(model, args):
     return synthetic_inputs(model, args.shapes, batch=args.batch, batch_axis=args.batch_axis)
 
 
-def _variant(model, precision: str, args):
-    from ..errors import UsageError
-    from ..variant import Variant
-
-    if precision in ("fp32", "tf32"):
-        return Variant.of(model, precision)
-    from ..precision import calibrated
-
-    if calibrated([precision]) and not args.calib:
-        raise UsageError(f"{precision} needs calibration data: give --calib FILE.npz (one array per model input)")
-    from ..precision import make_variant
-
-    extra = {"backend": args.backend} if precision in ("int8", "fp8") and getattr(args, "backend", None) else {}
-    return make_variant(model, precision, calib=calibration(args, model, args.calib), progress=not args.no_progress,
-                        **extra)
-
-
 def run(args) -> int:
     from ..backends import get_backend
-    from ..backends.base import BuildOptions
-    from ..errors import BackendUnavailable
+    from ..builds import build_variants
+    from ..errors import BackendUnavailable, UsageError
     from ..fsutil import atomic_write_json, child_path, ensure_dir, guard_output, safe_name
     from ..measure.layers import profile, save_layers_csv
     from ..model import load
+    from ..precision import calibrated
 
     precisions = parse_precisions(args.precision)
+    for precision in calibrated(precisions):
+        if not args.calib:
+            raise UsageError(f"{precision} needs calibration data: give --calib FILE.npz (one array per model input)")
     model = load(args.model)
     backend = get_backend(args.backend)
     ok, why = backend.available()
@@ -89,12 +76,17 @@ def run(args) -> int:
     progress = not args.no_progress
     entries = []
     for precision in precisions:
-        supported, reason = backend.supports(precision)
-        if not supported:
-            entries.append({"precision": precision, "backend": backend.name, "status": "skipped", "reason": reason})
+        # one precision at a time through the one build path (kernel fallback, build record), so only one
+        # engine is alive at a time
+        calib = calibration(args, model, args.calib) if calibrated([precision]) else None
+        built = build_variants(model, [precision], backend, shapes=args.shapes, calib=calib,
+                               progress=progress).results[0]
+        if built.status == "skipped":
+            entries.append({"precision": precision, "backend": backend.name, "status": "skipped",
+                            "reason": built.reason})
             continue
-        variant = _variant(model, precision, args)
-        engine = backend.build(variant, args.shapes, BuildOptions(progress=progress))
+        built.raise_for_status()
+        variant, engine = built.variant, built.engine
         try:
             prof = profile(engine, feeds, warmup=args.warmup, iterations=args.iterations,
                            layer_iterations=args.layer_iterations, progress=progress)

@@ -29,15 +29,45 @@ def parse_backends(text: str) -> list[str]:
     return items
 
 
-def add_flow_arguments(p, *, iterations: int = 100) -> None:
-    """Options shared by ``report`` and ``demo``."""
+#: Sample budget of ``workbench report`` (see docs/accuracy.md, "Reports in about a minute"): output
+#: metrics over 32 samples settle to a few digits while a 700-node detector still runs in seconds on a
+#: laptop CPU; per-node metrics (every tensor of every node, twice) over 8; latency and per-layer
+#: profiling stop after 2 s per variant.
+#: Latency and profiling time runs of 8 samples (a 32-sample run of a 700-node detector takes seconds).
+REPORT_LIMIT, REPORT_LAYERWISE_LIMIT, REPORT_TIME_BUDGET_S, REPORT_LATENCY_SAMPLES = 32, 8, 2.0, 8
+
+
+def _seconds(text: str) -> float:
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
+    return v
+
+
+def add_flow_arguments(p, *, iterations: int = 100, limit: int | None = None, layerwise_limit: int = 64,
+                       time_budget: float | None = None, latency_samples: int | None = None) -> None:
+    """Options shared by ``report`` and ``demo`` (each with its own sample budget)."""
     p.add_argument("--iterations", type=positive_int, default=iterations, metavar="N",
                    help=f"timed latency iterations per variant (default: {iterations})")
     p.add_argument("--warmup", type=positive_int, default=10, metavar="N", help="warm-up runs (default: 10)")
     p.add_argument("--layer-iterations", type=positive_int, default=20, metavar="N",
                    help="profiled runs per variant for per-layer times (default: 20)")
-    p.add_argument("--limit", type=positive_int, default=None, metavar="N",
-                   help="use at most N samples of --data for accuracy")
+    p.add_argument("--limit", type=positive_int, default=limit, metavar="N",
+                   help="use at most N samples of --data for accuracy (default: "
+                        + (f"{limit}, the sample budget" if limit else "all") + ")")
+    p.add_argument("--layerwise-limit", type=positive_int, default=layerwise_limit, metavar="N",
+                   help=f"samples for the per-node error of each reduced-precision variant (default: {layerwise_limit})")
+    p.add_argument("--latency-samples", type=positive_int, default=latency_samples, metavar="N",
+                   help="samples per timed run for latency and per-layer profiling (default: "
+                        + (f"{latency_samples}" if latency_samples else "the whole first data batch") + ")")
+    p.add_argument("--time-budget", type=_seconds, default=time_budget, metavar="S",
+                   help="seconds per variant for latency and for per-layer profiling; fewer runs when they are "
+                        "slow (default: " + (f"{time_budget:g}" if time_budget else "none: all iterations") + ")")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -54,11 +84,14 @@ def add_arguments(p) -> None:
     add_batch_axis(p)
     add_shapes(p)
     p.add_argument("--out", required=True, metavar="FILE.html", help="report file; records go to <stem>-records/")
-    add_flow_arguments(p)
+    add_flow_arguments(p, limit=REPORT_LIMIT, layerwise_limit=REPORT_LAYERWISE_LIMIT, time_budget=REPORT_TIME_BUDGET_S,
+                       latency_samples=REPORT_LATENCY_SAMPLES)
 
 
 def make_report(model, precisions, backends, *, data, labels, calib, shapes, out, iterations, warmup,
-                layer_iterations, limit, progress) -> tuple[object, Path, Path, float]:
+                layer_iterations, limit, progress, layerwise_limit: int = 64,
+                time_budget_s: float | None = None,
+                latency_samples: int | None = None) -> tuple[object, Path, Path, float]:
     """Run the flow, save the records and write the report: (FlowResult, report path, records dir, seconds)."""
     from ..flow import run_flow
     from ..report import records_dir_for, write_report
@@ -84,10 +117,25 @@ def make_report(model, precisions, backends, *, data, labels, calib, shapes, out
     t0 = time.perf_counter()
     fr = run_flow(model, precisions, backends, data=data, labels=labels, calib=calib, shapes=shapes,
                   iterations=iterations, warmup=warmup, layer_iterations=layer_iterations, accuracy_limit=limit,
+                  layerwise_limit=layerwise_limit, time_budget_s=time_budget_s, latency_samples=latency_samples,
                   progress=progress)
     rec = fr.save(records_dir_for(out))
     write_report(fr, out, records_link=rec.name + "/")
     return fr, out, rec, time.perf_counter() - t0
+
+
+def run_facts(fr) -> str:
+    """One line: samples used per stage and seconds per stage (what the report's "Run" line says)."""
+    c = fr.config
+    parts = [f"samples: accuracy {c.get('accuracy_samples', '?')}"
+             + (f" (limit {c['accuracy_limit']})" if c.get("accuracy_limit") else ""),
+             f"layerwise {c.get('layerwise_samples', '-')}"]
+    if c.get("latency_batch"):
+        parts.append(f"latency/profiling runs of {c['latency_batch']} samples")
+    if c.get("time_budget_s"):
+        parts.append(f"latency/profiling <= {c['time_budget_s']:g} s per variant")
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in fr.timings.items())
+    return "; ".join(parts) + f" | stage seconds: {stages}"
 
 
 def exit_code(fr) -> int:
@@ -113,7 +161,9 @@ def run(args) -> int:
                                      calib=calibration(args, model, args.calib, args.data), shapes=args.shapes,
                                      out=args.out, iterations=args.iterations, warmup=args.warmup,
                                      layer_iterations=args.layer_iterations, limit=args.limit,
-                                     progress=not args.no_progress)
+                                     layerwise_limit=args.layerwise_limit, time_budget_s=args.time_budget,
+                                     latency_samples=args.latency_samples, progress=not args.no_progress)
     print(fr.summary_text())
+    print(run_facts(fr))
     print(f"wrote {out} and {rec}/ in {secs:.1f} s")
     return exit_code(fr)

@@ -8,7 +8,6 @@ Metrics accumulate over all batches (sums of squares and dot products, see
 """
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -16,12 +15,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..data import NpzDataset, as_feed_batches
+from ..data import cast_feeds, feeds_batch, resolve_data
 from ..errors import DataError, UsageError
 from ..model import Model, load
 from ..variant import Variant
-from .layerwise import cast_feeds, default_batch
-from .metrics import METRICS, ErrorAccumulator, _topk_overlap, json_number, tolerance_for, verdict
+from .metrics import METRICS, ErrorAccumulator, json_number, tolerance_for, topk_overlap, verdict
 
 #: Columns of :attr:`Comparison.metrics`.
 COLUMNS = ["variant", "precision", "backend", "output", "metric", "value"]
@@ -47,6 +45,7 @@ class Comparison:
     rtol: float = 1e-3
     skipped: dict[str, str] = field(default_factory=dict)
     layerwise: dict[str, pd.DataFrame] = field(default_factory=dict)
+    bisections: dict[str, Any] = field(default_factory=dict)  # variant name -> layerwise.Bisection
     built: dict[str, Variant] = field(default_factory=dict)  # variant name -> the Variant compared
     reference_info: dict[str, str] = field(default_factory=dict)  # precision, backend of the reference
 
@@ -119,7 +118,7 @@ class Comparison:
 
     def to_json(self) -> dict:
         """``{reference, samples, atol, rtol, variants: {name: {precision, backend, outputs: {out: {metric:
-        value}}, top1?, topk_agreement?}}, skipped, layerwise?}``; non-finite numbers as "inf"/"nan"."""
+        value}}, top1?, topk_agreement?}}, skipped, layerwise?}``; non-finite numbers under the JSON policy (NaN null, Inf "inf")."""
         out: dict[str, Any] = {"reference": self.reference,
                                **{f"reference_{k}": v for k, v in self.reference_info.items()},
                                "samples": self.samples, "atol": self.atol, "rtol": self.rtol, "topk": self.topk,
@@ -139,64 +138,14 @@ class Comparison:
             for name, df in self.layerwise.items():
                 nodes = [{k: json_number(v) for k, v in rec.items()}
                          for rec in df.drop(columns=["variant", "precision"]).to_dict(orient="records")]
-                out["layerwise"][name] = {"first_divergent": df.attrs.get("first_divergent"),
-                                          "metric": df.attrs.get("metric"),
-                                          "threshold": df.attrs.get("threshold"), "nodes": nodes}
+                from .layerwise import layerwise_summary
+
+                info = {k: json_number(v) for k, v in layerwise_summary(df).items() if k not in ("unmatched", "skipped")}
+                out["layerwise"][name] = {**info, "unmatched": df.attrs.get("unmatched", []),
+                                          "skipped": df.attrs.get("skipped", {}), "nodes": nodes}
+        if self.bisections:
+            out["bisections"] = {name: b.to_json() for name, b in self.bisections.items()}
         return out
-
-
-# ---------------------------------------------------------------------------------------------- data
-def resolve_data(model: Model, data: Any, labels: Any, *, shapes: Any = None, batch_size: int | None = None,
-                 limit: int | None = None) -> tuple[Any, np.ndarray | None]:
-    """``(batches, labels)``: ``batches`` a re-iterable list of feed dicts; ``labels`` an int array or None.
-
-    ``labels`` is a key of the ``.npz`` / :class:`NpzDataset` (``DataError`` if missing) or an array.
-    """
-    if isinstance(data, (str, os.PathLike)):
-        keys = [labels] if isinstance(labels, str) else []
-        data = NpzDataset(data, model, label_keys=keys, allow_extra=True)
-    label_arr = None
-    if isinstance(labels, str):
-        if not isinstance(data, NpzDataset):
-            raise DataError(f"labels={labels!r} names a key, which needs .npz data (got {type(data).__name__})",
-                            hint="pass the label array itself for other data sources")
-        if labels not in data.labels:
-            if labels not in (data.path and _npz_keys(data.path) or ()):
-                raise DataError(f"label key {labels!r} not found in {data.path or 'the dataset'}; "
-                                f"label keys are {sorted(data.labels)}")
-            data = NpzDataset(data.path, model, label_keys=[labels], allow_extra=True)
-        label_arr = data.labels[labels]
-    elif labels is not None:
-        label_arr = np.asarray(labels)
-    if isinstance(data, NpzDataset):
-        data.check_finite()
-    batches = list(as_feed_batches(model, data, batch_size=default_batch(model, batch_size), limit=limit,
-                                   shapes=shapes))
-    if not batches:
-        raise DataError("the data gave no batches (fewer samples than the model's fixed batch size?)")
-    if label_arr is not None:
-        n = sum(_samples(b, model) for b in batches)
-        if label_arr.ndim == 0 or label_arr.shape[0] < n:
-            raise DataError(f"labels hold {label_arr.shape[0] if label_arr.ndim else 0} entries for {n} samples")
-        if not np.issubdtype(label_arr.dtype, np.integer):
-            raise DataError(f"labels must be integer class ids, got dtype {label_arr.dtype}")
-        if label_arr.ndim > 1 and int(np.prod(label_arr.shape[1:])) != 1:
-            raise DataError(f"labels must be one class id per sample, got shape {label_arr.shape}",
-                            hint="convert one-hot labels with argmax")
-        label_arr = label_arr[:n].reshape(n)
-    return batches, label_arr
-
-
-def _npz_keys(path) -> list[str]:
-    with np.load(path, allow_pickle=False) as z:
-        return list(z.files)
-
-
-def _samples(feeds: Mapping[str, np.ndarray], model: Model | None = None) -> int:
-    """Samples in a feed dict, counted along each input's batch axis (workbench.shapes)."""
-    from ..data import model_batch_axes, samples_in
-
-    return samples_in(feeds, model_batch_axes(model) if model is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------- engines
@@ -259,8 +208,8 @@ def compare_engines(reference_engine: Any, engines: Sequence[Any], data: Any, *,
             if lab_out is not None:
                 v = np.asarray(out[lab_out], dtype=np.float64).reshape(r.shape[0], -1)
                 preds[n].append(np.argmax(v, axis=-1))
-                overlap[n].append(_topk_overlap(r, v, topk))
-        samples += _samples(feeds, reference_engine.variant.model)
+                overlap[n].append(topk_overlap(r, v, topk))
+        samples += feeds_batch(feeds, reference_engine.variant.model)
     if samples == 0:
         raise DataError("no data to compare")
 
@@ -291,21 +240,11 @@ def compare_engines(reference_engine: Any, engines: Sequence[Any], data: Any, *,
 # ---------------------------------------------------------------------------------------------- top level
 def build_variant_engine(model: Model, precision: str | Variant, backend: Any, *, calib: Any = None,
                          shapes: Any = None, progress: bool = True, **variant_opts):
-    """``(variant, engine)`` for a precision name (via ``make_variant``) or a ready :class:`Variant`."""
-    from ..backends import BuildOptions, get_backend
+    """``(variant, engine)`` for a precision name (via ``make_variant``) or a ready :class:`Variant`, through
+    the one build path (:func:`workbench.builds.build_engine`: engine cache, kernel fallback, records)."""
+    from ..builds import build_engine
 
-    be = get_backend(backend)
-    if isinstance(precision, Variant):
-        var = precision
-    elif precision in ("fp32", "tf32") and not variant_opts:
-        var = Variant.of(model, precision)
-    else:
-        from ..precision import make_variant
-
-        if precision in ("int8", "fp8"):  # the Q/DQ form this backend runs fast (recipes.resolve_target)
-            variant_opts.setdefault("backend", be.name)
-        var = make_variant(model, precision, calib=calib, progress=progress, **variant_opts)
-    return var, be.build(var, shapes, BuildOptions(progress=progress))
+    return build_engine(model, precision, backend, calib=calib, shapes=shapes, progress=progress, **variant_opts)
 
 
 def compare_outputs(model: Any, precisions: str | Sequence[str | Variant], backend: Any = "onnxruntime", *,

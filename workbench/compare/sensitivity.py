@@ -27,7 +27,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import numpy as np
 import onnx
 import pandas as pd
 
@@ -36,7 +35,8 @@ from ..model import Model, load
 from ..variant import Variant
 from .layerwise import layerwise, node_label
 from .metrics import json_number
-from .outputs import Comparison, build_variant_engine, compare_engines, resolve_data
+from ..data import head_batches, resolve_data
+from .outputs import Comparison, build_variant_engine, compare_engines
 
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 #: target metric → how it is read from a comparison of one variant (see :meth:`Target.value_of`)
@@ -243,26 +243,23 @@ def propose_mixed_precision(model: Any, precision: str = "int8", *, target: Any,
     if t.needs_labels and labels is None:
         raise UsageError(f"target {t} needs labels (labels=KEY or an array)")
     model = model if isinstance(model, Model) else load(model)
-    if precision in ("fp32", "tf32"):
+    from ..precision import keeps_graph
+
+    if keeps_graph(precision):
         raise UsageError(f"{precision} is already full precision; nothing to mix")
     all_batches, all_labels = resolve_data(model, data, labels, shapes=shapes, batch_size=batch_size)
     search_batches, search_labels = all_batches, all_labels
     if search_limit is not None:
         search_batches, search_labels = resolve_data(model, data, labels, shapes=shapes, batch_size=batch_size,
                                                      limit=search_limit)
-    lw_batches = _head(all_batches, layerwise_limit)
+    lw_batches = head_batches(all_batches, layerwise_limit)
     if calib is None:
         calib = all_batches
     _, ref_engine = build_variant_engine(model, "fp32", backend, shapes=shapes, progress=progress)
 
     def build(keep: Sequence[str]):
-        from ..precision import make_variant
-
-        opts = dict(variant_opts)
-        if precision in ("int8", "fp8"):  # the Q/DQ form this backend runs fast, as compare_outputs builds it
-            opts.setdefault("backend", ref_engine.backend.name if backend is None else _backend_name(backend))
-        var = make_variant(model, precision, calib=calib, keep_nodes=list(keep), progress=progress, **opts)
-        return build_variant_engine(model, var, backend, shapes=shapes, progress=progress)
+        return build_variant_engine(model, precision, backend, calib=calib, keep_nodes=list(keep), shapes=shapes,
+                                    progress=progress, **variant_opts)
 
     def evaluate(engine) -> float:
         cmp = compare_engines(ref_engine, [engine], search_batches, labels=search_labels, progress=False)
@@ -301,16 +298,6 @@ def propose_mixed_precision(model: Any, precision: str = "int8", *, target: Any,
     return MixedPrecisionResult(precision=precision, target=t, keep_nodes=list(keep), steps=pd.DataFrame(steps),
                                 variant=var, baseline_value=baseline, verified_value=verified,
                                 met=t.met(verified), comparison=final, latency=lat, candidates=lowered)
-
-
-def _head(batches: list, limit: int) -> list:
-    out, n = [], 0
-    for b in batches:
-        if n >= limit:
-            break
-        out.append(b)
-        n += int(np.shape(next(iter(b.values())))[0]) if b else 0
-    return out
 
 
 def _greedy(model, t, low_var, lowered, lw_batches, build, evaluate, steps, max_steps, step_size, bar, progress):

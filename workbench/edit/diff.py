@@ -108,53 +108,73 @@ def _tensor_renames(ga: onnx.GraphProto, gb: onnx.GraphProto) -> dict[str, str]:
     return ren
 
 
+class NodeChanges:
+    """How the nodes of graph ``a`` map to those of graph ``b`` (the one matching behind :func:`diff_models`
+    and the graph viewer's diff colours, so the table and the colours agree).
+
+    ``renames``: tensor renames (old -> new). ``status``: for each node of ``b`` (by :meth:`key_b`) one of
+    ``same``, ``changed``, ``renamed`` (same op, inputs, outputs, attributes under another name), ``added``.
+    ``removed``: keys (:meth:`key_a`) of ``a``'s nodes that are gone. ``renamed``: ``[(key_a, key_b)]``.
+    """
+
+    def __init__(self, ga: onnx.GraphProto, gb: onnx.GraphProto):
+        ren = self.renames = _tensor_renames(ga, gb)
+        self.nodes_a = {_key(n, ren): n for n in ga.node}
+        self.nodes_b = {_key(n): n for n in gb.node}
+        only_a = [k for k in self.nodes_a if k not in self.nodes_b]
+        only_b = [k for k in self.nodes_b if k not in self.nodes_a]
+        sig_b: dict[tuple, list[str]] = {}
+        for k in only_b:
+            n = self.nodes_b[k]
+            sig_b.setdefault((n.op_type, tuple(n.input), tuple(n.output), _attr_str(n)), []).append(k)
+        self.renamed: list[tuple[str, str]] = []
+        for k in only_a:
+            n = self.nodes_a[k]
+            cands = sig_b.get((n.op_type, tuple(ren.get(i, i) for i in n.input),
+                               tuple(ren.get(o, o) for o in n.output), _attr_str(n)), [])
+            if cands:
+                self.renamed.append((k, cands.pop(0)))
+        renamed_a = {a for a, _ in self.renamed}
+        renamed_b = {b for _, b in self.renamed}
+        self.removed = [k for k in only_a if k not in renamed_a]
+        self.added = [k for k in only_b if k not in renamed_b]
+        self.changed = [k for k, na in self.nodes_a.items()
+                        if k in self.nodes_b and _node_str(na, ren) != _node_str(self.nodes_b[k])]
+        changed = set(self.changed)
+        self.status = {k: ("renamed" if k in renamed_b else "added" if k in only_b else
+                           "changed" if k in changed else "same") for k in self.nodes_b}
+
+    def key_a(self, node: onnx.NodeProto) -> str:
+        return _key(node, self.renames)
+
+    def key_b(self, node: onnx.NodeProto) -> str:
+        return _key(node)
+
+
 def diff_models(a: Model, b: Model) -> pd.DataFrame:
     """What changed from ``a`` to ``b``: one row per added/removed/changed/renamed node or tensor."""
     ga, gb = a.graph, b.graph
     rows: list[dict] = []
-    ren = _tensor_renames(ga, gb)
+    ch = NodeChanges(ga, gb)
+    ren = ch.renames
     for old, new in ren.items():
         rows.append({"change": "renamed", "kind": "tensor", "name": new, "before": old, "after": new})
-
-    nodes_a = {_key(n, ren): n for n in ga.node}
-    nodes_b = {_key(n): n for n in gb.node}
-    only_a = [k for k in nodes_a if k not in nodes_b]
-    only_b = [k for k in nodes_b if k not in nodes_a]
-    # Renamed nodes: same op, inputs, outputs and attributes under another name.
-    sig_b = {}
-    for k in only_b:
-        n = nodes_b[k]
-        sig_b.setdefault((n.op_type, tuple(n.input), tuple(n.output), _attr_str(n)), []).append(k)
-    renamed_a: set[str] = set()
-    renamed_b: set[str] = set()
-    for k in only_a:
+    nodes_a, nodes_b = ch.nodes_a, ch.nodes_b
+    for ka, kb in ch.renamed:
+        rows.append({"change": "renamed", "kind": "node", "name": nodes_b[kb].name,
+                     "before": nodes_a[ka].name, "after": nodes_b[kb].name})
+    for k in ch.removed:
         n = nodes_a[k]
-        cands = sig_b.get((n.op_type, tuple(ren.get(i, i) for i in n.input),
-                           tuple(ren.get(o, o) for o in n.output), _attr_str(n)), [])
-        if cands:
-            kb = cands.pop(0)
-            renamed_a.add(k)
-            renamed_b.add(kb)
-            rows.append({"change": "renamed", "kind": "node", "name": nodes_b[kb].name,
-                         "before": n.name, "after": nodes_b[kb].name})
-    for k in only_a:
-        if k not in renamed_a:
-            n = nodes_a[k]
-            rows.append({"change": "removed", "kind": "node", "name": n.name or (n.output[0] if n.output else ""),
-                         "before": _node_str(n), "after": ""})
-    for k in only_b:
-        if k not in renamed_b:
-            n = nodes_b[k]
-            rows.append({"change": "added", "kind": "node", "name": n.name or (n.output[0] if n.output else ""),
-                         "before": "", "after": _node_str(n)})
-    for k, na in nodes_a.items():
-        nb = nodes_b.get(k)
-        if nb is None:
-            continue
-        before, after = _node_str(na, ren), _node_str(nb)
-        if before != after:
-            rows.append({"change": "changed", "kind": "node", "name": nb.name or nb.output[0],
-                         "before": _node_str(na), "after": after})
+        rows.append({"change": "removed", "kind": "node", "name": n.name or (n.output[0] if n.output else ""),
+                     "before": _node_str(n), "after": ""})
+    for k in ch.added:
+        n = nodes_b[k]
+        rows.append({"change": "added", "kind": "node", "name": n.name or (n.output[0] if n.output else ""),
+                     "before": "", "after": _node_str(n)})
+    for k in ch.changed:
+        na, nb = nodes_a[k], nodes_b[k]
+        rows.append({"change": "changed", "kind": "node", "name": nb.name or nb.output[0],
+                     "before": _node_str(na), "after": _node_str(nb)})
 
     for kind, seq_a, seq_b in (("input", ga.input, gb.input), ("output", ga.output, gb.output)):
         ta = {ren.get(v.name, v.name): v for v in seq_a}

@@ -30,7 +30,7 @@ from ..errors import EditError, UsageError
 from ..model import PROTOBUF_LIMIT, Model
 
 __all__ = [
-    "REGISTRY", "OpSpec", "Param", "render_call", "normalize_params", "get_op", "parse_dims",
+    "REGISTRY", "OpSpec", "Param", "register_edit", "render_call", "normalize_params", "get_op", "parse_dims",
     "remove_node", "replace_op", "set_attrs", "insert_node", "insert_qdq", "rename",
     "set_input", "set_batch", "extract", "add_outputs", "fold_constants", "cleanup", "toposort",
     "simplify", "replace_pattern",
@@ -80,12 +80,18 @@ class OpSpec:
 REGISTRY: dict[str, OpSpec] = {}
 
 
-def _register(*params: Param, preserves_outputs: bool = False):
+def register_edit(*params: Param, preserves_outputs: bool = False):
+    """Decorator: register ``fn(model, **params) -> Model`` as an edit operation named ``fn.__name__``, with
+    its parameter schema (the panel's form, ``History.apply`` validation, generated code). The first line
+    of the docstring is its summary. See docs/extending.md."""
     def deco(fn):
-        summary = (fn.__doc__ or "").strip().splitlines()[0]
+        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else fn.__name__
         REGISTRY[fn.__name__] = OpSpec(fn.__name__, fn, tuple(params), summary, preserves_outputs)
         return fn
     return deco
+
+
+_register = register_edit  # the built-in operations below use the short name
 
 
 # ---------------------------------------------------------------------------------------------- params / code

@@ -527,7 +527,8 @@ def profile_layers_ort_cupti(engine, feeds: Mapping[str, np.ndarray], *, iterati
     with inputs/outputs bound on the GPU, ``warmup`` untimed runs (cuDNN algorithm search happens there),
     then ``iterations`` runs under CUPTI tracing. ``record_to``: also write the raw CUPTI records, ORT
     trace and clock markers there (gzip JSON; :func:`load_recording` reads it back)."""
-    from .layers import _check, _frame, _named_index, _optimized_nodes, _ort_session
+    from .layers import check_counts as _check, layer_frame as _frame, named_index as _named_index
+    from .layers import optimized_nodes as _optimized_nodes, ort_profiling_session as _ort_session
     from .native_log import capture_native_output
 
     _check(iterations, warmup)

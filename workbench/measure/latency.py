@@ -27,6 +27,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import numpy as np
 
 from ..backends.base import TimedCall
+from ..data import feeds_batch
 from ..errors import BackendUnavailable, RunError, UsageError
 from ..records import Record, host_info, now_iso
 
@@ -125,15 +126,6 @@ def latency_frame(results) -> "Any":
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def feeds_batch(feeds: Mapping[str, np.ndarray]) -> int:
-    """Batch size of a feed dict: axis 0 of the first input with rank >= 1 (1 for scalars only)."""
-    for a in feeds.values():
-        a = np.asarray(a)
-        if a.ndim >= 1:
-            return int(a.shape[0])
-    return 1
-
-
 def _check_counts(warmup: int, iterations: int | None, time_budget_s: float | None) -> int:
     if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
         raise UsageError(f"warmup must be an integer >= 0, got {warmup!r}")

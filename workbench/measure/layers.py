@@ -31,6 +31,11 @@ COLUMNS = ["variant", "backend", "precision", "layer", "layer_type", "onnx_nodes
            "time_ms", "share", "calls", "mapped_by"]
 ORT_EXTRA = ["shapes"]
 TRT_EXTRA = ["tactic", "in_precision", "out_precision", "in_format", "out_format"]
+#: how the table was measured, on every row (kept by ``pd.concat``, unlike ``DataFrame.attrs``; the
+#: per-row ``time_basis`` column is in the extras): the
+#: profiler, what its times are, profiled iterations, and (ORT) the mean run time inside the profiled run
+#: and whether ORT's layout optimizers were on
+RUN_COLUMNS = ["source", "iterations", "profiled_run_ms", "layout_optimizations"]
 COVERAGE_GOAL = 0.9
 #: ORT's NCHWc layout transformer (x86 CPU, ORT_ENABLE_ALL) names each node it rewrites ``<tensor>_nchwc``
 #: and rewires tensors through reorder nodes; ``layout_optimizations=False`` disables it.
@@ -52,6 +57,12 @@ def _frame(rows: list[dict], extra: list[str]):
     total = float(df["time_ms"].sum()) if len(df) else 0.0
     df["share"] = df["time_ms"] / total if total > 0 else 0.0
     return df.sort_values("time_ms", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _run_columns(df, **run) -> None:
+    """Write how the table was measured into :data:`RUN_COLUMNS` (same value on every row)."""
+    for c in RUN_COLUMNS:
+        df[c] = run.get(c)
 
 
 def _named_index(engine) -> tuple[Any, GraphIndex]:
@@ -279,6 +290,8 @@ def profile_layers_ort(engine, feeds: Mapping[str, np.ndarray], *, iterations: i
     basis = "host-launch" if on_gpu else "host"
     df = _frame([{**meta, **r, "time_basis": "host" if r["provider"] == "CPU" else basis} for r in rows],
                 ORT_EXTRA + ["time_basis"])
+    _run_columns(df, source="onnxruntime-profiler", iterations=int(runs), profiled_run_ms=float(run_ms),
+                 layout_optimizations=bool(layout_optimizations))
     df.attrs.update(profiled_run_ms=run_ms, iterations=runs, source="onnxruntime-profiler",
                     layout_optimizations=layout_optimizations,
                     time_basis=basis)
@@ -444,6 +457,7 @@ def profile_layers_trt(engine, feeds: Mapping[str, np.ndarray], *, iterations: i
     rows = trt_layer_rows({k: (v[0], v[1]) for k, v in prof.times.items()}, iterations, layer_info, ix)
     meta = {"variant": engine.variant.name, "backend": engine.backend.name, "precision": engine.variant.precision}
     df = _frame([{**meta, **r, "time_basis": "tensorrt-iprofiler"} for r in rows], TRT_EXTRA + ["time_basis"])
+    _run_columns(df, source="tensorrt-iprofiler", iterations=int(iterations))
     df.attrs.update(iterations=iterations, source="tensorrt-iprofiler", time_basis="tensorrt-iprofiler")
     if cross:
         from .cupti import trt_cross_check
@@ -574,12 +588,21 @@ def coverage(layers_df, latency: LatencyResult, *, stat: str = "mean_ms", goal: 
     other = float(layers_df["time_ms"].sum()) - total
     e2e = float(latency.stats[stat])
     ratio = total / e2e if e2e > 0 else float("nan")
-    run_ms = layers_df.attrs.get("profiled_run_ms")
+    run_ms = _profiled_run_ms(layers_df, latency.variant) or layers_df.attrs.get("profiled_run_ms")
     gpu = layers_df.attrs.get("gpu") or {}
     return Coverage(variant=latency.variant, layers_ms=total, e2e_ms=e2e, ratio=ratio, goal=goal,
                     profiled_run_ms=float(run_ms) if run_ms else None, upper=upper, basis=basis,
                     reason=coverage_reason(ratio, basis, layers_df.attrs, goal, upper),
                     gpu_busy_ms=float(gpu["busy_ms"]) if gpu.get("busy_ms") else None, other_basis_ms=other)
+
+
+def _profiled_run_ms(layers_df, variant: str) -> float | None:
+    """The profiled run's mean run time (column ``profiled_run_ms``) of ``variant``'s rows, if measured."""
+    if "profiled_run_ms" not in layers_df.columns or not len(layers_df):
+        return None
+    rows = layers_df[layers_df["variant"] == variant] if "variant" in layers_df.columns else layers_df
+    vals = (rows if len(rows) else layers_df)["profiled_run_ms"].dropna()
+    return float(vals.iloc[0]) if len(vals) else None
 
 
 @dataclass
@@ -608,3 +631,12 @@ def save_layers_csv(df, path: str | os.PathLike) -> Path:
     out = df.copy()
     out["onnx_nodes"] = out["onnx_nodes"].map(lambda v: ";".join(v) if isinstance(v, (list, tuple)) else v)
     return atomic_write_text(path, out.to_csv(index=False))
+
+
+# Public names of the helpers the CUPTI profiler (measure/cupti.py) shares with this module: it builds the
+# same table from GPU activity records.
+check_counts = _check
+layer_frame = _frame
+named_index = _named_index
+optimized_nodes = _optimized_nodes
+ort_profiling_session = _ort_session

@@ -23,7 +23,7 @@ from ..errors import ModelLoadError, UsageError, str_list
 from ..model import ModelSource, load
 from ..variant import Variant
 from .base import (FACTS, REGISTRY, Recipe, Request, base_recipe, calibrated, check_keep_op_types, get_recipe,
-                   parse_precisions, precision_names, register_precision, unregister_precision, variant_name)
+                   keeps_graph, parse_precisions, precision_names, register_precision, unregister_precision, variant_name)
 from .floating import Bf16Recipe, Fp16Recipe
 from .quantize import CALIBRATION_METHODS, Fp8Recipe, Int8Recipe
 
@@ -132,4 +132,4 @@ def make_variant(model: ModelSource, precision: str, *, calib: Any = None, keep_
 
 
 __all__ = ["make_variant", "RECIPES", "list_recipes", "Recipe", "CALIBRATION_METHODS", "register_precision",
-           "unregister_precision", "get_recipe", "precision_names", "parse_precisions", "calibrated", "FACTS"]
+           "unregister_precision", "get_recipe", "precision_names", "parse_precisions", "calibrated", "keeps_graph", "FACTS"]

@@ -129,6 +129,13 @@ def parse_precisions(value: str | Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def keeps_graph(precision: str) -> bool:
+    """True when ``precision``'s recipe leaves the graph as it is (fp32, tf32: ``kind == "none"``), so there is
+    nothing lowered to compare layer by layer or to mix."""
+    r = get_recipe(precision, missing_ok=True)
+    return r is not None and r.kind == "none"
+
+
 def calibrated(precisions: Iterable[str]) -> list[str]:
     """The ones among ``precisions`` (names) whose recipe needs calibration data."""
     return [p for p in precisions if isinstance(p, str) and (r := get_recipe(p, missing_ok=True)) is not None

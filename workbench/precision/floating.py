@@ -24,7 +24,7 @@ from ..errors import UnsupportedError, WorkbenchError
 from ..model import Model
 from ..variant import Variant
 from .base import (Recipe, Request, base_recipe, check_keep_nodes, drop_initializer_inputs, full_check,
-                   name_unnamed_nodes,
+                   name_unnamed_nodes, short,
                    ort_session_check, upgrade_opset, variant_name)
 from .typefix import drop_round_trip_casts, repair_float_types
 
@@ -44,7 +44,7 @@ def default_op_block_list() -> list[str]:
     return list(dict.fromkeys(list(float16.DEFAULT_OP_BLOCK_LIST) + list(EXTRA_FP32_OPS)))
 
 
-def _tensor_problem(t: onnx.TensorProto, underflow_fraction: float) -> str | None:
+def tensor_problem(t: onnx.TensorProto, underflow_fraction: float) -> str | None:
     """Why a float32 constant cannot become fp16 unchanged, or None."""
     if t.data_type != TensorProto.FLOAT:
         return None
@@ -72,14 +72,14 @@ def fp16_range_blocks(proto: onnx.ModelProto, *, underflow_fraction: float = 0.0
     bad: dict[str, str] = {}  # tensor name -> reason
     const_nodes: dict[str, str] = {}  # tensor name -> Constant node name
     for init in g.initializer:
-        why = _tensor_problem(init, underflow_fraction)
+        why = tensor_problem(init, underflow_fraction)
         if why:
             bad[init.name] = why
     for n in g.node:
         if n.op_type == "Constant":
             for a in n.attribute:
                 if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
-                    why = _tensor_problem(a.t, underflow_fraction)
+                    why = tensor_problem(a.t, underflow_fraction)
                     if why:
                         bad[n.output[0]] = why
                         const_nodes[n.output[0]] = n.name
@@ -212,6 +212,10 @@ def convert_fp16(model: Model, req: Request, *, low: int = TensorProto.FLOAT16, 
     # its Casts after node names (two unnamed nodes would write the same Cast output).
     named += name_unnamed_nodes(proto)
     op_block = list(dict.fromkeys(default_op_block_list() + list(req.keep_op_types)))
+    mask_clamped: dict = {}
+    if low == TensorProto.FLOAT16 and req.opts.get("clamp_masks", True):
+        from .fp16safety import clamp_mask_constants
+        mask_clamped = clamp_mask_constants(proto)  # finfo(float32).min / -inf mask fills -> -1e4
     range_keep: dict[str, str] = {}
     if req.opts.get("range_check", True) and low == TensorProto.FLOAT16:
         range_keep = fp16_range_blocks(proto, underflow_fraction=float(req.opts.get("underflow_fraction", 0.01)))
@@ -291,11 +295,18 @@ def convert_fp16(model: Model, req: Request, *, low: int = TensorProto.FLOAT16, 
     facts = {"op_block_list": op_block, "node_block_list": node_block, "range_kept": range_keep,
              "norm_kept": norm_keep, "shape_kept": shape_keep, "subgraph_kept": subgraph_keep,
              "validation_kept": log.kept, "kept_high_precision": kept, "kept_reasons": reasons,
+             "mask_clamped": mask_clamped,
              "repair_casts": last["repair_casts"], "round_trip_casts_removed": last["round_trip_casts_removed"],
              "validation": {"checks": ["onnx.checker(full_check=True)", "infer_shapes(strict_mode=True, check_type=True)"],
                             "passed": True, "rounds": log.rounds, "problems_repaired": log.problems},
              "opset_upgrade": upgraded, "named_unnamed_nodes": len(named), "dropped_initializer_inputs": dropped,
              "converter_args": {"min_positive_val": FP16_TINY, "max_finite_val": FP16_MAX}}
+    if low == TensorProto.FLOAT16 and req.opts.get("safety_check", True):
+        from .fp16safety import fp16_safety, fp16_safety_summary
+        try:
+            facts["fp16_safety"] = fp16_safety_summary(fp16_safety(model))
+        except Exception as e:  # noqa: BLE001 - a report aid; the recipe result stands without it
+            facts["fp16_safety"] = {"error": short(e)}
     if low == TensorProto.BFLOAT16:
         facts["retyped_tensors"] = last["retyped_tensors"]
         facts["fp32_no_bf16_in_opset"] = last["fp32_no_bf16_in_opset"]

@@ -125,7 +125,9 @@ class Workbench(w.VBox):
         self.data = _text(data, "data (.npz)", "inputs for latency + accuracy; empty: synthetic")
         self.labels = _text(labels, "labels key", "e.g. label")
         self.calib = _text(calib, "calib (.npz)", "INT8/FP8 calibration inputs; empty: data")
-        self.limit = w.IntText(value=256, description="max samples", description_tooltip="0 = all samples",
+        self.limit = w.IntText(value=32, description="max samples",  # sample budget: see docs/accuracy.md
+                               description_tooltip="0 = all samples; 32 by default: output metrics settle with a few "
+                                                   "dozen samples and a 700-node model stays interactive on a laptop",
                                style=_STYLE)
         self.build_button = w.Button(description="Build", button_style="primary", icon="cogs")
         self.build_button.on_click(lambda _: self.build())
@@ -286,11 +288,14 @@ class Workbench(w.VBox):
 
     # ------------------------------------------------------------------ actions
     def inspect(self) -> None:
-        """Model tab: ``wb.inspect`` of the current version."""
-        snip = Snippet([*self.model_lines(), Call("wb.inspect", (Ref("m"),), target="ins")], show="ins")
+        """Model tab: ``wb.inspect`` and the shape doctor ``wb.shapes.check`` of the current version."""
+        snip = Snippet([*self.model_lines(), Call("wb.inspect", (Ref("m"),), target="ins"),
+                        Call("wb.shapes.check", (Ref("m"),), target="doctor")], show="doctor")
         try:
-            ins = snip.run_tail(self._namespace())
-            self.model_html.value = ins._repr_html_()
+            ns = self._namespace()
+            doctor = snip.run_tail(ns, 2)
+            self.model_html.value = (ns["ins"]._repr_html_() + "<h4>shape doctor (wb.shapes.check)</h4>"
+                                     + doctor.to_html(index=False, na_rep=""))
             self._show("inspect", snip)
         except Exception as e:  # noqa: BLE001
             self._error("inspect", e)

@@ -1,0 +1,65 @@
+"""One JSON policy for every record, frame and CLI output: NaN -> null, +-Inf -> "inf"/"-inf", read back as floats."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import workbench
+from workbench.compare.metrics import json_number
+from workbench.fsutil import dumps_json, json_float, json_safe
+from workbench.records import frame_from_json, frame_to_json
+
+
+def test_scalars_and_containers_follow_one_convention():
+    obj = {"nan": np.float32("nan"), "inf": np.inf, "ninf": -math.inf, "arr": np.array([1.5, np.inf]),
+           "t": (np.int64(3), np.bool_(True)), "na": pd.NA}
+    assert json.loads(dumps_json(obj)) == {"nan": None, "inf": "inf", "ninf": "-inf", "arr": [1.5, "inf"],
+                                           "t": [3, True], "na": None}
+    assert json_number(float("nan")) is None and json_number(np.bool_(False)) is False  # compare uses the policy
+    assert json_number(-np.inf) == "-inf" and json_safe(np.float64(2.0)) == 2.0
+    assert math.isinf(json_float("inf")) and json_float("-inf") < 0 and math.isnan(json_float(None))
+    assert math.isinf(json_float({"$float": "inf"}))  # flow.json written before the policy still reads
+
+
+def test_frames_round_trip_with_non_finite_and_list_cells():
+    df = pd.DataFrame({"variant": ["a", "b", "c"], "time_ms": [1.0, np.inf, np.nan],
+                       "value": [0.5, np.inf, True], "onnx_nodes": [["n1", "n2"], [], ["inf"]],
+                       "name": ["inf", "x", "y"]})
+    d = json.loads(dumps_json(frame_to_json(df)))
+    assert d["rows"][1][1] == "inf" and d["rows"][2][1] is None
+    back = frame_from_json(d)
+    assert back["time_ms"].iloc[1] == np.inf and np.isnan(back["time_ms"].iloc[2])
+    assert back["value"].iloc[1] == np.inf  # a mixed numbers/bools column gets its infinities back
+    assert back["name"].iloc[0] == "inf" and back["onnx_nodes"].iloc[2] == ["inf"]  # text stays text
+
+
+def test_layer_tables_carry_their_run_facts_in_columns(sample):
+    """Metadata lives in columns, so pd.concat of two variants' tables keeps each one's facts."""
+    from workbench.builds import build_variants
+    from workbench.data import synthetic_inputs
+    from workbench.measure.layers import RUN_COLUMNS, profile_layers
+
+    model = workbench.load(sample("digits_cnn.onnx"))
+    bs = build_variants(model, "fp32,fp16", progress=False)
+    feeds = synthetic_inputs(model, batch=1)
+    frames = [profile_layers(r.engine, feeds, iterations=2, warmup=1) for r in bs]
+    both = pd.concat(frames, ignore_index=True)
+    assert set(RUN_COLUMNS) <= set(both.columns) and not both.attrs
+    per = both.groupby("variant")[["source", "iterations"]].first()
+    assert set(per["source"]) == {"onnxruntime-profiler"} and set(per["iterations"]) == {2}
+    assert both.groupby("variant")["profiled_run_ms"].nunique().eq(1).all()
+    assert (both["profiled_run_ms"] > 0).all()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_records_are_strict_json(tmp_path, value):
+    from workbench.measure.latency import LatencyResult
+
+    r = LatencyResult(variant="v", stats={"p50_ms": value})
+    text = r.save(tmp_path / "r.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict literal {c}"))
