@@ -175,6 +175,8 @@ def build_variants(model, precisions: str | Iterable[str | Variant], backend: st
 
     if isinstance(precisions, Variant):
         precisions = [precisions]
+    if precisions is None or not isinstance(precisions, str) and not hasattr(precisions, "__iter__"):
+        raise UsageError(f"precisions must be a comma-separated string or a list, got {precisions!r}")
     ready = {} if isinstance(precisions, str) else {v.precision: v for v in precisions if isinstance(v, Variant)}
     precs = parse_precisions(precisions if isinstance(precisions, str)
                              else [v.precision if isinstance(v, Variant) else v for v in precisions])

@@ -66,7 +66,7 @@ import onnx
 import pandas as pd
 
 from ..data import as_feed_batches, cast_feeds, default_batch, input_specs
-from ..errors import DataError, UnsupportedError, UsageError
+from ..errors import DataError, RunError, UnsupportedError, UsageError
 from ..model import Model, load
 from ..variant import Variant
 from .metrics import METRICS, ErrorAccumulator
@@ -702,8 +702,12 @@ def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str,
                 if len(groups) > 1:
                     bar.set_postfix_str(f"pass {gi + 1}/{len(groups)}")
                 for f in runs:
-                    ref_out = ref_sess.run(want_ref, cast_feeds(f, model))
-                    var_out = var_sess.run(want_var, cast_feeds(f, var.model))
+                    try:  # a runtime rejecting the feeds (e.g. a fixed dim of 0) is a RunError, not a crash
+                        ref_out = ref_sess.run(want_ref, cast_feeds(f, model))
+                        var_out = var_sess.run(want_var, cast_feeds(f, var.model))
+                    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+                        raise RunError(f"ONNX Runtime failed to run the layerwise comparison of {var.name}: "
+                                       f"{str(e).strip()[:300]}") from e
                     for j, i in enumerate(group):
                         a, b = ref_out[j], var_out[j]
                         ref_out[j] = var_out[j] = None  # free as we go
