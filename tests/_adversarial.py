@@ -603,7 +603,6 @@ def build_cases(assets: Path, seed: int = 0, fuzz_bytes: int = 300, fuzz_proto: 
 
     def api_build_named(name):
         def fn(d):
-            import onnx
 
             import workbench as wb
 

@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import _adversarial as adv
+import _adversarial as adv  # noqa: E402 - after the sys.path line that makes it importable
 
 SEED = int(os.environ.get("WORKBENCH_ADVERSARIAL_SEED", "0"))
 WORKERS = 2

@@ -12,7 +12,6 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-import workbench as wb
 from workbench.precision import make_variant
 from workbench.precision.fp16safety import (FP16_SAFE_MASK, clamp_mask_constants, fp16_safety,
                                             fp16_safety_overlay, mask_like)

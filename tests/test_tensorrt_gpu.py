@@ -257,3 +257,14 @@ def test_rtx_runtime_config_is_eager_with_a_runtime_cache(sample, tmp_path):
         facts = eng.runtime_facts
     assert facts["kernel_specialization"] == "EAGER"
     assert Path(facts["runtime_cache"]).is_file()
+
+
+def test_layerwise_debug_tensors_agree_with_ort_layerwise(trt_backend, sample):
+    """fp32 on TensorRT vs FP32 on ORT CPU through debug tensors: every compared tensor close, none diverged,
+    and the engine kept its single output binding."""
+    from workbench.compare import layerwise_debug_tensors
+    df = layerwise_debug_tensors(sample("digits_cnn.onnx"), "fp32", "tensorrt", data=sample("digits_test.npz"),
+                                 shapes=DIGITS_SHAPES, limit=64, progress=False)
+    compared = df[df["match"] == "debug tensor"]
+    assert len(compared) >= 3 and not compared["diverged"].any()
+    assert (compared["cosine"] > 0.9999).all()

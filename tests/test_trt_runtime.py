@@ -310,3 +310,16 @@ def test_latency_records_what_the_timer_covers():
     res = measure_latency(eng, synthetic_inputs(eng.variant.model, "image:4x1x8x8"), warmup=1, iterations=3)
     assert res.timer == "host" and res.timer_scope == TIMER_SCOPES["host"]
     assert res.to_json()["timer_scope"] == TIMER_SCOPES["host"]
+
+
+def test_layerwise_on_the_engine_needs_a_gpu_it_can_run_on():
+    """The TensorRT debug-tensor comparison refuses clearly where the engine cannot run (here: no GPU);
+    its GPU half is tests/test_tensorrt_gpu.py::test_layerwise_debug_tensors_agree_with_ort_layerwise."""
+    pytest.importorskip("tensorrt_rtx")
+    from workbench.backends import get_backend
+    from workbench.compare import layerwise_debug_tensors
+    from workbench.errors import BackendUnavailable
+    if get_backend("tensorrt-rtx").can_run()[0]:
+        pytest.skip("this machine can run TensorRT-RTX engines: the GPU test covers it")
+    with pytest.raises(BackendUnavailable, match="debug-tensor comparison"):
+        layerwise_debug_tensors(SAMPLES / "digits_cnn.onnx", "fp16", "tensorrt-rtx", progress=False)

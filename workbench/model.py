@@ -20,8 +20,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from .errors import ExternalDataError, ModelLoadError, OutputError, WorkbenchError
-from .fsutil import (atomic_write_bytes, check_input_file, child_path, ensure_dir, guard_output,
-                     read_input_bytes, safe_name, session_tempdir)
+from .fsutil import (atomic_write_bytes, check_input_file, child_path, ensure_dir, read_input_bytes, safe_name, session_tempdir)
 
 try:  # CPython's built-in SHA-256 avoids loading OpenSSL through hashlib (~3 MB for `workbench inspect`)
     from _sha2 import sha256 as _sha256  # Python >= 3.12

@@ -61,7 +61,7 @@ def run(args) -> int:
         print(f"wrote {args.out}/build.json")
     internal = [r for r in bs.results if r.internal]
     if internal:
-        sys.stderr.write(f"workbench build: internal error (a bug; rerun with --debug and report it): "
+        sys.stderr.write("workbench build: internal error (a bug; rerun with --debug and report it): "
                          + "; ".join(f"{r.precision}: {r.reason}" for r in internal).replace("\n", " ")[:800] + "\n")
         return 1
     failed = [r for r in bs.results if r.status == "failed"]

@@ -10,11 +10,11 @@
 from __future__ import annotations
 
 from . import metrics  # noqa: F401
-from .layerwise import (Bisection, first_divergence, layerwise, layerwise_summary, layerwise_tidy,  # noqa: F401
-                        mark_debug_tensors, match_tensors)
+from .layerwise import (Bisection, first_divergence, layerwise, layerwise_debug_tensors,  # noqa: F401
+                        layerwise_summary, layerwise_tidy, mark_debug_tensors, match_tensors)
 from .outputs import Comparison, compare_engines, compare_outputs  # noqa: F401
 
-__all__ = ["metrics", "layerwise", "layerwise_tidy", "layerwise_summary", "first_divergence", "Bisection",
+__all__ = ["metrics", "layerwise", "layerwise_debug_tensors", "layerwise_tidy", "layerwise_summary", "first_divergence", "Bisection",
            "match_tensors", "mark_debug_tensors", "Comparison", "compare_engines",
            "compare_outputs", "propose_mixed_precision", "MixedPrecisionResult", "Target"]
 

@@ -66,7 +66,7 @@ import onnx
 import pandas as pd
 
 from ..data import as_feed_batches, cast_feeds, default_batch, input_specs
-from ..errors import DataError, RunError, UnsupportedError, UsageError
+from ..errors import BackendUnavailable, DataError, RunError, UnsupportedError, UsageError
 from ..model import Model, load
 from ..variant import Variant
 from .metrics import METRICS, ErrorAccumulator
@@ -977,3 +977,75 @@ def mark_debug_tensors(network: Any, tensor_names: Iterable[str]) -> list[str]:
             if t is not None and t.name in wanted and t.name not in marked and network.mark_debug(t):
                 marked.append(t.name)  # mark_debug returns False when TensorRT refuses the tensor
     return marked
+
+
+def layerwise_debug_tensors(model: Any, variant: Any, backend: str = "tensorrt", *, data: Any = None,
+                            feeds: Mapping[str, np.ndarray] | None = None, calib: Any = None, shapes: Any = None,
+                            tensors: Sequence[str] | None = None, threshold: float | None = None,
+                            metric: str = "cosine", limit: int | None = 16, batch_size: int | None = None,
+                            progress: bool = True) -> pd.DataFrame:
+    """Per-tensor error of a **TensorRT engine's own** intermediate tensors against FP32 on ONNX Runtime CPU.
+
+    The engine is built with those tensors marked as *debug tensors* (``BuildOptions(extra={"debug_tensors":
+    names})``, ``network.mark_debug``) and read back through an ``IDebugListener``
+    (:meth:`TrtEngine.debug_tensors`): no tensor becomes a network output, so TensorRT keeps the output
+    bindings and fusions of the engine you ship (a debug tensor is materialized, which can still constrain a
+    fusion around it — name fewer ``tensors`` to disturb less). :func:`layerwise` instead runs the variant's
+    graph on ONNX Runtime CPU, which says nothing about what TensorRT's kernels compute.
+
+    ``tensors``: reference tensor names to compare (default: every node output present in both graphs).
+    Returns one row per tensor (columns ``variant, precision, backend, order, node, op_type, tensor`` + metrics
+    + ``diverged``, ``first_divergent``). Needs a GPU that the backend runs on (``BackendUnavailable`` else).
+    """
+    from ..backends import get_backend
+    from ..backends.base import BuildOptions
+    from ..builds import build_engine
+
+    model = load(model)
+    var = _as_variant(model, variant, calib, progress)
+    be = get_backend(backend)
+    ok, why = be.can_run()
+    if not ok:
+        raise BackendUnavailable(f"the debug-tensor comparison runs the {be.name} engine: {why}")
+    ref_nodes = [(i, n) for i, n in enumerate(model.proto.graph.node)]
+    var_names = {o for n in var.model.proto.graph.node for o in n.output if o}
+    order = [(i, n, o) for i, n in ref_nodes for o in n.output if o and o in var_names]
+    wanted = list(tensors) if tensors is not None else [o for _, _, o in order]
+    order = [x for x in order if x[2] in set(wanted)]
+    if not order:
+        raise DataError("no tensor to compare: none of the requested names is produced in both graphs")
+    names = [o for _, _, o in order]
+    _, engine = build_engine(model, var, be, shapes=shapes,
+                             options=BuildOptions(progress=progress, extra={"debug_tensors": names}), progress=progress)
+    marked = set(engine.record.options["applied"]["debug_tensors"])
+    types = tensor_types(model.proto)
+    ref = _session(expose(model.proto, names, types), "disable")
+    ref_outs = [o.name for o in ref.get_outputs()]
+    accs = {o: ErrorAccumulator(percentiles=False) for o in names if o in marked}
+    for f in _batches(model, data, feeds, limit, batch_size, shapes):
+        got = engine.debug_tensors(cast_feeds(f, var.model))
+        want = dict(zip(ref_outs, ref.run(None, cast_feeds(f, model))))
+        for o, acc in accs.items():
+            if o in got and o in want and np.shape(got[o]) == np.shape(want[o]):
+                _fold(acc, want[o], got[o])
+    thr, higher = _resolve_threshold(metric, threshold)
+    rows, first = [], None
+    for i, n, o in order:
+        if o not in accs or not accs[o].n:
+            rows.append({"order": i, "node": n.name or o, "op_type": n.op_type, "tensor": o,
+                         "match": "not marked by TensorRT" if o not in marked else "not captured"})
+            continue
+        res = accs[o].result()
+        div = _is_diverged(res, metric, thr, higher)
+        if div and first is None:
+            first = n.name or o
+        rows.append({"order": i, "node": n.name or o, "op_type": n.op_type, "tensor": o, "match": "debug tensor",
+                     **res, "diverged": div})
+    df = pd.DataFrame(rows)
+    df.insert(0, "backend", be.name)
+    df.insert(0, "precision", var.precision)
+    df.insert(0, "variant", var.name)
+    df["first_divergent"] = df["node"] == first
+    df.attrs.update(first_divergent=first, metric=metric, threshold=thr, source="tensorrt-debug-tensors")
+    engine.close()
+    return df
