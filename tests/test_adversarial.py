@@ -105,9 +105,7 @@ def adversarial_results(tmp_path_factory):
 
 
 #: open breaks, named (docs/security.md "Open"): printed by the suite, not failing it, until fixed
-KNOWN_OPEN = {
-    "model/dim_zero/report": "a fixed dim of 0: measure/latency's raw ONNX Runtime call raises InvalidArgument (exit 1)",
-}
+KNOWN_OPEN: dict[str, str] = {}  # case id -> why it is still open (printed, not failing)
 
 
 def _failures(res, prefix: str = "") -> list[str]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..backends.base import TimedCall
 from ..data import feeds_batch
-from ..errors import BackendUnavailable, RunError, UsageError
+from ..errors import BackendUnavailable, RunError, UsageError, WorkbenchError
 from ..records import Record, host_info, now_iso
 
 #: Iteration cap when only a time budget is given.
@@ -275,7 +275,12 @@ def measure_latency(engine, feeds: Mapping[str, np.ndarray], *, warmup: int = 10
         res.stats["p50_ms"], res.to_frame()
     """
     n = _check_counts(warmup, iterations, time_budget_s)
-    call = _driver(engine, feeds)
+    try:
+        call = _driver(engine, feeds)
+    except WorkbenchError:
+        raise
+    except Exception as e:  # preparing the inputs on the device (IOBinding, staging) failed
+        raise RunError(f"{engine.variant.name or 'engine'} could not be prepared for timing: {e}") from e
     fn, args, timer, stream, cleanup = call.fn, call.args, call.timer, call.stream, call.cleanup
     variant = engine.variant
     name = variant.name or ""
@@ -299,6 +304,10 @@ def measure_latency(engine, feeds: Mapping[str, np.ndarray], *, warmup: int = 10
                 times = events.timed(fn, args, n, budget_ns, bar)
             else:
                 times = _host_timed(fn, args, n, budget_ns, bar)
+        except WorkbenchError:
+            raise
+        except Exception as e:  # the runtime refused the inputs (e.g. ORT InvalidArgument on a 0-sized dim)
+            raise RunError(f"{name or 'engine'} failed while being timed: {e}") from e
         finally:
             if bar is not None:
                 bar.close()
