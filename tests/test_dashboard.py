@@ -109,6 +109,8 @@ def test_build_profile_compare_report(wbx, tmp_path):
     assert sorted(t.name for t in lat.data if t.type == "bar") == ["fp16", "fp32", "int8"]
     assert not [a for a in lat.layout.annotations if a.text.startswith("no ")]  # the empty figure's note is gone
     assert "interleaved block" in wbx.latency_note.value
+    # the automatic explanation of each variant's speed vs fp32, from the per-layer profiles
+    assert "Why faster / slower than fp32" in wbx.why_speed.value and "digits_cnn-int8" in wbx.why_speed.value
     wbx.top_k.value = 3
     assert all(len(t.x) == 3 for t in wbx.figures["layers"].data)
 

@@ -146,8 +146,9 @@ class Workbench(w.VBox):
         self.profile_button = w.Button(description="Profile", button_style="primary", icon="clock-o")
         self.profile_button.on_click(lambda _: self.profile())
         self.latency_note = w.HTML()
+        self.why_speed = w.HTML()  # why each variant is faster/slower than fp32 (compare.speed.explain_flow)
         profile_tab = w.VBox([w.HBox([self.iterations, self.layer_iterations]), self.profile_button,
-                              self.latency_note, self._figure_boxes["latency"], self.top_k,
+                              self.latency_note, self._figure_boxes["latency"], self.why_speed, self.top_k,
                               self._figure_boxes["layers"], self._figure_boxes["op_share"],
                               self._figure_boxes["heatmap"]])
 
@@ -415,6 +416,10 @@ class Workbench(w.VBox):
         self.build_table.value = table_html(fr.builds, columns=["variant", "backend", "precision", "status",
                                                                 "build_time_s", "reason"])
         self.latency_note.value = latency_note(fr) if not fr.latency.empty else ""
+        if not fr.layers.empty:
+            from ..compare.speed import speed_section_html
+
+            self.why_speed.value = speed_section_html(fr, table_html, max_figures=0)
         if not fr.accuracy.empty:
             self.accuracy_table.value = summary_html(fr) + accuracy_note(fr)
         if fr.errors:
