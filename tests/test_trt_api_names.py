@@ -50,7 +50,6 @@ TRT_RECEIVERS = {
 TRT_FUNCTION_RECEIVERS = {
     ("tensorrt", "parser_errors"): {"e": "ParserError"},
     ("tensorrt", "_profile"): {"t": "ITensor"},
-    ("layerwise", "mark_debug_tensors"): {"network": "INetworkDefinition", "layer": "ILayer", "t": "ITensor"},
     ("tensorrt_rtx", "runtime_config"): {"engine": "ICudaEngine", "config": "IRuntimeConfig", "cache": "IRuntimeCache"},
     ("tensorrt_rtx", "save_runtime_cache"): {"cache": "IRuntimeCache"},
 }
@@ -103,7 +102,7 @@ def rtx():
 
 
 @pytest.mark.rtx
-@pytest.mark.parametrize("src", ["tensorrt", "layers", "layerwise", "trt_runtime", "tensorrt_rtx"])
+@pytest.mark.parametrize("src", ["tensorrt", "layers", "trt_runtime", "tensorrt_rtx"])
 def test_trt_object_methods_exist_in_tensorrt_rtx(rtx, src):
     """Methods/properties called on Builder, network, parser, config, profile, engine, context, inspector,
     timing cache, parser errors and tensors exist on tensorrt_rtx's classes of the same name."""

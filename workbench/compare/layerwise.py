@@ -69,6 +69,7 @@ from ..data import as_feed_batches, cast_feeds, default_batch, input_specs
 from ..errors import BackendUnavailable, DataError, RunError, UnsupportedError, UsageError
 from ..model import Model, load
 from ..variant import Variant
+from ..backends.trt_runtime import mark_debug_tensors  # noqa: F401 - re-exported (one implementation)
 from .metrics import METRICS, ErrorAccumulator
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
@@ -953,30 +954,6 @@ def layerwise_tidy(df: pd.DataFrame) -> pd.DataFrame:
     metrics = [m for m in METRICS if m != "passed" and m in df.columns] + ["noise_ratio", "local_noise"]
     return df.melt(id_vars=["variant", "node", "tensor"], value_vars=metrics, var_name="metric",
                    value_name="value")
-
-
-def mark_debug_tensors(network: Any, tensor_names: Iterable[str]) -> list[str]:
-    """Flag ``tensor_names`` of a TensorRT ``INetworkDefinition`` as debug tensors (TensorRT 10+,
-    TensorRT-RTX); returns the names found and marked, in layer order.
-
-    Marking intermediate tensors as network *outputs* changes what TensorRT fuses and can hide the very
-    error being hunted. Debug tensors (``network.mark_debug(tensor)``, before building) are the gentler
-    path. At run time an ``IDebugListener`` subclass, set with ``context.set_debug_listener(listener)``,
-    receives each flagged tensor through ``process_debug_tensor(addr, location, type, shape, name,
-    stream)`` once ``context.set_tensor_debug_state(name, True)`` (or ``set_all_tensors_debug_state``)
-    is on; the buffer is valid only during the callback, so the listener copies it to the host. That
-    run-time half needs a GPU and lives with the TensorRT backend; it is not exercised here. Even a
-    debug tensor can constrain fusion: TensorRT must materialize it.
-    """
-    wanted = set(tensor_names)
-    marked: list[str] = []
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        for j in range(layer.num_outputs):
-            t = layer.get_output(j)
-            if t is not None and t.name in wanted and t.name not in marked and network.mark_debug(t):
-                marked.append(t.name)  # mark_debug returns False when TensorRT refuses the tensor
-    return marked
 
 
 def layerwise_debug_tensors(model: Any, variant: Any, backend: str = "tensorrt", *, data: Any = None,
