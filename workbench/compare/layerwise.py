@@ -867,13 +867,16 @@ def first_divergence(model: Any, variant: Any, *, data: Any = None, feeds: Mappi
                                    name=f"{model.name}-cut")
             var_cut = var.model.derive(cut_model(var_proto, [p.variant_tensor], {p.variant_tensor: p.var_type}),
                                        name=f"{var.model.name}-cut")
-            opts = BuildOptions(progress=False)
-            ref_eng = ref_be.build(Variant.of(ref_cut, "fp32"), shapes, opts)
+            from ..builds import build_engine  # the one build path (engine cache, kernel fallback, records)
             from ..variant import PRECISIONS  # a user's Model is "custom": the backend only knows these labels
 
+            opts = BuildOptions(progress=False)
+            _, ref_eng = build_engine(ref_cut, Variant.of(ref_cut, "fp32"), ref_be, shapes=shapes, options=opts,
+                                      progress=False)
             prec = var.precision if var.precision in PRECISIONS else "fp32"
-            var_eng = be.build(Variant(model=var_cut, precision=prec, recipe=var.recipe,
-                                       backend_flags=dict(var.backend_flags)), shapes, opts)
+            _, var_eng = build_engine(var_cut, Variant(model=var_cut, precision=prec, recipe=var.recipe,
+                                                       backend_flags=dict(var.backend_flags)),
+                                      be, shapes=shapes, options=opts, progress=False)
             acc = ErrorAccumulator(percentiles=False)
             try:
                 for f in batches:
