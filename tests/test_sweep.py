@@ -151,20 +151,55 @@ def ray_cluster():
     pytest.importorskip("ray", reason="ray not installed: pip install 'trt-workbench[cluster]'")
     ray_bin = Path(sys.executable).with_name("ray")
     tmp = tempfile.mkdtemp(prefix="wbray")  # short: Ray's socket paths have a length limit
+    # token authentication off for this loopback test cluster AND for the drivers that join it (this process):
+    # with a ~/.ray/auth_token left by an earlier local run, the two sides would otherwise disagree
+    saved_auth = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "RAY_USAGE_STATS_ENABLED": "0"}
     p = subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", "--port=0",
                         "--include-dashboard=false", "--num-cpus=2", "--num-gpus=0", f"--temp-dir={tmp}",
                         "--disable-usage-stats"], capture_output=True, text=True, env=env, timeout=300)
     m = re.search(r"--address='([^']+)'", p.stdout + p.stderr)
-    if p.returncode != 0 or not m:
-        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120)
-        pytest.fail(f"ray start failed ({p.returncode}): {(p.stdout + p.stderr)[-1500:]}")
     try:
+        if p.returncode != 0 or not m:
+            pytest.fail(f"ray start failed ({p.returncode}): {(p.stdout + p.stderr)[-1500:]}")
         yield m.group(1)
     finally:
-        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120, env=env)
+        _stop_cluster(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        if saved_auth is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved_auth
+
+
+def _stop_cluster(tmp: str) -> None:
+    """Stop only the Ray processes of this test's cluster (their command lines name its temp dir): never
+    ``ray stop``, which ends every Ray cluster of the user on the machine."""
+    import psutil
+
+    procs: dict[int, psutil.Process] = {}
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if p.pid != os.getpid() and any(tmp in part for part in (p.info["cmdline"] or [])):
+                procs[p.pid] = p
+                for c in p.children(recursive=True):  # agents rename themselves (ray::DashboardAgent)
+                    procs[c.pid] = c
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    procs = list(procs.values())
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def test_ray_gives_the_same_cells_as_local(models, local, ray_cluster, tmp_path):
