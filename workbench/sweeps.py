@@ -299,7 +299,16 @@ def _ray(tasks, on_done, progress, executor, cpus_per_cell, max_retries):
 
         bar = tqdm(total=len(pending), desc="sweep (ray)", unit="cell", disable=not progress)
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=30)
+            if not done:  # nothing finished for 30 s: is the cluster still there?
+                if _cluster_alive(ray):
+                    continue
+                for fut, (cell, key) in list(pending.items()):  # the cluster went away: every cell left is lost
+                    on_done(cell, key, {**asdict(cell), "batch_size": cell.batch, "key": key, "status": "lost",
+                                        "reason": "the Ray cluster stopped answering (no alive node)"})
+                    bar.update(1)
+                pending.clear()
+                break
             fut = done[0]
             cell, key = pending.pop(fut)
             try:
@@ -313,6 +322,19 @@ def _ray(tasks, on_done, progress, executor, cpus_per_cell, max_retries):
     finally:
         if started:
             ray.shutdown()
+
+
+def _cluster_alive(ray) -> bool:
+    """Does the cluster still have an alive node? (False also when the GCS itself no longer answers.)"""
+    import concurrent.futures as cf
+
+    ex = cf.ThreadPoolExecutor(1)
+    try:
+        return bool(ex.submit(lambda: any(n.get("Alive") for n in ray.nodes())).result(timeout=20))
+    except Exception:  # a timeout or a connection error: the cluster is gone
+        return False
+    finally:
+        ex.shutdown(wait=False)  # never wait for a call that hangs
 
 
 # ------------------------------------------------------------------------------------------ result
