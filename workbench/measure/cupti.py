@@ -459,12 +459,14 @@ def attribution_stats(att: Mapping) -> tuple[dict[str, dict], list[dict]]:
     """(stats for :func:`~workbench.measure.layers.ort_layer_rows`, extra per-layer fields by layer name,
     as a list of rows for copies/unattributed work). Node ``dur_us`` is GPU time for CUDA-provider nodes
     and host time for nodes ORT ran on its CPU provider (``time_basis`` says which)."""
+    from .layers import shape_text  # layers imports this module lazily too: no cycle at import time
+
     stats: dict[str, dict] = {}
     for name, n in att["nodes"].items():
         on_cpu = n["provider"] == "CPU"
         stats[name] = {"dur_us": (n["host_us"] if on_cpu else n["gpu_ns"] / 1000.0),
                        "count": n["host_calls"] if on_cpu else n["records"], "op": n["op"], "provider": n["provider"],
-                       "shapes": _shape_text(n["shapes"]),
+                       "shapes": shape_text(n["shapes"]),
                        "time_basis": "host" if on_cpu else "cupti-gpu", "host_us": n["host_us"],
                        "kernel_count": n["records"], "kernels": _kernel_text(n["kernels"])}
     extra = []
@@ -476,16 +478,6 @@ def attribution_stats(att: Mapping) -> tuple[dict[str, dict], list[dict]]:
         extra.append({"layer": "unattributed kernels", "layer_type": "unattributed", "onnx_node": UNATTRIBUTED_ONNX_NODE,
                       "gpu_ns": u["gpu_ns"], "records": u["records"], "kernels": _kernel_text(u["kernels"])})
     return stats, extra
-
-
-def _shape_text(ts) -> str:
-    if not ts:
-        return ""
-    parts = []
-    for d in ts:
-        for dt, shp in d.items():
-            parts.append(f"{dt}{list(shp)}")
-    return " ".join(parts)
 
 
 def cpu_nodes(att: Mapping, top: int = 4) -> dict:

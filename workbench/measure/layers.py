@@ -104,14 +104,15 @@ def parse_ort_trace(events: list[dict], *, skip_runs: int = 0) -> tuple[dict[str
         name = e["name"][: -len("_kernel_time")]
         rec = out.setdefault(name, {"dur_us": 0.0, "count": 0, "op": args.get("op_name", ""),
                                     "provider": str(args.get("provider", "")).replace("ExecutionProvider", ""),
-                                    "shapes": _shapes(args.get("input_type_shape"))})
+                                    "shapes": shape_text(args.get("input_type_shape"))})
         rec["dur_us"] += max(dur, 0.0)
         rec["count"] += 1
     mean_run_ms = float(np.mean(ends - starts)) / 1000.0
     return out, len(runs), mean_run_ms
 
 
-def _shapes(ts) -> str:
+def shape_text(ts) -> str:
+    """ORT trace ``input_type_shape`` entries as ``float[1, 3, 8, 8] ...`` text (also used by measure.cupti)."""
     if not ts:
         return ""
     parts = []
