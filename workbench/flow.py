@@ -223,6 +223,8 @@ class FlowResult:
     @classmethod
     def from_record(cls, rec: FlowRecord) -> "FlowResult":
         frames = {k: frame_from_json(rec.frames.get(k)) for k in cls.FRAMES}
+        if "node" in frames["layerwise"].columns:  # written before the one node-column name (onnx_node)
+            frames["layerwise"] = frames["layerwise"].rename(columns={"node": "onnx_node"})
         return cls(model_name=rec.model, model_hash=rec.model_hash, config=rec.config, inspection=rec.inspection,
                    variants=dict(rec.variants.get("variants", {})), build_records=dict(rec.variants.get("builds", {})),
                    node_order=list(rec.node_order), errors=list(rec.errors), timings=dict(rec.timings), created=rec.created, **frames)

@@ -302,7 +302,7 @@ def report_html(fr, *, title: str | None = None, figures: dict | None = None, re
 
     parts.append(speed_section_html(fr, table_html))
     parts.append("<h3>Per-layer error</h3>" + table_html(
-        fr.layerwise, max_rows=80, columns=["variant", "order", "node", "op_type", "cosine", "snr_db", "max_abs",
+        fr.layerwise, max_rows=80, columns=["variant", "order", "onnx_node", "op_type", "cosine", "snr_db", "max_abs",
                                             "diverged", "first_divergent"]))
     parts.append("<h3>Variant configurations</h3>" + table_html(pd.DataFrame(
         [(k, v.get("precision"), json.dumps(v.get("recipe", {}), default=str), json.dumps(v.get("backend_flags", {})),
