@@ -67,7 +67,7 @@ def fresh(tmp_path_factory):
     for f in ("digits_cnn.onnx", "digits_test.npz"):
         shutil.copy(SAMPLES / f, d / f)
     return run_flow(d / "digits_cnn.onnx", "fp32,fp16,bf16", data=d / "digits_test.npz", labels="label",
-                    iterations=3, warmup=0, layer_iterations=2, blocks=1, accuracy_limit=16, layerwise=False,
+                    iterations=3, warmup=0, layer_iterations=2, blocks=1, accuracy_limit=16, layerwise_limit=4,
                     progress=False)
 
 
@@ -96,3 +96,20 @@ def test_a_new_flow_round_trips(fresh, tmp_path):
         pd.testing.assert_frame_equal(getattr(back, name), getattr(fresh, name).reset_index(drop=True),
                                       check_dtype=False, obj=name)
     assert back.summary().to_json() == fresh.summary().to_json()
+
+
+def test_layerwise_facts_live_in_columns_and_frames_not_attrs(fresh, tmp_path):
+    """The flow concatenates per-variant layerwise frames: the rule behind ``diverged`` is a column and the
+    tensors left out are the ``layerwise_unmatched`` frame, so both survive concat and JSON."""
+    from workbench.compare.layerwise import UNMATCHED_COLUMNS
+
+    lw = fresh.layerwise
+    assert set(lw.variant) == {"digits_cnn-fp16"} and len(lw)
+    assert set(lw.divergence_metric) == {"cosine"} and lw.divergence_threshold.notna().all()
+    assert list(fresh.layerwise_unmatched.columns) == UNMATCHED_COLUMNS
+    back = FlowResult.load(fresh.save(tmp_path / "lw"))
+    assert list(back.layerwise_unmatched.columns) == UNMATCHED_COLUMNS
+    assert back.layerwise[["divergence_metric", "divergence_threshold"]].equals(
+        lw[["divergence_metric", "divergence_threshold"]].reset_index(drop=True))
+    v1 = FlowResult.load(V1)  # older files: no unmatched frame stored, an empty one
+    assert v1.layerwise_unmatched.empty

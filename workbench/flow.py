@@ -167,7 +167,8 @@ class FlowResult:
     (``variant@backend`` → BuildRecord / Variant JSON) and ``buildsets`` (backend → live BuildSet) are
     derived from it. Frames: ``latency`` (measure_latency rows), ``layers`` (profile_layers rows),
     ``accuracy`` (Comparison.summary() rows + ``backend``), ``metrics`` (Comparison.metrics), ``layerwise``
-    (compare.layerwise rows).
+    (compare.layerwise rows), ``layerwise_unmatched`` (the tensors layerwise could not compare:
+    ``compare.layerwise.unmatched_frame``).
     """
 
     model_name: str
@@ -179,6 +180,7 @@ class FlowResult:
     accuracy: pd.DataFrame = field(default_factory=pd.DataFrame)
     metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
     layerwise: pd.DataFrame = field(default_factory=pd.DataFrame)
+    layerwise_unmatched: pd.DataFrame = field(default_factory=pd.DataFrame)
     build_entries: list = field(default_factory=list)  # [BuildEntry], in build order
     node_order: list = field(default_factory=list)  # the source model's node names, topological order
     errors: list = field(default_factory=list)  # [{"stage", "variant", "backend", "error"}]
@@ -191,9 +193,10 @@ class FlowResult:
     labels: Any = field(default=None, repr=False)  # integer labels, one per sample, or None
     shapes: Any = field(default=None, repr=False)  # the shapes argument of build_stage
 
-    FRAMES: ClassVar[tuple[str, ...]] = ("builds", "latency", "layers", "accuracy", "metrics", "layerwise")
+    FRAMES: ClassVar[tuple[str, ...]] = ("builds", "latency", "layers", "accuracy", "metrics", "layerwise",
+                                         "layerwise_unmatched")
     #: the frames saved as frames (``builds`` is saved as its entries)
-    STORED_FRAMES: ClassVar[tuple[str, ...]] = ("latency", "layers", "accuracy", "metrics", "layerwise")
+    STORED_FRAMES: ClassVar[tuple[str, ...]] = FRAMES[1:]
 
     @classmethod
     def empty(cls, model_name: str = "", model_hash: str = "", config: dict | None = None) -> "FlowResult":
@@ -538,6 +541,7 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
     (kept in ``fr.config`` so reports state it)."""
     from .compare import compare_engines
     from .compare import layerwise as _layerwise
+    from .compare.layerwise import unmatched_frame
     from .builds import build_engine
     from .precision import keeps_graph
 
@@ -575,7 +579,7 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
     fr.timings["accuracy"] = round(time.perf_counter() - t0, 3)
     if layerwise:
         t0 = time.perf_counter()
-        seen, frames = set(), []
+        seen, frames, unmatched = set(), [], []
         batches = _head(fr.batches, layerwise_limit)
         fr.config["layerwise_samples"] = sum(_n(b) for b in batches)
         for _, r in built:
@@ -585,9 +589,12 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
             _check_cancel(cancel)
             try:
                 frames.append(_layerwise(fr.model, r.variant, data=batches, limit=None, progress=progress))
+                unmatched.append(unmatched_frame(frames[-1]))
             except WorkbenchError as e:
                 _note(fr, "layerwise", r.name, "onnxruntime", e)
         fr.layerwise = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        unmatched = [u for u in unmatched if len(u)]
+        fr.layerwise_unmatched = pd.concat(unmatched, ignore_index=True) if unmatched else unmatched_frame(pd.DataFrame())
         fr.timings["layerwise"] = round(time.perf_counter() - t0, 3)
     return fr
 
