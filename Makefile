@@ -38,10 +38,13 @@ venv-dev: $(VENV)/.installed-dev
 demo: $(VENV)/.installed-base
 	$(BIN)/workbench demo --out out/demo
 
+# Tests run in random order (pytest-randomly, dev extra); the seed is printed at the start and the end.
+# Replay an order: `make test PYTEST_ARGS="-p randomly --randomly-seed=N"`; file order: PYTEST_ARGS="-p no:randomly".
+PYTEST_ARGS ?=
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(PY) realmodels/fetch.py --models ci || echo "make test: real-model cache not made; tests/test_realmodels.py will skip"
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
 lab: $(VENV)/.installed-dev
 	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
