@@ -16,7 +16,7 @@ import pytest
 
 from workbench.backends.base import Engine, TimedCall
 from workbench.errors import RunError
-from workbench.flow import SUMMARY_COLUMNS, FlowResult
+from workbench.flow import SUMMARY_COLUMNS, BuildEntry, FlowResult
 from workbench.measure import repeat
 from workbench.measure.repeat import blocks_frame, measure_blocks, speed_verdicts
 from workbench.report import summary_frame, summary_html
@@ -99,14 +99,14 @@ def test_speed_verdicts_edge_cases():
 
 # ------------------------------------------------------------------------------------------ FlowResult.summary
 def _flow():
-    builds = pd.DataFrame([
-        {"variant": "m_fp32", "backend": "ort", "precision": "fp32", "status": "ok", "reason": ""},
-        {"variant": "m_fp16", "backend": "ort", "precision": "fp16", "status": "ok", "reason": ""},
-        {"variant": "m_int8", "backend": "ort", "precision": "int8", "status": "ok", "reason": "calibrated"},
-        {"variant": "m_bf16", "backend": "ort", "precision": "bf16", "status": "failed", "reason": "no kernel"},
-        {"variant": "m_fp32", "backend": "trt", "precision": "fp32", "status": "ok", "reason": ""},
-        {"variant": "m_fp16", "backend": "trt", "precision": "fp16", "status": "ok", "reason": ""},
-    ])
+    builds = [
+        BuildEntry("m_fp32", "ort", "fp32", "ok"),
+        BuildEntry("m_fp16", "ort", "fp16", "ok"),
+        BuildEntry("m_int8", "ort", "int8", "ok", "calibrated"),
+        BuildEntry("m_bf16", "ort", "bf16", "failed", "no kernel"),
+        BuildEntry("m_fp32", "trt", "fp32", "ok"),
+        BuildEntry("m_fp16", "trt", "fp16", "ok"),
+    ]
     lat = LAT[LAT.variant.isin(["m_fp32", "m_fp16", "m_int8"])].reset_index(drop=True)
     acc = pd.DataFrame([
         {"variant": "m_fp32", "backend": "ort", "top1": 0.97, "cosine_min": 1.0},
@@ -115,7 +115,7 @@ def _flow():
         {"variant": "m_fp16", "backend": "trt", "top1": 0.5, "cosine_min": 0.9},
     ])
     fr = FlowResult.empty("m", "h")
-    fr.builds, fr.latency, fr.accuracy = builds, lat, acc
+    fr.build_entries, fr.latency, fr.accuracy = builds, lat, acc
     fr.errors = [{"stage": "accuracy", "variant": "m_int8", "backend": "ort", "error": "ran out of samples"},
                  {"stage": "build", "variant": "m_bf16", "backend": "ort", "error": "bf16 unsupported"},
                  {"stage": "build", "variant": "m_bf16", "backend": "trt", "error": "not this backend"}]
