@@ -17,6 +17,26 @@ SAMPLES = ROOT / "sample_models"
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
 
+def _random_order_line(config) -> str:
+    seed = getattr(config.option, "randomly_seed", None)
+    if seed is None or not config.pluginmanager.has_plugin("randomly"):
+        return "test order: file order (pytest-randomly not active: pip install pytest-randomly, or -p no:randomly was given)"
+    return (f"test order: random, pytest-randomly seed {seed} (same order again: -p randomly --randomly-seed={seed}; "
+            "file order: -p no:randomly)")
+
+
+def pytest_sessionstart(session):
+    """Print the random-order seed even under -q (pytest-randomly's own header line is hidden by -q)."""
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line(_random_order_line(session.config))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Repeat it at the end, next to the failures, so a failing order can be replayed."""
+    terminalreporter.write_line(_random_order_line(config))
+
+
 def light_path(name: str) -> Path:
     """Path of ``light_<name>.onnx`` (resnet50, densenet121, inception_v1, squeezenet, ...)."""
     p = LIGHT / f"light_{name}.onnx"

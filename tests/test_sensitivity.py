@@ -82,7 +82,7 @@ def test_attribution_gives_relu_error_to_its_conv(sample):
     import pandas as pd
 
     nodes = [n.name for n in model.graph.node]
-    frame = pd.DataFrame({"node": nodes, "local_noise": [1.0] * len(nodes)})
+    frame = pd.DataFrame({"onnx_node": nodes, "local_noise": [1.0] * len(nodes)})
     score = attribute_noise(model, frame, cands)
     assert sum(score.values()) == pytest.approx(len(nodes))  # every node's error owned once
     conv1 = next(n.name for n in model.graph.node if n.op_type == "Conv")

@@ -56,10 +56,11 @@ class RunResult:
                 "inputs": self.inputs, "outputs": [{k: clean(v) for k, v in s.items()} for s in self.stats]}
 
     def to_frame(self):
-        """One row per output: ``name, dtype, shape, min, max, mean, nan, inf``."""
+        """One row per output: ``output, dtype, shape, min, max, mean, nan, inf``."""
         import pandas as pd
 
-        return pd.DataFrame(self.stats, columns=["name", "dtype", "shape", "min", "max", "mean", "nan", "inf"])
+        rows = [{"output": s["name"], **s} for s in self.stats]
+        return pd.DataFrame(rows, columns=["output", "dtype", "shape", "min", "max", "mean", "nan", "inf"])
 
     def text(self) -> str:
         lines = [f"model   {self.model} on {self.backend}; inputs: {self.input_source}"]

@@ -188,7 +188,7 @@ def attribute_noise(original: Model, frame: pd.DataFrame, candidates: Sequence[s
     (transitively, through their first input). In Q/DQ graphs the quantization of a Conv's output shows up
     as error added by the Relu after it; keeping the Conv removes that Q/DQ, so the error is the Conv's."""
     cand = set(candidates)
-    local = frame.groupby("node", sort=False)["local_noise"].max().to_dict()
+    local = frame.groupby("onnx_node", sort=False)["local_noise"].max().to_dict()
     producer = {o: node_label(n, i) for i, n in enumerate(original.graph.node) for o in n.output if o}
     owner: dict[str, str | None] = {}
     score = {c: 0.0 for c in candidates}

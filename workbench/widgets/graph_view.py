@@ -51,9 +51,8 @@ def overlay_values(values: Any, value: str | None = None) -> dict[str, float]:
         raise UsageError(f"overlay DataFrame has no value column {value or 'value'!r} (columns: {list(df.columns)})",
                          hint="pass value='<column>'")
     out: dict[str, float] = {}
-    if "onnx_node" in df.columns or "node" in df.columns:
-        key = "onnx_node" if "onnx_node" in df.columns else "node"
-        for k, v in df.groupby(key)[col].sum().items():
+    if "onnx_node" in df.columns:
+        for k, v in df.groupby("onnx_node")[col].sum().items():
             out[str(k)] = float(v)
         return out
     if "onnx_nodes" in df.columns:
