@@ -63,3 +63,32 @@ def test_records_are_strict_json(tmp_path, value):
     text = r.save(tmp_path / "r.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict literal {c}"))
+
+
+def test_layerwise_results_concatenate_with_their_rule_and_unmatched_tensors(sample):
+    """Two layerwise() results under different rules, one with a tensor it could not pair: after pd.concat
+    each row still says which rule made ``diverged``, and the unmatched tensors survive as a frame."""
+    import workbench as wb
+    from workbench.compare.layerwise import layerwise, unmatched_frame
+
+    m = wb.load(sample("digits_cnn.onnx"))
+    fp16 = wb.make_variant(m, "fp16")
+    cut = wb.edit.remove_node(m, "/classifier/relu/Relu")  # its output tensor is gone from this variant
+    data = sample("digits_test.npz")
+    a = layerwise(m, fp16, data=data, limit=8, metric="cosine", threshold=0.99999, progress=False)
+    b = layerwise(m, cut, data=data, limit=8, metric="max_abs", threshold=1e-3, progress=False)
+    both = pd.concat([a, b], ignore_index=True)
+    rules = both.groupby("variant")[["divergence_metric", "divergence_threshold"]].first()
+    assert rules.to_dict("index") == {a.variant.iloc[0]: {"divergence_metric": "cosine", "divergence_threshold": 0.99999},
+                                      b.variant.iloc[0]: {"divergence_metric": "max_abs", "divergence_threshold": 1e-3}}
+    for r in both.itertuples():  # diverged follows the row's own rule
+        v = getattr(r, r.divergence_metric)
+        worse = v < r.divergence_threshold if r.divergence_metric == "cosine" else v > r.divergence_threshold
+        assert bool(r.diverged) == bool(worse), r
+    un = pd.concat([unmatched_frame(a), unmatched_frame(b)], ignore_index=True)
+    relu_out = next(n.output[0] for n in m.graph.node if n.name == "/classifier/relu/Relu")
+    assert un.to_dict("records") == [{"variant": b.variant.iloc[0], "precision": b.precision.iloc[0],
+                                      "onnx_node": "/classifier/relu/Relu", "op_type": "Relu", "tensor": relu_out,
+                                      "reason": b.attrs["unmatched"][0]["reason"]}]
+    back = frame_from_json(json.loads(json.dumps(frame_to_json(both))))
+    assert back[["divergence_metric", "divergence_threshold"]].equals(both[["divergence_metric", "divergence_threshold"]])

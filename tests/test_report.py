@@ -11,7 +11,7 @@ import pytest
 
 from workbench.cli import main
 from workbench.flow import FlowRecord, FlowResult, VariantResultRecord, run_flow
-from workbench.records import SCHEMA_VERSION, load_record
+from workbench.records import load_record
 from workbench.report import records_dir_for, report_html, write_report
 
 from conftest import SAMPLES
@@ -78,7 +78,7 @@ def test_records_round_trip(flow, tmp_path):
     files = sorted(p.name for p in (d / "records").iterdir())
     assert files == sorted(f"digits_cnn-{p}@onnxruntime.json" for p in ("fp32", "fp16", "int8"))
     raw = json.loads((d / "flow.json").read_text())
-    assert raw["schema_version"] == SCHEMA_VERSION and raw["kind"] == "flow"
+    assert raw["schema_version"] == FlowRecord.version == 2 and raw["kind"] == "flow"
     assert isinstance(load_record(d / "flow.json"), FlowRecord)
     vr = load_record(d / "records" / "digits_cnn-int8@onnxruntime.json")
     assert isinstance(vr, VariantResultRecord)
@@ -99,7 +99,7 @@ def test_records_from_a_newer_writer_still_load(flow, tmp_path):
     workbench) loads, keeping the fields this version knows."""
     d = flow.save(tmp_path / "rec")
     raw = json.loads((d / "flow.json").read_text())
-    raw["schema_version"] = SCHEMA_VERSION + 1
+    raw["schema_version"] = FlowRecord.version + 1
     raw["field_from_the_future"] = {"x": 1}
     raw["versions"]["tensorrt"] = "99.0"
     (d / "flow.json").write_text(json.dumps(raw))

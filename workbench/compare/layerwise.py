@@ -655,8 +655,10 @@ def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str,
     Returns a DataFrame, one row per compared tensor in topological order, columns ``variant,
     precision, order, onnx_node, op_type, tensor, variant_tensor, match`` + the metrics + ``noise_ratio``
     (``sum d^2 / sum ref^2``), ``local_noise`` (noise_ratio minus the largest noise_ratio among the
-    node's compared inputs, >= 0: the error this node adds), ``diverged`` and ``first_divergent``.
-    ``df.attrs``: ``first_divergent`` (node name or None), ``counts`` (compared / unmatched / skipped),
+    node's compared inputs, >= 0: the error this node adds), ``diverged``, ``first_divergent`` and the rule
+    behind ``diverged`` (``divergence_metric``, ``divergence_threshold``; the same on every row).
+    :func:`unmatched_frame` turns the tensors left out into a frame. ``df.attrs`` (diagnostics of this
+    call, dropped by ``pd.concat``): ``first_divergent`` (node name or None), ``counts`` (compared / unmatched / skipped),
     ``unmatched`` (``[{onnx_node, op_type, tensor, reason}]``), ``skipped`` (reason → count), ``passes``,
     ``memory_budget``, ``estimated_bytes`` (largest pass), ``peak_rss_bytes`` (sampled), ``samples``,
     ``seconds``, ``metric``, ``threshold``, ``variant``, ``optimization``.
@@ -747,8 +749,10 @@ def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str,
     for r in rows:
         r["first_divergent"] = r["onnx_node"] == first_div
     cols = ["variant", "precision", "order", "onnx_node", "op_type", "tensor", "variant_tensor", "match",
-            *[m for m in METRICS if m != "passed"], "noise_ratio", "local_noise", "diverged", "first_divergent"]
-    df = pd.DataFrame([{"variant": var.name, "precision": var.precision, **r} for r in rows], columns=cols)
+            *[m for m in METRICS if m != "passed"], "noise_ratio", "local_noise", "diverged", "first_divergent",
+            *RULE_COLUMNS]
+    df = pd.DataFrame([{"variant": var.name, "precision": var.precision, **r, "divergence_metric": metric,
+                        "divergence_threshold": threshold} for r in rows], columns=cols)
     order = {t: i for i, n in enumerate(ref_proto.graph.node) for t in n.output}
     unmatched.sort(key=lambda u: order.get(u["tensor"], -1))
     df.attrs.update({
@@ -952,6 +956,23 @@ def layerwise_summary(df: pd.DataFrame) -> dict:
             "skipped": a.get("skipped", {})}
 
 
+#: the rule behind ``diverged``, on every row (so it survives ``pd.concat`` of several variants' frames)
+RULE_COLUMNS = ["divergence_metric", "divergence_threshold"]
+#: columns of :func:`unmatched_frame`
+UNMATCHED_COLUMNS = ["variant", "precision", "onnx_node", "op_type", "tensor", "reason"]
+
+
+def unmatched_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The tensors a :func:`layerwise` call could not compare (``df.attrs["unmatched"]``: no variant tensor
+    pairs with them, or their shapes differ) as a tidy frame, one row per tensor: :data:`UNMATCHED_COLUMNS`.
+    Unlike ``attrs`` it survives ``pd.concat`` and JSON (``FlowResult.layerwise_unmatched`` holds it)."""
+    a = df.attrs
+    precision = str(df["precision"].iloc[0]) if len(df) and "precision" in df.columns else a.get("precision")
+    rows = [{"variant": a.get("variant"), "precision": precision, **{k: u.get(k) for k in UNMATCHED_COLUMNS[2:]}}
+            for u in a.get("unmatched") or []]
+    return pd.DataFrame(rows, columns=UNMATCHED_COLUMNS)
+
+
 def layerwise_tidy(df: pd.DataFrame) -> pd.DataFrame:
     """The layerwise frame in the tidy layout ``variant, onnx_node, tensor, metric, value``."""
     metrics = [m for m in METRICS if m != "passed" and m in df.columns] + ["noise_ratio", "local_noise"]
@@ -1026,6 +1047,7 @@ def layerwise_debug_tensors(model: Any, variant: Any, backend: str = "tensorrt",
     df.insert(0, "precision", var.precision)
     df.insert(0, "variant", var.name)
     df["first_divergent"] = df["onnx_node"] == first
+    df["divergence_metric"], df["divergence_threshold"] = metric, thr
     df.attrs.update(first_divergent=first, metric=metric, threshold=thr, source="tensorrt-debug-tensors")
     engine.close()
     return df
