@@ -135,7 +135,6 @@ KNOWN_FAILURES: dict[tuple[str, str], tuple[str, str]] = {
     # silero_vad_op15's state batched along axis 1 — those entries were removed when they started passing)
     # (fixed 15:10 by corpus: silero_vad_op15 int8 — ORT's quantizer sorted an If before the producer of a tensor
     # its branches read; magika int8 — ORT's int32-bias adjustment crashed on a [1, N] Gemm bias)
-    **{("silero_vad_op15", f"rtx {p}"): ("Assertion tScope.getType() != ScopeType::kUNDEFINED",
-                                         "TensorRT-RTX internal assertion on the If-based graph (corpus)")
-       for p in ("fp32", "fp16", "int8")},
+    # (fixed 15:45 by corpus: TensorRT-RTX's graphScope kUNDEFINED assertion on the If graphs of silero_vad_op15 and
+    # silero_vad_v6 — TensorRT builds now resolve If nodes first: shapes.resolve_control_flow, edit/controlflow.py)
 }

@@ -253,3 +253,16 @@ def test_default_backend_with_tensorrt_is_tensorrt(trt_backend):
 
     assert _default_backend() == "tensorrt"
     assert wb.Workbench(SAMPLES / FILES[0], graph=False).backend.value == "tensorrt"
+
+
+def test_fp16_safety_overlay_from_the_menu_before_any_build(wbx):
+    """The graph tab's overlay menu offers the fp16-safety check of the current version at once (no build
+    needed); its shown code loads the model and runs the one call, pasted into a fresh namespace."""
+    assert "fp16 safety" in wbx.overlay.options
+    wbx.overlay.value = "fp16 safety"
+    assert wbx.errors.value == "", wbx.errors.value
+    text = wbx.snippets["overlay"].text()
+    assert "view.set_overlay(wb.fp16_safety_overlay(m)" in text and "build_stage" not in text
+    ns = _run_fresh(text, wbx.workdir)
+    assert ns["m"].hash == wbx.model.hash and ns["view"].legend == wbx.view.legend
+    assert wbx.view.legend["label"].startswith("fp16 safety")
