@@ -94,7 +94,10 @@ PLAN: dict[str, Target] = {
                    "shapes syntax, input specs, shape resolution, batch helpers (not the .npz dataset reader)"),
     "builds": Target("workbench/builds.py", ["tests/test_builds_fallback.py", "tests/test_cache.py",
                                              "tests/test_mut_builds.py"]),
-    "layerwise": Target("workbench/compare/layerwise.py", ["tests/test_layerwise.py", "tests/test_mut_layerwise.py"]),
+    "layerwise": Target("workbench/compare/layerwise.py",
+                        ["tests/test_mut_layerwise.py", "tests/test_layerwise.py::test_bad_metric_and_missing_threshold"],
+                        ["*.x_layerwise__mutmut*", "*.x__is_diverged*", "*.x__resolve_threshold*"],
+                        "the per-node metrics, local noise and divergence rule of layerwise() only"),
     "precision-base": Target("workbench/precision/base.py", ["tests/test_precision.py"]),
     "layers": Target("workbench/measure/layers.py", ["tests/test_layers.py", "tests/test_oracles.py"]),
 }
