@@ -6,7 +6,8 @@ generated constants, so only its timings mean something). Latency: ``workbench.m
 repetition, median over repetitions, variants measured round-robin, one ORT intra-op thread; spread =
 min–max of the repetitions' p50.
 
-Goal: INT8 >= 1.5x faster than FP32 (ratio int8/fp32 <= 0.667) with <= 1 point top-1 drop on digits.
+Goals: the default INT8 >= 1.5x faster than FP32 on digits (ratio <= 0.667) with <= 1 point top-1 drop, and >= 2x
+on light ResNet-50 (ratio <= 0.5).
 Two INT8 forms are measured: ``int8`` is what ``build_variants(..., backend="onnxruntime")`` makes by default
 (``target`` follows the backend: uint8 asymmetric activations, int32 bias, Add/pooling quantized too: the form
 ONNX Runtime's x86 integer kernels are fast with) and ``target="tensorrt"`` (symmetric int8 activations, fp32
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_models"
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 GOAL_SPEEDUP = 1.5
+GOAL_SPEEDUP_RESNET = 2.0  # issue #14: default int8 on ORT CPU >= 2x fp32 on light ResNet-50
 #: One intra-op thread: on a small shared machine, more threads mostly measure contention.
 THREADS = 1
 #: TensorRT's symmetric int8 form, run on ORT CPU for comparison with the ORT default form.
@@ -71,14 +73,16 @@ def _accuracy(engine, images, labels, batch: int) -> float:
     return hits / len(images)
 
 
-def _speed_row(label: str, prec: str, lat: dict, notes: str) -> dict:
-    """One "<prec> latency vs fp32" row; int8 variants carry the 1.5x-faster goal, fp16 none."""
+def _speed_row(label: str, prec: str, lat: dict, notes: str, speedup_goal: float | None = None) -> dict:
+    """One "<prec> latency vs fp32" row. Only the default int8 (the form made for this backend) carries a speed
+    goal (``speedup_goal``: 1.5x on digits, 2x on light ResNet-50 per issue #14); TensorRT's Q/DQ form run on ORT
+    CPU and fp16 are shown for comparison, without a goal: neither is meant to be fast on ORT CPU."""
     ratio = lat[prec]["median"] / lat["fp32"]["median"]
-    goal = prec != "fp16"
+    goal = speedup_goal if prec == "int8" else None
     return {"metric": f"{label} latency vs fp32 (ORT CPU)", "unit": "ms (p50)",
             "ours": lat[prec]["median"], "peer": lat["fp32"]["median"], "peer_name": "fp32, same ORT CPU",
-            "ratio": ratio, "goal": "<= 0.667 (1.5x faster)" if goal else None,
-            "met": (ratio <= 1 / GOAL_SPEEDUP) if goal else None, "spread": _spread(lat[prec]),
+            "ratio": ratio, "goal": f"<= {1 / goal:.3g} ({goal:g}x faster)" if goal else None,
+            "met": (ratio <= 1 / goal) if goal else None, "spread": _spread(lat[prec]),
             "notes": f"speedup {1 / ratio:.2f}x; fp32 spread {_spread(lat['fp32'])}; {notes}"}
 
 
@@ -112,7 +116,8 @@ def run(quick: bool) -> list[dict]:
     lat = _latencies(engines, feeds, reps, iters)
     acc = {k: _accuracy(e, images, labels, 32) for k, e in engines.items()}
     for prec in ("int8", CPU8, "fp16"):
-        rows.append(_speed_row(f"digits CNN b32 {prec}", prec, lat, f"cpu flags {flags}; {_load()}"))
+        rows.append(_speed_row(f"digits CNN b32 {prec}", prec, lat, f"cpu flags {flags}; {_load()}",
+                               speedup_goal=GOAL_SPEEDUP))
     for prec in ("int8", CPU8, "fp16"):
         drop = (acc["fp32"] - acc[prec]) * 100
         rows.append({
@@ -150,7 +155,8 @@ def run(quick: bool) -> list[dict]:
             f"light ResNet-50 b1 {prec}", prec, lat,
             f"raw file as given (initializers as inputs, not folded) {lat['fp32 (raw file)']['median']:.0f} ms; "
             + ("ORT CPU inserts fp32 casts where it has no fp16 kernel" if prec == "fp16" else
-               f"synthetic calibration, {n_rn} samples (recorded in the recipe)") + f"; {_load()}"))
+               f"synthetic calibration, {n_rn} samples (recorded in the recipe)") + f"; {_load()}",
+            speedup_goal=GOAL_SPEEDUP_RESNET))
     rows.append({
         "metric": f"light ResNet-50 int8 calibration, {n_rn} synthetic samples", "unit": "s",
         "ours": r8.recipe["calibration"]["seconds"], "peer": None, "peer_name": None, "ratio": None, "goal": None,

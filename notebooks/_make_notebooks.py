@@ -69,7 +69,7 @@ Per node: op type, output shapes and estimated FLOPs (Conv, Gemm and MatMul are 
 Names follow the torch modules the model was exported from (`/features/conv1/Conv`)."""),
     code('''
 nodes = ins.nodes_frame()
-nodes[["index", "name", "op_type", "output_shapes", "flops"]]'''),
+nodes[["index", "onnx_node", "op_type", "output_shapes", "flops"]]'''),
     md("""
 The batch dimension of `image` is dynamic (`batch`). Without `shapes=`, `inspect` counts **per sample**:
 it assumes batch 1 and says so (`ins.assumed_batch`, and a line in its warnings)."""),
@@ -113,7 +113,7 @@ view'''),
     md("Colour the nodes by their share of the FLOPs (from `wb.inspect`):"),
     code('''
 nodes = wb.inspect(m, shapes="image:1x1x8x8").nodes_frame()
-mflops = dict(zip(nodes.name, nodes.flops.fillna(0) / 1e6))
+mflops = dict(zip(nodes.onnx_node, nodes.flops.fillna(0) / 1e6))
 legend = view.set_overlay(mflops, label="MFLOPs")   # the view above is recoloured; legend: its colour scale'''),
     md("Selections made by clicking in the view are available in Python:"),
     code('''
@@ -332,7 +332,7 @@ from workbench.compare import layerwise
 from workbench import plots
 
 lw = layerwise(m, "int8", data=TEST, calib=CALIB, limit=64)
-lw[["order", "node", "op_type", "cosine", "snr_db", "local_noise", "diverged"]]'''),
+lw[["order", "onnx_node", "op_type", "cosine", "snr_db", "local_noise", "diverged"]]'''),
     code('''
 plots.layer_error_figure(lw)'''),
     md("## The mixed-precision fix\nKeep the most sensitive nodes in FP32 until the target is met, then verify on the whole test set:"),

@@ -133,14 +133,8 @@ def select(names: str | None) -> list[Model]:
 KNOWN_FAILURES: dict[tuple[str, str], tuple[str, str]] = {
     # (fixed on main 12:40 by the shapes doctor: ppocr_cls_v2 rtx builds with its repeated '?' dims, and
     # silero_vad_op15's state batched along axis 1 — those entries were removed when they started passing)
-    **{("silero_vad_op15", c): ("/model/decoder/If_1",
-                                "#14 (recipes): the int8 QDQ graph of a model with If subgraphs is invalid (keeping "
-                                "If_1 in fp32 still fails onnx.checker: nodes not topologically sorted)")
-       for c in ("ort int8", "rtx int8", "profile int8", "compare int8", "report")},
-    **{("silero_vad_op15", f"rtx {p}"): ("Assertion tScope.getType() != ScopeType::kUNDEFINED",
-                                         "TensorRT-RTX internal assertion on the If-based graph (lead/recipes)")
-       for p in ("fp32", "fp16")},
-    **{("magika_v3_3", c): ("truth value of an array with more than one element is ambiguous",
-                            "#14 (recipes): ORT quantizer bug in _adjust_weight_scale_for_int32_bias")
-       for c in ("ort int8", "rtx int8", "profile int8", "compare int8", "report")},
+    # (fixed 15:10 by corpus: silero_vad_op15 int8 — ORT's quantizer sorted an If before the producer of a tensor
+    # its branches read; magika int8 — ORT's int32-bias adjustment crashed on a [1, N] Gemm bias)
+    # (fixed 15:45 by corpus: TensorRT-RTX's graphScope kUNDEFINED assertion on the If graphs of silero_vad_op15 and
+    # silero_vad_v6 — TensorRT builds now resolve If nodes first: shapes.resolve_control_flow, edit/controlflow.py)
 }

@@ -219,9 +219,9 @@ def test_cli_compare_json(sample, capsys):
     lw = js["layerwise"]
     assert len(lw) == 2
     for sec in lw.values():
-        names = [r["node"] for r in sec["nodes"]]
+        names = [r["onnx_node"] for r in sec["nodes"]]
         assert sec["first_divergent"] is None or sec["first_divergent"] in names
-        assert {"node", "tensor", "cosine", "max_abs", "first_divergent"} <= set(sec["nodes"][0])
+        assert {"onnx_node", "tensor", "cosine", "max_abs", "first_divergent"} <= set(sec["nodes"][0])
 
 
 def test_cli_bad_label_key_exit_2(sample, capsys):

@@ -1,10 +1,14 @@
 """The dashboard object without a browser: every button's public call, errors caught in the worker and
 shown with message and hint, plots replaced on update, and every snippet it shows runs as-is in a
-fresh namespace."""
+fresh namespace.
+
+Each test gets its own dashboard and folder (no test relies on another having run first: the suite runs
+in random order), and every dashboard names its backend, so no assertion changes on a machine with TensorRT."""
 from __future__ import annotations
 
 import os
 import shutil
+import threading
 
 import pytest
 
@@ -13,11 +17,14 @@ from conftest import SAMPLES
 FILES = ("digits_cnn.onnx", "digits_test.npz", "digits_calib.npz")
 
 
-@pytest.fixture(scope="module")
-def wbx(tmp_path_factory):
+@pytest.fixture
+def wbx(tmp_path):
+    """A fresh dashboard on copies of the digits files, in its own folder (function scope: a shared one
+    made test_build_profile_compare_report depend on running first in this module)."""
     import workbench as wb
 
-    d = tmp_path_factory.mktemp("dash")
+    d = tmp_path / "dash"
+    d.mkdir()
     for f in FILES:
         shutil.copy(SAMPLES / f, d / f)
     w = wb.Workbench(d / FILES[0], data=d / FILES[1], labels="label", calib=d / FILES[2], backend="onnxruntime",
@@ -44,7 +51,7 @@ def test_errors_in_the_worker_show_message_and_hint(tmp_path):
     (inline and in the log), never an UnboundLocalError 'bug'."""
     import workbench as wb
 
-    w = wb.Workbench(SAMPLES / FILES[0], graph=False)
+    w = wb.Workbench(SAMPLES / FILES[0], graph=False, backend="onnxruntime")
     w.profile()  # background: nothing built yet
     w.wait(30)
     assert "nothing built yet" in w.errors.value and "hint: press Build first" in w.errors.value
@@ -66,7 +73,7 @@ def test_a_failing_call_in_the_worker_is_caught(tmp_path, monkeypatch):
     """An error raised by the library call itself inside the worker thread (not a settings check)."""
     import workbench as wb
 
-    w = wb.Workbench(SAMPLES / FILES[0], graph=False, precisions=("fp32",))
+    w = wb.Workbench(SAMPLES / FILES[0], graph=False, precisions=("fp32",), backend="onnxruntime")
     w.data.value = str(tmp_path / "missing.npz")
     w.build()
     w.wait(60)
@@ -135,12 +142,12 @@ def test_build_profile_compare_report(wbx, tmp_path):
 
 def test_every_shown_snippet_runs_in_a_fresh_namespace(wbx, tmp_path):
     """Paste each snippet the dashboard showed into a new namespace: it runs and gives the same results."""
-    if "report" not in wbx.snippets:  # tests may run in any order: drive the dashboard here too
-        wbx.build(background=False)
-        wbx.profile(background=False)
-        wbx.compare(background=False)
-        wbx.overlay.value = "time ms: digits_cnn-fp32"
-        wbx.write_report(str(tmp_path / "first.html"), background=False)
+    wbx.build(background=False)
+    wbx.profile(background=False)
+    wbx.compare(background=False)
+    wbx.overlay.value = "time ms: digits_cnn-fp32"
+    wbx.write_report(str(tmp_path / "first.html"), background=False)
+    assert wbx.errors.value == "", wbx.errors.value
     wbx.inspect()
     shown = dict(wbx.snippets)
     assert set(shown) >= {"inspect", "build", "profile", "accuracy", "report", "overlay"}
@@ -195,11 +202,67 @@ def test_edits_are_replayed_in_the_build_snippet(tmp_path):
     assert ns["m"].hash == w.model.hash and list(ns["fr"].builds.status) == ["ok"]
 
 
-def test_second_action_while_busy_is_refused(wbx):
-    if wbx.result is None:
-        wbx.build(background=False)
+def test_second_action_while_busy_is_refused(wbx, monkeypatch):
+    """While one action runs in the worker, every other button is refused with a message and nothing else
+    starts. The running call is held on an event (a stand-in for `wb.build_stage` that waits, then calls
+    the real one), so the test does not race a fast profile as the old one did."""
+    import workbench as wb
+
+    real, started, release = wb.build_stage, threading.Event(), threading.Event()
+
+    def held_build_stage(*a, **k):
+        started.set()
+        assert release.wait(60), "test never released the build"
+        return real(*a, **k)
+
+    monkeypatch.setattr(wb, "build_stage", held_build_stage)
+    for p, box in wbx.precision_boxes.items():
+        box.value = p == "fp32"
+    wbx.build()
+    assert started.wait(60) and wbx.busy and wbx.build_button.disabled
     wbx.profile()
-    wbx.compare()  # refused: the profile is still running
+    wbx.compare()
+    wbx.build()
+    errors = wbx.errors.value
+    assert errors.count("another action is running") == 3, errors
+    assert wbx.busy and wbx.result is None  # nothing else started or finished
+    release.set()
     wbx.wait(120)
-    assert "another action is running" in wbx.errors.value
+    assert not wbx.busy and wbx.result is not None and list(wbx.result.builds.status) == ["ok"]
+    assert wbx.errors.value == errors  # the build itself added no error
     wbx.clear_errors()
+
+
+def test_default_backend_without_tensorrt_is_onnxruntime():
+    """The dashboard's default backend where TensorRT cannot run (CPU machines, CI)."""
+    from workbench.backends import get_backend
+    from workbench.widgets.dashboard import _default_backend
+
+    ok, why = get_backend("tensorrt").available()
+    if ok:
+        pytest.skip("TensorRT and a GPU are usable here: test_default_backend_with_tensorrt_is_tensorrt covers it")
+    assert _default_backend() == "onnxruntime"
+
+
+@pytest.mark.gpu
+@pytest.mark.trt
+def test_default_backend_with_tensorrt_is_tensorrt(trt_backend):
+    """The GPU branch of the same choice: with TensorRT usable, the dashboard defaults to it."""
+    import workbench as wb
+    from workbench.widgets.dashboard import _default_backend
+
+    assert _default_backend() == "tensorrt"
+    assert wb.Workbench(SAMPLES / FILES[0], graph=False).backend.value == "tensorrt"
+
+
+def test_fp16_safety_overlay_from_the_menu_before_any_build(wbx):
+    """The graph tab's overlay menu offers the fp16-safety check of the current version at once (no build
+    needed); its shown code loads the model and runs the one call, pasted into a fresh namespace."""
+    assert "fp16 safety" in wbx.overlay.options
+    wbx.overlay.value = "fp16 safety"
+    assert wbx.errors.value == "", wbx.errors.value
+    text = wbx.snippets["overlay"].text()
+    assert "view.set_overlay(wb.fp16_safety_overlay(m)" in text and "build_stage" not in text
+    ns = _run_fresh(text, wbx.workdir)
+    assert ns["m"].hash == wbx.model.hash and ns["view"].legend == wbx.view.legend
+    assert wbx.view.legend["label"].startswith("fp16 safety")

@@ -68,7 +68,7 @@ def test_mask_like_values():
 @pytest.mark.parametrize("fill", [float(np.finfo(np.float32).min), -np.inf, -1e9])
 def test_safety_table_flags_patterns_with_default_action(fill):
     t = fp16_safety(attention_model(fill))
-    by = {(r.node, r.check): r for r in t.itertuples()}
+    by = {(r.onnx_node, r.check): r for r in t.itertuples()}
     assert by[("apply_mask", "mask_constant")].action == f"clamp 'fill' to {FP16_SAFE_MASK:g}"
     assert by[("softmax", "softmax")].value == 2 and "mask clamped" in by[("softmax", "softmax")].action
     for n in ("ln_pow", "ln_var", "ln_add", "ln_sqrt"):

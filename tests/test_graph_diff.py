@@ -27,9 +27,9 @@ def test_payload_statuses_match_the_diff_table():
                 h.make_node("Abs", ["t3"], ["y"], name="new")])              # removed + added
     table = diff_models(a, b)
     nodes = table[table.kind == "node"]
-    want = dict(zip(nodes.name, nodes.change))
+    want = dict(zip(nodes.onnx_node, nodes.change))
     assert want == {"relu_renamed": "renamed", "add": "changed", "gone": "removed", "new": "added"}
-    assert ("renamed", "tensor", "t2b") in set(zip(table.change, table.kind, table.name))
+    assert ("renamed", "tensor", "t2b") in set(zip(table.change, table.kind, table.tensor))
 
     p = GraphPayload.diff(a, b)
     status = {r.name: r.status for r in p.recs if r.kind == "op"}

@@ -2,6 +2,7 @@
 traitlets, Netron on loopback, ``workbench view``. (Browser tests: tests/test_graph_browser.py.)"""
 from __future__ import annotations
 
+import html
 import json
 import re
 import urllib.error
@@ -329,3 +330,32 @@ def test_cli_view_html(light, tmp_path, capsys):
     assert "squeezenet" in out.read_text() and "wrote" in capsys.readouterr().out
     assert cli_main(["view", str(tmp_path / "missing.onnx")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_overlay_menu_fp16_safety_colours_flagged_nodes_by_severity(sample):
+    """``with_overlay_menu``: the "fp16 safety" entry runs ``view.set_overlay(wb.fp16_safety_overlay(m), ...)``
+    (the code it shows runs in a fresh namespace with the same result); each flagged node gets the colour
+    of its worst finding, the others none; with a flow result the time / error entries join it."""
+    from workbench.widgets.graph_view import FP16_SAFETY_COLORS, GraphView, overlay_calls
+
+    m = wb.load(sample("transformer_block.onnx"))
+    flagged = wb.fp16_safety_overlay(m)
+    assert flagged
+    view = GraphView(m)
+    box = view.with_overlay_menu()
+    box.menu.value = "fp16 safety"
+    colors = dict(zip((r.name for r in view.payload.recs), view.payload.node_colors))
+    for name, score in flagged.items():
+        assert colors[name] == FP16_SAFETY_COLORS[int(score) - 1], name
+    assert all(c is None for n, c in colors.items() if n not in flagged)
+    text = html.unescape(box.code.value.removeprefix("<pre>").removesuffix("</pre>"))
+    ns: dict = {}
+    exec(compile(text, "<pasted>", "exec"), ns)  # noqa: S102 - the code the menu showed
+    assert ns["view"].payload.node_colors == view.payload.node_colors and ns["view"].legend == view.legend
+    fr = type("FR", (), {"layers": pd.DataFrame({"variant": ["a", "a"], "onnx_node": list(flagged)[:2],
+                                                 "time_ms": [1.0, 2.0]}),
+                         "layerwise": pd.DataFrame()})()
+    assert list(overlay_calls(fr)) == ["fp16 safety", "time ms: a"]
+    box = view.with_overlay_menu(fr)
+    box.menu.value = "time ms: a"
+    assert view.legend["label"] == "ms (a)" and "fr.layers[fr.layers.variant == 'a']" in html.unescape(box.code.value)

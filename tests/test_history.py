@@ -28,10 +28,10 @@ def test_apply_undo_redo_and_versions_table(digits):
     v2 = h.apply(ed.remove_node, node="probe")
     assert [v.index for v in (v0, v1, v2)] == [0, 1, 2] and h.current is v2
     t = h.versions
-    assert list(t.columns) == ["index", "op", "params", "valid", "forced", "nodes", "hash", "current", "reasons"]
+    assert list(t.columns) == ["index", "op", "params", "valid", "forced", "node_count", "hash", "current", "reasons"]
     assert list(t.op) == ["load", "insert_node", "remove_node"]
     assert json.loads(t.params[2]) == {"node": "probe"}
-    assert list(t.nodes) == [12, 13, 12] and list(t.current) == [False, False, True]
+    assert list(t.node_count) == [12, 13, 12] and list(t.current) == [False, False, True]
     assert h.undo() is v1 and h.undo() is h[0] and h.model is v0.model
     with pytest.raises(EditError, match="nothing to undo"):
         h.undo()
@@ -93,15 +93,15 @@ def test_diff_lists_added_removed_changed(digits):
     h = ed.History(digits)
     h.apply("insert_node", tensor="logits", op_type="Identity", name="probe")
     d = h.diff()
-    assert list(d.columns) == ["change", "kind", "name", "before", "after"]
-    assert ("added", "node", "probe") in set(zip(d.change, d.kind, d.name))
+    assert list(d.columns) == ["change", "kind", "onnx_node", "tensor", "before", "after"]
+    assert ("added", "node", "probe") in set(zip(d.change, d.kind, d.onnx_node))
     h.apply("replace_op", node="/classifier/relu/Relu", op_type="LeakyRelu", attrs={"alpha": 0.1})
     d = h.diff()
-    row = d[(d.change == "changed") & (d.name == "/classifier/relu/Relu")]
+    row = d[(d.change == "changed") & (d.onnx_node == "/classifier/relu/Relu")]
     assert len(row) == 1 and row.before.iloc[0].startswith("Relu(") and row.after.iloc[0].startswith("LeakyRelu(")
     h.apply("remove_node", node="probe")
     d = h.diff()
-    assert ("removed", "node", "probe") in set(zip(d.change, d.kind, d.name))
+    assert ("removed", "node", "probe") in set(zip(d.change, d.kind, d.onnx_node))
     h.apply("set_batch", batch=2)
     d = h.diff(0, -1)
     shapes = d[d.change == "shape"]

@@ -137,7 +137,7 @@ def test_shapes_make_attention_flops_concrete(tmp_path):
     path = _attention_model(tmp_path)
     info = inspect(path, shapes="x:2x10x64")
     B, S, H, D = 2, 10, 4, 16
-    nf = info.nodes_frame().set_index("name")
+    nf = info.nodes_frame().set_index("onnx_node")
     assert nf.loc["/enc/layer.0/attn/q/MatMul", "macs"] == B * S * 64 * 64
     assert nf.loc["/enc/layer.0/attn/MatMul", "macs"] == B * H * S * S * D  # batch * M * N * K
     assert nf.loc["/enc/layer.0/attn/MatMul_1", "macs"] == B * H * S * D * S
@@ -230,7 +230,7 @@ def test_frames_and_html(light):
     io = info.io_frame()
     assert io["kind"].tolist() == ["input", "output"]
     tf = info.tensors_frame()
-    assert tf["name"].is_unique and set(tf["kind"]) >= {"input", "output", "initializer", "intermediate"}
+    assert tf["tensor"].is_unique and set(tf["kind"]) >= {"input", "output", "initializer", "intermediate"}
     nf = info.nodes_frame()
     assert nf.loc[nf.op_type.isin(["Conv", "Gemm"]), "flops"].sum() == pytest.approx(info.flops)
     assert nf["bytes"].sum() == pytest.approx(info.bytes)

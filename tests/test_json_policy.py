@@ -63,3 +63,68 @@ def test_records_are_strict_json(tmp_path, value):
     text = r.save(tmp_path / "r.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict literal {c}"))
+
+
+def test_layerwise_results_concatenate_with_their_rule_and_unmatched_tensors(sample):
+    """Two layerwise() results under different rules, one with a tensor it could not pair: after pd.concat
+    each row still says which rule made ``diverged``, and the unmatched tensors survive as a frame."""
+    import workbench as wb
+    from workbench.compare.layerwise import layerwise, unmatched_frame
+
+    m = wb.load(sample("digits_cnn.onnx"))
+    fp16 = wb.make_variant(m, "fp16")
+    cut = wb.edit.remove_node(m, "/classifier/relu/Relu")  # its output tensor is gone from this variant
+    data = sample("digits_test.npz")
+    a = layerwise(m, fp16, data=data, limit=8, metric="cosine", threshold=0.99999, progress=False)
+    b = layerwise(m, cut, data=data, limit=8, metric="max_abs", threshold=1e-3, progress=False)
+    both = pd.concat([a, b], ignore_index=True)
+    rules = both.groupby("variant")[["divergence_metric", "divergence_threshold"]].first()
+    assert rules.to_dict("index") == {a.variant.iloc[0]: {"divergence_metric": "cosine", "divergence_threshold": 0.99999},
+                                      b.variant.iloc[0]: {"divergence_metric": "max_abs", "divergence_threshold": 1e-3}}
+    for r in both.itertuples():  # diverged follows the row's own rule
+        v = getattr(r, r.divergence_metric)
+        worse = v < r.divergence_threshold if r.divergence_metric == "cosine" else v > r.divergence_threshold
+        assert bool(r.diverged) == bool(worse), r
+    un = pd.concat([unmatched_frame(a), unmatched_frame(b)], ignore_index=True)
+    relu_out = next(n.output[0] for n in m.graph.node if n.name == "/classifier/relu/Relu")
+    assert un.to_dict("records") == [{"variant": b.variant.iloc[0], "precision": b.precision.iloc[0],
+                                      "onnx_node": "/classifier/relu/Relu", "op_type": "Relu", "tensor": relu_out,
+                                      "reason": b.attrs["unmatched"][0]["reason"]}]
+    back = frame_from_json(json.loads(json.dumps(frame_to_json(both))))
+    assert back[["divergence_metric", "divergence_threshold"]].equals(both[["divergence_metric", "divergence_threshold"]])
+
+
+def test_cupti_tables_keep_what_coverage_needs_through_concat():
+    """A CUPTI per-layer table (built from an H200 recording in tests/data) carries its run facts and GPU
+    timeline in columns: coverage() of one variant inside a concatenation of several tables (attrs gone,
+    as in FlowResult.layers) equals coverage() of the table as profiled."""
+    from pathlib import Path
+
+    import workbench as wb
+    from workbench.measure import cupti as C
+    from workbench.measure.latency import LatencyResult, latency_stats
+    from workbench.measure.layers import RUN_COLUMNS, coverage
+    from workbench.measure.mapping import GraphIndex, name_nodes
+
+    data = Path(__file__).resolve().parent / "data" / "cupti_h200_digits_cnn_fp32_b32.json.gz"
+    rec = C.load_recording(data)
+    proto = name_nodes(wb.load(Path(__file__).resolve().parents[1] / "sample_models" / "digits_cnn.onnx")
+                       .proto_with_data())
+    att = C.attribute_recording(rec)
+    df = C.cupti_frame(att, GraphIndex.of(proto), {}, {"variant": "a", "backend": "onnxruntime-cuda",
+                                                        "precision": "fp32"})
+    assert df[RUN_COLUMNS[:3]].drop_duplicates().values.tolist() == [["cupti", att["runs"],
+                                                                      att["timeline"]["host_run_ms"]]]
+    assert df.gpu_busy_ms.iloc[0] == att["timeline"]["busy_ms"] and (df.time_basis == "cupti-gpu").any()
+    other = df.assign(variant="b", time_ms=df.time_ms * 3, gpu_busy_ms=9.0, gpu_idle_share=0.0)
+    both = pd.concat([other, df], ignore_index=True)
+    both.attrs = {}  # what a reloaded / concatenated table has
+    gpu_ms = float(df[df.time_basis == "cupti-gpu"].time_ms.sum())
+    for e2e in (gpu_ms, 3 * gpu_ms):  # inside the goal, then flagged with the GPU-idle reason
+        lat = LatencyResult(variant="a", backend="onnxruntime-cuda", precision="fp32", batch=32, device={},
+                            timer="cuda-events", warmup=1, requested_iterations=3, time_budget_s=None,
+                            times_ms=[e2e] * 3, stats=latency_stats([e2e] * 3))
+        want, got = coverage(df, lat), coverage(both, lat)
+        assert (got.ratio, got.basis, got.reason, got.gpu_busy_ms, got.profiled_run_ms) == \
+            (want.ratio, want.basis, want.reason, want.gpu_busy_ms, want.profiled_run_ms)
+    assert want.flagged and want.basis == "cupti-gpu" and want.reason

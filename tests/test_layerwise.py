@@ -25,14 +25,14 @@ def test_int8_rows_cover_conv_gemm_in_topo_order(digits):
     var = make_variant(model, "int8", calib=calib, progress=False)
     df = layerwise(model, var, feeds=feeds, threshold=0.99999, progress=False)
     order = [n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
-    assert order and [n for n in df.node if n in order] == order
+    assert order and [n for n in df.onnx_node if n in order] == order
     assert df["order"].is_monotonic_increasing
     first = df.attrs["first_divergent"]
     names = {n.name for n in model.graph.node}
     assert first in names  # a real node of the original model
-    assert df.loc[df.diverged, "node"].iloc[0] == first
-    assert df.loc[df.first_divergent, "node"].tolist() == [first]
-    assert (df.loc[df.node == first, "cosine"] < 0.99999).all()
+    assert df.loc[df.diverged, "onnx_node"].iloc[0] == first
+    assert df.loc[df.first_divergent, "onnx_node"].tolist() == [first]
+    assert (df.loc[df.onnx_node == first, "cosine"] < 0.99999).all()
     # Q/DQ: node outputs keep their names (exact) in ORT's QDQ graphs
     assert set(df.match) <= {"exact", "node-output", "dequantized"}
     assert df.attrs["unmatched"] == []
@@ -67,10 +67,10 @@ def test_fp16_layerwise_and_tidy(digits):
     var = make_variant(model, "fp16", progress=False)
     df = layerwise(model, var, feeds=feeds, metric="snr_db", threshold=200.0, progress=False)
     assert (df.match == "exact").all()
-    assert df.attrs["first_divergent"] == df.node.iloc[0]  # every fp16 tensor is below 200 dB
+    assert df.attrs["first_divergent"] == df.onnx_node.iloc[0]  # every fp16 tensor is below 200 dB
     assert ((df.cosine > 0.999) & (df.cosine <= 1.0)).all()
     tidy = layerwise_tidy(df)
-    assert list(tidy.columns) == ["variant", "node", "tensor", "metric", "value"]
+    assert list(tidy.columns) == ["variant", "onnx_node", "tensor", "metric", "value"]
     assert len(tidy) == len(df) * tidy.metric.nunique()
 
 
@@ -84,7 +84,7 @@ def test_fp16_keep_all_matches_renamed_outputs(digits):
     df = layerwise(model, var, feeds=feeds, progress=False)
     for n in model.graph.node:
         if n.op_type in ("Conv", "Gemm"):
-            row = df[df.node == n.name].iloc[0]
+            row = df[df.onnx_node == n.name].iloc[0]
             assert row.variant_tensor in vnames
             assert row.match == ("exact" if n.output[0] in vnames else "node-output")
     convs = df[df.op_type == "Conv"]

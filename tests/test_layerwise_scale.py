@@ -271,7 +271,7 @@ def test_bisection_without_divergence_and_on_int8(sample):
         feeds = {"image": z["image"][:64].astype(np.float32)}
     full = layerwise(model, var, feeds=feeds, threshold=0.99999, progress=False)
     bis = first_divergence(model, var, feeds=feeds, threshold=0.99999, progress=False)
-    assert bis.first_divergent in set(full.loc[full.diverged, "node"])
+    assert bis.first_divergent in set(full.loc[full.diverged, "onnx_node"])
     assert bis.runs <= int(np.ceil(np.log2(bis.candidates))) + 1
 
 
@@ -322,7 +322,7 @@ def test_uint8_variant_whose_quantizer_dropped_the_relus(sample):
     assert not any(n.op_type == "Relu" for n in var.model.graph.node)  # the premise: the quantizer dropped them
     with np.load(sample("digits_test.npz")) as z:
         feeds = {"image": z["image"][:64].astype(np.float32)}
-    df = layerwise(model, var, feeds=feeds, progress=False).set_index("node")
+    df = layerwise(model, var, feeds=feeds, progress=False).set_index("onnx_node")
     assert df.attrs["counts"]["unmatched"] == 0 and df.attrs["first_divergent"] is None
     assert (df.loc[relus, "match"] == "dequantized").all()
     assert (df.cosine > 0.999).all()  # a pre-Relu tensor paired with a Relu output would give ~0.5

@@ -64,10 +64,15 @@ def test_backend_registry_and_cuda_message():
     assert {"onnxruntime", "onnxruntime-cuda"} <= set(backend_names())
     with pytest.raises(UsageError, match="unknown backend"):
         get_backend("nope")
-    cuda = get_backend("onnxruntime-cuda")
-    ok, why = cuda.available()
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        assert not ok and "onnxruntime-gpu" in why
+
+
+def test_cuda_provider_missing_names_what_to_install():
+    """CPU onnxruntime wheel: the CUDA backend says what to install. (This assertion used to be skipped
+    silently where the CUDA provider exists; that branch is test_gpu_branches.py::test_onnxruntime_cuda_available.)"""
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here: test_gpu_branches.py covers the CUDA-provider branch")
+    ok, why = get_backend("onnxruntime-cuda").available()
+    assert not ok and "onnxruntime-gpu" in why
 
 
 def test_import_is_light():

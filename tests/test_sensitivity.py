@@ -70,7 +70,7 @@ def test_greedy_reranks_and_stops_when_met(sample):
     assert steps.n_kept.tolist() == list(range(len(steps)))  # one node per greedy step
     assert len(steps) <= 4 and not steps.met.iloc[:-1].any()  # stops at the first step that meets it
     assert steps.met.iloc[-1] or len(steps) == 4
-    assert res.keep_nodes == steps.kept.iloc[-1]
+    assert res.keep_nodes == steps.kept_onnx_nodes.iloc[-1]
     assert res.met == (res.verified_value >= 37)  # verified on all 450 samples, searched on 200
     assert res.latency is None and res.speed_cost is None
 
@@ -82,7 +82,7 @@ def test_attribution_gives_relu_error_to_its_conv(sample):
     import pandas as pd
 
     nodes = [n.name for n in model.graph.node]
-    frame = pd.DataFrame({"node": nodes, "local_noise": [1.0] * len(nodes)})
+    frame = pd.DataFrame({"onnx_node": nodes, "local_noise": [1.0] * len(nodes)})
     score = attribute_noise(model, frame, cands)
     assert sum(score.values()) == pytest.approx(len(nodes))  # every node's error owned once
     conv1 = next(n.name for n in model.graph.node if n.op_type == "Conv")

@@ -210,7 +210,7 @@ def test_ray_gives_the_same_cells_as_local(models, local, ray_cluster, tmp_path)
     assert list(b["status"]) == ["ok"] * 4
     np.testing.assert_allclose(b["cosine"].astype(float), a["cosine"].astype(float), rtol=1e-6)
     assert (b["p50_ms"] > 0).all()
-    assert (b["pid"] != os.getpid()).all() and b["node"].astype(bool).all()   # ran in Ray workers
+    assert (b["pid"] != os.getpid()).all() and b["ray_node"].astype(bool).all()   # ran in Ray workers
     assert res.executor == ray_cluster
 
 

@@ -84,14 +84,26 @@ def test_engine_names_without_gpu(resnet):
     assert engine.output_names == variant.model.output_names
 
 
-def test_run_needs_a_gpu_or_runs(resnet):
+def _no_gpu_here() -> None:
+    """Skip (with the reason) where an NVIDIA GPU is visible: these tests are the no-GPU branch. The
+    GPU branches are in tests/test_gpu_branches.py (-m gpu). Before, the first test below skipped only
+    where RTX engines *run*, so on a GPU they cannot run on (H100/H200) it expected 'GPU' in a message
+    that names the compute capability instead."""
+    from workbench.device import cuda_device_info
+
+    info = cuda_device_info(0)
+    if "error" not in info:
+        pytest.skip(f"an NVIDIA GPU is present ({info.get('name')}): test_gpu_branches.py covers this branch")
+
+
+def test_run_needs_a_gpu(resnet):
+    _no_gpu_here()
     _, variant, engine, _ = resnet
-    backend = engine.backend
-    ok, why = backend.can_run()
-    if ok:
-        pytest.skip("a GPU is present: the run path is tested in test_tensorrt_gpu.py")
-    with pytest.raises(BackendUnavailable, match="GPU"):
+    ok, why = engine.backend.can_run()
+    assert not ok and "need an NVIDIA GPU" in why
+    with pytest.raises(BackendUnavailable, match="GPU") as e:
         engine.run(workbench.data.synthetic_inputs(variant.model))
+    assert str(e.value) == why
 
 
 def test_fp16_variant_builds_smaller_engine(tmp_path, light):
@@ -267,9 +279,8 @@ def test_parser_error_on_dangling_input(tmp_path):
 
 
 def test_supports_reports_aot_notes():
+    _no_gpu_here()
     b = _backend()
-    if b.can_run()[0]:
-        pytest.skip("a GPU is present: AOT notes do not apply")
     assert b.device()["type"] == "cpu-aot"
     ok, why = b.supports("fp8")
     assert ok and "8.9" in why

@@ -1,75 +1,260 @@
-"""`make mutate`: mutation testing of the core modules with mutmut 3 (why mutmut: maintained, pytest-native,
-incremental, runs mutants in forked processes and only the tests that cover the mutated function).
+"""`make mutate`: mutation testing of the core modules with mutmut 3 (pinned in the ``dev`` extra).
 
-Each core module is mutated in a scratch copy of the repository with only its own test files selected (a full
-suite per mutant does not fit 2 cores), and the score (killed / (killed + survived)) goes to
-docs/mutation.json; docs/testing.md quotes it.
+Why mutmut: maintained, pytest-native, incremental (it keeps each mutant's result until the mutated
+function's source changes) and it runs only the tests that cover the mutated function, in forked processes.
+cosmic-ray needs a session database and one full test command per mutant, which does not fit two cores.
 
-    python tools/mutate.py [MODULE ...] [--max-children N]
+Each target mutates one module (optionally only some of its functions) in its own scratch copy of the
+repository, with only the test files that own that module's behaviour selected; the scores go to
+docs/mutation.json and docs/testing.md quotes them.
+
+    python tools/mutate.py [TARGET ...]        # all targets (PLAN) or the named ones (e.g. latency metrics)
+    python tools/mutate.py --sample            # the small fixed sample (a few functions; minutes)
+    python tools/mutate.py --list              # targets, their modules and test files
+    python tools/mutate.py latency --rerun     # re-test the survivors after adding tests (incremental)
+
+How it keeps mutmut usable on two shared cores:
+
+* ``process_isolation = "forkserver"``: mutants run in processes forked from a server that has imported the
+  tests but run none. Forking from mutmut's own process (the default) inherits tqdm's monitor thread and its
+  lock from the stats run, and every mutant whose tests show a progress bar then hangs until the timeout.
+* Timeouts are CPU time, not wall time: mutmut limits each mutant to ``RLIMIT_CPU = 2 x 15 x (its tests'
+  time + 1 s)`` CPU seconds, which does not depend on the load, and also sends SIGXCPU after a wall-clock
+  deadline of half that. On a machine shared with other jobs at a higher priority the wall deadline fires
+  on healthy mutants (last session: nearly all of them "timed out"), so this tool multiplies the wall
+  deadline by ``--wall-factor`` (default 10). An infinite loop still dies on its CPU limit.
+* Slow tests never run: the selections below name the fast test files of each module, and
+  ``-m "not browser and not notebook and not gpu and not trt"`` drops the rest; pytest runs with ``-x``.
+* Error-message text is not mutated (``do_not_mutate_patterns``: statements that start with ``raise``).
+  Which error class is raised, and the condition that raises it, are mutated like all other code.
+
+Score (docs/mutation.json, docs/testing.md):
+``score = detected / (detected + undetected)`` with detected = killed + timeout (a mutant whose tests hit the
+CPU limit: an infinite loop is a detected bug) and undetected = survived + "no tests" (a mutant that no
+selected test even executes is a mutant nothing catches). Each count is recorded separately.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
-import re
+import os
 import shutil
 import subprocess
 import sys
-import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: module -> the test files that own its behaviour
-PLAN = {
-    "workbench/measure/latency.py": ["tests/test_latency.py", "tests/test_oracles.py"],
-    "workbench/compare/metrics.py": ["tests/test_compare.py", "tests/test_oracles.py"],
-    "workbench/data.py": ["tests/test_data.py"],
-    "workbench/model.py": ["tests/test_model.py", "tests/test_oracles.py"],
-    "workbench/builds.py": ["tests/test_builds_fallback.py", "tests/test_build_cli.py"],
-    "workbench/precision/base.py": ["tests/test_precision.py"],
-    "workbench/measure/layers.py": ["tests/test_layers.py", "tests/test_oracles.py"],
+OUT = ROOT / "docs" / "mutation.json"
+WORK = Path(os.environ.get("WB_MUTATE_DIR") or Path.home() / ".cache" / "trt-workbench" / "mutate")
+SKIP_MARKS = "not browser and not notebook and not gpu and not trt"
+NO_MUTATE = [r"^\s*raise \w"]
+
+
+@dataclass
+class Target:
+    module: str                     # the file mutated
+    tests: list[str]                # the test files selected for it (fast ones only)
+    functions: list[str] = field(default_factory=list)  # mangled-name globs; empty = every function
+    note: str = ""
+
+
+#: target name -> what is mutated and which tests judge it. Order = priority (the issue's planted bugs first).
+PLAN: dict[str, Target] = {
+    "latency": Target("workbench/measure/latency.py",
+                      ["tests/test_latency.py", "tests/test_mut_latency.py",
+                       "tests/test_oracles.py::test_latency_stats_match_numpy_on_skewed_samples",
+                       "tests/test_oracles.py::test_measure_latency_runs_the_warmup_and_times_only_the_rest"]),
+    "metrics": Target("workbench/compare/metrics.py",
+                      ["tests/test_compare.py", "tests/test_verdicts.py", "tests/test_mut_metrics.py"]),
+    "repeat": Target("workbench/measure/repeat.py", ["tests/test_mut_summary.py"],
+                     note="speedup = fp32 p50 / variant p50, its block range, faster/slower/within noise"),
+    "summary": Target("workbench/report.py", ["tests/test_mut_summary.py"],
+                      ["*.x_summary_frame*", "*.x_summary_html*"],
+                      "the report summary only (summary_frame, summary_html)"),
+    "flow-summary": Target("workbench/flow.py", ["tests/test_mut_summary.py"],
+                           ["*FlowResult*summary*"], "FlowResult.summary and summary_text only"),
+    "sensitivity": Target("workbench/compare/sensitivity.py",
+                          ["tests/test_mut_sensitivity.py", "tests/test_sensitivity.py::test_target_parsing",
+                           "tests/test_sensitivity.py::test_attribution_gives_relu_error_to_its_conv",
+                           "tests/test_sensitivity.py::test_labels_required_for_top1_target"],
+                          note="the full searches on real models (tests/test_sensitivity.py) are too slow per mutant"),
+    "fp16safety": Target("workbench/precision/fp16safety.py", ["tests/test_fp16_safety.py", "tests/test_mut_fp16.py"]),
+    "fp16-checks": Target("workbench/precision/floating.py", ["tests/test_fp16_safety.py", "tests/test_mut_fp16.py"],
+                          ["*.x_tensor_problem*", "*.x_fp16_range_blocks*", "*.x_norm_variance_nodes*",
+                           "*.x__const_value*"], "the range / underflow / normalization checks only"),
+    "model": Target("workbench/model.py", ["tests/test_model.py", "tests/test_mut_model.py",
+                                           "tests/test_oracles.py::test_dotdot_inside_the_folder_is_refused_by_the_dotdot_rule"]),
+    "data": Target("workbench/data.py", ["tests/test_data.py", "tests/test_mut_data.py"],
+                   ["*ShapeRange*", "*ShapeMap*", "*.x__split_items*", "*.x__parse_dims*", "*.x__parse_range*",
+                    "*.x__make_range*", "*.x_np_dtype*", "*TensorSpec*", "*.x__spec_of*", "*.x_input_specs*",
+                    "*.x_output_specs*", "*.x_resolve_shapes*", "*.x_samples_in*", "*.x__take*", "*.x_static_batch*",
+                    "*.x_default_batch*", "*.x_feeds_batch*", "*.x_head_batches*", "*.x_cast_feeds*"],
+                   "shapes syntax, input specs, shape resolution, batch helpers (not the .npz dataset reader)"),
+    "builds": Target("workbench/builds.py", ["tests/test_builds_fallback.py", "tests/test_cache.py",
+                                             "tests/test_mut_builds.py"]),
+    "layerwise": Target("workbench/compare/layerwise.py", ["tests/test_layerwise.py", "tests/test_mut_layerwise.py"]),
+    "precision-base": Target("workbench/precision/base.py", ["tests/test_precision.py"]),
+    "layers": Target("workbench/measure/layers.py", ["tests/test_layers.py", "tests/test_oracles.py"]),
 }
 
+#: The fixed sample (`make mutate-sample`): the functions behind the issue's planted bugs.
+SAMPLE: dict[str, Target] = {
+    "sample-latency": Target(PLAN["latency"].module, PLAN["latency"].tests, ["*.x_latency_stats*"]),
+    "sample-metrics": Target(PLAN["metrics"].module, PLAN["metrics"].tests, ["*.x_verdict*"]),
+    "sample-summary": PLAN["summary"],
+}
 
-def run(module: str, tests: list[str], max_children: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="wbmut") as td:
-        work = Path(td) / "repo"
-        shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(".git", ".venv", "mutants", "out", "*.egg-info",
-                                                                     "node_modules", "test-artifacts", ".gpu*", ".wheels*"))
-        with open(work / "pyproject.toml", "a") as f:  # the scratch copy's config only
-            f.write("\n[tool.mutmut]\nsource_paths = [\"workbench/\"]\n"
-                    f"only_mutate = [\"{module}\"]\n"
-                    f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
-                    "also_copy = [\"sample_models/\", \"bench/\", \"notebooks/\", \"docs/\"]\n"
-                    "pytest_add_cli_args = [\"-p\", \"no:cacheprovider\"]\n")
-        p = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)], cwd=work,
-                           capture_output=True, text=True)
-        r = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work,
-                           capture_output=True, text=True)
-        text = r.stdout
-        counts = {k: len(re.findall(rf":\s*{k}\b", text)) for k in ("killed", "survived", "timeout", "suspicious",
-                                                                    "no tests", "skipped")}
-        survived = [line.split(":")[0].strip() for line in text.splitlines() if line.strip().endswith("survived")]
-        done = counts["killed"] + counts["survived"] + counts["timeout"]
-        return {"module": module, "tests": tests, **counts,
-                "score": (counts["killed"] + counts["timeout"]) / done if done else None,
-                "survivors": survived[:50], "run_rc": p.returncode, "tail": p.stdout[-600:] + p.stderr[-600:]}
+# Run mutmut with its wall-clock deadline scaled (see the module docstring); argv[1] is the factor.
+_ENTRY = """
+import sys
+import mutmut.workers.isolation as iso
+_register, _factor = iso.register_timeout, float(sys.argv.pop(1))
+iso.register_timeout = lambda pid, timeout_s: _register(pid, timeout_s * _factor)
+from mutmut.__main__ import cli
+sys.argv[0] = "mutmut"
+cli()
+"""
+
+_STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
+           36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", -9: "timeout",
+           37: "type check", None: "not checked"}
+_COPY = ["workbench", "tests", "sample_models", "bench", "docs", "notebooks", "realmodels", "pyproject.toml"]
+
+
+def _config(t: Target) -> str:
+    return ("\n[tool.mutmut]\n"
+            'source_paths = ["workbench/"]\n'
+            f"only_mutate = {json.dumps([t.module])}\n"
+            f"pytest_add_cli_args_test_selection = {json.dumps(t.tests)}\n"
+            'also_copy = ["sample_models/", "bench/", "docs/", "notebooks/", "realmodels/"]\n'
+            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:randomly", "-x", "-q", '
+            f'"-m", "{SKIP_MARKS}"]\n'
+            f"do_not_mutate_patterns = {json.dumps(NO_MUTATE)}\n"
+            'process_isolation = "forkserver"\n'
+            "use_git_change_detection = false\n")
+
+
+def _sync(t: Target, work: Path) -> None:
+    """Copy the repository's current files into ``work`` (keeping mutmut's ``mutants/`` results)."""
+    work.mkdir(parents=True, exist_ok=True)
+    for name in _COPY:
+        src, dst = ROOT / name, work / name
+        if dst.is_dir():
+            shutil.rmtree(dst)
+        elif dst.exists():
+            dst.unlink()
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "mutants"))
+        elif src.exists():
+            shutil.copy2(src, dst)
+    with open(work / "pyproject.toml", "a") as f:  # the scratch copy's config only
+        f.write(_config(t))
+    for test in t.tests:  # a selected test file not written yet: an empty stand-in in the scratch copy, so that
+        path = work / test.split("::")[0]  # adding it later is a new test for mutmut, not a new selection
+        if not path.exists():  # (which would discard every result)
+            path.write_text("")
+
+
+def _results(t: Target, work: Path) -> dict[str, str]:
+    meta = work / "mutants" / (t.module + ".meta")
+    if not meta.exists():
+        return {}
+    import fnmatch
+
+    codes = json.loads(meta.read_text()).get("exit_code_by_key", {})
+    return {k: _STATUS.get(v, "suspicious") for k, v in codes.items()
+            if not t.functions or any(fnmatch.fnmatch(k, g) for g in t.functions)}
+
+
+def _covered_functions(work: Path) -> set[str]:
+    p = work / "mutants" / "mutmut-stats.json"
+    if not p.exists():
+        return set()
+    return {k for k, v in json.loads(p.read_text()).get("tests_by_mangled_function_name", {}).items() if v}
+
+
+def run(name: str, t: Target, *, max_children: int, wall_factor: float, rerun: bool, fresh: bool) -> dict:
+    work = WORK / name
+    if fresh and work.exists():
+        shutil.rmtree(work)
+    _sync(t, work)
+    names = list(t.functions)
+    if rerun:  # re-test what is not detected yet, where some test now covers the function
+        covered = _covered_functions(work)
+        names = [k for k, s in _results(t, work).items()
+                 if s in ("survived", "no tests", "suspicious", "not checked") and k.rsplit("__mutmut_", 1)[0] in covered]
+        if not names:
+            print(f"{name}: nothing to re-run")
+    cmd = [sys.executable, "-c", _ENTRY, str(wall_factor), "run", "--max-children", str(max_children), *names]
+    t0 = dt.datetime.now()
+    if names or not rerun:
+        with open(work / "mutmut.log", "w") as log:  # progress: tail -c 300 <WB_MUTATE_DIR>/<target>/mutmut.log
+            rc = subprocess.run(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT).returncode
+        tail = (work / "mutmut.log").read_text(errors="replace")[-3000:].replace("\r", "\n")
+    else:
+        tail, rc = "", 0
+    res = _results(t, work)
+    counts = {s: sum(1 for v in res.values() if v == s) for s in
+              ("killed", "timeout", "survived", "no tests", "suspicious", "skipped", "not checked")}
+    detected, undetected = counts["killed"] + counts["timeout"], counts["survived"] + counts["no tests"]
+    return {"module": t.module, "functions": t.functions or "all", "note": t.note, "tests": t.tests, **counts,
+            "mutants": len(res), "score": round(detected / (detected + undetected), 4) if detected + undetected else None,
+            "undetected": sorted(k for k, v in res.items() if v in ("survived", "no tests")),
+            "run_rc": rc, "minutes": round((dt.datetime.now() - t0).total_seconds() / 60, 1),
+            "tail": tail[-800:] if rc else ""}
+
+
+def _load() -> dict:
+    return json.loads(OUT.read_text()) if OUT.exists() else {}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("modules", nargs="*")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("targets", nargs="*", help=f"targets (default: all): {', '.join(PLAN)}")
+    ap.add_argument("--sample", action="store_true", help="the small fixed sample (SAMPLE)")
+    ap.add_argument("--list", action="store_true")
     ap.add_argument("--max-children", type=int, default=2)
+    ap.add_argument("--wall-factor", type=float, default=10.0, help="multiply mutmut's wall-clock deadline")
+    ap.add_argument("--rerun", action="store_true", help="re-test survivors and untested mutants only")
+    ap.add_argument("--fresh", action="store_true", help="forget earlier results of these targets")
+    ap.add_argument("--no-write", action="store_true", help="print, do not update docs/mutation.json")
+    ap.add_argument("--min-score", type=float, default=None, help="exit 1 if a target scores below this")
     a = ap.parse_args()
-    out = ROOT / "docs" / "mutation.json"
-    results = json.loads(out.read_text()) if out.exists() else {}
-    for m in a.modules or list(PLAN):
-        res = run(m, PLAN[m], a.max_children)
-        res["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        results[m] = res
-        print(f"{m}: score {res['score']}, killed {res['killed']}, survived {res['survived']}, timeout {res['timeout']}")
-        out.write_text(json.dumps(results, indent=2))
+    plan = SAMPLE if a.sample else PLAN
+    if a.list:
+        for n, t in plan.items():
+            print(f"{n:14} {t.module} [{', '.join(t.functions) or 'all'}] <- {' '.join(t.tests)}")
+        return
+    unknown = [n for n in a.targets if n not in plan]
+    if unknown:
+        sys.exit(f"unknown target(s) {unknown}; known: {', '.join(plan)}")
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
+    low = []
+    for n in a.targets or list(plan):
+        res = run(n, plan[n], max_children=a.max_children, wall_factor=a.wall_factor, rerun=a.rerun, fresh=a.fresh)
+        res.update(date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), tool="mutmut 3.8.1",
+                   command=" ".join(["python tools/mutate.py", *(["--sample"] if a.sample else []), n,
+                                     *(["--rerun"] if a.rerun else [])]),
+                   load_at_start=None if load is None else round(load, 1), cores=os.cpu_count())
+        print(f"{n}: score {res['score']}  killed {res['killed']}  timeout {res['timeout']}  survived "
+              f"{res['survived']}  no tests {res['no tests']}  ({res['mutants']} mutants, {res['minutes']} min)"
+              + (f"\n  mutmut exited {res['run_rc']}: {res['tail']}" if res["run_rc"] else ""))
+        if a.min_score is not None and (res["score"] is None or res["score"] < a.min_score):
+            low.append(n)
+        if not a.no_write and not a.sample:
+            results = _load()
+            explained = (results.get(n) or {}).get("explained", {})
+            res["explained"] = {k: v for k, v in explained.items() if k in res["undetected"]}
+            res["unexplained"] = [k for k in res["undetected"] if k not in res["explained"]]
+            results[n] = res
+            OUT.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    if low:
+        sys.exit(f"below {a.min_score}: {', '.join(low)}")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ _LAZY = {
     "coverage": "workbench.measure.layers:coverage",
     "compare_outputs": "workbench.compare.outputs:compare_outputs",
     "layerwise": "workbench.compare.layerwise:layerwise",
+    "fp16_safety": "workbench.precision.fp16safety:fp16_safety",
+    "fp16_safety_overlay": "workbench.precision.fp16safety:fp16_safety_overlay",
     "propose_mixed_precision": "workbench.compare.sensitivity:propose_mixed_precision",
     "History": "workbench.edit.history:History",
     "GraphView": "workbench.widgets.graph_view:GraphView",

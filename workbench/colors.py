@@ -56,8 +56,10 @@ def bin_colors(x: float, thresholds: list[float], colormap) -> str:
     return sample(colormap, bin_index(x, thresholds) / n)
 
 
-def legend(label: str, lo: float, hi: float, thresholds: list[float] | None, colormap, agg: str) -> dict:
-    """What the legend shows: a gradient (lo, hi, stops) or bins with their ranges and colours."""
+def legend(label: str, lo: float, hi: float, thresholds: list[float] | None, colormap, agg: str,
+           labels: list[str] | None = None) -> dict:
+    """What the legend shows: a gradient (lo, hi, stops) or bins with their ranges (or ``labels``, one per
+    bin, e.g. what each severity means) and colours."""
     if thresholds is None:
         return {"label": label, "kind": "gradient", "lo": lo, "hi": hi,
                 "stops": [sample(colormap, k / 8) for k in range(9)], "agg": agg}
@@ -66,5 +68,7 @@ def legend(label: str, lo: float, hi: float, thresholds: list[float] | None, col
     for k in range(len(thresholds) + 1):
         a, b = edges[k], edges[k + 1]
         text = f"< {b:g}" if a is None else (f"≥ {a:g}" if b is None else f"{a:g} – {b:g}")
+        if labels is not None:
+            text = str(labels[k])
         items.append({"label": text, "color": sample(colormap, k / len(thresholds))})
     return {"label": label, "kind": "bins", "items": items, "agg": agg}

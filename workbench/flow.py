@@ -7,6 +7,9 @@
     fr.save("out/run")            # flow.json + records/<variant>@<backend>.json (versioned JSON)
     FlowResult.load("out/run")    # the same frames back, without engines
 
+Builds are stored once, as ``fr.build_entries`` (one :class:`BuildEntry` per variant and backend);
+``fr.builds`` (frame), ``fr.build_records``, ``fr.variants`` and ``fr.buildsets`` (live) are views of it.
+
 Every step is a public call of another module (``inspect``, ``builds.build_variants``,
 ``measure.latency.measure_latency``, ``measure.layers.profile_layers``, ``compare.compare_engines``,
 ``compare.layerwise``); this module only sequences them and keeps their tidy frames together. The
@@ -24,7 +27,9 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 import pandas as pd
 
 from .errors import BuildError, UsageError, WorkbenchError
+from .logs import captures_native_log
 from .fsutil import json_safe
+from .builds import FRAME_COLUMNS as BUILD_COLUMNS
 from .records import Record, frame_from_json, frame_to_json, host_info, now_iso
 
 #: Stages of :func:`run_flow`, in order (``on_stage`` receives these names).
@@ -32,6 +37,8 @@ STAGES = ("build", "profile", "accuracy")
 #: Columns of :meth:`FlowResult.summary`.
 SUMMARY_COLUMNS = ["variant", "backend", "precision", "status", "p50_ms", "speedup", "top1", "cosine", "reason",
                    "speedup_lo", "speedup_hi", "speed"]
+#: Columns of :attr:`FlowResult.builds` (``BuildSet.to_frame()`` + the variant's ONNX size).
+BUILDS_COLUMNS = [*BUILD_COLUMNS, "onnx_bytes"]
 FLOW_FILE = "flow.json"
 RECORDS_DIR = "records"
 
@@ -56,17 +63,70 @@ class VariantResultRecord(Record):
 
 
 @dataclass
+class BuildEntry:
+    """One variant built (or skipped / failed) on one backend: the row of :attr:`FlowResult.builds`, its
+    :class:`~workbench.records.BuildRecord` (``record``) and the variant's configuration (``config``:
+    ``Variant.to_json()``, empty when no variant was made). ``result`` is the live
+    :class:`~workbench.builds.BuildResult` (engine, variant) in the producing process; it is not saved."""
+
+    variant: str
+    backend: str
+    precision: str
+    status: str
+    reason: str = ""
+    build_time_s: float | None = None
+    engine_bytes: int | None = None
+    cache_hit: bool = False
+    onnx_bytes: int | None = None
+    record: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    result: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def key(self) -> str:
+        """``variant@backend`` (the key of ``build_records`` / ``variants`` and of the per-variant files)."""
+        return f"{self.variant}@{self.backend}"
+
+    def row(self) -> dict:
+        return {c: getattr(self, c) for c in BUILDS_COLUMNS}
+
+    def to_json(self) -> dict:
+        return json_safe({**self.row(), "record": self.record, "config": self.config})
+
+    @classmethod
+    def from_json(cls, d: dict) -> "BuildEntry":
+        names = set(BUILDS_COLUMNS) | {"record", "config"}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def from_result(cls, r, backend: str) -> "BuildEntry":
+        """From a :class:`~workbench.builds.BuildResult` of ``build_variants`` on ``backend``."""
+        return cls(variant=r.name, backend=backend, precision=r.precision, status=r.status, reason=r.reason or "",
+                   build_time_s=r.record.build_time_s if r.ok else None,
+                   engine_bytes=r.record.engine_bytes if r.ok else None, cache_hit=bool(r.record.cache_hit),
+                   onnx_bytes=len(r.variant.model.to_bytes()) if r.variant is not None else None,
+                   record=r.record.to_json(), config=r.variant.to_json() if r.variant is not None else {},
+                   result=r)
+
+
+@dataclass
 class FlowRecord(Record):
-    """Everything a report needs, as JSON: the run's configuration, the inspection and every tidy frame
-    (``{"columns": [...], "rows": [...]}``). Written as ``flow.json``; read back by :meth:`FlowResult.load`."""
+    """Everything a report needs, as JSON: the run's configuration, the inspection, the builds (one
+    :class:`BuildEntry` JSON each) and every other tidy frame (``{"columns": [...], "rows": [...]}``).
+    Written as ``flow.json``; read back by :meth:`FlowResult.load`.
+
+    Version 2 (this one) stores each build once, in ``builds``. Version 1 (before 2026-11-29) kept a
+    ``builds`` frame plus ``variants: {"variants": {key: config}, "builds": {key: record}}`` and named the
+    layerwise node column ``node``; :meth:`migrate` rewrites it."""
 
     kind: ClassVar[str] = "flow"
+    version: ClassVar[int] = 2
     model: str = ""
     model_hash: str = ""
     config: dict = field(default_factory=dict)
     inspection: dict = field(default_factory=dict)
+    builds: list = field(default_factory=list)
     frames: dict = field(default_factory=dict)
-    variants: dict = field(default_factory=dict)
     node_order: list = field(default_factory=list)
     errors: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
@@ -74,47 +134,101 @@ class FlowRecord(Record):
     created: str = field(default_factory=now_iso)
     host: dict = field(default_factory=host_info)
 
+    @classmethod
+    def migrate(cls, d: dict, from_version: int) -> dict:
+        if from_version < 2:
+            frames = dict(d.get("frames") or {})
+            old = frames.pop("builds", None) or {}
+            cols = old.get("columns") or []
+            side = d.pop("variants", None) or {}
+            configs, records = side.get("variants") or {}, side.get("builds") or {}
+            builds = []
+            for values in old.get("rows") or []:
+                row = dict(zip(cols, values))
+                key = f"{row.get('variant')}@{row.get('backend')}"
+                builds.append({**{c: row.get(c) for c in BUILDS_COLUMNS}, "reason": row.get("reason") or "",
+                               "cache_hit": bool(row.get("cache_hit")), "record": records.get(key, {}),
+                               "config": configs.get(key, {})})
+            lw = frames.get("layerwise")
+            if lw and "node" in (lw.get("columns") or []):  # one node-column name: onnx_node
+                lw = dict(lw, columns=["onnx_node" if c == "node" else c for c in lw["columns"]],
+                          dtypes={("onnx_node" if k == "node" else k): t for k, t in (lw.get("dtypes") or {}).items()})
+                frames["layerwise"] = lw
+            d.update(frames=frames, builds=builds, schema_version=2)
+        return d
+
 
 # -------------------------------------------------------------------------------------------- result
 @dataclass
 class FlowResult:
     """Results of :func:`run_flow`: tidy frames (always) and live objects (only in the producing process).
 
-    Frames: ``builds`` (BuildSet.to_frame() + ``onnx_bytes``), ``latency`` (measure_latency rows),
-    ``layers`` (profile_layers rows), ``accuracy`` (Comparison.summary() rows + ``backend``),
-    ``metrics`` (Comparison.metrics), ``layerwise`` (compare.layerwise rows).
+    Builds: ``build_entries``, one :class:`BuildEntry` per variant and backend, the only store; the views
+    ``builds`` (frame: BuildSet.to_frame() + ``onnx_bytes``), ``build_records`` and ``variants``
+    (``variant@backend`` → BuildRecord / Variant JSON) and ``buildsets`` (backend → live BuildSet) are
+    derived from it. Frames: ``latency`` (measure_latency rows), ``layers`` (profile_layers rows),
+    ``accuracy`` (Comparison.summary() rows + ``backend``), ``metrics`` (Comparison.metrics), ``layerwise``
+    (compare.layerwise rows), ``layerwise_unmatched`` (the tensors layerwise could not compare:
+    ``compare.layerwise.unmatched_frame``).
     """
 
     model_name: str
     model_hash: str
     config: dict
     inspection: dict
-    builds: pd.DataFrame
-    latency: pd.DataFrame
-    layers: pd.DataFrame
-    accuracy: pd.DataFrame
-    metrics: pd.DataFrame
-    layerwise: pd.DataFrame
-    variants: dict = field(default_factory=dict)  # "variant@backend" -> Variant.to_json()
+    latency: pd.DataFrame = field(default_factory=pd.DataFrame)
+    layers: pd.DataFrame = field(default_factory=pd.DataFrame)
+    accuracy: pd.DataFrame = field(default_factory=pd.DataFrame)
+    metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
+    layerwise: pd.DataFrame = field(default_factory=pd.DataFrame)
+    layerwise_unmatched: pd.DataFrame = field(default_factory=pd.DataFrame)
+    build_entries: list = field(default_factory=list)  # [BuildEntry], in build order
     node_order: list = field(default_factory=list)  # the source model's node names, topological order
-    build_records: dict = field(default_factory=dict)  # "variant@backend" -> BuildRecord.to_json()
     errors: list = field(default_factory=list)  # [{"stage", "variant", "backend", "error"}]
     timings: dict = field(default_factory=dict)  # stage -> seconds
     created: str = field(default_factory=now_iso)
     # live objects, not saved
     model: Any = field(default=None, repr=False)
-    buildsets: dict = field(default_factory=dict, repr=False)  # backend -> BuildSet
     comparisons: dict = field(default_factory=dict, repr=False)  # backend -> Comparison
     batches: list | None = field(default=None, repr=False)  # feed dicts (accuracy data; [0] is timed)
     labels: Any = field(default=None, repr=False)  # integer labels, one per sample, or None
     shapes: Any = field(default=None, repr=False)  # the shapes argument of build_stage
 
-    FRAMES: ClassVar[tuple[str, ...]] = ("builds", "latency", "layers", "accuracy", "metrics", "layerwise")
+    FRAMES: ClassVar[tuple[str, ...]] = ("builds", "latency", "layers", "accuracy", "metrics", "layerwise",
+                                         "layerwise_unmatched")
+    #: the frames saved as frames (``builds`` is saved as its entries)
+    STORED_FRAMES: ClassVar[tuple[str, ...]] = FRAMES[1:]
 
     @classmethod
     def empty(cls, model_name: str = "", model_hash: str = "", config: dict | None = None) -> "FlowResult":
-        e = pd.DataFrame
-        return cls(model_name, model_hash, dict(config or {}), {}, e(), e(), e(), e(), e(), e())
+        return cls(model_name, model_hash, dict(config or {}), {})
+
+    # ------------------------------------------------------------------ builds (views of build_entries)
+    @property
+    def builds(self) -> pd.DataFrame:
+        """One row per variant and backend: :data:`BUILDS_COLUMNS`."""
+        return pd.DataFrame([e.row() for e in self.build_entries], columns=BUILDS_COLUMNS)
+
+    @property
+    def build_records(self) -> dict[str, dict]:
+        """``variant@backend`` → ``BuildRecord.to_json()``."""
+        return {e.key: e.record for e in self.build_entries}
+
+    @property
+    def variants(self) -> dict[str, dict]:
+        """``variant@backend`` → ``Variant.to_json()`` (recipe, hashes, backend flags) of every made variant."""
+        return {e.key: e.config for e in self.build_entries if e.config}
+
+    @property
+    def buildsets(self) -> dict:
+        """backend → :class:`~workbench.builds.BuildSet` of the live results (empty for a loaded flow)."""
+        from .builds import BuildSet
+
+        out: dict = {}
+        for e in self.build_entries:
+            if e.result is not None:
+                out.setdefault(e.backend, []).append(e.result)
+        return {be: BuildSet(self.model, be, results) for be, results in out.items()}
 
     # ------------------------------------------------------------------ tables
     def summary(self) -> pd.DataFrame:
@@ -181,9 +295,8 @@ class FlowResult:
         for b in self.build_records.values():
             versions.update({k: str(v) for k, v in (b.get("versions") or {}).items()})
         return FlowRecord(model=self.model_name, model_hash=self.model_hash, config=self.config,
-                          inspection=self.inspection,
-                          frames={k: frame_to_json(getattr(self, k)) for k in self.FRAMES},
-                          variants={"variants": self.variants, "builds": self.build_records},
+                          inspection=self.inspection, builds=[e.to_json() for e in self.build_entries],
+                          frames={k: frame_to_json(getattr(self, k)) for k in self.STORED_FRAMES},
                           node_order=list(self.node_order),
                           errors=list(self.errors), timings=dict(self.timings), versions=versions,
                           created=self.created)
@@ -191,8 +304,8 @@ class FlowResult:
     def variant_records(self) -> list[VariantResultRecord]:
         """One :class:`VariantResultRecord` per built (or skipped / failed) variant and backend."""
         out = []
-        for b in self.builds.to_dict("records"):
-            key = f"{b['variant']}@{b['backend']}"
+        for e in self.build_entries:
+            b = e.row()
             lat = self.latency
             stats = {}
             if not lat.empty:
@@ -206,7 +319,7 @@ class FlowResult:
                     acc = json_safe(sel.iloc[0].to_dict())
             out.append(VariantResultRecord(variant=b["variant"], backend=b["backend"], precision=b["precision"],
                                            status=b["status"], reason=b.get("reason") or "",
-                                           config=self.variants.get(key, {}), build=self.build_records.get(key, {}),
+                                           config=e.config, build=e.record,
                                            latency=stats, accuracy=acc))
         return out
 
@@ -222,10 +335,10 @@ class FlowResult:
 
     @classmethod
     def from_record(cls, rec: FlowRecord) -> "FlowResult":
-        frames = {k: frame_from_json(rec.frames.get(k)) for k in cls.FRAMES}
+        frames = {k: frame_from_json(rec.frames.get(k)) for k in cls.STORED_FRAMES}
         return cls(model_name=rec.model, model_hash=rec.model_hash, config=rec.config, inspection=rec.inspection,
-                   variants=dict(rec.variants.get("variants", {})), build_records=dict(rec.variants.get("builds", {})),
-                   node_order=list(rec.node_order), errors=list(rec.errors), timings=dict(rec.timings), created=rec.created, **frames)
+                   build_entries=[BuildEntry.from_json(b) for b in rec.builds], node_order=list(rec.node_order),
+                   errors=list(rec.errors), timings=dict(rec.timings), created=rec.created, **frames)
 
     @classmethod
     def load(cls, directory_or_file: str | os.PathLike) -> "FlowResult":
@@ -238,7 +351,7 @@ class FlowResult:
         return cls.from_record(FlowRecord.load(p))
 
     def __repr__(self) -> str:
-        return (f"<FlowResult {self.model_name}: {len(self.builds)} build(s), {len(self.latency)} latency row(s), "
+        return (f"<FlowResult {self.model_name}: {len(self.build_entries)} build(s), {len(self.latency)} latency row(s), "
                 f"{len(self.errors)} error(s)>")
 
 
@@ -298,7 +411,7 @@ def _note(fr: FlowResult, stage: str, variant: str, backend: str, e: Exception) 
 
 
 def _built(fr: FlowResult) -> list:
-    return [(bs.backend, r) for bs in fr.buildsets.values() for r in bs.results if r.engine is not None]
+    return [(e.backend, e.result) for e in fr.build_entries if e.result is not None and e.result.engine is not None]
 
 
 def _describe(v) -> str | None:
@@ -307,6 +420,7 @@ def _describe(v) -> str | None:
     return str(v) if isinstance(v, (str, os.PathLike)) else "in-memory"
 
 
+@captures_native_log
 def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
                 backend: str | Sequence[str] = "onnxruntime", *, data=None, labels=None, calib=None, shapes=None,
                 accuracy_limit: int | None = None, out_dir: str | os.PathLike | None = None, cache=None,
@@ -338,29 +452,21 @@ def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
         fr.batches, fr.labels = resolve_data(m, data, labels, shapes=shapes, limit=accuracy_limit)
     else:
         fr.batches, fr.labels = [synthetic_inputs(m, shapes)], None
-    fr.config["accuracy_samples"] = sum(_n(b) for b in fr.batches)
+    n = getattr(fr.batches, "num_samples", None)  # data.Batches: counted without reading the data
+    fr.config["accuracy_samples"] = n if n is not None else sum(_n(b) for b in fr.batches)
     if calib is None and data is not None:
         calib = fr.batches
     t0 = time.perf_counter()
-    frames = []
     for be in backends:
         _check_cancel(cancel)
         bs = build_variants(m, precs, be, shapes=shapes, calib=calib, progress=progress, cache=cache,
                             out_dir=Path(out_dir) / be if out_dir is not None else None)
-        fr.buildsets[bs.backend] = bs
-        f = bs.to_frame()
-        f["onnx_bytes"] = [len(r.variant.model.to_bytes()) if r.variant is not None else None for r in bs.results]
-        frames.append(f)
-        for r in bs.results:
-            key = f"{r.name}@{bs.backend}"
-            fr.build_records[key] = r.record.to_json()
-            if r.variant is not None:
-                fr.variants[key] = r.variant.to_json()
-        fr.builds = pd.concat(frames, ignore_index=True)
+        fr.build_entries.extend(BuildEntry.from_result(r, bs.backend) for r in bs.results)
     fr.timings["build"] = round(time.perf_counter() - t0, 3)
     return fr
 
 
+@captures_native_log
 def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, layer_iterations: int = 20,
                   layers: bool = True, blocks: int = 5, time_budget_s: float | None = None,
                   latency_samples: int | None = None, progress: bool = True,
@@ -430,6 +536,7 @@ def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, la
     return fr
 
 
+@captures_native_log
 def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: int = 16, atol: float = 1e-3,
                    rtol: float = 1e-3, progress: bool = True, cancel: threading.Event | None = None) -> FlowResult:
     """Step 3: every built engine against the FP32 ONNX Runtime CPU reference over the data
@@ -439,6 +546,7 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
     (kept in ``fr.config`` so reports state it)."""
     from .compare import compare_engines
     from .compare import layerwise as _layerwise
+    from .compare.layerwise import unmatched_frame
     from .builds import build_engine
     from .precision import keeps_graph
 
@@ -476,7 +584,7 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
     fr.timings["accuracy"] = round(time.perf_counter() - t0, 3)
     if layerwise:
         t0 = time.perf_counter()
-        seen, frames = set(), []
+        seen, frames, unmatched = set(), [], []
         batches = _head(fr.batches, layerwise_limit)
         fr.config["layerwise_samples"] = sum(_n(b) for b in batches)
         for _, r in built:
@@ -486,9 +594,12 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
             _check_cancel(cancel)
             try:
                 frames.append(_layerwise(fr.model, r.variant, data=batches, limit=None, progress=progress))
+                unmatched.append(unmatched_frame(frames[-1]))
             except WorkbenchError as e:
                 _note(fr, "layerwise", r.name, "onnxruntime", e)
         fr.layerwise = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        unmatched = [u for u in unmatched if len(u)]
+        fr.layerwise_unmatched = pd.concat(unmatched, ignore_index=True) if unmatched else unmatched_frame(pd.DataFrame())
         fr.timings["layerwise"] = round(time.perf_counter() - t0, 3)
     return fr
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -677,11 +677,12 @@ class GraphPayload:
 
     # ------------------------------------------------------------------ overlays
     def set_overlay(self, values: Mapping[str, float], *, label: str, thresholds=None,
-                    colormap: str = "traffic", agg: str = "max") -> dict:
+                    colormap: str = "traffic", agg: str = "max", labels: Sequence[str] | None = None) -> dict:
         """Colour nodes by a value per node name; groups take ``agg`` (max / sum / mean) of their nodes.
 
         ``thresholds`` (sorted list) gives discrete bins, one colour each; without it, a gradient from
-        the smallest to the largest value. NaN / ±Inf values are ignored (no colour). Returns the legend.
+        the smallest to the largest value. ``labels``: the legend's text for each bin (len(thresholds) + 1;
+        default: the bin's range). NaN / ±Inf values are ignored (no colour). Returns the legend.
         """
         from .colors import bin_colors, gradient_color, legend
 
@@ -706,12 +707,14 @@ class GraphPayload:
             if th != sorted(th) or not th or not all(math.isfinite(t) for t in th):
                 raise UsageError(f"thresholds must be a non-empty ascending list of finite numbers, got {thresholds!r}")
             color = lambda x: bin_colors(x, th, colormap)  # noqa: E731
+            if labels is not None and len(labels) != len(th) + 1:
+                raise UsageError(f"labels needs one text per bin ({len(th) + 1}), got {len(labels)}")
         else:
             th = None
             color = lambda x: gradient_color(x, lo, hi, colormap)  # noqa: E731
         self.node_colors = [None if math.isnan(x) else color(x) for x in v.tolist()]
         self.group_colors = [None if math.isnan(x) else color(x) for x in self.overlay_group.tolist()]
-        self.legend = legend(label, lo, hi, th, colormap, agg)
+        self.legend = legend(label, lo, hi, th, colormap, agg, list(labels) if labels is not None and th else None)
         return self.legend
 
     def clear_overlay(self) -> None:

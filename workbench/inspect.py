@@ -108,7 +108,7 @@ class Inspection:
         shape = lambda t: None if t not in self._table or self._table[t][2] is None else list(self._table[t][2])  # noqa: E731
         for i, n in enumerate(self._graph.node if self._graph is not None else ()):
             rows.append({
-                "index": i, "name": n.name, "op_type": n.op_type, "domain": n.domain or "ai.onnx",
+                "index": i, "onnx_node": n.name, "op_type": n.op_type, "domain": n.domain or "ai.onnx",
                 "scope": _scope(n.name), "inputs": list(n.input), "outputs": list(n.output),
                 "output_shapes": [shape(o) for o in n.output],
                 "macs": self._node_macs[i], "flops": 2 * self._node_macs[i], "bytes": self._node_bytes[i],
@@ -138,7 +138,7 @@ class Inspection:
         }
         if detail:
             d["node_list"] = self.node_rows
-            d["tensors"] = [{"name": k, **v} for k, v in self.tensors.items()]
+            d["tensors"] = [{"tensor": k, **v} for k, v in self.tensors.items()]
         return _json_clean(d)
 
     def flops_by_op(self) -> dict[str, float]:
@@ -188,24 +188,25 @@ class Inspection:
         return pd.DataFrame(rows, columns=["dtype", "params", "bytes"])
 
     def io_frame(self):
-        """Graph inputs and outputs: ``kind, name, dtype, shape``."""
+        """Graph inputs and outputs: ``kind, tensor, dtype, shape``."""
         pd = _pd()
-        rows = [{"kind": "input", **s} for s in self.inputs] + [{"kind": "output", **s} for s in self.outputs]
-        return pd.DataFrame(rows, columns=["kind", "name", "dtype", "shape"])
+        rows = [{"kind": "input", "tensor": s.get("name"), **s} for s in self.inputs] + \
+            [{"kind": "output", "tensor": s.get("name"), **s} for s in self.outputs]
+        return pd.DataFrame(rows, columns=["kind", "tensor", "dtype", "shape"])
 
     def nodes_frame(self):
-        """One row per top-level node: ``index, name, op_type, domain, scope, inputs, outputs,
+        """One row per top-level node: ``index, onnx_node, op_type, domain, scope, inputs, outputs,
         output_shapes, macs, flops, bytes``."""
         pd = _pd()
-        cols = ["index", "name", "op_type", "domain", "scope", "inputs", "outputs", "output_shapes",
+        cols = ["index", "onnx_node", "op_type", "domain", "scope", "inputs", "outputs", "output_shapes",
                 "macs", "flops", "bytes"]
         return pd.DataFrame(self.node_rows, columns=cols)
 
     def tensors_frame(self):
-        """Every tensor with a known type: ``name, kind, dtype, shape, bytes``."""
+        """Every tensor with a known type: ``tensor, kind, dtype, shape, bytes``."""
         pd = _pd()
-        rows = [{"name": k, **v} for k, v in self.tensors.items()]
-        return pd.DataFrame(rows, columns=["name", "kind", "dtype", "shape", "bytes"])
+        rows = [{"tensor": k, **v} for k, v in self.tensors.items()]
+        return pd.DataFrame(rows, columns=["tensor", "kind", "dtype", "shape", "bytes"])
 
     # -------------------------------------------------------------- display
     def text(self) -> str:

@@ -159,17 +159,17 @@ def time_basis_label(layers: pd.DataFrame) -> str:
 
 
 def layers_by_node(layers: pd.DataFrame) -> pd.DataFrame:
-    """Per-layer rows summed per ONNX node (``onnx_node``): ``label, precision, node, time_ms``.
+    """Per-layer rows summed per ONNX node (``onnx_node``): ``label, onnx_node, time_ms, precision, layers``.
 
     This aligns the layers of different precisions: an INT8 QLinearConv and an FP16 Conv that come from
     the same ONNX node land on the same row."""
     df = layers.copy()
     df["label"] = _labels(df)
-    df["node"] = _node_column(df)
+    df["onnx_node"] = _node_column(df)
     agg = {"time_ms": ("time_ms", "sum"), "precision": ("precision", "first"), "layers": ("layer", "count")}
     if "kernels" in df.columns:  # CUPTI tables: the GPU kernels that ran for the node (drill-down in hovers)
         agg["kernels"] = ("kernels", lambda k: "; ".join(str(x) for x in k if isinstance(x, str) and x))
-    g = df.groupby(["label", "node"], sort=False).agg(**agg).reset_index()
+    g = df.groupby(["label", "onnx_node"], sort=False).agg(**agg).reset_index()
     return g
 
 
@@ -191,11 +191,11 @@ def layer_figure(layers: pd.DataFrame, *, top_k: int = 15, title: str | None = N
         return _empty(title, "no per-layer profile")
     go = _go()
     g = layers_by_node(layers)
-    top = g.groupby("node").time_ms.max().sort_values(ascending=False).head(top_k).index.tolist()
-    g = g[g.node.isin(top)]
+    top = g.groupby("onnx_node").time_ms.max().sort_values(ascending=False).head(top_k).index.tolist()
+    g = g[g.onnx_node.isin(top)]
     fig = go.Figure()
     for label in dict.fromkeys(g.label):
-        d = g[g.label == label].set_index("node").reindex(top)
+        d = g[g.label == label].set_index("onnx_node").reindex(top)
         p = str(d.precision.dropna().iloc[0])
         kern = d["kernels"].map(_kernel_hover) if "kernels" in d.columns else pd.Series("", index=d.index)
         fig.add_trace(go.Bar(x=top, y=d.time_ms, name=label, legendgroup=p, marker_color=precision_color(p),
@@ -214,7 +214,7 @@ def layer_heatmap(layers: pd.DataFrame, *, order: Sequence[str] | None = None, t
         return _empty(title, "no per-layer profile")
     go = _go()
     g = layers_by_node(layers)
-    piv = g.pivot_table(index="node", columns="label", values="time_ms", aggfunc="sum")
+    piv = g.pivot_table(index="onnx_node", columns="label", values="time_ms", aggfunc="sum")
     cols = list(dict.fromkeys(g.label))
     piv = piv.reindex(columns=cols)
     if order:
@@ -401,7 +401,7 @@ def layer_error_figure(layerwise: pd.DataFrame, *, metric: str = "snr_db", title
         y = pd.to_numeric(d[metric], errors="coerce")
         fig.add_trace(go.Scatter(x=d.order, y=y, mode="lines+markers", name=v, legendgroup=p,
                                  line={"color": precision_color(p)}, marker={"color": precision_color(p), "size": 7},
-                                 customdata=list(zip(d.node, d.op_type)),
+                                 customdata=list(zip(d.onnx_node, d.op_type)),
                                  hovertemplate=f"<b>{v}</b><br>#%{{x}} %{{customdata[0]}} (%{{customdata[1]}})"
                                                f"<br>{metric} %{{y:.4f}}<extra></extra>"))
         first = d[d.first_divergent.astype(bool)] if "first_divergent" in d.columns else d.iloc[0:0]

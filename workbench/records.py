@@ -1,7 +1,9 @@
 """Plain dataclass records with versioned JSON.
 
 Every record carries ``schema_version`` and ``kind``; :func:`load_record` reads any of them back.
-Readers accept older schema versions they know and ignore unknown fields (forward compatible), so a
+Each record class has its own ``version`` (default :data:`SCHEMA_VERSION`); when its layout changes the
+class raises ``version`` and implements ``migrate(d, from_version)``, which rewrites older JSON into the
+current layout before the fields are read. Readers ignore unknown fields (forward compatible), so a
 record written by a newer workbench or with another TensorRT version still loads.
 """
 from __future__ import annotations
@@ -33,6 +35,8 @@ class Record:
     """Base: ``to_json()`` / ``from_json()`` / ``save()`` / ``load()`` with a schema version."""
 
     kind: ClassVar[str] = "record"
+    #: the layout version this class writes; older JSON goes through :meth:`migrate` when read
+    version: ClassVar[int] = SCHEMA_VERSION
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -40,15 +44,21 @@ class Record:
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        return {"schema_version": SCHEMA_VERSION, "kind": self.kind, **d}
+        return {"schema_version": self.version, "kind": self.kind, **d}
+
+    @classmethod
+    def migrate(cls, d: dict[str, Any], from_version: int) -> dict[str, Any]:
+        """Rewrite JSON of an older ``schema_version`` into this version's layout (a copy)."""
+        return d
 
     @classmethod
     def from_json(cls: Type[T], d: dict[str, Any]) -> T:
         v = d.get("schema_version")
-        if not isinstance(v, int) or v < 1:
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise WorkbenchError(f"record has no valid schema_version: {v!r}")
-        if v > SCHEMA_VERSION:
-            pass  # newer writer: read the fields we know, ignore the rest
+        if v < cls.version:
+            d = cls.migrate(json.loads(json.dumps(d)), v)  # a deep copy: the caller's dict stays as read
+        # v > cls.version: a newer writer; read the fields we know, ignore the rest
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: val for k, val in d.items() if k in names})
 
@@ -148,6 +158,7 @@ class BuildRecord(Record):
     onnx_file: str = ""
     cache_key: str = ""
     cache_hit: bool = False
+    native_log: list = field(default_factory=list)  # native library lines written during the build (workbench.logs)
     created: str = field(default_factory=now_iso)
     host: dict = field(default_factory=host_info)
     versions: dict = field(default_factory=dict)

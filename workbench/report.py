@@ -302,8 +302,10 @@ def report_html(fr, *, title: str | None = None, figures: dict | None = None, re
 
     parts.append(speed_section_html(fr, table_html))
     parts.append("<h3>Per-layer error</h3>" + table_html(
-        fr.layerwise, max_rows=80, columns=["variant", "order", "node", "op_type", "cosine", "snr_db", "max_abs",
+        fr.layerwise, max_rows=80, columns=["variant", "order", "onnx_node", "op_type", "cosine", "snr_db", "max_abs",
                                             "diverged", "first_divergent"]))
+    if len(fr.layerwise_unmatched):  # tensors the per-layer error could not pair (and why)
+        parts.append("<h4>Tensors not compared</h4>" + table_html(fr.layerwise_unmatched, max_rows=40))
     parts.append("<h3>Variant configurations</h3>" + table_html(pd.DataFrame(
         [(k, v.get("precision"), json.dumps(v.get("recipe", {}), default=str), json.dumps(v.get("backend_flags", {})),
           str(v.get("hash", ""))[:12]) for k, v in fr.variants.items()],

@@ -14,6 +14,7 @@ from typing import Mapping
 import numpy as np
 
 from .data import NpzDataset, ShapeMap, first_batch_rows, synthetic_inputs
+from .logs import captures_native_log
 from .errors import DataError
 from .model import ModelSource, load
 
@@ -55,10 +56,11 @@ class RunResult:
                 "inputs": self.inputs, "outputs": [{k: clean(v) for k, v in s.items()} for s in self.stats]}
 
     def to_frame(self):
-        """One row per output: ``name, dtype, shape, min, max, mean, nan, inf``."""
+        """One row per output: ``output, dtype, shape, min, max, mean, nan, inf``."""
         import pandas as pd
 
-        return pd.DataFrame(self.stats, columns=["name", "dtype", "shape", "min", "max", "mean", "nan", "inf"])
+        rows = [{"output": s["name"], **s} for s in self.stats]
+        return pd.DataFrame(rows, columns=["output", "dtype", "shape", "min", "max", "mean", "nan", "inf"])
 
     def text(self) -> str:
         lines = [f"model   {self.model} on {self.backend}; inputs: {self.input_source}"]
@@ -73,6 +75,7 @@ class RunResult:
         return "\n".join(lines)
 
 
+@captures_native_log
 def run_model(model: ModelSource, *, data: "str | os.PathLike | NpzDataset | None" = None,
               shapes: ShapeMap | str | Mapping | None = None, batch: int | None = None, seed: int = 0,
               backend: str = "onnxruntime") -> RunResult:

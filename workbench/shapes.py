@@ -685,5 +685,65 @@ def for_tensorrt(variant, shapes=None):
     return new, renames
 
 
-__all__ = ["check", "diagnose", "batch_axes", "validate_profile", "for_tensorrt", "rename_dims", "ShapeReport",
+def resolve_control_flow(variant, shapes=None, freeze: Mapping | None = None):
+    """The variant a TensorRT-family backend parses, with If nodes resolved before the build where that is
+    exact or asked for (TensorRT-RTX stops with a native ``graphScope ... kUNDEFINED`` assertion on them):
+
+    * dims the profile fixes (min = opt = max) are written into the inputs, the graph is folded, and every If
+      whose condition became a constant is replaced by the branch it takes (exact under the profile);
+    * ``freeze`` {input: value} replaces inputs by constants (the engine then answers for that value only);
+    * an If still depending on a scalar input that the doctor finds compared with one constant (silero's
+      ``sr == 16000``) gets that input frozen to it, with a :class:`WorkbenchWarning` naming the value, why,
+      and how to choose another (``--freeze sr=8000``).
+
+    Returns ``(variant, report)``; ``report`` is empty when the graph has no control flow and nothing is frozen,
+    else it is recorded in the variant's ``recipe["control_flow"]`` (frozen, fixed_dims, inlined, remaining with
+    the inputs each condition depends on). A folding failure leaves the variant as it was and is reported."""
+    import warnings
+    from dataclasses import replace
+
+    from .data import ShapeMap
+    from .edit.controlflow import CONTROL_FLOW, fold_control_flow
+    from .errors import EditError, WorkbenchWarning
+
+    model = variant.model
+    freeze = dict(freeze or {})
+    if not freeze and not any(n.op_type in CONTROL_FLOW for n in model.proto.graph.node):
+        return variant, {}
+    sm = ShapeMap.parse(shapes)
+    fixed = {name: {ax: d for ax, d in enumerate(r.min) if r.min[ax] == r.opt[ax] == r.max[ax]}
+             for name, r in sm.items()}
+    auto: dict[str, str] = {}
+    try:
+        folded, rep = fold_control_flow(model, freeze=freeze, fixed_dims=fixed)
+        scalars = {i.name for i in _graph_inputs(model) if _dims(i) == ()}
+        wanted = sorted({d for r in rep["remaining"] for d in r["depends_on"] if d in scalars and d not in freeze})
+        if wanted:
+            facts = diagnose(model).inputs
+            for name in wanted:
+                f = facts.get(name)
+                if f is not None and f.value_kind == "choice" and len(f.choices) == 1:
+                    freeze[name] = f.choices[0]
+                    auto[name] = f.value_reason
+            if auto:
+                folded, rep = fold_control_flow(model, freeze=freeze, fixed_dims=fixed)
+    except EditError as e:
+        report = {"error": str(e), "remaining": [{"node": n.name, "op_type": n.op_type, "depends_on": []}
+                                                 for n in model.proto.graph.node if n.op_type in CONTROL_FLOW]}
+        return replace(variant, recipe={**variant.recipe, "control_flow": report}), report
+    if auto:
+        rep["frozen_automatically"] = {k: f"{v}: the only value the graph tests it against" for k, v in auto.items()}
+        warnings.warn("; ".join(f"froze input {k!r} = {freeze[k]} for the TensorRT build ({v}), so the control flow "
+                                f"is resolved before the build; the engine answers for {k}={freeze[k]} only "
+                                f"(another value: --freeze {k}=VALUE)" for k, v in auto.items()),
+                      WorkbenchWarning, stacklevel=3)
+    if folded is model:
+        return replace(variant, recipe={**variant.recipe, "control_flow": rep}), rep
+    recipe = {**variant.recipe, "control_flow": rep}
+    if rep["frozen"]:
+        recipe["frozen_inputs"] = dict(rep["frozen"])
+    return replace(variant, model=folded, recipe=recipe), rep
+
+
+__all__ = ["resolve_control_flow", "check", "diagnose", "batch_axes", "validate_profile", "for_tensorrt", "rename_dims", "ShapeReport",
            "InputFacts", "FRAME_COLUMNS", "unknown_names_message"]

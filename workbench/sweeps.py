@@ -47,7 +47,7 @@ SCHEMA_VERSION = 1
 #: tidy columns of :meth:`SweepResult.to_frame` (accuracy columns are NaN where no data was compared)
 COLUMNS = ["model", "model_hash", "backend", "precision", "shapes", "batch_size", "status", "reason", "p50_ms", "p90_ms",
            "p99_ms", "mean_ms", "throughput", "batch", "speedup", "cosine", "snr_db", "max_abs", "top1",
-           "top1_agreement", "build_time_s", "cached", "host", "pid", "gpu", "node", "started_at", "finished_at",
+           "top1_agreement", "build_time_s", "cached", "host", "pid", "gpu", "ray_node", "started_at", "finished_at",
            "duration_s", "key"]
 #: statuses of a finished cell (kept and skipped on rerun); "lost" cells are run again
 FINISHED = ("ok", "skipped", "failed")
@@ -141,7 +141,7 @@ def _where() -> dict:
             gpus = ",".join(str(g) for g in ray.get_gpu_ids()) or gpus
     except Exception:
         pass
-    return {"host": socket.gethostname(), "pid": os.getpid(), "gpu": gpus, "node": node}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "gpu": gpus, "ray_node": node}
 
 
 def _maybe_crash(key: str) -> None:

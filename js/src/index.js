@@ -83,6 +83,10 @@ function render({ model, el }) {
     select: (name) => setSelected([name]),
     toggle: (gid) => new Promise((res) => { afterLayout = res; toggleGroup(gid); }),
     fit: () => fit(),
+    // what the Upstream / Downstream buttons highlighted: node names, "input:x" / "output:y", group ids
+    highlighted: () => [...hl].map((i) => byId.get(i)).filter(Boolean).map((it) => (it.k === "group" ? it.id : it.n)),
+    expanded: () => [...(model.get("expanded") || [])],
+    selected: () => [...(model.get("selected") || [])],
     get fits() { return fitted; },
     get scale() { return scale; },
     visibleBox: () => visibleBox(),

@@ -345,6 +345,10 @@ class TrtEngine(Engine):
 
         A failure leaves nothing staged: the next ``enqueue()`` refuses instead of running new shapes
         against old buffers."""
+        for name, value in ((self.variant.recipe or {}).get("frozen_inputs") or {}).items():
+            if name in feeds and not np.array_equal(np.asarray(feeds[name]), np.asarray(value)):
+                raise RunError(f"input {name!r} was frozen to {value} when {self.variant.name} was built; got "
+                               f"{np.asarray(feeds[name]).tolist()!r:.60}", hint=f"rebuild with --freeze {name}=VALUE")
         self.load()
         self._staged, self._host_inputs, self._host_outputs = {}, {}, {}
         trt, rt = self.backend.trt, self._device()
@@ -756,6 +760,11 @@ class TensorRTBase(Backend):
         variant, renamed = for_tensorrt(variant, sm)
         if renamed:
             applied["renamed_dims"] = renamed
+        if options.extra.get("fold_control_flow", True):  # If nodes resolved first: fixed dims, frozen inputs
+            from ..shapes import resolve_control_flow
+            variant, control_flow = resolve_control_flow(variant, sm, options.extra.get("freeze"))
+            if control_flow:
+                applied["control_flow"] = control_flow
         if self._select_device():
             applied["device_id"] = self.device_id
         with logger.capture() as cap:
@@ -987,6 +996,22 @@ def _control_flow_hint(variant: Variant) -> str | None:
     if not nodes:
         return None
     shown = ", ".join(nodes[:4]) + (f" and {len(nodes) - 4} more" if len(nodes) > 4 else "")
+    cf = variant.recipe.get("control_flow") or {}
+    if cf.get("remaining"):  # resolve_control_flow ran: say what each remaining condition depends on
+        deps = sorted({d for r in cf["remaining"] for d in r.get("depends_on", [])})
+        values = [d for d in deps if not d.startswith("shape:")]
+        dims = [d[6:] for d in deps if d.startswith("shape:")]
+        what = []
+        if values:
+            what.append("freeze the value(s) it depends on: " + ", ".join(f"--freeze {d}=VALUE" for d in values)
+                        + " (the engine then answers for that value only)")
+        if dims:
+            what.append(f"fix the dims of {', '.join(dims)} it depends on (min = opt = max in --shapes)")
+        if cf.get("error"):
+            what.append(f"folding failed: {cf['error'][:200]}")
+        return (f"TensorRT could not build the control flow left after folding: {shown}; "
+                + ("; ".join(what) if what else "its conditions depend on data computed at run time: this "
+                   "backend cannot build this model (use onnxruntime)"))
     return (f"the model has control flow: {shown}; when a condition depends only on an input with a fixed value "
             f"(a sample rate, a flag), fix that input to a constant and fold the graph (workbench.edit) so the "
             f"branch is chosen before the build")

@@ -32,8 +32,28 @@ def add_arguments(p) -> None:
     p.add_argument("--opt-level", type=_opt_level, default=None, metavar="N", help="TensorRT builder optimization level 0-5")
     p.add_argument("--cache-dir", default=None, metavar="DIR", help="engine cache folder (TensorRT backends)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder: <variant>.onnx, <variant>.engine, build.json")
+    p.add_argument("--freeze", default=None, metavar="NAME=VALUE,...",
+                   help="TensorRT backends: replace inputs by constants before the build (e.g. sr=16000) so If "
+                        "conditions on them fold; the engine answers for that value only")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_json(p)
+
+
+def parse_freeze(text: str | None) -> dict:
+    """``sr=16000,flag=1`` → {"sr": 16000, "flag": 1} (numbers; a list as 1x2x3 is not accepted)."""
+    from ..errors import UsageError
+
+    out: dict = {}
+    for part in filter(None, (x.strip() for x in (text or "").split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise UsageError(f"bad --freeze entry {part!r}: expected NAME=VALUE like sr=16000")
+        try:
+            num = float(value)
+        except ValueError:
+            raise UsageError(f"bad --freeze value {value!r} for {name.strip()!r}: expected a number") from None
+        out[name.strip()] = int(num) if num.is_integer() and "." not in value else num
+    return out
 
 
 def run(args) -> int:
@@ -42,6 +62,9 @@ def run(args) -> int:
 
     precisions = parse_precisions(args.precision)
     options = BuildOptions(workspace_mb=args.workspace_mb, opt_level=args.opt_level, progress=not args.no_progress)
+    freeze = parse_freeze(getattr(args, "freeze", None))
+    if freeze:
+        options.extra["freeze"] = freeze
     from ..model import load
 
     model = load(args.model)

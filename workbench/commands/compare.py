@@ -102,7 +102,7 @@ def run(args) -> int:
     with _pd_display():
         print(cmp.summary().to_string(index=False))
         for name, df in cmp.layerwise.items():
-            cols = ["node", "op_type", "cosine", "max_abs", "snr_db", "diverged"]
+            cols = ["onnx_node", "op_type", "cosine", "max_abs", "snr_db", "diverged"]
             a = df.attrs
             c = a.get("counts", {})
             print(f"\nlayerwise {name}: first divergent node = {a['first_divergent']}")
@@ -112,13 +112,13 @@ def run(args) -> int:
                   f"{a.get('peak_rss_bytes', 0) / 2**20:.0f} MB; {a.get('seconds')} s")
             print(df[cols].to_string(index=False))
             for u in a.get("unmatched", []):
-                print(f"  unmatched {u['tensor']} ({u['node']}, {u['op_type']}): {u['reason']}")
+                print(f"  unmatched {u['tensor']} ({u['onnx_node']}, {u['op_type']}): {u['reason']}")
         for name, b in cmp.bisections.items():
             print(f"\nbisection {name}: first divergent node = {b.first_divergent} (tensor {b.tensor}); "
                   f"{b.runs} cut-graph runs over {b.candidates} candidate tensors on {b.backend}, "
                   f"{b.samples} samples, peak RSS {b.peak_rss_bytes / 2**20:.0f} MB, {b.seconds} s")
             if b.probes:
-                print(b.to_frame()[["position", "node", "op_type", "cosine", "max_abs", "snr_db", "diverged"]]
+                print(b.to_frame()[["position", "onnx_node", "op_type", "cosine", "max_abs", "snr_db", "diverged"]]
                       .to_string(index=False))
     for p, why in cmp.skipped.items():
         print(f"skipped {p}: {why}")

@@ -234,7 +234,7 @@ class MatchPlan:
     """Result of :func:`match_tensors`: pairs in topological order, plus what was left out and why."""
 
     pairs: list[TensorPair]
-    unmatched: list[dict]  # {node, op_type, tensor, reason}
+    unmatched: list[dict]  # {onnx_node, op_type, tensor, reason}
     skipped: dict[str, int]  # reason -> count
 
     @property
@@ -392,7 +392,7 @@ def match_tensors(ref_proto: onnx.ModelProto, var_proto: onnx.ModelProto, *,
                                     ref_type=ref_types[t], var_type=var_types.get(vt, onnx.TensorProto.FLOAT),
                                     elements=elements))
         else:
-            unmatched.append({"node": node_label(node, idx), "op_type": node.op_type, "tensor": t,
+            unmatched.append({"onnx_node": node_label(node, idx), "op_type": node.op_type, "tensor": t,
                               "reason": reasons.get(t, "no match")})
     return MatchPlan(pairs, unmatched, skipped)
 
@@ -653,11 +653,13 @@ def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str,
             (added to ``variant.recipe["tensor_map"]`` when the recipe recorded one).
 
     Returns a DataFrame, one row per compared tensor in topological order, columns ``variant,
-    precision, order, node, op_type, tensor, variant_tensor, match`` + the metrics + ``noise_ratio``
+    precision, order, onnx_node, op_type, tensor, variant_tensor, match`` + the metrics + ``noise_ratio``
     (``sum d^2 / sum ref^2``), ``local_noise`` (noise_ratio minus the largest noise_ratio among the
-    node's compared inputs, >= 0: the error this node adds), ``diverged`` and ``first_divergent``.
-    ``df.attrs``: ``first_divergent`` (node name or None), ``counts`` (compared / unmatched / skipped),
-    ``unmatched`` (``[{node, op_type, tensor, reason}]``), ``skipped`` (reason → count), ``passes``,
+    node's compared inputs, >= 0: the error this node adds), ``diverged``, ``first_divergent`` and the rule
+    behind ``diverged`` (``divergence_metric``, ``divergence_threshold``; the same on every row).
+    :func:`unmatched_frame` turns the tensors left out into a frame. ``df.attrs`` (diagnostics of this
+    call, dropped by ``pd.concat``): ``first_divergent`` (node name or None), ``counts`` (compared / unmatched / skipped),
+    ``unmatched`` (``[{onnx_node, op_type, tensor, reason}]``), ``skipped`` (reason → count), ``passes``,
     ``memory_budget``, ``estimated_bytes`` (largest pass), ``peak_rss_bytes`` (sampled), ``samples``,
     ``seconds``, ``metric``, ``threshold``, ``variant``, ``optimization``.
     """
@@ -732,10 +734,10 @@ def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str,
     unmatched = list(plan.unmatched)
     for i, (p, acc) in enumerate(zip(pairs, accs)):
         if i in bad_shape:
-            unmatched.append({"node": p.node, "op_type": p.op_type, "tensor": p.tensor, "reason": bad_shape[i]})
+            unmatched.append({"onnx_node": p.node, "op_type": p.op_type, "tensor": p.tensor, "reason": bad_shape[i]})
             continue
         res = acc.result()
-        r = {"order": p.order, "node": p.node, "op_type": p.op_type, "tensor": p.tensor,
+        r = {"order": p.order, "onnx_node": p.node, "op_type": p.op_type, "tensor": p.tensor,
              "variant_tensor": p.variant_tensor, "match": p.match, **res, "noise_ratio": acc.noise_ratio}
         noise[p.tensor] = acc.noise_ratio
         upstream = [noise[t] for t in p.inputs if t in noise]
@@ -745,10 +747,12 @@ def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str,
             first_div = p.node
         rows.append(r)
     for r in rows:
-        r["first_divergent"] = r["node"] == first_div
-    cols = ["variant", "precision", "order", "node", "op_type", "tensor", "variant_tensor", "match",
-            *[m for m in METRICS if m != "passed"], "noise_ratio", "local_noise", "diverged", "first_divergent"]
-    df = pd.DataFrame([{"variant": var.name, "precision": var.precision, **r} for r in rows], columns=cols)
+        r["first_divergent"] = r["onnx_node"] == first_div
+    cols = ["variant", "precision", "order", "onnx_node", "op_type", "tensor", "variant_tensor", "match",
+            *[m for m in METRICS if m != "passed"], "noise_ratio", "local_noise", "diverged", "first_divergent",
+            *RULE_COLUMNS]
+    df = pd.DataFrame([{"variant": var.name, "precision": var.precision, **r, "divergence_metric": metric,
+                        "divergence_threshold": threshold} for r in rows], columns=cols)
     order = {t: i for i, n in enumerate(ref_proto.graph.node) for t in n.output}
     unmatched.sort(key=lambda u: order.get(u["tensor"], -1))
     df.attrs.update({
@@ -768,7 +772,7 @@ class Bisection:
 
     ``first_divergent``: node label of the first candidate tensor whose metric is worse than the
     threshold (None when the last candidate does not diverge); ``probes``: one dict per run, in run
-    order (``position, node, tensor, variant_tensor`` + metrics + ``diverged``, ``seconds``);
+    order (``position, onnx_node, tensor, variant_tensor`` + metrics + ``diverged``, ``seconds``);
     ``candidates``: tensors bisected over; ``runs``: cut-graph runs made (reference + variant each).
     """
 
@@ -884,7 +888,7 @@ def first_divergence(model: Any, variant: Any, *, data: Any = None, feeds: Mappi
                     b = var_eng.run({k: v for k, v in cast_feeds(f, var.model).items() if k in var_eng.input_names})
                     a, b = a[p.tensor], b[p.variant_tensor]
                     if np.shape(a) != np.shape(b):
-                        unmatched.append({"node": p.node, "op_type": p.op_type, "tensor": p.tensor,
+                        unmatched.append({"onnx_node": p.node, "op_type": p.op_type, "tensor": p.tensor,
                                           "reason": f"shape {tuple(np.shape(a))} in the reference but "
                                                     f"{tuple(np.shape(b))} in the variant ({p.variant_tensor!r})"})
                         return None
@@ -896,7 +900,7 @@ def first_divergence(model: Any, variant: Any, *, data: Any = None, feeds: Mappi
             res = acc.result()
             bad = _is_diverged(res, metric, threshold, higher_better)
             verdict[p.tensor] = bad
-            probes.append({"position": pos, "node": p.node, "op_type": p.op_type, "tensor": p.tensor,
+            probes.append({"position": pos, "onnx_node": p.node, "op_type": p.op_type, "tensor": p.tensor,
                            "variant_tensor": p.variant_tensor, **{k: v for k, v in res.items() if k != "passed"},
                            "diverged": bad, "seconds": round(time.perf_counter() - t0, 3)})
             bar.update(1)
@@ -952,10 +956,27 @@ def layerwise_summary(df: pd.DataFrame) -> dict:
             "skipped": a.get("skipped", {})}
 
 
+#: the rule behind ``diverged``, on every row (so it survives ``pd.concat`` of several variants' frames)
+RULE_COLUMNS = ["divergence_metric", "divergence_threshold"]
+#: columns of :func:`unmatched_frame`
+UNMATCHED_COLUMNS = ["variant", "precision", "onnx_node", "op_type", "tensor", "reason"]
+
+
+def unmatched_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The tensors a :func:`layerwise` call could not compare (``df.attrs["unmatched"]``: no variant tensor
+    pairs with them, or their shapes differ) as a tidy frame, one row per tensor: :data:`UNMATCHED_COLUMNS`.
+    Unlike ``attrs`` it survives ``pd.concat`` and JSON (``FlowResult.layerwise_unmatched`` holds it)."""
+    a = df.attrs
+    precision = str(df["precision"].iloc[0]) if len(df) and "precision" in df.columns else a.get("precision")
+    rows = [{"variant": a.get("variant"), "precision": precision, **{k: u.get(k) for k in UNMATCHED_COLUMNS[2:]}}
+            for u in a.get("unmatched") or []]
+    return pd.DataFrame(rows, columns=UNMATCHED_COLUMNS)
+
+
 def layerwise_tidy(df: pd.DataFrame) -> pd.DataFrame:
-    """The layerwise frame in the tidy layout ``variant, node, tensor, metric, value``."""
+    """The layerwise frame in the tidy layout ``variant, onnx_node, tensor, metric, value``."""
     metrics = [m for m in METRICS if m != "passed" and m in df.columns] + ["noise_ratio", "local_noise"]
-    return df.melt(id_vars=["variant", "node", "tensor"], value_vars=metrics, var_name="metric",
+    return df.melt(id_vars=["variant", "onnx_node", "tensor"], value_vars=metrics, var_name="metric",
                    value_name="value")
 
 
@@ -974,7 +995,7 @@ def layerwise_debug_tensors(model: Any, variant: Any, backend: str = "tensorrt",
     graph on ONNX Runtime CPU, which says nothing about what TensorRT's kernels compute.
 
     ``tensors``: reference tensor names to compare (default: every node output present in both graphs).
-    Returns one row per tensor (columns ``variant, precision, backend, order, node, op_type, tensor`` + metrics
+    Returns one row per tensor (columns ``variant, precision, backend, order, onnx_node, op_type, tensor`` + metrics
     + ``diverged``, ``first_divergent``). Needs a GPU that the backend runs on (``BackendUnavailable`` else).
     """
     from ..backends import get_backend
@@ -1012,20 +1033,21 @@ def layerwise_debug_tensors(model: Any, variant: Any, backend: str = "tensorrt",
     rows, first = [], None
     for i, n, o in order:
         if o not in accs or not accs[o].n:
-            rows.append({"order": i, "node": n.name or o, "op_type": n.op_type, "tensor": o,
+            rows.append({"order": i, "onnx_node": n.name or o, "op_type": n.op_type, "tensor": o,
                          "match": "not marked by TensorRT" if o not in marked else "not captured"})
             continue
         res = accs[o].result()
         div = _is_diverged(res, metric, thr, higher)
         if div and first is None:
             first = n.name or o
-        rows.append({"order": i, "node": n.name or o, "op_type": n.op_type, "tensor": o, "match": "debug tensor",
+        rows.append({"order": i, "onnx_node": n.name or o, "op_type": n.op_type, "tensor": o, "match": "debug tensor",
                      **res, "diverged": div})
     df = pd.DataFrame(rows)
     df.insert(0, "backend", be.name)
     df.insert(0, "precision", var.precision)
     df.insert(0, "variant", var.name)
-    df["first_divergent"] = df["node"] == first
+    df["first_divergent"] = df["onnx_node"] == first
+    df["divergence_metric"], df["divergence_threshold"] = metric, thr
     df.attrs.update(first_divergent=first, metric=metric, threshold=thr, source="tensorrt-debug-tensors")
     engine.close()
     return df

@@ -244,10 +244,13 @@ def top1_accuracy(logits, labels) -> float:
 
 
 def topk_agreement(ref_logits, logits, k: int) -> float:
-    """Mean over samples of ``|topk(ref) ∩ topk(x)| / k`` (k clipped to the number of classes)."""
+    """Mean over samples of ``|topk(ref) ∩ topk(x)| / k`` (k clipped to the number of classes); 1.0 for
+    no samples."""
+    if len(ref_logits) == 0:  # reshape(0, -1) cannot infer the class axis
+        return 1.0
     r = np.asarray(ref_logits, dtype=np.float64).reshape(len(ref_logits), -1)
     v = np.asarray(logits, dtype=np.float64).reshape(len(logits), -1)
-    return float(np.mean(topk_overlap(r, v, k))) if len(r) else 1.0
+    return float(np.mean(topk_overlap(r, v, k)))
 
 
 def topk_overlap(r: np.ndarray, v: np.ndarray, k: int) -> np.ndarray:

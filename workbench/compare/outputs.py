@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..data import cast_feeds, feeds_batch, resolve_data
 from ..errors import DataError, UsageError
+from ..logs import captures_native_log
 from ..model import Model, load
 from ..variant import Variant
 from .metrics import METRICS, ErrorAccumulator, json_number, tolerance_for, topk_overlap, verdict
@@ -161,6 +162,7 @@ def _label_output(names: Sequence[str], sample: Mapping[str, np.ndarray], reques
                     hint="name it with label_output=")
 
 
+@captures_native_log
 def compare_engines(reference_engine: Any, engines: Sequence[Any], data: Any, *, labels: np.ndarray | None = None,
                     atol: float = 1e-3, rtol: float = 1e-3, topk: int = 5, label_output: str | None = None,
                     progress: bool = True) -> Comparison:

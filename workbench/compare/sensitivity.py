@@ -113,7 +113,7 @@ class Target:
 class MixedPrecisionResult:
     """What :func:`propose_mixed_precision` found.
 
-    ``keep_nodes``: nodes kept in FP32; ``steps``: DataFrame ``step, kept, n_kept, added, metric, value,
+    ``keep_nodes``: nodes kept in FP32; ``steps``: DataFrame ``step, kept_onnx_nodes, n_kept, added_onnx_nodes, metric, value,
     met``; ``variant``: the mixed variant; ``verified_value`` / ``met``: the target metric re-measured on
     the whole dataset; ``baseline_value``: the full low-precision variant's value; ``latency``: DataFrame
     (roles fp32, low, mixed; measure_latency rows, median round of 3 interleaved rounds); ``speed_cost``:
@@ -188,7 +188,7 @@ def attribute_noise(original: Model, frame: pd.DataFrame, candidates: Sequence[s
     (transitively, through their first input). In Q/DQ graphs the quantization of a Conv's output shows up
     as error added by the Relu after it; keeping the Conv removes that Q/DQ, so the error is the Conv's."""
     cand = set(candidates)
-    local = frame.groupby("node", sort=False)["local_noise"].max().to_dict()
+    local = frame.groupby("onnx_node", sort=False)["local_noise"].max().to_dict()
     producer = {o: node_label(n, i) for i, n in enumerate(original.graph.node) for o in n.output if o}
     owner: dict[str, str | None] = {}
     score = {c: 0.0 for c in candidates}
@@ -271,7 +271,7 @@ def propose_mixed_precision(model: Any, precision: str = "int8", *, target: Any,
     low_var, low_engine = build(())
     baseline = evaluate(low_engine)
     bar.update(1)
-    steps = [{"step": 0, "kept": [], "n_kept": 0, "added": [], "metric": t.metric, "value": baseline,
+    steps = [{"step": 0, "kept_onnx_nodes": [], "n_kept": 0, "added_onnx_nodes": [], "metric": t.metric, "value": baseline,
               "met": t.met(baseline)}]
     lowered = lowered_nodes(model, low_var)
     if candidates is not None:
@@ -313,7 +313,7 @@ def _greedy(model, t, low_var, lowered, lw_batches, build, evaluate, steps, max_
         var, engine = build(keep)
         value = evaluate(engine)
         bar.update(1)
-        steps.append({"step": step, "kept": list(keep), "n_kept": len(keep), "added": added, "metric": t.metric,
+        steps.append({"step": step, "kept_onnx_nodes": list(keep), "n_kept": len(keep), "added_onnx_nodes": added, "metric": t.metric,
                       "value": value, "met": t.met(value)})
         result = (list(keep), var, engine, value)
         if t.met(value):
@@ -330,7 +330,7 @@ def _bisect(model, t, low_var, lowered, lw_batches, build, evaluate, steps, max_
         var, engine = build(keep)
         value = evaluate(engine)
         bar.update(1)
-        steps.append({"step": len(steps), "kept": list(keep), "n_kept": k, "added": [], "metric": t.metric,
+        steps.append({"step": len(steps), "kept_onnx_nodes": list(keep), "n_kept": k, "added_onnx_nodes": [], "metric": t.metric,
                       "value": value, "met": t.met(value)})
         tried[k] = (list(keep), var, engine, value)
         return t.met(value)

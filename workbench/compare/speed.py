@@ -2,7 +2,7 @@
 
     from workbench.compare.speed import explain_speed
     ex = explain_speed(fp32_layers, int8_layers, variant=int8_variant)   # per-layer profile frames
-    ex.table        # tidy: category, op_type, fp32_ms, variant_ms, delta_ms, share_of_delta, nodes
+    ex.table        # tidy: category, op_type, fp32_ms, variant_ms, delta_ms, share_of_delta, onnx_node_count
     ex.summary()    # one line per category: "inserted Cast +0.41 ms", ...
     ex.figure()     # plotly waterfall fp32 total → per-category deltas → variant total
 
@@ -32,7 +32,7 @@ from typing import Any, Iterable
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 PLUMBING = QDQ_OPS + ("Cast", "CastLike")
 CATEGORIES = ("lowered", "kept fp32", "removed", "inserted Cast", "unfused Q/DQ", "recipe op", "backend overhead")
-COLUMNS = ["category", "op_type", "fp32_ms", "variant_ms", "delta_ms", "share_of_delta", "nodes"]
+COLUMNS = ["category", "op_type", "fp32_ms", "variant_ms", "delta_ms", "share_of_delta", "onnx_node_count"]
 
 
 def _nodes_of(row) -> list[str]:
@@ -178,10 +178,10 @@ def explain_speed(fp32_layers, variant_layers, *, variant: Any = None, model: An
     acc: dict[tuple[str, str], dict] = {}
 
     def add(cat: str, op: str, a: float, b: float, node: str | None) -> None:
-        r = acc.setdefault((cat, op), {"fp32_ms": 0.0, "variant_ms": 0.0, "nodes": 0})
+        r = acc.setdefault((cat, op), {"fp32_ms": 0.0, "variant_ms": 0.0, "onnx_node_count": 0})
         r["fp32_ms"] += a
         r["variant_ms"] += b
-        r["nodes"] += 1 if node else 0
+        r["onnx_node_count"] += 1 if node else 0
 
     for node in set(f32) | set(var):
         op = op_of.get(node, "?")
@@ -202,7 +202,7 @@ def explain_speed(fp32_layers, variant_layers, *, variant: Any = None, model: An
     if f32_unmapped or var_unmapped:
         add("backend overhead", "(unmapped)", f32_unmapped, var_unmapped, None)
     rows = [{"category": c, "op_type": o, **v, "delta_ms": v["variant_ms"] - v["fp32_ms"]} for (c, o), v in acc.items()]
-    df = pd.DataFrame(rows, columns=["category", "op_type", "fp32_ms", "variant_ms", "delta_ms", "nodes"])
+    df = pd.DataFrame(rows, columns=["category", "op_type", "fp32_ms", "variant_ms", "delta_ms", "onnx_node_count"])
     f_total = float(fp32_layers["time_ms"].sum()) if len(fp32_layers) else 0.0
     v_total = float(variant_layers["time_ms"].sum()) if len(variant_layers) else 0.0
     delta = v_total - f_total

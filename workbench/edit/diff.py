@@ -18,7 +18,9 @@ import pandas as pd
 
 from ..model import Model
 
-COLUMNS = ["change", "kind", "name", "before", "after"]
+#: ``onnx_node`` names the node of a ``kind == "node"`` row, ``tensor`` the tensor of every other row (an
+#: input, output, initializer or intermediate tensor); the other of the two is None.
+COLUMNS = ["change", "kind", "onnx_node", "tensor", "before", "after"]
 
 
 def _type_str(vi: onnx.ValueInfoProto) -> str | None:
@@ -152,28 +154,29 @@ class NodeChanges:
 
 
 def diff_models(a: Model, b: Model) -> pd.DataFrame:
-    """What changed from ``a`` to ``b``: one row per added/removed/changed/renamed node or tensor."""
+    """What changed from ``a`` to ``b``: one row per added/removed/changed/renamed node or tensor
+    (columns :data:`COLUMNS`)."""
     ga, gb = a.graph, b.graph
     rows: list[dict] = []
     ch = NodeChanges(ga, gb)
     ren = ch.renames
     for old, new in ren.items():
-        rows.append({"change": "renamed", "kind": "tensor", "name": new, "before": old, "after": new})
+        rows.append({"change": "renamed", "kind": "tensor", "onnx_node": None, "tensor": new, "before": old, "after": new})
     nodes_a, nodes_b = ch.nodes_a, ch.nodes_b
     for ka, kb in ch.renamed:
-        rows.append({"change": "renamed", "kind": "node", "name": nodes_b[kb].name,
+        rows.append({"change": "renamed", "kind": "node", "tensor": None, "onnx_node": nodes_b[kb].name,
                      "before": nodes_a[ka].name, "after": nodes_b[kb].name})
     for k in ch.removed:
         n = nodes_a[k]
-        rows.append({"change": "removed", "kind": "node", "name": n.name or (n.output[0] if n.output else ""),
+        rows.append({"change": "removed", "kind": "node", "tensor": None, "onnx_node": n.name or (n.output[0] if n.output else ""),
                      "before": _node_str(n), "after": ""})
     for k in ch.added:
         n = nodes_b[k]
-        rows.append({"change": "added", "kind": "node", "name": n.name or (n.output[0] if n.output else ""),
+        rows.append({"change": "added", "kind": "node", "tensor": None, "onnx_node": n.name or (n.output[0] if n.output else ""),
                      "before": "", "after": _node_str(n)})
     for k in ch.changed:
         na, nb = nodes_a[k], nodes_b[k]
-        rows.append({"change": "changed", "kind": "node", "name": nb.name or nb.output[0],
+        rows.append({"change": "changed", "kind": "node", "tensor": None, "onnx_node": nb.name or nb.output[0],
                      "before": _node_str(na), "after": _node_str(nb)})
 
     for kind, seq_a, seq_b in (("input", ga.input, gb.input), ("output", ga.output, gb.output)):
@@ -181,32 +184,32 @@ def diff_models(a: Model, b: Model) -> pd.DataFrame:
         tb = {v.name: v for v in seq_b}
         for name in ta:
             if name not in tb:
-                rows.append({"change": "removed", "kind": kind, "name": name, "before": _type_str(ta[name]) or "", "after": ""})
+                rows.append({"change": "removed", "kind": kind, "onnx_node": None, "tensor": name, "before": _type_str(ta[name]) or "", "after": ""})
         for name in tb:
             if name not in ta:
-                rows.append({"change": "added", "kind": kind, "name": name, "before": "", "after": _type_str(tb[name]) or ""})
+                rows.append({"change": "added", "kind": kind, "onnx_node": None, "tensor": name, "before": "", "after": _type_str(tb[name]) or ""})
             else:
                 sa, sb = _type_str(ta[name]), _type_str(tb[name])
                 if sa != sb:
-                    rows.append({"change": "shape", "kind": kind, "name": name, "before": sa or "", "after": sb or ""})
+                    rows.append({"change": "shape", "kind": kind, "onnx_node": None, "tensor": name, "before": sa or "", "after": sb or ""})
     via = {ren.get(v.name, v.name): _type_str(v) for v in ga.value_info}
     vib = {v.name: _type_str(v) for v in gb.value_info}
     for name in sorted(set(via) & set(vib)):
         if via[name] and vib[name] and via[name] != vib[name]:
-            rows.append({"change": "shape", "kind": "tensor", "name": name, "before": via[name], "after": vib[name]})
+            rows.append({"change": "shape", "kind": "tensor", "onnx_node": None, "tensor": name, "before": via[name], "after": vib[name]})
 
     ia = {ren.get(t.name, t.name): t for t in ga.initializer}
     ib = {t.name: t for t in gb.initializer}
     for name in ia:
         if name not in ib:
-            rows.append({"change": "removed", "kind": "initializer", "name": name, "before": _init_digest(ia[name]), "after": ""})
+            rows.append({"change": "removed", "kind": "initializer", "onnx_node": None, "tensor": name, "before": _init_digest(ia[name]), "after": ""})
     for name, t in ib.items():
         if name not in ia:
-            rows.append({"change": "added", "kind": "initializer", "name": name, "before": "", "after": _init_digest(t)})
+            rows.append({"change": "added", "kind": "initializer", "onnx_node": None, "tensor": name, "before": "", "after": _init_digest(t)})
         else:
             da, db = _init_digest(ia[name]), _init_digest(t)
             if da != db:
-                rows.append({"change": "changed", "kind": "initializer", "name": name, "before": da, "after": db})
+                rows.append({"change": "changed", "kind": "initializer", "onnx_node": None, "tensor": name, "before": da, "after": db})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

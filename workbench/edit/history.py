@@ -174,14 +174,15 @@ class History:
     # ------------------------------------------------------------------ views
     @property
     def versions(self) -> pd.DataFrame:
-        """One row per version: index, op, params (JSON), valid, forced, nodes, hash, current, reasons."""
+        """One row per version: index, op, params (JSON), valid, forced, node_count, hash, current,
+        reasons."""
         rows = []
         for v in self._versions:
             rows.append({"index": v.index, "op": v.op, "params": json.dumps(v.params, sort_keys=True),
-                         "valid": v.valid, "forced": v.forced, "nodes": len(v.model.graph.node),
+                         "valid": v.valid, "forced": v.forced, "node_count": len(v.model.graph.node),
                          "hash": v.model.short_hash, "current": v.index == self._pos,
                          "reasons": "; ".join(v.validation.reasons) if v.validation is not None else ""})
-        return pd.DataFrame(rows, columns=["index", "op", "params", "valid", "forced", "nodes", "hash", "current", "reasons"])
+        return pd.DataFrame(rows, columns=["index", "op", "params", "valid", "forced", "node_count", "hash", "current", "reasons"])
 
     def diff(self, a: int | None = None, b: int | None = None) -> pd.DataFrame:
         """What changed from version ``a`` to ``b`` (default: the previous version to the current one)."""

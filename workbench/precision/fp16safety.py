@@ -42,7 +42,7 @@ FP16_MAX = 65504.0
 #: logits up to +-55504 to it cannot overflow fp16 (finfo(float16).min could: -65504 - 17 rounds to -inf).
 FP16_SAFE_MASK = -1.0e4
 
-COLUMNS = ["node", "op_type", "check", "value", "severity", "action", "detail"]
+COLUMNS = ["onnx_node", "op_type", "check", "value", "severity", "action", "detail"]
 _SEVERITY = {3: "risk", 2: "handled", 1: "info"}
 #: ops through which a mask constant flows to the attention scores
 _MASK_OPS = {"Add", "Sub", "Where", "Mul", "Min", "Max", "Expand", "Reshape", "Unsqueeze", "Squeeze", "Cast",
@@ -131,7 +131,7 @@ def fp16_safety(model: Any, *, underflow_fraction: float = 0.01):
     rows: list[dict] = []
 
     def add(node: onnx.NodeProto, check: str, value: int, action: str, detail: str) -> None:
-        rows.append({"node": node.name or (node.output[0] if node.output else node.op_type), "op_type": node.op_type,
+        rows.append({"onnx_node": node.name or (node.output[0] if node.output else node.op_type), "op_type": node.op_type,
                      "check": check, "value": value, "severity": _SEVERITY[value], "action": action, "detail": detail})
 
     by_name = {n.name: n for n in g.node}
@@ -208,7 +208,7 @@ def _upstream_consts(g: onnx.GraphProto, node: onnx.NodeProto, depth: int) -> se
 def fp16_safety_overlay(model: Any) -> dict[str, float]:
     """node name → highest overlay score (3 risk, 2 handled, 1 info) for ``GraphView.set_overlay``."""
     df = fp16_safety(model)
-    return {str(k): float(v) for k, v in df.groupby("node")["value"].max().items()} if len(df) else {}
+    return {str(k): float(v) for k, v in df.groupby("onnx_node")["value"].max().items()} if len(df) else {}
 
 
 def fp16_safety_summary(table) -> dict[str, Any]:
@@ -216,5 +216,5 @@ def fp16_safety_summary(table) -> dict[str, Any]:
     if table is None or not len(table):
         return {"findings": 0}
     return {"findings": int(len(table)), "by_check": {k: int(v) for k, v in table.groupby("check").size().items()},
-            "risks_left_in_fp16": sorted(table[table.value == 3].node.unique().tolist()),
+            "risks_left_in_fp16": sorted(table[table.value == 3].onnx_node.unique().tolist()),
             "handled": int((table.value == 2).sum())}

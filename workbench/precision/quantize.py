@@ -192,6 +192,105 @@ def _preprocess(src: Path, dst: Path, keep_nodes, opts: dict) -> tuple[Path, dic
     return src, {"applied": False, "reason": why}
 
 
+def flatten_gemm_bias(proto: onnx.ModelProto) -> list[str]:
+    """Reshape Gemm biases ``C`` of shape ``[1, N]`` (constant initializers) to ``[N]``, in place.
+
+    Exact: Gemm broadcasts ``C`` unidirectionally to ``(M, N)``, so ``[1, N]`` and ``[N]`` mean the same.
+    ONNX Runtime's quantizer indexes a per-channel bias by output channel and crashes on a 2-D bias
+    (``_adjust_weight_scale_for_int32_bias``: "truth value of an array ... is ambiguous"); tf2onnx and
+    ORT's own MatMul+Add fusion write such biases. Returns the Gemm node names whose bias was rewritten."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    uses: dict[str, int] = {}
+    for n in proto.graph.node:
+        for x in n.input:
+            uses[x] = uses.get(x, 0) + 1
+    done: list[str] = []
+    for n in proto.graph.node:
+        if n.op_type != "Gemm" or len(n.input) < 3 or n.input[2] not in inits:
+            continue
+        c = inits[n.input[2]]
+        if len(c.dims) != 2 or c.dims[0] != 1 or c.dims[1] <= 1:
+            continue
+        flat = numpy_helper.to_array(c).reshape(-1)
+        if uses.get(c.name, 0) == 1:  # only this Gemm reads it: reshape in place
+            c.CopyFrom(numpy_helper.from_array(flat, c.name))
+        else:  # shared: give this Gemm its own 1-D copy
+            new = numpy_helper.from_array(flat, f"{c.name}__wb_flat_{len(done)}")
+            proto.graph.initializer.append(new)
+            n.input[2] = new.name
+        done.append(n.name)
+    return done
+
+
+def _failed_in(e: BaseException, function: str) -> bool:
+    """Whether ``function`` is on the traceback of ``e`` (or of its cause)."""
+    import traceback
+
+    while e is not None:
+        if any(fr.name == function for fr in traceback.extract_tb(e.__traceback__)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def scope_producers(proto: onnx.ModelProto) -> dict[str, tuple[str, str]]:
+    """Main-graph tensors that If/Loop/Scan bodies read from the outer scope → (producer node name, op type);
+    graph inputs and initializers map to ``("", "")``."""
+    from ..edit.topo import outer_refs, subgraphs_of
+
+    producer = {o: (n.name, n.op_type) for n in proto.graph.node for o in n.output if o}
+    reads: dict[str, tuple[str, str]] = {}
+    for n in proto.graph.node:
+        if subgraphs_of(n):
+            for t in outer_refs(n):
+                reads[t] = producer.get(t, ("", ""))
+    return reads
+
+
+def scope_changes(reads: dict[str, tuple[str, str]], q: onnx.ModelProto) -> dict[str, str]:
+    """Source nodes to keep float because the quantized graph ``q`` produces a tensor that a body reads with a
+    different node than the source did (ORT removed a Relu/Clip into the Q range and renamed)."""
+    producer = {o: (n.name, n.op_type) for n in q.graph.node for o in n.output if o}
+    out: dict[str, str] = {}
+    for t, (src_node, src_op) in reads.items():
+        now = producer.get(t, ("", ""))
+        if src_node and now != (src_node, src_op):
+            out[src_node] = (f"its output {t!r} is read inside an If/Loop/Scan body; the quantizer replaced "
+                             f"{src_op} {src_node!r} there with {now[1] or 'nothing'} {now[0]!r} (it folds a quantized "
+                             f"activation into the Q range, which the body does not see)")
+    return out
+
+
+def subgraph_summary(proto: onnx.ModelProto, op_types) -> dict | None:
+    """Nodes inside If/Loop/Scan bodies: ONNX Runtime's QDQ quantizer never quantizes inside them (and
+    neither does this recipe: a Q/DQ pair there would read or write tensors across scopes), so they stay
+    float. ``None`` when the model has no subgraphs."""
+    from ..edit.topo import iter_graphs, subgraphs_of
+
+    holders: list[str] = []
+    inside = 0
+    quantizable: dict[str, int] = {}
+    for n in proto.graph.node:
+        subs = subgraphs_of(n)
+        if not subs:
+            continue
+        holders.append(n.name)
+        for sg in subs:
+            for g in iter_graphs(sg):
+                for sn in g.node:
+                    inside += 1
+                    if sn.op_type in op_types:
+                        quantizable[sn.op_type] = quantizable.get(sn.op_type, 0) + 1
+    if not holders:
+        return None
+    return {"holders": holders, "nodes_inside": inside, "quantizable_inside": quantizable,
+            "action": "left float: Q/DQ is placed in the main graph only (ONNX Runtime's QDQ quantizer does not "
+                      "enter If/Loop/Scan bodies); the main graph is re-sorted with outer-scope reads as "
+                      "dependencies (ONNX Runtime's own sort ignores them)"}
+
+
 class _QuantRecipe(Recipe):
     tool = "onnxruntime"
     quant_type_name = "QInt8"
@@ -252,6 +351,10 @@ class _QuantRecipe(Recipe):
         act_type, w_type = getattr(QuantType, act_name), getattr(QuantType, w_name)
         if placement == "transformer":
             extra.update(TRANSFORMER_EXTRA)
+        if not extra.get("QuantizeBias", True):
+            # The adjustment enlarges weight scales so an int32 bias fits; with fp32 biases there is no int32
+            # bias and it would only cost weight precision.
+            extra["QDQDisableWeightAdjustForInt32Bias"] = True
         extra.update(req.opts.get("extra_options", {}))
         per_channel = bool(req.opts.get("per_channel", True))
         t_start = time.perf_counter()
@@ -268,7 +371,15 @@ class _QuantRecipe(Recipe):
             src = tmpd / "input.onnx"
             onnx.save_model(proto, str(src))
             qin, pre = _preprocess(src, tmpd / "preprocessed.onnx", req.keep_nodes, req.opts)
-            qin_names = {n.name for n in onnx.load(str(qin), load_external_data=False).graph.node}
+            qin_proto = onnx.load(str(qin))
+            flattened = flatten_gemm_bias(qin_proto)
+            if flattened:
+                qin = tmpd / "gemm_bias_1d.onnx"
+                onnx.save_model(qin_proto, str(qin))
+            subgraphs = subgraph_summary(qin_proto, op_types)
+            scope_reads = scope_producers(qin_proto)
+            qin_names = {n.name for n in qin_proto.graph.node}
+            del qin_proto
             out = tmpd / "quantized.onnx"
             calib_opts = {**CALIBRATOR_DEFAULTS.get(method_name, {}), **req.opts.get("calibrator_options", {})}
             logger = logging.getLogger()
@@ -300,10 +411,44 @@ class _QuantRecipe(Recipe):
                         finally:
                             reader.close()
                         state["calib_seconds"] = time.perf_counter() - t0  # includes quantization here
-                return onnx.load(str(out))
+                q = onnx.load(str(out))
+                # ORT's quantizer re-sorts the main graph by node inputs only; a node holding a subgraph that
+                # reads an outer tensor can land before that tensor's producer. Re-sort with those reads.
+                if toposort_model(q):
+                    state["resorted"] = True
+                return q
+
+            scope_keep: dict[str, str] = {}
+
+            def quantize_scoped(extra_keep: dict[str, str]) -> onnx.ModelProto:
+                # Tensors read inside If/Loop/Scan bodies must keep their producer: ORT folds a quantized Relu/Clip
+                # into the Q range and gives its output name to the node before it, which the main graph never
+                # sees (its consumers read the DequantizeLinear) but a body reading the name would (unclipped).
+                for _ in range(4):
+                    q = quantize_bias_guarded({**extra_keep, **scope_keep})
+                    moved = scope_changes(scope_reads, q)
+                    if not moved:
+                        return q
+                    scope_keep.update(moved)
+                raise WorkbenchError(f"the {self.precision} recipe changed tensors read inside subgraphs of "
+                                     f"{model.name!r} even with {sorted(scope_keep)} kept float",
+                                     hint="keep_op_types=['Relu','Clip'] or report the model")
+
+            def quantize_bias_guarded(extra_keep: dict[str, str]) -> onnx.ModelProto:
+                try:
+                    return quantize_once(extra_keep)
+                except Exception as e:
+                    if extra.get("QDQDisableWeightAdjustForInt32Bias") or not _failed_in(
+                            e, "_adjust_weight_scale_for_int32_bias"):
+                        raise
+                    # ORT's int32-bias weight-scale adjustment crashed on this graph: quantize without it
+                    extra["QDQDisableWeightAdjustForInt32Bias"] = True
+                    state["bias_adjust_disabled"] = f"ONNX Runtime's int32-bias weight-scale adjustment failed " \
+                                                    f"({short(e, 160)}); quantized without it"
+                    return quantize_once(extra_keep)
 
             try:
-                qproto, log = repair_loop(quantize_once, self.precision, candidates=qin_names)
+                qproto, log = repair_loop(quantize_scoped, self.precision, candidates=qin_names)
             except WorkbenchError:
                 raise
             except Exception as e:
@@ -315,9 +460,22 @@ class _QuantRecipe(Recipe):
             calib_opts = {"note": state["calib_opts_note"]}
         seconds = time.perf_counter() - t_start
         full_check(qproto, self.precision)
-        keep_all = list(req.keep_nodes) + list(log.kept)
+        keep_all = list(req.keep_nodes) + list(log.kept) + list(scope_keep)
         kept = _kept_nodes(qproto, set(op_placement) | set(req.keep_op_types), keep_all)
         float_ops = _float_op_summary(qproto)
+        n_dq = sum(1 for n in qproto.graph.node if n.op_type == "DequantizeLinear")
+        if n_dq == 0:
+            inside = (subgraphs or {}).get("quantizable_inside") or {}
+            why = (f"all {sum(inside.values())} quantizable node(s) ({', '.join(sorted(inside))}) are inside "
+                   f"If/Loop/Scan bodies ({', '.join(subgraphs['holders'][:3])}), which stay float" if inside else
+                   f"no node of {op_types} outside subgraphs and kept nodes")
+            import warnings
+
+            from ..errors import WorkbenchWarning
+            warnings.warn(f"the {self.precision} variant of {model.name!r} quantizes nothing: {why}; it runs as fp32",
+                          WorkbenchWarning, stacklevel=3)
+            if subgraphs is not None:
+                subgraphs["quantized_nothing"] = why
         recipe = base_recipe(
             "onnxruntime", req, quantizer="onnxruntime.quantization.quantize_static", quant_format="QDQ",
             target=target, target_reason=target_reason, placement=placement, placement_reason=placement_reason,
@@ -326,8 +484,10 @@ class _QuantRecipe(Recipe):
             op_types_to_quantize=op_types, extra_options=extra,
             calibration={"method": method_name, **cset.to_json(), "synthetic": cset.source == "synthetic",
                          "calibrator_options": calib_opts, "seconds": round(state.get("calib_seconds", 0.0), 3)},
-            preprocess=pre, smoothquant=smooth, **facts, kept_high_precision=kept, validation_kept=log.kept,
-            kept_reasons={**{k: "keep_nodes" for k in req.keep_nodes}, **log.kept},
+            preprocess=pre, smoothquant=smooth, **facts,
+            dequantize_nodes=n_dq, gemm_bias_flattened=flattened, subgraphs=subgraphs, resorted_for_subgraphs=bool(state.get("resorted")),
+            **({"bias_adjust_disabled": state["bias_adjust_disabled"]} if "bias_adjust_disabled" in state else {}), kept_high_precision=kept, validation_kept=log.kept,
+            kept_reasons={**{k: "keep_nodes" for k in req.keep_nodes}, **log.kept, **scope_keep}, scope_kept=scope_keep,
             float_ops=float_ops,
             validation={"checks": ["onnx.checker(full_check=True)", "infer_shapes(strict_mode=True, check_type=True)"],
                         "passed": True, "rounds": log.rounds, "problems_repaired": log.problems},

@@ -98,7 +98,7 @@ class Workbench(w.VBox):
 
         # Graph
         self.view = None
-        self.overlay = w.Dropdown(options=["none"], description="overlay", style=_STYLE,
+        self.overlay = w.Dropdown(options=["none", "fp16 safety"], description="overlay", style=_STYLE,
                                   layout=w.Layout(width="60%"))
         self.overlay.observe(lambda ch: self.show_overlay(ch["new"]), names="value")
         if graph:
@@ -431,36 +431,27 @@ class Workbench(w.VBox):
             self.errors.value = "".join(self._error_log)
 
     def _update_overlays(self) -> None:
-        fr = self.result
-        opts = ["none"]
-        if fr is not None:
-            if not fr.layers.empty:
-                opts += [f"time ms: {v}" for v in dict.fromkeys(fr.layers.variant)]
-            if not fr.layerwise.empty:
-                opts += [f"error (1 - cosine): {v}" for v in dict.fromkeys(fr.layerwise.variant)]
+        from .graph_view import overlay_calls
+
+        opts = ["none", *overlay_calls(self.result)]  # the graph view's overlay menu
         keep = self.overlay.value if self.overlay.value in opts else "none"
         self.overlay.options = opts
         self.overlay.value = keep
 
     def show_overlay(self, choice: str) -> None:
-        """Colour the graph by per-node time or error of one variant (``view.set_overlay``)."""
-        if self.view is None or self.result is None:
+        """Colour the graph by an entry of the graph view's overlay menu (``graph_view.overlay_calls``):
+        fp16 safety of the current version, or per-node time or error of one variant (``view.set_overlay``)."""
+        from .graph_view import overlay_calls
+
+        if self.view is None:
             return
         try:
             if choice == "none":
                 self.view.clear_overlay()
                 return
-            kind, variant = choice.split(": ", 1)
-            if kind.startswith("time"):
-                call = Call("view.set_overlay", (Ref(f"fr.layers[fr.layers.variant == {variant!r}]"),),
-                            {"label": f"ms ({variant})", "value": "time_ms"})
-            else:
-                call = Call("view.set_overlay",
-                            (Ref(f"fr.layerwise[fr.layerwise.variant == {variant!r}]"
-                                 ".assign(error=lambda d: 1 - d.cosine)"),),
-                            {"label": f"1 - cosine ({variant})", "value": "error"})
-            snip = Snippet([*self._flow_lines(), Call("wb.GraphView", (Ref("m"),), target="view"), call],
-                           show="view")
+            call = overlay_calls(self.result)[choice]
+            lines = self.model_lines() if choice == "fp16 safety" else self._flow_lines()
+            snip = Snippet([*lines, Call("wb.GraphView", (Ref("m"),), target="view"), call], show="view")
             snip.run_tail(self._namespace())
             self._show("overlay", snip)
         except Exception as e:  # noqa: BLE001

@@ -286,6 +286,6 @@ class EditPanel(w.VBox):
         self.redo_button.disabled = not h.can_redo
         d = h.diff()
         self.diff_table.value = ("<b>diff: previous → current</b>" +
-                                 (d.to_html(index=False, max_rows=200) if len(d) else "<p>no changes</p>"))
+                                 (d.to_html(index=False, max_rows=200, na_rep="") if len(d) else "<p>no changes</p>"))
         if self.script.layout.display != "none":
             self.script.value = h.to_script()

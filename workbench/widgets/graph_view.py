@@ -5,6 +5,7 @@
     view                                    # shows it (JupyterLab 4, Notebook 7, VS Code)
     view.selected                           # node names clicked in the view (shift-click adds)
     view.set_overlay({"/conv1/Conv": 0.8, ...}, label="latency ms", thresholds=[0.1, 0.5])
+    view.with_overlay_menu(fr)              # the view under its overlay menu (fp16 safety, time, error)
     view.set_model(edited_model)            # show a new version; open groups and selection are kept
     GraphView.diff(original, edited)        # one view, nodes coloured added / removed / changed
     export_html("model.onnx", "model.html") # offline page with every node
@@ -34,9 +35,9 @@ CSS = STATIC / "graph_view.css"
 
 
 def overlay_values(values: Any, value: str | None = None) -> dict[str, float]:
-    """A node-name → float mapping from a dict, or from a DataFrame with ``onnx_node`` (or ``node``,
-    or a per-layer ``onnx_nodes`` list column, each layer's value split evenly over its nodes) and a
-    value column (``value`` or the one named)."""
+    """A node-name → float mapping from a dict, or from a DataFrame with ``onnx_node`` (values of a node's
+    rows summed) or a per-layer ``onnx_nodes`` list column (each layer's value split evenly over its
+    nodes) and a value column (``value`` or the one named)."""
     if isinstance(values, Mapping):
         return {str(k): float(v) for k, v in values.items() if v is not None}
     try:
@@ -51,9 +52,8 @@ def overlay_values(values: Any, value: str | None = None) -> dict[str, float]:
         raise UsageError(f"overlay DataFrame has no value column {value or 'value'!r} (columns: {list(df.columns)})",
                          hint="pass value='<column>'")
     out: dict[str, float] = {}
-    if "onnx_node" in df.columns or "node" in df.columns:
-        key = "onnx_node" if "onnx_node" in df.columns else "node"
-        for k, v in df.groupby(key)[col].sum().items():
+    if "onnx_node" in df.columns:
+        for k, v in df.groupby("onnx_node")[col].sum().items():
             out[str(k)] = float(v)
         return out
     if "onnx_nodes" in df.columns:
@@ -63,6 +63,44 @@ def overlay_values(values: Any, value: str | None = None) -> dict[str, float]:
                 out[str(n)] = out.get(str(n), 0.0) + float(v) / len(nodes)
         return out
     raise UsageError(f"overlay DataFrame needs an onnx_node (or onnx_nodes) column (columns: {list(df.columns)})")
+
+
+# ------------------------------------------------------------------------------------- overlay menu
+#: what the fp16-safety overlay's three colours mean (``precision.fp16safety``: 1 info, 2 handled, 3 risk)
+FP16_SAFETY_LABELS = ["info (fp16-safe when its input is bounded)", "handled by the fp16 recipe (kept fp32 / clamped)",
+                      "risk left in fp16"]
+#: their colours: green, amber, red (a pale yellow "handled" was hard to see on the light op colours)
+FP16_SAFETY_COLORS = ["#1a9850", "#f0a30a", "#d73027"]
+
+
+def overlay_calls(result: Any = None, *, model: str = "m", result_ref: str = "fr") -> dict[str, Any]:
+    """The entries of the graph view's overlay menu: menu text → the public call it makes
+    (a :class:`~workbench.widgets.calls.Call` on ``view``; its text is the code the menu shows).
+
+    Always: ``"fp16 safety"`` — ``view.set_overlay(wb.fp16_safety_overlay(m), ...)``: every node the
+    fp16-safety check flags (``precision.fp16safety.fp16_safety``) coloured by its worst finding (green
+    info, yellow handled by the recipe, red risk left in fp16). With a :class:`~workbench.flow.FlowResult`
+    ``result``: ``"time ms: <variant>"`` per profiled variant and ``"error (1 - cosine): <variant>"`` per
+    variant with a layerwise comparison. ``model`` / ``result_ref``: the names the code uses."""
+    from .calls import Call, Ref
+
+    out: dict[str, Any] = {"fp16 safety": Call(
+        "view.set_overlay", (Ref(f"wb.fp16_safety_overlay({model})"),),
+        {"label": "fp16 safety (worst finding per node)", "thresholds": [1.5, 2.5], "labels": FP16_SAFETY_LABELS,
+         "colormap": FP16_SAFETY_COLORS})}
+    layers = getattr(result, "layers", None)
+    if layers is not None and not layers.empty:
+        for v in dict.fromkeys(layers.variant):
+            out[f"time ms: {v}"] = Call("view.set_overlay", (Ref(f"{result_ref}.layers[{result_ref}.layers.variant == {v!r}]"),),
+                                        {"label": f"ms ({v})", "value": "time_ms"})
+    lw = getattr(result, "layerwise", None)
+    if lw is not None and not lw.empty:
+        for v in dict.fromkeys(lw.variant):
+            out[f"error (1 - cosine): {v}"] = Call(
+                "view.set_overlay", (Ref(f"{result_ref}.layerwise[{result_ref}.layerwise.variant == {v!r}]"
+                                         ".assign(error=lambda d: 1 - d.cosine)"),),
+                {"label": f"1 - cosine ({v})", "value": "error"})
+    return out
 
 
 class GraphView(anywidget.AnyWidget):
@@ -91,6 +129,7 @@ class GraphView(anywidget.AnyWidget):
                 raise UsageError("GraphView needs a model (path, bytes, onnx.ModelProto or workbench.Model)")
             payload = GraphPayload.from_model(model)
         self.payload = payload
+        self.model = model  # what the view was made from (the overlay menu's fp16-safety check reads it)
         self._budget = budget
         expanded = payload.default_expanded(budget)
         super().__init__(height=height, expanded=expanded, legend=payload.legend,
@@ -129,12 +168,13 @@ class GraphView(anywidget.AnyWidget):
 
     # -------------------------------------------------------------- public calls
     def set_overlay(self, values, label: str = "value", thresholds=None, colormap="traffic",
-                    agg: str = "max", value: str | None = None) -> dict:
+                    agg: str = "max", value: str | None = None, labels=None) -> dict:
         """Colour nodes by a value per node (dict name → float, or a DataFrame, see
         :func:`overlay_values`); returns the legend. ``thresholds``: ascending bin edges, else a
-        gradient between min and max. Groups show ``agg`` (max / sum / mean) of their nodes."""
+        gradient between min and max; ``labels``: legend text per bin. Groups show ``agg`` (max / sum /
+        mean) of their nodes."""
         lg = self.payload.set_overlay(overlay_values(values, value), label=label, thresholds=thresholds,
-                                      colormap=colormap, agg=agg)
+                                      colormap=colormap, agg=agg, labels=labels)
         self.legend = lg
         self._refresh()
         return lg
@@ -148,6 +188,7 @@ class GraphView(anywidget.AnyWidget):
         again).
         """
         payload = GraphPayload.from_model(model)
+        self.model = model
         old_groups = set(self.payload.groups)
         kept = [g for g in self.expanded if g in payload.groups]
         fresh = [g for g in payload.default_expanded(self._budget) if g not in old_groups and g not in kept]
@@ -160,6 +201,49 @@ class GraphView(anywidget.AnyWidget):
             self._refresh()
             self._on_selected({"new": selected})
             self._on_search({"new": self._search})
+
+    def with_overlay_menu(self, result: Any = None):
+        """This view under its overlay menu (an ``ipywidgets.VBox``: menu, the call's code, the view).
+        Picking an entry of :func:`overlay_calls` runs that one public call on this view and shows its
+        code (runnable when pasted, with ``m`` the model, ``fr`` the ``result`` and ``view`` this view);
+        "none" calls ``view.clear_overlay()``."""
+        import ipywidgets as w
+
+        calls = overlay_calls(result)
+        menu = w.Dropdown(options=["none", *calls], description="overlay", layout=w.Layout(width="60%"))
+        code = w.HTML()
+        box = w.VBox([menu, code, self])
+        box.menu, box.code, box.calls = menu, code, calls
+
+        def pick(change) -> None:
+            from .calls import Snippet
+
+            choice = change["new"]
+            try:
+                if choice == "none":
+                    self.clear_overlay()
+                    code.value = "<pre>view.clear_overlay()</pre>"
+                    return
+                snip = Snippet([*self._model_lines(), calls[choice]], show="view")
+                snip.run_last({"m": self.model, "fr": result, "view": self})
+                code.value = f"<pre>{html.escape(snip.text())}</pre>"
+            except Exception as e:  # noqa: BLE001 - shown in the widget, like every widget action's error
+                code.value = f"<pre style='color:#a00'>{html.escape(type(e).__name__ + ': ' + str(e))}</pre>"
+
+        menu.observe(pick, names="value")
+        return box
+
+    def _model_lines(self) -> list:
+        """The code that makes ``m`` and ``view`` (a menu's snippet runs when pasted into a fresh cell)."""
+        from ..model import Model
+        from .calls import Call, Ref
+
+        src = self.model.source if isinstance(self.model, Model) else self.model
+        if isinstance(src, (str, os.PathLike)):
+            load = Call("wb.load", (str(src),), target="m")
+        else:
+            load = "m = wb.load(MODEL)  # MODEL: the model this view was made from (it has no file)"
+        return [load, Call("wb.GraphView", (Ref("m"),), target="view")]
 
     def clear_overlay(self) -> None:
         self.payload.clear_overlay()
