@@ -119,3 +119,27 @@ def test_many_lines_are_bounded():
         os.write(2, b"".join(b"line %d\n" % i for i in range(5000)))
     assert nl.count == 5000 and len(nl.lines) == logs.MAX_LINES + 1
     assert nl.lines[0] == "line 0" and nl.lines[-1] == "line 4999" and "left out" in nl.lines[logs.MAX_LINES // 2]
+
+
+def test_every_entry_point_captures():
+    import importlib
+
+    for spec in logs.ENTRY_POINTS:
+        mod, name = spec.split(":")
+        fn = getattr(importlib.import_module(mod), name)
+        assert getattr(fn, "captures_native_log", False), f"{spec} does not run inside workbench.logs.native_log"
+
+
+def test_measure_and_compare_keep_stderr_clean(tmp_path):
+    _models(tmp_path)
+    out, err = _py(tmp_path, """
+        import numpy as np
+        import workbench as wb
+        from workbench.builds import build_engine
+        _, eng = build_engine("ok.onnx", "fp32", "onnxruntime", progress=False)
+        lat = wb.measure_latency(eng, {"x": np.ones((64, 4), np.float32)}, warmup=1, iterations=3)
+        cmp = wb.compare_outputs("ok.onnx", "fp16", data=[{"x": np.ones((256, 4), np.float32)}], progress=False)
+        print(json.dumps({"samples": cmp.samples, "last": wb.logs.last() if hasattr(wb, "logs") else None}))
+    """)
+    assert out["samples"] == 256
+    assert "[V:onnxruntime" not in err and "[I:onnxruntime" not in err, err[:1000]

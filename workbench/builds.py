@@ -25,7 +25,7 @@ from .backends.cache import EngineCache
 from .data import ShapeMap
 from .errors import BackendUnavailable, BuildError, UnsupportedError, UsageError, WorkbenchError, str_list
 from .fsutil import atomic_write_json, child_path, ensure_dir, guard_output, safe_name
-from .logs import attach as attach_native_log, native_log
+from .logs import attach as attach_native_log, captures_native_log, native_log
 from .model import Model, load
 from .records import SCHEMA_VERSION, BuildRecord, now_iso
 from .variant import Variant
@@ -176,6 +176,7 @@ def _record(model: Model, precision: str, backend: Backend, status: str, reason:
                        shapes=ShapeMap.parse(shapes).to_json() if shapes is not None else {})
 
 
+@captures_native_log
 def build_variants(model, precisions: str | Iterable[str | Variant], backend: str | Backend = "onnxruntime", *,
                    shapes: ShapeMap | str | Mapping | None = None, calib=None,
                    out_dir: str | os.PathLike | None = None, options: BuildOptions | None = None,

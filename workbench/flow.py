@@ -695,6 +695,7 @@ def _needs_engines(fr: FlowResult) -> None:
         raise UsageError("this FlowResult holds no engines (loaded from JSON?)", hint="run build_stage first")
 
 
+@captures_native_log
 def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend: str | Sequence[str] = "onnxruntime",
              *, data=None, labels=None, calib=None, shapes=None, iterations: int = 100, warmup: int = 10,
              layer_iterations: int = 20, blocks: int = 5, time_budget_s: float | None = None,

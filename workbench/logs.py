@@ -2,8 +2,10 @@
 
 ONNX Runtime, TensorRT, TensorRT-RTX and cuDNN write their log lines from C++ straight to file descriptor 2:
 in a notebook they land under the cell (hundreds of coloured lines), in a script on the terminal, and
-an error arrives buried in them. The workbench's build and run entry points (``build_variants`` /
-``build_engine``, ``run_model``, ``compare_engines``, the flow's stages) run inside :func:`native_log`:
+an error arrives buried in them. The workbench's public entry points that build or run engines
+(:data:`ENTRY_POINTS`: ``build_variants`` / ``build_engine``, ``make_variant``, ``run_model``,
+``measure_latency``, ``profile`` / ``profile_layers``, ``compare_outputs`` / ``compare_engines``,
+``layerwise``, ``propose_mixed_precision``, ``run_flow`` and its stages) run inside :func:`native_log`:
 
 * fd 2 goes to a private temp file while the call runs (Python's own ``sys.stderr`` keeps the terminal
   when it *was* fd 2, so progress bars and warnings still show; in Jupyter ``sys.stderr`` is the
@@ -37,6 +39,14 @@ import sys
 import tempfile
 import threading
 from typing import Callable, TypeVar
+
+#: public functions that run inside a capture (tests/test_adversarial_logs.py checks each)
+ENTRY_POINTS = ["workbench.builds:build_variants", "workbench.precision:make_variant", "workbench.run:run_model",
+                "workbench.measure.latency:measure_latency", "workbench.measure.layers:profile",
+                "workbench.measure.layers:profile_layers", "workbench.compare.outputs:compare_outputs",
+                "workbench.compare.outputs:compare_engines", "workbench.compare.layerwise:layerwise",
+                "workbench.compare.sensitivity:propose_mixed_precision", "workbench.flow:run_flow",
+                "workbench.flow:build_stage", "workbench.flow:profile_stage", "workbench.flow:accuracy_stage"]
 
 __all__ = ["NativeLog", "native_log", "captures_native_log", "show", "showing", "last", "MAX_LINES"]
 
@@ -248,4 +258,5 @@ def captures_native_log(fn: F) -> F:
         with NativeLog():
             return fn(*args, **kwargs)
 
+    wrapper.captures_native_log = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]

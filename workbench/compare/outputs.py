@@ -250,6 +250,7 @@ def build_variant_engine(model: Model, precision: str | Variant, backend: Any, *
     return build_engine(model, precision, backend, calib=calib, shapes=shapes, progress=progress, **variant_opts)
 
 
+@captures_native_log
 def compare_outputs(model: Any, precisions: str | Sequence[str | Variant], backend: Any = "onnxruntime", *,
                     data: Any = None, labels: Any = None, calib: Any = None, shapes: Any = None,
                     reference_backend: Any = "onnxruntime", atol: float = 1e-3, rtol: float = 1e-3,

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import BackendUnavailable, RunError, UsageError
+from ..logs import captures_native_log
 from .latency import LatencyResult, measure_latency
 from .mapping import (UNMAPPED, GraphIndex, name_nodes, ort_fused_nodes, ort_nchwc_sum, ort_nchwc_tensor,
                       strip_ort_suffix, strip_trt_profile_suffix, trt_layer_nodes)
@@ -468,6 +469,7 @@ def profile_layers_trt(engine, feeds: Mapping[str, np.ndarray], *, iterations: i
 
 
 # --------------------------------------------------------------------------------------- dispatch
+@captures_native_log
 def profile_layers(engine, feeds: Mapping[str, np.ndarray], *, iterations: int = 20, warmup: int = 3,
                    progress: bool = False, timing: str = "auto", **opts):
     """Per-layer timings of ``engine`` on ``feeds`` as a tidy DataFrame (columns :data:`COLUMNS` + extras).
@@ -643,6 +645,7 @@ class Profile:
     coverage: Coverage
 
 
+@captures_native_log
 def profile(engine, feeds: Mapping[str, np.ndarray], *, warmup: int = 10, iterations: int = 100,
             time_budget_s: float | None = None, layer_iterations: int = 20, layer_warmup: int = 3,
             progress: bool = False) -> Profile:
