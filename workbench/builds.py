@@ -25,6 +25,7 @@ from .backends.cache import EngineCache
 from .data import ShapeMap
 from .errors import BackendUnavailable, BuildError, UnsupportedError, UsageError, WorkbenchError, str_list
 from .fsutil import atomic_write_json, child_path, ensure_dir, guard_output, safe_name
+from .logs import attach as attach_native_log, captures_native_log, native_log
 from .model import Model, load
 from .records import SCHEMA_VERSION, BuildRecord, now_iso
 from .variant import Variant
@@ -144,6 +145,7 @@ def _record(model: Model, precision: str, backend: Backend, status: str, reason:
                        shapes=ShapeMap.parse(shapes).to_json() if shapes is not None else {})
 
 
+@captures_native_log
 def build_variants(model, precisions: str | Iterable[str | Variant], backend: str | Backend = "onnxruntime", *,
                    shapes: ShapeMap | str | Mapping | None = None, calib=None,
                    out_dir: str | os.PathLike | None = None, options: BuildOptions | None = None,
@@ -202,8 +204,14 @@ def build_variants(model, precisions: str | Iterable[str | Variant], backend: st
         options = replace(options, timing_cache=str(folder / f"timing-{be.name}.cache"))
     bs = BuildSet(model=model, backend=be.name, results=[], out_dir=out, cache=cache if serialized else None)
     for p in precs:
-        bs.results.append(_one(model, p, be, sm, calib, options, cache if serialized else None, out,
-                               tuple(keep_nodes), tuple(keep_op_types), progress, recipe_options, ready.get(p)))
+        with native_log() as nl:  # native lines of this build: in its record / on its error (workbench.logs)
+            r = _one(model, p, be, sm, calib, options, cache if serialized else None, out,
+                     tuple(keep_nodes), tuple(keep_op_types), progress, recipe_options, ready.get(p))
+        if nl.lines:
+            r.record.native_log = nl.lines
+            if r.error is not None:
+                attach_native_log(r.error, nl.lines, nl.count)
+        bs.results.append(r)
         if out is not None:
             atomic_write_json(out / "build.json", bs.to_json())
     return bs

@@ -27,6 +27,7 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 import pandas as pd
 
 from .errors import BuildError, UsageError, WorkbenchError
+from .logs import captures_native_log
 from .fsutil import json_safe
 from .builds import FRAME_COLUMNS as BUILD_COLUMNS
 from .records import Record, frame_from_json, frame_to_json, host_info, now_iso
@@ -419,6 +420,7 @@ def _describe(v) -> str | None:
     return str(v) if isinstance(v, (str, os.PathLike)) else "in-memory"
 
 
+@captures_native_log
 def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
                 backend: str | Sequence[str] = "onnxruntime", *, data=None, labels=None, calib=None, shapes=None,
                 accuracy_limit: int | None = None, out_dir: str | os.PathLike | None = None, cache=None,
@@ -450,7 +452,8 @@ def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
         fr.batches, fr.labels = resolve_data(m, data, labels, shapes=shapes, limit=accuracy_limit)
     else:
         fr.batches, fr.labels = [synthetic_inputs(m, shapes)], None
-    fr.config["accuracy_samples"] = sum(_n(b) for b in fr.batches)
+    n = getattr(fr.batches, "num_samples", None)  # data.Batches: counted without reading the data
+    fr.config["accuracy_samples"] = n if n is not None else sum(_n(b) for b in fr.batches)
     if calib is None and data is not None:
         calib = fr.batches
     t0 = time.perf_counter()
@@ -463,6 +466,7 @@ def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
     return fr
 
 
+@captures_native_log
 def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, layer_iterations: int = 20,
                   layers: bool = True, blocks: int = 5, time_budget_s: float | None = None,
                   latency_samples: int | None = None, progress: bool = True,
@@ -532,6 +536,7 @@ def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, la
     return fr
 
 
+@captures_native_log
 def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: int = 16, atol: float = 1e-3,
                    rtol: float = 1e-3, progress: bool = True, cancel: threading.Event | None = None) -> FlowResult:
     """Step 3: every built engine against the FP32 ONNX Runtime CPU reference over the data
@@ -604,6 +609,7 @@ def _needs_engines(fr: FlowResult) -> None:
         raise UsageError("this FlowResult holds no engines (loaded from JSON?)", hint="run build_stage first")
 
 
+@captures_native_log
 def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend: str | Sequence[str] = "onnxruntime",
              *, data=None, labels=None, calib=None, shapes=None, iterations: int = 100, warmup: int = 10,
              layer_iterations: int = 20, blocks: int = 5, time_budget_s: float | None = None,

@@ -67,6 +67,7 @@ import pandas as pd
 
 from ..data import as_feed_batches, cast_feeds, default_batch, input_specs
 from ..errors import BackendUnavailable, DataError, RunError, UnsupportedError, UsageError
+from ..logs import captures_native_log
 from ..model import Model, load
 from ..variant import Variant
 from ..backends.trt_runtime import mark_debug_tensors  # noqa: F401 - re-exported (one implementation)
@@ -629,6 +630,7 @@ def plan_passes(pairs: list[TensorPair], batches: list[dict], model: Model, budg
     return {"run_batch": run_batch, "groups": groups, "estimated_bytes": int(est)}
 
 
+@captures_native_log
 def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str, np.ndarray] | None = None,
               calib: Any = None, shapes: Any = None, threshold: float | None = None, metric: str = "cosine",
               limit: int | None = 64, batch_size: int | None = None, optimization: str = "disable",

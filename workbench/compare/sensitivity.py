@@ -31,6 +31,7 @@ import onnx
 import pandas as pd
 
 from ..errors import UsageError
+from ..logs import captures_native_log
 from ..model import Model, load
 from ..variant import Variant
 from .layerwise import layerwise, node_label
@@ -213,6 +214,7 @@ def _rank(model: Model, variant: Variant, batches: list, candidates: Sequence[st
     return sorted(ranked, key=lambda t: -t[1])
 
 
+@captures_native_log
 def propose_mixed_precision(model: Any, precision: str = "int8", *, target: Any, data: Any = None,
                             labels: Any = None, calib: Any = None, strategy: str = "greedy", max_steps: int = 8,
                             step_size: int = 1, candidates: Sequence[str] | None = None,

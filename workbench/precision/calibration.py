@@ -10,12 +10,12 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from ..data import NpzDataset, as_feed_batches, model_batch_axes, samples_in, static_batch, synthetic_inputs
+from ..data import Batches, NpzDataset, as_feed_batches, model_batch_axes, samples_in, static_batch, synthetic_inputs
 from ..errors import DataError, WorkbenchWarning
 from ..model import Model
 
@@ -34,7 +34,7 @@ class CalibrationWarning(WorkbenchWarning):
 class CalibrationSet:
     """Validated calibration batches and where they came from (for the recipe record)."""
 
-    batches: list[dict[str, np.ndarray]]
+    batches: Sequence[dict[str, np.ndarray]]  # a list, or data.Batches read one batch at a time
     num_samples: int
     source: str  # "npz:<file name>", "NpzDataset", "iterable", "synthetic"
     warning: str = ""  # e.g. fewer samples than DEFAULT_MIN_SAMPLES (recorded in the recipe)
@@ -68,7 +68,13 @@ class CalibrationData:
 def prepare_calibration(model: Model, calib: Any, *, num_calib: int | None = None,
                         min_samples: int | None = None, batch_size: int | None = None,
                         shapes=None, seed: int = 0, batch_axis=None) -> CalibrationSet:
-    """Validate ``calib`` against ``model`` and materialize its batches.
+    """Validate ``calib`` against ``model``; its batches are kept for the quantizer.
+
+    Data from a file (an ``.npz`` path, an :class:`~workbench.data.NpzDataset`, or the
+    :class:`~workbench.data.Batches` of another stage) is validated in one streaming pass and kept as a
+    :class:`~workbench.data.Batches` sequence: the quantizer's reader reads it again one batch at a time,
+    so no more than one batch of input data is held. Other iterables are materialized (a generator can
+    be read only once).
 
     ``calib``: a ``.npz`` path, a :class:`~workbench.data.NpzDataset`, an iterable of feed dicts,
     or ``"synthetic"`` (inputs within the shape doctor's value ranges, ``num_calib`` samples, default 64).
@@ -103,14 +109,22 @@ def prepare_calibration(model: Model, calib: Any, *, num_calib: int | None = Non
         batches = [synthetic_inputs(model, shapes, seed=seed + i, batch=b, batch_axis=batch_axis)
                    for i in range((n + b - 1) // b)]
         return CalibrationSet(batches, sum(samples_in(x, axes) for x in batches), "synthetic")
+    lazy = None  # batches read from a file one at a time: validated in one streaming pass, never held
     if isinstance(calib, (str, os.PathLike)):
         source = f"npz:{Path(calib).name}"
         # other keys (labels) are not inputs: ignored
         calib = NpzDataset(calib, model, allow_extra=True, batch_axis=batch_axis)
+        lazy = calib.batch_list(batch_size, limit=num_calib)
     elif isinstance(calib, NpzDataset):
         source = "NpzDataset" + (f":{calib.path.name}" if calib.path else "")
         if calib.model is not model:  # made for another model: check its arrays against this one
-            calib = NpzDataset(calib.inputs, model, batch_axis=batch_axis)
+            calib = calib.for_model(model, batch_axis)
+        lazy = calib.batch_list(batch_size, limit=num_calib)
+    elif isinstance(calib, Batches):  # another stage's batches (the evaluation data): keep their batching
+        source = "NpzDataset" + (f":{calib.dataset.path.name}" if calib.dataset.path else "")
+        if calib.dataset.model is not model:
+            calib = calib.with_dataset(calib.dataset.for_model(model, batch_axis))
+        lazy = calib if num_calib is None else calib.head(num_calib, whole=static is not None)
     elif isinstance(calib, dict):
         raise DataError("calib is a single dict; pass a list of feed dicts, an NpzDataset or a .npz path")
     else:
@@ -120,9 +134,8 @@ def prepare_calibration(model: Model, calib: Any, *, num_calib: int | None = Non
             raise DataError(f"calib must be a .npz path, an NpzDataset, an iterable of feed dicts or "
                             f"'synthetic', not {type(calib).__name__}") from None
         source = "iterable"
-    batches: list[dict[str, np.ndarray]] = []
-    total = 0
-    for i, feeds in enumerate(as_feed_batches(model, calib, batch_size=batch_size, batch_axis=batch_axis)):
+
+    def check(i: int, feeds) -> int:
         if not isinstance(feeds, dict):
             raise DataError(f"calibration item {i} is a {type(feeds).__name__}, expected a dict of input arrays")
         for name, a in feeds.items():
@@ -134,18 +147,29 @@ def prepare_calibration(model: Model, calib: Any, *, num_calib: int | None = Non
             if static is not None and ax is not None and a.ndim > ax and a.shape[ax] != static:
                 raise DataError(f"calibration batch {i}: input {name!r} has batch {a.shape[ax]} on axis {ax}, "
                                 f"the model fixes the batch size to {static}")
-        n = samples_in(feeds, axes)
-        if num_calib is not None and total + n > num_calib:
-            keep = num_calib - total
-            if keep <= 0 or (static is not None and keep < static):
+        return samples_in(feeds, axes)
+
+    batches: Sequence[dict[str, np.ndarray]]
+    total = 0
+    if lazy is not None:
+        for i, feeds in enumerate(lazy):
+            total += check(i, feeds)
+        batches = lazy
+    else:
+        batches = []
+        for i, feeds in enumerate(as_feed_batches(model, calib, batch_size=batch_size, batch_axis=batch_axis)):
+            n = check(i, feeds)
+            if num_calib is not None and total + n > num_calib:
+                keep = num_calib - total
+                if keep <= 0 or (static is not None and keep < static):
+                    break
+                feeds = {k: v if axes.get(k) is None or v.ndim <= axes[k] else
+                         v[(slice(None),) * axes[k] + (slice(0, keep),)] for k, v in feeds.items()}
+                n = keep
+            batches.append(feeds)
+            total += n
+            if num_calib is not None and total >= num_calib:
                 break
-            feeds = {k: v if axes.get(k) is None or v.ndim <= axes[k] else
-                     v[(slice(None),) * axes[k] + (slice(0, keep),)] for k, v in feeds.items()}
-            n = keep
-        batches.append(feeds)
-        total += n
-        if num_calib is not None and total >= num_calib:
-            break
     if total == 0:
         raise DataError(f"calibration got no samples for {model.name!r}",
                         hint="the data holds fewer samples than the model's fixed batch size?")

@@ -197,6 +197,36 @@ def _preprocess(src: Path, dst: Path, keep_nodes, opts: dict) -> tuple[Path, dic
     return src, {"applied": False, "reason": why}
 
 
+def sums_to_adds(proto: onnx.ModelProto) -> list[str]:
+    """Rewrite main-graph ``Sum`` nodes as ``Add`` (two inputs) or a chain of ``Add`` (more), in place.
+
+    Exact for two inputs (``Sum(a, b)`` is ``Add(a, b)`` with the same broadcasting); a longer ``Sum`` becomes
+    ``((a + b) + c) + ...``, the order ONNX Runtime's own Sum kernel adds in. Exporters (Caffe2, some
+    TensorFlow paths) write residual connections as ``Sum``, which no quantizer handles: ONNX Runtime leaves
+    them in float with a DequantizeLinear/QuantizeLinear round trip around each (16 in ResNet-50), and
+    TensorRT cannot fuse Q/DQ across them. As ``Add`` they become QLinearAdd / fused residual adds. The first
+    Add keeps the Sum's name (so ``keep_nodes`` and layerwise matching still find it) and the last one its
+    output. Returns the rewritten node names."""
+    from onnx import helper
+
+    done, nodes = [], []
+    for n in proto.graph.node:
+        if n.op_type != "Sum" or n.domain not in ("", "ai.onnx") or len(n.input) < 2:
+            nodes.append(n)
+            continue
+        acc = n.input[0]
+        for i, x in enumerate(n.input[1:], start=1):
+            last = i == len(n.input) - 1
+            out = n.output[0] if last else f"{n.output[0]}__sum{i}"
+            nodes.append(helper.make_node("Add", [acc, x], [out], name=n.name if i == 1 else f"{n.name}__add{i}"))
+            acc = out
+        done.append(n.name)
+    if done:
+        del proto.graph.node[:]
+        proto.graph.node.extend(nodes)
+    return done
+
+
 def flatten_gemm_bias(proto: onnx.ModelProto) -> list[str]:
     """Reshape Gemm biases ``C`` of shape ``[1, N]`` (constant initializers) to ``[N]``, in place.
 
@@ -378,8 +408,9 @@ class _QuantRecipe(Recipe):
             qin, pre = _preprocess(src, tmpd / "preprocessed.onnx", req.keep_nodes, req.opts)
             qin_proto = onnx.load(str(qin))
             flattened = flatten_gemm_bias(qin_proto)
-            if flattened:
-                qin = tmpd / "gemm_bias_1d.onnx"
+            summed = sums_to_adds(qin_proto) if "Add" in op_types else []
+            if flattened or summed:
+                qin = tmpd / "canonicalized.onnx"
                 onnx.save_model(qin_proto, str(qin))
             subgraphs = subgraph_summary(qin_proto, op_types)
             scope_reads = scope_producers(qin_proto)
@@ -490,7 +521,7 @@ class _QuantRecipe(Recipe):
             calibration={"method": method_name, **cset.to_json(), "synthetic": cset.source == "synthetic",
                          "calibrator_options": calib_opts, "seconds": round(state.get("calib_seconds", 0.0), 3)},
             preprocess=pre, smoothquant=smooth, **facts,
-            dequantize_nodes=n_dq, gemm_bias_flattened=flattened, subgraphs=subgraphs, resorted_for_subgraphs=bool(state.get("resorted")),
+            dequantize_nodes=n_dq, gemm_bias_flattened=flattened, sums_as_adds=summed, subgraphs=subgraphs, resorted_for_subgraphs=bool(state.get("resorted")),
             **({"bias_adjust_disabled": state["bias_adjust_disabled"]} if "bias_adjust_disabled" in state else {}), kept_high_precision=kept, validation_kept=log.kept,
             kept_reasons={**{k: "keep_nodes" for k in req.keep_nodes}, **log.kept, **scope_keep}, scope_kept=scope_keep,
             float_ops=float_ops,
