@@ -165,7 +165,9 @@ def test_flow_keeps_streamed_batches_and_counts_without_reading(dataset):
     want = ref.summary().set_index("variant")
     name = next(v for v in want.index if "fp16" in v)
     assert got.loc[name, "top1"] == want.loc[name, "top1"]
-    assert got.loc[name, "cosine_min"] == want.loc[name, "cosine_min"]
+    # the flow runs accuracy in runs of 8 samples (flow.ACCURACY_RUN_SAMPLES), compare_outputs in batches of
+    # 32: the same float64 sums in another order
+    assert got.loc[name, "cosine_min"] == pytest.approx(want.loc[name, "cosine_min"], rel=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------- calibration

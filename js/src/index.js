@@ -187,6 +187,7 @@ function render({ model, el }) {
       h("div", { class: "wbg-d-name", title: d.name }, d.name));
     if (d.scope) panel.append(h("div", { class: "wbg-d-scope" }, d.scope));
     if (d.overlay) panel.append(h("div", { class: "wbg-d-overlay" }, `${d.overlay.label}: ${fmt(d.overlay.value)}`));
+    if (d.overlay && d.overlay.note) panel.append(h("div", { class: "wbg-d-note" }, d.overlay.note));
     const table = (rows) => h("table", { class: "wbg-d-table" }, ...rows.map((r) => h("tr", {}, ...r.map((c) => h("td", {}, c)))));
     const attrs = Object.entries(d.attributes || {}).map(([k, v]) => [k, v === null || v === undefined ? "–" : String(v)]);
     if (attrs.length) panel.append(h("h4", {}, "Attributes"), table(attrs));
