@@ -146,3 +146,42 @@ def trt_backend():
     if not ok:
         pytest.skip(f"TensorRT cannot run here: {why}")
     return b
+
+
+# ------------------------------------------------------------------ browser tests (tests/_browser.py)
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> Path:
+    """Screenshot folder: ``$WB_ARTIFACTS`` when set (CI can keep it), else a pytest temporary folder."""
+    import _browser
+
+    env = os.environ.get("WB_ARTIFACTS")
+    d = Path(env) if env else tmp_path_factory.mktemp("screenshots")
+    d.mkdir(parents=True, exist_ok=True)
+    _browser.ARTIFACTS = d
+    return d
+
+
+@pytest.fixture(scope="module")
+def browser(artifacts):
+    """Debian's Chromium driven by Playwright, one per test module; skips (saying why) where either is missing."""
+    from _browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh 1400×900 page; the test fails if the page raised a JavaScript error."""
+    pg = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.errors = errors
+    yield pg
+    pg.close()
+    assert not errors, f"JavaScript errors: {errors}"

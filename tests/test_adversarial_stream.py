@@ -165,7 +165,9 @@ def test_flow_keeps_streamed_batches_and_counts_without_reading(dataset):
     want = ref.summary().set_index("variant")
     name = next(v for v in want.index if "fp16" in v)
     assert got.loc[name, "top1"] == want.loc[name, "top1"]
-    assert got.loc[name, "cosine_min"] == want.loc[name, "cosine_min"]
+    # the flow runs accuracy in runs of 8 samples (flow.ACCURACY_RUN_SAMPLES), compare_outputs in batches of
+    # 32: the same float64 sums in another order
+    assert got.loc[name, "cosine_min"] == pytest.approx(want.loc[name, "cosine_min"], rel=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------- calibration
@@ -263,3 +265,24 @@ def test_model_replaced_between_check_and_read_loads_the_checked_model(tmp_path,
     # and the file that was read (not the one now at the path) is the protected input
     st = calls[0]
     assert fsutil._PROTECTED.get((st.st_dev, st.st_ino)) is not None
+
+
+@pytest.mark.parametrize("where", ["header", "data"])
+def test_damaged_deflate_stream_is_a_data_error(tmp_path, where):
+    """A valid zip directory over a damaged deflate stream: zlib.error (header) or a CRC error (data) was
+    an internal error (exit 1) before; it is a DataError at open or at the batch that reaches it."""
+    import zipfile
+
+    mp = _classifier(tmp_path / "clf.onnx")
+    p = tmp_path / "bad.npz"
+    np.savez_compressed(p, x=_arrays(4096)["x"])
+    raw = bytearray(p.read_bytes())
+    with zipfile.ZipFile(p) as z:
+        info = z.infolist()[0]
+    at = info.header_offset + 30 + len(info.filename) + len(info.extra) + (4 if where == "header" else 4000)
+    raw[at:at + 64] = bytes(b ^ 0x5A for b in raw[at:at + 64])
+    p.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="bad.npz member 'x'"):
+        ds = NpzDataset(p, wb.load(mp))
+        for _ in ds.batches(256):
+            pass

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLES
-from test_graph_browser import _artifacts, browser, open_page, page, shot  # noqa: F401 - fixtures
+from _browser import open_page, shot  # fixtures `browser`, `page`: tests/conftest.py
 
 pytestmark = pytest.mark.browser
 
@@ -44,7 +44,7 @@ def _model_path(which: str) -> Path:
 
 
 @pytest.mark.parametrize("which", ["minilm", "transformer_block"])
-def test_the_fp16_safety_menu_entry_colours_exactly_the_flagged_nodes(page, which, tmp_path):  # noqa: F811
+def test_the_fp16_safety_menu_entry_colours_exactly_the_flagged_nodes(page, which, tmp_path):
     import workbench as wb
     from workbench.widgets.graph_view import FP16_SAFETY_COLORS, FP16_SAFETY_LABELS, GraphView
 

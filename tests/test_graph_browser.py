@@ -9,12 +9,6 @@ temporary folder (never into the repository).
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import onnx
@@ -23,66 +17,14 @@ import pytest
 from workbench.graph import GraphPayload
 from workbench.widgets.graph_view import export_html
 
+from _browser import click_item, jupyter_server, open_page, shot
 from test_graph_view import with_qdq
 from workbench.synthetic import chain_model
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS: Path | None = None  # set by the autouse fixture below
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _artifacts(tmp_path_factory):
-    global ARTIFACTS
-    env = os.environ.get("WB_ARTIFACTS")
-    ARTIFACTS = Path(env) if env else tmp_path_factory.mktemp("screenshots")
-    return ARTIFACTS
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    pg = browser.new_page(viewport={"width": 1400, "height": 900})
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.errors = errors
-    yield pg
-    pg.close()
-    assert not errors, f"JavaScript errors: {errors}"
-
-
-def shot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / name
-    page.screenshot(path=str(path))
-    return path
-
-
-def open_page(page, html_path: Path) -> None:
-    page.goto(html_path.as_uri())
-    page.wait_for_selector(".wbg-root[data-ready='1']", timeout=30_000)
-
-
-def click_item(page, name: str) -> None:
-    """Centre an item in the view and click it with the mouse (hit-testing on the canvas)."""
-    assert page.evaluate("(n) => window.__wbgraph.center(n)", name)
-    page.wait_for_timeout(50)
-    pos = page.evaluate("(n) => window.__wbgraph.screenPos(n)", name)
-    page.mouse.click(pos["x"], pos["y"])
+# fixtures `browser` (Chromium, one per module), `page` (fails on JavaScript errors) and `artifacts`
+# (screenshot folder) come from tests/conftest.py; start-up helpers from tests/_browser.py
 
 
 def test_standalone_page_draws_and_shows_details(page, light, tmp_path):
@@ -416,12 +358,6 @@ def test_fit_puts_every_item_inside_the_canvas(page, sample, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- JupyterLab
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(params=["jupyterlab", "notebook"])
 def jupyter(request, tmp_path):
     """JupyterLab 4 or Notebook 7 on 127.0.0.1: (app, base url, token)."""
@@ -430,36 +366,8 @@ def jupyter(request, tmp_path):
         nb = pytest.importorskip("notebook", reason="Notebook 7 not installed (pip install notebook)")
         if int(nb.__version__.split(".")[0]) < 7:
             pytest.skip(f"notebook {nb.__version__} is not Notebook 7")
-    port, token = _free_port(), "wbtest"
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"), "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", app, "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", "--ServerApp.port_retries=0",
-           "--LabApp.news_url=", "--LabServerApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-root")
-    log = open(tmp_path / "lab.log", "w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail("jupyter lab exited: " + (tmp_path / "lab.log").read_text()[-2000:])
-                time.sleep(0.5)
-        else:
-            pytest.fail("jupyter lab did not start: " + (tmp_path / "lab.log").read_text()[-2000:])
+    with jupyter_server(tmp_path, tmp_path / "run", app=app) as (url, token, _log):
         yield app, url, token
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def run_cell(page, k: int, attempts: int = 4) -> None:

@@ -72,7 +72,7 @@ def test_only_the_build_path_calls_backend_build():
 
 #: docs/architecture.md, "Layers" (lowest first); a module may import, at its top, only lower layers
 LAYERS = [["errors", "logs"], ["fsutil"], ["model"], ["data", "records", "variant", "shapes", "synthetic"],
-          ["inspect", "edit", "colors"], ["precision", "graph", "device"], ["backends"], ["builds"],
+          ["inspect", "edit", "colors"], ["precision", "graph", "device"], ["backends", "variantcache"], ["builds"],
           ["run", "measure", "compare"], ["flow", "sweeps"], ["plots", "report"], ["widgets", "commands", "cli"]]
 
 

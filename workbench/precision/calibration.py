@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -38,11 +38,16 @@ class CalibrationSet:
     num_samples: int
     source: str  # "npz:<file name>", "NpzDataset", "iterable", "synthetic"
     warning: str = ""  # e.g. fewer samples than DEFAULT_MIN_SAMPLES (recorded in the recipe)
+    axes: dict = field(default_factory=dict)  # {input: batch axis or None} (for splitting runs)
+    static: int | None = None  # the batch size the model fixes (then batches are never split)
+    runs: dict = field(default_factory=dict)  # collect_ranges' stats (session runs, samples per run, bytes)
 
     def to_json(self) -> dict:
         out = {"source": self.source, "num_samples": self.num_samples, "num_batches": len(self.batches)}
         if self.warning:
             out["warning"] = self.warning
+        if self.runs:
+            out["runs"] = dict(self.runs)
         return out
 
 
@@ -108,7 +113,8 @@ def prepare_calibration(model: Model, calib: Any, *, num_calib: int | None = Non
         b = static or batch_size or 1
         batches = [synthetic_inputs(model, shapes, seed=seed + i, batch=b, batch_axis=batch_axis)
                    for i in range((n + b - 1) // b)]
-        return CalibrationSet(batches, sum(samples_in(x, axes) for x in batches), "synthetic")
+        return CalibrationSet(batches, sum(samples_in(x, axes) for x in batches), "synthetic", axes=axes,
+                              static=static)
     lazy = None  # batches read from a file one at a time: validated in one streaming pass, never held
     if isinstance(calib, (str, os.PathLike)):
         source = f"npz:{Path(calib).name}"
@@ -181,7 +187,7 @@ def prepare_calibration(model: Model, calib: Any, *, num_calib: int | None = Non
         note = (f"calibrating {model.name!r} on only {total} sample(s) (fewer than {DEFAULT_MIN_SAMPLES}): "
                 "scales may not represent real inputs; give more data, or --min-calib-samples N to require N")
         warnings.warn(note, CalibrationWarning, stacklevel=2)
-    return CalibrationSet(batches, total, source, warning=note)
+    return CalibrationSet(batches, total, source, warning=note, axes=axes, static=static)
 
 
 class ProgressReader(CalibrationDataReader):
@@ -221,3 +227,125 @@ class ProgressReader(CalibrationDataReader):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+# ------------------------------------------------------------------------------ bounded-memory calibration
+#: What the full tensors one calibration run hands back may take (histogram calibrators: entropy,
+#: percentile, distribution). Runs are cut to fewer samples to stay under it (models with a dynamic
+#: batch axis; a fixed batch runs as it is).
+DEFAULT_CALIB_MEMORY = 1 << 30
+
+
+class _OneBatch(CalibrationDataReader):
+    """A reader of exactly one feed dict (the calibrator is fed one run at a time)."""
+
+    def __init__(self, feeds: dict[str, np.ndarray]):
+        self._feeds: dict[str, np.ndarray] | None = feeds
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        feeds, self._feeds = self._feeds, None
+        return feeds
+
+
+class _SizedSession:
+    """An ONNX Runtime session that remembers how many bytes its last run returned."""
+
+    def __init__(self, session):
+        self._session = session
+        self.last_bytes = 0
+
+    def run(self, *args, **kwargs):
+        out = self._session.run(*args, **kwargs)
+        self.last_bytes = int(sum(getattr(o, "nbytes", 0) for o in out))
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+def _priority_session(path: str, providers):
+    """The calibrator's session (optimizations off, as ORT's own) with PRIORITY_BASED execution order.
+
+    ORT's DEFAULT order is a reverse depth-first walk from the graph outputs; the augmented MinMax graph
+    has a ReduceMin/ReduceMax output for every calibrated tensor, so the whole network runs first and
+    every activation stays alive until its reductions run at the end: a 32-sample run of a 672-node
+    detector held 8.8 GB. In node order (the reductions sit right after their producers) each activation
+    is freed as in plain inference (1.1 GB).
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    so.log_severity_level = 3
+    return ort.InferenceSession(path, sess_options=so, providers=providers or ["CPUExecutionProvider"])
+
+
+def _can_split(feeds: dict[str, np.ndarray], axes: dict, n: int) -> bool:
+    batched = [(k, v) for k, v in feeds.items() if axes.get(k) is not None and np.ndim(v) > axes[k]]
+    return bool(batched) and all(np.shape(v)[axes[k]] == n for k, v in batched)
+
+
+def _cut(feeds: dict[str, np.ndarray], axes: dict, start: int, stop: int) -> dict[str, np.ndarray]:
+    return {k: v if axes.get(k) is None or np.ndim(v) <= axes[k] else
+            v[(slice(None),) * axes[k] + (slice(start, stop),)] for k, v in feeds.items()}
+
+
+def collect_ranges(model_path: str | Path, augmented_path: str | Path, op_types, method, calib_opts: dict,
+                   cset: CalibrationSet, *, progress: bool = True, desc: str = "calibrating",
+                   run_samples: int = DEFAULT_CALIB_BATCH, memory_budget: int = DEFAULT_CALIB_MEMORY):
+    """Activation ranges of ``model_path`` over ``cset`` with ONNX Runtime's calibrators, in memory that
+    does not grow with the number of samples: ``(TensorsData, stats)``.
+
+    - the calibrator is fed one session run at a time and folds it before the next (MinMax: min/max
+      merged exactly; histogram methods: histograms merged, as ORT's ``CalibStridedCalibration``);
+    - a batch of a model with a dynamic batch axis is cut into runs of at most ``run_samples`` samples;
+      the first run holds one sample and measures what a sample's calibrated tensors take, so histogram
+      calibrators (which get every full tensor back) run at most ``memory_budget`` bytes at a time;
+    - MinMax runs in node order (:func:`_priority_session`), freeing each activation after its reductions.
+
+    ``stats``: runs, samples, max_run_samples, max_run_bytes (bytes the calibrator held after one run),
+    execution_order, memory_budget.
+    """
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    cal = create_calibrator(model_path, op_types, augmented_model_path=str(augmented_path),
+                            calibrate_method=method, extra_options=dict(calib_opts))
+    order = "default"
+    if method == CalibrationMethod.MinMax:  # a second session (tens of ms) in node order
+        cal.infer_session = _priority_session(cal.augmented_model_path, cal.execution_providers)
+        order = "priority_based"
+    session = cal.infer_session = _SizedSession(cal.infer_session)
+    stats = {"runs": 0, "samples": 0, "max_run_samples": 0, "max_run_bytes": 0, "execution_order": order,
+             "memory_budget": int(memory_budget)}
+    per_run = 1  # the first run measures a sample
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cset.num_samples, desc=desc, unit="sample", leave=False)
+    try:
+        for feeds in cset.batches:
+            n = samples_in(feeds, cset.axes)
+            split = cset.static is None and _can_split(feeds, cset.axes, n)
+            start = 0
+            while start < n:
+                k = min(per_run, n - start) if split else n
+                run = _cut(feeds, cset.axes, start, start + k) if split and k < n else feeds
+                cal.collect_data(_OneBatch(run))
+                stats["runs"] += 1
+                stats["samples"] += k
+                stats["max_run_samples"] = max(stats["max_run_samples"], k)
+                stats["max_run_bytes"] = max(stats["max_run_bytes"], session.last_bytes)
+                if stats["runs"] == 1:
+                    per_sample = max(1, session.last_bytes // max(1, k))
+                    per_run = max(1, min(int(run_samples), int(memory_budget) // per_sample))
+                if bar is not None:
+                    bar.update(k)
+                start += k
+        ranges = cal.compute_data()
+    finally:
+        if bar is not None:
+            bar.close()
+        del cal, session
+    return ranges, stats

@@ -26,7 +26,7 @@ from ..model import Model
 from ..variant import Variant
 from .base import (Recipe, Request, base_recipe, check_keep_nodes, drop_initializer_inputs, full_check,
                    name_unnamed_nodes, short, upgrade_opset, variant_name)
-from .calibration import ProgressReader, prepare_calibration
+from .calibration import ProgressReader, collect_ranges, prepare_calibration
 
 #: Op types whose inputs (and outputs) get Q/DQ by default: the weighted ops TensorRT runs in INT8.
 TENSORRT_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -131,18 +131,13 @@ def _has_calibration_cache() -> bool:
 
 def _calibrate(model_path: Path, tmpd: Path, op_types, method, calib_opts: dict, cset, progress: bool,
                desc: str) -> Path:
-    """Collect activation ranges with ORT's calibrator; write them as a quantize_static calibration cache."""
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    """Collect activation ranges with ORT's calibrator, one run at a time in bounded memory
+    (``calibration.collect_ranges``); write them as a quantize_static calibration cache."""
+    from onnxruntime.quantization.calibrate import save_tensors_data
 
-    calibrator = create_calibrator(model_path, op_types, augmented_model_path=str(tmpd / "augmented.onnx"),
-                                   calibrate_method=method, extra_options=calib_opts)
-    reader = ProgressReader(cset, progress=progress, desc=desc)
-    try:
-        calibrator.collect_data(reader)
-    finally:
-        reader.close()
-    ranges = calibrator.compute_data()
-    del calibrator
+    ranges, stats = collect_ranges(model_path, tmpd / "augmented.onnx", op_types, method, calib_opts, cset,
+                                   progress=progress, desc=desc)
+    cset.runs = stats
     cache = tmpd / "calibration.json"
     save_tensors_data(ranges, cache)
     return cache
