@@ -286,3 +286,26 @@ def test_damaged_deflate_stream_is_a_data_error(tmp_path, where):
         ds = NpzDataset(p, wb.load(mp))
         for _ in ds.batches(256):
             pass
+
+
+def test_variant_cache_key_of_a_fifo_fails_fast(tmp_path):
+    """The variant cache fingerprints calibration files: a FIFO given as calib must not hang the key."""
+    import threading
+
+    from workbench.variantcache import data_fingerprint
+
+    fifo = tmp_path / "calib.npz"
+    os.mkfifo(fifo)
+    box = {}
+    t = threading.Thread(target=lambda: box.update(r=_try(data_fingerprint, str(fifo))), daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "fingerprinting a FIFO hung"
+    assert isinstance(box["r"], DataError) and "FIFO" in str(box["r"])
+
+
+def _try(fn, *a):
+    try:
+        return fn(*a)
+    except Exception as e:  # noqa: BLE001 - returned to the test
+        return e
