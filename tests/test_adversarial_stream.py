@@ -309,3 +309,55 @@ def _try(fn, *a):
         return fn(*a)
     except Exception as e:  # noqa: BLE001 - returned to the test
         return e
+
+
+def test_a_racing_thread_swapping_the_path_never_hangs_or_mixes(tmp_path):
+    """Another thread keeps redirecting a symlink between a good .npz, a FIFO and another .npz while this
+    thread opens and reads it: every read is one whole file (the good or the other), or a refusal naming
+    the FIFO — never a hang (a FIFO opened for reading blocks) and never a mix of the two files."""
+    import threading
+    import time
+
+    mp = _classifier(tmp_path / "clf.onnx")
+    m = wb.load(mp)
+    good, other = _arrays(64, seed=1), _arrays(64, seed=2)
+    np.savez(tmp_path / "good.npz", **good)
+    np.savez_compressed(tmp_path / "other.npz", **other)
+    os.mkfifo(tmp_path / "fifo")
+    link = tmp_path / "data.npz"
+    link.symlink_to(tmp_path / "good.npz")
+    stop = threading.Event()
+
+    def flip():
+        targets = [tmp_path / "fifo", tmp_path / "other.npz", tmp_path / "good.npz"]
+        i = 0
+        while not stop.is_set():
+            tmp = tmp_path / f"l{i % 2}"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(targets[i % 3])
+            os.replace(tmp, link)
+            i += 1
+
+    t = threading.Thread(target=flip, daemon=True)
+    t.start()
+    seen = {"good": 0, "other": 0, "fifo": 0}
+    deadline = time.monotonic() + 3
+    try:
+        while time.monotonic() < deadline:
+            try:
+                ds = NpzDataset(link, m, allow_extra=True)
+            except DataError as e:
+                assert "FIFO" in str(e), e
+                seen["fifo"] += 1
+                continue
+            x = np.concatenate([b["x"] for b in ds.batches(16)])
+            ds.close()
+            if np.array_equal(x, good["x"]):
+                seen["good"] += 1
+            else:
+                np.testing.assert_array_equal(x, other["x"])
+                seen["other"] += 1
+    finally:
+        stop.set()
+        t.join(5)
+    assert sum(seen.values()) > 10, seen
