@@ -143,3 +143,44 @@ def test_measure_and_compare_keep_stderr_clean(tmp_path):
     """)
     assert out["samples"] == 256
     assert "[V:onnxruntime" not in err and "[I:onnxruntime" not in err, err[:1000]
+
+
+def _kernel_run(d, show: bool):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    cells = [f"import sys; sys.path.insert(0, {ROOT!r})\n"
+             "import onnxruntime; onnxruntime.set_default_logger_severity(0)\n"
+             f"from workbench import logs; logs.show({show})",
+             "from workbench.builds import build_variants\n"
+             "bs = build_variants('ok.onnx', 'fp32', 'onnxruntime', progress=False)\n"
+             "print('record lines:', len(bs.results[0].record.native_log))",
+             "import workbench as wb\nwb.run_model('bad.onnx', shapes='x:1x4')"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
+                                     resources={"metadata": {"path": str(d)}})
+    client.execute()
+    streams = ["".join(o.get("text", "") for o in c.outputs if o.output_type == "stream") for c in nb.cells]
+    errors = [o for c in nb.cells for o in c.outputs if o.output_type == "error"]
+    return streams, errors
+
+
+@pytest.mark.notebook
+def test_in_a_real_kernel_native_lines_stay_out_of_the_cells_and_the_terminal(tmp_path, capfd):
+    """What a notebook user sees: a real Jupyter kernel (nbclient). The kernel inherits this test's fd 2
+    (capfd), so its terminal output is checked too. With the capture: no ORT line in any cell or on the
+    kernel's terminal, the build record holds them, the failing cell shows the RunError and the note.
+    With show(True) the same calls put ORT's lines on the kernel's fd 2 (so the native writer is real).
+    Not covered: ORT's pool threads log "pthread_setaffinity_np succeed" (VERBOSE) when they start, which
+    can be after the call returned; those lines are outside any capture."""
+    _models(tmp_path)
+    capfd.readouterr()
+    streams, errors = _kernel_run(tmp_path, show=False)
+    terminal = capfd.readouterr().err
+    assert "record lines:" in streams[1] and "record lines: 0" not in streams[1], streams[1][:500]
+    assert not any("onnxruntime" in s or "BFCArena" in s for s in streams), [s[:300] for s in streams]
+    assert "BFCArena" not in terminal, terminal[-1000:]
+    assert len(errors) == 1 and errors[0]["ename"] == "RunError"
+    assert any("native log lines captured" in line for line in errors[0]["traceback"]), errors[0]["traceback"][-3:]
+    streams, errors = _kernel_run(tmp_path, show=True)
+    terminal = capfd.readouterr().err
+    assert "BFCArena" in terminal and "record lines: 0" in streams[1]

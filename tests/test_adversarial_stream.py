@@ -265,3 +265,99 @@ def test_model_replaced_between_check_and_read_loads_the_checked_model(tmp_path,
     # and the file that was read (not the one now at the path) is the protected input
     st = calls[0]
     assert fsutil._PROTECTED.get((st.st_dev, st.st_ino)) is not None
+
+
+@pytest.mark.parametrize("where", ["header", "data"])
+def test_damaged_deflate_stream_is_a_data_error(tmp_path, where):
+    """A valid zip directory over a damaged deflate stream: zlib.error (header) or a CRC error (data) was
+    an internal error (exit 1) before; it is a DataError at open or at the batch that reaches it."""
+    import zipfile
+
+    mp = _classifier(tmp_path / "clf.onnx")
+    p = tmp_path / "bad.npz"
+    np.savez_compressed(p, x=_arrays(4096)["x"])
+    raw = bytearray(p.read_bytes())
+    with zipfile.ZipFile(p) as z:
+        info = z.infolist()[0]
+    at = info.header_offset + 30 + len(info.filename) + len(info.extra) + (4 if where == "header" else 4000)
+    raw[at:at + 64] = bytes(b ^ 0x5A for b in raw[at:at + 64])
+    p.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="bad.npz member 'x'"):
+        ds = NpzDataset(p, wb.load(mp))
+        for _ in ds.batches(256):
+            pass
+
+
+def test_variant_cache_key_of_a_fifo_fails_fast(tmp_path):
+    """The variant cache fingerprints calibration files: a FIFO given as calib must not hang the key."""
+    import threading
+
+    from workbench.variantcache import data_fingerprint
+
+    fifo = tmp_path / "calib.npz"
+    os.mkfifo(fifo)
+    box = {}
+    t = threading.Thread(target=lambda: box.update(r=_try(data_fingerprint, str(fifo))), daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "fingerprinting a FIFO hung"
+    assert isinstance(box["r"], DataError) and "FIFO" in str(box["r"])
+
+
+def _try(fn, *a):
+    try:
+        return fn(*a)
+    except Exception as e:  # noqa: BLE001 - returned to the test
+        return e
+
+
+def test_a_racing_thread_swapping_the_path_never_hangs_or_mixes(tmp_path):
+    """Another thread keeps redirecting a symlink between a good .npz, a FIFO and another .npz while this
+    thread opens and reads it: every read is one whole file (the good or the other), or a refusal naming
+    the FIFO — never a hang (a FIFO opened for reading blocks) and never a mix of the two files."""
+    import threading
+    import time
+
+    mp = _classifier(tmp_path / "clf.onnx")
+    m = wb.load(mp)
+    good, other = _arrays(64, seed=1), _arrays(64, seed=2)
+    np.savez(tmp_path / "good.npz", **good)
+    np.savez_compressed(tmp_path / "other.npz", **other)
+    os.mkfifo(tmp_path / "fifo")
+    link = tmp_path / "data.npz"
+    link.symlink_to(tmp_path / "good.npz")
+    stop = threading.Event()
+
+    def flip():
+        targets = [tmp_path / "fifo", tmp_path / "other.npz", tmp_path / "good.npz"]
+        i = 0
+        while not stop.is_set():
+            tmp = tmp_path / f"l{i % 2}"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(targets[i % 3])
+            os.replace(tmp, link)
+            i += 1
+
+    t = threading.Thread(target=flip, daemon=True)
+    t.start()
+    seen = {"good": 0, "other": 0, "fifo": 0}
+    deadline = time.monotonic() + 3
+    try:
+        while time.monotonic() < deadline:
+            try:
+                ds = NpzDataset(link, m, allow_extra=True)
+            except DataError as e:
+                assert "FIFO" in str(e), e
+                seen["fifo"] += 1
+                continue
+            x = np.concatenate([b["x"] for b in ds.batches(16)])
+            ds.close()
+            if np.array_equal(x, good["x"]):
+                seen["good"] += 1
+            else:
+                np.testing.assert_array_equal(x, other["x"])
+                seen["other"] += 1
+    finally:
+        stop.set()
+        t.join(5)
+    assert sum(seen.values()) > 10, seen

@@ -307,3 +307,32 @@ def test_default_tolerances_and_lookup():
 def test_json_number_policy():
     assert M.json_number(math.nan) is None and M.json_number(math.inf) == "inf"
     assert M.json_number(-math.inf) == "-inf" and M.json_number(1.5) == 1.5
+
+
+def test_topk_on_unsigned_logits_orders_by_value():
+    """uint8 logits (a quantized classifier's raw output): negating them in uint8 would wrap around."""
+    ref = np.array([[1, 5, 3, 0]], np.uint8)
+    assert M.topk_agreement(ref, ref.astype(np.float32), 1) == 1.0
+    assert M.topk_agreement(ref.astype(np.float32), ref, 1) == 1.0
+    assert M.topk_agreement(ref, ref, 2) == 1.0
+
+
+def test_topk_ties_break_by_index_on_long_rows():
+    """Ties are broken by class index (a stable sort), also past the 16 elements numpy sorts by insertion."""
+    rng = np.random.default_rng(7)
+    r = rng.integers(0, 4, size=(50, 64)).astype(np.float64)  # many ties
+    v = r.copy()
+    v[:, ::2] += 0.5  # even classes win their ties in x
+    k = 5
+
+    def top(a):  # the oracle: sort by (-value, index)
+        return [sorted(range(a.shape[1]), key=lambda j: (-a[i, j], j))[:k] for i in range(a.shape[0])]
+
+    want = np.mean([len(set(a) & set(b)) / k for a, b in zip(top(r), top(v))])
+    assert M.topk_agreement(r, v, k) == pytest.approx(want)
+    assert M.topk_overlap(r, r, k).tolist() == [1.0] * 50
+
+
+def test_output_metrics_passes_rtol():
+    assert M.output_metrics([1.0], [1.0005], atol=0.0, rtol=0.0)["allclose"] is False
+    assert M.output_metrics([1.0], [1.0005], atol=0.0, rtol=1e-3)["allclose"] is True

@@ -67,7 +67,11 @@ PLAN: dict[str, Target] = {
                        "tests/test_oracles.py::test_latency_stats_match_numpy_on_skewed_samples",
                        "tests/test_oracles.py::test_measure_latency_runs_the_warmup_and_times_only_the_rest"]),
     "metrics": Target("workbench/compare/metrics.py",
-                      ["tests/test_compare.py", "tests/test_verdicts.py", "tests/test_mut_metrics.py"]),
+                      ["tests/test_compare.py", "tests/test_verdicts.py", "tests/test_mut_metrics.py",
+                       "--deselect", "tests/test_compare.py::test_int8_digits_top1_matches_direct_ort_run",
+                       "--deselect", "tests/test_compare.py::test_identical_variant_is_exact",
+                       "--deselect", "tests/test_compare.py::test_cli_compare_json"],
+                      note="tests: not the 2-9 s int8/CLI comparisons"),
     "repeat": Target("workbench/measure/repeat.py", ["tests/test_mut_summary.py"],
                      note="speedup = fp32 p50 / variant p50, its block range, faster/slower/within noise"),
     "summary": Target("workbench/report.py", ["tests/test_mut_summary.py"],
@@ -155,6 +159,8 @@ def _sync(t: Target, work: Path) -> None:
     with open(work / "pyproject.toml", "a") as f:  # the scratch copy's config only
         f.write(_config(t))
     for test in t.tests:  # a selected test file not written yet: an empty stand-in in the scratch copy, so that
+        if test.startswith("-"):
+            continue
         path = work / test.split("::")[0]  # adding it later is a new test for mutmut, not a new selection
         if not path.exists():  # (which would discard every result)
             path.write_text("")
@@ -210,7 +216,21 @@ def run(name: str, t: Target, *, max_children: int, wall_factor: float, rerun: b
 
 
 #: Surviving mutants that cannot be killed, with the reason (checked by hand; docs/mutation.json lists them).
-EXPLAINED: dict[str, str] = {}
+_L = "workbench.measure.latency."
+EXPLAINED: dict[str, str] = {
+    _L + "xǁLatencyResultǁto_row__mutmut_19": "equivalent: the 'batch' key left in by the mutated filter is "
+                                             "overwritten by the explicit \"batch\": self.batch after it",
+    _L + "xǁLatencyResultǁto_row__mutmut_20": "equivalent: as to_row__mutmut_19",
+    _L + "xǁLatencyResultǁ__repr____mutmut_10": "equivalent: float('NAN') is float('nan')",
+    _L + "xǁLatencyResultǁ__repr____mutmut_19": "equivalent: float('NAN') is float('nan')",
+    _L + "x__progress__mutmut_8": "equivalent: tqdm's default unit is 'it'",
+    _L + "x__host_timed__mutmut_3": "equivalent: a float64 buffer holds every int64 ns count below 2^53 ns "
+                                    "(104 days) exactly; the result is ns / 1e6 either way",
+    _L + "x__host_timed__mutmut_5": "equivalent: as _host_timed__mutmut_3 (np.empty defaults to float64)",
+    _L + "x__host_timed__mutmut_30": "equivalent: chunking without a bar runs the same iterations in the same order",
+    _L + "xǁCudaEventsǁtimed__mutmut_6": "equivalent: np.empty's default dtype is float64",
+    _L + "xǁCudaEventsǁtimed__mutmut_8": "equivalent: np.empty's default dtype is float64",
+}
 
 DOC = ROOT / "docs" / "testing.md"
 _BEGIN, _END = "<!-- mutation-table: written by tools/mutate.py -->", "<!-- /mutation-table -->"
@@ -264,8 +284,14 @@ def main() -> None:
     ap.add_argument("--min-score", type=float, default=None, help="exit 1 if a target scores below this")
     a = ap.parse_args()
     plan = SAMPLE if a.sample else PLAN
-    if a.table:
-        _write_table(_load())
+    if a.table:  # re-apply EXPLAINED to the recorded survivors and rewrite the docs table
+        results = _load()
+        for r in results.values():
+            r["explained"] = {k: v for k, v in {**r.get("explained", {}), **EXPLAINED}.items() if k in r["undetected"]}
+            r["unexplained"] = [k for k in r["undetected"] if k not in r["explained"]]
+        if results:
+            OUT.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+        _write_table(results)
         return
     if a.list:
         for n, t in plan.items():
@@ -291,6 +317,10 @@ def main() -> None:
         if a.min_score is not None and (res["score"] is None or res["score"] < a.min_score):
             low.append(n)
         if not a.no_write and not a.sample:
+            import fcntl
+
+            lock = open(WORK.parent / "mutate.lock" if WORK.parent.exists() else OUT.with_suffix(".lock"), "w")
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two `make mutate` runs at once: one read-modify-write at a time
             results = _load()
             explained = {**(results.get(n) or {}).get("explained", {}), **EXPLAINED}
             res["explained"] = {k: v for k, v in explained.items() if k in res["undetected"]}
@@ -298,6 +328,7 @@ def main() -> None:
             results[n] = res
             OUT.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
             _write_table(results)
+            lock.close()
     if low:
         sys.exit(f"below {a.min_score}: {', '.join(low)}")
 

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -338,7 +339,7 @@ def _npy_header(f, where: str):
             shape, fortran, dtype = fmt.read_array_header_2_0(f)
         else:
             shape, fortran, dtype = fmt._read_array_header(f, version)  # 3.0: utf-8 header
-    except (ValueError, EOFError, OSError, SyntaxError, TypeError, zipfile.BadZipFile) as e:
+    except (ValueError, EOFError, OSError, SyntaxError, TypeError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"{where} is not a valid .npy array: {e}") from None
     if dtype.hasobject:
         raise DataError(f"{where} holds object arrays; refusing to unpickle them",
@@ -430,7 +431,7 @@ class NpzReader:
                     m.file_offset = self._stored_offset(info, where) + start
                 self.members[key] = m
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError,
-                RuntimeError, struct.error) as e:
+                RuntimeError, struct.error, zlib.error) as e:
             if isinstance(e, WorkbenchError):
                 raise
             raise DataError(f"{p} is not a readable .npz file: {e}") from None
@@ -516,7 +517,7 @@ class NpzReader:
                     chunks = [((o * rows + start) * inner, (stop - start) * inner) for o in range(outer)]
             try:
                 self._read_chunks(m, chunks, buf, cursor, where)
-            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError) as e:
+            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError, zlib.error) as e:
                 if isinstance(e, WorkbenchError):
                     raise
                 raise DataError(f"{where} cannot be read: {e}") from None

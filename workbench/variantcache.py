@@ -73,7 +73,11 @@ def data_fingerprint(data: Any) -> str | None:
     if isinstance(data, str) and data == "synthetic":
         return "synthetic"
     if isinstance(data, (str, os.PathLike)):
-        with open(data, "rb") as f:  # read-only; a missing file is the recipe's error to report
+        from .fsutil import open_input
+
+        # a regular file, opened non-blocking (a FIFO fails at once instead of hanging the key)
+        f, _ = open_input(data, "calibration data")
+        with f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         return "file:" + h.hexdigest()

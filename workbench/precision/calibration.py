@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from onnxruntime.quantization import CalibrationDataReader
 
 from ..data import Batches, NpzDataset, as_feed_batches, model_batch_axes, samples_in, static_batch, synthetic_inputs
 from ..errors import DataError, WorkbenchWarning
@@ -190,7 +189,25 @@ def prepare_calibration(model: Model, calib: Any, *, num_calib: int | None = Non
     return CalibrationSet(batches, total, source, warning=note, axes=axes, static=static)
 
 
-class ProgressReader(CalibrationDataReader):
+class _Reader:
+    """ONNX Runtime's ``CalibrationDataReader`` protocol (``get_next`` + iteration), without importing
+    ``onnxruntime.quantization`` when this module loads (``workbench inspect`` never calibrates). ORT's ABC
+    recognises any class with a callable ``get_next`` as a subclass (its ``__subclasshook__``)."""
+
+    def get_next(self) -> dict | None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        result = self.get_next()
+        if result is None:
+            raise StopIteration
+        return result
+
+
+class ProgressReader(_Reader):
     """An ONNX Runtime ``CalibrationDataReader`` over validated batches, with a tqdm bar."""
 
     def __init__(self, cset: CalibrationSet, *, progress: bool = True, desc: str = "calibrating"):
@@ -236,7 +253,7 @@ class ProgressReader(CalibrationDataReader):
 DEFAULT_CALIB_MEMORY = 1 << 30
 
 
-class _OneBatch(CalibrationDataReader):
+class _OneBatch(_Reader):
     """A reader of exactly one feed dict (the calibrator is fed one run at a time)."""
 
     def __init__(self, feeds: dict[str, np.ndarray]):

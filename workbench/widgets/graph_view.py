@@ -103,7 +103,7 @@ def overlay_calls(result: Any = None, *, model: str = "m", result_ref: str = "fr
 
     out: dict[str, Any] = {"fp16 safety": Call(
         "view.set_overlay",
-        (Ref(f"wb.fp16_safety({model}).assign(note=lambda d: d.check + ': ' + d.action + ' (' + d.detail + ')')"),),
+        (Ref(f"wb.fp16_safety({model}).assign(note=lambda d: d.check + ': ' + d.detail + '. Recipe: ' + d.action)"),),
         {"value": "value", "reduce": "max", "note": "note", "label": "fp16 safety (worst finding per node)",
          "thresholds": [1.5, 2.5], "labels": FP16_SAFETY_LABELS, "colormap": FP16_SAFETY_COLORS})}
     layers = getattr(result, "layers", None)
