@@ -288,3 +288,64 @@ def test_hash_covers_external_bytes(folder):
     (folder / "w.bin").write_bytes(np.arange(4, 8, dtype=np.float32).tobytes())
     assert M.load(folder / "m.onnx").hash != h1  # same proto, other weights: another hash
     assert repr(a).endswith(f"source={str(folder / 'm.onnx')!r}>")
+
+
+# ------------------------------------------------------------------------------------------ survivors of the first run
+def test_graph_cycle_names_shadowing_inputs_and_initializers_are_not_cycles():
+    """A node whose output reuses the name of a graph input / initializer / sparse initializer / outer value
+    reads the given value, not its own output (the name is known before any node runs)."""
+    w = numpy_helper.from_array(np.ones(2, np.float32), "w")
+    assert M.graph_cycle(_graph([helper.make_node("Add", ["x", "w"], ["w"], name="n"),
+                                 helper.make_node("Relu", ["w"], ["y"], name="r")], [w])) is None
+    assert M.graph_cycle(_graph([helper.make_node("Relu", ["x"], ["x"], name="n"),
+                                 helper.make_node("Relu", ["x"], ["y"], name="r")])) is None
+    sp = _graph([helper.make_node("Add", ["x", "s"], ["s"], name="n"), helper.make_node("Relu", ["s"], ["y"], name="r")])
+    sp.sparse_initializer.append(helper.make_sparse_tensor(numpy_helper.from_array(np.ones(1, np.float32), "s"),
+                                                           numpy_helper.from_array(np.zeros(1, np.int64), "si"), [2]))
+    assert M.graph_cycle(sp) is None
+    assert M.graph_cycle(_graph([helper.make_node("Relu", ["o"], ["o"], name="n")], inputs=()), frozenset({"o"})) is None
+    assert M.graph_cycle(_graph([helper.make_node("Relu", ["o"], ["o"], name="n")], inputs=())) == ["n"]
+
+
+def test_graph_cycle_counts_every_pending_input():
+    """n_b waits on a (from a ready node) and on c (from the cycle): one ready input must not release it."""
+    g = _graph([helper.make_node("Relu", ["x"], ["a"], name="n_a"),
+                helper.make_node("Add", ["a", "c"], ["b"], name="n_b"),
+                helper.make_node("Relu", ["b"], ["c"], name="n_c"),
+                helper.make_node("Relu", ["a"], ["y"], name="out")])
+    assert M.graph_cycle(g) == ["n_b", "n_c"]
+
+
+def test_graph_cycle_one_looping_node_among_free_ones():
+    g = _graph([helper.make_node("Relu", ["x"], ["y"], name="free"),
+                helper.make_node("Add", ["x", "s"], ["s"], name="me")])
+    assert M.graph_cycle(g) == ["me"]
+    g3 = _graph([helper.make_node("Relu", ["x"], ["y"], name="f1"), helper.make_node("Relu", ["x"], ["z"], name="f2"),
+                 helper.make_node("Add", ["x", "s"], ["s"], name="me")], outputs=("y", "z"))
+    assert M.graph_cycle(g3) == ["me"]
+
+
+def test_tensor_problem_more_storage_fields():
+    assert M.tensor_problem(TensorProto(name="e", data_type=TensorProto.FLOAT, dims=[2], raw_data=b"")) == \
+        "holds 0 bytes but its shape [2] needs 8"  # raw_data set (even empty) is the storage that counts
+    assert M.tensor_problem(TensorProto(name="i", data_type=TensorProto.INT32, dims=[4], int32_data=[1, 2, 3])) == \
+        "holds 3 values but its shape [4] needs 4"
+    assert M.tensor_problem(TensorProto(name="d", data_type=TensorProto.DOUBLE, dims=[4], double_data=[1.0])) == \
+        "holds 1 values but its shape [4] needs 4"
+    assert M.tensor_problem(TensorProto(name="u", data_type=TensorProto.UINT64, dims=[2], uint64_data=[1])) == \
+        "holds 1 values but its shape [2] needs 2"
+    assert M.tensor_problem(TensorProto(name="c", data_type=TensorProto.COMPLEX128, dims=[3],
+                                        double_data=[1, 2, 3, 4, 5, 6])) is None  # 3 complex values
+    i4 = helper.make_tensor("i4", TensorProto.INT4, [4], [1, 2, 3, 4])  # two values per stored int32
+    assert M.tensor_problem(i4) is None
+    ext = TensorProto(name="x", data_type=TensorProto.FLOAT, dims=[4], float_data=[1.0, 2.0])
+    ext.data_location = TensorProto.EXTERNAL
+    assert M.tensor_problem(ext) is None  # the data lives in the file: what is inline is not judged
+
+
+def test_check_structure_tolerates_type_mismatches_shape_inference_can_skip():
+    """A type mismatch (float + int64) is left to the runtime's own error; only what onnx cannot shape-infer
+    at all stops the check (type checking is off in that inference)."""
+    w = numpy_helper.from_array(np.ones(2, np.int64), "w")
+    m = M.load(_proto(_graph([helper.make_node("Add", ["x", "w"], ["y"], name="n")], [w])))
+    m.check_structure()
