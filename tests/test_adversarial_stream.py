@@ -361,3 +361,25 @@ def test_a_racing_thread_swapping_the_path_never_hangs_or_mixes(tmp_path):
         stop.set()
         t.join(5)
     assert sum(seen.values()) > 10, seen
+
+
+def test_file_rewritten_in_place_is_refused_not_mixed(tmp_path):
+    """A dataset stays open (e.g. a FlowResult's batches); np.savez over the same path rewrites the same
+    inode. The next read refuses instead of reading new bytes at the old offsets."""
+    import time
+
+    mp = _classifier(tmp_path / "clf.onnx")
+    m = wb.load(mp)
+    p = tmp_path / "data.npz"
+    np.savez(p, **_arrays(64, seed=1))
+    ds = NpzDataset(p, m, allow_extra=True)
+    first = ds.batch_list(16)[0]["x"]
+    ino = p.stat().st_ino
+    time.sleep(0.01)
+    with open(p, "r+b") as f:  # in place: same inode, new bytes (what np.savez(p) over it does)
+        f.write(open(tmp_path / "clf.onnx", "rb").read()[:64])
+        f.truncate(p.stat().st_size + 7)
+    assert p.stat().st_ino == ino
+    with pytest.raises(DataError, match="changed while it was being read"):
+        ds.batch_list(16)[1]
+    assert first.shape == (16, FEATURES)

@@ -680,7 +680,8 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
         used = [f.attrs.get("samples") for f in frames if f.attrs.get("samples")]
         if used:
             fr.config["layerwise_samples"] = max(used)
-        reasons = list(dict.fromkeys(f.attrs["samples_reason"] for f in frames if f.attrs.get("samples_reason")))
+        reasons = [f"{f.attrs.get('variant')}: {f.attrs['samples_reason']}" for f in frames
+                   if f.attrs.get("samples_reason")]
         fr.config["layerwise_reason"] = "; ".join(reasons)
         fr.layerwise = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         unmatched = [u for u in unmatched if len(u)]

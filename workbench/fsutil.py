@@ -370,7 +370,8 @@ class NpzReader:
 
     The file is opened through :func:`open_input` (one descriptor, checked with ``fstat`` before
     anything is read, so swapping the path afterwards — a symlink redirected, a file replaced — cannot
-    change what is read). The zip directory and each member's ``.npy`` header (shape × dtype) are read at
+    change what is read); a file rewritten *in place* after the open (same inode, new size or mtime) is
+    refused at the next read instead of mixing old offsets with new bytes. The zip directory and each member's ``.npy`` header (shape × dtype) are read at
     open; a header that claims more bytes than its member holds is refused there. Array data is read
     only by :meth:`read`: a slice along one axis (a batch of samples), at most ``budget`` bytes per read.
     Stored members (``np.savez``) are read with ``pread`` at their offset; compressed members
@@ -436,6 +437,16 @@ class NpzReader:
                 raise
             raise DataError(f"{p} is not a readable .npz file: {e}") from None
 
+    def _check_unchanged(self) -> None:
+        """:class:`DataError` when the open file was rewritten in place since it was checked (a writer that
+        truncates and rewrites the same file, e.g. ``np.savez`` over it): offsets read at open no longer hold."""
+        if self._file is None:
+            raise DataError(f"{self.path} was closed")
+        st = os.fstat(self._file.fileno())
+        if (st.st_size, st.st_mtime_ns) != (self.stat.st_size, self.stat.st_mtime_ns):
+            raise DataError(f"{self.path} changed while it was being read (rewritten in place since it was opened)",
+                            hint="load the data again")
+
     def _stored_offset(self, info: zipfile.ZipInfo, where: str) -> int:
         head = os.pread(self._file.fileno(), _ZIP_LOCAL.size, info.header_offset)
         fields = _ZIP_LOCAL.unpack(head)
@@ -485,6 +496,7 @@ class NpzReader:
         import numpy as np
 
         m = self.members[key]
+        self._check_unchanged()
         shape = m.shape
         if axis is None or not shape:
             axis, start, stop = (0, 0, shape[0]) if shape else (None, 0, 0)
