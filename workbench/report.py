@@ -235,7 +235,8 @@ def _run_facts(fr) -> str:
         parts.append(f"per-node error on {lw} samples (every tensor of both graphs is compared"
                      + (f"; {c['layerwise_reason']}, --layerwise-budget)" if c.get("layerwise_reason") else ")"))
     if c.get("latency_batch"):
-        parts.append(f"latency and per-layer profiling on runs of {c['latency_batch']} samples"
+        parts.append("latency and per-layer profiling on " + ("one-sample runs" if c["latency_batch"] == 1 else
+                                                  f"runs of {c['latency_batch']} samples")
                      + (" (--latency-samples)" if c.get("latency_samples") else ""))
     if c.get("time_budget_s"):
         parts.append(f"latency and per-layer profiling: as many runs as fit in {c['time_budget_s']:g} s per variant")

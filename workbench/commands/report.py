@@ -174,7 +174,8 @@ def run_facts(fr) -> str:
              f"layerwise {c.get('layerwise_samples', '-')}"
              + (f" ({c['layerwise_reason']})" if c.get("layerwise_reason") else "")]
     if c.get("latency_batch"):
-        parts.append(f"latency/profiling runs of {c['latency_batch']} samples")
+        parts.append("latency/profiling " + ("one-sample runs" if c["latency_batch"] == 1 else
+                                                f"runs of {c['latency_batch']} samples"))
     if c.get("time_budget_s"):
         parts.append(f"latency/profiling <= {c['time_budget_s']:g} s per variant")
     cpu = c.get("stage_cpu_s") or {}
