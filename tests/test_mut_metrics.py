@@ -336,3 +336,27 @@ def test_topk_ties_break_by_index_on_long_rows():
 def test_output_metrics_passes_rtol():
     assert M.output_metrics([1.0], [1.0005], atol=0.0, rtol=0.0)["allclose"] is False
     assert M.output_metrics([1.0], [1.0005], atol=0.0, rtol=1e-3)["allclose"] is True
+
+
+def test_counts_on_non_float_and_bfloat16_arrays():
+    import ml_dtypes
+
+    assert M.nan_count(np.array(["a", "b"])) == 0 and M.inf_count(np.array(["a"])) == 0  # no isnan on strings
+    assert M.nan_count(np.array([True, False])) == 0
+    b = np.array([np.nan, 1.0, np.inf, -np.inf], dtype=ml_dtypes.bfloat16)  # numpy kind "V"
+    assert M.nan_count(b) == 1 and M.inf_count(b) == 2
+
+
+def test_accumulator_counts_nans_over_batches():
+    a = ErrorAccumulator()
+    a.update([1.0, 2.0], [np.nan, 2.0])
+    a.update([1.0, 2.0], [np.nan, np.inf])
+    res = a.result()
+    assert res["nan_count"] == 2 and res["inf_count"] == 1
+
+
+def test_allclose_against_an_infinite_reference_is_false_like_numpy():
+    assert M.allclose([np.inf, 1.0], [5.0, 1.0], atol=1e-3, rtol=1e-3) is False
+    a = ErrorAccumulator(atol=1e-3, rtol=1e-3)
+    a.update([np.inf, 1.0], [5.0, 1.0])
+    assert a.result()["allclose"] is False

@@ -349,3 +349,62 @@ def test_check_structure_tolerates_type_mismatches_shape_inference_can_skip():
     w = numpy_helper.from_array(np.ones(2, np.int64), "w")
     m = M.load(_proto(_graph([helper.make_node("Add", ["x", "w"], ["y"], name="n")], [w])))
     m.check_structure()
+
+
+def test_output_path_checks_name_what_would_be_overwritten(folder, tmp_path):
+    from workbench.errors import OutputError
+
+    src = folder / "m.onnx"
+    src.write_bytes(_ext_proto("w.bin").SerializeToString())
+    m = M.load(src)
+    with pytest.raises(OutputError, match="refusing to overwrite the source model .* with an output \\("):
+        m.check_output_path(src)
+    with pytest.raises(OutputError, match="with the model \\("):
+        m.save(src)
+    (folder / "m.onnx.data").write_bytes(b"x")
+    with pytest.raises(OutputError, match="refusing to overwrite .*w.bin with the report: it holds the source"):
+        m.check_output_path(folder / "w.bin", what="the report")
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"old")
+    assert m.check_output_path(other) == other  # an existing file that is not the source: allowed
+    assert m.check_output_path(tmp_path / "new.onnx") == tmp_path / "new.onnx"
+    from_bytes = M.load(_proto(_graph([helper.make_node("Relu", ["x"], ["y"], name="r")])))
+    assert from_bytes.check_output_path(other) == other  # no source at all
+
+
+def test_save_refuses_to_put_data_over_the_sources_data(folder, tmp_path):
+    from workbench.errors import OutputError
+
+    src = folder / "w.bin.onnx"  # saving as w.onnx would write w.onnx.data; name the data file like the source's
+    src.write_bytes(_ext_proto("w.bin").SerializeToString())
+    m = M.load(src)
+    target = folder / "w.onnx"
+    (folder / "w.onnx.data").symlink_to(folder / "w.bin")
+    with pytest.raises(OutputError, match="with the model's external data"):
+        m.save(target)
+
+
+def test_save_with_external_data_stages_next_to_the_target(tmp_path, monkeypatch):
+    import tempfile
+
+    seen = []
+    real = tempfile.TemporaryDirectory
+
+    def spy(*a, **k):
+        seen.append(k)
+        return real(*a, **k)
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", spy)
+    w = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
+    m = M.load(_proto(_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [w])))
+    out = m.save(tmp_path / "d" / "m.onnx", external_data=True)
+    assert seen == [{"dir": out.parent, "prefix": ".wb-save-"}]  # same filesystem: the final rename is atomic
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.onnx", "m.onnx.data"]
+
+
+def test_path_for_runtime_of_an_in_memory_model(tmp_path):
+    m = M.load(_proto(_graph([helper.make_node("Relu", ["x"], ["y"], name="r")])), name="mem")
+    p = m.path_for_runtime()
+    assert p.name == f"mem-{m.short_hash}.onnx" and p.exists() and M.load(p).hash == m.hash
+    q = m.path_for_runtime(tmp_path / "work")
+    assert q == tmp_path / "work" / f"mem-{m.short_hash}.onnx" and q.exists()
