@@ -232,7 +232,7 @@ def _run_facts(fr) -> str:
                                                       "with a few dozen samples; --limit changes it)"
                                                       if c.get("accuracy_limit") else ""))
     if lw is not None:
-        parts.append(f"per-node error on {lw} samples (every tensor of both graphs is compared"
+        parts.append(f"per-node error on {lw} sample{'' if lw == 1 else 's'} (every tensor of both graphs is compared"
                      + (f"; {c['layerwise_reason']}, --layerwise-budget)" if c.get("layerwise_reason") else ")"))
     if c.get("latency_batch"):
         parts.append("latency and per-layer profiling on " + ("one-sample runs" if c["latency_batch"] == 1 else
