@@ -571,16 +571,27 @@ def build_cases(assets: Path, seed: int = 0, fuzz_bytes: int = 300, fuzz_proto: 
                 np.savez(p, x=np.zeros((0, 16), np.float32))
             elif kind == "scalar":
                 np.savez(p, x=np.float32(1))
+            elif kind in ("corrupt_deflate_header", "corrupt_deflate_data"):
+                # valid zip directory, the member's deflate stream damaged: zlib.error / a CRC error
+                np.savez_compressed(p, x=np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32))
+                raw = bytearray(p.read_bytes())
+                with zipfile.ZipFile(p) as z:
+                    info = z.infolist()[0]
+                at = info.header_offset + 30 + len(info.filename) + len(info.extra)
+                at += 4 if kind == "corrupt_deflate_header" else info.compress_size // 2
+                raw[at:at + 32] = bytes(b ^ 0x5A for b in raw[at:at + 32])
+                p.write_bytes(bytes(raw))
             return p
         return make
 
     npz_kinds = ["zip_bomb", "header_1e12", "header_negative", "object_array", "npy_not_npz", "pickle", "text",
                  "truncated_zip", "many_members", "wrong_dtype", "wrong_rank", "nan", "missing_key",
-                 "fewer_than_batch", "fortran_big_header", "string_array", "zero_samples", "scalar"]
+                 "fewer_than_batch", "fortran_big_header", "string_array", "zero_samples", "scalar",
+                 "corrupt_deflate_header", "corrupt_deflate_data"]
     for kind in npz_kinds:
         for cmd in ("run", "profile", "compare", "report", "build"):
-            if kind == "zip_bomb" and cmd in ("compare", "report", "build"):
-                continue  # these read all samples (bounded by the memory budget, not by one batch)
+            if kind == "zip_bomb" and cmd in ("compare", "build"):
+                continue  # these use every sample (1.1 GB streamed through the model: minutes, not memory)
             model = "fixed8.onnx" if kind == "fewer_than_batch" else "tiny.onnx"
 
             def setup(d, kind=kind, cmd=cmd, model=model):

@@ -2,8 +2,9 @@
 
 The canonical names (docs/architecture.md, "Tables"): ``onnx_node`` — one ONNX node of the source graph
 (unnamed nodes: their first output / ``<op_type>#<index>``); ``onnx_nodes`` — a list of such names (the
-nodes one backend layer covers); ``onnx_node_count`` / ``node_count`` — counts; ``tensor`` / ``output`` for
-tensor names. This test calls every public frame-returning function on a sample model and fails when a
+nodes one backend layer covers); a qualifier may come first (``kept_onnx_nodes``: the keep list of a
+mixed-precision step); counts end in ``_count`` (``onnx_node_count``, ``node_count``); ``tensor`` /
+``output`` for tensor names. This test calls every public frame-returning function on a sample model and fails when a
 frame has a node column under any other name (``node``, ``nodes``, ``name``, ``node_name``, ...).
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from conftest import SAMPLES
 
-CANONICAL = {"onnx_node", "onnx_nodes", "onnx_node_count", "node_count"}
+CANONICAL = re.compile(r"^(\w+_)?onnx_nodes?$|^(\w+_)?node_count$")
 #: node columns that are not about the ONNX graph: the Ray cluster node a sweep cell ran on
 OTHER_NODES = {"ray_node"}
 #: a column that names nodes (or is ambiguous about what it names) under another name
@@ -25,14 +26,16 @@ _NODEISH = re.compile(r"(^|_)nodes?($|_)|^name$|_name$|^names$")
 
 
 def non_canonical(columns) -> list[str]:
-    return [str(c) for c in columns if _NODEISH.search(str(c)) and str(c) not in CANONICAL | OTHER_NODES]
+    return [str(c) for c in columns
+            if _NODEISH.search(str(c)) and not CANONICAL.match(str(c)) and str(c) not in OTHER_NODES]
 
 
 def test_the_rule_catches_every_spelling_seen_before():
-    old = ["node", "nodes", "name", "node_name", "onnx_node_name", "nodes_list", "layer_nodes", "ray_node_x"]
+    old = ["node", "nodes", "name", "node_name", "onnx_node_name", "nodes_list", "layer_nodes", "ray_node_x",
+           "kept_nodes", "onnx_nodes_kept"]
     assert non_canonical(old) == old
     assert non_canonical(["onnx_node", "onnx_nodes", "onnx_node_count", "node_count", "tensor", "layer",
-                          "layer_type", "variant_tensor", "ray_node"]) == []
+                          "layer_type", "variant_tensor", "ray_node", "kept_onnx_nodes", "added_onnx_nodes"]) == []
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +103,10 @@ def frames(tmp_path_factory):
     out["first_divergence.to_frame"] = lw_mod.first_divergence(model, var, data=fr.batches[:1], limit=None,
                                                                progress=False).to_frame()
     out["RunResult.to_frame"] = wb.run_model(model).to_frame()
+    mixed = wb.propose_mixed_precision(model, "int8", target="snr_db>=60", data=d / "digits_test.npz",
+                                       calib=d / "digits_calib.npz", max_steps=1, search_limit=16,
+                                       layerwise_limit=8, latency=False, progress=False)
+    out["MixedPrecisionResult.steps"] = mixed.steps
     return out
 
 
@@ -113,6 +120,8 @@ def test_every_public_frame_uses_the_canonical_node_column(frames):
         assert "onnx_node" in frames[name].columns and len(frames[name]), name
     assert "onnx_nodes" in frames["profile_layers"].columns
     assert "onnx_node_count" in frames["SpeedAttribution.table"].columns
+    steps = frames["MixedPrecisionResult.steps"]
+    assert {"kept_onnx_nodes", "added_onnx_nodes"} <= set(steps.columns) and len(steps.kept_onnx_nodes.iloc[-1]) == 1
     diff = frames["History.diff"]
     nodes, others = diff[diff.kind == "node"], diff[diff.kind != "node"]
     assert len(nodes) and nodes.onnx_node.notna().all() and nodes.tensor.isna().all()

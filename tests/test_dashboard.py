@@ -262,7 +262,7 @@ def test_fp16_safety_overlay_from_the_menu_before_any_build(wbx):
     wbx.overlay.value = "fp16 safety"
     assert wbx.errors.value == "", wbx.errors.value
     text = wbx.snippets["overlay"].text()
-    assert "view.set_overlay(wb.fp16_safety_overlay(m)" in text and "build_stage" not in text
+    assert "view.set_overlay(wb.fp16_safety(m)" in text and "build_stage" not in text
     ns = _run_fresh(text, wbx.workdir)
     assert ns["m"].hash == wbx.model.hash and ns["view"].legend == wbx.view.legend
     assert wbx.view.legend["label"].startswith("fp16 safety")

@@ -2,10 +2,10 @@
 overlay wired into the viewer).
 
 Through the public path a user takes: ``GraphView(m).with_overlay_menu()``, pick "fp16 safety" (the menu
-runs ``view.set_overlay(wb.fp16_safety_overlay(m), ...)`` and shows that code), then the same view as a
+runs ``view.set_overlay(wb.fp16_safety(m)..., reduce="max", note=...)`` and shows that code), then the same view as a
 page (``view.to_html``) in /usr/bin/chromium. Every node ``fp16_safety`` flags must be filled with the
-colour of its worst finding (read back from the canvas pixels at the node), and no unflagged node may carry
-an overlay colour. Models: MiniLM from the real-model cache (249 nodes: LayerNorm, Softmax, the attention
+colour of its worst finding (read back from the canvas pixels at the node), no unflagged node may carry
+an overlay colour, and clicking a flagged node shows why in the details panel. Models: MiniLM from the real-model cache (249 nodes: LayerNorm, Softmax, the attention
 mask, a ReduceL2 risk) and the sample transformer block.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLES
-from test_graph_browser import _artifacts, browser, open_page, page, shot  # noqa: F401 - fixtures
+from _browser import open_page, shot  # fixtures `browser`, `page`: tests/conftest.py
 
 pytestmark = pytest.mark.browser
 
@@ -44,7 +44,7 @@ def _model_path(which: str) -> Path:
 
 
 @pytest.mark.parametrize("which", ["minilm", "transformer_block"])
-def test_the_fp16_safety_menu_entry_colours_exactly_the_flagged_nodes(page, which, tmp_path):  # noqa: F811
+def test_the_fp16_safety_menu_entry_colours_exactly_the_flagged_nodes(page, which, tmp_path):
     import workbench as wb
     from workbench.widgets.graph_view import FP16_SAFETY_COLORS, FP16_SAFETY_LABELS, GraphView
 
@@ -55,7 +55,7 @@ def test_the_fp16_safety_menu_entry_colours_exactly_the_flagged_nodes(page, whic
     box = view.with_overlay_menu()
     assert "fp16 safety" in box.menu.options
     box.menu.value = "fp16 safety"
-    assert "view.set_overlay(wb.fp16_safety_overlay(m)" in box.code.value and "wb.load(" in box.code.value
+    assert "view.set_overlay(wb.fp16_safety(m)" in box.code.value and "wb.load(" in box.code.value
     assert [i["label"] for i in view.legend["items"]] == FP16_SAFETY_LABELS
 
     out = tmp_path / f"{which}_fp16.html"
@@ -85,6 +85,18 @@ def test_the_fp16_safety_menu_entry_colours_exactly_the_flagged_nodes(page, whic
     for name, score in flagged.items():
         seen[name] = fill(name)
         assert seen[name] == colours[int(score) - 1], (name, score, seen[name])
+    # why: the worst node's findings (check, action, reason) in the details panel, under its value
+    worst = max(flagged, key=flagged.get)
+    table = wb.fp16_safety(m)
+    assert page.evaluate("(n) => window.__wbgraph.center(n)", worst)
+    page.wait_for_timeout(60)
+    pos = page.evaluate("(n) => window.__wbgraph.screenPos(n)", worst)
+    page.mouse.click(pos["x"], pos["y"])
+    page.wait_for_function("(n) => document.querySelector('.wbg-d-name')?.textContent === n", arg=worst)
+    note = page.locator(".wbg-d-note").inner_text()
+    for r in table[table.onnx_node == worst].itertuples():
+        assert r.check in note and r.detail in note, (r.check, note)
+    assert f"{flagged[worst]:g}" in page.locator(".wbg-d-overlay").inner_text()
     shot(page, f"fp16_overlay_{which}.png")
     ops = [it["name"] for it in page.evaluate("() => window.__wbgraph.items()") if it["kind"] == "op"]
     others = [n for n in ops if n not in flagged]

@@ -17,6 +17,8 @@ tests/test_tensorrt_rtx.py::test_run_needs_a_gpu                → test_rtx_on_
 tests/test_tensorrt_rtx.py::test_supports_reports_aot_notes     → test_rtx_device_is_the_gpu
 tests/test_dashboard.py::test_default_backend_without_tensorrt_is_onnxruntime
                                                                   → test_dashboard.py::test_default_backend_with_tensorrt_is_tensorrt
+tests/test_notebooks.py::test_notebooks_use_onnxruntime_without_tensorrt
+                                                                  → test_notebooks.py::test_notebooks_pick_tensorrt_when_usable
 """
 from __future__ import annotations
 

@@ -9,12 +9,6 @@ temporary folder (never into the repository).
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import onnx
@@ -23,66 +17,14 @@ import pytest
 from workbench.graph import GraphPayload
 from workbench.widgets.graph_view import export_html
 
+from _browser import click_item, jupyter_server, open_page, shot
 from test_graph_view import with_qdq
 from workbench.synthetic import chain_model
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS: Path | None = None  # set by the autouse fixture below
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _artifacts(tmp_path_factory):
-    global ARTIFACTS
-    env = os.environ.get("WB_ARTIFACTS")
-    ARTIFACTS = Path(env) if env else tmp_path_factory.mktemp("screenshots")
-    return ARTIFACTS
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    pg = browser.new_page(viewport={"width": 1400, "height": 900})
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.errors = errors
-    yield pg
-    pg.close()
-    assert not errors, f"JavaScript errors: {errors}"
-
-
-def shot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / name
-    page.screenshot(path=str(path))
-    return path
-
-
-def open_page(page, html_path: Path) -> None:
-    page.goto(html_path.as_uri())
-    page.wait_for_selector(".wbg-root[data-ready='1']", timeout=30_000)
-
-
-def click_item(page, name: str) -> None:
-    """Centre an item in the view and click it with the mouse (hit-testing on the canvas)."""
-    assert page.evaluate("(n) => window.__wbgraph.center(n)", name)
-    page.wait_for_timeout(50)
-    pos = page.evaluate("(n) => window.__wbgraph.screenPos(n)", name)
-    page.mouse.click(pos["x"], pos["y"])
+# fixtures `browser` (Chromium, one per module), `page` (fails on JavaScript errors) and `artifacts`
+# (screenshot folder) come from tests/conftest.py; start-up helpers from tests/_browser.py
 
 
 def test_standalone_page_draws_and_shows_details(page, light, tmp_path):
@@ -201,13 +143,221 @@ def test_diff_page_and_big_graph_expand(page, light, tmp_path):
     shot(page, "graph_20k_expanded.png")
 
 
+# ------------------------------------------------------------- exact node sets (issue 23 part 6)
+# The viewer's JavaScript (Upstream / Downstream, expand / collapse, Fit) checked against sets the test
+# computes itself from the ONNX graph: tensor producers and consumers, name scopes split on "/" (the
+# grouping docs/viewer.md states), breadth-first walks. Nothing here uses workbench.graph's own code.
+
+class OnnxOracle:
+    """Items, edges and groups of a small scoped ONNX graph, derived from onnx's protobuf alone."""
+
+    def __init__(self, path: Path):
+        g = onnx.load(path).graph
+        inits = {t.name for t in g.initializer}
+        self.nodes = [n.name for n in g.node]
+        assert len(set(self.nodes)) == len(self.nodes) and all(self.nodes), "the oracle needs unique node names"
+        self.inputs = [f"input:{i.name}" for i in g.input if i.name not in inits]
+        self.outputs = [f"output:{o.name}" for o in g.output]
+        producer = {t: n.name for n in g.node for t in n.output if t}
+        producer.update({i.name: f"input:{i.name}" for i in g.input if i.name not in inits})
+        self.edges: set[tuple[str, str]] = set()
+        for n in g.node:
+            for t in n.input:
+                if t in producer:  # initializers and "" (absent optional inputs) have no item
+                    self.edges.add((producer[t], n.name))
+        for o in g.output:
+            self.edges.add((producer[o.name], f"output:{o.name}"))
+
+    @staticmethod
+    def scopes(name: str) -> list[str]:
+        """Group ids holding a node, outermost first: '/a/b/Conv' -> ['/a', '/a/b']."""
+        if name.startswith(("input:", "output:")):
+            return []
+        parts = name.split("/")[1:-1] if name.startswith("/") else []
+        return ["/" + "/".join(parts[:k]) for k in range(1, len(parts) + 1)]
+
+    def groups(self) -> set[str]:
+        return {s for n in self.nodes for s in self.scopes(n)}
+
+    def visible(self, expanded: set[str]) -> set[str]:
+        """Items drawn when exactly the groups in ``expanded`` are open: every item (node, input, output)
+        whose groups are all open, plus the box of each outermost closed group."""
+        out = set()
+        for n in [*self.nodes, *self.inputs, *self.outputs]:
+            closed = [s for s in self.scopes(n) if s not in expanded]
+            out.add(closed[0] if closed else n)
+        return out
+
+    def item_of(self, name: str, visible: set[str]) -> str:
+        return name if name in visible else next(s for s in self.scopes(name) if s in visible)
+
+    def reach(self, seeds: set[str], direction: str, visible: set[str] | None = None) -> set[str]:
+        """Seeds plus everything reachable upstream ("up") or downstream ("down") in the drawn graph:
+        edges between the visible items that hold each edge's two ends (a closed group is one box)."""
+        visible = visible if visible is not None else {*self.nodes, *self.inputs, *self.outputs}
+        adj: dict[str, set[str]] = {}
+        for a, b in self.edges:
+            a, b = self.item_of(a, visible), self.item_of(b, visible)
+            if a != b:
+                src, dst = (b, a) if direction == "up" else (a, b)
+                adj.setdefault(src, set()).add(dst)
+        seen, todo = set(seeds), list(seeds)
+        while todo:
+            for u in adj.get(todo.pop(), ()):
+                if u not in seen:
+                    seen.add(u)
+                    todo.append(u)
+        return seen
+
+
+def _drawn(page) -> set[str]:
+    return {it["id"] if it["kind"] == "group" else it["name"] for it in page.evaluate("() => window.__wbgraph.items()")}
+
+
+def _highlighted(page, button: str) -> set[str]:
+    page.get_by_role("button", name=button).click()
+    got = page.evaluate("() => window.__wbgraph.highlighted()")
+    assert int(page.locator(".wbg-root").get_attribute("data-highlighted")) == len(got)
+    return set(got)
+
+
+def _select(page, names: list[str]) -> None:
+    """Click the first node, shift-click the others (real mouse events on the canvas)."""
+    for k, name in enumerate(names):
+        assert page.evaluate("(n) => window.__wbgraph.center(n)", name), name
+        page.wait_for_timeout(50)
+        pos = page.evaluate("(n) => window.__wbgraph.screenPos(n)", name)
+        if k:
+            page.keyboard.down("Shift")
+        page.mouse.click(pos["x"], pos["y"])
+        if k:
+            page.keyboard.up("Shift")
+    got = page.evaluate("() => window.__wbgraph.items().length") and page.evaluate(
+        "() => window.__wbgraph.selected()")
+    assert sorted(got) == sorted(names), got
+
+
+def test_expand_collapse_show_exactly_the_scoped_items(page, sample, tmp_path):
+    """From all closed, open groups one by one (double-click on a box, then the toggle hook) until every
+    node is drawn; after each step the drawn items are exactly those the oracle computes from the node
+    names. Closing a group and Collapse all give back exactly the boxes."""
+    path = sample("transformer_block.onnx")
+    ora = OnnxOracle(path)
+    out = tmp_path / "tb.html"
+    export_html(path, out, expanded=[])
+    open_page(page, out)
+    assert _drawn(page) == ora.visible(set()) == {"/encoder", "/final_ln", "input:x", "output:y"}
+    # a real double-click on the /encoder box opens it
+    n0 = page.evaluate("() => window.__wbgraph.nodeCount")
+    pos = page.evaluate("() => window.__wbgraph.screenPos('/encoder')")
+    page.mouse.dblclick(pos["x"], pos["y"])
+    page.wait_for_function("(n) => window.__wbgraph.nodeCount !== n", arg=n0)
+    opened = {"/encoder"}
+    assert set(page.evaluate("() => window.__wbgraph.expanded()")) == opened
+    assert _drawn(page) == ora.visible(opened)
+    steps = 1
+    while True:  # open the remaining closed boxes, outermost first, checking every layout
+        closed = sorted(i for i in _drawn(page) if i in ora.groups())
+        if not closed:
+            break
+        page.evaluate("(g) => window.__wbgraph.toggle(g)", closed[0])
+        opened.add(closed[0])
+        assert _drawn(page) == ora.visible(opened), f"after opening {closed[0]}"
+        steps += 1
+    assert opened == ora.groups() and steps == len(ora.groups())
+    assert _drawn(page) == {*ora.nodes, *ora.inputs, *ora.outputs}
+    assert page.evaluate("() => window.__wbgraph.nodeCount") == len(ora.nodes) + 2
+    # closing a group hides its whole subtree (its open subgroups close with it)
+    page.evaluate("(g) => window.__wbgraph.toggle(g)", "/encoder/layer.1")
+    opened = {g for g in opened if g != "/encoder/layer.1" and not g.startswith("/encoder/layer.1/")}
+    assert set(page.evaluate("() => window.__wbgraph.expanded()")) == opened
+    assert _drawn(page) == ora.visible(opened)
+    page.get_by_role("button", name="Collapse all").click()
+    page.wait_for_function("() => window.__wbgraph.nodeCount === 4")
+    assert _drawn(page) == ora.visible(set()) and page.evaluate("() => window.__wbgraph.expanded()") == []
+
+
+def test_upstream_downstream_are_exactly_the_ancestors_and_descendants(page, sample, tmp_path):
+    """Every group open: Upstream highlights exactly the selection and its ONNX ancestors (graph input
+    included, initializers have no item), Downstream exactly its descendants (graph output included);
+    with two nodes selected (shift-click) each is the union; Clear empties it."""
+    path = sample("transformer_block.onnx")
+    ora = OnnxOracle(path)
+    out = tmp_path / "tb_open.html"
+    export_html(path, out, expanded=sorted(ora.groups()))
+    open_page(page, out)
+    assert _drawn(page) == {*ora.nodes, *ora.inputs, *ora.outputs}
+    erf, softmax = "/encoder/layer.0/mlp/act/Erf", "/encoder/layer.1/attn/Softmax"
+    for seeds in ([erf], [softmax], [erf, softmax]):
+        _select(page, seeds)
+        up, down = _highlighted(page, "Upstream"), _highlighted(page, "Downstream")
+        assert up == ora.reach(set(seeds), "up"), seeds
+        assert down == ora.reach(set(seeds), "down"), seeds
+        page.get_by_role("button", name="Clear").click()
+        assert page.evaluate("() => window.__wbgraph.highlighted()") == []
+    # the sets are not trivial: constants upstream, the residual branch, both ends of the graph
+    e_up, e_down = ora.reach({erf}, "up"), ora.reach({erf}, "down")
+    assert "/encoder/layer.0/mlp/act/Constant" in e_up and "input:x" in e_up and "output:y" not in e_up
+    assert "output:y" in e_down and "/encoder/layer.1/attn/Softmax" in e_down and e_up & e_down == {erf}
+    assert "/encoder/layer.0/attn/q_proj/MatMul" in e_up and "/encoder/layer.0/attn/q_proj/MatMul" not in e_down
+
+
+def test_upstream_downstream_over_closed_groups(page, sample, tmp_path):
+    """Groups closed: a closed box stands for all its nodes, so the highlight follows the drawn edges
+    between boxes (exactly the oracle's walk over the graph with each closed group merged)."""
+    path = sample("resize_concat.onnx")
+    ora = OnnxOracle(path)
+    out = tmp_path / "rc.html"
+    export_html(path, out, expanded=[])
+    open_page(page, out)
+    vis = _drawn(page)
+    assert vis == ora.visible(set()) == {"/stem", "/down", "/mid", "/up", "/Concat", "/fuse", "/head",
+                                         "input:x", "output:y"}
+    _select(page, ["/Concat"])
+    assert _highlighted(page, "Upstream") == ora.reach({"/Concat"}, "up", vis) == {
+        "/Concat", "/stem", "/down", "/mid", "/up", "input:x"}
+    assert _highlighted(page, "Downstream") == ora.reach({"/Concat"}, "down", vis) == {
+        "/Concat", "/fuse", "/head", "output:y"}
+    # half open: /up and /fuse open, the rest boxes
+    for g in ("/up", "/fuse"):
+        page.evaluate("(g) => window.__wbgraph.toggle(g)", g)
+    vis = _drawn(page)
+    assert vis == ora.visible({"/up", "/fuse"})
+    _select(page, ["/up/Resize"])
+    assert _highlighted(page, "Upstream") == ora.reach({"/up/Resize"}, "up", vis)
+    assert "/up/Constant" in ora.reach({"/up/Resize"}, "up", vis)
+    assert _highlighted(page, "Downstream") == ora.reach({"/up/Resize"}, "down", vis)
+
+
+def test_fit_puts_every_item_inside_the_canvas(page, sample, tmp_path):
+    """Zoomed in until items leave the canvas, the Fit button brings every drawn item (its whole box) back
+    inside, at any expansion."""
+    path = sample("transformer_block.onnx")
+    ora = OnnxOracle(path)
+    out = tmp_path / "tb_fit.html"
+    export_html(path, out, expanded=sorted(ora.groups()))
+    open_page(page, out)
+    outside = """() => { const c = document.querySelector('.wbg-root canvas').getBoundingClientRect();
+      return window.__wbgraph.items().map((it) => [it.kind === 'group' ? it.id : it.name,
+        window.__wbgraph.screenPos(it.id || it.name)]).filter(([n, p]) => !p || p.x < c.left || p.x > c.right
+        || p.y < c.top || p.y > c.bottom).map(([n]) => n); }"""
+    for expanded in (sorted(ora.groups()), ["/encoder"]):
+        if expanded != sorted(ora.groups()):
+            page.get_by_role("button", name="Collapse all").click()
+            page.wait_for_function("() => window.__wbgraph.nodeCount === 4")
+            for g in expanded:
+                page.evaluate("(g) => window.__wbgraph.toggle(g)", g)
+        assert _drawn(page) == ora.visible(set(expanded))
+        for _ in range(8):
+            page.get_by_role("button", name="+").click()
+        assert page.evaluate(outside), "zooming in should push items out of the canvas"
+        page.get_by_role("button", name="Fit").click()
+        page.wait_for_timeout(50)
+        assert page.evaluate(outside) == []
+        _inside(page)
+
+
 # ---------------------------------------------------------------------------------------- JupyterLab
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(params=["jupyterlab", "notebook"])
 def jupyter(request, tmp_path):
     """JupyterLab 4 or Notebook 7 on 127.0.0.1: (app, base url, token)."""
@@ -216,36 +366,8 @@ def jupyter(request, tmp_path):
         nb = pytest.importorskip("notebook", reason="Notebook 7 not installed (pip install notebook)")
         if int(nb.__version__.split(".")[0]) < 7:
             pytest.skip(f"notebook {nb.__version__} is not Notebook 7")
-    port, token = _free_port(), "wbtest"
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"), "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", app, "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", "--ServerApp.port_retries=0",
-           "--LabApp.news_url=", "--LabServerApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-root")
-    log = open(tmp_path / "lab.log", "w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail("jupyter lab exited: " + (tmp_path / "lab.log").read_text()[-2000:])
-                time.sleep(0.5)
-        else:
-            pytest.fail("jupyter lab did not start: " + (tmp_path / "lab.log").read_text()[-2000:])
+    with jupyter_server(tmp_path, tmp_path / "run", app=app) as (url, token, _log):
         yield app, url, token
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def run_cell(page, k: int, attempts: int = 4) -> None:

@@ -333,7 +333,7 @@ def test_cli_view_html(light, tmp_path, capsys):
 
 
 def test_overlay_menu_fp16_safety_colours_flagged_nodes_by_severity(sample):
-    """``with_overlay_menu``: the "fp16 safety" entry runs ``view.set_overlay(wb.fp16_safety_overlay(m), ...)``
+    """``with_overlay_menu``: the "fp16 safety" entry runs ``view.set_overlay(wb.fp16_safety(m)..., reduce="max")``
     (the code it shows runs in a fresh namespace with the same result); each flagged node gets the colour
     of its worst finding, the others none; with a flow result the time / error entries join it."""
     from workbench.widgets.graph_view import FP16_SAFETY_COLORS, GraphView, overlay_calls
@@ -348,6 +348,11 @@ def test_overlay_menu_fp16_safety_colours_flagged_nodes_by_severity(sample):
     for name, score in flagged.items():
         assert colors[name] == FP16_SAFETY_COLORS[int(score) - 1], name
     assert all(c is None for n, c in colors.items() if n not in flagged)
+    table = wb.fp16_safety(m)
+    for name in flagged:  # each finding's check and reason in the node's details, under its value
+        d = view.payload.details(name)["overlay"]
+        assert d["value"] == flagged[name] and all(c in d["note"] for c in table[table.onnx_node == name].check)
+    assert "note" not in view.payload.details(next(n for n in colors if n not in flagged)).get("overlay", {})
     text = html.unescape(box.code.value.removeprefix("<pre>").removesuffix("</pre>"))
     ns: dict = {}
     exec(compile(text, "<pasted>", "exec"), ns)  # noqa: S102 - the code the menu showed

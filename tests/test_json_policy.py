@@ -92,3 +92,39 @@ def test_layerwise_results_concatenate_with_their_rule_and_unmatched_tensors(sam
                                       "reason": b.attrs["unmatched"][0]["reason"]}]
     back = frame_from_json(json.loads(json.dumps(frame_to_json(both))))
     assert back[["divergence_metric", "divergence_threshold"]].equals(both[["divergence_metric", "divergence_threshold"]])
+
+
+def test_cupti_tables_keep_what_coverage_needs_through_concat():
+    """A CUPTI per-layer table (built from an H200 recording in tests/data) carries its run facts and GPU
+    timeline in columns: coverage() of one variant inside a concatenation of several tables (attrs gone,
+    as in FlowResult.layers) equals coverage() of the table as profiled."""
+    from pathlib import Path
+
+    import workbench as wb
+    from workbench.measure import cupti as C
+    from workbench.measure.latency import LatencyResult, latency_stats
+    from workbench.measure.layers import RUN_COLUMNS, coverage
+    from workbench.measure.mapping import GraphIndex, name_nodes
+
+    data = Path(__file__).resolve().parent / "data" / "cupti_h200_digits_cnn_fp32_b32.json.gz"
+    rec = C.load_recording(data)
+    proto = name_nodes(wb.load(Path(__file__).resolve().parents[1] / "sample_models" / "digits_cnn.onnx")
+                       .proto_with_data())
+    att = C.attribute_recording(rec)
+    df = C.cupti_frame(att, GraphIndex.of(proto), {}, {"variant": "a", "backend": "onnxruntime-cuda",
+                                                        "precision": "fp32"})
+    assert df[RUN_COLUMNS[:3]].drop_duplicates().values.tolist() == [["cupti", att["runs"],
+                                                                      att["timeline"]["host_run_ms"]]]
+    assert df.gpu_busy_ms.iloc[0] == att["timeline"]["busy_ms"] and (df.time_basis == "cupti-gpu").any()
+    other = df.assign(variant="b", time_ms=df.time_ms * 3, gpu_busy_ms=9.0, gpu_idle_share=0.0)
+    both = pd.concat([other, df], ignore_index=True)
+    both.attrs = {}  # what a reloaded / concatenated table has
+    gpu_ms = float(df[df.time_basis == "cupti-gpu"].time_ms.sum())
+    for e2e in (gpu_ms, 3 * gpu_ms):  # inside the goal, then flagged with the GPU-idle reason
+        lat = LatencyResult(variant="a", backend="onnxruntime-cuda", precision="fp32", batch=32, device={},
+                            timer="cuda-events", warmup=1, requested_iterations=3, time_budget_s=None,
+                            times_ms=[e2e] * 3, stats=latency_stats([e2e] * 3))
+        want, got = coverage(df, lat), coverage(both, lat)
+        assert (got.ratio, got.basis, got.reason, got.gpu_busy_ms, got.profiled_run_ms) == \
+            (want.ratio, want.basis, want.reason, want.gpu_busy_ms, want.profiled_run_ms)
+    assert want.flagged and want.basis == "cupti-gpu" and want.reason

@@ -190,6 +190,25 @@ def test_memory_budget_sub_batches_and_grouped_passes_match_one_pass(digits):
     assert grouped.attrs["peak_rss_bytes"] > 0
 
 
+def test_compare_budget_uses_fewer_samples_and_says_why(digits):
+    """What a comparison costs grows with the compared bytes: over ``compare_budget`` the first samples
+    that fit are compared (at least one), and the result says how many of how many and why."""
+    model, var, data = digits
+    full = layerwise(model, var, data=data, memory_budget=None, progress=False)
+    per_sample = full.attrs["estimated_bytes"] / 40  # one run of 40 samples, every tensor of both graphs
+    cut = layerwise(model, var, data=data, memory_budget=None, compare_budget=int(per_sample * 50.5),
+                    progress=False)
+    assert cut.attrs["samples"] == 50 and cut.attrs["samples_given"] == 120 and cut.attrs["batches"] == 2
+    assert cut.attrs["samples_reason"].startswith("50 of 120 samples")
+    # the same comparison as handing over those 50 samples
+    first50 = [data[0], {"image": data[1]["image"][:10]}]
+    _metrics_equal(cut, layerwise(model, var, data=first50, memory_budget=None, progress=False), rtol=1e-5)
+    one = layerwise(model, var, data=data, compare_budget=1, progress=False)
+    assert one.attrs["samples"] == 1 and "1 of 120 samples" in one.attrs["samples_reason"]
+    roomy = layerwise(model, var, data=data, compare_budget="100GB", progress=False)
+    assert roomy.attrs["samples"] == 120 and roomy.attrs["samples_reason"] == ""
+
+
 def test_fixed_batch_model_uses_grouped_passes(sample):
     """A model whose batch is fixed cannot run fewer samples: only tensor groups keep the budget."""
     model = wb.load(sample("digits_cnn.onnx"))
@@ -326,3 +345,28 @@ def test_uint8_variant_whose_quantizer_dropped_the_relus(sample):
     assert df.attrs["counts"]["unmatched"] == 0 and df.attrs["first_divergent"] is None
     assert (df.loc[relus, "match"] == "dequantized").all()
     assert (df.cosine > 0.999).all()  # a pre-Relu tensor paired with a Relu output would give ~0.5
+
+
+def test_reference_engine_among_the_engines_runs_once_per_batch(sample):
+    """The flow's fp32 build is both the accuracy reference and a compared engine: it runs once per
+    batch, and it is compared with itself exactly (no second run that could only agree)."""
+    from workbench.builds import build_variants
+    from workbench.compare import compare_engines
+
+    bs = build_variants(sample("digits_cnn.onnx"), "fp32,fp16", progress=False)
+    ref, fp16 = bs["fp32"].engine, bs["fp16"].engine
+    calls = {"ref": 0}
+    real = ref.run
+
+    def counted(feeds):
+        calls["ref"] += 1
+        return real(feeds)
+
+    ref.run = counted
+    with np.load(sample("digits_test.npz")) as z:
+        data = [{"image": z["image"][i:i + 8].astype(np.float32)} for i in range(0, 32, 8)]
+    cmp = compare_engines(ref, [ref, fp16], data, progress=False)
+    assert calls["ref"] == 4  # one run per batch, not two
+    s = cmp.summary().set_index("variant")
+    assert s.loc["digits_cnn-fp32", "cosine_min"] == 1.0 and s.loc["digits_cnn-fp32", "max_abs"] == 0.0
+    assert s.loc["digits_cnn-fp16", "max_abs"] > 0.0

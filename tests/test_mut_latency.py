@@ -300,9 +300,12 @@ class _CudaRtStandIn:
     def __init__(self, elapsed, fail=None, clock=None):
         self.elapsed, self.fail, self.clock = list(elapsed), fail, clock
         self.created, self.destroyed, self.records, self.k = 0, [], [], 0
+        self.synced, self.pairs = [], []
 
     def cudaEventCreate(self):
         self.created += 1
+        if self.fail == f"create{self.created}":
+            return (3, None)
         return (0, f"ev{self.created}")
 
     def cudaEventRecord(self, ev, stream):
@@ -310,9 +313,11 @@ class _CudaRtStandIn:
         return (0,)
 
     def cudaEventSynchronize(self, ev):
+        self.synced.append(ev)
         return (700 if self.fail == "sync" else 0,)
 
     def cudaEventElapsedTime(self, e0, e1):
+        self.pairs.append((e0, e1))
         if self.fail == "elapsed":
             return (600, None)
         ms = self.elapsed[self.k % len(self.elapsed)]
@@ -338,6 +343,7 @@ def test_cuda_standin_events_time_each_iteration(monkeypatch):
     assert len(calls) == 55 and calls[0] == ("in",)
     assert rt.records[:2] == [("ev1", "s7"), ("ev2", "s7")] and len(rt.records) == 110
     assert bar.updates == [50, 5]
+    assert set(rt.synced) == {"ev2"} and set(rt.pairs) == {("ev1", "ev2")}  # wait on the end event; start->end
     ev.close()
     assert rt.destroyed == ["ev1", "ev2"]
 
@@ -406,3 +412,71 @@ def test_cudart_missing_is_backend_unavailable(monkeypatch):
     with pytest.raises(BackendUnavailable, match="GPU timing needs cuda-python") as e:
         lat._cudart()
     assert isinstance(e.value, WorkbenchError) and "pip install cuda-python" in str(e.value.hint)
+
+
+def test_cuda_standin_event_creation_failures_name_the_call(monkeypatch):
+    for which in ("create1", "create2"):
+        rt = _CudaRtStandIn([1.0], fail=which)
+        monkeypatch.setattr(lat, "_cudart", lambda: rt)
+        with pytest.raises(RunError, match="^cudaEventCreate failed: 3$"):
+            lat.CudaEvents()
+    rt = _CudaRtStandIn([1.0])
+    monkeypatch.setattr(lat, "_cudart", lambda: rt)
+    assert lat.CudaEvents().stream == 0  # the legacy default stream unless told
+
+
+def test_cuda_standin_budget_boundary(monkeypatch):
+    clock = _Clock([0])
+    monkeypatch.setattr(lat.time, "perf_counter_ns", clock)
+    rt = _CudaRtStandIn([2.0], clock=clock)
+    monkeypatch.setattr(lat, "_cudart", lambda: rt)
+    t = lat.CudaEvents().timed(lambda: None, (), 1000, 4_000_000, None)  # the clock reaches 4 ms exactly
+    assert len(t) == 2
+
+
+def test_stats_accumulate_in_float64_and_default_batch():
+    t32 = (np.arange(1, 20001, dtype=np.float32) * np.float32(0.1)).astype(np.float32)
+    s = latency_stats(t32)
+    t64 = t32.astype(np.float64)
+    assert s["mean_ms"] == pytest.approx(t64.mean(), rel=1e-12, abs=0)
+    assert s["std_ms"] == pytest.approx(t64.std(), rel=1e-12, abs=0)
+    assert s["p90_ms"] == pytest.approx(np.percentile(t64, 90), rel=1e-12, abs=0)
+    assert s["batch"] == 1 and s["throughput"] == pytest.approx(1000.0 / t64.mean())
+    fast = latency_stats([0.5, 0.5], batch=2)  # a sub-millisecond mean still has a finite throughput
+    assert fast["throughput"] == 4000.0
+
+
+def test_measure_latency_defaults(clock, monkeypatch):
+    seen = []
+    real = lat._progress
+    monkeypatch.setattr(lat, "_progress", lambda total, enabled, desc: seen.append((total, enabled)) or real(total, enabled, desc))
+    eng = _HostEngine(clock.work, backend="")
+    r = measure_latency(eng, {"x": np.zeros((1,), np.float32)})
+    assert clock.k == 110 and len(r.times_ms) == 100 and r.warmup == 10 and r.requested_iterations == 100
+    assert seen == [(100, False)] and r.backend == ""
+
+
+def test_measure_latency_budget_bar_total_and_exact_deadline(clock, monkeypatch):
+    seen = []
+    monkeypatch.setattr(lat, "_progress", lambda total, enabled, desc: seen.append(total) or None)
+    c = _Clock([2_000_000])
+    monkeypatch.setattr(lat.time, "perf_counter_ns", c)
+    r = measure_latency(_HostEngine(c.work), {"x": np.zeros(1)}, warmup=0, iterations=100, time_budget_s=0.004,
+                        progress=True)
+    assert seen == [0]  # a budget run does not know its count: an open-ended bar
+    assert r.times_ms == [2.0, 2.0]  # the second call ends exactly on the 4 ms deadline
+
+
+def test_measure_latency_without_a_build_record(clock):
+    eng = _HostEngine(clock.work)
+    eng.record = None
+    assert measure_latency(eng, {"x": np.zeros(1)}, warmup=0, iterations=1).device == {}
+    eng.record = type("R", (), {"device": {}})()
+    assert measure_latency(eng, {"x": np.zeros(1)}, warmup=0, iterations=1).device == {}
+
+
+def test_missing_feed_is_named_before_the_engine_is_asked(clock):
+    eng = _HostEngine(clock.work)
+    eng.input_names = ["x", "mask"]
+    with pytest.raises(RunError, match=r"missing input\(s\) \['mask'\] for v1"):
+        measure_latency(eng, {"x": np.zeros(1)}, iterations=1)

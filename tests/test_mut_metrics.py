@@ -307,3 +307,56 @@ def test_default_tolerances_and_lookup():
 def test_json_number_policy():
     assert M.json_number(math.nan) is None and M.json_number(math.inf) == "inf"
     assert M.json_number(-math.inf) == "-inf" and M.json_number(1.5) == 1.5
+
+
+def test_topk_on_unsigned_logits_orders_by_value():
+    """uint8 logits (a quantized classifier's raw output): negating them in uint8 would wrap around."""
+    ref = np.array([[1, 5, 3, 0]], np.uint8)
+    assert M.topk_agreement(ref, ref.astype(np.float32), 1) == 1.0
+    assert M.topk_agreement(ref.astype(np.float32), ref, 1) == 1.0
+    assert M.topk_agreement(ref, ref, 2) == 1.0
+
+
+def test_topk_ties_break_by_index_on_long_rows():
+    """Ties are broken by class index (a stable sort), also past the 16 elements numpy sorts by insertion."""
+    rng = np.random.default_rng(7)
+    r = rng.integers(0, 4, size=(50, 64)).astype(np.float64)  # many ties
+    v = r.copy()
+    v[:, ::2] += 0.5  # even classes win their ties in x
+    k = 5
+
+    def top(a):  # the oracle: sort by (-value, index)
+        return [sorted(range(a.shape[1]), key=lambda j: (-a[i, j], j))[:k] for i in range(a.shape[0])]
+
+    want = np.mean([len(set(a) & set(b)) / k for a, b in zip(top(r), top(v))])
+    assert M.topk_agreement(r, v, k) == pytest.approx(want)
+    assert M.topk_overlap(r, r, k).tolist() == [1.0] * 50
+
+
+def test_output_metrics_passes_rtol():
+    assert M.output_metrics([1.0], [1.0005], atol=0.0, rtol=0.0)["allclose"] is False
+    assert M.output_metrics([1.0], [1.0005], atol=0.0, rtol=1e-3)["allclose"] is True
+
+
+def test_counts_on_non_float_and_bfloat16_arrays():
+    import ml_dtypes
+
+    assert M.nan_count(np.array(["a", "b"])) == 0 and M.inf_count(np.array(["a"])) == 0  # no isnan on strings
+    assert M.nan_count(np.array([True, False])) == 0
+    b = np.array([np.nan, 1.0, np.inf, -np.inf], dtype=ml_dtypes.bfloat16)  # numpy kind "V"
+    assert M.nan_count(b) == 1 and M.inf_count(b) == 2
+
+
+def test_accumulator_counts_nans_over_batches():
+    a = ErrorAccumulator()
+    a.update([1.0, 2.0], [np.nan, 2.0])
+    a.update([1.0, 2.0], [np.nan, np.inf])
+    res = a.result()
+    assert res["nan_count"] == 2 and res["inf_count"] == 1
+
+
+def test_allclose_against_an_infinite_reference_is_false_like_numpy():
+    assert M.allclose([np.inf, 1.0], [5.0, 1.0], atol=1e-3, rtol=1e-3) is False
+    a = ErrorAccumulator(atol=1e-3, rtol=1e-3)
+    a.update([np.inf, 1.0], [5.0, 1.0])
+    assert a.result()["allclose"] is False

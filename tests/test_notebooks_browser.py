@@ -12,23 +12,14 @@ to pytest's temporary folder, never into the repository. ``WB_QUICK=1`` keeps th
 """
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
+from _browser import jupyter_server
 from conftest import ROOT, SAMPLES
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 NAMES = ["01_load_and_inspect", "02_visualize", "03_edit_with_graphsurgeon", "04_build_precisions",
          "05_profile_layers", "06_accuracy_int8_mixed"]
 VIEWPORT = {"width": 1440, "height": 900}
@@ -36,25 +27,11 @@ VIEWPORT = {"width": 1440, "height": 900}
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="session")
-def artifacts(tmp_path_factory) -> Path:
-    env = os.environ.get("WB_ARTIFACTS")
-    d = Path(env) if env else tmp_path_factory.mktemp("screenshots")
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
+# fixtures `browser` (Chromium, one per module) and `artifacts` (screenshot folder): tests/conftest.py
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    pytest.importorskip("playwright.sync_api", reason="playwright (python) not installed")
+def lab(tmp_path_factory, browser):
+    """JupyterLab started as `make lab` does: the notebook folder is the server root (the notebooks find
+    ../sample_models), on a copy of notebooks/ next to sample_models/; WB_QUICK=1."""
     pytest.importorskip("jupyterlab", reason="jupyterlab not installed")
     tmp = tmp_path_factory.mktemp("nblab")
     work = tmp / "repo"
@@ -62,50 +39,8 @@ def lab(tmp_path_factory):
     (work / "notebooks").mkdir()
     for name in NAMES:
         shutil.copy(ROOT / "notebooks" / f"{name}.ipynb", work / "notebooks")
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "WB_QUICK": "1", "PYTHONPATH": str(ROOT), "JUPYTER_CONFIG_DIR": str(tmp / "cfg"),
-           "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "ws"),
-           "JUPYTER_RUNTIME_DIR": str(tmp / "rt")}
-    log = open(tmp / "lab.log", "wb")
-    # as `make lab` does: the notebook folder is the server root (the notebooks find ../sample_models)
-    proc = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work / 'notebooks'}",
-                             "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-                             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-                             "--LabApp.extension_manager=readonly",
-                             *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])],
-                            cwd=work / "notebooks", env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    pytest.fail("JupyterLab did not start:\n" + (tmp / "lab.log").read_text(errors="replace")[-2000:])
-                time.sleep(0.5)
+    with jupyter_server(work / "notebooks", tmp / "run", env={"WB_QUICK": "1"}) as (url, token, _log):
         yield url, token, work
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def browser(lab):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 NB = "window.jupyterapp.shell.currentWidget"

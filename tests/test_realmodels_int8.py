@@ -124,7 +124,9 @@ def test_int8_gemm_with_row_bias(target):
     assert strict_problems(v.model.proto) == [] and v.recipe["gemm_bias_flattened"] == ["gemm"]
     # fp32 biases (TensorRT form): ORT's int32-bias weight-scale adjustment is pointless there and off
     assert v.recipe["extra_options"].get("QDQDisableWeightAdjustForInt32Bias") is (target == "tensorrt" or None)
-    x = RNG.normal(size=(4, 16)).astype(np.float32)
+    # a calibrated batch: a fresh draw can put an output outside the calibrated range, where int8 saturates
+    # (a random-order run drew one with fp32 -19.4 against a calibrated +-10.4: cosine 0.96, not a recipe bug)
+    x = calib[-1]["x"]
     assert _cos(_run(v.model.proto, {"x": x})[0], _run(src, {"x": x})[0]) > 0.99
 
 

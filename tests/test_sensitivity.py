@@ -70,7 +70,7 @@ def test_greedy_reranks_and_stops_when_met(sample):
     assert steps.n_kept.tolist() == list(range(len(steps)))  # one node per greedy step
     assert len(steps) <= 4 and not steps.met.iloc[:-1].any()  # stops at the first step that meets it
     assert steps.met.iloc[-1] or len(steps) == 4
-    assert res.keep_nodes == steps.kept.iloc[-1]
+    assert res.keep_nodes == steps.kept_onnx_nodes.iloc[-1]
     assert res.met == (res.verified_value >= 37)  # verified on all 450 samples, searched on 200
     assert res.latency is None and res.speed_cost is None
 

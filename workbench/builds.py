@@ -25,11 +25,13 @@ from .backends.cache import EngineCache
 from .data import ShapeMap
 from .errors import BackendUnavailable, BuildError, UnsupportedError, UsageError, WorkbenchError, str_list
 from .fsutil import atomic_write_json, child_path, ensure_dir, guard_output, safe_name
+from .logs import attach as attach_native_log, captures_native_log, native_log
 from .model import Model, load
 from .records import SCHEMA_VERSION, BuildRecord, now_iso
 from .variant import Variant
 
-FRAME_COLUMNS = ["variant", "precision", "backend", "status", "reason", "build_time_s", "engine_bytes", "cache_hit"]
+FRAME_COLUMNS = ["variant", "precision", "backend", "status", "reason", "build_time_s", "engine_bytes", "cache_hit",
+                 "recipe_time_s", "variant_cached"]
 
 
 @dataclass
@@ -45,6 +47,8 @@ class BuildResult:
     files: dict[str, str] = field(default_factory=dict)
     internal: bool = False  # failed because of a bug, not bad input
     error: BaseException | None = field(default=None, repr=False)  # the exception of a failed recipe/build
+    recipe_time_s: float = 0.0  # seconds making the variant (0 when given ready or taken from the cache)
+    variant_cached: bool = False  # the variant came from the variant cache (no recipe ran)
 
     def raise_for_status(self) -> "BuildResult":
         """Raise what made this result skipped (``UnsupportedError``) or failed (the original error)."""
@@ -78,6 +82,7 @@ class BuildSet:
     results: list[BuildResult]
     out_dir: Path | None = None
     cache: EngineCache | None = None
+    variant_cache: Any = None  # a workbench.variantcache.VariantCache
     created: str = field(default_factory=now_iso)
 
     def __iter__(self):
@@ -107,15 +112,19 @@ class BuildSet:
                "variants": [r.to_json() for r in self.results]}
         if self.cache is not None:
             out["cache"] = {"dir": str(self.cache.dir), **self.cache.stats()}
+        if self.variant_cache is not None:
+            out["variant_cache"] = {"dir": str(self.variant_cache.dir), **self.variant_cache.stats()}
         return out
 
     def to_frame(self):
-        """Tidy table: variant, precision, backend, status, reason, build_time_s, engine_bytes, cache_hit."""
+        """Tidy table: variant, precision, backend, status, reason, build_time_s, engine_bytes, cache_hit (engine
+        from the engine cache), recipe_time_s (making the variant), variant_cached (from the variant cache)."""
         import pandas as pd
 
         rows = [{"variant": r.name, "precision": r.precision, "backend": self.backend, "status": r.status,
                  "reason": r.reason, "build_time_s": r.record.build_time_s if r.ok else None,
-                 "engine_bytes": r.record.engine_bytes if r.ok else None, "cache_hit": bool(r.record.cache_hit)}
+                 "engine_bytes": r.record.engine_bytes if r.ok else None, "cache_hit": bool(r.record.cache_hit),
+                 "recipe_time_s": round(r.recipe_time_s, 3), "variant_cached": bool(r.variant_cached)}
                 for r in self.results]
         return pd.DataFrame(rows, columns=FRAME_COLUMNS)
 
@@ -125,15 +134,38 @@ class BuildSet:
 
 
 def _make_variant(model: Model, precision: str, *, calib, keep_nodes, keep_op_types, progress,
-                  recipe_options: Mapping | None = None, backend: str | None = None) -> Variant:
+                  recipe_options: Mapping | None = None, backend: str | None = None,
+                  variant_cache=None, facts: dict | None = None) -> Variant:
+    """The recipe's variant, through ``variant_cache`` when given (``facts``: recipe_time_s, variant_cached)."""
+    import time
+
     from .precision import get_recipe, make_variant
 
     opts = dict(recipe_options or {})
     if backend and get_recipe(precision).kind == "qdq":
         # int8/fp8: the Q/DQ form the backend runs fast (ORT CPU: uint8 activations; TensorRT: symmetric int8)
         opts.setdefault("backend", backend)
-    return make_variant(model, precision, calib=calib, keep_nodes=keep_nodes, keep_op_types=keep_op_types,
-                        progress=progress, **opts)
+    key = None
+    if get_recipe(precision).kind == "none":  # fp32/tf32 keep the graph: nothing worth caching
+        variant_cache = None
+    if variant_cache is not None:
+        from .variantcache import variant_key
+
+        key = variant_key(model, precision, calib=calib, keep_nodes=keep_nodes, keep_op_types=keep_op_types,
+                          options=opts)
+        found = variant_cache.get(key, model)
+        if found is not None:
+            if facts is not None:
+                facts.update(recipe_time_s=0.0, variant_cached=True)
+            return found
+    t0 = time.perf_counter()
+    variant = make_variant(model, precision, calib=calib, keep_nodes=keep_nodes, keep_op_types=keep_op_types,
+                           progress=progress, **opts)
+    if facts is not None:
+        facts.update(recipe_time_s=time.perf_counter() - t0, variant_cached=False)
+    if variant_cache is not None:
+        variant_cache.put(key, variant)
+    return variant
 
 
 def _record(model: Model, precision: str, backend: Backend, status: str, reason: str,
@@ -144,12 +176,13 @@ def _record(model: Model, precision: str, backend: Backend, status: str, reason:
                        shapes=ShapeMap.parse(shapes).to_json() if shapes is not None else {})
 
 
+@captures_native_log
 def build_variants(model, precisions: str | Iterable[str | Variant], backend: str | Backend = "onnxruntime", *,
                    shapes: ShapeMap | str | Mapping | None = None, calib=None,
                    out_dir: str | os.PathLike | None = None, options: BuildOptions | None = None,
                    cache: EngineCache | str | os.PathLike | None = None, keep_nodes: Iterable[str] = (),
                    keep_op_types: Iterable[str] = (), progress: bool = True,
-                   recipe_options: Mapping | None = None) -> BuildSet:
+                   recipe_options: Mapping | None = None, variant_cache=None) -> BuildSet:
     """Build ``model`` at each precision on ``backend``; returns a :class:`BuildSet`.
 
     ``precisions``: ``"fp32,fp16"``, a list of names, or ready :class:`~workbench.variant.Variant` objects
@@ -165,6 +198,10 @@ def build_variants(model, precisions: str | Iterable[str | Variant], backend: st
     ``cache`` (an :class:`EngineCache` or a folder) is used by backends with serialized engines
     (TensorRT, TensorRT-RTX); with TensorRT a timing cache file is kept in the same folder (or in
     ``out_dir``) unless ``options.timing_cache`` names one.
+
+    ``variant_cache`` (a :class:`~workbench.variantcache.VariantCache` or a folder): recipe outputs are
+    reused when the model, precision, recipe options, calibration data content and recipe code are the
+    same (``variant_cached`` / ``recipe_time_s`` in the frame).
     """
     model = load(model)
     be = get_backend(backend)
@@ -189,6 +226,10 @@ def build_variants(model, precisions: str | Iterable[str | Variant], backend: st
         cache = EngineCache(Path(cache).expanduser())
     elif cache is not None and not isinstance(cache, EngineCache):
         raise UsageError(f"cache must be a folder path or an EngineCache, not {type(cache).__name__}")
+    if isinstance(variant_cache, (str, os.PathLike)):
+        from .variantcache import VariantCache
+
+        variant_cache = VariantCache(Path(variant_cache).expanduser())
     serialized = be.serializes_engines
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -200,10 +241,17 @@ def build_variants(model, precisions: str | Iterable[str | Variant], backend: st
 
         folder = cache.dir if cache is not None else out
         options = replace(options, timing_cache=str(folder / f"timing-{be.name}.cache"))
-    bs = BuildSet(model=model, backend=be.name, results=[], out_dir=out, cache=cache if serialized else None)
+    bs = BuildSet(model=model, backend=be.name, results=[], out_dir=out, cache=cache if serialized else None,
+                  variant_cache=variant_cache)
     for p in precs:
-        bs.results.append(_one(model, p, be, sm, calib, options, cache if serialized else None, out,
-                               tuple(keep_nodes), tuple(keep_op_types), progress, recipe_options, ready.get(p)))
+        with native_log() as nl:  # native lines of this build: in its record / on its error (workbench.logs)
+            r = _one(model, p, be, sm, calib, options, cache if serialized else None, out,
+                     tuple(keep_nodes), tuple(keep_op_types), progress, recipe_options, ready.get(p), variant_cache)
+        if nl.lines:
+            r.record.native_log = nl.lines
+            if r.error is not None:
+                attach_native_log(r.error, nl.lines, nl.count)
+        bs.results.append(r)
         if out is not None:
             atomic_write_json(out / "build.json", bs.to_json())
     return bs
@@ -214,14 +262,24 @@ MAX_KERNEL_FALLBACKS = 8
 
 
 def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_op_types, progress,
-         recipe_options=None, ready: Variant | None = None) -> BuildResult:
+         recipe_options=None, ready: Variant | None = None, variant_cache=None) -> BuildResult:
+    facts: dict = {}
+    result = _one_build(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_op_types, progress,
+                        recipe_options, ready, variant_cache, facts)
+    result.recipe_time_s = float(facts.get("recipe_time_s", 0.0))
+    result.variant_cached = bool(facts.get("variant_cached", False))
+    return result
+
+
+def _one_build(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_op_types, progress,
+               recipe_options, ready, variant_cache, facts: dict) -> BuildResult:
     ok, why = be.supports(precision)
     if not ok:
         return BuildResult(precision, "skipped", why, _record(model, precision, be, "skipped", why, options=options))
     try:
         variant = ready if ready is not None else _make_variant(
             model, precision, calib=calib, keep_nodes=keep_nodes, keep_op_types=keep_op_types, progress=progress,
-            recipe_options=recipe_options, backend=be.name)
+            recipe_options=recipe_options, backend=be.name, variant_cache=variant_cache, facts=facts)
     except WorkbenchError as e:
         reason = f"recipe failed: {e}"
         return BuildResult(precision, "failed", reason, _record(model, precision, be, "failed", reason, options=options),
@@ -250,9 +308,13 @@ def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_
                 if files.get("onnx"):  # the rebuilt variant has another name (-mixed): drop the stale file
                     (out / files["onnx"]).unlink(missing_ok=True)
                 try:
+                    more: dict = {}
                     variant = _make_variant(model, precision, calib=calib, keep_nodes=keep_nodes,
                                             keep_op_types=tuple(keep_op_types) + tuple(kept), progress=progress,
-                                            recipe_options=recipe_options, backend=be.name)
+                                            recipe_options=recipe_options, backend=be.name,
+                                            variant_cache=variant_cache, facts=more)
+                    facts.update(recipe_time_s=facts.get("recipe_time_s", 0.0) + more.get("recipe_time_s", 0.0),
+                                 variant_cached=more.get("variant_cached", False))
                     continue
                 except WorkbenchError as e2:
                     e = e2
@@ -284,7 +346,7 @@ def _one(model, precision, be, sm, calib, options, cache, out, keep_nodes, keep_
 def build_engine(model, precision: str | Variant, backend: str | Backend = "onnxruntime", *,
                  shapes: ShapeMap | str | Mapping | None = None, calib=None, options: BuildOptions | None = None,
                  cache: EngineCache | str | os.PathLike | None = None, progress: bool = True,
-                 keep_nodes: Iterable[str] = (), keep_op_types: Iterable[str] = (),
+                 keep_nodes: Iterable[str] = (), keep_op_types: Iterable[str] = (), variant_cache=None,
                  **recipe_options) -> tuple[Variant, Engine]:
     """``(variant, engine)`` of one precision (a name, or a ready :class:`Variant`) through
     :func:`build_variants` (cache, kernel fallback, record). A skipped precision raises ``UnsupportedError``,
@@ -297,6 +359,6 @@ def build_engine(model, precision: str | Variant, backend: str | Backend = "onnx
     model = load(model)
     result = build_variants(model, [precision], backend, shapes=shapes, calib=calib, options=options, cache=cache,
                             keep_nodes=keep_nodes, keep_op_types=keep_op_types, progress=progress,
-                            recipe_options=recipe_options).results[0]
+                            recipe_options=recipe_options, variant_cache=variant_cache).results[0]
     result.raise_for_status()
     return result.variant, result.engine

@@ -9,22 +9,19 @@ Exit codes: 0 success; 2 bad input or usage (one line on stderr, ``--debug`` for
 
 Native libraries (ONNX Runtime, TensorRT-RTX, cuDNN) write their logs straight to file descriptor 2.
 While a command runs, fd 2 goes to a private temp file and Python's ``sys.stderr`` to the real
-terminal, so progress bars and the one error line still show while the native lines are held back;
-an error line says how many were hidden. ``--verbose`` (or ``--debug``) lets them through and shows
+terminal (``workbench.logs``, the same capture the library's entry points use), so progress bars and
+the one error line still show while the native lines are held back; an error line says how many
+were hidden. ``--verbose`` (or ``--debug``) lets them through and shows
 the workbench's own log at INFO. Every path argument that names an input (MODEL, --data, --calib) is
 protected before the command runs: no output of the command may replace it (docs/security.md).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import importlib
-import io
-import os
 import pkgutil
 import sys
-import tempfile
 import traceback
 import warnings
 
@@ -90,60 +87,6 @@ def _protect_inputs(args) -> None:
                 protect(item, what)
 
 
-class _NativeLog:
-    """fd 2 → a temp file while the command runs; ``sys.stderr`` keeps the real stderr."""
-
-    def __init__(self):
-        self.lines: list[str] = []
-        self._saved_fd = self._tmp = self._saved_stderr = None
-
-    def __enter__(self):
-        try:
-            sys.stderr.flush()
-            self._saved_fd = os.dup(2)
-            self._tmp = tempfile.TemporaryFile()
-            os.dup2(self._tmp.fileno(), 2)
-        except (OSError, ValueError, AttributeError):  # no usable fd 2 (embedded interpreters): capture nothing
-            self._restore()
-            return self
-        try:
-            real = sys.stderr.fileno() == 2
-        except (OSError, ValueError, AttributeError):  # redirected to a StringIO (tests): leave it alone
-            real = False
-        if real:
-            self._saved_stderr = sys.stderr
-            sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(self._saved_fd), "wb", buffering=0),
-                                          encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
-                                          errors="backslashreplace", line_buffering=True, write_through=True)
-        return self
-
-    def _restore(self):
-        if self._saved_stderr is not None:
-            with contextlib.suppress(Exception):
-                sys.stderr.flush()
-                sys.stderr.close()
-            sys.stderr = self._saved_stderr
-            self._saved_stderr = None
-        if self._saved_fd is not None:
-            os.dup2(self._saved_fd, 2)
-            os.close(self._saved_fd)
-            self._saved_fd = None
-
-    def __exit__(self, *exc):
-        self._restore()
-        if self._tmp is not None:
-            with contextlib.suppress(OSError):
-                self._tmp.seek(0)
-                text = self._tmp.read(1 << 20).decode("utf-8", "replace")
-                self.lines = [ln for ln in text.splitlines() if ln.strip()]
-            self._tmp.close()
-        return False
-
-    def note(self) -> str:
-        n = len(self.lines)
-        return f" [{n} native log line{'s' if n != 1 else ''} hidden; --verbose shows them]" if n else ""
-
-
 def _user_error(e: BaseException) -> str | None:
     """The message of an exception that is the input's fault though not a WorkbenchError, else None."""
     if isinstance(e, MemoryError):
@@ -191,9 +134,12 @@ def main(argv: list[str] | None = None) -> int:
 
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     _protect_inputs(args)
-    native = _NativeLog() if not verbose else contextlib.nullcontext(None)
+    from . import logs
+
+    saved_show = logs._show
+    logs.show(True if verbose else None)  # --verbose: native lines straight through
     try:
-        with native as nl:
+        with logs.native_log() as nl:
             try:
                 rc = int(args._run(args) or 0)
             except WorkbenchError as e:
@@ -224,22 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         return rc
     finally:
         warnings.showwarning = saved_showwarning
+        logs.show(saved_show)
 
 
 def _note(nl) -> str:
-    # the count is known only after the capture ends; read what the temp file holds so far
-    if nl is None or nl._tmp is None:
-        return ""
-    with contextlib.suppress(OSError, ValueError):
-        os.fsync(2)
-    with contextlib.suppress(OSError, ValueError):
-        size = os.fstat(nl._tmp.fileno()).st_size
-        if size:
-            nl._tmp.seek(0)
-            n = sum(1 for ln in nl._tmp.read(1 << 20).decode("utf-8", "replace").splitlines() if ln.strip())
-            if n:
-                return f" [{n} native log line{'s' if n != 1 else ''} hidden; --verbose shows them]"
-    return ""
+    """`` [N native log lines hidden; --verbose shows them]`` while the capture still runs."""
+    n = nl.so_far() if nl is not None else 0
+    return f" [{n} native log line{'s' if n != 1 else ''} hidden; --verbose shows them]" if n else ""
 
 
 if __name__ == "__main__":  # pragma: no cover

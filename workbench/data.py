@@ -342,6 +342,65 @@ def _take(a: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
     return a[(slice(None),) * axis + (slice(start, stop),)]
 
 
+class _Arrays:
+    """In-memory arrays behind an :class:`NpzDataset` made from a mapping (slices are views)."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]):
+        self.arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        self.keys = list(self.arrays)
+
+    def meta(self, key: str):
+        a = self.arrays[key]
+        return a.shape, a.dtype
+
+    def read(self, key: str, axis: int | None = None, start: int = 0, stop: int | None = None, cursor=None):
+        a = self.arrays[key]
+        return a if axis is None else _take(a, axis, start, a.shape[axis] if stop is None else stop)
+
+    def contiguous(self, key: str, axis: int) -> bool:
+        return True
+
+    def cursor(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def close(self) -> None:
+        pass
+
+
+class _File:
+    """An ``.npz`` behind an :class:`NpzDataset`: one :class:`~workbench.fsutil.NpzReader` (opened once,
+    read one slice at a time)."""
+
+    def __init__(self, path: Path):
+        from .fsutil import NpzReader
+
+        self.reader = NpzReader(path)
+        self.keys = self.reader.keys
+
+    def meta(self, key: str):
+        m = self.reader.members[key]
+        return m.shape, m.dtype
+
+    def read(self, key: str, axis: int | None = None, start: int = 0, stop: int | None = None, cursor=None):
+        return self.reader.read(key, axis, start, stop, cursor=cursor)
+
+    def contiguous(self, key: str, axis: int) -> bool:
+        """A batch along ``axis`` is one run of bytes (or the member is stored: read at offsets)."""
+        m = self.reader.members[key]
+        if m.file_offset is not None:
+            return True
+        lead = m.shape[axis + 1:] if m.fortran else m.shape[:axis]
+        return math.prod(lead) <= 1
+
+    def cursor(self):
+        return self.reader.cursor()
+
+    def close(self) -> None:
+        self.reader.close()
+
+
 class NpzDataset:
     """A ``.npz`` dataset: one array per model input, samples concatenated along each input's batch axis.
 
@@ -350,6 +409,13 @@ class NpzDataset:
     (``"state:1"``, ``{"state": 1}``, ``"sr:none"``). Inputs without a batch axis (scalars such as a sample
     rate, per-model constants) are passed unchanged to every batch. Stateful models are fed their state
     from the file like any other input.
+
+    **Streaming.** A file is opened once (:class:`~workbench.fsutil.NpzReader`: checked on the open
+    descriptor, never unpickled) and only the arrays' headers are read up front: every check below runs
+    on shape × dtype. Samples are read one batch at a time by :meth:`batches` / :meth:`batch_list`, so a
+    dataset larger than memory streams through ``compare``, ``report`` and calibration; what is held at
+    once is one batch (plus inputs without a batch axis, and label arrays: one id per sample).
+    ``inputs[name]`` reads a whole array on access (prefer the batches).
 
     Optional label arrays live under keys the user names (``label_keys``; batched along axis 0). Files are
     read with ``allow_pickle=False``: object arrays are refused, never unpickled.
@@ -361,40 +427,49 @@ class NpzDataset:
 
     def __init__(self, source: str | os.PathLike | Mapping[str, np.ndarray], model: Model, *,
                  label_keys: Sequence[str] = (), allow_extra: bool = False,
-                 batch_axis: Mapping[str, int | None] | str | None = None, rows: int | None = None):
-        # rows: read only the first ``rows`` samples of a file (a command that needs one batch); inputs
-        # whose batch axis is not 0 (or that have none) are read whole
+                 batch_axis: Mapping[str, int | None] | str | None = None, rows: int | None = None,
+                 _src=None):
+        # rows: accepted for compatibility (run/profile read one batch); reading is lazy, so every
+        # command reads only the batches it uses
         self.model = model
         self.path = None if isinstance(source, Mapping) else Path(source)
         self.batch_axis_override = batch_axis
-        if isinstance(source, Mapping):
-            arrays = dict(source)
+        if _src is not None:
+            self._src = _src
+        elif isinstance(source, Mapping):
+            self._src = _Arrays(source)
         else:
-            axes = model_batch_axes(model, batch_axis) if rows is not None else {}
-            if any(ax not in (0, None) for ax in axes.values()):
-                rows = None  # an input batched along another axis: sample counts must match, read it all
-            arrays = _read_npz(Path(source), rows, full={n for n, ax in axes.items() if ax is None})
+            self._src = _File(Path(source))
+        keys = self._src.keys
         specs = {s.name: s for s in input_specs(model)}
         where = str(self.path) if self.path else "the data"
-        missing = [n for n in specs if n not in arrays]
+        self._where = where
+        missing = [n for n in specs if n not in keys]
         if missing:
-            raise DataError(f"{where} has no array for model input(s) {missing}; it has keys {sorted(arrays)}",
+            raise DataError(f"{where} has no array for model input(s) {missing}; it has keys {sorted(keys)}",
                             hint="keys must be the model's input names")
         for k in label_keys:
-            if k not in arrays:
-                raise DataError(f"label key {k!r} not found in {where}; keys are {sorted(arrays)}")
-        extra = [k for k in arrays if k not in specs and k not in label_keys]
+            if k not in keys:
+                raise DataError(f"label key {k!r} not found in {where}; keys are {sorted(keys)}")
+        extra = [k for k in keys if k not in specs and k not in label_keys]
         if extra and not allow_extra:
             raise DataError(f"{where} has key(s) {extra} that are not model inputs {sorted(specs)}",
                             hint="name label keys with --labels, or remove them")
         self.axes = model_batch_axes(model, batch_axis)
-        self.inputs: dict[str, np.ndarray] = {}
+        self._dtype: dict[str, np.dtype] = {}
+        counts = {}
         for name, spec in specs.items():
-            self.inputs[name] = _check_array(where, name, np.asarray(arrays[name]), spec, self.axes.get(name))
-        counts = {n: a.shape[self.axes[n]] for n, a in self.inputs.items() if self.axes.get(n) is not None}
-        self.labels = {k: np.asarray(arrays[k]) for k in label_keys}
-        for k, v in self.labels.items():
-            counts[k] = v.shape[0] if v.ndim else 1
+            shape, dtype = self._src.meta(name)
+            ax = self.axes.get(name)
+            self._dtype[name] = _check_meta(where, name, tuple(shape), np.dtype(dtype), spec, ax)
+            if ax is not None and len(shape) <= ax:
+                raise DataError(f"{where}: array {name!r} has shape {tuple(shape)}: it has no batch axis {ax}",
+                                hint=f"set its batch axis with --batch-axis {name}:AXIS (or {name}:none)")
+            if ax is not None:
+                counts[name] = shape[self.axes[name]]
+        self._specs = specs
+        self.labels: dict[str, np.ndarray] = {}
+        self._label_counts(label_keys, counts)
         if len(set(counts.values())) > 1:
             axes = {n: self.axes[n] for n in counts if n in self.axes}
             raise DataError(f"{where}: arrays have different sample counts along their batch axes: {counts} "
@@ -403,18 +478,124 @@ class NpzDataset:
         self.num_samples = next(iter(counts.values())) if counts else 1
         if self.num_samples == 0:
             raise DataError(f"{where} holds no samples")
-        self._specs = specs
+        # held for every batch: inputs without a batch axis, and (compressed files only) inputs whose
+        # batches are not one run of bytes (batch axis after a dim > 1): read whole once, within the budget
+        from .fsutil import memory_budget
+
+        self._held: dict[str, np.ndarray] = {}
+        held = 0
+        for name in specs:
+            ax = self.axes.get(name)
+            if ax is None or not self._src.contiguous(name, ax):
+                shape, dtype = self._src.meta(name)
+                held += math.prod(shape) * np.dtype(dtype).itemsize
+                if held > memory_budget():
+                    raise DataError(f"{where}: input {name!r} ({list(shape)} {dtype}) must be held whole "
+                                    f"(no batch axis, or compressed with its batch axis {ax} after other dims) and "
+                                    f"is over the memory budget of {memory_budget() / 2**30:,.2f} GiB",
+                                    hint="save the data with np.savez (uncompressed) or raise WORKBENCH_MAX_DATA_BYTES")
+                self._held[name] = self._cast(name, self._src.read(name))
+
+    def _label_counts(self, label_keys, counts: dict) -> None:
+        for k in label_keys:
+            self.labels[k] = np.asarray(self._src.read(k))
+            v = self.labels[k]
+            counts[k] = v.shape[0] if v.ndim else 1
+
+    def add_labels(self, key: str) -> np.ndarray:
+        """Read label array ``key`` from the same file (:class:`DataError` if it is not there or its
+        count differs from the samples')."""
+        if key not in self.labels:
+            if key not in self._src.keys:
+                raise DataError(f"label key {key!r} not found in {self._where}; keys are {sorted(self._src.keys)}")
+            counts: dict = {}
+            self._label_counts([key], counts)
+            if counts[key] != self.num_samples:
+                del self.labels[key]
+                raise DataError(f"{self._where}: label array {key!r} holds {counts[key]} entries for "
+                                f"{self.num_samples} samples")
+        return self.labels[key]
+
+    def for_model(self, model: Model, batch_axis=None) -> "NpzDataset":
+        """The same data (the same open file) checked against another model (e.g. a variant)."""
+        return NpzDataset(self.path if self.path else {}, model, allow_extra=True,
+                          batch_axis=batch_axis if batch_axis is not None else self.batch_axis_override,
+                          _src=self._src)
+
+    def close(self) -> None:
+        """Close the file (a dataset made from arrays holds nothing)."""
+        self._src.close()
+
+    def __enter__(self) -> "NpzDataset":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __len__(self) -> int:
         return self.num_samples
 
-    def check_finite(self) -> None:
-        for n, a in self.inputs.items():
-            if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
-                bad = int((~np.isfinite(a)).sum())
-                where = f"{self.path}: " if self.path else ""
-                raise DataError(f"{where}input {n!r} has {bad} NaN/Inf value(s)",
-                                hint="clean the data: NaN/Inf inputs make every metric and calibration range meaningless")
+    @property
+    def source_keys(self) -> list[str]:
+        return list(self._src.keys)
+
+    @property
+    def reader(self):
+        """The :class:`~workbench.fsutil.NpzReader` of a file-backed dataset (None for arrays)."""
+        return getattr(self._src, "reader", None)
+
+    def _cast(self, name: str, a: np.ndarray) -> np.ndarray:
+        want = self._dtype[name]
+        return a if a.dtype == want else a.astype(want)
+
+    @property
+    def inputs(self) -> Mapping[str, np.ndarray]:
+        """``{input: whole array}``, each read (and cast) when accessed: a whole-dataset view for small data;
+        :meth:`batches` reads one batch at a time."""
+        return _WholeArrays(self)
+
+    def _whole(self, name: str) -> np.ndarray:
+        if name in self._held:
+            return self._held[name]
+        return self._cast(name, self._src.read(name))
+
+    def _batch(self, start: int, stop: int, cursor=None) -> dict[str, np.ndarray]:
+        out = {}
+        for name in self._specs:
+            ax = self.axes.get(name)
+            if name in self._held:
+                a = self._held[name]
+                out[name] = a if ax is None else _take(a, ax, start, stop)
+            else:
+                out[name] = self._cast(name, self._src.read(name, ax, start, stop, cursor=cursor))
+        return out
+
+    def check_finite(self, rows: int | None = None, *, limit: int | None = None) -> None:
+        """:class:`DataError` if a float input holds NaN/Inf: read ``rows`` samples at a time (default: as
+        many as fit 16 MiB; ``resolve_data`` passes its batch size, so this pass holds one batch too); only
+        the first ``limit`` samples when given."""
+        floats = [n for n in self._specs if np.issubdtype(self._dtype[n], np.floating)]
+        if not floats:
+            return
+        row = sum(math.prod(self._src.meta(n)[0]) // max(self.num_samples, 1) * self._dtype[n].itemsize
+                  for n in floats) or 1
+        step = rows or max(1, (16 << 20) // row)
+        total = self.num_samples if limit is None else min(limit, self.num_samples)
+        with self._src.cursor() as c:
+            for start in range(0, total, step):
+                b = self._batch(start, min(start + step, total), c)
+                for n in floats:
+                    a = b[n]
+                    if not np.isfinite(a).all():
+                        bad = int((~np.isfinite(a)).sum())
+                        if n in self._held:
+                            bad = int((~np.isfinite(self._held[n])).sum())
+                        where = f"{self.path}: " if self.path else ""
+                        raise DataError(f"{where}input {n!r} has {bad} NaN/Inf value(s)"
+                                        + ("" if n in self._held or start == 0 and step >= total
+                                           else f" in samples {start}..{min(start + step, total) - 1}"),
+                                        hint="clean the data: NaN/Inf inputs make every metric and calibration "
+                                             "range meaningless")
 
     def _static(self) -> int | None:
         sizes = set()
@@ -432,19 +613,20 @@ class NpzDataset:
             return b
         return requested or 1
 
+    def batch_list(self, batch_size: int | None = None, *, limit: int | None = None,
+                   drop_last: bool = False) -> "Batches":
+        """The batches as a :class:`Batches` sequence: re-iterable, indexable, each batch read when used."""
+        b = self.batch_size_for(batch_size)
+        n = self.num_samples if limit is None else min(limit, self.num_samples)
+        if drop_last or self._static() is not None:  # no partial last batch
+            n = n // b * b
+        return Batches(self, b, n)
+
     def batches(self, batch_size: int | None = None, *, limit: int | None = None,
                 drop_last: bool = False) -> Iterator[dict[str, np.ndarray]]:
         """Feeds dicts of ``batch_size`` samples (the model's static batch if it has one), sliced along each
-        input's batch axis; inputs without one are passed unchanged."""
-        b = self.batch_size_for(batch_size)
-        n = self.num_samples if limit is None else min(limit, self.num_samples)
-        static = self._static() is not None
-        for start in range(0, n, b):
-            stop = min(start + b, n)
-            if stop - start < b and (drop_last or static):
-                break
-            yield {k: v if self.axes.get(k) is None else _take(v, self.axes[k], start, stop)
-                   for k, v in self.inputs.items()}
+        input's batch axis and read from the file one batch at a time; inputs without one are passed unchanged."""
+        return iter(self.batch_list(batch_size, limit=limit, drop_last=drop_last))
 
     def label_batches(self, key: str, batch_size: int | None = None, *, limit: int | None = None) -> Iterator[np.ndarray]:
         b = self.batch_size_for(batch_size)
@@ -453,40 +635,115 @@ class NpzDataset:
             yield self.labels[key][start:min(start + b, n)]
 
 
-def _read_npz(path: Path, rows: int | None = None, full=()) -> dict[str, np.ndarray]:
-    """Arrays of an .npz (never unpickled), header-checked against a memory budget before allocation;
-    only the first ``rows`` samples along axis 0 when given, except keys in ``full``
-    (``workbench.fsutil.read_npz``)."""
-    from .fsutil import read_npz
+class _WholeArrays(Mapping):
+    def __init__(self, ds: NpzDataset):
+        self._ds = ds
 
-    return read_npz(path, rows=rows, full=full)
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._ds._specs:
+            raise KeyError(name)
+        return self._ds._whole(name)
+
+    def __iter__(self):
+        return iter(self._ds._specs)
+
+    def __len__(self) -> int:
+        return len(self._ds._specs)
 
 
-def _check_array(where: str, name: str, a: np.ndarray, spec: TensorSpec, batch_axis: int | None = 0) -> np.ndarray:
+class Batches(Sequence):
+    """Feed batches of an :class:`NpzDataset`, read on demand: iterating reads one batch at a time (in
+    order, each compressed byte decompressed once), ``batches[i]`` reads batch ``i``, ``batches[:k]`` is
+    another :class:`Batches`. Batch ``i`` holds samples ``starts[i] .. min(starts[i] + size, stop)``
+    (nothing per batch is stored: a million batches cost nothing until read). ``num_samples``: samples
+    over all batches (known without reading)."""
+
+    def __init__(self, dataset: NpzDataset, size: int, stop: int, starts: range | None = None):
+        self.dataset = dataset
+        self.size = int(size)
+        self.stop = int(stop)
+        self.starts = range(0, self.stop, self.size) if starts is None else starts
+
+    def bound(self, i: int) -> tuple[int, int]:
+        start = self.starts[i]
+        return start, min(start + self.size, self.stop)
+
+    @property
+    def bounds(self) -> Iterator[tuple[int, int]]:
+        return (self.bound(i) for i in range(len(self.starts)))
+
+    @property
+    def num_samples(self) -> int:
+        if not self.starts:
+            return 0
+        last = self.bound(len(self.starts) - 1)
+        return (len(self.starts) - 1) * self.size + last[1] - last[0] if self.starts.step == self.size else \
+            sum(b - a for a, b in self.bounds)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Batches(self.dataset, self.size, self.stop, self.starts[i])
+        start, stop = self.bound(i)
+        return self.dataset._batch(start, stop)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        with self.dataset._src.cursor() as c:
+            for start, stop in self.bounds:
+                yield self.dataset._batch(start, stop, c)
+
+    def head(self, samples: int, *, whole: bool = False) -> "Batches":
+        """The first ``samples`` samples (the last batch cut short, or left out when ``whole``)."""
+        if not self.starts:
+            return self
+        first = self.starts[0]
+        stop = min(self.stop, first + samples)
+        if whole:
+            stop = first + min(samples, self.stop - first) // self.size * self.size
+        starts = range(first, min(self.starts[-1] + 1, stop), self.size)
+        return Batches(self.dataset, self.size, stop, starts)
+
+    def with_dataset(self, dataset: NpzDataset) -> "Batches":
+        return Batches(dataset, self.size, self.stop, self.starts)
+
+    def __repr__(self) -> str:
+        return f"Batches({len(self)} batches, {self.num_samples} samples of {self.dataset.path or 'arrays'})"
+
+
+def _check_meta(where: str, name: str, shape: tuple, dtype: np.dtype, spec: TensorSpec,
+                batch_axis: int | None = 0) -> np.dtype:
+    """The dtype array ``name`` (``shape`` × ``dtype``) is cast to for ``spec``; :class:`DataError` if it
+    cannot feed that input (checked from the header, before any data is read)."""
     want = spec.np_dtype
-    if a.dtype == object or a.dtype.kind in "USV":
-        raise DataError(f"{where}: array {name!r} has dtype {a.dtype}, the model expects {want}")
-    if a.dtype != want:
-        ok = (np.issubdtype(want, np.floating) and np.issubdtype(a.dtype, np.floating)) or (
-            np.issubdtype(want, np.signedinteger) and np.issubdtype(a.dtype, np.signedinteger)
-            and np.can_cast(a.dtype, want, "safe"))
+    if dtype.hasobject or dtype.kind in "USV":
+        raise DataError(f"{where}: array {name!r} has dtype {dtype}, the model expects {want}")
+    if dtype != want:
+        ok = (np.issubdtype(want, np.floating) and np.issubdtype(dtype, np.floating)) or (
+            np.issubdtype(want, np.signedinteger) and np.issubdtype(dtype, np.signedinteger)
+            and np.can_cast(dtype, want, "safe"))
         if not ok:
-            raise DataError(f"{where}: array {name!r} has dtype {a.dtype}, the model expects {want}")
-        a = a.astype(want)
+            raise DataError(f"{where}: array {name!r} has dtype {dtype}, the model expects {want}")
     if spec.shape is not None:
-        if a.ndim != len(spec.shape):
-            raise DataError(f"{where}: array {name!r} has shape {a.shape} (rank {a.ndim}); "
+        if len(shape) != len(spec.shape):
+            raise DataError(f"{where}: array {name!r} has shape {shape} (rank {len(shape)}); "
                             f"the model expects rank {len(spec.shape)} {list(spec.shape)}"
                             + (" (a scalar: store it as a 0-d array, np.array(value))" if not spec.shape else ""))
         for i, d in enumerate(spec.shape):
             if i == batch_axis:
                 continue  # batch axis: samples are concatenated along it
-            if isinstance(d, int) and a.shape[i] != d:
+            if isinstance(d, int) and shape[i] != d:
                 hint = (f" (its batch axis is {batch_axis}: set another with --batch-axis {name}:AXIS)"
                         if batch_axis is not None else "")
-                raise DataError(f"{where}: array {name!r} has shape {a.shape}; "
+                raise DataError(f"{where}: array {name!r} has shape {shape}; "
                                 f"dim {i} must be {d} (model shape {list(spec.shape)}){hint}")
-    return a
+    return want
+
+
+def _check_array(where: str, name: str, a: np.ndarray, spec: TensorSpec, batch_axis: int | None = 0) -> np.ndarray:
+    want = _check_meta(where, name, a.shape, a.dtype, spec, batch_axis)
+    return a if a.dtype == want else a.astype(want)
 
 
 def first_batch_rows(model: Model, batch: int | None = None, batch_axis=None) -> int:
@@ -573,18 +830,15 @@ def cast_feeds(feeds: Mapping[str, np.ndarray], model: Model) -> dict[str, np.nd
     return out
 
 
-def _npz_keys(path) -> list[str]:
-    with np.load(path, allow_pickle=False) as z:
-        return list(z.files)
-
-
 def resolve_data(model: Model, data, labels, *, shapes=None, batch_size: int | None = None,
-                 limit: int | None = None) -> tuple[list, np.ndarray | None]:
-    """``(batches, labels)``: ``batches`` a re-iterable list of feed dicts; ``labels`` an int array or None.
+                 limit: int | None = None) -> tuple[Sequence, np.ndarray | None]:
+    """``(batches, labels)``: ``batches`` a re-iterable sequence of feed dicts; ``labels`` an int array or None.
 
     ``data``: an ``.npz`` path, a :class:`NpzDataset`, an iterable of feed dicts, or None (one synthetic
     batch). ``labels`` is a key of the ``.npz`` / :class:`NpzDataset` (``DataError`` if missing) or an array.
-    Batches hold :func:`default_batch` samples.
+    Batches hold :func:`default_batch` samples. From an ``.npz`` / :class:`NpzDataset` they are a
+    :class:`Batches` sequence read one batch at a time (the NaN/Inf check streams too); other sources
+    are materialized as a list.
     """
     if isinstance(data, (str, os.PathLike)):
         keys = [labels] if isinstance(labels, str) else []
@@ -594,22 +848,23 @@ def resolve_data(model: Model, data, labels, *, shapes=None, batch_size: int | N
         if not isinstance(data, NpzDataset):
             raise DataError(f"labels={labels!r} names a key, which needs .npz data (got {type(data).__name__})",
                             hint="pass the label array itself for other data sources")
-        if labels not in data.labels:
-            if labels not in (data.path and _npz_keys(data.path) or ()):
-                raise DataError(f"label key {labels!r} not found in {data.path or 'the dataset'}; "
-                                f"label keys are {sorted(data.labels)}")
-            data = NpzDataset(data.path, model, label_keys=[labels], allow_extra=True)
-        label_arr = data.labels[labels]
+        if labels not in data.labels and labels not in data.source_keys:
+            raise DataError(f"label key {labels!r} not found in {data.path or 'the dataset'}; "
+                            f"label keys are {sorted(data.labels)}")
+        label_arr = data.add_labels(labels)
     elif labels is not None:
         label_arr = np.asarray(labels)
     if isinstance(data, NpzDataset):
-        data.check_finite()
-    batches = list(as_feed_batches(model, data, batch_size=default_batch(model, batch_size), limit=limit,
-                                   shapes=shapes))
+        batches: Sequence = data.batch_list(default_batch(model, batch_size), limit=limit)
+        data.check_finite(rows=batches.size, limit=batches.num_samples)
+        n = batches.num_samples
+    else:
+        batches = list(as_feed_batches(model, data, batch_size=default_batch(model, batch_size), limit=limit,
+                                       shapes=shapes))
+        n = sum(feeds_batch(b, model) for b in batches)
     if not batches:
         raise DataError("the data gave no batches (fewer samples than the model's fixed batch size?)")
     if label_arr is not None:
-        n = sum(feeds_batch(b, model) for b in batches)
         if label_arr.ndim == 0 or label_arr.shape[0] < n:
             raise DataError(f"labels hold {label_arr.shape[0] if label_arr.ndim else 0} entries for {n} samples")
         if not np.issubdtype(label_arr.dtype, np.integer):

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 
 class WorkbenchError(Exception):
-    """Base class: an error the user can fix. ``hint`` is appended to the message when given."""
+    """Base class: an error the user can fix. ``hint`` is appended to the message when given.
+    ``native_log``: lines native libraries wrote to fd 2 while the failing call ran (``workbench.logs``)."""
+
+    native_log: "list[str] | tuple" = ()
 
     def __init__(self, message: str, *, hint: str | None = None):
         self.message = message

@@ -27,6 +27,7 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 import pandas as pd
 
 from .errors import BuildError, UsageError, WorkbenchError
+from .logs import captures_native_log
 from .fsutil import json_safe
 from .builds import FRAME_COLUMNS as BUILD_COLUMNS
 from .records import Record, frame_from_json, frame_to_json, host_info, now_iso
@@ -76,6 +77,8 @@ class BuildEntry:
     build_time_s: float | None = None
     engine_bytes: int | None = None
     cache_hit: bool = False
+    recipe_time_s: float = 0.0  # seconds the recipe took (0: a ready variant or one from the variant cache)
+    variant_cached: bool = False  # the variant came from the variant cache
     onnx_bytes: int | None = None
     record: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
@@ -103,6 +106,8 @@ class BuildEntry:
         return cls(variant=r.name, backend=backend, precision=r.precision, status=r.status, reason=r.reason or "",
                    build_time_s=r.record.build_time_s if r.ok else None,
                    engine_bytes=r.record.engine_bytes if r.ok else None, cache_hit=bool(r.record.cache_hit),
+                   recipe_time_s=round(float(getattr(r, "recipe_time_s", 0.0)), 3),
+                   variant_cached=bool(getattr(r, "variant_cached", False)),
                    onnx_bytes=len(r.variant.model.to_bytes()) if r.variant is not None else None,
                    record=r.record.to_json(), config=r.variant.to_json() if r.variant is not None else {},
                    result=r)
@@ -382,6 +387,32 @@ def _head(batches: list, samples: int) -> list:
     return out
 
 
+#: Samples per session run of the accuracy stage: a 32-sample run of a 384x512 detector held 4 GB of
+#: activations; runs of 8 keep about a quarter of that and run as fast per sample.
+ACCURACY_RUN_SAMPLES = 8
+
+
+def _runs(batches: list, size: int, model) -> list:
+    """``batches`` cut into runs of at most ``size`` samples (views) when the model's batch axis is dynamic
+    and every array of a batch shares its first axis; otherwise as they are."""
+    from .data import static_batch
+
+    from .data import Batches
+
+    if static_batch(model) is not None or getattr(batches, "size", size + 1) <= size:
+        return batches  # fixed batch, or data.Batches already read in runs this small (one at a time)
+    if isinstance(batches, Batches) and batches.starts and batches.starts[0] == 0:
+        return batches.dataset.batch_list(size, limit=batches.num_samples)  # still read one run at a time
+    out = []
+    for b in batches:
+        n = _n(b)
+        if n <= size or not all(getattr(v, "ndim", 0) and v.shape[0] == n for v in b.values()):
+            out.append(b)
+            continue
+        out += [{k: v[i:i + size] for k, v in b.items()} for i in range(0, n, size)]
+    return out
+
+
 def _n(feeds) -> int:
     first = next(iter(feeds.values()))
     return int(first.shape[0]) if getattr(first, "ndim", 0) else 1
@@ -419,12 +450,15 @@ def _describe(v) -> str | None:
     return str(v) if isinstance(v, (str, os.PathLike)) else "in-memory"
 
 
+@captures_native_log
 def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
                 backend: str | Sequence[str] = "onnxruntime", *, data=None, labels=None, calib=None, shapes=None,
                 accuracy_limit: int | None = None, out_dir: str | os.PathLike | None = None, cache=None,
-                progress: bool = True, cancel: threading.Event | None = None) -> FlowResult:
+                variant_cache=None, progress: bool = True, cancel: threading.Event | None = None) -> FlowResult:
     """Step 1: inspect ``model``, read ``data`` (and ``labels``), build every precision on every backend
-    (``builds.build_variants``). Returns a new :class:`FlowResult` holding the engines."""
+    (``builds.build_variants``; ``cache``: engine cache, ``variant_cache``: recipe outputs reused across
+    runs). Returns a new :class:`FlowResult` holding the engines; ``config["reused"]["build"]`` says
+    what came from the caches."""
     from .inspect import inspect as _inspect
     from .builds import build_variants
     from .precision import parse_precisions
@@ -442,27 +476,67 @@ def build_stage(model, precisions: str | Iterable[str] = "fp32,fp16,int8",
               "accuracy_limit": accuracy_limit}
     fr = FlowResult.empty(m.name, m.hash, config)
     fr.model, fr.shapes = m, shapes
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fr.inspection = _inspect(m, shapes=shapes).to_json()
     fr.node_order = [n.name for n in m.graph.node]
     fr.timings["inspect"] = round(time.perf_counter() - t0, 3)
+    _cpu(fr, "inspect", c0)
     if data is not None:
         fr.batches, fr.labels = resolve_data(m, data, labels, shapes=shapes, limit=accuracy_limit)
     else:
         fr.batches, fr.labels = [synthetic_inputs(m, shapes)], None
-    fr.config["accuracy_samples"] = sum(_n(b) for b in fr.batches)
+    n = getattr(fr.batches, "num_samples", None)  # data.Batches: counted without reading the data
+    fr.config["accuracy_samples"] = n if n is not None else sum(_n(b) for b in fr.batches)
     if calib is None and data is not None:
         calib = fr.batches
-    t0 = time.perf_counter()
+    if isinstance(variant_cache, (str, os.PathLike)):
+        from .variantcache import VariantCache
+
+        variant_cache = VariantCache(Path(variant_cache).expanduser())  # one object: its last_reason is read
+    t0, c0 = time.perf_counter(), time.process_time()
     for be in backends:
         _check_cancel(cancel)
         bs = build_variants(m, precs, be, shapes=shapes, calib=calib, progress=progress, cache=cache,
-                            out_dir=Path(out_dir) / be if out_dir is not None else None)
+                            out_dir=Path(out_dir) / be if out_dir is not None else None,
+                            variant_cache=variant_cache)
         fr.build_entries.extend(BuildEntry.from_result(r, bs.backend) for r in bs.results)
     fr.timings["build"] = round(time.perf_counter() - t0, 3)
+    _cpu(fr, "build", c0)
+    fr.config.setdefault("reused", {})["build"] = _build_reuse(fr, variant_cache)
     return fr
 
 
+def _cpu(fr: FlowResult, stage: str, c0: float) -> None:
+    """CPU seconds of ``stage`` (this process, all threads): the honest number on a shared machine."""
+    fr.config.setdefault("stage_cpu_s", {})[stage] = round(time.process_time() - c0, 3)
+
+
+def _build_reuse(fr: FlowResult, variant_cache=None) -> str:
+    """What the build stage took from the caches, in words (the report's stage table)."""
+    made, reused, engines = [], [], []
+    for e in fr.build_entries:
+        r = e.result
+        if r is None or r.variant is None:
+            continue
+        if e.cache_hit:
+            engines.append(e.key)
+        if r.variant.recipe.get("tool") == "none":
+            continue
+        (reused if getattr(r, "variant_cached", False) else made).append(r.precision)
+    parts = []
+    if reused:
+        parts.append(f"variants reused: {', '.join(dict.fromkeys(reused))}")
+    if made:
+        why = variant_cache.last_reason if variant_cache is not None and not reused else ""
+        parts.append(f"variants made: {', '.join(dict.fromkeys(made))}" + (f" ({why})" if why else ""))
+        if variant_cache is None:
+            parts.append("no variant cache")
+    if engines:
+        parts.append(f"engines reused: {', '.join(engines)}")
+    return "; ".join(parts) or "nothing to make (fp32/tf32 only)"
+
+
+@captures_native_log
 def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, layer_iterations: int = 20,
                   layers: bool = True, blocks: int = 5, time_budget_s: float | None = None,
                   latency_samples: int | None = None, progress: bool = True,
@@ -486,7 +560,7 @@ def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, la
     fr.errors[:] = [e for e in fr.errors if e["stage"] not in ("latency", "layers")]
     feeds = fr.batches[0] if latency_samples is None else _head(fr.batches[:1], latency_samples)[0]
     fr.config["latency_batch"] = _n(feeds)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     # every variant in `blocks` interleaved blocks (A B C A B C ...): speedups are per block, under the
     # same load, and their range says whether a difference is real (measure/repeat.py)
     _check_cancel(cancel)
@@ -511,8 +585,9 @@ def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, la
             _note(fr, "latency", r.name, be, err)
     fr.latency = blocks_frame(timed)
     fr.timings["latency"] = round(time.perf_counter() - t0, 3)
+    _cpu(fr, "latency", c0)
     if layers:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         frames = []
         for be, r in _built(fr):
             _check_cancel(cancel)
@@ -529,14 +604,18 @@ def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, la
                 _note(fr, "layers", r.name, be, e)
         fr.layers = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         fr.timings["layers"] = round(time.perf_counter() - t0, 3)
+        _cpu(fr, "layers", c0)
     return fr
 
 
+@captures_native_log
 def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: int = 16, atol: float = 1e-3,
-                   rtol: float = 1e-3, progress: bool = True, cancel: threading.Event | None = None) -> FlowResult:
+                   rtol: float = 1e-3, layerwise_budget: int | str | None = None, progress: bool = True,
+                   cancel: threading.Event | None = None) -> FlowResult:
     """Step 3: every built engine against the FP32 ONNX Runtime CPU reference over the data
     (``compare.compare_engines``), then the per-node error of each reduced-precision variant
-    (``compare.layerwise`` on ``layerwise_limit`` samples). Fills ``fr.accuracy`` / ``fr.metrics`` /
+    (``compare.layerwise`` on ``layerwise_limit`` samples, fewer when their compared tensors exceed
+    ``layerwise_budget`` bytes: ``config["layerwise_reason"]``). Fills ``fr.accuracy`` / ``fr.metrics`` /
     ``fr.layerwise``; returns ``fr``. ``atol`` / ``rtol``: the element-wise tolerance of ``passed``
     (kept in ``fr.config`` so reports state it)."""
     from .compare import compare_engines
@@ -546,15 +625,18 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
     from .precision import keeps_graph
 
     _needs_engines(fr)
-    fr.config.update(layerwise_limit=layerwise_limit, atol=atol, rtol=rtol)
+    fr.config.update(layerwise_limit=layerwise_limit, atol=atol, rtol=rtol, layerwise_budget=layerwise_budget)
     fr.errors[:] = [e for e in fr.errors if e["stage"] not in ("accuracy", "layerwise")]
     built = _built(fr)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     acc, metrics = [], []
     if built:
         _check_cancel(cancel)
         ref = next((r.engine for b, r in built if b == "onnxruntime" and r.variant.precision == "fp32"
                     and r.variant.model.hash == fr.model.hash), None)  # built already: do not build it again
+        reused = fr.config.setdefault("reused", {})
+        reused["accuracy"] = ("reference: the fp32 onnxruntime engine of the build stage, whose own outputs serve "
+                              "as its compared ones (no second run)" if ref is not None else "")
         if ref is None:
             _, ref = build_engine(fr.model, "fp32", "onnxruntime", shapes=fr.shapes, progress=progress)
         for be in fr.buildsets:
@@ -563,7 +645,8 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
                 continue
             _check_cancel(cancel)
             try:
-                cmp = compare_engines(ref, engines, fr.batches, labels=fr.labels, atol=atol, rtol=rtol,
+                cmp = compare_engines(ref, engines, _runs(fr.batches, ACCURACY_RUN_SAMPLES, fr.model),
+                                      labels=fr.labels, atol=atol, rtol=rtol,
                                       progress=progress)
             except WorkbenchError as e:
                 _note(fr, "accuracy", "", be, e)
@@ -577,8 +660,9 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
     fr.accuracy = pd.concat(acc, ignore_index=True) if acc else pd.DataFrame()
     fr.metrics = pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame()
     fr.timings["accuracy"] = round(time.perf_counter() - t0, 3)
+    _cpu(fr, "accuracy", c0)
     if layerwise:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         seen, frames, unmatched = set(), [], []
         batches = _head(fr.batches, layerwise_limit)
         fr.config["layerwise_samples"] = sum(_n(b) for b in batches)
@@ -588,14 +672,22 @@ def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: i
             seen.add(r.variant.hash)
             _check_cancel(cancel)
             try:
-                frames.append(_layerwise(fr.model, r.variant, data=batches, limit=None, progress=progress))
+                frames.append(_layerwise(fr.model, r.variant, data=batches, limit=None, progress=progress,
+                                         compare_budget=layerwise_budget))
                 unmatched.append(unmatched_frame(frames[-1]))
             except WorkbenchError as e:
                 _note(fr, "layerwise", r.name, "onnxruntime", e)
+        used = [f.attrs.get("samples") for f in frames if f.attrs.get("samples")]
+        if used:
+            fr.config["layerwise_samples"] = max(used)
+        reasons = [f"{f.attrs.get('variant')}: {f.attrs['samples_reason']}" for f in frames
+                   if f.attrs.get("samples_reason")]
+        fr.config["layerwise_reason"] = "; ".join(reasons)
         fr.layerwise = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         unmatched = [u for u in unmatched if len(u)]
         fr.layerwise_unmatched = pd.concat(unmatched, ignore_index=True) if unmatched else unmatched_frame(pd.DataFrame())
         fr.timings["layerwise"] = round(time.perf_counter() - t0, 3)
+        _cpu(fr, "layerwise", c0)
     return fr
 
 
@@ -604,12 +696,13 @@ def _needs_engines(fr: FlowResult) -> None:
         raise UsageError("this FlowResult holds no engines (loaded from JSON?)", hint="run build_stage first")
 
 
+@captures_native_log
 def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend: str | Sequence[str] = "onnxruntime",
              *, data=None, labels=None, calib=None, shapes=None, iterations: int = 100, warmup: int = 10,
              layer_iterations: int = 20, blocks: int = 5, time_budget_s: float | None = None,
              latency_samples: int | None = None, accuracy_limit: int | None = None, layerwise: bool = True,
-             layerwise_limit: int = 16, out_dir: str | os.PathLike | None = None, cache=None,
-             progress: bool = True, on_stage: Callable[[str, FlowResult], None] | None = None,
+             layerwise_limit: int = 16, layerwise_budget: int | str | None = None,
+             out_dir: str | os.PathLike | None = None, cache=None, variant_cache=None, progress: bool = True, on_stage: Callable[[str, FlowResult], None] | None = None,
              cancel: threading.Event | None = None) -> FlowResult:
     """Run the whole flow on ``model``: :func:`build_stage` → :func:`profile_stage` → :func:`accuracy_stage`.
 
@@ -624,8 +717,11 @@ def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend:
             latency_samples: samples per timed run (default: the whole first data batch).
         accuracy_limit: use at most this many samples for accuracy; layerwise_limit: samples (default
             16, the per-node sample budget: every tensor of both graphs is compared) for the per-node
-            error of each reduced-precision variant.
+            error of each reduced-precision variant; layerwise_budget: bytes of compared tensors per
+            variant at most (fewer samples when over; None: no limit).
         out_dir: also write each variant's ONNX (and engine) there (``build_variants``).
+        cache / variant_cache: engine cache and variant cache (folders or cache objects): a second run on
+            the same model, data and precisions reuses recipe outputs and serialized engines.
         on_stage: called as ``on_stage(stage, result_so_far)`` after "build", "profile" and "accuracy".
         cancel: an Event; when set, the flow stops before its next step with ``BuildError("cancelled")``.
 
@@ -633,14 +729,16 @@ def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend:
     continues; precisions a backend cannot build are ``skipped`` with the reason.
     """
     fr = build_stage(model, precisions, backend, data=data, labels=labels, calib=calib, shapes=shapes,
-                     accuracy_limit=accuracy_limit, out_dir=out_dir, cache=cache, progress=progress, cancel=cancel)
+                     accuracy_limit=accuracy_limit, out_dir=out_dir, cache=cache, variant_cache=variant_cache,
+                     progress=progress, cancel=cancel)
     if on_stage is not None:
         on_stage("build", fr)
     profile_stage(fr, iterations=iterations, warmup=warmup, layer_iterations=layer_iterations, blocks=blocks,
                   time_budget_s=time_budget_s, latency_samples=latency_samples, progress=progress, cancel=cancel)
     if on_stage is not None:
         on_stage("profile", fr)
-    accuracy_stage(fr, layerwise=layerwise, layerwise_limit=layerwise_limit, progress=progress, cancel=cancel)
+    accuracy_stage(fr, layerwise=layerwise, layerwise_limit=layerwise_limit, layerwise_budget=layerwise_budget,
+                   progress=progress, cancel=cancel)
     if on_stage is not None:
         on_stage("accuracy", fr)
     return fr

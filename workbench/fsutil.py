@@ -28,10 +28,12 @@ import os
 import re
 import secrets
 import stat
+import struct
 import sys
 import tempfile
 import threading
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -144,48 +146,73 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def check_input_file(path: str | os.PathLike, what: str = "input file", *, error: type = DataError,
-                     max_bytes: int | None = None, protect_as: str | None = None) -> Path:
-    """``path`` if it is an existing regular file (after links) of at most ``max_bytes``; ``error``
-    otherwise (missing, a folder, a device, a FIFO, a socket, too big). The file is then protected
-    from workbench writes (``protect_as`` names it in refusals)."""
+def _protect_stat(st: os.stat_result, path: str | os.PathLike, what: str) -> None:
+    if stat.S_ISREG(st.st_mode):
+        with _LOCK:
+            _PROTECTED[(st.st_dev, st.st_ino)] = (f"{what} {os.fspath(path)}", st.st_size, st.st_mtime_ns)
+
+
+def _after_input_check(path: Path, st: os.stat_result) -> None:
+    """Called between the check of an opened input and its first read (a no-op; tests swap the file
+    here to show the read still sees the file that was checked)."""
+
+
+def open_input(path: str | os.PathLike, what: str = "input file", *, error: type = DataError,
+               max_bytes: int | None = None, protect_as: str | None = None):
+    """``(file, stat)``: ``path`` opened once, read-only, then checked *on the open file* (``fstat``):
+    a regular file (never a device, FIFO, socket or folder) of at most ``max_bytes``. Every read goes
+    through the returned file, so a path swapped (a symlink redirected, a file replaced) after the open
+    cannot change what is read: the check and the read see the same file. Opened non-blocking, so a
+    FIFO fails at once instead of hanging. The file is then protected from workbench writes."""
     p = check_path_text(path, what, error=error)
     try:
-        st = os.stat(p)
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise error(f"{what} not found: {p}") from None
+    except IsADirectoryError:
+        raise error(f"{p} is a folder, not a file", hint=f"give the {what}'s path") from None
     except OSError as e:
         raise error(f"cannot read {what} {p}: {_why(e)}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise error(f"{p} is a folder, not a file", hint=f"give the {what}'s path")
-    if not stat.S_ISREG(st.st_mode):
-        raise error(f"{what} {p} is {_kind(st.st_mode)}, not a regular file; refusing to read it")
-    if max_bytes is not None and st.st_size > max_bytes:
-        raise error(f"{what} {p} is {st.st_size / 2**20:,.1f} MiB, over the {max_bytes / 2**20:,.0f} MiB limit")
-    protect(p, protect_as or what)
-    return p
-
-
-def read_input_bytes(path: str | os.PathLike, what: str = "input file", *, error: type = DataError,
-                     max_bytes: int | None = None, protect_as: str | None = None) -> bytes:
-    """The bytes of a regular file, checked as :func:`check_input_file` does. Opened non-blocking and
-    re-checked on the open descriptor, so a file swapped for a FIFO or device in between still fails
-    fast; never reads more than the size checked."""
-    p = check_input_file(path, what, error=error, max_bytes=max_bytes, protect_as=protect_as)
     try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError as e:
-        raise error(f"cannot read {what} {p}: {_why(e)}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise error(f"{p} is a folder, not a file", hint=f"give the {what}'s path")
         if not stat.S_ISREG(st.st_mode):
             raise error(f"{what} {p} is {_kind(st.st_mode)}, not a regular file; refusing to read it")
         if max_bytes is not None and st.st_size > max_bytes:
             raise error(f"{what} {p} is {st.st_size / 2**20:,.1f} MiB, over the {max_bytes / 2**20:,.0f} MiB limit")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    _protect_stat(st, p, protect_as or what)
+    _after_input_check(p, st)
+    return f, st
+
+
+def check_input_file(path: str | os.PathLike, what: str = "input file", *, error: type = DataError,
+                     max_bytes: int | None = None, protect_as: str | None = None) -> Path:
+    """``path`` if it is an existing regular file (after links) of at most ``max_bytes``; ``error``
+    otherwise (missing, a folder, a device, a FIFO, a socket, too big). The file is then protected
+    from workbench writes (``protect_as`` names it in refusals). For files another library reads by
+    path (external data, Netron); the workbench's own reads use :func:`open_input`."""
+    f, _ = open_input(path, what, error=error, max_bytes=max_bytes, protect_as=protect_as)
+    f.close()
+    return check_path_text(path, what, error=error)
+
+
+def read_input_bytes(path: str | os.PathLike, what: str = "input file", *, error: type = DataError,
+                     max_bytes: int | None = None, protect_as: str | None = None) -> bytes:
+    """The bytes of a regular file, checked as :func:`open_input` does, on the same open file they are
+    read from; never reads more than the size checked."""
+    f, st = open_input(path, what, error=error, max_bytes=max_bytes, protect_as=protect_as)
+    with f:
         try:
             return f.read(st.st_size)
         except OSError as e:
-            raise error(f"cannot read {what} {p}: {_why(e)}") from None
+            raise error(f"cannot read {what} {path}: {_why(e)}") from None
 
 
 # ---------------------------------------------------------------------------------------------- outputs
@@ -312,7 +339,7 @@ def _npy_header(f, where: str):
             shape, fortran, dtype = fmt.read_array_header_2_0(f)
         else:
             shape, fortran, dtype = fmt._read_array_header(f, version)  # 3.0: utf-8 header
-    except (ValueError, EOFError, OSError, SyntaxError, TypeError, zipfile.BadZipFile) as e:
+    except (ValueError, EOFError, OSError, SyntaxError, TypeError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"{where} is not a valid .npy array: {e}") from None
     if dtype.hasobject:
         raise DataError(f"{where} holds object arrays; refusing to unpickle them",
@@ -320,74 +347,304 @@ def _npy_header(f, where: str):
     return tuple(int(d) for d in shape), bool(fortran), dtype
 
 
-def read_npz(path: str | os.PathLike, *, rows: int | None = None, full=(), budget: int | None = None,
-             what: str = "data file") -> dict[str, Any]:
-    """The arrays of an ``.npz`` file, never unpickled, with bounded memory.
+_ZIP_LOCAL = struct.Struct("<4s2B4HL2L2H")  # a zip local file header (30 bytes)
 
-    Each member's ``.npy`` header (shape × dtype) is read first; the arrays' total size (only the first
-    ``rows`` rows along axis 0 when ``rows`` is given) must fit ``budget`` (default
-    :func:`memory_budget`) before anything is allocated, and no more than that is decompressed — a zip
-    bomb or a header that lies costs at most what was asked for. :class:`DataError` for anything that
-    is not a zip of numeric ``.npy`` arrays.
+
+class NpzMember:
+    """One array of an :class:`NpzReader`: its ``.npy`` header (``shape``, ``dtype``, ``fortran``) and
+    where its data lies. Slices are read on demand (:meth:`NpzReader.read`); nothing is held."""
+
+    def __init__(self, key: str, info: zipfile.ZipInfo, shape: tuple, fortran: bool, dtype, data_start: int,
+                 file_offset: int | None):
+        self.key, self.info, self.shape, self.fortran, self.dtype = key, info, shape, fortran, dtype
+        self.data_start = data_start  # offset of the array data in the member's (uncompressed) bytes
+        self.file_offset = file_offset  # offset of the array data in the .npz file (stored members), else None
+        self.nbytes = math.prod(shape) * dtype.itemsize
+
+    def __repr__(self) -> str:
+        return f"NpzMember({self.key!r}, {list(self.shape)} {self.dtype})"
+
+
+class NpzReader:
+    """An ``.npz`` file opened once and read lazily, one slice at a time, never unpickled.
+
+    The file is opened through :func:`open_input` (one descriptor, checked with ``fstat`` before
+    anything is read, so swapping the path afterwards — a symlink redirected, a file replaced — cannot
+    change what is read); a file rewritten *in place* after the open (same inode, new size or mtime) is
+    refused at the next read instead of mixing old offsets with new bytes. The zip directory and each member's ``.npy`` header (shape × dtype) are read at
+    open; a header that claims more bytes than its member holds is refused there. Array data is read
+    only by :meth:`read`: a slice along one axis (a batch of samples), at most ``budget`` bytes per read.
+    Stored members (``np.savez``) are read with ``pread`` at their offset; compressed members
+    (``np.savez_compressed``) are decompressed as a stream up to the slice (a per-iteration
+    :meth:`cursor` keeps the stream where the last slice ended, so reading batches in order
+    decompresses each byte once).
+
+    ``peak_read_bytes`` / ``peak_read_rows`` record the largest single read (what one batch costs),
+    ``peak_rows[key]`` the most rows of one array read at once.
     """
-    import numpy as np
 
-    p = check_input_file(path, what, error=DataError)
-    budget = memory_budget() if budget is None else budget
-    with open(p, "rb") as f:
-        magic = f.read(6)
-    if magic == b"\x93NUMPY":
-        raise DataError(f"{p} is a .npy array, not an .npz archive",
-                        hint="save one array per input with np.savez(path, input_name=array)")
-    try:
-        zf = zipfile.ZipFile(p)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as e:
-        raise DataError(f"{p} is not a readable .npz file: it is not a zip archive of arrays ({e})",
-                        hint="save one array per input with np.savez(path, input_name=array)") from None
-    with zf:
-        infos = [i for i in zf.infolist() if not i.is_dir()]
+    def __init__(self, path: str | os.PathLike, *, what: str = "data file", budget: int | None = None):
+        self.path = check_path_text(path, what, error=DataError)
+        self.what = what
+        self.budget = memory_budget() if budget is None else budget
+        self.peak_read_bytes = 0
+        self.peak_read_rows = 0
+        self.peak_rows: dict[str, int] = {}
+        self.reads = 0
+        self._lock = threading.Lock()
+        self._file, self.stat = open_input(self.path, what, error=DataError)
+        try:
+            self._open_zip()
+        except BaseException:
+            self.close()
+            raise
+
+    # -------------------------------------------------------------- open
+    def _open_zip(self) -> None:
+        p = self.path
+        fd = self._file.fileno()
+        magic = os.pread(fd, 6, 0)
+        if magic == b"\x93NUMPY":
+            raise DataError(f"{p} is a .npy array, not an .npz archive",
+                            hint="save one array per input with np.savez(path, input_name=array)")
+        try:
+            self._zf = zipfile.ZipFile(self._file)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as e:
+            raise DataError(f"{p} is not a readable .npz file: it is not a zip archive of arrays ({e})",
+                            hint="save one array per input with np.savez(path, input_name=array)") from None
+        infos = [i for i in self._zf.infolist() if not i.is_dir()]
         if len(infos) > NPZ_MAX_MEMBERS:
             raise DataError(f"{p} holds {len(infos):,} members (limit {NPZ_MAX_MEMBERS})")
-        plan, total = [], 0
+        self.members: dict[str, NpzMember] = {}
         try:
             for info in infos:
                 key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
                 where = f"{p} member {key!r}"
-                with zf.open(info) as f:
+                with self._zf.open(info) as f:
                     shape, fortran, dtype = _npy_header(f, where)
-                count = math.prod(shape)
-                take = shape
-                if rows is not None and key not in full and shape and not fortran and shape[0] > rows:
-                    take = (rows,) + shape[1:]
-                nbytes = math.prod(take) * dtype.itemsize
-                total += nbytes
-                if total > budget:
-                    raise DataError(
-                        f"{where} declares shape {list(shape)} {dtype} ({count * dtype.itemsize / 2**30:,.2f} GiB); "
-                        f"the data needs more than the memory budget of {budget / 2**30:,.2f} GiB",
-                        hint="use fewer samples (--limit) or raise WORKBENCH_MAX_DATA_BYTES")
-                plan.append((info, key, take, fortran, dtype, nbytes))
-            out: dict[str, Any] = {}
-            for info, key, take, fortran, dtype, nbytes in plan:
-                where = f"{p} member {key!r}"
-                arr = np.empty(take, dtype=dtype, order="F" if fortran else "C")
-                with zf.open(info) as f:
-                    _npy_header(f, where)
-                    view = memoryview(arr.reshape(-1, order="A")).cast("B") if nbytes else None
-                    got = 0
-                    while view is not None and got < nbytes:
-                        n = f.readinto(view[got:])
-                        if not n:
-                            raise DataError(f"{where} is truncated: its header declares {list(take)} {dtype} "
-                                            f"but the member holds only {got:,} of {nbytes:,} bytes")
-                        got += n
-                out[key] = arr
+                    start = f.tell()
+                m = NpzMember(key, info, shape, fortran, dtype, start, None)
+                if start + m.nbytes > info.file_size:
+                    raise DataError(f"{where} is truncated: its header declares {list(shape)} {dtype} "
+                                    f"({m.nbytes:,} bytes) but the member holds only "
+                                    f"{max(info.file_size - start, 0):,} bytes of data")
+                if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 1:
+                    m.file_offset = self._stored_offset(info, where) + start
+                self.members[key] = m
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError,
-                RuntimeError) as e:
+                RuntimeError, struct.error, zlib.error) as e:
             if isinstance(e, WorkbenchError):
                 raise
             raise DataError(f"{p} is not a readable .npz file: {e}") from None
-    return out
+
+    def _check_unchanged(self) -> None:
+        """:class:`DataError` when the open file was rewritten in place since it was checked (a writer that
+        truncates and rewrites the same file, e.g. ``np.savez`` over it): offsets read at open no longer hold."""
+        if self._file is None:
+            raise DataError(f"{self.path} was closed")
+        st = os.fstat(self._file.fileno())
+        if (st.st_size, st.st_mtime_ns) != (self.stat.st_size, self.stat.st_mtime_ns):
+            raise DataError(f"{self.path} changed while it was being read (rewritten in place since it was opened)",
+                            hint="load the data again")
+
+    def _stored_offset(self, info: zipfile.ZipInfo, where: str) -> int:
+        head = os.pread(self._file.fileno(), _ZIP_LOCAL.size, info.header_offset)
+        fields = _ZIP_LOCAL.unpack(head)
+        if fields[0] != b"PK\x03\x04":
+            raise DataError(f"{where}: bad zip local header")
+        data = info.header_offset + _ZIP_LOCAL.size + fields[-2] + fields[-1]
+        if data + info.file_size > self.stat.st_size:
+            raise DataError(f"{where} is truncated: the member runs past the end of the file")
+        return data
+
+    def close(self) -> None:
+        zf = getattr(self, "_zf", None)
+        if zf is not None:
+            zf.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "NpzReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __getstate__(self):
+        raise TypeError("an NpzReader holds an open file; pass the path instead")
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.members)
+
+    # -------------------------------------------------------------- read
+    def cursor(self) -> "NpzCursor":
+        """A reading position per compressed member (for one pass over the batches; close it after)."""
+        return NpzCursor(self)
+
+    def read(self, key: str, axis: int | None = None, start: int = 0, stop: int | None = None,
+             cursor: "NpzCursor | None" = None):
+        """Array ``key`` sliced ``[start:stop]`` along ``axis`` (the whole array when ``axis`` is None),
+        read from the file now; :class:`DataError` if the slice is over the budget or the data is cut short."""
+        import numpy as np
+
+        m = self.members[key]
+        self._check_unchanged()
+        shape = m.shape
+        if axis is None or not shape:
+            axis, start, stop = (0, 0, shape[0]) if shape else (None, 0, 0)
+        n = shape[axis] if axis is not None else 1
+        stop = n if stop is None else min(stop, n)
+        start = min(max(start, 0), stop)
+        out_shape = shape if axis is None else shape[:axis] + (stop - start,) + shape[axis + 1:]
+        nbytes = math.prod(out_shape) * m.dtype.itemsize
+        where = f"{self.path} member {key!r}"
+        if nbytes > self.budget:
+            raise DataError(f"{where}: a slice of shape {list(out_shape)} {m.dtype} is "
+                            f"{nbytes / 2**30:,.2f} GiB, over the memory budget of {self.budget / 2**30:,.2f} GiB",
+                            hint="use a smaller batch, or raise WORKBENCH_MAX_DATA_BYTES")
+        # an F-order array of shape s is a C-order array of shape reversed(s): slice that one
+        cshape = tuple(reversed(shape)) if m.fortran else shape
+        cout = tuple(reversed(out_shape)) if m.fortran else out_shape
+        cax = None if axis is None else (len(shape) - 1 - axis if m.fortran else axis)
+        arr = np.empty(cout, dtype=m.dtype)
+        buf = memoryview(arr.reshape(-1)).cast("B") if nbytes else None
+        if buf is not None:
+            if cax is None:
+                chunks = [(0, nbytes)]
+            else:
+                outer = math.prod(cshape[:cax])
+                inner = math.prod(cshape[cax + 1:]) * m.dtype.itemsize
+                if outer == 1 or start == 0 and stop == cshape[cax]:
+                    chunks = [(start * inner if outer == 1 else 0, nbytes)]
+                else:
+                    rows = cshape[cax]
+                    chunks = [((o * rows + start) * inner, (stop - start) * inner) for o in range(outer)]
+            try:
+                self._read_chunks(m, chunks, buf, cursor, where)
+            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError, zlib.error) as e:
+                if isinstance(e, WorkbenchError):
+                    raise
+                raise DataError(f"{where} cannot be read: {e}") from None
+        with self._lock:
+            self.reads += 1
+            self.peak_read_bytes = max(self.peak_read_bytes, nbytes)
+            rows = stop - start if axis is not None else 1
+            self.peak_read_rows = max(self.peak_read_rows, rows)
+            self.peak_rows[key] = max(self.peak_rows.get(key, 0), rows)
+        return arr.T if m.fortran else arr
+
+    def _read_chunks(self, m: NpzMember, chunks, buf: memoryview, cursor, where: str) -> None:
+        pos = 0
+        if m.file_offset is not None:  # stored: read at the offset, on the descriptor checked at open
+            fd = self._file.fileno()
+            for off, size in chunks:
+                got = 0
+                while got < size:
+                    n = _pread_into(fd, buf[pos + got:pos + size], m.file_offset + off + got)
+                    if not n:
+                        raise DataError(f"{where} is truncated: the file ended while reading it")
+                    got += n
+                pos += size
+            return
+        own = cursor is None
+        cursor = cursor or NpzCursor(self)
+        try:
+            for off, size in chunks:
+                f = cursor.stream(m, m.data_start + off)
+                got = 0
+                while got < size:
+                    n = f.readinto(buf[pos + got:pos + size])
+                    if not n:
+                        raise DataError(f"{where} is truncated: its data ends before what its header declares")
+                    got += n
+                cursor.advance(m, size)
+                pos += size
+        finally:
+            if own:
+                cursor.close()
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    data = os.pread(fd, min(len(view), 1 << 24), offset)  # pragma: no cover - platforms without preadv
+    view[:len(data)] = data
+    return len(data)
+
+
+class NpzCursor:
+    """Open decompression streams of an :class:`NpzReader`'s compressed members, each left where the last
+    read ended, so reading slices in order decompresses every byte once (one cursor per pass)."""
+
+    def __init__(self, reader: NpzReader):
+        self.reader = reader
+        self._streams: dict[str, list] = {}  # key -> [stream, position]
+
+    def stream(self, m: NpzMember, offset: int):
+        entry = self._streams.get(m.key)
+        if entry is None or entry[1] > offset:
+            if entry is not None:
+                entry[0].close()
+            entry = self._streams[m.key] = [self.reader._zf.open(m.info), 0]
+        f, pos = entry
+        while pos < offset:  # skip forward in bounded chunks
+            skipped = len(f.read(min(offset - pos, 1 << 20)))
+            if not skipped:
+                raise DataError(f"{self.reader.path} member {m.key!r} is truncated")
+            pos += skipped
+        entry[1] = pos
+        return f
+
+    def advance(self, m: NpzMember, n: int) -> None:
+        self._streams[m.key][1] += n
+
+    def close(self) -> None:
+        for f, _ in self._streams.values():
+            f.close()
+        self._streams.clear()
+
+    def __enter__(self) -> "NpzCursor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_npz(path: str | os.PathLike, *, rows: int | None = None, full=(), budget: int | None = None,
+             what: str = "data file") -> dict[str, Any]:
+    """The arrays of an ``.npz`` file, never unpickled, with bounded memory (read through one
+    :class:`NpzReader`: one open file, headers checked before anything is allocated).
+
+    All arrays together (only the first ``rows`` rows along axis 0 when ``rows`` is given, except keys in
+    ``full``) must fit ``budget`` (default :func:`memory_budget`); no more than that is decompressed — a
+    zip bomb or a header that lies costs at most what was asked for. :class:`DataError` for anything that
+    is not a zip of numeric ``.npy`` arrays. Datasets larger than memory: use :class:`NpzReader` slices.
+    """
+    budget = memory_budget() if budget is None else budget
+    with NpzReader(path, what=what, budget=budget) as r:
+        plan, total = [], 0
+        for key, m in r.members.items():
+            take = m.shape[0] if m.shape else None
+            if rows is not None and key not in full and m.shape and m.shape[0] > rows:
+                take = rows
+            nbytes = (math.prod(m.shape[1:]) * take if m.shape else 1) * m.dtype.itemsize
+            total += nbytes
+            if total > budget:
+                raise DataError(
+                    f"{r.path} member {key!r} declares shape {list(m.shape)} {m.dtype} "
+                    f"({m.nbytes / 2**30:,.2f} GiB); the data needs more than the memory budget of "
+                    f"{budget / 2**30:,.2f} GiB", hint="use fewer samples (--limit) or raise WORKBENCH_MAX_DATA_BYTES")
+            plan.append((key, take))
+        with r.cursor() as c:
+            return {key: r.read(key, 0 if take is not None else None, 0, take, cursor=c) for key, take in plan}
 
 
 # ---------------------------------------------------------------------------------------------- JSON

@@ -182,6 +182,7 @@ class GraphPayload:
         self._stats_cache: dict[str, dict] = {}
         self._ops_cache: dict[str, str] = {}
         self.overlay_node = np.full(len(recs), np.nan)
+        self.overlay_notes: dict[int, str] = {}  # node -> text the details panel shows under the value
         self.overlay_group = np.full(len(self.group_ids), np.nan)
         self.node_colors: list[str | None] = [None] * len(recs)
         self.group_colors: list[str | None] = [None] * len(self.group_ids)
@@ -643,6 +644,8 @@ class GraphPayload:
             out["status"] = r.status
         if not math.isnan(self.overlay_node[i]):
             out["overlay"] = {"label": (self.legend or {}).get("label", ""), "value": float(self.overlay_node[i])}
+            if i in self.overlay_notes:
+                out["overlay"]["note"] = self.overlay_notes[i]
         return out
 
     def _out_edges(self, i: int) -> np.ndarray:
@@ -677,12 +680,14 @@ class GraphPayload:
 
     # ------------------------------------------------------------------ overlays
     def set_overlay(self, values: Mapping[str, float], *, label: str, thresholds=None,
-                    colormap: str = "traffic", agg: str = "max", labels: Sequence[str] | None = None) -> dict:
+                    colormap: str = "traffic", agg: str = "max", labels: Sequence[str] | None = None,
+                    notes: Mapping[str, str] | None = None) -> dict:
         """Colour nodes by a value per node name; groups take ``agg`` (max / sum / mean) of their nodes.
 
         ``thresholds`` (sorted list) gives discrete bins, one colour each; without it, a gradient from
         the smallest to the largest value. ``labels``: the legend's text for each bin (len(thresholds) + 1;
-        default: the bin's range). NaN / ±Inf values are ignored (no colour). Returns the legend.
+        default: the bin's range). ``notes``: node name → text the details panel shows with the node's value
+        (why it has that value). NaN / ±Inf values are ignored (no colour). Returns the legend.
         """
         from .colors import bin_colors, gradient_color, legend
 
@@ -699,6 +704,8 @@ class GraphPayload:
             if i is not None and x is not None and math.isfinite(float(x)):
                 v[i] = float(x)
         self.overlay_node = v
+        self.overlay_notes = {self.name_to_id[k]: str(t) for k, t in (notes or {}).items()
+                              if k in self.name_to_id and t}
         self.overlay_group = self._aggregate(v, agg)
         finite = v[~np.isnan(v)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
@@ -718,6 +725,7 @@ class GraphPayload:
         return self.legend
 
     def clear_overlay(self) -> None:
+        self.overlay_notes = {}
         self.overlay_node[:] = np.nan
         self.overlay_group[:] = np.nan
         self.node_colors = [None] * len(self.recs)

@@ -20,7 +20,8 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from .errors import ExternalDataError, ModelLoadError, OutputError, WorkbenchError
-from .fsutil import (atomic_write_bytes, check_input_file, child_path, ensure_dir, read_input_bytes, safe_name, session_tempdir)
+from .fsutil import (atomic_write_bytes, check_input_file, child_path, ensure_dir, open_input, safe_name,
+                     session_tempdir)
 
 try:  # CPython's built-in SHA-256 avoids loading OpenSSL through hashlib (~3 MB for `workbench inspect`)
     from _sha2 import sha256 as _sha256  # Python >= 3.12
@@ -466,15 +467,19 @@ def load(source: ModelSource, *, name: str | None = None) -> Model:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return Model(_parse_bytes(bytes(source), "the given bytes"), name=name)
     if isinstance(source, (str, os.PathLike)):
-        path = check_input_file(source, "model file", error=ModelLoadError, protect_as="the source model")
-        size = path.stat().st_size
-        if size >= PROTOBUF_LIMIT:
-            raise ModelLoadError(
-                f"{path} is {size / 2**30:.1f} GiB: an .onnx file itself cannot exceed 2 GB",
-                hint="store the weights as external data (onnx.save_model(..., save_as_external_data=True))",
-            )
-        data = read_input_bytes(path, "model file", error=ModelLoadError, max_bytes=PROTOBUF_LIMIT - 1,
-                                protect_as="the source model")
+        # opened once and checked on the open file: the bytes parsed are those of the file checked
+        f, st = open_input(source, "model file", error=ModelLoadError, protect_as="the source model")
+        path = Path(os.fsdecode(os.fspath(source)))
+        with f:
+            if st.st_size >= PROTOBUF_LIMIT:
+                raise ModelLoadError(
+                    f"{path} is {st.st_size / 2**30:.1f} GiB: an .onnx file itself cannot exceed 2 GB",
+                    hint="store the weights as external data (onnx.save_model(..., save_as_external_data=True))",
+                )
+            try:
+                data = f.read(st.st_size)
+            except OSError as e:
+                raise ModelLoadError(f"cannot read model file {path}: {e.strerror or e}") from None
         proto = _parse_bytes(data, str(path))
         return Model(proto, source=path, base_dir=path.parent, name=name)
     raise ModelLoadError(f"cannot load a model from {type(source).__name__}; give a path, bytes or onnx.ModelProto")

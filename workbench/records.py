@@ -158,6 +158,7 @@ class BuildRecord(Record):
     onnx_file: str = ""
     cache_key: str = ""
     cache_hit: bool = False
+    native_log: list = field(default_factory=list)  # native library lines written during the build (workbench.logs)
     created: str = field(default_factory=now_iso)
     host: dict = field(default_factory=host_info)
     versions: dict = field(default_factory=dict)

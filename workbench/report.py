@@ -232,9 +232,11 @@ def _run_facts(fr) -> str:
                                                       "with a few dozen samples; --limit changes it)"
                                                       if c.get("accuracy_limit") else ""))
     if lw is not None:
-        parts.append(f"per-node error on {lw} samples (every tensor of both graphs is compared)")
+        parts.append(f"per-node error on {lw} sample{'' if lw == 1 else 's'} (every tensor of both graphs is compared"
+                     + (f"; {c['layerwise_reason']}, --layerwise-budget)" if c.get("layerwise_reason") else ")"))
     if c.get("latency_batch"):
-        parts.append(f"latency and per-layer profiling on runs of {c['latency_batch']} samples"
+        parts.append("latency and per-layer profiling on " + ("one-sample runs" if c["latency_batch"] == 1 else
+                                                  f"runs of {c['latency_batch']} samples")
                      + (" (--latency-samples)" if c.get("latency_samples") else ""))
     if c.get("time_budget_s"):
         parts.append(f"latency and per-layer profiling: as many runs as fit in {c['time_budget_s']:g} s per variant")
@@ -311,13 +313,22 @@ def report_html(fr, *, title: str | None = None, figures: dict | None = None, re
           str(v.get("hash", ""))[:12]) for k, v in fr.variants.items()],
         columns=["variant@backend", "precision", "recipe", "backend flags", "hash"])))
     if fr.timings:
-        parts.append("<h3>Stage times</h3>" + table_html(pd.DataFrame(
-            list(fr.timings.items()), columns=["stage", "seconds"])))
+        parts.append("<h3>Stage times</h3>" + table_html(stage_frame(fr)))
     if records_link:
         parts.append(f"<p class='meta'>JSON records: <code>{html.escape(records_link)}</code> "
                      "(load with <code>workbench.flow.FlowResult.load</code>)</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def stage_frame(fr) -> pd.DataFrame:
+    """One row per stage: wall seconds, CPU seconds (this process, all threads: what a shared machine does
+    not inflate) and what was reused instead of redone."""
+    cpu = (fr.config or {}).get("stage_cpu_s") or {}
+    reused = (fr.config or {}).get("reused") or {}
+    rows = [{"stage": k, "seconds": float(v), "cpu seconds": cpu.get(k), "reused": reused.get(k, "")}
+            for k, v in fr.timings.items()]
+    return pd.DataFrame(rows, columns=["stage", "seconds", "cpu seconds", "reused"])
 
 
 def write_report(fr, path: str | os.PathLike, *, title: str | None = None, figures: dict | None = None,

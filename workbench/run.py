@@ -14,6 +14,7 @@ from typing import Mapping
 import numpy as np
 
 from .data import NpzDataset, ShapeMap, first_batch_rows, synthetic_inputs
+from .logs import captures_native_log
 from .errors import DataError
 from .model import ModelSource, load
 
@@ -74,6 +75,7 @@ class RunResult:
         return "\n".join(lines)
 
 
+@captures_native_log
 def run_model(model: ModelSource, *, data: "str | os.PathLike | NpzDataset | None" = None,
               shapes: ShapeMap | str | Mapping | None = None, batch: int | None = None, seed: int = 0,
               backend: str = "onnxruntime") -> RunResult:

@@ -83,6 +83,10 @@ function render({ model, el }) {
     select: (name) => setSelected([name]),
     toggle: (gid) => new Promise((res) => { afterLayout = res; toggleGroup(gid); }),
     fit: () => fit(),
+    // what the Upstream / Downstream buttons highlighted: node names, "input:x" / "output:y", group ids
+    highlighted: () => [...hl].map((i) => byId.get(i)).filter(Boolean).map((it) => (it.k === "group" ? it.id : it.n)),
+    expanded: () => [...(model.get("expanded") || [])],
+    selected: () => [...(model.get("selected") || [])],
     get fits() { return fitted; },
     get scale() { return scale; },
     visibleBox: () => visibleBox(),
@@ -183,6 +187,7 @@ function render({ model, el }) {
       h("div", { class: "wbg-d-name", title: d.name }, d.name));
     if (d.scope) panel.append(h("div", { class: "wbg-d-scope" }, d.scope));
     if (d.overlay) panel.append(h("div", { class: "wbg-d-overlay" }, `${d.overlay.label}: ${fmt(d.overlay.value)}`));
+    if (d.overlay && d.overlay.note) panel.append(h("div", { class: "wbg-d-note" }, d.overlay.note));
     const table = (rows) => h("table", { class: "wbg-d-table" }, ...rows.map((r) => h("tr", {}, ...r.map((c) => h("td", {}, c)))));
     const attrs = Object.entries(d.attributes || {}).map(([k, v]) => [k, v === null || v === undefined ? "–" : String(v)]);
     if (attrs.length) panel.append(h("h4", {}, "Attributes"), table(attrs));

@@ -67,7 +67,8 @@ def run(args) -> int:
                                      out=Path(args.out) / "report.html", iterations=args.iterations,
                                      warmup=args.warmup, layer_iterations=args.layer_iterations, limit=args.limit,
                                      layerwise_limit=args.layerwise_limit, time_budget_s=args.time_budget,
-                                     latency_samples=args.latency_samples, progress=not args.no_progress)
+                                     latency_samples=args.latency_samples, progress=not args.no_progress,
+                                     layerwise_budget=args.layerwise_budget)
     print(f"trt-workbench demo: digits_cnn at {', '.join(fr.config['precisions'])} on {', '.join(backends)}")
     print(fr.summary_text())
     print(f"report  {out}")

@@ -67,6 +67,7 @@ import pandas as pd
 
 from ..data import as_feed_batches, cast_feeds, default_batch, input_specs
 from ..errors import BackendUnavailable, DataError, RunError, UnsupportedError, UsageError
+from ..logs import captures_native_log
 from ..model import Model, load
 from ..variant import Variant
 from ..backends.trt_runtime import mark_debug_tensors  # noqa: F401 - re-exported (one implementation)
@@ -606,6 +607,27 @@ def _split(batches: list[dict], size: int) -> list[dict]:
     return out
 
 
+def _first_samples(batches: list[dict], keep: int, splittable: bool) -> list[dict]:
+    """The first ``keep`` samples of ``batches`` (whole batches when they cannot be split; at least one)."""
+    out, n = [], 0
+    for b in batches:
+        if n >= keep:
+            break
+        size = _samples(b)
+        if splittable and n + size > keep:
+            b, size = {k: v[:keep - n] for k, v in b.items()}, keep - n
+        out.append(b)
+        n += size
+    return out
+
+
+def _human_bytes(n: float) -> str:
+    for unit, scale in (("GB", 1024 ** 3), ("MB", 1024 ** 2), ("KB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
 def plan_passes(pairs: list[TensorPair], batches: list[dict], model: Model, budget: int | None) -> dict:
     """How :func:`layerwise` keeps one run's tensors under ``budget`` bytes: first by running fewer
     samples at a time (when every input has a dynamic first axis), then, if one sample's tensors still
@@ -629,11 +651,12 @@ def plan_passes(pairs: list[TensorPair], batches: list[dict], model: Model, budg
     return {"run_batch": run_batch, "groups": groups, "estimated_bytes": int(est)}
 
 
+@captures_native_log
 def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str, np.ndarray] | None = None,
               calib: Any = None, shapes: Any = None, threshold: float | None = None, metric: str = "cosine",
               limit: int | None = 64, batch_size: int | None = None, optimization: str = "disable",
               memory_budget: int | str | None = DEFAULT_MEMORY_BUDGET, tensor_map: Mapping[str, str] | None = None,
-              progress: bool = True) -> pd.DataFrame:
+              compare_budget: int | str | None = None, progress: bool = True) -> pd.DataFrame:
     """Per-node error of ``variant`` against ``model`` (FP32, ONNX Runtime CPU).
 
     Args:
@@ -651,6 +674,10 @@ def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str,
             tensors are compared in groups over several passes. None: one pass whatever the size.
         tensor_map: ``{reference tensor: variant tensor}`` pairs to use before the matching rules
             (added to ``variant.recipe["tensor_map"]`` when the recipe recorded one).
+        compare_budget: bytes (or ``"1GB"``) of compared tensors (reference + variant, all samples) to
+            fold at most: the cost of a comparison grows with them (two runs with every tensor exposed,
+            then every element folded). Fewer of the given samples are used when they exceed it (at least
+            one; ``df.attrs["samples_given"]`` / ``["samples_reason"]``). None: every given sample.
 
     Returns a DataFrame, one row per compared tensor in topological order, columns ``variant,
     precision, order, onnx_node, op_type, tensor, variant_tensor, match`` + the metrics + ``noise_ratio``
@@ -683,6 +710,16 @@ def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str,
         if not pairs:
             raise DataError(f"no intermediate tensor of {model.name} could be matched in variant {var.name}",
                             hint="; ".join(f"{u['tensor']}: {u['reason']}" for u in plan.unmatched[:3]))
+        given = sum(_samples(b) for b in batches)
+        samples_reason = ""
+        if compare_budget is not None:
+            per_sample = sum(_pair_bytes(pairs, _samples(batches[0])))
+            keep = max(1, int(parse_bytes(compare_budget) // per_sample)) if per_sample > 0 else given
+            if keep < given:
+                batches = _first_samples(batches, keep, _splittable(model, batches))
+                samples_reason = (f"{sum(_samples(b) for b in batches)} of {given} samples: the compared tensors "
+                                  f"of one sample take {_human_bytes(per_sample)}; compare budget "
+                                  f"{_human_bytes(parse_bytes(compare_budget))}")
         n_samples = [_samples(b) for b in batches]
         plan_ = plan_passes(pairs, batches, model, budget)
         groups, est = plan_["groups"], plan_["estimated_bytes"]
@@ -762,6 +799,8 @@ def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str,
         "passes": len(groups), "run_batch": plan_["run_batch"] or max(n_samples), "runs": len(groups) * len(runs),
         "memory_budget": budget, "estimated_bytes": int(est),
         "peak_rss_bytes": int(rss.peak), "rss_start_bytes": int(rss.start), "samples": int(sum(n_samples)),
+        "samples_given": int(given), "samples_reason": samples_reason, "compare_budget":
+            None if compare_budget is None else parse_bytes(compare_budget),
         "batches": len(batches), "seconds": round(time.perf_counter() - t_start, 3)})
     return df
 

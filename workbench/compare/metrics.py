@@ -229,11 +229,14 @@ def inf_count(x) -> int:
 
 
 def allclose(ref, x, atol: float, rtol: float) -> bool:
-    """``|x - ref| <= atol + rtol * |ref|`` everywhere and no NaN/Inf in ``x``."""
+    """``|x - ref| <= atol + rtol * |ref|`` everywhere and no NaN/Inf in ``x`` (nor in ``ref``: a finite value is
+    not close to an infinite reference, as in ``numpy.allclose``)."""
     v = np.asarray(x).astype(np.float64, copy=False)
     if not np.isfinite(v).all():
         return False
     r = np.asarray(ref).astype(np.float64, copy=False)
+    if not np.isfinite(r).all():  # |x - inf| <= rtol * inf would hold
+        return False
     return bool(np.all(np.abs(v - r) <= atol + rtol * np.abs(r)))
 
 

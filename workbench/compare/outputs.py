@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..data import cast_feeds, feeds_batch, resolve_data
 from ..errors import DataError, UsageError
+from ..logs import captures_native_log
 from ..model import Model, load
 from ..variant import Variant
 from .metrics import METRICS, ErrorAccumulator, json_number, tolerance_for, topk_overlap, verdict
@@ -161,6 +162,7 @@ def _label_output(names: Sequence[str], sample: Mapping[str, np.ndarray], reques
                     hint="name it with label_output=")
 
 
+@captures_native_log
 def compare_engines(reference_engine: Any, engines: Sequence[Any], data: Any, *, labels: np.ndarray | None = None,
                     atol: float = 1e-3, rtol: float = 1e-3, topk: int = 5, label_output: str | None = None,
                     progress: bool = True) -> Comparison:
@@ -199,7 +201,8 @@ def compare_engines(reference_engine: Any, engines: Sequence[Any], data: Any, *,
             r = r.reshape(r.shape[0], -1)
             preds[ref_name].append(np.argmax(r, axis=-1))
         for n, e in zip(names, engines):
-            out = e.run(cast_feeds(feeds, e.variant.model))
+            # the reference engine itself among the engines (the flow's fp32 build): its outputs, not a second run
+            out = ref if e is reference_engine else e.run(cast_feeds(feeds, e.variant.model))
             for o in ref_outputs:
                 if np.shape(out[o]) != np.shape(ref[o]):
                     raise DataError(f"output {o!r} has shape {np.shape(out[o])} in {n} but {np.shape(ref[o])} "
@@ -247,6 +250,7 @@ def build_variant_engine(model: Model, precision: str | Variant, backend: Any, *
     return build_engine(model, precision, backend, calib=calib, shapes=shapes, progress=progress, **variant_opts)
 
 
+@captures_native_log
 def compare_outputs(model: Any, precisions: str | Sequence[str | Variant], backend: Any = "onnxruntime", *,
                     data: Any = None, labels: Any = None, calib: Any = None, shapes: Any = None,
                     reference_backend: Any = "onnxruntime", atol: float = 1e-3, rtol: float = 1e-3,

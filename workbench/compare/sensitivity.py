@@ -31,6 +31,7 @@ import onnx
 import pandas as pd
 
 from ..errors import UsageError
+from ..logs import captures_native_log
 from ..model import Model, load
 from ..variant import Variant
 from .layerwise import layerwise, node_label
@@ -113,7 +114,7 @@ class Target:
 class MixedPrecisionResult:
     """What :func:`propose_mixed_precision` found.
 
-    ``keep_nodes``: nodes kept in FP32; ``steps``: DataFrame ``step, kept, n_kept, added, metric, value,
+    ``keep_nodes``: nodes kept in FP32; ``steps``: DataFrame ``step, kept_onnx_nodes, n_kept, added_onnx_nodes, metric, value,
     met``; ``variant``: the mixed variant; ``verified_value`` / ``met``: the target metric re-measured on
     the whole dataset; ``baseline_value``: the full low-precision variant's value; ``latency``: DataFrame
     (roles fp32, low, mixed; measure_latency rows, median round of 3 interleaved rounds); ``speed_cost``:
@@ -213,6 +214,7 @@ def _rank(model: Model, variant: Variant, batches: list, candidates: Sequence[st
     return sorted(ranked, key=lambda t: -t[1])
 
 
+@captures_native_log
 def propose_mixed_precision(model: Any, precision: str = "int8", *, target: Any, data: Any = None,
                             labels: Any = None, calib: Any = None, strategy: str = "greedy", max_steps: int = 8,
                             step_size: int = 1, candidates: Sequence[str] | None = None,
@@ -271,7 +273,7 @@ def propose_mixed_precision(model: Any, precision: str = "int8", *, target: Any,
     low_var, low_engine = build(())
     baseline = evaluate(low_engine)
     bar.update(1)
-    steps = [{"step": 0, "kept": [], "n_kept": 0, "added": [], "metric": t.metric, "value": baseline,
+    steps = [{"step": 0, "kept_onnx_nodes": [], "n_kept": 0, "added_onnx_nodes": [], "metric": t.metric, "value": baseline,
               "met": t.met(baseline)}]
     lowered = lowered_nodes(model, low_var)
     if candidates is not None:
@@ -313,7 +315,7 @@ def _greedy(model, t, low_var, lowered, lw_batches, build, evaluate, steps, max_
         var, engine = build(keep)
         value = evaluate(engine)
         bar.update(1)
-        steps.append({"step": step, "kept": list(keep), "n_kept": len(keep), "added": added, "metric": t.metric,
+        steps.append({"step": step, "kept_onnx_nodes": list(keep), "n_kept": len(keep), "added_onnx_nodes": added, "metric": t.metric,
                       "value": value, "met": t.met(value)})
         result = (list(keep), var, engine, value)
         if t.met(value):
@@ -330,7 +332,7 @@ def _bisect(model, t, low_var, lowered, lw_batches, build, evaluate, steps, max_
         var, engine = build(keep)
         value = evaluate(engine)
         bar.update(1)
-        steps.append({"step": len(steps), "kept": list(keep), "n_kept": k, "added": [], "metric": t.metric,
+        steps.append({"step": len(steps), "kept_onnx_nodes": list(keep), "n_kept": k, "added_onnx_nodes": [], "metric": t.metric,
                       "value": value, "met": t.met(value)})
         tried[k] = (list(keep), var, engine, value)
         return t.met(value)

@@ -13,10 +13,14 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 
+from typing import TYPE_CHECKING
+
 import onnx
-import pandas as pd
 
 from ..model import Model
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: ``onnx_node`` names the node of a ``kind == "node"`` row, ``tensor`` the tensor of every other row (an
 #: input, output, initializer or intermediate tensor); the other of the two is None.
@@ -210,6 +214,8 @@ def diff_models(a: Model, b: Model) -> pd.DataFrame:
             da, db = _init_digest(ia[name]), _init_digest(t)
             if da != db:
                 rows.append({"change": "changed", "kind": "initializer", "onnx_node": None, "tensor": name, "before": da, "after": db})
+    import pandas as pd  # loaded on first use: `import workbench` and `inspect` do without it
+
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

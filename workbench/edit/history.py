@@ -23,15 +23,16 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import EditError, UsageError, WorkbenchError
 from ..model import Model, ModelSource, load
 from . import ops
 from .diff import diff_models
 from .validate import Validation, validate
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCHEMA_VERSION = 1
 
@@ -182,6 +183,8 @@ class History:
                          "valid": v.valid, "forced": v.forced, "node_count": len(v.model.graph.node),
                          "hash": v.model.short_hash, "current": v.index == self._pos,
                          "reasons": "; ".join(v.validation.reasons) if v.validation is not None else ""})
+        import pandas as pd  # loaded on first use (`import workbench` does without it)
+
         return pd.DataFrame(rows, columns=["index", "op", "params", "valid", "forced", "node_count", "hash", "current", "reasons"])
 
     def diff(self, a: int | None = None, b: int | None = None) -> pd.DataFrame:

@@ -519,7 +519,7 @@ def profile_layers_ort_cupti(engine, feeds: Mapping[str, np.ndarray], *, iterati
     with inputs/outputs bound on the GPU, ``warmup`` untimed runs (cuDNN algorithm search happens there),
     then ``iterations`` runs under CUPTI tracing. ``record_to``: also write the raw CUPTI records, ORT
     trace and clock markers there (gzip JSON; :func:`load_recording` reads it back)."""
-    from .layers import check_counts as _check, layer_frame as _frame, named_index as _named_index
+    from .layers import check_counts as _check, named_index as _named_index
     from .layers import optimized_nodes as _optimized_nodes, ort_profiling_session as _ort_session
     from .native_log import capture_native_output
 
@@ -573,13 +573,30 @@ def profile_layers_ort_cupti(engine, feeds: Mapping[str, np.ndarray], *, iterati
     if record_to is not None:
         save_recording(recording, record_to)
     att = attribute(trace.records, events, ort_start_ns=start_ns, markers=trace.markers, skip_runs=warmup)
-    rows = layer_rows(att, ix, optimized)
     meta = {"variant": engine.variant.name, "backend": engine.backend.name, "precision": engine.variant.precision}
-    df = _frame([{**meta, **r} for r in rows], CUPTI_EXTRA)
+    df = cupti_frame(att, ix, optimized, meta)
+    df.attrs["native_log"] = native.summary()
+    return df
+
+
+#: the profiled run's GPU timeline, on every row of a CUPTI table (``gpu_timeline`` means per run)
+GPU_COLUMNS = ["gpu_busy_ms", "gpu_span_ms", "gpu_idle_share"]
+
+
+def cupti_frame(att: Mapping, ix, optimized: Mapping[str, Any], meta: Mapping[str, Any]):
+    """The per-layer table of an :func:`attribute` result: ``COLUMNS`` + :data:`CUPTI_EXTRA`, how it was
+    measured in ``RUN_COLUMNS`` (source ``cupti``) and the GPU timeline in :data:`GPU_COLUMNS` on every row,
+    so ``pd.concat`` of several tables keeps what ``coverage`` needs. ``attrs`` keep the diagnostics
+    (``gpu``, ``alignment``, ``counts``, ``cpu_nodes``)."""
+    from .layers import layer_frame, run_columns
+
+    df = layer_frame([{**meta, **r} for r in layer_rows(att, ix, optimized)], CUPTI_EXTRA)
     tl = att["timeline"]
+    run_columns(df, source="cupti", iterations=int(att["runs"]), profiled_run_ms=float(tl["host_run_ms"]))
+    df["gpu_busy_ms"], df["gpu_span_ms"], df["gpu_idle_share"] = tl["busy_ms"], tl["span_ms"], tl["idle_share"]
     df.attrs.update(profiled_run_ms=tl["host_run_ms"], iterations=att["runs"], source="cupti",
                     time_basis="cupti-gpu", gpu=tl, alignment=att["alignment"], counts=att["counts"],
-                    cpu_nodes=cpu_nodes(att), native_log=native.summary())
+                    cpu_nodes=cpu_nodes(att))
     return df
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from ..backends.base import TimedCall
 from ..data import feeds_batch
 from ..errors import BackendUnavailable, RunError, UsageError, WorkbenchError
+from ..logs import captures_native_log
 from ..records import Record, host_info, now_iso
 
 #: Iteration cap when only a time budget is given.
@@ -262,6 +263,7 @@ def _driver(engine, feeds: Mapping[str, np.ndarray]) -> TimedCall:
     return engine.timed_call(feeds)
 
 
+@captures_native_log
 def measure_latency(engine, feeds: Mapping[str, np.ndarray], *, warmup: int = 10, iterations: int | None = 100,
                     time_budget_s: float | None = None, progress: bool = False) -> LatencyResult:
     """Time ``engine`` on ``feeds``: ``warmup`` untimed runs, then up to ``iterations`` timed runs,

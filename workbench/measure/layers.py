@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import BackendUnavailable, RunError, UsageError
+from ..logs import captures_native_log
 from .latency import LatencyResult, measure_latency
 from .mapping import (UNMAPPED, GraphIndex, name_nodes, ort_fused_nodes, ort_nchwc_sum, ort_nchwc_tensor,
                       strip_ort_suffix, strip_trt_profile_suffix, trt_layer_nodes)
@@ -468,6 +469,7 @@ def profile_layers_trt(engine, feeds: Mapping[str, np.ndarray], *, iterations: i
 
 
 # --------------------------------------------------------------------------------------- dispatch
+@captures_native_log
 def profile_layers(engine, feeds: Mapping[str, np.ndarray], *, iterations: int = 20, warmup: int = 3,
                    progress: bool = False, timing: str = "auto", **opts):
     """Per-layer timings of ``engine`` on ``feeds`` as a tidy DataFrame (columns :data:`COLUMNS` + extras).
@@ -578,8 +580,15 @@ def coverage(layers_df, latency: LatencyResult, *, stat: str = "mean_ms", goal: 
     are summed: in a CUPTI table, nodes ORT ran on its CPU provider keep their host time but are not
     added to GPU time (``other_basis_ms``). A ratio outside [``goal``, ``upper``] (0.9–1.1) is flagged,
     with the reason (:func:`coverage_reason`): below, time the table does not show (GPU idle between
-    kernels, framework overhead); above, per-layer times that overstate (host-timed launches)."""
-    basis = str(layers_df.attrs.get("time_basis", ""))
+    kernels, framework overhead); above, per-layer times that overstate (host-timed launches).
+
+    Works on concatenated tables too (several variants, a ``FlowResult.layers``): only ``latency.variant``'s
+    rows are summed, and the basis, GPU timeline and CPU-provider nodes come from the columns
+    (``time_basis``, ``gpu_*``) when ``attrs`` (which ``pd.concat`` drops) lack them."""
+    if "variant" in layers_df.columns and layers_df["variant"].nunique() > 1:
+        layers_df = layers_df[layers_df["variant"] == latency.variant]
+    facts = _run_facts(layers_df)
+    basis = str(facts.get("time_basis", ""))
     on_basis = layers_df
     if basis and "time_basis" in layers_df.columns:
         # rows on another basis (CPU-provider nodes of a CUDA session: host time, overlapping the asynchronous
@@ -590,11 +599,32 @@ def coverage(layers_df, latency: LatencyResult, *, stat: str = "mean_ms", goal: 
     e2e = float(latency.stats[stat])
     ratio = total / e2e if e2e > 0 else float("nan")
     run_ms = _profiled_run_ms(layers_df, latency.variant) or layers_df.attrs.get("profiled_run_ms")
-    gpu = layers_df.attrs.get("gpu") or {}
+    gpu = facts.get("gpu") or {}
     return Coverage(variant=latency.variant, layers_ms=total, e2e_ms=e2e, ratio=ratio, goal=goal,
                     profiled_run_ms=float(run_ms) if run_ms else None, upper=upper, basis=basis,
-                    reason=coverage_reason(ratio, basis, layers_df.attrs, goal, upper),
+                    reason=coverage_reason(ratio, basis, facts, goal, upper),
                     gpu_busy_ms=float(gpu["busy_ms"]) if gpu.get("busy_ms") else None, other_basis_ms=other)
+
+
+def _run_facts(layers_df) -> dict:
+    """``time_basis``, ``gpu`` and ``cpu_nodes`` of a per-layer table: its ``attrs`` when it has them (a table
+    as profiled), else read back from its columns (a concatenated or reloaded table)."""
+    a = dict(layers_df.attrs)
+    cols = layers_df.columns
+    if not a.get("time_basis") and "time_basis" in cols:
+        bases = set(layers_df["time_basis"].dropna().astype(str))
+        main = bases - {"host"}
+        a["time_basis"] = next(iter(main)) if len(main) == 1 else ("host" if bases == {"host"} else "")
+    if not a.get("gpu") and "gpu_busy_ms" in cols and len(layers_df):
+        row = layers_df.iloc[0]
+        a["gpu"] = {"busy_ms": float(row["gpu_busy_ms"]), "span_ms": float(row["gpu_span_ms"]),
+                    "idle_share": float(row["gpu_idle_share"])}
+    if not a.get("cpu_nodes") and a.get("time_basis") == "cupti-gpu" and "provider" in cols:
+        cpu = layers_df[(layers_df["provider"] == "CPU") & (layers_df.get("time_basis") == "host")]
+        ms = cpu.groupby("onnx_node")["time_ms"].sum().sort_values(ascending=False)
+        a["cpu_nodes"] = {"ms": float(ms.sum()), "count": int(len(ms)),
+                          "top": [(str(n), round(float(v), 4)) for n, v in ms.head(4).items()]}
+    return a
 
 
 def _profiled_run_ms(layers_df, variant: str) -> float | None:
@@ -615,6 +645,7 @@ class Profile:
     coverage: Coverage
 
 
+@captures_native_log
 def profile(engine, feeds: Mapping[str, np.ndarray], *, warmup: int = 10, iterations: int = 100,
             time_budget_s: float | None = None, layer_iterations: int = 20, layer_warmup: int = 3,
             progress: bool = False) -> Profile:
@@ -638,6 +669,7 @@ def save_layers_csv(df, path: str | os.PathLike) -> Path:
 # same table from GPU activity records.
 check_counts = _check
 layer_frame = _frame
+run_columns = _run_columns
 named_index = _named_index
 optimized_nodes = _optimized_nodes
 ort_profiling_session = _ort_session

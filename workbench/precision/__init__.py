@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import onnx
 
 from ..errors import ModelLoadError, UsageError, str_list
+from ..logs import captures_native_log
 from ..model import ModelSource, load
 from ..variant import Variant
 from .base import (FACTS, REGISTRY, Recipe, Request, base_recipe, calibrated, check_keep_op_types, get_recipe,
@@ -84,6 +85,7 @@ def list_recipes():
     return pd.DataFrame(rows, columns=["precision", "tool", "what", "default_keep"])
 
 
+@captures_native_log
 def make_variant(model: ModelSource, precision: str, *, calib: Any = None, keep_nodes: Iterable[str] = (),
                  keep_op_types: Iterable[str] = (), keep_io_types: bool = True, calibration_method: str = "minmax",
                  num_calib: int | None = None, tool: str = "auto", progress: bool = True, **opts) -> Variant:

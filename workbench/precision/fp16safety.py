@@ -173,9 +173,11 @@ def fp16_safety(model: Any, *, underflow_fraction: float = 0.01):
             elif exp == 2:
                 add(n, "pow", 3, "converted to fp16 (keep_nodes=[...] to keep fp32)",
                     "x^2 outside a normalization: overflows fp16 once |x| > 256")
-        elif n.op_type in ("ReduceSum", "ReduceMean", "ReduceL2", "ReduceSumSquare"):
-            add(n, "reduce_sum", 3 if n.op_type in ("ReduceSumSquare", "ReduceL2") else 1,
-                "converted to fp16", "a long sum can pass 65504 in fp16 (backends usually accumulate in fp32)")
+        elif n.op_type in ("ReduceSumSquare", "ReduceL2"):
+            add(n, "reduce_sum", 3, "converted to fp16 (keep_nodes=[...] to keep fp32)",
+                "a sum of squares: overflows fp16 once the sum passes 65504 (one element with |x| > 256 is enough)")
+        elif n.op_type in ("ReduceSum", "ReduceMean"):
+            add(n, "reduce_sum", 1, "converted to fp16", "a long sum can pass 65504 in fp16 (backends usually accumulate in fp32)")
         elif n.op_type in ("Softmax", "LogSoftmax"):
             masked = any(x in masks for x in _upstream_consts(g, n, depth=4))
             add(n, "softmax", 2 if masked else 1, "converted to fp16" + (" (mask clamped)" if masked else ""),

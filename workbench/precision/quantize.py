@@ -26,7 +26,7 @@ from ..model import Model
 from ..variant import Variant
 from .base import (Recipe, Request, base_recipe, check_keep_nodes, drop_initializer_inputs, full_check,
                    name_unnamed_nodes, short, upgrade_opset, variant_name)
-from .calibration import ProgressReader, prepare_calibration
+from .calibration import ProgressReader, collect_ranges, prepare_calibration
 
 #: Op types whose inputs (and outputs) get Q/DQ by default: the weighted ops TensorRT runs in INT8.
 TENSORRT_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -131,18 +131,13 @@ def _has_calibration_cache() -> bool:
 
 def _calibrate(model_path: Path, tmpd: Path, op_types, method, calib_opts: dict, cset, progress: bool,
                desc: str) -> Path:
-    """Collect activation ranges with ORT's calibrator; write them as a quantize_static calibration cache."""
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    """Collect activation ranges with ORT's calibrator, one run at a time in bounded memory
+    (``calibration.collect_ranges``); write them as a quantize_static calibration cache."""
+    from onnxruntime.quantization.calibrate import save_tensors_data
 
-    calibrator = create_calibrator(model_path, op_types, augmented_model_path=str(tmpd / "augmented.onnx"),
-                                   calibrate_method=method, extra_options=calib_opts)
-    reader = ProgressReader(cset, progress=progress, desc=desc)
-    try:
-        calibrator.collect_data(reader)
-    finally:
-        reader.close()
-    ranges = calibrator.compute_data()
-    del calibrator
+    ranges, stats = collect_ranges(model_path, tmpd / "augmented.onnx", op_types, method, calib_opts, cset,
+                                   progress=progress, desc=desc)
+    cset.runs = stats
     cache = tmpd / "calibration.json"
     save_tensors_data(ranges, cache)
     return cache
@@ -195,6 +190,36 @@ def _preprocess(src: Path, dst: Path, keep_nodes, opts: dict) -> tuple[Path, dic
             continue
         return dst, {"applied": True, **kw, **({"note": why} if why else {})}
     return src, {"applied": False, "reason": why}
+
+
+def sums_to_adds(proto: onnx.ModelProto) -> list[str]:
+    """Rewrite main-graph ``Sum`` nodes as ``Add`` (two inputs) or a chain of ``Add`` (more), in place.
+
+    Exact for two inputs (``Sum(a, b)`` is ``Add(a, b)`` with the same broadcasting); a longer ``Sum`` becomes
+    ``((a + b) + c) + ...``, the order ONNX Runtime's own Sum kernel adds in. Exporters (Caffe2, some
+    TensorFlow paths) write residual connections as ``Sum``, which no quantizer handles: ONNX Runtime leaves
+    them in float with a DequantizeLinear/QuantizeLinear round trip around each (16 in ResNet-50), and
+    TensorRT cannot fuse Q/DQ across them. As ``Add`` they become QLinearAdd / fused residual adds. The first
+    Add keeps the Sum's name (so ``keep_nodes`` and layerwise matching still find it) and the last one its
+    output. Returns the rewritten node names."""
+    from onnx import helper
+
+    done, nodes = [], []
+    for n in proto.graph.node:
+        if n.op_type != "Sum" or n.domain not in ("", "ai.onnx") or len(n.input) < 2:
+            nodes.append(n)
+            continue
+        acc = n.input[0]
+        for i, x in enumerate(n.input[1:], start=1):
+            last = i == len(n.input) - 1
+            out = n.output[0] if last else f"{n.output[0]}__sum{i}"
+            nodes.append(helper.make_node("Add", [acc, x], [out], name=n.name if i == 1 else f"{n.name}__add{i}"))
+            acc = out
+        done.append(n.name)
+    if done:
+        del proto.graph.node[:]
+        proto.graph.node.extend(nodes)
+    return done
 
 
 def flatten_gemm_bias(proto: onnx.ModelProto) -> list[str]:
@@ -378,8 +403,9 @@ class _QuantRecipe(Recipe):
             qin, pre = _preprocess(src, tmpd / "preprocessed.onnx", req.keep_nodes, req.opts)
             qin_proto = onnx.load(str(qin))
             flattened = flatten_gemm_bias(qin_proto)
-            if flattened:
-                qin = tmpd / "gemm_bias_1d.onnx"
+            summed = sums_to_adds(qin_proto) if "Add" in op_types else []
+            if flattened or summed:
+                qin = tmpd / "canonicalized.onnx"
                 onnx.save_model(qin_proto, str(qin))
             subgraphs = subgraph_summary(qin_proto, op_types)
             scope_reads = scope_producers(qin_proto)
@@ -490,7 +516,7 @@ class _QuantRecipe(Recipe):
             calibration={"method": method_name, **cset.to_json(), "synthetic": cset.source == "synthetic",
                          "calibrator_options": calib_opts, "seconds": round(state.get("calib_seconds", 0.0), 3)},
             preprocess=pre, smoothquant=smooth, **facts,
-            dequantize_nodes=n_dq, gemm_bias_flattened=flattened, subgraphs=subgraphs, resorted_for_subgraphs=bool(state.get("resorted")),
+            dequantize_nodes=n_dq, gemm_bias_flattened=flattened, sums_as_adds=summed, subgraphs=subgraphs, resorted_for_subgraphs=bool(state.get("resorted")),
             **({"bias_adjust_disabled": state["bias_adjust_disabled"]} if "bias_adjust_disabled" in state else {}), kept_high_precision=kept, validation_kept=log.kept,
             kept_reasons={**{k: "keep_nodes" for k in req.keep_nodes}, **log.kept, **scope_keep}, scope_kept=scope_keep,
             float_ops=float_ops,

@@ -34,10 +34,11 @@ ESM = STATIC / "graph_view.js"
 CSS = STATIC / "graph_view.css"
 
 
-def overlay_values(values: Any, value: str | None = None) -> dict[str, float]:
-    """A node-name → float mapping from a dict, or from a DataFrame with ``onnx_node`` (values of a node's
-    rows summed) or a per-layer ``onnx_nodes`` list column (each layer's value split evenly over its
-    nodes) and a value column (``value`` or the one named)."""
+def overlay_values(values: Any, value: str | None = None, reduce: str = "sum") -> dict[str, float]:
+    """A node-name → float mapping from a dict, or from a DataFrame with ``onnx_node`` (a node's rows
+    combined by ``reduce``: ``sum`` for times, ``max`` for scores such as a worst finding) or a per-layer
+    ``onnx_nodes`` list column (each layer's value split evenly over its nodes) and a value column
+    (``value`` or the one named)."""
     if isinstance(values, Mapping):
         return {str(k): float(v) for k, v in values.items() if v is not None}
     try:
@@ -52,8 +53,10 @@ def overlay_values(values: Any, value: str | None = None) -> dict[str, float]:
         raise UsageError(f"overlay DataFrame has no value column {value or 'value'!r} (columns: {list(df.columns)})",
                          hint="pass value='<column>'")
     out: dict[str, float] = {}
+    if reduce not in ("sum", "max"):
+        raise UsageError(f"reduce must be sum or max, not {reduce!r}")
     if "onnx_node" in df.columns:
-        for k, v in df.groupby("onnx_node")[col].sum().items():
+        for k, v in df.groupby("onnx_node")[col].agg(reduce).items():
             out[str(k)] = float(v)
         return out
     if "onnx_nodes" in df.columns:
@@ -63,6 +66,19 @@ def overlay_values(values: Any, value: str | None = None) -> dict[str, float]:
                 out[str(n)] = out.get(str(n), 0.0) + float(v) / len(nodes)
         return out
     raise UsageError(f"overlay DataFrame needs an onnx_node (or onnx_nodes) column (columns: {list(df.columns)})")
+
+
+def overlay_notes(values: Any, note: str | None) -> dict[str, str] | None:
+    """node name → text from a DataFrame's ``note`` column (a node's distinct texts joined with "; ")."""
+    if note is None:
+        return None
+    if getattr(values, "columns", None) is None or note not in values.columns or "onnx_node" not in values.columns:
+        raise UsageError(f"note={note!r} names a column of an overlay DataFrame with onnx_node",
+                         hint="pass the DataFrame whose column holds the text")
+    out: dict[str, str] = {}
+    for k, texts in values.groupby("onnx_node")[note]:
+        out[str(k)] = "; ".join(dict.fromkeys(str(t) for t in texts if isinstance(t, str) and t))
+    return out
 
 
 # ------------------------------------------------------------------------------------- overlay menu
@@ -77,17 +93,19 @@ def overlay_calls(result: Any = None, *, model: str = "m", result_ref: str = "fr
     """The entries of the graph view's overlay menu: menu text → the public call it makes
     (a :class:`~workbench.widgets.calls.Call` on ``view``; its text is the code the menu shows).
 
-    Always: ``"fp16 safety"`` — ``view.set_overlay(wb.fp16_safety_overlay(m), ...)``: every node the
-    fp16-safety check flags (``precision.fp16safety.fp16_safety``) coloured by its worst finding (green
-    info, yellow handled by the recipe, red risk left in fp16). With a :class:`~workbench.flow.FlowResult`
+    Always: ``"fp16 safety"`` — ``view.set_overlay(wb.fp16_safety(m).assign(note=...), value="value",
+    reduce="max", note="note", ...)``: every node the fp16-safety check flags
+    (``precision.fp16safety.fp16_safety``) coloured by its worst finding (green info, amber handled by the
+    recipe, red risk left in fp16), each finding's check, action and reason in the node's details. With a :class:`~workbench.flow.FlowResult`
     ``result``: ``"time ms: <variant>"`` per profiled variant and ``"error (1 - cosine): <variant>"`` per
     variant with a layerwise comparison. ``model`` / ``result_ref``: the names the code uses."""
     from .calls import Call, Ref
 
     out: dict[str, Any] = {"fp16 safety": Call(
-        "view.set_overlay", (Ref(f"wb.fp16_safety_overlay({model})"),),
-        {"label": "fp16 safety (worst finding per node)", "thresholds": [1.5, 2.5], "labels": FP16_SAFETY_LABELS,
-         "colormap": FP16_SAFETY_COLORS})}
+        "view.set_overlay",
+        (Ref(f"wb.fp16_safety({model}).assign(note=lambda d: d.check + ': ' + d.detail + '. Recipe: ' + d.action)"),),
+        {"value": "value", "reduce": "max", "note": "note", "label": "fp16 safety (worst finding per node)",
+         "thresholds": [1.5, 2.5], "labels": FP16_SAFETY_LABELS, "colormap": FP16_SAFETY_COLORS})}
     layers = getattr(result, "layers", None)
     if layers is not None and not layers.empty:
         for v in dict.fromkeys(layers.variant):
@@ -168,13 +186,15 @@ class GraphView(anywidget.AnyWidget):
 
     # -------------------------------------------------------------- public calls
     def set_overlay(self, values, label: str = "value", thresholds=None, colormap="traffic",
-                    agg: str = "max", value: str | None = None, labels=None) -> dict:
+                    agg: str = "max", value: str | None = None, labels=None, reduce: str = "sum",
+                    note: str | None = None) -> dict:
         """Colour nodes by a value per node (dict name → float, or a DataFrame, see
-        :func:`overlay_values`); returns the legend. ``thresholds``: ascending bin edges, else a
-        gradient between min and max; ``labels``: legend text per bin. Groups show ``agg`` (max / sum /
-        mean) of their nodes."""
-        lg = self.payload.set_overlay(overlay_values(values, value), label=label, thresholds=thresholds,
-                                      colormap=colormap, agg=agg, labels=labels)
+        :func:`overlay_values`; ``reduce``: how a node's rows combine); returns the legend. ``thresholds``:
+        ascending bin edges, else a gradient between min and max; ``labels``: legend text per bin;
+        ``note``: a column of the DataFrame whose text the details panel shows under a node's value.
+        Groups show ``agg`` (max / sum / mean) of their nodes."""
+        lg = self.payload.set_overlay(overlay_values(values, value, reduce), label=label, thresholds=thresholds,
+                                      colormap=colormap, agg=agg, labels=labels, notes=overlay_notes(values, note))
         self.legend = lg
         self._refresh()
         return lg

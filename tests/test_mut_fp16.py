@@ -1,0 +1,282 @@
+"""Tests written against mutants of the fp16 checks that survived `make mutate` (issue 23):
+workbench/precision/fp16safety.py and the range/underflow/normalization checks of workbench/precision/floating.py
+(``tensor_problem``, ``fp16_range_blocks``, ``norm_variance_nodes``).
+
+Each graph is built here by hand, so which node is a trap — and why — is known before the check runs; the
+fp16 limits are written out (65504, 2^-24) rather than read from the module.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from workbench.precision import fp16safety as F
+from workbench.precision.floating import fp16_range_blocks, norm_variance_nodes, tensor_problem
+
+TINY = 2.0 ** -24
+
+
+def _t(values, name="c", dtype=np.float32):
+    return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
+
+
+# ------------------------------------------------------------------------------------------ tensor_problem
+def test_tensor_problem_range():
+    assert tensor_problem(_t([65504.0, -65504.0]), 0.01) is None  # exactly fp16 max fits
+    assert tensor_problem(_t([1.0, 70000.0]), 0.01) == "|x| up to 7e+04 > fp16 max 65504"
+    assert tensor_problem(_t([-1e9]), 0.01) == "|x| up to 1e+09 > fp16 max 65504"
+    assert tensor_problem(_t([np.inf, np.nan, 1.0]), 0.01) is None  # only finite values are judged
+    assert tensor_problem(_t([np.nan]), 0.01) is None
+    assert tensor_problem(_t([]), 0.01) is None
+    assert tensor_problem(_t([1e9], dtype=np.float64), 0.01) is None  # not float32: not this check's business
+    assert tensor_problem(_t([70000], dtype=np.int64), 0.01) is None
+
+
+def test_tensor_problem_underflow_fraction():
+    vals = [1e-9] * 3 + [1.0] * 97 + [0.0] * 50  # 3 of 100 nonzero values below 2^-24; zeros do not count
+    assert tensor_problem(_t(vals), 0.01) == f"3/100 nonzero values below {TINY:.3g} would become 0 in fp16"
+    assert tensor_problem(_t(vals), 0.03) is None   # 3 % is not more than 3 %
+    assert tensor_problem(_t(vals), 0.029) is not None
+    assert tensor_problem(_t([TINY, 1.0]), 0.0) is None  # 2^-24 itself is representable
+    assert tensor_problem(_t([TINY / 2, 1.0]), 0.0) == f"1/2 nonzero values below {TINY:.3g} would become 0 in fp16"
+    assert tensor_problem(_t([-1e-9, 1.0]), 0.4) == f"1/2 nonzero values below {TINY:.3g} would become 0 in fp16"
+    assert tensor_problem(_t([0.0, 0.0]), 0.0) is None
+    assert tensor_problem(_t([1e-9, 1e5]), 0.0).startswith("|x| up to")  # range is reported first
+
+
+def _model(nodes, inits=(), inputs=("x",), outputs=("y",), opset=17):
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(i, TensorProto.FLOAT, [2, 4]) for i in inputs],
+                          [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs], list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_range_blocks_initializers_constants_and_readers():
+    big = _t([1e6], "big")
+    tiny = _t([1e-9] * 10, "tiny")
+    fine = _t([1.0], "fine")
+    nodes = [helper.make_node("Mul", ["x", "big"], ["a"], name="mul_big"),
+             helper.make_node("Add", ["a", "fine"], ["b"], name="add_fine"),
+             helper.make_node("Constant", [], ["k"], name="const_k", value=_t([-1e30], "kv")),
+             helper.make_node("Constant", [], ["ok"], name="const_ok", value=_t([2.0], "okv")),
+             helper.make_node("Sub", ["b", "k"], ["c"], name="sub_k"),
+             helper.make_node("Mul", ["c", "tiny"], ["d"], name="mul_tiny"),
+             helper.make_node("Add", ["d", "big"], ["y"], name="add_big")]
+    out = fp16_range_blocks(_model(nodes, [big, tiny, fine]))
+    assert set(out) == {"mul_big", "const_k", "sub_k", "mul_tiny", "add_big"}
+    assert out["mul_big"] == "reads 'big': |x| up to 1e+06 > fp16 max 65504"
+    assert out["const_k"] == "Constant 'k': |x| up to 1e+30 > fp16 max 65504"
+    assert out["sub_k"] == "reads 'k': |x| up to 1e+30 > fp16 max 65504"
+    assert out["mul_tiny"].startswith("reads 'tiny': 10/10 nonzero values below")
+    assert fp16_range_blocks(_model(nodes, [big, tiny, fine]), underflow_fraction=1.0).keys() == \
+        {"mul_big", "const_k", "sub_k", "add_big"}
+
+
+def _norm_graph(square="pow", tail=("Add", "Sqrt", "Div"), exponent=2.0):
+    inits = [_t([exponent], "two"), _t([1e-5], "eps")]
+    nodes = [helper.make_node("ReduceMean", ["x"], ["mu"], name="mean", axes=[-1]),
+             helper.make_node("Sub", ["x", "mu"], ["d"], name="sub")]
+    if square == "pow":
+        nodes.append(helper.make_node("Pow", ["d", "two"], ["sq"], name="square"))
+    elif square == "mul":
+        nodes.append(helper.make_node("Mul", ["d", "d"], ["sq"], name="square"))
+    else:
+        nodes.append(helper.make_node("Mul", ["d", "x"], ["sq"], name="square"))
+    nodes.append(helper.make_node("ReduceMean", ["sq"], ["var"], name="var", axes=[-1]))
+    prev = "var"
+    for k, op in enumerate(tail):
+        ins = {"Add": [prev, "eps"], "Sqrt": [prev], "Reciprocal": [prev], "Div": ["d", prev], "Mul": ["d", prev],
+               "Relu": [prev]}[op]
+        nodes.append(helper.make_node(op, ins, [f"t{k}"], name=f"{op.lower()}{k}"))
+        prev = f"t{k}"
+    nodes.append(helper.make_node("Identity", [prev], ["y"], name="out"))
+    return _model(nodes, inits)
+
+
+def test_norm_variance_path_by_hand():
+    got = norm_variance_nodes(_norm_graph("pow"))
+    assert set(got) == {"square", "var", "add0", "sqrt1", "div2"}
+    assert got["square"] == "variance path of a normalization (Pow -> ReduceMean -> ...)"
+    assert set(norm_variance_nodes(_norm_graph("mul"))) == {"square", "var", "add0", "sqrt1", "div2"}
+    assert norm_variance_nodes(_norm_graph("mul"))["var"] == "variance path of a normalization (Mul -> ReduceMean -> ...)"
+    assert norm_variance_nodes(_norm_graph("other")) == {}   # Mul(d, x) is not a square
+    assert norm_variance_nodes(_norm_graph("pow", exponent=3.0)) == {}
+    rms = norm_variance_nodes(_norm_graph("pow", tail=("Add", "Sqrt", "Reciprocal", "Mul")))
+    assert set(rms) == {"square", "var", "add0", "sqrt1", "reciprocal2", "mul3"}
+    stop = norm_variance_nodes(_norm_graph("pow", tail=("Add", "Relu")))
+    assert set(stop) == {"square", "var", "add0"}  # the chain ends at an op outside the pattern
+    # the chain stops at the first Div/Mul after Sqrt, not at an Add -> Div
+    direct = norm_variance_nodes(_norm_graph("pow", tail=("Add", "Div", "Sqrt")))
+    assert set(direct) == {"square", "var", "add0", "div1", "sqrt2"}
+
+
+def test_norm_variance_with_a_constant_node_exponent_and_reduce_sum():
+    nodes = [helper.make_node("Constant", [], ["two"], name="c2", value=_t([2.0], "v")),
+             helper.make_node("Pow", ["x", "two"], ["sq"], name="square"),
+             helper.make_node("ReduceSum", ["sq"], ["s"], name="sum", axes=[-1]),
+             helper.make_node("Sqrt", ["s"], ["y"], name="root")]
+    assert set(norm_variance_nodes(_model(nodes))) == {"square", "sum", "root"}
+    nodes[2] = helper.make_node("ReduceMax", ["sq"], ["s"], name="sum", axes=[-1])
+    assert norm_variance_nodes(_model(nodes)) == {}
+    two_readers = [helper.make_node("Mul", ["x", "x"], ["sq"], name="square"),
+                   helper.make_node("ReduceMean", ["sq"], ["v"], name="var", axes=[-1]),
+                   helper.make_node("Sqrt", ["v"], ["y"], name="root"),
+                   helper.make_node("Identity", ["v"], ["z"], name="other")]
+    assert set(norm_variance_nodes(_model(two_readers, outputs=("y", "z")))) == {"square", "var"}
+
+
+# ------------------------------------------------------------------------------------------ masks
+@pytest.mark.parametrize("vals,want", [([0.0, -1e9], True), ([-np.inf, 1.0], True), ([-65504.0 * 2, 3.0], True),
+                                       ([-65504.0], False), ([1.0, 2.0], False), ([], False), ([1e9, -1e9], False),
+                                       ([np.nan, -1e9], False), ([-1e9, 65504.0], True), ([70000.0], False)])
+def test_mask_like(vals, want):
+    assert F.mask_like(np.array(vals)) is want
+
+
+def _mask_model(fill=-1e9, reader="Add", as_constant=False, extra_reader=None):
+    nodes = []
+    inits = []
+    if as_constant:
+        nodes.append(helper.make_node("Constant", [], ["mask"], name="cmask", value=_t([[0.0, fill, 0.0, fill]], "mv")))
+    else:
+        inits.append(_t([[0.0, fill, 0.0, fill]], "mask"))
+    nodes.append(helper.make_node(reader, ["x", "mask"], ["s"], name="apply_mask"))
+    if extra_reader:
+        nodes.append(helper.make_node(extra_reader, ["mask", "x"], ["e"], name="extra"))
+    nodes.append(helper.make_node("Softmax", ["s"], ["y"], name="softmax", axis=-1))
+    return _model(nodes, inits, outputs=("y",) + (("e",) if extra_reader else ()))
+
+
+def test_mask_constants_and_clamp():
+    found = F.mask_constants(_mask_model())
+    assert found == {"mask": {"min": -1e9, "readers": ["apply_mask"], "node": None}}
+    assert F.mask_constants(_mask_model(as_constant=True))["mask"]["node"] == "cmask"
+    assert F.mask_constants(_mask_model(reader="MatMul")) == {}  # read by a non-mask op: a weight, not a mask
+    assert F.mask_constants(_mask_model(extra_reader="Conv")) == {}
+    assert F.mask_constants(_mask_model(fill=-100.0)) == {}
+    for as_constant in (False, True):
+        p = _mask_model(as_constant=as_constant)
+        changed = F.clamp_mask_constants(p)
+        assert changed["mask"]["clamped_to"] == -1e4
+        t = p.graph.initializer[0] if not as_constant else p.graph.node[0].attribute[0].t
+        assert numpy_helper.to_array(t).tolist() == [[0.0, -1e4, 0.0, -1e4]]
+        assert t.name == ("mask" if not as_constant else "mv")
+    p = _mask_model()
+    F.clamp_mask_constants(p, value=-300.0)
+    assert numpy_helper.to_array(p.graph.initializer[0]).tolist() == [[0.0, -300.0, 0.0, -300.0]]
+    untouched = _mask_model(reader="MatMul")
+    before = untouched.SerializeToString()
+    assert F.clamp_mask_constants(untouched) == {} and untouched.SerializeToString() == before
+
+
+def test_mask_through_constant_of_shape():
+    fill = helper.make_tensor("v", TensorProto.FLOAT, [1], [-3.4e38])
+    nodes = [helper.make_node("Shape", ["x"], ["shp"], name="shape"),
+             helper.make_node("ConstantOfShape", ["shp"], ["mask"], name="cos", value=fill),
+             helper.make_node("Add", ["x", "mask"], ["y"], name="add")]
+    p = _model(nodes)
+    assert F.mask_constants(p)["mask"]["node"] == "cos"
+    F.clamp_mask_constants(p)
+    assert numpy_helper.to_array(p.graph.node[1].attribute[0].t).tolist() == [-1e4]
+
+
+# ------------------------------------------------------------------------------------------ the safety table
+def _row(df, node, check):
+    r = df[(df.onnx_node == node) & (df.check == check)]
+    assert len(r) == 1, (node, check, df[["onnx_node", "check"]].values.tolist())
+    return r.iloc[0]
+
+
+def test_safety_table_each_check_by_hand():
+    inits = [_t([3.0], "three"), _t([2.0], "two"), _t([0.5], "half"), _t([1e6], "big"),
+             _t([[0.0, -1e9, 0.0, -1e9]], "mask")]
+    nodes = [helper.make_node("Pow", ["x", "three"], ["p3"], name="pow3"),
+             helper.make_node("Pow", ["p3", "two"], ["p2"], name="pow2"),
+             helper.make_node("Pow", ["p2", "half"], ["ph"], name="pow_half"),
+             helper.make_node("Pow", ["ph", "x"], ["pv"], name="pow_var"),
+             helper.make_node("ReduceSum", ["pv"], ["rs"], name="rsum", keepdims=1),
+             helper.make_node("ReduceL2", ["rs"], ["rl"], name="rl2", keepdims=1),
+             helper.make_node("ReduceSumSquare", ["rl"], ["rq"], name="rss", keepdims=1),
+             helper.make_node("Mul", ["rq", "big"], ["mb"], name="mul_big"),
+             helper.make_node("Add", ["mb", "mask"], ["am"], name="add_mask"),
+             helper.make_node("Softmax", ["am"], ["sm"], name="sm_masked", axis=-1),
+             helper.make_node("LogSoftmax", ["x"], ["ls"], name="sm_plain", axis=-1),
+             helper.make_node("Exp", ["ls"], ["ex"], name="exp"),
+             helper.make_node("LayerNormalization", ["ex", "two", "half"], ["ln"], name="ln", axis=-1),
+             helper.make_node("Add", ["ln", "sm"], ["y"], name="")]
+    df = F.fp16_safety(_model(nodes, inits, opset=17).SerializeToString())
+    assert list(df.columns) == ["onnx_node", "op_type", "check", "value", "severity", "action", "detail"]
+    r = _row(df, "pow3", "pow")
+    assert (r.value, r.severity, r.op_type) == (3, "risk", "Pow")
+    assert r.action == "converted to fp16 (keep_nodes=[...] to keep fp32)"
+    assert r.detail == f"x^3.0 overflows fp16 once |x| > {65504.0 ** (1 / 3):.3g}"
+    assert _row(df, "pow2", "pow").detail == "x^2 outside a normalization: overflows fp16 once |x| > 256"
+    assert df[df.onnx_node == "pow_half"].empty  # x^0.5 cannot overflow
+    assert _row(df, "pow_var", "pow").detail == "x^(non-constant) overflows fp16 once |x| > ?"
+    assert (_row(df, "rsum", "reduce_sum").value, _row(df, "rsum", "reduce_sum").severity) == (1, "info")
+    assert _row(df, "rl2", "reduce_sum").value == 3 and _row(df, "rss", "reduce_sum").value == 3
+    assert _row(df, "rsum", "reduce_sum").detail == \
+        "a long sum can pass 65504 in fp16 (backends usually accumulate in fp32)"
+    rc = _row(df, "mul_big", "range_constant")
+    assert (rc.value, rc.severity, rc.action) == (2, "handled", "keep fp32")
+    assert rc.detail == "reads 'big': |x| up to 1e+06 > fp16 max 65504"
+    mk = _row(df, "add_mask", "mask_constant")
+    assert mk.action == "clamp 'mask' to -10000" and mk.value == 2
+    assert mk.detail == "reads 'mask' (min -1e+09; fp16 min is -65504): an attention-mask fill value"
+    assert df[(df.onnx_node == "add_mask") & (df.check == "range_constant")].empty  # a mask is not also a range row
+    sm = _row(df, "sm_masked", "softmax")
+    assert (sm.value, sm.action) == (2, "converted to fp16 (mask clamped)")
+    assert sm.detail == "fp16-safe when its input is bounded; its input is masked with an out-of-range constant"
+    sp = _row(df, "sm_plain", "softmax")
+    assert (sp.value, sp.action, sp.detail) == (1, "converted to fp16", "fp16-safe when its input is bounded")
+    ex = _row(df, "exp", "exp")
+    assert (ex.value, ex.detail) == (3, "exp(x) overflows fp16 for x > 11.09")
+    ln = _row(df, "ln", "layernorm")
+    assert (ln.value, ln.action) == (2, "keep fp32")
+    assert ln.detail == "normalization computes a variance (x^2) that overflows fp16 above 256"
+    assert df.attrs["legend"] == {"3": "risk left in fp16", "2": "handled by the fp16 recipe", "1": "information"}
+    overlay = F.fp16_safety_overlay(_model(nodes, inits, opset=17).SerializeToString())
+    assert overlay["pow3"] == 3.0 and overlay["sm_plain"] == 1.0 and overlay["mul_big"] == 2.0
+    assert overlay == {str(k): float(v) for k, v in df.groupby("onnx_node")["value"].max().items()}
+    s = F.fp16_safety_summary(df)
+    assert s["findings"] == len(df) and s["handled"] == int((df.value == 2).sum())
+    assert s["risks_left_in_fp16"] == sorted({"pow3", "pow2", "pow_var", "rl2", "rss", "exp"})
+    assert s["by_check"]["pow"] == 3 and s["by_check"]["reduce_sum"] == 3 and s["by_check"]["softmax"] == 2
+
+
+def test_safety_table_norm_nodes_are_handled_not_flagged():
+    df = F.fp16_safety(_norm_graph("pow").SerializeToString())
+    rows = df[df.check == "norm_variance"]
+    assert set(rows.onnx_node) == {"square", "var", "add0", "sqrt1", "div2"}
+    assert set(rows.value) == {2} and set(rows.action) == {"keep fp32"}
+    assert df[(df.onnx_node == "square") & (df.check == "pow")].empty  # the norm's Pow is not a "pow" risk
+    assert df[(df.onnx_node == "var") & (df.check == "reduce_sum")].empty
+    assert _row(df, "mean", "reduce_sum").value == 1  # the mean outside the variance path is information
+
+
+def test_safety_underflow_fraction_is_passed_through_and_unnamed_nodes_are_named_by_output():
+    inits = [_t([1e-9] * 2 + [1.0] * 98, "w")]
+    nodes = [helper.make_node("Mul", ["x", "w"], ["y"])]  # no name
+    m = _model(nodes, inits)
+    m.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 100
+    df = F.fp16_safety(m.SerializeToString())
+    assert df.onnx_node.tolist() == ["y"] and df.check.tolist() == ["range_constant"]
+    assert F.fp16_safety(m.SerializeToString(), underflow_fraction=0.02).empty
+    assert F.fp16_safety(m.SerializeToString(), underflow_fraction=0.019).check.tolist() == ["range_constant"]
+
+
+def test_empty_tables():
+    df = F.fp16_safety(_model([helper.make_node("Relu", ["x"], ["y"], name="r")]).SerializeToString())
+    assert df.empty and list(df.columns) == F.COLUMNS
+    assert F.fp16_safety_summary(df) == {"findings": 0} and F.fp16_safety_summary(None) == {"findings": 0}
+    assert F.fp16_safety_overlay(_model([helper.make_node("Relu", ["x"], ["y"], name="r")]).SerializeToString()) == {}
+
+
+def test_upstream_constants_depth():
+    nodes = [helper.make_node("Add", ["x", "c0"], ["a"], name="n1"),
+             helper.make_node("Add", ["a", "c1"], ["b"], name="n2"),
+             helper.make_node("Add", ["b", "c2"], ["y"], name="n3")]
+    g = _model(nodes).graph
+    assert F._upstream_consts(g, g.node[2], depth=1) == {"b", "c2", "a", "c1"}
+    assert F._upstream_consts(g, g.node[2], depth=2) == {"b", "c2", "a", "c1", "x", "c0"}
+    assert F._upstream_consts(g, g.node[2], depth=0) == {"b", "c2"}

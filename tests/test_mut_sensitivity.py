@@ -1,0 +1,302 @@
+"""Tests written against mutants of workbench/compare/sensitivity.py that survived `make mutate` (issue 23).
+
+The search itself (greedy re-ranking, bisection, ranking order, attribution) is checked on planted cases where
+the responsible nodes are known: ``build`` and ``evaluate`` are replaced by functions of the keep list whose
+answer the test chooses, and the layerwise frame behind the ranking is written by hand. The end-to-end
+search on real models stays in tests/test_sensitivity.py.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from onnx import TensorProto, helper
+
+import workbench as wb
+from workbench.compare import sensitivity as S
+from workbench.compare.sensitivity import MixedPrecisionResult, Target, attribute_noise
+from workbench.errors import UsageError
+
+
+class _Bar:
+    def __init__(self):
+        self.n = 0
+
+    def update(self, k):
+        self.n += k
+
+
+# ------------------------------------------------------------------------------------------ Target
+@pytest.mark.parametrize("spec,want", [
+    ("cosine>=0.999", ("cosine", ">=", 0.999)), (" snr_db > 30 ", ("snr_db", ">", 30.0)),
+    ("top1_drop<=0.5", ("top1_drop", "<=", 0.5)), ("max_abs<1e-3", ("max_abs", "<", 1e-3)),
+    ("rmse<=inf", ("rmse", "<=", math.inf)), ("snr_db>=-5", ("snr_db", ">=", -5.0)),
+    (("top1", ">=", "0.9"), ("top1", ">=", 0.9)), ({"metric": "cosine", "value": 0.5}, ("cosine", ">=", 0.5)),
+    ({"metric": "snr_db", "op": "<", "value": 9}, ("snr_db", "<", 9.0)),
+])
+def test_target_parse_forms(spec, want):
+    t = Target.parse(spec)
+    assert (t.metric, t.op, t.value) == want and Target.parse(t) is t
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ("cosine=0.9", "bad target"), ("Cosine>=0.9", "bad target"), ("psnr>=3", "unknown target metric 'psnr'"),
+    (("cosine", "==", 1.0), "unknown target operator '=='"), ("cosine>=1.5", r"cannot be met: cosine lies in \[-1, 1\]"),
+    ("top1>=98", r"top1 lies in \[0, 1\]"), ("top1_agreement>=-0.1", r"lies in \[0, 1\]"),
+    ("cosine>=-1.01", "cannot be met"), (3.0, "target must be a string like 'cosine>=0.999', not float"),
+    (("cosine", ">="), "not tuple"),
+])
+def test_target_parse_refusals(spec, msg):
+    with pytest.raises(UsageError, match=msg):
+        Target.parse(spec)
+
+
+def test_target_bounds_are_inclusive_and_hint_given():
+    assert Target.parse("cosine>=1").value == 1.0 and Target.parse("cosine>=-1").value == -1.0
+    assert Target.parse("top1>=0").value == 0.0 and Target.parse("top1_agreement<=1").value == 1.0
+    with pytest.raises(UsageError) as e:
+        Target.parse("top1>=2")
+    assert "fractions, e.g. top1>=0.98" in str(e.value)
+
+
+def test_target_met_and_labels():
+    assert Target("snr_db", ">", 30.0).met(30.5) and not Target("snr_db", ">", 30.0).met(30.0)
+    assert Target("snr_db", ">=", 30.0).met(30.0) and not Target("snr_db", ">=", 30.0).met(29.9)
+    assert Target("max_abs", "<", 1.0).met(0.5) and not Target("max_abs", "<", 1.0).met(1.0)
+    assert Target("max_abs", "<=", 1.0).met(1.0) and not Target("max_abs", "<=", 1.0).met(1.1)
+    assert not Target("max_abs", "<=", 1.0).met(math.nan) and not Target("cosine", ">=", 0.0).met(math.nan)
+    assert Target("max_abs", "<=", 1.0).met(1) is True  # an int value is compared, not mistaken for NaN
+    assert Target("top1_drop", "<=", 1.0).needs_labels and Target("top1", ">=", 0.5).needs_labels
+    assert not Target("top1_agreement", ">=", 0.5).needs_labels and not Target("cosine", ">=", 0.5).needs_labels
+    assert str(Target("cosine", ">=", 0.9990)) == "cosine>=0.999" and str(Target("rmse", "<", 2.0)) == "rmse<2"
+
+
+class _Cmp:
+    """The two things Target.value_of reads from a Comparison: the metrics frame and the reference's value."""
+
+    def __init__(self, rows, ref_top1=None):
+        self.metrics = pd.DataFrame(rows, columns=["variant", "output", "metric", "value"])
+        self.reference = "ref"
+        self._ref_top1 = ref_top1
+
+    def value(self, variant, metric):
+        assert variant == "ref" and metric == "top1"
+        return self._ref_top1
+
+
+def test_target_value_of_reads_the_right_aggregate():
+    rows = [("v", "a", "cosine", 0.99), ("v", "b", "cosine", 0.95), ("w", "a", "cosine", 0.5),
+            ("v", "a", "snr_db", 30.0), ("v", "b", "snr_db", 20.0),
+            ("v", "a", "max_abs", 0.1), ("v", "b", "max_abs", 0.3), ("v", "a", "rmse", 0.2), ("v", "b", "rmse", 0.05),
+            ("v", "a", "top1", 0.9), ("v", "a", "top1_agreement", 0.8)]
+    cmp = _Cmp(rows, ref_top1=0.925)
+    assert Target("cosine", ">=", 0).value_of(cmp, "v") == 0.95      # worst output = min
+    assert Target("snr_db", ">=", 0).value_of(cmp, "v") == 20.0
+    assert Target("max_abs", "<=", 1).value_of(cmp, "v") == 0.3     # worst output = max
+    assert Target("rmse", "<=", 1).value_of(cmp, "v") == 0.2
+    assert Target("top1", ">=", 0).value_of(cmp, "v") == 0.9
+    assert Target("top1_agreement", ">=", 0).value_of(cmp, "v") == 0.8
+    assert Target("top1_drop", "<=", 1).value_of(cmp, "v") == pytest.approx(100 * (0.925 - 0.9))  # points
+    assert Target("cosine", ">=", 0).value_of(cmp, "w") == 0.5
+
+
+# ------------------------------------------------------------------------------------------ search on a planted case
+def _planted(values_by_keep):
+    """build/evaluate whose metric depends only on the keep list (a frozenset lookup, default 0)."""
+    built = []
+
+    def build(keep):
+        built.append(list(keep))
+        return f"var{len(built)}", frozenset(keep)
+
+    def evaluate(engine):
+        return values_by_keep.get(engine, 0.0)
+
+    return build, evaluate, built
+
+
+def test_greedy_reranks_on_each_new_variant_and_stops_when_met(monkeypatch):
+    """The ranking on the low variant says A first; once A is kept, the re-ranking on the new variant says C
+    (not B, the second of the first ranking): a greedy search that never re-ranks would keep B."""
+    rankings = {"low": [("A", 9.0), ("B", 5.0), ("C", 1.0)], "var1": [("C", 7.0), ("B", 2.0)]}
+    seen = []
+
+    def fake_rank(model, var, batches, candidates, exclude, progress):
+        seen.append((var, set(exclude)))
+        return [(n, s) for n, s in rankings[var] if n not in exclude]
+
+    monkeypatch.setattr(S, "_rank", fake_rank)
+    build, evaluate, built = _planted({frozenset("A"): 0.5, frozenset("AC"): 0.99, frozenset("AB"): 0.7})
+    t = Target("cosine", ">=", 0.98)
+    steps, bar = [], _Bar()
+    res = S._greedy("model", t, "low", ["A", "B", "C"], [], build, evaluate, steps, 5, 1, bar, False)
+    assert built == [["A"], ["A", "C"]]
+    assert seen == [("low", set()), ("var1", {"A"})]
+    assert res[0] == ["A", "C"] and res[1] == "var2" and res[3] == 0.99
+    assert [s["step"] for s in steps] == [1, 2] and [s["added"] for s in steps] == [["A"], ["C"]]
+    assert [s["n_kept"] for s in steps] == [1, 2] and [s["met"] for s in steps] == [False, True]
+    assert steps[1]["kept"] == ["A", "C"] and steps[0]["value"] == 0.5 and steps[0]["metric"] == "cosine"
+    assert bar.n == 2
+
+
+def test_greedy_step_size_budget_and_exhaustion(monkeypatch):
+    monkeypatch.setattr(S, "_rank", lambda m, v, b, c, ex, p: [(n, 1.0) for n in "ABCDE" if n not in ex])
+    build, evaluate, built = _planted({})
+    steps = []
+    res = S._greedy("m", Target("cosine", ">=", 0.9), "low", list("ABCDE"), [], build, evaluate, steps, 2, 2,
+                    _Bar(), False)
+    assert built == [["A", "B"], ["A", "B", "C", "D"]] and len(steps) == 2  # max_steps spent, never met
+    assert res[0] == ["A", "B", "C", "D"]
+    built.clear()
+    steps = []
+    res = S._greedy("m", Target("cosine", ">=", 0.9), "low", list("ABCDE"), [], build, evaluate, steps, 9, 2,
+                    _Bar(), False)
+    assert built == [["A", "B"], ["A", "B", "C", "D"], ["A", "B", "C", "D", "E"]]  # candidates run out
+    monkeypatch.setattr(S, "_rank", lambda *a: [])
+    assert S._greedy("m", Target("cosine", ">=", 0.9), "low", [], [], build, evaluate, [], 3, 1, _Bar(), False) is None
+
+
+def test_bisect_finds_the_smallest_prefix(monkeypatch):
+    order = [("n1", 5.0), ("n2", 4.0), ("n3", 3.0), ("n4", 2.0), ("n5", 1.0)]
+    monkeypatch.setattr(S, "_rank", lambda m, v, b, c, ex, p: order)
+    # the target is met once the first three are kept
+    met = {frozenset(["n1", "n2", "n3"] + extra): 1.0 for extra in ([], ["n4"], ["n4", "n5"])}
+    build, evaluate, built = _planted(met)
+    steps, bar = [{"step": 0}], _Bar()
+    res = S._bisect("m", Target("cosine", ">=", 0.9), "low", [n for n, _ in order], [], build, evaluate, steps, 8,
+                    bar, False)
+    assert res[0] == ["n1", "n2", "n3"] and res[3] == 1.0
+    assert built[0] == ["n1", "n2", "n3", "n4", "n5"]  # first: can everything kept meet it?
+    assert [len(b) for b in built] == [5, 2, 3]      # then bisect: 0 fails, 5 meets -> 2 fails -> 3 meets
+    assert [s["step"] for s in steps] == [0, 1, 2, 3] and [s["n_kept"] for s in steps[1:]] == [5, 2, 3]
+    assert [s["met"] for s in steps[1:]] == [True, False, True] and steps[2]["added"] == []
+    assert bar.n == 3
+
+
+def test_bisect_budget_and_unreachable(monkeypatch):
+    order = [(f"n{i}", float(10 - i)) for i in range(8)]
+    monkeypatch.setattr(S, "_rank", lambda *a: order)
+    build, evaluate, built = _planted({frozenset(n for n, _ in order[:k]): 1.0 for k in range(7, 9)})
+    steps = [{"step": 0}]
+    res = S._bisect("m", Target("cosine", ">=", 0.9), "low", [n for n, _ in order], [], build, evaluate, steps, 2,
+                    _Bar(), False)
+    assert len(steps) - 1 == 2 and [len(b) for b in built] == [8, 4]  # budget of 2 builds: no third try
+    assert len(res[0]) == 8  # the best that met: all 8
+    build, evaluate, built = _planted({})
+    res = S._bisect("m", Target("cosine", ">=", 0.9), "low", [n for n, _ in order], [], build, evaluate,
+                    [{"step": 0}], 8, _Bar(), False)
+    assert built == [[n for n, _ in order]] and len(res[0]) == 8 and res[3] == 0.0  # closest try reported
+
+
+def test_rank_orders_by_attributed_noise_descending(monkeypatch):
+    frame = pd.DataFrame({"onnx_node": ["a", "b", "c", "d"], "local_noise": [0.1, 0.7, 0.3, 0.0]})
+    monkeypatch.setattr(S, "layerwise", lambda model, variant, data, progress, limit: frame)
+    monkeypatch.setattr(S, "attribute_noise", lambda model, df, cands: {"a": 0.1, "b": 0.7, "c": 0.3, "d": 0.0})
+    assert S._rank("m", "v", [], ["a", "b", "c", "d"], set(), False) == [("b", 0.7), ("c", 0.3), ("a", 0.1), ("d", 0.0)]
+    assert S._rank("m", "v", [], ["a", "b", "c"], {"b"}, False) == [("c", 0.3), ("a", 0.1)]
+
+
+def _chain_model():
+    """x -> Conv(c1) -> Relu(r1) -> Conv(c2) -> Relu(r2) -> Add(add, with x2) ; a side MatMul(m) on x2."""
+    w = helper.make_tensor("w", TensorProto.FLOAT, [1, 1, 1, 1], [1.0])
+    nodes = [helper.make_node("Conv", ["x", "w"], ["t1"], name="c1"),
+             helper.make_node("Relu", ["t1"], ["t2"], name="r1"),
+             helper.make_node("Conv", ["t2", "w"], ["t3"], name="c2"),
+             helper.make_node("Relu", ["t3"], ["t4"], name="r2"),
+             helper.make_node("Add", ["t4", "t1"], ["y"], name="add")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 2, 2])], [w])
+    return wb.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(), name="chain")
+
+
+def test_attribute_noise_gives_followers_error_to_their_candidate():
+    model = _chain_model()
+    frame = pd.DataFrame({"onnx_node": ["c1", "r1", "r1", "c2", "r2", "add"],
+                          "local_noise": [1.0, 10.0, 20.0, 100.0, 1000.0, 10000.0]})
+    score = attribute_noise(model, frame, ["c1", "c2"])
+    # c1 owns itself + r1 (max of its rows: 20); c2 owns itself + r2 + add (add's first input is r2's output)
+    assert score == {"c1": 21.0, "c2": 11100.0}
+    only_c1 = attribute_noise(model, frame, ["c1"])  # without c2 as a candidate, the chain continues to c1
+    assert only_c1 == {"c1": 11121.0}
+    assert attribute_noise(model, frame, []) == {}
+    missing = attribute_noise(model, frame[frame.onnx_node != "r1"], ["c1", "c2"])
+    assert missing == {"c1": 1.0, "c2": 11100.0}  # a node without a row adds 0
+
+
+# ------------------------------------------------------------------------------------------ result record
+def _result(latency):
+    from workbench.variant import Variant
+
+    var = Variant.of(_chain_model())
+    return MixedPrecisionResult(precision="int8", target=Target("cosine", ">=", 0.99), keep_nodes=["c1"],
+                                steps=pd.DataFrame([{"step": 0, "value": math.nan}, {"step": 1, "value": 0.995}]),
+                                variant=var, baseline_value=0.5, verified_value=math.inf, met=True, comparison=None,
+                                latency=latency, candidates=["c1", "c2"])
+
+
+def test_result_speed_cost_json_and_repr():
+    lat = pd.DataFrame({"role": ["fp32", "low", "mixed"], "p50_ms": [4.0, 2.0, 3.0]})
+    r = _result(lat)
+    assert r.speed_cost == pytest.approx(3.0 / 2.0)
+    assert _result(None).speed_cost is None and _result(pd.DataFrame()).speed_cost is None
+    assert _result(pd.DataFrame({"role": ["fp32", "mixed"], "p50_ms": [1.0, 2.0]})).speed_cost is None
+    assert _result(pd.DataFrame({"role": ["low", "mixed"], "p50_ms": [0.0, 2.0]})).speed_cost is None
+    js = r.to_json()
+    assert js["precision"] == "int8" and js["target"] == "cosine>=0.99" and js["keep_nodes"] == ["c1"]
+    assert js["baseline_value"] == 0.5 and js["verified_value"] == "inf" and js["met"] is True
+    assert js["variant"] == r.variant.name and js["candidates"] == ["c1", "c2"] and js["speed_cost"] == 1.5
+    assert js["steps"] == [{"step": 0, "value": None}, {"step": 1, "value": 0.995}]
+    assert js["latency"][1] == {"role": "low", "p50_ms": 2.0}
+    assert _result(None).to_json()["latency"] is None and _result(None).to_json()["speed_cost"] is None
+    assert repr(r) == "<MixedPrecisionResult int8 cosine>=0.99: keep ['c1'] → cosine=inf met=True>"
+
+
+def test_latency_keeps_the_median_round_per_role(monkeypatch):
+    import workbench.measure.latency as L
+
+    p50s = iter([5.0, 2.0, 3.0,   1.0, 9.0, 4.0,   3.0, 6.0, 8.0])  # rounds of (fp32, low, mixed)
+    calls = []
+
+    def fake_measure(engine, feeds, warmup, iterations):
+        calls.append((engine, warmup, iterations))
+        return L.LatencyResult(variant=engine, times_ms=[next(p50s)])
+
+    monkeypatch.setattr(L, "measure_latency", fake_measure)
+    df = S._latency("E32", "ELOW", "EMIX", {"x": np.zeros(1)}, iterations=40)
+    assert [c[0] for c in calls] == ["E32", "ELOW", "EMIX"] * 3  # interleaved rounds
+    assert {c[1] for c in calls} == {4} and {c[2] for c in calls} == {40}  # warm-up max(3, 40 // 10)
+    got = dict(zip(df["role"], df["p50_ms"]))
+    assert got == {"fp32": 3.0, "low": 6.0, "mixed": 4.0}  # the median of each role's three p50s
+    assert df["rounds"].tolist() == [3, 3, 3] and df.columns[0] == "role"
+    calls.clear()
+    p50s = iter([1.0] * 3)
+    S._latency("a", "b", "c", {}, iterations=10, rounds=1)
+    assert [c[1] for c in calls] == [3, 3, 3]  # warm-up at least 3
+
+
+# ------------------------------------------------------------------------------------------ argument checks
+@pytest.mark.parametrize("kw,msg", [({"strategy": "random"}, "unknown strategy 'random'"),
+                                    ({"max_steps": 0}, "max_steps and step_size must be >= 1"),
+                                    ({"step_size": 0}, "max_steps and step_size must be >= 1"),
+                                    ({"target": "top1>=0.5"}, "needs labels"),
+                                    ({"precision": "fp32"}, "already full precision")])
+def test_propose_refuses_bad_arguments_before_building(kw, msg):
+    args = {"precision": "int8", "target": "cosine>=0.9"}
+    args.update(kw)
+    with pytest.raises(UsageError, match=msg):
+        S.propose_mixed_precision(_chain_model(), args.pop("precision"), data=None, progress=False, **args)
+
+
+def test_lowered_nodes_int8_and_fp16(tmp_path):
+    from workbench.precision import make_variant
+
+    model = _chain_model()
+    calib = [{"x": np.random.default_rng(s).standard_normal((1, 1, 2, 2)).astype(np.float32)} for s in range(4)]
+    i8 = make_variant(model, "int8", calib=calib, progress=False)
+    assert S.lowered_nodes(model, i8) == ["c1", "c2"]  # the nodes reading a dequantized constant weight
+    f16 = make_variant(model, "fp16", progress=False)
+    low16 = S.lowered_nodes(model, f16)
+    assert low16 and set(low16) <= {"c1", "r1", "c2", "r2", "add"} and "c1" in low16
+    assert low16 == [n for n in ["c1", "r1", "c2", "r2", "add"] if n in low16]  # topological order
