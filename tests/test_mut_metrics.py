@@ -360,3 +360,12 @@ def test_allclose_against_an_infinite_reference_is_false_like_numpy():
     a = ErrorAccumulator(atol=1e-3, rtol=1e-3)
     a.update([np.inf, 1.0], [5.0, 1.0])
     assert a.result()["allclose"] is False
+
+
+def test_accumulator_relative_error_uses_eps_for_zero_reference():
+    a = ErrorAccumulator()
+    a.update([0.0, 1.0], [1e-6, 1.0])  # all finite: the fast path
+    assert a.result()["max_rel"] == pytest.approx(1e-6 / 1e-12)
+    b = ErrorAccumulator()
+    b.update([0.0, 1.0, np.nan], [1e-6, 1.0, 0.0])  # the general path agrees
+    assert b.result()["max_rel"] == pytest.approx(1e-6 / 1e-12)
