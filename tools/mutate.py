@@ -243,6 +243,20 @@ EXPLAINED.update({
     **{_M + f"xǁErrorAccumulatorǁ_update_finite__mutmut_{i}": "equivalent: einsum subscripts are case-sensitive "
        "labels; 'I,I->' is the same contraction as 'i,i->'" for i in (10, 19, 28)},
     **{_M + f"xǁErrorAccumulatorǁ_update_finite__mutmut_{i}": _OUT for i in (51, 53, 66, 68)},
+    _M + "x__hist_add__mutmut_1": "equivalent: log10 never sees 0 (np.maximum(ad, 1e-300)), so the errstate is moot",
+    **{_M + f"x__hist_add__mutmut_{i}": "equivalent: idx + 1 lies in 0.._H_BINS + 1, so bincount's length and the "
+       "slice both stay _H_BINS + 2" for i in (33, 37)},
+    _M + "x__hist_quantile__mutmut_12": "equivalent: side='left' is searchsorted's default",
+    **{_M + f"xǁErrorAccumulatorǁ_hist__mutmut_{i}": "equivalent: a float64 histogram counts the same integers"
+       for i in (5, 7)},
+    **{_M + f"xǁErrorAccumulatorǁresult__mutmut_{i}": "equivalent: this empty histogram is only read when nothing "
+       "was added (total 0 -> 0.0 whatever its dtype or length)" for i in (24, 26, 27, 28)},
+    **{_M + f"xǁErrorAccumulatorǁupdate__mutmut_{i}": "equivalent: numpy reads any negative reshape size as 'infer'"
+       for i in (8, 12)},
+    **{_M + f"xǁErrorAccumulatorǁupdate__mutmut_{i}": _FLOAT64 for i in (21, 24)},
+    **{_M + f"xǁErrorAccumulatorǁupdate__mutmut_{i}": _OUT for i in (29, 32)},
+    **{_M + f"x_topk_agreement__mutmut_{i}": "equivalent: numpy reads any negative reshape size as 'infer'"
+       for i in (14, 25)},
     _M + "x_tolerance_for__mutmut_9": "equivalent: 'xxxx' is not a precision either; both give GENERIC_TOLERANCE",
     _M + "x_nan_count__mutmut_9": "equivalent: 'f' and 'c' are still in 'XXfcXX' and no dtype kind is 'X'",
     _M + "x_inf_count__mutmut_9": "equivalent: 'f' and 'c' are still in 'XXfcXX' and no dtype kind is 'X'",
