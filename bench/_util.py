@@ -8,14 +8,22 @@ import time
 
 
 def timeit(fn, *, repeat: int = 5, warmup: int = 1) -> dict:
+    """Wall time (median/min/max/all, s) and CPU time of this process (``cpu``: median of
+    ``time.process_time`` deltas, all threads) over ``repeat`` calls after ``warmup``.
+
+    Wall time grows with the machine's load; CPU seconds much less so: compare those when the
+    machine is shared (``cpu`` is what a before/after comparison of the code should use)."""
     for _ in range(warmup):
         fn()
-    ts = []
+    ts, cpu = [], []
     for _ in range(repeat):
+        c = time.process_time()
         t = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t)
-    return {"median": statistics.median(ts), "min": min(ts), "max": max(ts), "all": ts}
+        cpu.append(time.process_time() - c)
+    return {"median": statistics.median(ts), "min": min(ts), "max": max(ts), "all": ts,
+            "cpu": statistics.median(cpu)}
 
 
 # A tiny launcher: the measured command is forked from this small process, not from the (possibly
@@ -28,15 +36,17 @@ pid = os.fork()
 if pid == 0:
     os.execvp(sys.argv[1], sys.argv[1:])
 _, status, ru = os.wait4(pid, 0)
-sys.stderr.write("\\n__WB_MAXRSS_KB__ %d\\n" % ru.ru_maxrss)
+sys.stderr.write("\\n__WB_MAXRSS_KB__ %d\\n__WB_CPU_S__ %.6f\\n" % (ru.ru_maxrss, ru.ru_utime + ru.ru_stime))
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
 def run_cmd(cmd: list[str], *, repeat: int = 3, warmup: int = 1, env=None) -> dict:
-    """Wall time (median, s) and peak RSS (max over runs, bytes) of a command run as a subprocess.
+    """Wall time (median, s), CPU time (``cpu``: median of user+system seconds) and peak RSS (max over
+    runs, bytes) of a command run as a subprocess.
 
-    Peak RSS is the child's ru_maxrss reported by a small launcher process (see _LAUNCHER)."""
+    Peak RSS and CPU come from the child's rusage reported by a small launcher process (see _LAUNCHER);
+    CPU includes the child's own waited-for children."""
 
     def once():
         t = time.perf_counter()
@@ -47,16 +57,19 @@ def run_cmd(cmd: list[str], *, repeat: int = 3, warmup: int = 1, env=None) -> di
         if p.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {err[-500:]}")
         kb = [int(line.split()[1]) for line in err.splitlines() if line.startswith("__WB_MAXRSS_KB__")]
-        return dt_, (kb[-1] if kb else 0) * 1024
+        cpu = [float(line.split()[1]) for line in err.splitlines() if line.startswith("__WB_CPU_S__")]
+        return dt_, (kb[-1] if kb else 0) * 1024, (cpu[-1] if cpu else float("nan"))
 
     for _ in range(warmup):
         once()
-    ts, mems = [], []
+    ts, mems, cpus = [], [], []
     for _ in range(repeat):
-        a, b = once()
+        a, b, c = once()
         ts.append(a)
         mems.append(b)
-    return {"median": statistics.median(ts), "min": min(ts), "max": max(ts), "peak_rss": max(mems)}
+        cpus.append(c)
+    return {"median": statistics.median(ts), "min": min(ts), "max": max(ts), "peak_rss": max(mems),
+            "cpu": statistics.median(cpus)}
 
 
 def spread(d: dict, unit_scale: float = 1.0, fmt: str = "{:.3g}") -> str:

@@ -8,9 +8,13 @@ edit (onnx.checker full check, strict shape inference, an ONNX Runtime session):
 row shows the edit cost alone. Polygraphy's sanitize runs ONNX shape inference and repeated folding
 passes and does not build an ORT session. A third row times our edits in-process
 (`wb.edit.fold_constants` + `cleanup` + serialization, no validation; no peer).
+
+Each row's notes carry CPU seconds (user+system of the child / of this process) and the load average:
+on a shared machine wall time follows the load, so code changes are judged on CPU seconds.
 """
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -45,6 +49,11 @@ def synthetic_chain(n_nodes: int, path: Path) -> Path:
                           [helper.make_tensor_value_info(cur, TensorProto.FLOAT, ["N", 64])], inits)
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     return path
+
+
+def _load() -> str:
+    """The 1-minute load average: wall times inflate with it (CPU seconds hardly do)."""
+    return f"loadavg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
 
 
 def _nodes(path: Path) -> int:
@@ -96,14 +105,16 @@ def run(quick: bool) -> list[dict]:
                     "spread": f"ours {ours['min']:.3g}–{ours['max']:.3g}, peer {peer['min']:.3g}–{peer['max']:.3g}",
                     "notes": (f"subprocesses, {repeat} runs after {warmup} warm-up; nodes {before} → ours "
                               f"{_nodes(out)}, polygraphy {peer_nodes}; peak RSS ours {ours['peak_rss'] / 2**20:.0f} MiB, "
-                              f"peer {peer['peak_rss'] / 2**20:.0f} MiB"),
+                              f"peer {peer['peak_rss'] / 2**20:.0f} MiB; CPU s ours {ours['cpu']:.2f}, peer "
+                              f"{peer['cpu']:.2f} (CPU ratio {ours['cpu'] / peer['cpu']:.2f}); {_load()}"),
                 })
             t = timeit(_in_process(path), repeat=repeat, warmup=warmup)
             rows.append({
                 "benchmark": "surgery", "metric": f"fold+cleanup {label} in-process (no validation)", "unit": "s",
                 "ours": t["median"], "peer": None, "peer_name": None, "ratio": None, "goal": None, "met": None,
                 "spread": f"{t['min']:.3g}–{t['max']:.3g}",
-                "notes": "wb.load → wb.edit.fold_constants → wb.edit.cleanup → to_bytes in one process",
+                "notes": (f"wb.load → wb.edit.fold_constants → wb.edit.cleanup → to_bytes in one process; "
+                          f"CPU {t['cpu']:.2f} s; {_load()}"),
             })
     return rows
 

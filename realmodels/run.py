@@ -149,20 +149,35 @@ def _compare(m: Model, precision: str, timeout: float) -> dict:
     return _cell("pass", "", dt, cmd, acc)
 
 
+#: The report's sample budget: accuracy on ``m.limit`` samples, the per-node (layerwise) error on 4, latency and
+#: per-layer profiling on runs of at most 4 samples for at most 2 s per variant. Every step of the report still
+#: runs; the budget only bounds how many samples each one sees (the report prints it, the cell records it).
+REPORT_BUDGET = {"layerwise_limit": 4, "latency_samples": 4, "time_budget_s": 2}
+
+
 def _report(m: Model, out: Path, timeout: float) -> dict:
     html = out / f"{m.name}.html"
+    b = REPORT_BUDGET
     args = ["report", str(m.path), "--backend", "onnxruntime", "--precision", ",".join(PRECISIONS),
             "--data", str(m.data), "--calib", str(m.data), "--out", str(html), "--iterations", "10",
-            "--warmup", "2", "--layer-iterations", "2", "--limit", str(m.limit), "--no-progress"]
+            "--warmup", "2", "--layer-iterations", "2", "--limit", str(m.limit),
+            "--layerwise-limit", str(b["layerwise_limit"]), "--latency-samples", str(min(m.batch, b["latency_samples"])),
+            "--time-budget", str(b["time_budget_s"]), "--no-progress"]
     if m.labels:
         args += ["--labels", m.labels]
     rc, so, se, dt = _cli(args, timeout)
     cmd = _quote(args)
+    budget = next((ln.strip() for ln in so.splitlines() if ln.strip().startswith("samples:")), "")
+    detail = {"budget": budget} if budget else {}
     if rc != 0:
-        return _cell("FAIL", f"exit {rc}: {_one_line(se)}", dt, cmd)
+        why = _one_line(se)
+        if rc == 124:  # say what the report was asked to do in that time
+            why += (f" (budget: accuracy {m.limit} samples, layerwise {b['layerwise_limit']}, latency runs of "
+                    f"{min(m.batch, b['latency_samples'])} samples, <= {b['time_budget_s']} s per variant)")
+        return _cell("FAIL", f"exit {rc}: {why}", dt, cmd, detail)
     if not html.exists() or html.stat().st_size == 0:
-        return _cell("FAIL", "exit 0 but no report file", dt, cmd)
-    return _cell("pass", "", dt, cmd, {"html": str(html), "bytes": html.stat().st_size})
+        return _cell("FAIL", "exit 0 but no report file", dt, cmd, detail)
+    return _cell("pass", "", dt, cmd, {"html": str(html), "bytes": html.stat().st_size, **detail})
 
 
 CI_SKIP_REASON = "left out of the CI subset for time (make realmodels runs it)"
@@ -242,7 +257,10 @@ def markdown(results: dict) -> str:
     n_pass = sum(c["status"] == "pass" for r in rows.values() for c in r["cells"].values())
     n_all = sum(c["status"] != "not run" for r in rows.values() for c in r["cells"].values())
     meta = results["meta"]
-    text = (f"Run {meta['finished']} on {meta['machine']} (git {meta['git']}): **{n_pass}/{n_all} cells pass**. "
+    load = meta.get("load") or []
+    shared = (f", shared with other jobs (1-min load average {load[0]:.1f} at the start, {load[-1]:.1f} at the end)"
+              if load else "")
+    text = (f"Run {meta['finished']} on {meta['machine']}{shared} (git {meta['git']}): **{n_pass}/{n_all} cells pass**. "
             f"ort = ONNX Runtime CPU build; rtx = TensorRT-RTX build (CPU, no engine run: no GPU here); "
             f"profile/compare/report on ONNX Runtime CPU.\n\n")
     gits = sorted({r.get("git") for r in rows.values() if r.get("git")})
@@ -270,6 +288,13 @@ def markdown(results: dict) -> str:
                  "| top-1 agreement fp16 | top-1 agreement int8 |\n|---|---|---|---|---|---|---|---|\n"
                  + "\n".join(acc) + "\n")
     return text
+
+
+def _load() -> list[float]:
+    try:
+        return [round(os.getloadavg()[0], 1)]
+    except OSError:  # pragma: no cover - no load average on this platform
+        return []
 
 
 def _git() -> str:
@@ -300,7 +325,8 @@ def run(models: list[Model], out: Path, timeout: float = 900.0, steps: set[str] 
         ci: bool = False) -> dict:
     started = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     results = {"meta": {"started": started, "machine": f"{platform.machine()} {os.cpu_count()} cores, no GPU",
-                        "git": _git(), "cache": str(cache_dir()), "columns": COLUMNS},
+                        "git": _git(), "cache": str(cache_dir()), "columns": COLUMNS, "load": _load(),
+                        "report_budget": REPORT_BUDGET},
                "models": {}}
     for m in models:
         log(f"{m.name}: {m.covers}")
@@ -310,6 +336,7 @@ def run(models: list[Model], out: Path, timeout: float = 900.0, steps: set[str] 
         results["meta"]["finished"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
         _atomic_write(out / "results.json", json.dumps(results, indent=2))  # progress survives a kill
     results["meta"]["finished"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    results["meta"]["load"] = results["meta"]["load"][:1] + _load()
     md = markdown(results)
     _atomic_write(out / "results.json", json.dumps(results, indent=2))
     _atomic_write(out / "results.md", md)

@@ -408,3 +408,23 @@ def test_path_for_runtime_of_an_in_memory_model(tmp_path):
     assert p.name == f"mem-{m.short_hash}.onnx" and p.exists() and M.load(p).hash == m.hash
     q = m.path_for_runtime(tmp_path / "work")
     assert q == tmp_path / "work" / f"mem-{m.short_hash}.onnx" and q.exists()
+
+
+def test_graph_cycle_subgraph_reads_an_outer_value_it_also_names():
+    """A subgraph node may reuse an outer value's name for its output; it reads the outer value (scope)."""
+    g = _graph([helper.make_node("Relu", ["x"], ["r"], name="outer_r"),
+                _if_node([helper.make_node("Relu", ["r"], ["r"], name="shadow"),
+                          helper.make_node("Identity", ["r"], ["t_out"], name="ident")])],
+               inputs=("x", "cond"))
+    assert M.graph_cycle(g) is None
+
+
+def test_graph_cycle_looks_into_graph_list_attributes_and_skips_others():
+    cyclic = helper.make_graph([helper.make_node("Relu", ["u"], ["v"], name="g1"),
+                                helper.make_node("Relu", ["v"], ["u"], name="g2")], "body", [],
+                               [helper.make_tensor_value_info("v", TensorProto.FLOAT, [2])])
+    node = helper.make_node("Custom", ["x"], ["y"], name="c", domain="my.domain", bodies=[cyclic], axis=1)
+    assert {a.name: a.type for a in node.attribute}["bodies"] == onnx.AttributeProto.GRAPHS
+    assert M.graph_cycle(_graph([node])) == ["g1", "g2"]
+    plain = _graph([helper.make_node("Softmax", ["x"], ["y"], name="s", axis=-1)])  # a non-graph attribute
+    assert M.graph_cycle(plain) is None

@@ -204,3 +204,13 @@ def test_cli_freeze_bad_value_is_one_line(tmp_path, capsys):
                "--freeze", "sr=fast", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "bad --freeze value 'fast' for 'sr'" in err[0]
+
+
+def test_cli_freeze_needs_a_tensorrt_backend(tmp_path, capsys):
+    from workbench.cli import main
+
+    rc = main(["build", str(_real("silero_vad_v6")), "--backend", "onnxruntime", "--precision", "fp32",
+               "--freeze", "sr=16000", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--freeze applies to TensorRT backends" in err[0]
+    assert not (tmp_path / "o").exists()  # refused before any work

@@ -231,6 +231,51 @@ EXPLAINED: dict[str, str] = {
     _L + "xǁCudaEventsǁtimed__mutmut_6": "equivalent: np.empty's default dtype is float64",
     _L + "xǁCudaEventsǁtimed__mutmut_8": "equivalent: np.empty's default dtype is float64",
 }
+_M = "workbench.compare.metrics."
+_COPY_FLAG = "equivalent: the copy flag of astype only decides whether memory is shared; nothing writes to the result"
+_FLOAT64 = "equivalent: astype(None) / a dropped dtype is float64 here"
+_OUT = "equivalent: out= only reuses a buffer; the result is the value used afterwards"
+EXPLAINED.update({
+    **{_M + f"x__pair__mutmut_{i}": _FLOAT64 for i in (2, 9)},
+    **{_M + f"x__pair__mutmut_{i}": _COPY_FLAG for i in (3, 5, 7, 10, 12, 14)},
+    **{_M + f"x_allclose__mutmut_{i}": _FLOAT64 for i in (2, 12)},
+    **{_M + f"x_allclose__mutmut_{i}": _COPY_FLAG for i in (3, 5, 7, 13, 15, 17)},
+    **{_M + f"xǁErrorAccumulatorǁ_update_finite__mutmut_{i}": "equivalent: einsum subscripts are case-sensitive "
+       "labels; 'I,I->' is the same contraction as 'i,i->'" for i in (10, 19, 28)},
+    **{_M + f"xǁErrorAccumulatorǁ_update_finite__mutmut_{i}": _OUT for i in (51, 53, 66, 68)},
+    _M + "x__hist_add__mutmut_1": "equivalent: log10 never sees 0 (np.maximum(ad, 1e-300)), so the errstate is moot",
+    **{_M + f"x__hist_add__mutmut_{i}": "equivalent: idx + 1 lies in 0.._H_BINS + 1, so bincount's length and the "
+       "slice both stay _H_BINS + 2" for i in (33, 37)},
+    _M + "x__hist_quantile__mutmut_12": "equivalent: side='left' is searchsorted's default",
+    **{_M + f"xǁErrorAccumulatorǁ_hist__mutmut_{i}": "equivalent: a float64 histogram counts the same integers"
+       for i in (5, 7)},
+    **{_M + f"xǁErrorAccumulatorǁresult__mutmut_{i}": "equivalent: this empty histogram is only read when nothing "
+       "was added (total 0 -> 0.0 whatever its dtype or length)" for i in (24, 26, 27, 28)},
+    **{_M + f"xǁErrorAccumulatorǁupdate__mutmut_{i}": "equivalent: numpy reads any negative reshape size as 'infer'"
+       for i in (8, 12)},
+    **{_M + f"xǁErrorAccumulatorǁupdate__mutmut_{i}": _FLOAT64 for i in (21, 24)},
+    **{_M + f"xǁErrorAccumulatorǁupdate__mutmut_{i}": _OUT for i in (29, 32)},
+    **{_M + f"x_topk_agreement__mutmut_{i}": "equivalent: numpy reads any negative reshape size as 'infer'"
+       for i in (14, 25)},
+    _M + "x_tolerance_for__mutmut_9": "equivalent: 'xxxx' is not a precision either; both give GENERIC_TOLERANCE",
+    _M + "x_nan_count__mutmut_9": "equivalent: 'f' and 'c' are still in 'XXfcXX' and no dtype kind is 'X'",
+    _M + "x_inf_count__mutmut_9": "equivalent: 'f' and 'c' are still in 'XXfcXX' and no dtype kind is 'X'",
+    **{_M + f"x_top1_accuracy__mutmut_{i}": "equivalent: numpy reads any negative reshape size as 'infer'; "
+       "axis=+1 of the 2-D array is axis -1" for i in (12, 13, 21)},
+    **{_M + f"x_topk_overlap__mutmut_{i}": "equivalent: r and v are 2-D here, so shape[+1] / axis=+1 / the "
+       "default axis are the last axis" for i in (11, 18, 21, 30, 33)},
+    **{_M + f"x_topk_overlap__mutmut_{i}": "equivalent: numpy's kind argument is case-insensitive ('STABLE')"
+       for i in (24, 36)},
+    **{_M + f"x_topk_overlap__mutmut_{i}": "equivalent: a list of Python floats becomes float64 without the dtype"
+       for i in (38, 40)},
+    "workbench.model.x_graph_cycle__mutmut_8": "equivalent: no node output is named '' (outputs are filtered "
+                                               "with `if o`), so neither '' nor 'XXXX' changes what waits",
+    "workbench.model.xǁModelǁcheck_structure__mutmut_9": "equivalent: strict_mode=False is onnx's default",
+    "workbench.model.xǁModelǁsave__mutmut_28": "not killed: the >= vs > boundary at exactly 2 GiB of protobuf needs a "
+                                               "2 GiB model in memory; not a unit test",
+    **{_M + f"xǁErrorAccumulatorǁ_update_general__mutmut_{i}": "equivalent: this path runs only for chunks with a "
+       "NaN/Inf, where allclose() is always False, and None/a NaN operand is False too" for i in (7, 8, 9)},
+})
 
 DOC = ROOT / "docs" / "testing.md"
 _BEGIN, _END = "<!-- mutation-table: written by tools/mutate.py -->", "<!-- /mutation-table -->"

@@ -387,6 +387,11 @@ def _head(batches: list, samples: int) -> list:
     return out
 
 
+#: Compared tensors (both graphs, all samples) per variant in the per-node error, at most: one 384x512 page of
+#: a 672-node detector is 0.5-0.6 GB (two runs with every tensor exposed, then every element folded: ~2 CPU s
+#: per page), a digits sample 60 KB. Over it, fewer samples are compared and the flow says why.
+LAYERWISE_BUDGET = "1GB"
+
 #: Samples per session run of the accuracy stage: a 32-sample run of a 384x512 detector held 4 GB of
 #: activations; runs of 8 keep about a quarter of that and run as fast per sample.
 ACCURACY_RUN_SAMPLES = 8
@@ -610,7 +615,7 @@ def profile_stage(fr: FlowResult, *, iterations: int = 100, warmup: int = 10, la
 
 @captures_native_log
 def accuracy_stage(fr: FlowResult, *, layerwise: bool = True, layerwise_limit: int = 16, atol: float = 1e-3,
-                   rtol: float = 1e-3, layerwise_budget: int | str | None = None, progress: bool = True,
+                   rtol: float = 1e-3, layerwise_budget: int | str | None = LAYERWISE_BUDGET, progress: bool = True,
                    cancel: threading.Event | None = None) -> FlowResult:
     """Step 3: every built engine against the FP32 ONNX Runtime CPU reference over the data
     (``compare.compare_engines``), then the per-node error of each reduced-precision variant
@@ -701,7 +706,7 @@ def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend:
              *, data=None, labels=None, calib=None, shapes=None, iterations: int = 100, warmup: int = 10,
              layer_iterations: int = 20, blocks: int = 5, time_budget_s: float | None = None,
              latency_samples: int | None = None, accuracy_limit: int | None = None, layerwise: bool = True,
-             layerwise_limit: int = 16, layerwise_budget: int | str | None = None,
+             layerwise_limit: int = 16, layerwise_budget: int | str | None = LAYERWISE_BUDGET,
              out_dir: str | os.PathLike | None = None, cache=None, variant_cache=None, progress: bool = True, on_stage: Callable[[str, FlowResult], None] | None = None,
              cancel: threading.Event | None = None) -> FlowResult:
     """Run the whole flow on ``model``: :func:`build_stage` → :func:`profile_stage` → :func:`accuracy_stage`.
@@ -718,7 +723,7 @@ def run_flow(model, precisions: str | Iterable[str] = "fp32,fp16,int8", backend:
         accuracy_limit: use at most this many samples for accuracy; layerwise_limit: samples (default
             16, the per-node sample budget: every tensor of both graphs is compared) for the per-node
             error of each reduced-precision variant; layerwise_budget: bytes of compared tensors per
-            variant at most (fewer samples when over; None: no limit).
+            variant at most (default 1 GB; fewer samples when over; None: no limit).
         out_dir: also write each variant's ONNX (and engine) there (``build_variants``).
         cache / variant_cache: engine cache and variant cache (folders or cache objects): a second run on
             the same model, data and precisions reuses recipe outputs and serialized engines.

@@ -64,6 +64,10 @@ def run(args) -> int:
     options = BuildOptions(workspace_mb=args.workspace_mb, opt_level=args.opt_level, progress=not args.no_progress)
     freeze = parse_freeze(getattr(args, "freeze", None))
     if freeze:
+        if args.backend not in ("tensorrt", "tensorrt-rtx"):
+            from ..errors import UsageError
+            raise UsageError(f"--freeze applies to TensorRT backends (tensorrt, tensorrt-rtx), not {args.backend!r}: "
+                             "ONNX Runtime runs If nodes itself")
         options.extra["freeze"] = freeze
     from ..model import load
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ..errors import UsageError
-from .report import add_flow_arguments, exit_code, make_report
+from .report import REPORT_LAYERWISE_BUDGET, add_flow_arguments, exit_code, make_report
 
 NAME = "demo"
 HELP = "run the report on the bundled digits sample and print the summary"
@@ -29,7 +29,7 @@ def add_arguments(p) -> None:
     p.add_argument("--precision", default="fp32,fp16,int8", metavar="LIST", help="precisions (default: fp32,fp16,int8)")
     p.add_argument("--batch", type=int, default=DEMO_BATCH, metavar="N",
                    help=f"samples per run (latency is timed on the first batch; default {DEMO_BATCH})")
-    add_flow_arguments(p, iterations=200)
+    add_flow_arguments(p, iterations=200, layerwise_budget=REPORT_LAYERWISE_BUDGET)
 
 
 def demo_backends() -> list[str]:

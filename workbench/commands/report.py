@@ -121,7 +121,7 @@ def make_report(model, precisions, backends, *, data, labels, calib, shapes, out
                 layer_iterations, limit, progress, layerwise_limit: int = 64,
                 time_budget_s: float | None = None,
                 latency_samples: int | None = None, cache_dir="auto",
-                layerwise_budget: int | str | None = None) -> tuple[object, Path, Path, float]:
+                layerwise_budget: int | str | None = REPORT_LAYERWISE_BUDGET) -> tuple[object, Path, Path, float]:
     """Run the flow, save the records and write the report: (FlowResult, report path, records dir, seconds).
 
     ``cache_dir``: variant and engine cache folder ("auto": ``.workbench-cache/`` beside the report; None: no
