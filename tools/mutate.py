@@ -270,6 +270,18 @@ EXPLAINED.update({
        for i in (38, 40)},
     "workbench.model.x_graph_cycle__mutmut_8": "equivalent: no node output is named '' (outputs are filtered "
                                                "with `if o`), so neither '' nor 'XXXX' changes what waits",
+    "workbench.measure.repeat.x__bar__mutmut_9": "equivalent: leave=True is tqdm's default",
+    "workbench.measure.repeat.x__verdict__mutmut_8": "equivalent: |s - 1| is never exactly the float 0.03 (1 + "
+                                                     "fl(0.03) is not a double), so < and <= agree",
+    **{f"workbench.measure.repeat.x__verdict__mutmut_{i}": "equivalent: a speedup of exactly 1 returned "
+       "'within noise' two lines earlier" for i in (23, 31)},
+    **{f"workbench.measure.repeat.x_speed_verdicts__mutmut_{i}": "equivalent: the frame is built with "
+       "columns=cols, so a missing initial key is NaN and a misspelled one is dropped" for i in range(44, 50)},
+    **{f"workbench.measure.repeat.x_speed_verdicts__mutmut_{i}": "equivalent: the rows' keys are already in "
+       "cols order (rows is never empty here)" for i in (131, 133)},
+    "workbench.measure.repeat.x_speed_verdicts__mutmut_22": "equivalent: pandas reads orient case-insensitively",
+    "workbench.measure.repeat.x_speed_verdicts__mutmut_60": "equivalent: a p50 of 0 is already refused by the "
+                                                            "truthiness test before it",
     "workbench.data.x_resolve_shapes__mutmut_13": "equivalent: the batch axes are only read when batch is given",
     "workbench.data.x_static_batch__mutmut_12": "equivalent: min() of a one-element set is that element",
     "workbench.data.x_static_batch__mutmut_16": "not killed: needs two inputs whose fixed batch dims disagree; "
