@@ -270,6 +270,11 @@ EXPLAINED.update({
        for i in (38, 40)},
     "workbench.model.x_graph_cycle__mutmut_8": "equivalent: no node output is named '' (outputs are filtered "
                                                "with `if o`), so neither '' nor 'XXXX' changes what waits",
+    "workbench.data.x_resolve_shapes__mutmut_13": "equivalent: the batch axes are only read when batch is given",
+    "workbench.data.x_static_batch__mutmut_12": "equivalent: min() of a one-element set is that element",
+    "workbench.data.x_static_batch__mutmut_16": "not killed: needs two inputs whose fixed batch dims disagree; "
+                                                "the shape doctor gave such a model only one batch axis",
+    "workbench.data.xǁShapeMapǁparse__mutmut_4": "equivalent: '' then parses to an empty ShapeMap anyway",
     "workbench.model.xǁModelǁcheck_structure__mutmut_9": "equivalent: strict_mode=False is onnx's default",
     "workbench.model.xǁModelǁsave__mutmut_28": "not killed: the >= vs > boundary at exactly 2 GiB of protobuf needs a "
                                                "2 GiB model in memory; not a unit test",
