@@ -165,3 +165,51 @@ def test_cast_feeds_by_hand():
     assert D.cast_feeds({"x": same}, m)["x"] is same
     with pytest.raises(wb.errors.DataError, match="feeds lack input 'x' of m; they have \\['y'\\]"):
         D.cast_feeds({"y": a}, m)
+
+
+# ------------------------------------------------------------------------------------------ survivors of the first run
+@pytest.mark.parametrize("spec,msg", [("inp:1xq", "for 'inp'"), ("inp:2/1/3", "range for 'inp' dim 0"),
+                                      ("inp:1x2/1/1x2", "shapes for 'inp' have different ranks"),
+                                      (f"inp:{2**31}", "shape for 'inp': every dimension"),
+                                      ({"inp": "2/1/3"}, "range for 'inp'"),
+                                      ({"inp": [(2,), (1,), (3,)]}, "range for 'inp'")])
+def test_errors_name_the_input(spec, msg):
+    with pytest.raises(ShapeSpecError, match=msg):
+        ShapeMap.parse(spec)
+
+
+def test_spec_dims_of_one_and_explicit_empty_param():
+    assert D.input_specs(_model({"x": [1, 3]}))[0].shape == (1, 3)
+    vi = helper.make_tensor_value_info("u", TensorProto.FLOAT, [2])
+    vi.type.tensor_type.shape.dim.add().dim_param = ""
+    assert D._spec_of(vi).shape == (2, None)
+
+
+def test_take_and_feeds_batch_details():
+    a = np.arange(36).reshape(3, 3, 4)
+    assert D._take(a, 0, 1, 2).shape == (1, 3, 4) and D._take(a, 2, 0, 1).shape == (3, 3, 1)
+    assert D.feeds_batch({"x": np.zeros(5)}) == 5  # a 1-D input is batched along axis 0
+    m = _model({"x": ["N", 3]})
+    assert D.feeds_batch({"x": np.zeros((6, 3))}, m) == 6
+    b = [{"x": np.zeros((3, 1))}, {"x": np.zeros((3, 1))}]
+    head = D.head_batches(b, 4)
+    assert head[0] is b[0] and head[1] is b[1]
+
+
+def test_feeds_batch_follows_the_models_batch_axis():
+    m = _model({"state": [2, "N", 16]})  # a recurrent state: the symbolic dim 1 is the batch
+    assert D.model_batch_axes(m) == {"state": 1}
+    feeds = {"state": np.zeros((2, 7, 16), np.float32)}
+    assert D.feeds_batch(feeds, m) == 7 and D.feeds_batch(feeds) == 2  # without the model: axis 0
+
+
+def test_resolve_shapes_batch_axis_override_and_warning_location():
+    m = _model({"x": ["N", 3, "H"]})
+    with pytest.warns(UserWarning) as rec:
+        got = D.resolve_shapes(m, batch=4, batch_axis={"x": 2})
+    assert got == {"x": (1, 3, 4)}
+    assert rec[0].filename == __file__  # the warning points at the caller, not at data.py
+
+
+def test_static_batch_honours_batch_axis():
+    assert D.static_batch(_model({"x": [4, 3]}), batch_axis={"x": 1}) == 3

@@ -369,3 +369,33 @@ def test_accumulator_relative_error_uses_eps_for_zero_reference():
     b = ErrorAccumulator()
     b.update([0.0, 1.0, np.nan], [1e-6, 1.0, 0.0])  # the general path agrees
     assert b.result()["max_rel"] == pytest.approx(1e-6 / 1e-12)
+
+
+def test_cosine_is_clipped_to_its_range():
+    assert M._cosine(2.0, 1.0, 1.0) == 1.0 and M._cosine(-2.0, 1.0, 1.0) == -1.0  # rounding can overshoot
+
+
+def test_single_element_accumulator():
+    a = ErrorAccumulator()
+    a.update([2.0], [2.5])
+    res = a.result()
+    assert res["mean_abs"] == 0.5 and res["rmse"] == 0.5 and res["max_abs"] == 0.5
+    assert res["err_p99"] == pytest.approx(0.5, rel=0.024) and res["err_p99"] > 0
+
+
+def test_histogram_top_bins_are_not_capped_early():
+    h = np.zeros(M._H_BINS + 2, np.int64)
+    M._hist_add(h, np.array([9.6e11]))  # second-to-last bin below 1e12
+    q = M._hist_quantile(h, 0.5)
+    assert 9.6e11 <= q < 1e12
+
+
+def test_top1_drop_limit_includes_its_tolerance():
+    tol = Tolerance("t", 0.9, 10.0, 1.0)
+    assert verdict(tol, cosine=0.99, snr_db=20.0, top1_drop=1.0 + 1e-9).passed
+
+
+def test_accumulator_inf_in_x_fails_the_verdict():
+    a = ErrorAccumulator(tolerance=Tolerance("t", 0.0, -100.0))
+    a.update([1.0, 2.0], [1.0, np.inf])
+    assert a.verdict().passed is False and a.verdict().failed == ("0 NaN / 1 Inf in the output",)

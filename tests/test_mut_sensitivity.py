@@ -135,9 +135,9 @@ def test_greedy_reranks_on_each_new_variant_and_stops_when_met(monkeypatch):
     assert built == [["A"], ["A", "C"]]
     assert seen == [("low", set()), ("var1", {"A"})]
     assert res[0] == ["A", "C"] and res[1] == "var2" and res[3] == 0.99
-    assert [s["step"] for s in steps] == [1, 2] and [s["added"] for s in steps] == [["A"], ["C"]]
+    assert [s["step"] for s in steps] == [1, 2] and [s["added_onnx_nodes"] for s in steps] == [["A"], ["C"]]
     assert [s["n_kept"] for s in steps] == [1, 2] and [s["met"] for s in steps] == [False, True]
-    assert steps[1]["kept"] == ["A", "C"] and steps[0]["value"] == 0.5 and steps[0]["metric"] == "cosine"
+    assert steps[1]["kept_onnx_nodes"] == ["A", "C"] and steps[0]["value"] == 0.5 and steps[0]["metric"] == "cosine"
     assert bar.n == 2
 
 
@@ -171,7 +171,7 @@ def test_bisect_finds_the_smallest_prefix(monkeypatch):
     assert built[0] == ["n1", "n2", "n3", "n4", "n5"]  # first: can everything kept meet it?
     assert [len(b) for b in built] == [5, 2, 3]      # then bisect: 0 fails, 5 meets -> 2 fails -> 3 meets
     assert [s["step"] for s in steps] == [0, 1, 2, 3] and [s["n_kept"] for s in steps[1:]] == [5, 2, 3]
-    assert [s["met"] for s in steps[1:]] == [True, False, True] and steps[2]["added"] == []
+    assert [s["met"] for s in steps[1:]] == [True, False, True] and steps[2]["added_onnx_nodes"] == []
     assert bar.n == 3
 
 

@@ -79,8 +79,10 @@ def test_rerun_reuses_every_cell(models, local):
     assert time.perf_counter() - t0 < first.wall_s
 
 
-def test_other_settings_are_other_cells(models, local):
-    out, _ = local
+def test_other_settings_are_other_cells(models, local, tmp_path):
+    # a copy of the shared sweep folder: sweeping into `local` itself rewrote its sweep.json with one cell,
+    # so test_local_sweep_rows_files_and_speedup failed whenever it ran after this test (random order)
+    out = shutil.copytree(local[0], tmp_path / "local")
     res = wb.sweep([models / "digits_cnn.onnx"], "fp32", "onnxruntime", out_dir=out, iterations=6, warmup=1,
                    progress=False)
     assert (res.reused, res.ran) == (0, 1)   # iterations are part of the key

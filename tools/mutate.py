@@ -243,6 +243,20 @@ EXPLAINED.update({
     **{_M + f"xǁErrorAccumulatorǁ_update_finite__mutmut_{i}": "equivalent: einsum subscripts are case-sensitive "
        "labels; 'I,I->' is the same contraction as 'i,i->'" for i in (10, 19, 28)},
     **{_M + f"xǁErrorAccumulatorǁ_update_finite__mutmut_{i}": _OUT for i in (51, 53, 66, 68)},
+    _M + "x__hist_add__mutmut_1": "equivalent: log10 never sees 0 (np.maximum(ad, 1e-300)), so the errstate is moot",
+    **{_M + f"x__hist_add__mutmut_{i}": "equivalent: idx + 1 lies in 0.._H_BINS + 1, so bincount's length and the "
+       "slice both stay _H_BINS + 2" for i in (33, 37)},
+    _M + "x__hist_quantile__mutmut_12": "equivalent: side='left' is searchsorted's default",
+    **{_M + f"xǁErrorAccumulatorǁ_hist__mutmut_{i}": "equivalent: a float64 histogram counts the same integers"
+       for i in (5, 7)},
+    **{_M + f"xǁErrorAccumulatorǁresult__mutmut_{i}": "equivalent: this empty histogram is only read when nothing "
+       "was added (total 0 -> 0.0 whatever its dtype or length)" for i in (24, 26, 27, 28)},
+    **{_M + f"xǁErrorAccumulatorǁupdate__mutmut_{i}": "equivalent: numpy reads any negative reshape size as 'infer'"
+       for i in (8, 12)},
+    **{_M + f"xǁErrorAccumulatorǁupdate__mutmut_{i}": _FLOAT64 for i in (21, 24)},
+    **{_M + f"xǁErrorAccumulatorǁupdate__mutmut_{i}": _OUT for i in (29, 32)},
+    **{_M + f"x_topk_agreement__mutmut_{i}": "equivalent: numpy reads any negative reshape size as 'infer'"
+       for i in (14, 25)},
     _M + "x_tolerance_for__mutmut_9": "equivalent: 'xxxx' is not a precision either; both give GENERIC_TOLERANCE",
     _M + "x_nan_count__mutmut_9": "equivalent: 'f' and 'c' are still in 'XXfcXX' and no dtype kind is 'X'",
     _M + "x_inf_count__mutmut_9": "equivalent: 'f' and 'c' are still in 'XXfcXX' and no dtype kind is 'X'",
@@ -256,6 +270,23 @@ EXPLAINED.update({
        for i in (38, 40)},
     "workbench.model.x_graph_cycle__mutmut_8": "equivalent: no node output is named '' (outputs are filtered "
                                                "with `if o`), so neither '' nor 'XXXX' changes what waits",
+    "workbench.measure.repeat.x__bar__mutmut_9": "equivalent: leave=True is tqdm's default",
+    "workbench.measure.repeat.x__verdict__mutmut_8": "equivalent: |s - 1| is never exactly the float 0.03 (1 + "
+                                                     "fl(0.03) is not a double), so < and <= agree",
+    **{f"workbench.measure.repeat.x__verdict__mutmut_{i}": "equivalent: a speedup of exactly 1 returned "
+       "'within noise' two lines earlier" for i in (23, 31)},
+    **{f"workbench.measure.repeat.x_speed_verdicts__mutmut_{i}": "equivalent: the frame is built with "
+       "columns=cols, so a missing initial key is NaN and a misspelled one is dropped" for i in range(44, 50)},
+    **{f"workbench.measure.repeat.x_speed_verdicts__mutmut_{i}": "equivalent: the rows' keys are already in "
+       "cols order (rows is never empty here)" for i in (131, 133)},
+    "workbench.measure.repeat.x_speed_verdicts__mutmut_22": "equivalent: pandas reads orient case-insensitively",
+    "workbench.measure.repeat.x_speed_verdicts__mutmut_60": "equivalent: a p50 of 0 is already refused by the "
+                                                            "truthiness test before it",
+    "workbench.data.x_resolve_shapes__mutmut_13": "equivalent: the batch axes are only read when batch is given",
+    "workbench.data.x_static_batch__mutmut_12": "equivalent: min() of a one-element set is that element",
+    "workbench.data.x_static_batch__mutmut_16": "not killed: needs two inputs whose fixed batch dims disagree; "
+                                                "the shape doctor gave such a model only one batch axis",
+    "workbench.data.xǁShapeMapǁparse__mutmut_4": "equivalent: '' then parses to an empty ShapeMap anyway",
     "workbench.model.xǁModelǁcheck_structure__mutmut_9": "equivalent: strict_mode=False is onnx's default",
     "workbench.model.xǁModelǁsave__mutmut_28": "not killed: the >= vs > boundary at exactly 2 GiB of protobuf needs a "
                                                "2 GiB model in memory; not a unit test",
