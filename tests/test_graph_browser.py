@@ -372,13 +372,14 @@ def jupyter(request, tmp_path):
 
 def run_cell(page, k: int, attempts: int = 4) -> None:
     """Run notebook cell k with Shift+Enter; retry while its prompt stays empty (a run sent while
-    the kernel connection is still being set up is dropped by JupyterLab)."""
+    the kernel connection is still being set up is dropped by JupyterLab) or while the editor cannot be
+    clicked (on a loaded machine Notebook 7 kept re-laying out the cell for over 30 s)."""
     prompt = page.locator(".jp-Cell").nth(k).locator(".jp-InputPrompt")
     before = prompt.inner_text()
     for _ in range(attempts):
-        page.locator(".jp-Cell").nth(k).locator(".jp-InputArea-editor").click()
-        page.keyboard.press("Shift+Enter")
         try:
+            page.locator(".jp-Cell").nth(k).locator(".jp-InputArea-editor").click(timeout=15_000)
+            page.keyboard.press("Shift+Enter")
             page.wait_for_function("([k, b]) => { const p = document.querySelectorAll('.jp-Cell')[k]"
                                    ".querySelector('.jp-InputPrompt').innerText; return p !== b && !/\\[ \\]/.test(p); }",
                                    arg=[k, before], timeout=15_000)

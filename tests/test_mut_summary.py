@@ -304,3 +304,45 @@ def test_measure_blocks_progress_bar_counts_blocks(monkeypatch):
         assert real.total == 4 and real.desc == "latency blocks" and real.unit == "block" and real.leave is True
     finally:
         real.close()
+
+
+# ------------------------------------------------------------------------------------------ survivors of the first run
+def test_two_blocks_already_have_a_range():
+    assert repeat._verdict(1.5, 0.9, 2.0, 2) == "within noise"
+
+
+def test_blocks_on_one_side_only_collapse_the_range():
+    lat = pd.DataFrame([{"variant": "f", "backend": "ort", "precision": "fp32", "p50_ms": 6.0},
+                        {"variant": "h", "backend": "ort", "precision": "fp16", "p50_ms": 2.0, "block_p50_ms": [2.0, 2.1]}])
+    h = speed_verdicts(lat).iloc[1]
+    assert (h["speedup"], h["speedup_lo"], h["speedup_hi"]) == (3.0, 3.0, 3.0)
+
+
+def test_measure_blocks_defaults_and_batch(monkeypatch):
+    seen = []
+    real = repeat._bar
+    monkeypatch.setattr(repeat, "_bar", lambda total, enabled: seen.append(enabled) or real(total, enabled))
+    log = []
+    res = measure_blocks([(_Eng("A", log), {"x": np.zeros((3, 2), np.float32)})])
+    per = math.ceil(100 / 5)
+    assert len(log) == (10 + per) + 4 * (2 + per) and seen == [False]
+    r = res[0][0]
+    assert r.requested_iterations == 5 * per and len(res[0][1]) == 5
+    assert r.stats["batch"] == 3 and r.stats["throughput"] == pytest.approx(3 * 1000 / np.mean(r.times_ms))
+
+
+def test_summary_edges_found_by_mutation():
+    assert list(FlowResult.empty("m", "h").summary().columns) == SUMMARY_COLUMNS  # no builds: still the columns
+    fr = _flow()
+    fr.errors = [{"variant": "m_fp16", "backend": "trt", "error": "XLA said X"}]
+    s = fr.summary().set_index(["variant", "backend"])
+    assert s.loc[("m_fp16", "trt"), "reason"] == "XLA said X"  # only '; ' is stripped from the ends
+    fr.errors = [{"variant": "m_fp16", "backend": "trt", "error": "e" * 121}]
+    line = [ln for ln in fr.summary_text().splitlines() if ln.startswith("m_fp16") and " trt " in ln][0]
+    assert line.endswith("ok (" + "e" * 117 + "...)")  # over 120 characters: cut
+    none = _flow()
+    none.accuracy = pd.DataFrame()
+    text = none.summary_text()  # no accuracy at all: top-1 and cosine show as '-'
+    fp16 = [ln for ln in text.splitlines() if ln.startswith("m_fp16") and " ort " in ln][0]
+    assert fp16 == (f"{'m_fp16':<28} {'ort':<13} {'4.0000':>9} {'2.50x':>8} {'-':>7} {'-':>9} "
+                    f"{'2.00-2.50':>11}  {'faster':<12}  ok")
