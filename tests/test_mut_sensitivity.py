@@ -32,7 +32,7 @@ class _Bar:
 @pytest.mark.parametrize("spec,want", [
     ("cosine>=0.999", ("cosine", ">=", 0.999)), (" snr_db > 30 ", ("snr_db", ">", 30.0)),
     ("top1_drop<=0.5", ("top1_drop", "<=", 0.5)), ("max_abs<1e-3", ("max_abs", "<", 1e-3)),
-    ("rmse<=inf", ("rmse", "<=", math.inf)), ("snr_db>=-5", ("snr_db", ">=", -5.0)),
+    ("rmse<=inf", ("rmse", "<=", math.inf)), ("max_abs<1E-3", ("max_abs", "<", 1e-3)), ("snr_db>=-5", ("snr_db", ">=", -5.0)),
     (("top1", ">=", "0.9"), ("top1", ">=", 0.9)), ({"metric": "cosine", "value": 0.5}, ("cosine", ">=", 0.5)),
     ({"metric": "snr_db", "op": "<", "value": 9}, ("snr_db", "<", 9.0)),
 ])
@@ -260,20 +260,24 @@ def test_latency_keeps_the_median_round_per_role(monkeypatch):
     calls = []
 
     def fake_measure(engine, feeds, warmup, iterations):
+        assert feeds == {"x": "FEEDS"} and type(warmup) is int
         calls.append((engine, warmup, iterations))
         return L.LatencyResult(variant=engine, times_ms=[next(p50s)])
 
     monkeypatch.setattr(L, "measure_latency", fake_measure)
-    df = S._latency("E32", "ELOW", "EMIX", {"x": np.zeros(1)}, iterations=40)
+    df = S._latency("E32", "ELOW", "EMIX", {"x": "FEEDS"}, iterations=40)
     assert [c[0] for c in calls] == ["E32", "ELOW", "EMIX"] * 3  # interleaved rounds
     assert {c[1] for c in calls} == {4} and {c[2] for c in calls} == {40}  # warm-up max(3, 40 // 10)
     got = dict(zip(df["role"], df["p50_ms"]))
     assert got == {"fp32": 3.0, "low": 6.0, "mixed": 4.0}  # the median of each role's three p50s
-    assert df["rounds"].tolist() == [3, 3, 3] and df.columns[0] == "role"
+    assert df["rounds"].tolist() == [3, 3, 3] and df.columns[0] == "role" and df.index.tolist() == [0, 1, 2]
     calls.clear()
     p50s = iter([1.0] * 3)
-    S._latency("a", "b", "c", {}, iterations=10, rounds=1)
+    S._latency("a", "b", "c", {"x": "FEEDS"}, iterations=10, rounds=1)
     assert [c[1] for c in calls] == [3, 3, 3]  # warm-up at least 3
+    p50s = iter([5.0, 1.0, 4.0, 2.0, 3.0] * 3)
+    five = S._latency("a", "b", "c", {"x": "FEEDS"}, iterations=10, rounds=5)
+    assert five.loc[five.role == "fp32", "p50_ms"].iloc[0] == 3.0  # the median of five rounds
 
 
 # ------------------------------------------------------------------------------------------ argument checks

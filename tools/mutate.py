@@ -297,6 +297,11 @@ EXPLAINED.update({
     **{f"workbench.data.x_resolve_shapes__mutmut_{i}": "not killed: the warning's stacklevel (which frame it "
        "names) cannot be tested under mutmut, whose trampoline adds a frame between caller and function"
        for i in (55, 58)},
+    **{f"workbench.compare.sensitivity.x_lowered_nodes__mutmut_{i}": "equivalent: Q/DQ/Cast nodes are inserted "
+       "by the recipe, and the result keeps only the original graph's node names, so skipping them or not "
+       "changes nothing" for i in (24, 26, 27, 28, 29, 30, 31, 32, 33, 34)},
+    "workbench.compare.sensitivity.xǁMixedPrecisionResultǁto_json__mutmut_26": "equivalent: pandas reads orient "
+                                                                               "case-insensitively",
     "workbench.compare.sensitivity.xǁTargetǁvalue_of__mutmut_5": "equivalent: astype(None) is float64",
     **{f"workbench.compare.sensitivity.x_attribute_noise__mutmut_{i}": "equivalent: the groupby result is only "
        "looked up by node name, so its order does not matter" for i in (5, 7, 10)},
