@@ -309,3 +309,30 @@ def test_softmax_mask_found_four_steps_up_not_five():
     chain[-1] = helper.make_node("Softmax", ["m4"], ["y"], name="sm", axis=-1)
     df = F.fp16_safety(_model(chain, [mask]).SerializeToString())
     assert _row(df, "sm", "softmax").value == 1  # 5 up: beyond the look-up depth
+
+
+def test_norm_chain_stops_at_the_first_div_or_mul_after_the_root():
+    assert set(norm_variance_nodes(_norm_graph("pow", tail=("Add", "Sqrt", "Div", "Mul")))) == \
+        {"square", "var", "add0", "sqrt1", "div2"}
+    assert set(norm_variance_nodes(_norm_graph("pow", tail=("Add", "Sqrt", "Mul", "Mul")))) == \
+        {"square", "var", "add0", "sqrt1", "mul2"}
+    assert set(norm_variance_nodes(_norm_graph("pow", tail=("Add", "Sqrt", "Reciprocal", "Mul", "Mul")))) == \
+        {"square", "var", "add0", "sqrt1", "reciprocal2", "mul3"}
+
+
+def test_exponent_from_a_non_constant_node_is_not_a_square():
+    two = helper.make_tensor("v", TensorProto.FLOAT, [1], [2.0])
+    nodes = [helper.make_node("Shape", ["x"], ["s1"], name="shape"),
+             helper.make_node("Slice", ["s1", "st", "en"], ["s2"], name="slice"),
+             helper.make_node("ConstantOfShape", ["s2"], ["e"], name="cos", value=two),
+             helper.make_node("Pow", ["x", "e"], ["sq"], name="square"),
+             helper.make_node("ReduceMean", ["sq"], ["y"], name="var", axes=[-1])]
+    inits = [numpy_helper.from_array(np.array([0], np.int64), "st"), numpy_helper.from_array(np.array([1], np.int64), "en")]
+    assert norm_variance_nodes(_model(nodes, inits)) == {}  # only initializers and Constant nodes are constants
+
+
+def test_range_blocks_constant_node_with_tiny_values():
+    nodes = [helper.make_node("Constant", [], ["k"], name="const_k", value=_t([1e-9] * 4, "kv")),
+             helper.make_node("Mul", ["x", "k"], ["y"], name="mul_k")]
+    out = fp16_range_blocks(_model(nodes))
+    assert set(out) == {"const_k", "mul_k"} and out["const_k"].startswith("Constant 'k': 4/4 nonzero values")

@@ -302,6 +302,12 @@ EXPLAINED.update({
        "changes nothing" for i in (24, 26, 27, 28, 29, 30, 31, 32, 33, 34)},
     "workbench.compare.sensitivity.xǁMixedPrecisionResultǁto_json__mutmut_26": "equivalent: pandas reads orient "
                                                                                "case-insensitively",
+    **{f"workbench.precision.floating.x_norm_variance_nodes__mutmut_{i}": "equivalent: reshape(+1) / reshape(-2) "
+       "of a one-element array is that element" for i in (55, 56)},
+    "workbench.precision.floating.x_tensor_problem__mutmut_13": "equivalent: with no finite value the maximum "
+                                                                "(0.0 or 1.0) is below 65504 either way",
+    "workbench.precision.floating.x_fp16_range_blocks__mutmut_15": "equivalent in valid ONNX: a Constant's only "
+                                                                    "TENSOR attribute is 'value'",
     "workbench.compare.sensitivity.xǁTargetǁvalue_of__mutmut_5": "equivalent: astype(None) is float64",
     **{f"workbench.compare.sensitivity.x_attribute_noise__mutmut_{i}": "equivalent: the groupby result is only "
        "looked up by node name, so its order does not matter" for i in (5, 7, 10)},
