@@ -156,6 +156,7 @@ def _sync(t: Target, work: Path) -> None:
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "mutants"))
         elif src.exists():
             shutil.copy2(src, dst)
+    _undecorate(work / t.module)
     with open(work / "pyproject.toml", "a") as f:  # the scratch copy's config only
         f.write(_config(t))
     for test in t.tests:  # a selected test file not written yet: an empty stand-in in the scratch copy, so that
@@ -164,6 +165,25 @@ def _sync(t: Target, work: Path) -> None:
         path = work / test.split("::")[0]  # adding it later is a new test for mutmut, not a new selection
         if not path.exists():  # (which would discard every result)
             path.write_text("")
+
+
+def _undecorate(path: Path) -> None:
+    """mutmut 3 never mutates a decorated function. The entry points wrapped in ``@captures_native_log``
+    (measure_latency, layerwise, build_variants, ...) are therefore rewritten, in the scratch copy only, as
+    ``def f(...)`` plus ``f = captures_native_log(f)`` at the end of the module: the same wrapper at import
+    time, and mutmut sees the function."""
+    import re
+
+    if not path.exists():
+        return
+    text = path.read_text()
+    names = re.findall(r"^@captures_native_log\ndef (\w+)\(", text, flags=re.M)
+    if not names:
+        return
+    text = re.sub(r"^@captures_native_log\n(def \w+\()", r"\1", text, flags=re.M)
+    text += "\n\n# tools/mutate.py: the decorator, applied after definition so mutmut mutates the function\n"
+    text += "".join(f"{n} = captures_native_log({n})\n" for n in names)
+    path.write_text(text)
 
 
 def _results(t: Target, work: Path) -> dict[str, str]:
