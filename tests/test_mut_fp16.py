@@ -234,6 +234,14 @@ def test_safety_table_each_check_by_hand():
     ln = _row(df, "ln", "layernorm")
     assert (ln.value, ln.action) == (2, "keep fp32")
     assert ln.detail == "normalization computes a variance (x^2) that overflows fp16 above 256"
+    keep = "converted to fp16 (keep_nodes=[...] to keep fp32)"
+    for node, check, value, action in [("pow3", "pow", 3, keep), ("pow2", "pow", 3, keep), ("pow_var", "pow", 3, keep),
+                                       ("rsum", "reduce_sum", 1, "converted to fp16"), ("rl2", "reduce_sum", 3, keep),
+                                       ("rss", "reduce_sum", 3, keep), ("exp", "exp", 3, keep)]:
+        r = _row(df, node, check)
+        assert (r.value, r.action) == (value, action), node
+    sq = "a sum of squares: overflows fp16 once the sum passes 65504 (one element with |x| > 256 is enough)"
+    assert _row(df, "rl2", "reduce_sum").detail == sq and _row(df, "rss", "reduce_sum").detail == sq
     assert df.attrs["legend"] == {"3": "risk left in fp16", "2": "handled by the fp16 recipe", "1": "information"}
     overlay = F.fp16_safety_overlay(_model(nodes, inits, opset=17).SerializeToString())
     assert overlay["pow3"] == 3.0 and overlay["sm_plain"] == 1.0 and overlay["mul_big"] == 2.0
@@ -249,6 +257,7 @@ def test_safety_table_norm_nodes_are_handled_not_flagged():
     rows = df[df.check == "norm_variance"]
     assert set(rows.onnx_node) == {"square", "var", "add0", "sqrt1", "div2"}
     assert set(rows.value) == {2} and set(rows.action) == {"keep fp32"}
+    assert set(rows.detail) == {"variance path of a normalization (Pow -> ReduceMean -> ...)"}
     assert df[(df.onnx_node == "square") & (df.check == "pow")].empty  # the norm's Pow is not a "pow" risk
     assert df[(df.onnx_node == "var") & (df.check == "reduce_sum")].empty
     assert _row(df, "mean", "reduce_sum").value == 1  # the mean outside the variance path is information
@@ -280,3 +289,50 @@ def test_upstream_constants_depth():
     assert F._upstream_consts(g, g.node[2], depth=1) == {"b", "c2", "a", "c1"}
     assert F._upstream_consts(g, g.node[2], depth=2) == {"b", "c2", "a", "c1", "x", "c0"}
     assert F._upstream_consts(g, g.node[2], depth=0) == {"b", "c2"}
+
+
+def test_mask_like_boundary_and_integer_input():
+    assert F.mask_like(np.array([-65504.0 * 2])) is True
+    assert F.mask_like(np.array([np.nextafter(-65504.0, -np.inf)])) is True  # just past fp16's range
+    assert F.mask_like(np.array([-70000, 0], dtype=np.int64)) is True  # any numeric input is read as float64
+
+
+def test_softmax_mask_found_four_steps_up_not_five():
+    mask = _t([[0.0, -1e9, 0.0, -1e9]], "mask")
+    chain = [helper.make_node("Add", ["x", "mask"], ["m0"], name="apply")]
+    for i in range(3):
+        chain.append(helper.make_node("Identity", [f"m{i}"], [f"m{i + 1}"], name=f"id{i}"))
+    chain.append(helper.make_node("Softmax", ["m3"], ["y"], name="sm", axis=-1))
+    df = F.fp16_safety(_model(chain, [mask]).SerializeToString())
+    assert _row(df, "sm", "softmax").value == 2  # the mask is 4 tensors up: seen
+    chain.insert(-1, helper.make_node("Identity", ["m3"], ["m4"], name="id3"))
+    chain[-1] = helper.make_node("Softmax", ["m4"], ["y"], name="sm", axis=-1)
+    df = F.fp16_safety(_model(chain, [mask]).SerializeToString())
+    assert _row(df, "sm", "softmax").value == 1  # 5 up: beyond the look-up depth
+
+
+def test_norm_chain_stops_at_the_first_div_or_mul_after_the_root():
+    assert set(norm_variance_nodes(_norm_graph("pow", tail=("Add", "Sqrt", "Div", "Mul")))) == \
+        {"square", "var", "add0", "sqrt1", "div2"}
+    assert set(norm_variance_nodes(_norm_graph("pow", tail=("Add", "Sqrt", "Mul", "Mul")))) == \
+        {"square", "var", "add0", "sqrt1", "mul2"}
+    assert set(norm_variance_nodes(_norm_graph("pow", tail=("Add", "Sqrt", "Reciprocal", "Mul", "Mul")))) == \
+        {"square", "var", "add0", "sqrt1", "reciprocal2", "mul3"}
+
+
+def test_exponent_from_a_non_constant_node_is_not_a_square():
+    two = helper.make_tensor("v", TensorProto.FLOAT, [1], [2.0])
+    nodes = [helper.make_node("Shape", ["x"], ["s1"], name="shape"),
+             helper.make_node("Slice", ["s1", "st", "en"], ["s2"], name="slice"),
+             helper.make_node("ConstantOfShape", ["s2"], ["e"], name="cos", value=two),
+             helper.make_node("Pow", ["x", "e"], ["sq"], name="square"),
+             helper.make_node("ReduceMean", ["sq"], ["y"], name="var", axes=[-1])]
+    inits = [numpy_helper.from_array(np.array([0], np.int64), "st"), numpy_helper.from_array(np.array([1], np.int64), "en")]
+    assert norm_variance_nodes(_model(nodes, inits)) == {}  # only initializers and Constant nodes are constants
+
+
+def test_range_blocks_constant_node_with_tiny_values():
+    nodes = [helper.make_node("Constant", [], ["k"], name="const_k", value=_t([1e-9] * 4, "kv")),
+             helper.make_node("Mul", ["x", "k"], ["y"], name="mul_k")]
+    out = fp16_range_blocks(_model(nodes))
+    assert set(out) == {"const_k", "mul_k"} and out["const_k"].startswith("Constant 'k': 4/4 nonzero values")

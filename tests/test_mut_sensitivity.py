@@ -32,7 +32,7 @@ class _Bar:
 @pytest.mark.parametrize("spec,want", [
     ("cosine>=0.999", ("cosine", ">=", 0.999)), (" snr_db > 30 ", ("snr_db", ">", 30.0)),
     ("top1_drop<=0.5", ("top1_drop", "<=", 0.5)), ("max_abs<1e-3", ("max_abs", "<", 1e-3)),
-    ("rmse<=inf", ("rmse", "<=", math.inf)), ("snr_db>=-5", ("snr_db", ">=", -5.0)),
+    ("rmse<=inf", ("rmse", "<=", math.inf)), ("max_abs<1E-3", ("max_abs", "<", 1e-3)), ("snr_db>=-5", ("snr_db", ">=", -5.0)),
     (("top1", ">=", "0.9"), ("top1", ">=", 0.9)), ({"metric": "cosine", "value": 0.5}, ("cosine", ">=", 0.5)),
     ({"metric": "snr_db", "op": "<", "value": 9}, ("snr_db", "<", 9.0)),
 ])
@@ -260,20 +260,24 @@ def test_latency_keeps_the_median_round_per_role(monkeypatch):
     calls = []
 
     def fake_measure(engine, feeds, warmup, iterations):
+        assert feeds == {"x": "FEEDS"} and type(warmup) is int
         calls.append((engine, warmup, iterations))
         return L.LatencyResult(variant=engine, times_ms=[next(p50s)])
 
     monkeypatch.setattr(L, "measure_latency", fake_measure)
-    df = S._latency("E32", "ELOW", "EMIX", {"x": np.zeros(1)}, iterations=40)
+    df = S._latency("E32", "ELOW", "EMIX", {"x": "FEEDS"}, iterations=40)
     assert [c[0] for c in calls] == ["E32", "ELOW", "EMIX"] * 3  # interleaved rounds
     assert {c[1] for c in calls} == {4} and {c[2] for c in calls} == {40}  # warm-up max(3, 40 // 10)
     got = dict(zip(df["role"], df["p50_ms"]))
     assert got == {"fp32": 3.0, "low": 6.0, "mixed": 4.0}  # the median of each role's three p50s
-    assert df["rounds"].tolist() == [3, 3, 3] and df.columns[0] == "role"
+    assert df["rounds"].tolist() == [3, 3, 3] and df.columns[0] == "role" and df.index.tolist() == [0, 1, 2]
     calls.clear()
     p50s = iter([1.0] * 3)
-    S._latency("a", "b", "c", {}, iterations=10, rounds=1)
+    S._latency("a", "b", "c", {"x": "FEEDS"}, iterations=10, rounds=1)
     assert [c[1] for c in calls] == [3, 3, 3]  # warm-up at least 3
+    p50s = iter([5.0, 1.0, 4.0, 2.0, 3.0] * 3)
+    five = S._latency("a", "b", "c", {"x": "FEEDS"}, iterations=10, rounds=5)
+    assert five.loc[five.role == "fp32", "p50_ms"].iloc[0] == 3.0  # the median of five rounds
 
 
 # ------------------------------------------------------------------------------------------ argument checks
@@ -300,3 +304,66 @@ def test_lowered_nodes_int8_and_fp16(tmp_path):
     low16 = S.lowered_nodes(model, f16)
     assert low16 and set(low16) <= {"c1", "r1", "c2", "r2", "add"} and "c1" in low16
     assert low16 == [n for n in ["c1", "r1", "c2", "r2", "add"] if n in low16]  # topological order
+
+
+# ------------------------------------------------------------------------------------------ survivors of the first run
+def test_search_passes_its_inputs_to_the_ranking(monkeypatch):
+    calls = []
+
+    def fake_rank(model, var, batches, candidates, exclude, progress):
+        calls.append((model, var, batches, list(candidates), set(exclude), progress))
+        return [(n, 1.0) for n in candidates if n not in exclude]
+
+    monkeypatch.setattr(S, "_rank", fake_rank)
+    build, evaluate, _ = _planted({})
+    batches = [{"x": 1}]
+    res = S._greedy("M", Target("cosine", ">=", 0.9), "low", ["A", "B"], batches, build, evaluate, [], 5, 1,
+                    _Bar(), False)
+    assert calls[0] == ("M", "low", batches, ["A", "B"], set(), False)
+    assert calls[1] == ("M", "var1", batches, ["A", "B"], {"A"}, False)
+    assert res[0] == ["A", "B"]  # candidates ran out: the last try is still returned
+    calls.clear()
+    steps = [{"step": 0}]
+    S._bisect("M", Target("cosine", ">=", 0.9), "low", ["A", "B"], batches, build, evaluate, steps, 5, _Bar(), False)
+    assert calls == [("M", "low", batches, ["A", "B"], set(), False)]
+    assert steps[1] == {"step": 1, "kept_onnx_nodes": ["A", "B"], "n_kept": 2, "added_onnx_nodes": [],
+                        "metric": "cosine", "value": 0.0, "met": False}
+
+
+def test_bisect_narrows_a_gap_of_two():
+    order = [(f"n{i}", float(10 - i)) for i in range(5)]
+    S_rank = S._rank
+    try:
+        S._rank = lambda *a: order
+        met = {frozenset(n for n, _ in order[:k]): 1.0 for k in (4, 5)}
+        build, evaluate, built = _planted(met)
+        res = S._bisect("m", Target("cosine", ">=", 0.9), "low", [n for n, _ in order], [], build, evaluate,
+                        [{"step": 0}], 8, _Bar(), False)
+    finally:
+        S._rank = S_rank
+    assert len(res[0]) == 4 and [len(b) for b in built] == [5, 2, 3, 4]
+
+
+def test_rank_passes_model_variant_data_and_candidates(monkeypatch):
+    seen = {}
+
+    def fake_layerwise(model, variant, data, progress, limit):
+        seen["lw"] = (model, variant, data, progress, limit)
+        return "FRAME"
+
+    def fake_attr(model, df, cands):
+        seen["attr"] = (model, df, list(cands))
+        return {c: 1.0 for c in cands}
+
+    monkeypatch.setattr(S, "layerwise", fake_layerwise)
+    monkeypatch.setattr(S, "attribute_noise", fake_attr)
+    S._rank("M", "V", ["b"], ["a", "c"], set(), True)
+    assert seen == {"lw": ("M", "V", ["b"], True, None), "attr": ("M", "FRAME", ["a", "c"])}
+
+
+def test_value_of_top1_reads_the_first_row():
+    rows = [("v", "a", "top1", 0.9), ("v", "b", "top1", 0.95), ("v", "a", "top1_agreement", 0.7),
+            ("v", "b", "top1_agreement", 0.8)]
+    cmp = _Cmp(rows)
+    assert Target("top1", ">=", 0).value_of(cmp, "v") == 0.9
+    assert Target("top1_agreement", ">=", 0).value_of(cmp, "v") == 0.7

@@ -329,3 +329,20 @@ def test_measure_blocks_defaults_and_batch(monkeypatch):
     r = res[0][0]
     assert r.requested_iterations == 5 * per and len(res[0][1]) == 5
     assert r.stats["batch"] == 3 and r.stats["throughput"] == pytest.approx(3 * 1000 / np.mean(r.times_ms))
+
+
+def test_summary_edges_found_by_mutation():
+    assert list(FlowResult.empty("m", "h").summary().columns) == SUMMARY_COLUMNS  # no builds: still the columns
+    fr = _flow()
+    fr.errors = [{"variant": "m_fp16", "backend": "trt", "error": "XLA said X"}]
+    s = fr.summary().set_index(["variant", "backend"])
+    assert s.loc[("m_fp16", "trt"), "reason"] == "XLA said X"  # only '; ' is stripped from the ends
+    fr.errors = [{"variant": "m_fp16", "backend": "trt", "error": "e" * 121}]
+    line = [ln for ln in fr.summary_text().splitlines() if ln.startswith("m_fp16") and " trt " in ln][0]
+    assert line.endswith("ok (" + "e" * 117 + "...)")  # over 120 characters: cut
+    none = _flow()
+    none.accuracy = pd.DataFrame()
+    text = none.summary_text()  # no accuracy at all: top-1 and cosine show as '-'
+    fp16 = [ln for ln in text.splitlines() if ln.startswith("m_fp16") and " ort " in ln][0]
+    assert fp16 == (f"{'m_fp16':<28} {'ort':<13} {'4.0000':>9} {'2.50x':>8} {'-':>7} {'-':>9} "
+                    f"{'2.00-2.50':>11}  {'faster':<12}  ok")

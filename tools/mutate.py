@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fnmatch
 import json
 import os
 import shutil
@@ -96,8 +97,7 @@ PLAN: dict[str, Target] = {
                     "*.x_output_specs*", "*.x_resolve_shapes*", "*.x_samples_in*", "*.x__take*", "*.x_static_batch*",
                     "*.x_default_batch*", "*.x_feeds_batch*", "*.x_head_batches*", "*.x_cast_feeds*"],
                    "shapes syntax, input specs, shape resolution, batch helpers; not the .npz reader"),
-    "builds": Target("workbench/builds.py", ["tests/test_builds_fallback.py", "tests/test_cache.py",
-                                             "tests/test_mut_builds.py"]),
+    "builds": Target("workbench/builds.py", ["tests/test_builds_fallback.py", "tests/test_mut_builds.py"]),
     "layerwise": Target("workbench/compare/layerwise.py",
                         ["tests/test_mut_layerwise.py", "tests/test_layerwise.py::test_bad_metric_and_missing_threshold"],
                         ["*.x_layerwise__mutmut*", "*.x__is_diverged*", "*.x__resolve_threshold*"],
@@ -184,7 +184,8 @@ def _covered_functions(work: Path) -> set[str]:
     return {k for k, v in json.loads(p.read_text()).get("tests_by_mangled_function_name", {}).items() if v}
 
 
-def run(name: str, t: Target, *, max_children: int, wall_factor: float, rerun: bool, fresh: bool) -> dict:
+def run(name: str, t: Target, *, max_children: int, wall_factor: float, rerun: bool, fresh: bool,
+        skip: tuple[str, ...] = ()) -> dict:
     work = WORK / name
     if fresh and work.exists():
         shutil.rmtree(work)
@@ -193,7 +194,8 @@ def run(name: str, t: Target, *, max_children: int, wall_factor: float, rerun: b
     if rerun:  # re-test what is not detected yet, where some test now covers the function
         covered = _covered_functions(work)
         names = [k for k, s in _results(t, work).items()
-                 if s in ("survived", "no tests", "suspicious", "not checked") and k.rsplit("__mutmut_", 1)[0] in covered]
+                 if s in ("survived", "no tests", "suspicious", "not checked") and k.rsplit("__mutmut_", 1)[0] in covered
+                 and not any(fnmatch.fnmatch(k, g) for g in skip)]
         if not names:
             print(f"{name}: nothing to re-run")
     cmd = [sys.executable, "-c", _ENTRY, str(wall_factor), "run", "--max-children", str(max_children), *names]
@@ -282,6 +284,40 @@ EXPLAINED.update({
     "workbench.measure.repeat.x_speed_verdicts__mutmut_22": "equivalent: pandas reads orient case-insensitively",
     "workbench.measure.repeat.x_speed_verdicts__mutmut_60": "equivalent: a p50 of 0 is already refused by the "
                                                             "truthiness test before it",
+    **{f"workbench.flow.xǁFlowResultǁsummary__mutmut_{i}": "equivalent: the frame is built with "
+       "columns=SUMMARY_COLUMNS, so a missing initial key is NaN and a misspelled one is dropped"
+       for i in (31, 32, 33, 34, 35, 36, 37, 38, 47, 48)},
+    "workbench.flow.xǁFlowResultǁsummary__mutmut_70": "equivalent: speed_verdicts gives a row for every latency "
+                                                      "row, so v is never empty where sel is not",
+    **{f"workbench.flow.xǁFlowResultǁ{fn}__mutmut_{i}": "equivalent: pandas reads orient case-insensitively"
+       for fn, i in (("summary", 8), ("summary_text", 24))},
+    **{f"workbench.flow.xǁFlowResultǁsummary_text__mutmut_{i}": "equivalent: 'F' differs from 'f' only for "
+       "inf/nan, which never reach this format (f() shows NaN as '-', speedups need p50 > 0)"
+       for i in (75, 106, 116, 126)},
+    **{f"workbench.data.x_resolve_shapes__mutmut_{i}": "not killed: the warning's stacklevel (which frame it "
+       "names) cannot be tested under mutmut, whose trampoline adds a frame between caller and function"
+       for i in (55, 58)},
+    **{f"workbench.compare.sensitivity.x_lowered_nodes__mutmut_{i}": "equivalent: Q/DQ/Cast nodes are inserted "
+       "by the recipe, and the result keeps only the original graph's node names, so skipping them or not "
+       "changes nothing" for i in (24, 26, 27, 28, 29, 30, 31, 32, 33, 34)},
+    "workbench.compare.sensitivity.xǁMixedPrecisionResultǁto_json__mutmut_26": "equivalent: pandas reads orient "
+                                                                               "case-insensitively",
+    **{f"workbench.precision.floating.x_norm_variance_nodes__mutmut_{i}": "equivalent: reshape(+1) / reshape(-2) "
+       "of a one-element array is that element" for i in (55, 56)},
+    "workbench.precision.floating.x_tensor_problem__mutmut_13": "equivalent: with no finite value the maximum "
+                                                                "(0.0 or 1.0) is below 65504 either way",
+    "workbench.precision.floating.x_fp16_range_blocks__mutmut_15": "equivalent in valid ONNX: a Constant's only "
+                                                                    "TENSOR attribute is 'value'",
+    "workbench.compare.sensitivity.xǁTargetǁvalue_of__mutmut_5": "equivalent: astype(None) is float64",
+    **{f"workbench.compare.sensitivity.x_attribute_noise__mutmut_{i}": "equivalent: the groupby result is only "
+       "looked up by node name, so its order does not matter" for i in (5, 7, 10)},
+    "workbench.compare.sensitivity.x_attribute_noise__mutmut_39": "equivalent: owner.get(None) is None",
+    "workbench.model.xǁModelǁcheck_structure__mutmut_8": "equivalent: check_type=False is onnx's default",
+    **{f"workbench.model.xǁModelǁ{fn}__mutmut_{i}": "not re-run: tests/test_mut_model.py targets it, but the "
+       "rerun had to leave save/check_output_path/path_for_runtime out (--skip): mutmut's clean run of "
+       "tests/test_model.py::test_source_with_external_data_unchanged fails inside its mutants/ copy only"
+       for fn, nums in (("save", (8, 10, 11, 12, 14, 16, 18, 19, 38, 39, 40, 41, 42, 43)),
+                        ("check_output_path", (1, 2, 7, 8, 9)), ("path_for_runtime", (5,))) for i in nums},
     "workbench.data.x_resolve_shapes__mutmut_13": "equivalent: the batch axes are only read when batch is given",
     "workbench.data.x_static_batch__mutmut_12": "equivalent: min() of a one-element set is that element",
     "workbench.data.x_static_batch__mutmut_16": "not killed: needs two inputs whose fixed batch dims disagree; "
@@ -294,6 +330,15 @@ EXPLAINED.update({
        "NaN/Inf, where allclose() is always False, and None/a NaN operand is False too" for i in (7, 8, 9)},
 })
 
+#: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
+NOT_MEASURED: dict[str, str] = {
+    "builds": "no score: in mutmut's fork-server runs about half of builds.py's mutants \"survived\" that fail "
+              "tests/test_mut_builds.py when activated by hand (MUTANT_UNDER_TEST=...x__make_variant__mutmut_1 "
+              "pytest ... fails; `mutmut run` of that one mutant kills it); not resolved in the session",
+    "precision-base": "not run in the session's time",
+    "layers": "not run in the session's time",
+}
+
 DOC = ROOT / "docs" / "testing.md"
 _BEGIN, _END = "<!-- mutation-table: written by tools/mutate.py -->", "<!-- /mutation-table -->"
 
@@ -305,9 +350,10 @@ def _table(results: dict) -> str:
     for name in [*PLAN, *[k for k in results if k not in PLAN]]:
         r = results.get(name)
         t = PLAN.get(name)
-        if r is None:
+        if r is None or name in NOT_MEASURED:
             what = f"`{t.module}`" + (f" ({t.note})" if t and t.note else "")
-            rows.append(f"| {name} | {what} | not measured | | | | | | | | |")
+            why = NOT_MEASURED.get(name, "not run in the session's time")
+            rows.append(f"| {name} | {what} | not measured: {why} | | | | | | | | |")
             continue
         what = f"`{r['module']}`" + (f" ({r['note']})" if r.get("note") else "")
         score = "—" if r["score"] is None else f"{100 * r['score']:.1f} %"
@@ -342,12 +388,15 @@ def main() -> None:
     ap.add_argument("--wall-factor", type=float, default=10.0, help="multiply mutmut's wall-clock deadline")
     ap.add_argument("--rerun", action="store_true", help="re-test survivors and untested mutants only")
     ap.add_argument("--fresh", action="store_true", help="forget earlier results of these targets")
+    ap.add_argument("--skip", action="append", default=[], help="with --rerun: leave mutants matching this glob")
     ap.add_argument("--no-write", action="store_true", help="print, do not update docs/mutation.json")
     ap.add_argument("--min-score", type=float, default=None, help="exit 1 if a target scores below this")
     a = ap.parse_args()
     plan = SAMPLE if a.sample else PLAN
     if a.table:  # re-apply EXPLAINED to the recorded survivors and rewrite the docs table
         results = _load()
+        for k in [k for k in results if k in NOT_MEASURED]:
+            del results[k]
         for r in results.values():
             r["explained"] = {k: v for k, v in {**r.get("explained", {}), **EXPLAINED}.items() if k in r["undetected"]}
             r["unexplained"] = [k for k in r["undetected"] if k not in r["explained"]]
@@ -368,10 +417,11 @@ def main() -> None:
         load = None
     low = []
     for n in a.targets or list(plan):
-        res = run(n, plan[n], max_children=a.max_children, wall_factor=a.wall_factor, rerun=a.rerun, fresh=a.fresh)
+        res = run(n, plan[n], max_children=a.max_children, wall_factor=a.wall_factor, rerun=a.rerun, fresh=a.fresh,
+                  skip=tuple(a.skip))
         res.update(date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), tool="mutmut 3.8.1",
                    command=" ".join(["python tools/mutate.py", *(["--sample"] if a.sample else []), n,
-                                     *(["--rerun"] if a.rerun else [])]),
+                                     *(["--rerun"] if a.rerun else []), *[f"--skip '{g}'" for g in a.skip]]),
                    load_at_start=None if load is None else round(load, 1), cores=os.cpu_count())
         print(f"{n}: score {res['score']}  killed {res['killed']}  timeout {res['timeout']}  survived "
               f"{res['survived']}  no tests {res['no tests']}  ({res['mutants']} mutants, {res['minutes']} min)"

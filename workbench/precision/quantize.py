@@ -14,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from ..edit.topo import toposort_model
@@ -410,6 +412,8 @@ class _QuantRecipe(Recipe):
             subgraphs = subgraph_summary(qin_proto, op_types)
             scope_reads = scope_producers(qin_proto)
             qin_names = {n.name for n in qin_proto.graph.node}
+            main_quantizable = {n.name for n in qin_proto.graph.node if n.op_type in op_types}
+            init_consumers = _initializer_consumers(qin_proto, op_types)
             del qin_proto
             out = tmpd / "quantized.onnx"
             calib_opts = {**CALIBRATOR_DEFAULTS.get(method_name, {}), **req.opts.get("calibrator_options", {})}
@@ -420,6 +424,16 @@ class _QuantRecipe(Recipe):
 
             def quantize_once(extra_keep: dict[str, str]) -> onnx.ModelProto:
                 exclude = list(dict.fromkeys(list(req.keep_nodes) + list(extra_keep)))
+                if not main_quantizable - set(exclude):
+                    # Nothing for ORT to quantize (every quantizable node is inside If/Loop/Scan bodies or kept):
+                    # its histogram calibrators (entropy/percentile/distribution, so fp8 always) would crash
+                    # with "Histogram has not been collected". The model goes on unquantized, and says so below.
+                    state["quantizer_skipped"] = "no quantizable node left in the main graph"
+                    q = onnx.load(str(qin))
+                    if toposort_model(q):
+                        state["resorted"] = True
+                    return q
+                state.pop("quantizer_skipped", None)
                 common = dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types, per_channel=per_channel,
                               reduce_range=False, activation_type=act_type, weight_type=w_type,
                               nodes_to_exclude=exclude or None, calibrate_method=method, extra_options=extra)
@@ -456,7 +470,7 @@ class _QuantRecipe(Recipe):
                 # into the Q range and gives its output name to the node before it, which the main graph never
                 # sees (its consumers read the DequantizeLinear) but a body reading the name would (unclipped).
                 for _ in range(4):
-                    q = quantize_bias_guarded({**extra_keep, **scope_keep})
+                    q = quantize_nan_guarded({**extra_keep, **scope_keep})
                     moved = scope_changes(scope_reads, q)
                     if not moved:
                         return q
@@ -464,6 +478,30 @@ class _QuantRecipe(Recipe):
                 raise WorkbenchError(f"the {self.precision} recipe changed tensors read inside subgraphs of "
                                      f"{model.name!r} even with {sorted(scope_keep)} kept float",
                                      hint="keep_op_types=['Relu','Clip'] or report the model")
+
+            nan_keep: dict[str, str] = {}
+
+            def quantize_nan_guarded(extra_keep: dict[str, str]) -> onnx.ModelProto:
+                # ORT refuses a quantized weight holding NaN ("Initializer 'W_quantized' has nan."): its fp8
+                # scale is std/std_e4m3 per channel, 0 for a constant (e.g. all-zero) channel, and 0/0 is NaN.
+                # Keep the node(s) reading that weight float, with the reason, and quantize again.
+                for _ in range(len(main_quantizable) + 1):
+                    try:
+                        return quantize_bias_guarded({**extra_keep, **nan_keep})
+                    except ValueError as e:
+                        m = _NAN_INIT.search(str(e))
+                        if not m:
+                            raise
+                        name = m.group(1)
+                        base = name[: -len("_quantized")] if name.endswith("_quantized") else name
+                        nodes = [n for n in init_consumers.get(base, ()) if n not in nan_keep and n not in extra_keep]
+                        if not nodes:
+                            raise
+                        why = _nan_reason(qin, base, self.precision)
+                        for n in nodes:
+                            nan_keep[n] = why
+                raise WorkbenchError(f"the {self.precision} recipe kept {sorted(nan_keep)} float for NaN weights "
+                                     f"and ONNX Runtime's quantizer still failed on {model.name!r}")
 
             def quantize_bias_guarded(extra_keep: dict[str, str]) -> onnx.ModelProto:
                 try:
@@ -491,7 +529,7 @@ class _QuantRecipe(Recipe):
             calib_opts = {"note": state["calib_opts_note"]}
         seconds = time.perf_counter() - t_start
         full_check(qproto, self.precision)
-        keep_all = list(req.keep_nodes) + list(log.kept) + list(scope_keep)
+        keep_all = list(req.keep_nodes) + list(log.kept) + list(scope_keep) + list(nan_keep)
         kept = _kept_nodes(qproto, set(op_placement) | set(req.keep_op_types), keep_all)
         float_ops = _float_op_summary(qproto)
         n_dq = sum(1 for n in qproto.graph.node if n.op_type == "DequantizeLinear")
@@ -518,7 +556,8 @@ class _QuantRecipe(Recipe):
             preprocess=pre, smoothquant=smooth, **facts,
             dequantize_nodes=n_dq, gemm_bias_flattened=flattened, sums_as_adds=summed, subgraphs=subgraphs, resorted_for_subgraphs=bool(state.get("resorted")),
             **({"bias_adjust_disabled": state["bias_adjust_disabled"]} if "bias_adjust_disabled" in state else {}), kept_high_precision=kept, validation_kept=log.kept,
-            kept_reasons={**{k: "keep_nodes" for k in req.keep_nodes}, **log.kept, **scope_keep}, scope_kept=scope_keep,
+            kept_reasons={**{k: "keep_nodes" for k in req.keep_nodes}, **log.kept, **scope_keep, **nan_keep},
+            scope_kept=scope_keep, nan_kept=nan_keep, quantizer_skipped=state.get("quantizer_skipped"),
             float_ops=float_ops,
             validation={"checks": ["onnx.checker(full_check=True)", "infer_shapes(strict_mode=True, check_type=True)"],
                         "passed": True, "rounds": log.rounds, "problems_repaired": log.problems},
@@ -526,6 +565,45 @@ class _QuantRecipe(Recipe):
         return Variant(model=model.derive(qproto, name=model.name), precision=self.precision, source_hash=model.hash,
                        recipe=recipe, backend_flags={"tf32": False},
                        name=variant_name(model, self.precision, req.mixed))
+
+
+_NAN_INIT = re.compile(r"Initializer '([^']+)' has nan")
+
+
+def _initializer_consumers(proto: onnx.ModelProto, op_types) -> dict[str, list[str]]:
+    """Main-graph initializer name → the quantizable nodes that read it."""
+    inits = {i.name for i in proto.graph.initializer}
+    out: dict[str, list[str]] = {}
+    for n in proto.graph.node:
+        if n.op_type in op_types:
+            for x in n.input:
+                if x in inits:
+                    out.setdefault(x, []).append(n.name)
+    return out
+
+
+def _nan_reason(model_path: Path, name: str, precision: str) -> str:
+    """Why the quantized weight ``name`` held NaN: its constant channels, when it has any."""
+    from onnx import numpy_helper
+
+    m = onnx.load(str(model_path))
+    init = next((i for i in m.graph.initializer if i.name == name), None)
+    detail = ""
+    if init is not None:
+        a = numpy_helper.to_array(init).astype(np.float64)
+        if a.ndim >= 2:
+            for axis in (0, a.ndim - 1):
+                flat = np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)
+                const = np.flatnonzero(flat.std(axis=1) == 0)
+                if const.size:
+                    zero = int((np.abs(flat[const]).max(axis=1) == 0).sum())
+                    detail = (f"; weight {name!r} {list(a.shape)} has {const.size} constant channel(s) along axis "
+                              f"{axis} ({zero} all zero), e.g. {const[:4].tolist()}")
+                    break
+        elif a.size and a.std() == 0:
+            detail = f"; weight {name!r} is constant"
+    return (f"ONNX Runtime's {precision} quantizer wrote NaN into this node's weight (its per-channel scale is the "
+            f"channel's std / std of E4M3, 0 for a constant channel, and 0/0 is NaN){detail}; kept float")
 
 
 def _float_op_summary(qproto: onnx.ModelProto) -> dict[str, int]:
