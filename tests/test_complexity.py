@@ -91,3 +91,30 @@ def test_the_count_catches_a_quadratic_pass(monkeypatch):
     monkeypatch.setattr(E, "cleanup", per_node_cleanup)
     g, a, b = _growth(_fold)
     assert g > LIMIT, (a, b)
+
+
+def test_structure_check_runs_once_per_model(monkeypatch):
+    """Every recipe calls Model.check_structure (shape inference + a cycle search over the whole graph):
+    a model that passed is not checked again (build_variants runs several recipes on one model), one
+    that failed fails every time, and a derived model is checked afresh."""
+    import workbench.model as M
+    from workbench.errors import ModelLoadError
+    from workbench.precision import make_variant
+
+    seen = []
+    real = M.graph_cycle
+    monkeypatch.setattr(M, "graph_cycle", lambda g, *a: seen.append(g) or real(g, *a))
+    m = wb.load(_reversed_chain(200))
+    for p in ("fp16", "bf16"):
+        make_variant(m, p, ort_check=False, progress=False)
+    m.check_structure()
+    assert len(seen) == 1
+    E.toposort(m).check_structure()  # a new Model: checked
+    assert len(seen) == 2
+
+    bad = _reversed_chain(200)
+    bad.graph.node[0].input.append(bad.graph.node[0].output[0])  # the node reads its own output: a cycle
+    b = wb.load(bad)
+    for _ in range(2):
+        with pytest.raises(ModelLoadError, match="dependency cycle"):
+            b.check_structure()
