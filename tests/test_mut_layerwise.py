@@ -66,3 +66,22 @@ def test_divergence_rule_on_the_planted_case():
     assert set(df["divergence_metric"]) == {"snr_db"} and set(df["divergence_threshold"]) == {30.0}
     strict = layerwise(model, variant, feeds={"x": x}, metric="snr_db", threshold=41.0, progress=False)
     assert strict.set_index("onnx_node").loc["n1", "first_divergent"]
+
+
+def test_divergence_rule_by_hand():
+    from workbench.compare.layerwise import _is_diverged, _resolve_threshold
+    from workbench.errors import UsageError
+
+    ok = {"nan_count": 0, "inf_count": 0}
+    assert not _is_diverged({**ok, "cosine": 0.999}, "cosine", 0.999, True)       # equal: not below
+    assert _is_diverged({**ok, "cosine": 0.998}, "cosine", 0.999, True)
+    assert _is_diverged({**ok, "max_abs": 5.0}, "max_abs", 1.0, False)            # lower is better
+    assert not _is_diverged({**ok, "max_abs": 1.0}, "max_abs", 1.0, False)        # equal: not above
+    assert not _is_diverged({**ok, "max_abs": 0.5}, "max_abs", 1.0, False)
+    assert _is_diverged({"nan_count": 0, "inf_count": 1, "cosine": 1.0}, "cosine", 0.9, True)
+    assert _is_diverged({"nan_count": 2, "inf_count": 0, "cosine": 1.0}, "cosine", 0.9, True)
+    assert _is_diverged({**ok, "cosine": float("nan")}, "cosine", 0.9, True)
+    assert _resolve_threshold("cosine", -1.0) == (-1.0, True) and _resolve_threshold("cosine", 1.0) == (1.0, True)
+    for bad in (1.5, -1.5):
+        with pytest.raises(UsageError, match="cosine threshold must lie in"):
+            _resolve_threshold("cosine", bad)
