@@ -252,6 +252,8 @@ EXPLAINED: dict[str, str] = {
     _L + "x__host_timed__mutmut_30": "equivalent: chunking without a bar runs the same iterations in the same order",
     _L + "xǁCudaEventsǁtimed__mutmut_6": "equivalent: np.empty's default dtype is float64",
     _L + "xǁCudaEventsǁtimed__mutmut_8": "equivalent: np.empty's default dtype is float64",
+    **{_L + f"x_measure_latency__mutmut_{i}": "equivalent: LatencyResult computes the same stats from times_ms "
+       "and batch when none are given" for i in (94, 106)},
 }
 _M = "workbench.compare.metrics."
 _COPY_FLAG = "equivalent: the copy flag of astype only decides whether memory is shared; nothing writes to the result"
