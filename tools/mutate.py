@@ -101,7 +101,8 @@ PLAN: dict[str, Target] = {
     "layerwise": Target("workbench/compare/layerwise.py",
                         ["tests/test_mut_layerwise.py", "tests/test_layerwise.py::test_bad_metric_and_missing_threshold"],
                         ["*.x_layerwise__mutmut*", "*.x__is_diverged*", "*.x__resolve_threshold*"],
-                        "layerwise(): per-node metrics, local noise, divergence rule"),
+                        "layerwise(): per-node metrics, local noise, divergence rule; tests: only the fast "
+                        "planted-case file, not the slow budget/passes tests"),
     "precision-base": Target("workbench/precision/base.py", ["tests/test_precision.py"]),
     "layers": Target("workbench/measure/layers.py", ["tests/test_layers.py", "tests/test_oracles.py"]),
 }
