@@ -64,7 +64,7 @@ class _HostEngine(Engine):
     def timed_call(self, feeds):
         if self.prepare_error is not None:
             raise self.prepare_error
-        return TimedCall(self.fn, (feeds["x"],), self.timer, 0, self._cleanup, self.scope)
+        return TimedCall(self.fn, (feeds["x"],), self.timer, getattr(self, "stream", 0), self._cleanup, self.scope)
 
     def _cleanup(self):
         self.cleanups += 1
@@ -480,3 +480,31 @@ def test_missing_feed_is_named_before_the_engine_is_asked(clock):
     eng.input_names = ["x", "mask"]
     with pytest.raises(RunError, match=r"missing input\(s\) \['mask'\] for v1"):
         measure_latency(eng, {"x": np.zeros(1)}, iterations=1)
+
+
+def test_cuda_standin_measure_latency_passes_stream_budget_and_bar(monkeypatch):
+    clock = _Clock([0])
+    monkeypatch.setattr(lat.time, "perf_counter_ns", clock)
+    rt = _CudaRtStandIn([2.0], clock=clock)
+    monkeypatch.setattr(lat, "_cudart", lambda: rt)
+    bars = []
+    monkeypatch.setattr(lat, "_progress", lambda total, enabled, desc: bars.append(_Bar()) or bars[-1])
+    eng = _HostEngine(clock.work, timer="cuda-events")
+    eng.stream = "s9"
+    r = measure_latency(eng, {"x": np.zeros(1)}, warmup=0, iterations=100, time_budget_s=0.004, progress=True)
+    assert r.times_ms == [2.0, 2.0]  # the budget reaches the event loop
+    assert {s for _, s in rt.records} == {"s9"}  # events on the engine's own stream
+    assert bars[0].updates == [2] and bars[0].closed
+
+
+def test_measure_latency_fallbacks_for_unnamed_fields(clock):
+    eng = _HostEngine(clock.work, precision="", timer="my-timer")
+    r = measure_latency(eng, {"x": np.zeros(1)}, warmup=0, iterations=1)
+    assert r.precision == "" and r.timer == "my-timer" and r.timer_scope == ""
+
+
+def test_measure_latency_budget_in_seconds_to_the_nanosecond(monkeypatch):
+    c = _Clock([1_000_000_000])  # each call takes exactly 1 s
+    monkeypatch.setattr(lat.time, "perf_counter_ns", c)
+    r = measure_latency(_HostEngine(c.work), {"x": np.zeros(1)}, warmup=0, iterations=10, time_budget_s=2.0)
+    assert r.times_ms == [1000.0, 1000.0]  # the second call ends exactly on the 2 s deadline

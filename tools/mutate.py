@@ -205,11 +205,12 @@ def _covered_functions(work: Path) -> set[str]:
 
 
 def run(name: str, t: Target, *, max_children: int, wall_factor: float, rerun: bool, fresh: bool,
-        skip: tuple[str, ...] = ()) -> dict:
+        skip: tuple[str, ...] = (), record_only: bool = False) -> dict:
     work = WORK / name
     if fresh and work.exists():
         shutil.rmtree(work)
-    _sync(t, work)
+    if not record_only:
+        _sync(t, work)
     names = list(t.functions)
     if rerun:  # re-test what is not detected yet, where some test now covers the function
         covered = _covered_functions(work)
@@ -220,6 +221,8 @@ def run(name: str, t: Target, *, max_children: int, wall_factor: float, rerun: b
             print(f"{name}: nothing to re-run")
     cmd = [sys.executable, "-c", _ENTRY, str(wall_factor), "run", "--max-children", str(max_children), *names]
     t0 = dt.datetime.now()
+    if record_only:
+        names, rerun = [], True
     if names or not rerun:
         with open(work / "mutmut.log", "w") as log:  # progress: tail -c 300 <WB_MUTATE_DIR>/<target>/mutmut.log
             rc = subprocess.run(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT).returncode
@@ -252,6 +255,8 @@ EXPLAINED: dict[str, str] = {
     _L + "x__host_timed__mutmut_30": "equivalent: chunking without a bar runs the same iterations in the same order",
     _L + "xǁCudaEventsǁtimed__mutmut_6": "equivalent: np.empty's default dtype is float64",
     _L + "xǁCudaEventsǁtimed__mutmut_8": "equivalent: np.empty's default dtype is float64",
+    **{_L + f"x_measure_latency__mutmut_{i}": "equivalent: LatencyResult computes the same stats from times_ms "
+       "and batch when none are given" for i in (94, 106)},
 }
 _M = "workbench.compare.metrics."
 _COPY_FLAG = "equivalent: the copy flag of astype only decides whether memory is shared; nothing writes to the result"
@@ -377,7 +382,8 @@ def _table(results: dict) -> str:
             continue
         what = f"`{r['module']}`" + (f" ({r['note']})" if r.get("note") else "")
         score = "—" if r["score"] is None else f"{100 * r['score']:.1f} %"
-        rows.append(f"| {name} | {what} | {r['mutants']} | {r['killed']} | {r['timeout']} | {r['survived']} | "
+        mutants = str(r["mutants"]) + (f" ({r['not checked']} not run yet)" if r.get("not checked") else "")
+        rows.append(f"| {name} | {what} | {mutants} | {r['killed']} | {r['timeout']} | {r['survived']} | "
                     f"{r['no tests']} | **{score}** | {len(r.get('explained', {}))} | {r['date']} | "
                     f"{r.get('load_at_start', '')} |")
     return "\n".join([head, *rows])
@@ -409,6 +415,7 @@ def main() -> None:
     ap.add_argument("--rerun", action="store_true", help="re-test survivors and untested mutants only")
     ap.add_argument("--fresh", action="store_true", help="forget earlier results of these targets")
     ap.add_argument("--skip", action="append", default=[], help="with --rerun: leave mutants matching this glob")
+    ap.add_argument("--record", action="store_true", help="record the scratch copy's current results; run nothing")
     ap.add_argument("--no-write", action="store_true", help="print, do not update docs/mutation.json")
     ap.add_argument("--min-score", type=float, default=None, help="exit 1 if a target scores below this")
     a = ap.parse_args()
@@ -438,10 +445,11 @@ def main() -> None:
     low = []
     for n in a.targets or list(plan):
         res = run(n, plan[n], max_children=a.max_children, wall_factor=a.wall_factor, rerun=a.rerun, fresh=a.fresh,
-                  skip=tuple(a.skip))
+                  skip=tuple(a.skip), record_only=a.record)
         res.update(date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), tool="mutmut 3.8.1",
                    command=" ".join(["python tools/mutate.py", *(["--sample"] if a.sample else []), n,
-                                     *(["--rerun"] if a.rerun else []), *[f"--skip '{g}'" for g in a.skip]]),
+                                     *(["--rerun"] if a.rerun else []), *[f"--skip '{g}'" for g in a.skip],
+                                     *(["--record"] if a.record else [])]),
                    load_at_start=None if load is None else round(load, 1), cores=os.cpu_count())
         print(f"{n}: score {res['score']}  killed {res['killed']}  timeout {res['timeout']}  survived "
               f"{res['survived']}  no tests {res['no tests']}  ({res['mutants']} mutants, {res['minutes']} min)"
