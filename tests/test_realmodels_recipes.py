@@ -22,6 +22,7 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 
 from realmodels import corpus
+from test_realmodels_int8 import only_inside_if  # the If-only graph, one definition for both files
 from realmodels.corpus import select
 from workbench.errors import WorkbenchWarning
 from workbench.precision import make_variant
@@ -40,18 +41,6 @@ def zero_channel_convs() -> onnx.ModelProto:
                      [h.make_tensor_value_info("x", T.FLOAT, [2, 1, 16])],
                      [h.make_tensor_value_info("y", T.FLOAT, [2, 2, 16])],
                      initializer=[nh.from_array(w1, "w1"), nh.from_array(w2, "w2")])
-    return h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
-
-
-def only_inside_if() -> onnx.ModelProto:
-    """The only MatMul sits inside an If branch (silero_vad_v6: the whole model is one If)."""
-    w = nh.from_array(RNG.normal(size=(8, 8)).astype(np.float32), "w")
-    out = lambda n: h.make_tensor_value_info(n, T.FLOAT, [4, 8])  # noqa: E731
-    then_g = h.make_graph([h.make_node("MatMul", ["x", "w"], ["t"], name="then_mm")], "then", [], [out("t")])
-    else_g = h.make_graph([h.make_node("Identity", ["x"], ["e"], name="else_id")], "else", [], [out("e")])
-    g = h.make_graph([h.make_node("If", ["c"], ["y"], name="If", then_branch=then_g, else_branch=else_g)], "g",
-                     [h.make_tensor_value_info("x", T.FLOAT, [4, 8]), h.make_tensor_value_info("c", T.BOOL, [])],
-                     [out("y")], initializer=[w])
     return h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
 
 
