@@ -99,18 +99,27 @@ def _build(m: Model, backend: str, out: Path, timeout: float) -> dict[str, dict]
     return cells
 
 
+def _cli_json(args: list[str], timeout: float, kind: type):
+    """Run the CLI expecting a JSON ``kind`` on stdout: ``(doc, None, cmd, seconds)``, or ``(None, FAIL cell, cmd,
+    seconds)`` when it exits non-zero or prints something else."""
+    rc, so, se, dt = _cli(args, timeout)
+    cmd = _quote(args)
+    try:
+        doc = json.loads(so)
+    except json.JSONDecodeError:
+        doc = None
+    if rc != 0 or not isinstance(doc, kind):
+        return None, _cell("FAIL", f"exit {rc}: {_one_line(se)}", dt, cmd), cmd, dt
+    return doc, None, cmd, dt
+
+
 def _profile(m: Model, precision: str, out: Path, timeout: float) -> dict:
     args = ["profile", str(m.path), "--precision", precision, "--data", str(m.data),
             "--calib", str(m.data), "--batch", str(m.batch), "--iterations", "20", "--warmup", "3",
             "--layer-iterations", "3", "--out", str(out), "--no-progress", "--json"]
-    rc, so, se, dt = _cli(args, timeout)
-    cmd = _quote(args)
-    try:
-        entries = json.loads(so)
-    except json.JSONDecodeError:
-        entries = None
-    if rc != 0 or not isinstance(entries, list):
-        return _cell("FAIL", f"exit {rc}: {_one_line(se)}", dt, cmd)
+    entries, failed, cmd, dt = _cli_json(args, timeout, list)
+    if failed:
+        return failed
     bad = [f"{e.get('precision')}: {e.get('status')} {e.get('reason', '')}".strip() for e in entries
            if e.get("status") != "ok"]
     p50 = {e.get("precision"): round(float(e["p50_ms"]), 3) for e in entries if e.get("p50_ms") is not None}
@@ -126,14 +135,9 @@ def _compare(m: Model, precision: str, timeout: float) -> dict:
             "--batch", str(m.batch), "--limit", str(m.limit), "--json"]
     if m.labels:
         args += ["--labels", m.labels]
-    rc, so, se, dt = _cli(args, timeout)
-    cmd = _quote(args)
-    try:
-        doc = json.loads(so)
-    except json.JSONDecodeError:
-        doc = None
-    if rc != 0 or not isinstance(doc, dict):
-        return _cell("FAIL", f"exit {rc}: {_one_line(se)}", dt, cmd)
+    doc, failed, cmd, dt = _cli_json(args, timeout, dict)
+    if failed:
+        return failed
     acc = {}
     for name, v in (doc.get("variants") or {}).items():
         if v.get("precision") != precision:
