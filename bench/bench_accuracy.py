@@ -99,17 +99,6 @@ def _pair_rows(label: str, ours: dict, peer: dict, samples: int, extra: str) -> 
              "met": ours["peak_rss"] <= peer["peak_rss"], "notes": note}]
 
 
-_TIMED_LAUNCHER = """
-import os, sys
-pid = os.fork()
-if pid == 0:
-    os.execvp(sys.argv[1], sys.argv[1:])
-_, status, ru = os.wait4(pid, 0)
-sys.stderr.write("\\n__WB_RU__ %d %.3f\\n" % (ru.ru_maxrss, ru.ru_utime + ru.ru_stime))
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
 def report_child(model: Path, data: Path, out: Path, *extra: str) -> dict:
     """``workbench report`` (its defaults: 32 samples, fp32/fp16/int8, ORT CPU) in a child process:
     {wall, cpu_seconds, peak_rss, stages} (stages: the report's stage table from its records)."""
@@ -119,16 +108,17 @@ def report_child(model: Path, data: Path, out: Path, *extra: str) -> dict:
     cmd = [sys.executable, "-m", "workbench", "report", str(model), "--data", str(data), "--out", str(out),
            "--no-progress", *extra]
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-I", "-S", "-c", _TIMED_LAUNCHER, *cmd], capture_output=True, env=env)
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", _LAUNCHER, *cmd], capture_output=True, env=env)
     wall = time.perf_counter() - t
     err = p.stderr.decode(errors="replace")
     if p.returncode not in (0, 2):  # 2: a variant failed but the report was written
         raise RuntimeError(f"workbench report exited {p.returncode}: {err[-800:]}")
-    ru = [line.split() for line in err.splitlines() if line.startswith("__WB_RU__")][-1]
+    kb = [int(line.split()[1]) for line in err.splitlines() if line.startswith("__WB_MAXRSS_KB__")][-1]
+    cpu = [float(line.split()[1]) for line in err.splitlines() if line.startswith("__WB_CPU_S__")][-1]
     flow = json.loads((out.with_name(f"{out.stem}-records") / "flow.json").read_text())
     cfg = flow.get("config") or {}
     stages = {k: (round(v, 1), (cfg.get("stage_cpu_s") or {}).get(k)) for k, v in (flow.get("timings") or {}).items()}
-    return {"wall": wall, "cpu_seconds": float(ru[2]), "peak_rss": int(ru[1]) * 1024, "stages": stages,
+    return {"wall": wall, "cpu_seconds": cpu, "peak_rss": kb * 1024, "stages": stages,
             "reused": (cfg.get("reused") or {}).get("build", "")}
 
 
