@@ -103,8 +103,46 @@ PLAN: dict[str, Target] = {
                         ["*.x_layerwise__mutmut*", "*.x__is_diverged*", "*.x__resolve_threshold*"],
                         "layerwise(): per-node metrics, local noise, divergence rule; tests: only the fast "
                         "planted-case file, not the slow budget/passes tests"),
-    "precision-base": Target("workbench/precision/base.py", ["tests/test_precision.py"]),
-    "layers": Target("workbench/measure/layers.py", ["tests/test_layers.py", "tests/test_oracles.py"]),
+    "precision-base": Target("workbench/precision/base.py",
+                             ["tests/test_precision.py", "tests/test_extending.py", "tests/test_mut_precision.py"]),
+    "layers": Target("workbench/measure/layers.py",
+                     ["tests/test_layers.py", "tests/test_oracles.py", "tests/test_speed_attribution.py",
+                      "tests/test_mut_layers.py"],
+                     [f"*.x_{f}__mutmut_*" for f in (
+                         "_check", "_frame", "_run_columns", "_named_index", "parse_ort_trace", "shape_text",
+                         "_ort_session", "_optimized_nodes", "ort_layer_rows", "_neighbour", "profile_layers_ort",
+                         "make_trt_profiler", "_format_text", "_io_field", "parse_trt_layer_info", "precision_tokens",
+                         "_precision_of", "trt_layer_rows", "profile_layers", "coverage_reason", "coverage",
+                         "_run_facts", "_profiled_run_ms", "profile", "save_layers_csv")] + ["*ǁCoverageǁ*"],
+                     "all but profile_layers_trt, which needs a TensorRT engine on a GPU"),
+    "speed": Target("workbench/compare/speed.py", ["tests/test_speed_attribution.py", "tests/test_mut_speed.py"],
+                    note="why a variant is slower/faster: per-node attribution, categories, summary"),
+    "outputs": Target("workbench/compare/outputs.py",
+                      ["tests/test_compare.py", "tests/test_verdicts.py", "tests/test_mut_outputs.py"]),
+    "quantize": Target("workbench/precision/quantize.py",
+                       ["tests/test_precision.py", "tests/test_mut_quantize.py",
+                        "tests/test_recipe_validity.py::test_fold_cleanup_large_reversed_chain_valid"],
+                       [f"*.x_{f}__mutmut_*" for f in (
+                           "default_target", "resolve_target", "looks_like_transformer", "resolve_placement",
+                           "_has_calibration_cache", "_calibration_method", "fp8_supported", "sums_to_adds",
+                           "flatten_gemm_bias", "_failed_in", "scope_producers", "scope_changes", "subgraph_summary",
+                           "_initializer_consumers", "_nan_reason", "_float_op_summary", "_kept_nodes")]
+                       + ["*ǁ_QuantRecipeǁ_settings*", "*ǁ_QuantRecipeǁ_method*", "*ǁFp8Recipeǁ_method*"],
+                       "its own graph/target logic; not _ort_quantize/apply/_calibrate/_preprocess (each mutant "
+                       "would run real ORT quantizations); tests: not the 11 s MiniLM int8 runs"),
+    "calibration": Target("workbench/precision/calibration.py",
+                          ["tests/test_calibration_memory.py", "tests/test_precision.py", "tests/test_mut_calibration.py",
+                           "--deselect", "tests/test_calibration_memory.py::"
+                           "test_what_the_calibrator_holds_does_not_grow_with_samples[entropy]"],
+                          note="tests: not the 12 s entropy-calibrator memory run"),
+    "data-npz": Target("workbench/data.py",
+                       ["tests/test_data.py", "tests/test_mut_data.py", "tests/test_adversarial_stream.py",
+                        "tests/test_mut_npz.py", "--deselect",
+                        "tests/test_adversarial_stream.py::test_a_racing_thread_swapping_the_path_never_hangs_or_mixes"],
+                       ["*ǁ_Arraysǁ*", "*ǁ_Fileǁ*", "*ǁNpzDatasetǁ*", "*ǁ_WholeArraysǁ*", "*ǁBatchesǁ*",
+                        "*.x__check_meta*", "*.x__check_array*", "*.x_first_batch_rows*", "*.x_as_feed_batches*",
+                        "*.x_resolve_data*"],
+                       "the .npz reader: NpzDataset, Batches, array checks, as_feed_batches, resolve_data"),
 }
 
 #: The fixed sample (`make mutate-sample`): the functions behind the issue's planted bugs.
@@ -361,8 +399,6 @@ NOT_MEASURED: dict[str, str] = {
     "builds": "no score: in mutmut's fork-server runs about half of builds.py's mutants \"survived\" that fail "
               "tests/test_mut_builds.py when activated by hand (MUTANT_UNDER_TEST=...x__make_variant__mutmut_1 "
               "pytest ... fails; `mutmut run` of that one mutant kills it); not resolved in the session",
-    "precision-base": "not run in the session's time",
-    "layers": "not run in the session's time",
 }
 
 DOC = ROOT / "docs" / "testing.md"
