@@ -340,3 +340,67 @@ def test_layers_csv_joins_node_lists(digits, tmp_path):
     assert back["onnx_nodes"].tolist() == ["n1;n2", "n3", "n4"] and back["time_ms"].tolist() == [1.0, 2.0, 3.0]
     assert df["onnx_nodes"].tolist()[0] == ["n1", "n2"]  # the caller's frame is not changed
     assert list(back.columns) == ["layer", "onnx_nodes", "time_ms"]
+
+
+# ------------------------------------------------------------------------- second round (survivors)
+def test_format_text_with_only_a_type_or_only_a_format():
+    info = {"Layers": [{"Name": "l", "Inputs": [{"Name": "a", "Format": "Row major linear"}],
+                        "Outputs": [{"Name": "y", "Datatype": "Half"}, {"Name": "z", "DataType": "Int8"}]}]}
+    rec = parse_trt_layer_info(info)[0]
+    assert rec["in_format"] == "Row major linear" and rec["in_precision"] == ""
+    assert rec["out_format"] == "Half, Int8" and rec["out_precision"] == "fp16, int8"
+
+
+def test_trt_rows_prefer_the_exact_profile_record_and_its_metadata():
+    g = h.make_graph([h.make_node("DequantizeLinear", ["xq", "s", "z"], ["x"], name="dq"),
+                      h.make_node("Relu", ["x"], ["r"], name="relu"), h.make_node("Neg", ["r"], ["y"], name="neg")],
+                     "g", [h.make_tensor_value_info("xq", T.INT8, [2])], [h.make_tensor_value_info("y", T.FLOAT, [2])],
+                     initializer=[h.make_tensor("s", T.FLOAT, [], [0.5]), h.make_tensor("z", T.INT8, [], [0])])
+    ix = GraphIndex.of(h.make_model(g))
+    base = {"layer_type": "", "in_precision": "", "out_precision": "", "in_format": "", "out_format": ""}
+    info = [{**base, "name": "blob", "tactic": "t0", "metadata": None},
+            {**base, "name": "blob [profile 1]", "tactic": "t1", "metadata": None},
+            {**base, "name": "fused_blob", "tactic": "t2", "metadata": "[ONNX Layer: relu]\x1f[ONNX Layer: neg]"},
+            {**base, "name": "qrelu", "tactic": "t3", "metadata": "[ONNX Layer: dq]\x1f[ONNX Layer: relu]"}]
+    rows = trt_layer_rows({"blob [profile 1]": (1.0, 1), "blob": (1.0, 1), "fused_blob": (1.0, 1),
+                           "qrelu": (1.0, 1)}, 1, info, ix)
+    by = {r["layer"]: r for r in rows}
+    assert by["blob [profile 1]"]["tactic"] == "t1" and by["blob"]["tactic"] == "t0"
+    assert by["fused_blob"]["onnx_nodes"] == ["relu", "neg"] and by["fused_blob"]["mapped_by"] == "metadata"
+    # a DQ fused into its consumer: the layer stands for the consumer (the anchor), not the first node
+    assert by["qrelu"]["onnx_nodes"] == ["dq", "relu"] and by["qrelu"]["onnx_node"] == "relu"
+
+
+def test_coverage_edge_cases():
+    # no variant column at all; a sub-millisecond latency is still a ratio
+    c = coverage(pd.DataFrame({"time_ms": [0.25, 0.2]}), _lat("v", (0.5, 0.5)))
+    assert c.ratio == pytest.approx(0.9) and not c.flagged
+    # a single-variant table is used whatever its variant is called
+    c2 = coverage(pd.DataFrame({"variant": ["a", "a"], "time_ms": [4.0, 5.0]}), _lat("b"))
+    assert c2.layers_ms == 9.0 and c2.variant == "b"
+    # one-row CUPTI table read back from columns; a sub-millisecond GPU span still explains the idle time
+    one = pd.DataFrame({"variant": ["v", "v"], "time_ms": [0.2, 0.5], "onnx_node": ["g", "c"],
+                        "provider": ["CUDA", "CPU"], "time_basis": ["cupti-gpu", "host"], "gpu_busy_ms": [0.4, 0.4],
+                        "gpu_span_ms": [0.8, 0.8], "gpu_idle_share": [0.5, 0.5]})
+    c3 = coverage(one, _lat("v", (1.0,)))
+    assert c3.gpu_busy_ms == 0.4 and "waiting for 1 node(s)" in c3.reason
+    c4 = coverage(one.iloc[:1], _lat("v", (1.0,)))
+    assert c4.gpu_busy_ms == 0.4 and c4.layers_ms == 0.2
+    # a profiled_run_ms column without a value: no in-run ratio; one row with a value: that value
+    nan = pd.DataFrame({"variant": ["v"], "time_ms": [1.0], "profiled_run_ms": [float("nan")]})
+    assert coverage(nan, _lat("v")).profiled_run_ms is None
+    assert coverage(nan.assign(profiled_run_ms=2.0), _lat("v")).in_run == 0.5
+
+
+def test_profile_defaults_and_passed_options(digits, capsys):
+    m, eng = digits
+    feeds = synthetic_inputs(m)
+    capsys.readouterr()
+    p = profile(eng, feeds)
+    assert len(p.latency.times_ms) == 100 and p.latency.warmup == 10 and p.latency.time_budget_s is None
+    assert p.layers.attrs["iterations"] == 20 and (p.layers["iterations"] == 20).all()
+    assert "profile" not in capsys.readouterr().err  # no progress bars unless asked
+    p2 = profile(eng, feeds, iterations=5, time_budget_s=60.0, layer_iterations=2, progress=True)
+    assert p2.latency.time_budget_s == 60.0 and len(p2.latency.times_ms) == 5
+    err = capsys.readouterr().err
+    assert f"profile {eng.variant.name}" in err and "latency" in err.lower()

@@ -33,9 +33,10 @@ def toy():
 
 
 def test_register_sets_facts_and_copies_maps(toy):
-    unsupported = {"tensorrt": "no toy kernels"}
+    unsupported, notes = {"tensorrt": "no toy kernels"}, {"onnxruntime": "slow"}
     r = register_precision(toy, kind="qdq", needs_calibration=True, color="#123456", aliases=("toy",),
-                           unsupported_on=unsupported, notes_on={"onnxruntime": "slow"})
+                           unsupported_on=unsupported, notes_on=notes)
+    notes["tensorrt"] = "later edit"
     assert r is toy and REGISTRY["toy8"] is toy and precision_names()[-1] == "toy8"
     assert (toy.kind, toy.needs_calibration, toy.color, toy.aliases) == ("qdq", True, "#123456", ("toy",))
     unsupported["onnxruntime"] = "later edit"  # the registry keeps its own copy

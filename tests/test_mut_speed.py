@@ -240,6 +240,10 @@ def test_explain_profiles_per_backend_and_variant():
     assert "m@onnxruntime" in ref16
     assert explain_profiles(None) == {} and explain_profiles(layers.iloc[:0]) == {}
     assert explain_profiles(layers, reference="bf16") == {}
+    # backends and variants keep the order of the frame (tensorrt rows first here), not alphabetical order
+    trt_first = pd.concat([layers[layers.backend == "tensorrt"], layers[layers.backend == "onnxruntime"]])
+    assert list(explain_profiles(trt_first)) == ["m-int8@tensorrt", "m-fp16@tensorrt", "m-int8@onnxruntime",
+                                                 "m-fp16@onnxruntime"]
     only_trt_ref = layers[~((layers.backend == "onnxruntime") & (layers.precision == "fp32"))]
     assert list(explain_profiles(only_trt_ref)) == ["m-int8@tensorrt", "m-fp16@tensorrt"]
 
@@ -273,6 +277,7 @@ def test_attribution_frame():
     assert f["variant"].tolist() == list(out) and f["precision"].tolist() == ["int8", "fp16", "int8", "fp16"]
     assert f["fp32_total_ms"].tolist() == [4.0, 4.0, 2.0, 2.0]
     assert f["variant_total_ms"].tolist() == [1.0, 3.0, 0.5, 1.5]
+    assert f.index.tolist() == [0, 1, 2, 3]  # one tidy frame: a fresh index, not each table's own
     e = attribution_frame({})
     assert len(e) == 0 and list(e.columns) == list(f.columns)
 

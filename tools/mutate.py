@@ -394,6 +394,51 @@ EXPLAINED.update({
        "NaN/Inf, where allclose() is always False, and None/a NaN operand is False too" for i in (7, 8, 9)},
 })
 
+# mut-new targets (layers, speed, outputs, precision-base, data-npz, quantize, calibration)
+_LY, _SP = "workbench.measure.layers.", "workbench.compare.speed."
+_ORIENT = "equivalent: pandas reads orient case-insensitively"
+EXPLAINED.update({
+    **{_SP + f"xǁSpeedAttributionǁ{fn}__mutmut_{i}": _ORIENT for fn, i in (("summary", 22), ("to_json", 21))},
+    _SP + "xǁSpeedAttributionǁby_category__mutmut_15": "equivalent: reset_index() of the empty groupby result has the "
+                                                       "same four columns as the explicit empty frame",
+    _SP + "xǁSpeedAttributionǁsummary__mutmut_33": "equivalent: categories are sorted by |delta| descending, so after "
+                                                   "the first one below 1e-9 every later one is too (break = continue)",
+    **{_SP + f"xǁSpeedAttributionǁsummary__mutmut_{i}": "equivalent: zip() stops at the shorter of the two head(3) "
+       "series; head(4) / head(None) on one side changes nothing" for i in (54, 55, 56, 57)},
+    **{_SP + f"x_explain_profiles__mutmut_{i}": "equivalent: groupby(sort=None) does not sort, as sort=False"
+       for i in (10, 24)},
+    _SP + "x_explain_flow__mutmut_14": "equivalent: getattr(bs, 'variants', None) or {} is {} as with the {} default",
+    **{_SP + f"x_attribution_frame__mutmut_{i}": "equivalent: the insert position is undone by selecting [cols]"
+       for i in (9, 18)},
+    **{_SP + f"x_speed_section_html__mutmut_{i}": "equivalent: plotly's to_html reads None as False for full_html / "
+       "include_plotlyjs (checked: identical output)" for i in (36, 37)},
+    **{_LY + f"x__format_text__mutmut_{i}": "equivalent: a missing key gives None instead of '', and the join keeps "
+       "only truthy parts either way" for i in (18, 20, 29, 31)},
+    **{_LY + f"x_coverage_reason__mutmut_{i}": "equivalent: a ratio equal to goal returned '' at the top (goal <= "
+       "ratio <= upper), so < and <= agree wherever this line runs" for i in (41, 77, 112)},
+    _LY + "x_coverage__mutmut_54": "equivalent: float('NAN') is float('nan')",
+    _LY + "x_coverage__mutmut_58": "equivalent: coverage() has already reduced the table to latency.variant's rows (or "
+                                   "it holds one variant), and _profiled_run_ms falls back to the whole table",
+    **{_LY + f"x__profiled_run_ms__mutmut_{i}": "equivalent via its only caller coverage(), which passes a table "
+       "already reduced to one variant (the variant filter and its fallback select the same rows)"
+       for i in (7, 8, 11, 12, 13, 14, 16, 17)},
+    **{_LY + f"x__run_facts__mutmut_{i}": "not killed: re-deriving time_basis / gpu / cpu_nodes from the columns "
+       "when attrs already hold them gives the same facts on every table a profiler writes (attrs and columns "
+       "come from the same run); only a hand-made contradiction would differ" for i in (6, 7, 8, 41, 42, 43, 70, 71, 72)},
+    _LY + "x__run_facts__mutmut_67": "equivalent: cpu_nodes is read only for a cupti-gpu basis (coverage_reason), so "
+                                     "computing it for other bases changes no result",
+    _LY + "x__run_facts__mutmut_83": "not killed: CPU-provider rows are exactly the host-basis rows in a CUPTI table "
+                                     "(profile_layers_ort_cupti times CPU nodes on the host), so & and | select the same "
+                                     "rows; needs a GPU-provider row on host time, which no profiler writes",
+    **{_LY + f"x__run_facts__mutmut_{i}": "equivalent: the rounded times in 'top' are never shown (the reason names "
+       "the nodes only)" for i in (116, 117, 118, 120)},
+    _LY + "x_profile__mutmut_28": "not killed: layer_warmup only changes untimed runs of the profiled session, which "
+                                  "the trace skips; nothing in the result counts them",
+    _LY + "x_save_layers_csv__mutmut_17": "equivalent: to_csv(index=None) writes no index, as index=False",
+    "workbench.precision.base.x_register_precision__mutmut_10": "equivalent: an empty precision becomes 'xxxx', "
+                                                                "which differs from recipe.precision and is refused too",
+})
+
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
 NOT_MEASURED: dict[str, str] = {
     "builds": "no score: in mutmut's fork-server runs about half of builds.py's mutants \"survived\" that fail "
