@@ -28,4 +28,6 @@ precision)
   taskset -c "$CPUS" python3 bench/run.py --only precision --no-write 2>&1 | tail -14 ;;
 demo)  # `make demo`'s job (bench/bench_demo.py: 1 warm-up + 3 timed runs, the demo's own int8 speedup per run)
   taskset -c "$CPUS" python3 bench/run.py --only demo --no-write 2>&1 | tail -10 ;;
+demomodels)  # bench_precision's two digits CNNs, timed the demo's way (2 ORT threads and 1)
+  taskset -c "$CPUS" python3 -c "import sys, json; sys.path.insert(0, 'bench'); import bench_precision as b; from workbench.backends import get_backend; [print(json.dumps(r)) for r in b._demo_model_rows(get_backend('onnxruntime'), b._cpu_flags(), False)]" ;;
 esac; done
