@@ -428,11 +428,32 @@ EXPLAINED.update({
        "where <= -65504, < -65504 and <= +65504 agree" for i in (18, 19)},
 })
 
+_B = "workbench.builds."
+_CAST_ONLY = ("equivalent: only a backend's unsupported_op_type starts the rebuild, and the only one that answers "
+              "(ORT CUDA, backends/onnxruntime.py) does so for cast recipes (fp16/bf16) alone, which read no calib, "
+              "no backend option and show no progress bar")
+_ALWAYS_SET = "equivalent: _make_variant always sets both facts (a hit or a recipe run), so the .get default is never used"
+EXPLAINED.update({
+    _B + "x_build_variants__mutmut_23": "equivalent: iterating a str gives characters, none a Variant, so ready is {} "
+                                        "either way",
+    _B + "x__make_variant__mutmut_15": "equivalent: key is only read when variant_cache is given, and is assigned "
+                                       "variant_key(...) first",
+    _B + "x__make_variant__mutmut_44": "equivalent: a missing recipe_time_s reads as 0.0 wherever it is read "
+                                       "(_one, the rebuild's sum)",
+    **{_B + f"x__make_variant__mutmut_{i}": "equivalent: a missing or None variant_cached is read as "
+       "bool(facts.get('variant_cached', False)) = False" for i in (65, 67)},
+    **{_B + f"x__one__mutmut_{i}": "equivalent: bool() of a None default is False, as of the False default"
+       for i in (45, 47)},
+    _B + "x__record__mutmut_25": "equivalent: options is never None here: build_variants always passes a BuildOptions",
+    _B + "x__record__mutmut_27": "equivalent: ShapeMap.parse(None).to_json() is {}",
+    **{_B + f"x__one_build__mutmut_{i}": "equivalent: the .onnx file was written a few lines earlier in the same "
+       "loop iteration, so it exists and missing_ok does not matter" for i in (160, 164)},
+    **{_B + f"x__one_build__mutmut_{i}": _CAST_ONLY for i in (169, 172, 174, 184)},
+    **{_B + f"x__one_build__mutmut_{i}": _ALWAYS_SET for i in (196, 198, 201, 203, 205, 208, 210, 212, 215)},
+})
+
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
 NOT_MEASURED: dict[str, str] = {
-    "builds": "no score: in mutmut's fork-server runs about half of builds.py's mutants \"survived\" that fail "
-              "tests/test_mut_builds.py when activated by hand (MUTANT_UNDER_TEST=...x__make_variant__mutmut_1 "
-              "pytest ... fails; `mutmut run` of that one mutant kills it); not resolved in the session",
     "precision-base": "not run in the session's time",
     "layers": "not run in the session's time",
 }
