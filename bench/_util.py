@@ -42,7 +42,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def run_cmd(cmd: list[str], *, repeat: int = 3, warmup: int = 1, env=None) -> dict:
+def run_cmd(cmd: list[str], *, repeat: int = 3, warmup: int = 1, env=None, after=None) -> dict:
     """Wall time (median, s), CPU time (``cpu``: median of user+system seconds) and peak RSS (max over
     runs, bytes) of a command run as a subprocess.
 
@@ -52,7 +52,9 @@ def run_cmd(cmd: list[str], *, repeat: int = 3, warmup: int = 1, env=None) -> di
     Children run with bytecode caching on (``PYTHONDONTWRITEBYTECODE`` removed), as after a normal install:
     an environment that sets it makes every run recompile every module of a source checkout, while a
     site-packages peer ships compiled bytecode (measured: ~50 ms of a 350 ms ``workbench inspect``). The
-    warm-up run writes the caches; ours and the peer get the same treatment."""
+    warm-up run writes the caches; ours and the peer get the same treatment.
+
+    ``after``: called with no arguments after each timed (not warm-up) run, e.g. to read what it wrote."""
     if env is None:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
@@ -73,6 +75,8 @@ def run_cmd(cmd: list[str], *, repeat: int = 3, warmup: int = 1, env=None) -> di
     ts, mems, cpus = [], [], []
     for _ in range(repeat):
         a, b, c = once()
+        if after is not None:
+            after()
         ts.append(a)
         mems.append(b)
         cpus.append(c)

@@ -131,6 +131,8 @@ def run(quick: bool) -> list[dict]:
         "peer": None, "peer_name": None, "ratio": None, "goal": None, "met": None, "spread": None,
         "notes": f"whole recipe (pre-process + calibrate + quantize + check) {make_s:.2f} s, single run"})
 
+    rows += _demo_model_rows(ort, flags, quick)
+
     # ------------------------------------------------------------------ light ResNet-50, batch 1
     from workbench.precision.base import drop_initializer_inputs
     raw = load(LIGHT / "light_resnet50.onnx")
@@ -164,6 +166,44 @@ def run(quick: bool) -> list[dict]:
         "notes": f"whole recipe {make_s:.2f} s, single run; {os.cpu_count()} cores"})
     for r in rows:
         r["benchmark"] = "precision"
+    return rows
+
+
+def _demo_model_rows(ort, flags: str, quick: bool) -> list[dict]:
+    """Why ``make demo`` times ``digits_cnn_wide.onnx``: default int8 vs fp32 of the small digits CNN (batch 256, the
+    demo's old setting) and of the wide one (the demo's batch), timed as the demo's latency stage times them
+    (``measure.repeat.measure_blocks``: 5 interleaved blocks; speedup per block) with ORT's default thread count
+    (what the demo uses) and with one thread. The small CNN's int8 gains nothing from a second thread."""
+    from workbench import load
+    from workbench.backends import BuildOptions
+    from workbench.commands.demo import DEMO_BATCH
+    from workbench.measure.repeat import blocks_frame, measure_blocks, speed_verdicts
+    from workbench.precision import make_variant
+
+    with __import__("numpy").load(SAMPLES / "digits_test.npz") as z:
+        images = z["image"]
+    rows = []
+    for name, batch in (("digits_cnn", 256), ("digits_cnn_wide", DEMO_BATCH)):
+        m = load(SAMPLES / f"{name}.onnx")
+        v = {"fp32": make_variant(m, "fp32"),
+             "int8": make_variant(m, "int8", calib=SAMPLES / "digits_calib.npz", progress=False, backend="onnxruntime")}
+        for threads in (0, 1):
+            opts = BuildOptions(threads=threads, progress=False)
+            engines = [ort.build(v[p], options=opts) for p in ("fp32", "int8")]
+            feeds = {"image": images[:batch]}
+            df = blocks_frame(measure_blocks([(e, feeds) for e in engines], blocks=5, iterations=60 if quick else 200))
+            sv = speed_verdicts(df).iloc[1]
+            p50 = df.p50_ms.tolist()
+            label = "ORT default threads" if threads == 0 else "1 ORT thread"
+            rows.append({
+                "metric": f"{name} b{batch} int8 vs fp32, {label} (demo's timing)", "unit": "ms (p50)",
+                "ours": p50[1], "peer": p50[0], "peer_name": "fp32, same blocks", "ratio": p50[1] / p50[0],
+                "goal": ">= 1.5x faster, every block" if name == "digits_cnn_wide" and threads == 0 else None,
+                "met": (sv.speedup >= 1.5 and sv.verdict == "faster") if name == "digits_cnn_wide" and threads == 0
+                else None,
+                "spread": f"speedup per block {sv.speedup_lo:.2f}–{sv.speedup_hi:.2f}",
+                "notes": f"speedup {sv.speedup:.2f}x, {sv.verdict}; {'demo model' if name.endswith('wide') else 'old demo model'}"
+                         f"; cpu flags {flags}; loadavg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"})
     return rows
 
 

@@ -106,11 +106,16 @@ def test_build_cli_with_tensorrt(trt_backend, digits, tmp_path, capsys):
 
 
 @pytest.mark.trt
-def test_demo_adds_tensorrt_rows(trt_backend, digits, tmp_path, capsys):
+def test_demo_adds_tensorrt_rows(trt_backend, tmp_path, capsys):
+    from workbench.commands.demo import FILES as DEMO_FILES
     from workbench.flow import FlowResult
     from workbench.report import records_dir_for
 
-    rc = main(["demo", "--samples", str(digits), "--out", str(tmp_path / "demo"), *FAST])
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for f in DEMO_FILES:
+        shutil.copy(SAMPLES / f, samples / f)
+    rc = main(["demo", "--samples", str(samples), "--out", str(tmp_path / "demo"), *FAST])
     capsys.readouterr()
     assert rc == 0
     back = FlowResult.load(records_dir_for(tmp_path / "demo" / "report.html"))

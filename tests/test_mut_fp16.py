@@ -336,3 +336,92 @@ def test_range_blocks_constant_node_with_tiny_values():
              helper.make_node("Mul", ["x", "k"], ["y"], name="mul_k")]
     out = fp16_range_blocks(_model(nodes))
     assert set(out) == {"const_k", "mul_k"} and out["const_k"].startswith("Constant 'k': 4/4 nonzero values")
+
+
+# ------------------------------------------------------------------------------------------ integer constants
+def _typed_model(nodes, inits, inputs, outputs, opsets=(("", 17),)):
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+                          [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs], list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
+
+
+def test_integer_constants_are_neither_masks_nor_range_problems():
+    """Slice bounds ``x[:, 1:]`` / ``x[:, ::-1]`` are exported as int64 Constants holding +-(2^63 - 1), and a
+    ConstantOfShape can fill int64 values: fp16 conversion never touches integer tensors, so none of them is an
+    fp16 finding, and clamping masks leaves them alone."""
+    big = np.iinfo(np.int64).max
+
+    def i64(name, v):
+        return helper.make_node("Constant", [], [name], name=f"k_{name}", value=_t(v, name, np.int64))
+    nodes = [i64("st", [1]), i64("en", [big]), i64("ax", [1]), i64("rst", [-1]), i64("ren", [-big]), i64("step", [-1]),
+             helper.make_node("Slice", ["x", "st", "en", "ax"], ["y1"], name="tail"),
+             helper.make_node("Slice", ["x", "rst", "ren", "ax", "step"], ["y2"], name="reverse"),
+             helper.make_node("Shape", ["x"], ["shp"], name="shape"),
+             helper.make_node("ConstantOfShape", ["shp"], ["fill"], name="cos_big", value=_t([100000], "v1", np.int64)),
+             helper.make_node("ConstantOfShape", ["shp"], ["neg"], name="cos_neg", value=_t([-big], "v2", np.int64)),
+             helper.make_node("Add", ["fill", "neg"], ["z"], name="add_int")]
+    f, i = TensorProto.FLOAT, TensorProto.INT64
+    p = _typed_model(nodes, [], [("x", f, [2, 4])], [("y1", f, [2, 3]), ("y2", f, [2, 4]), ("z", i, [2])])
+    assert F.mask_constants(p) == {}
+    assert len(F.fp16_safety(p)) == 0
+    before = p.SerializeToString()
+    assert F.clamp_mask_constants(p) == {} and p.SerializeToString() == before
+
+
+def test_softmax_mask_behind_a_tensor_read_twice():
+    """scores = x*x + (h + mask): the look-up meets ``x`` twice (Mul(x, x)) before it reaches the mask."""
+    nodes = [helper.make_node("Mul", ["x", "x"], ["p"], name="square"),
+             helper.make_node("Add", ["h", "mask"], ["w"], name="apply_mask"),
+             helper.make_node("Add", ["p", "w"], ["s"], name="scores"),
+             helper.make_node("Softmax", ["s"], ["y"], name="sm", axis=-1)]
+    df = F.fp16_safety(_model(nodes, [_t([[0.0, -1e9, 0.0, -1e9]], "mask")], inputs=("x", "h")))
+    assert _row(df, "sm", "softmax").value == 2 and _row(df, "sm", "softmax").action.endswith("(mask clamped)")
+
+
+def test_unread_out_of_range_constants_are_no_finding():
+    """Exports often carry unused initializers; one out of fp16 range is read by nothing, so nothing is kept fp32."""
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu"),
+             helper.make_node("Constant", [], ["unused_k"], name="unused_const", value=_t([1e9], "kv"))]
+    df = F.fp16_safety(_model(nodes, [_t([1e6], "unused"), _t([-1e9], "unused_mask")]))
+    assert len(df) == 0
+
+
+def test_pow_with_a_per_channel_exponent_is_not_reported_as_a_square():
+    """Pow(x, [2, 3, 2, 3]) cubes half the channels: it is a risk, and not the x^2 (|x| > 256) one."""
+    nodes = [helper.make_node("Pow", ["x", "e"], ["y"], name="pow_pc")]
+    row = _row(F.fp16_safety(_model(nodes, [_t([[2.0, 3.0, 2.0, 3.0]], "e")])), "pow_pc", "pow")
+    assert row.value == 3 and "x^2" not in row.detail and "256" not in row.detail
+
+
+def test_a_mask_does_not_hide_the_range_constants_after_it():
+    nodes = [helper.make_node("Add", ["x", "mask"], ["s"], name="apply_mask"),
+             helper.make_node("Mul", ["s", "big"], ["y"], name="mul_big")]
+    df = F.fp16_safety(_model(nodes, [_t([[0.0, -1e9, 0.0, -1e9]], "mask"), _t([1e6], "big")]))
+    assert _row(df, "apply_mask", "mask_constant").value == 2
+    assert _row(df, "mul_big", "range_constant").detail == "reads 'big': |x| up to 1e+06 > fp16 max 65504"
+
+
+def test_a_weight_like_constant_does_not_hide_the_mask_after_it():
+    """Two very negative constants: the first is read by a MatMul (a weight, not a mask), the second by an Add."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+             helper.make_node("Add", ["m", "mask"], ["y"], name="apply_mask")]
+    p = _model(nodes, [_t(np.full((4, 4), -1e9), "w"), _t([[0.0, -1e9, 0.0, -1e9]], "mask")])
+    assert set(F.mask_constants(p)) == {"mask"}
+    df = F.fp16_safety(p)
+    assert _row(df, "apply_mask", "mask_constant").value == 2 and _row(df, "mm", "range_constant").value == 2
+
+
+def test_unnamed_node_without_outputs_is_named_by_its_op_type():
+    """A custom sink op (no name, no outputs) reading an out-of-range constant: the row names its op type."""
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu"),
+             helper.make_node("Sink", ["y", "big"], [], domain="com.example")]
+    f = TensorProto.FLOAT
+    p = _typed_model(nodes, [_t([1e6], "big")], [("x", f, [2, 4])], [("y", f, [2, 4])],
+                     opsets=(("", 17), ("com.example", 1)))
+    df = F.fp16_safety(p)
+    assert df[["onnx_node", "op_type", "check"]].values.tolist() == [["Sink", "Sink", "range_constant"]]
+
+
+def test_mask_like_int64_min():
+    """np.abs(INT64_MIN) overflows to a negative int64; as float64 it is -9.2e18, far below fp16's range."""
+    assert F.mask_like(np.array([np.iinfo(np.int64).min, 0], dtype=np.int64)) is True

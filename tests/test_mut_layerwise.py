@@ -7,7 +7,14 @@ noise ratio is computed here with numpy from the raw arrays.
 """
 from __future__ import annotations
 
+import functools
+import io
+import re
+import resource
+import time
+
 import numpy as np
+import pandas as pd
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -85,3 +92,547 @@ def test_divergence_rule_by_hand():
     for bad in (1.5, -1.5):
         with pytest.raises(UsageError, match="cosine threshold must lie in"):
             _resolve_threshold("cosine", bad)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The rest of layerwise(): several batches, memory budget (sub-batches, grouped passes), compare budget, runtime
+# shape mismatches, df.attrs, data sources and the progress bar, on tiny graphs with a dynamic batch. Expected
+# values come from numpy on the same float32 arrays (ORT's float32 Mul/Add are IEEE single, as numpy's), and
+# the byte budgets from the arithmetic in the docstrings: a compared tensor pair of (n, 8) float32 tensors takes
+# n * 8 * (4 + 4) bytes, so the three pairs of the chain below take 192 bytes per sample.
+
+CHAIN_BYTES_PER_SAMPLE = 3 * 8 * (4 + 4)
+COLUMNS = ["variant", "precision", "order", "onnx_node", "op_type", "tensor", "variant_tensor", "match",
+           "max_abs", "mean_abs", "max_rel", "rmse", "cosine", "snr_db", "nan_count", "inf_count",
+           "noise_ratio", "local_noise", "diverged", "first_divergent", "divergence_metric", "divergence_threshold"]
+
+
+def _dyn_chain(w1=2.0, c=0.0):
+    """``a = x * w1`` (n1), ``b = a * 3`` (n2), ``y = b + c`` (n3); input ``x`` of shape (N, 8)."""
+    inits = [numpy_helper.from_array(np.full((8,), w1, np.float32), "w1"),
+             numpy_helper.from_array(np.full((8,), 3.0, np.float32), "w2"),
+             numpy_helper.from_array(np.full((8,), c, np.float32), "c")]
+    nodes = [helper.make_node("Mul", ["x", "w1"], ["a"], name="n1"),
+             helper.make_node("Mul", ["a", "w2"], ["b"], name="n2"),
+             helper.make_node("Add", ["b", "c"], ["y"], name="n3")]
+    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture
+def planted():
+    model = wb.load(_dyn_chain(), name="chain")
+    return model, model.derive(_dyn_chain(2.02, 0.5), name="chain-planted")
+
+
+def _chain_tensors(x, w1, c):
+    a = x * np.float32(w1)
+    b = a * np.float32(3.0)
+    return {"a": a, "b": b, "y": b + np.float32(c)}
+
+
+def _expected(x):
+    """Per-tensor metrics of the planted variant, from numpy (float64 over all samples of ``x``)."""
+    ref, var = _chain_tensors(x, 2.0, 0.0), _chain_tensors(x, 2.02, 0.5)
+    out = {}
+    for t in ("a", "b", "y"):
+        r, v = ref[t].astype(np.float64).ravel(), var[t].astype(np.float64).ravel()
+        d = v - r
+        out[t] = {"max_abs": np.abs(d).max(), "mean_abs": np.abs(d).mean(), "rmse": np.sqrt((d ** 2).mean()),
+                  "max_rel": (np.abs(d) / np.maximum(np.abs(r), 1e-12)).max(),
+                  "cosine": (r @ v) / np.sqrt((r @ r) * (v @ v)), "snr_db": 10 * np.log10((r @ r) / (d @ d)),
+                  "noise_ratio": (d @ d) / (r @ r)}
+    return out
+
+
+def _assert_metrics(df, x):
+    d = df.set_index("tensor")
+    for t, m in _expected(x).items():
+        for k, v in m.items():
+            assert d.loc[t, k] == pytest.approx(v, rel=1e-6), (t, k)
+
+
+def _batch(seed, n):
+    return {"x": np.random.default_rng(seed).standard_normal((n, 8)).astype(np.float32)}
+
+
+def test_frame_and_attrs_over_several_batches(planted):
+    """Three batches of different sizes: every row and every documented df.attrs entry."""
+    model, variant = planted
+    data = [_batch(1, 4), _batch(2, 3), _batch(3, 5)]
+    t0 = time.perf_counter()
+    df = layerwise(model, variant, data=data, progress=False)
+    elapsed = time.perf_counter() - t0
+    assert list(df.columns) == COLUMNS
+    assert list(df.variant) == ["chain-planted-custom"] * 3 and list(df.precision) == ["custom"] * 3
+    assert list(df.onnx_node) == ["n1", "n2", "n3"] and list(df.op_type) == ["Mul", "Mul", "Add"]
+    assert list(df.tensor) == list(df.variant_tensor) == ["a", "b", "y"] and set(df.match) == {"exact"}
+    _assert_metrics(df, np.concatenate([b["x"] for b in data]))
+    assert list(df.diverged) == [False, False, True]  # cosine of y below 0.999 (the planted + 0.5)
+    a = dict(df.attrs)
+    seconds, peak, start = a.pop("seconds"), a.pop("peak_rss_bytes"), a.pop("rss_start_bytes")
+    assert a == {"first_divergent": "n3", "metric": "cosine", "threshold": 0.999, "variant": "chain-planted-custom",
+                 "optimization": "disable", "unmatched": [], "skipped": {},
+                 "counts": {"compared": 3, "unmatched": 0, "skipped": 0}, "passes": 1, "run_batch": 5, "runs": 3,
+                 "memory_budget": 2 * 1024 ** 3, "estimated_bytes": 5 * CHAIN_BYTES_PER_SAMPLE,  # largest batch
+                 "samples": 12, "samples_given": 12, "samples_reason": "", "compare_budget": None, "batches": 3}
+    assert 0 < seconds <= elapsed + 1e-3
+    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the kernel's peak, Linux: KiB
+    assert 0 < start <= peak <= max_rss + 2 * 1024 ** 2
+    assert wb.compare.layerwise_summary(df)["passes"] == 1  # the summary reads these attrs
+
+
+class _Bar:
+    """tqdm.auto.tqdm drawing every update (mininterval 0) into a buffer: what a user's terminal shows."""
+
+    def __init__(self, monkeypatch):
+        import tqdm.auto
+
+        self.buf = io.StringIO()
+        monkeypatch.setattr(tqdm.auto, "tqdm", functools.partial(tqdm.auto.tqdm, file=self.buf, mininterval=0))
+
+    def take(self) -> str:
+        text = self.buf.getvalue()
+        self.buf.seek(0)
+        self.buf.truncate()
+        return text
+
+
+@pytest.mark.parametrize("budget, passes, run_batch, est", [
+    # 5 samples x 192 B = 960 B > 400 B: runs of 400 // 192 = 2 samples (2, 2, 1); their 384 B fit in one pass
+    ("400", 1, 2, 2 * CHAIN_BYTES_PER_SAMPLE),
+    # one sample (192 B) does not fit 130 B: runs of 1 sample, tensors in groups of <= 130 B: [a, b], [y]
+    (130, 2, 1, 2 * 64),
+    # 100 B: one 64 B tensor pair per pass
+    (100, 3, 1, 64),
+])
+def test_memory_budget_passes_give_the_one_pass_metrics(planted, monkeypatch, budget, passes, run_batch, est):
+    model, variant = planted
+    feeds = _batch(4, 5)
+    bar = _Bar(monkeypatch)
+    df = layerwise(model, variant, feeds=feeds, memory_budget=budget)  # progress: on by default
+    a = df.attrs
+    runs = passes * -(-5 // run_batch)
+    assert (a["passes"], a["run_batch"], a["runs"], a["estimated_bytes"]) == (passes, run_batch, runs, est)
+    assert a["memory_budget"] == int(budget) and a["samples"] == 5 and a["batches"] == 1
+    _assert_metrics(df, feeds["x"])
+    assert a["first_divergent"] == "n3"
+    # the progress bar counts runs (sub-batch x pass) one by one up to the total, names the pass, and is erased
+    text = bar.take()
+    frames = text.split("\r")
+    assert all("layerwise chain-planted-custom" in f for f in frames if f.strip())
+    counts = [int(c) for c in re.findall(rf"(\d+)/{runs} \[", text)]
+    assert counts and sorted(set(counts)) == list(range(runs + 1)) and counts == sorted(counts)
+    assert "run/s" in text
+    shown = set(re.findall(r"pass (\d+)/(\d+)", text))
+    assert shown == ({(str(i), str(passes)) for i in range(1, passes + 1)} if passes > 1 else set())
+    assert text.endswith("\r") and not frames[-2].strip()  # leave=False: the last frame blanks the bar
+
+
+def test_no_progress_bar_when_asked(planted, monkeypatch):
+    model, variant = planted
+    bar = _Bar(monkeypatch)
+    layerwise(model, variant, feeds=_batch(4, 4), memory_budget=100, progress=False)
+    assert bar.take() == ""
+
+
+def test_memory_budget_none_is_one_pass(planted):
+    model, variant = planted
+    df = layerwise(model, variant, feeds=_batch(5, 6), memory_budget=None, progress=False)
+    assert (df.attrs["passes"], df.attrs["runs"], df.attrs["run_batch"]) == (1, 1, 6)
+    assert df.attrs["memory_budget"] is None and df.attrs["estimated_bytes"] == 6 * CHAIN_BYTES_PER_SAMPLE
+
+
+def test_compare_budget_keeps_the_first_samples_that_fit(planted):
+    model, variant = planted
+    data = [_batch(1, 4), _batch(2, 3), _batch(3, 5)]
+    x = np.concatenate([b["x"] for b in data])
+    # 1 KB / 192 B per sample = 5 samples: the first batch and one sample of the second
+    df = layerwise(model, variant, data=data, compare_budget="1KB", memory_budget=None, progress=False)
+    a = df.attrs
+    assert (a["samples"], a["samples_given"], a["batches"], a["compare_budget"]) == (5, 12, 2, 1024)
+    assert a["samples_reason"] == ("5 of 12 samples: the compared tensors of one sample take 192 B; "
+                                   "compare budget 1.0 KB")
+    _assert_metrics(df, x[:5])
+    # exactly all 12 samples fit: nothing is cut and nothing is said
+    df = layerwise(model, variant, data=data, compare_budget=12 * CHAIN_BYTES_PER_SAMPLE, progress=False)
+    assert (df.attrs["samples"], df.attrs["samples_reason"]) == (12, "")
+    assert df.attrs["compare_budget"] == 12 * CHAIN_BYTES_PER_SAMPLE
+    _assert_metrics(df, x)
+    # under one sample: still one sample
+    df = layerwise(model, variant, data=data, compare_budget=1, progress=False)
+    assert df.attrs["samples"] == 1 and df.attrs["samples_reason"].startswith("1 of 12 samples")
+    _assert_metrics(df, x[:1])
+
+
+def test_compare_budget_when_no_tensor_size_is_known():
+    """Sizes shape inference cannot tell (a Reshape to a run-time shape) cost 0 estimated bytes: the compare
+    budget then keeps every sample instead of dividing by zero."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("Reshape", ["x", "s"], ["r"], name="reshape"),
+             helper.make_node("Relu", ["r"], ["y"], name="relu")]
+    g = helper.make_graph(nodes, "u", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = wb.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), name="u")
+    df = layerwise(model, model, feeds=_batch(6, 4), compare_budget=1, progress=False)
+    assert list(df.tensor) == ["r", "y"] and (df.max_abs == 0).all()
+    assert df.attrs["samples"] == 4 and df.attrs["samples_reason"] == "" and df.attrs["estimated_bytes"] == 0
+    assert df.attrs["skipped"] == {"not a float tensor": 1}  # the int64 shape
+
+
+def _runtime_model(variant: bool):
+    """x (N, 3, 4) -> Mul(2) m1 -> Relu r -> Add(0.25) a -> Sigmoid s -> Mul(1) y. The variant computes ``r``
+    through a Reshape to the run-time shape (N, 4, 3) (shape inference cannot tell) and reshapes it back, and
+    replaces the Sigmoid by a HardSigmoid named differently (no name or structure pairs ``s``)."""
+    def const(name, v):
+        return helper.make_node("Constant", [], [name], name=f"k_{name}",
+                                value=numpy_helper.from_array(np.asarray(v, np.int64), name))
+    nodes = [helper.make_node("Mul", ["x", "two"], ["m1"], name="mul1")]
+    if variant:
+        nodes += [helper.make_node("Relu", ["m1"], ["r0"], name="relu"),
+                  helper.make_node("Shape", ["x"], ["shp"], name="shape"),
+                  const("i0", [0]), const("i1", [1]), const("i2", [2]), const("i3", [3]),
+                  helper.make_node("Slice", ["shp", "i0", "i1"], ["d0"], name="s0"),
+                  helper.make_node("Slice", ["shp", "i2", "i3"], ["d2"], name="s2"),
+                  helper.make_node("Slice", ["shp", "i1", "i2"], ["d1"], name="s1"),
+                  helper.make_node("Concat", ["d0", "d2", "d1"], ["tshape"], name="cat", axis=0),
+                  helper.make_node("Reshape", ["r0", "tshape"], ["r"], name="swap"),
+                  helper.make_node("Reshape", ["r", "shp"], ["r1"], name="back"),
+                  helper.make_node("Add", ["r1", "b"], ["a"], name="add"),
+                  helper.make_node("HardSigmoid", ["a"], ["t_hs"], name="hs"),
+                  helper.make_node("Mul", ["t_hs", "one"], ["y"], name="out")]
+    else:
+        nodes += [helper.make_node("Relu", ["m1"], ["r"], name="relu"),
+                  helper.make_node("Add", ["r", "b"], ["a"], name="add"),
+                  helper.make_node("Sigmoid", ["a"], ["s"], name="sig"),
+                  helper.make_node("Mul", ["s", "one"], ["y"], name="out")]
+    inits = [numpy_helper.from_array(np.float32(2.0), "two"), numpy_helper.from_array(np.float32(1.0), "one"),
+             numpy_helper.from_array(np.full((3, 4), 0.25, np.float32), "b")]
+    g = helper.make_graph(nodes, "rt", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 4])], inits)
+    return wb.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]),
+                   name="rt-var" if variant else "rt")
+
+
+def test_run_time_shape_mismatch_is_unmatched_and_the_rest_still_compared():
+    ref, var = _runtime_model(False), _runtime_model(True)
+    rng = np.random.default_rng(7)
+    data = [{"x": rng.standard_normal((2, 3, 4)).astype(np.float32)},
+            {"x": 3 * rng.standard_normal((3, 3, 4)).astype(np.float32)}]  # the larger errors in batch 2
+    df = layerwise(ref, var, data=data, metric="max_abs", threshold=1e-3, progress=False)
+    assert list(df.tensor) == ["m1", "a", "y"] and list(df.onnx_node) == ["mul1", "add", "out"]
+    un = df.attrs["unmatched"]
+    assert [u["tensor"] for u in un] == ["r", "s"]  # topological order (the run-time one was found last)
+    assert un[0] == {"onnx_node": "relu", "op_type": "Relu", "tensor": "r",
+                     "reason": "shape (2, 3, 4) in the reference but (2, 4, 3) in the variant ('r'): a layout "
+                               "change (transpose/reshape) by the recipe"}
+    assert (un[1]["onnx_node"], un[1]["op_type"]) == ("sig", "Sigmoid") and "structure" in un[1]["reason"]
+    assert df.attrs["counts"] == {"compared": 3, "unmatched": 2, "skipped": 0}
+    # both batches are folded into every tensor after the mismatched one
+    x = np.concatenate([b["x"] for b in data]).astype(np.float64)
+    a = np.maximum(x * 2, 0) + 0.25
+    ya, yb = 1 / (1 + np.exp(-a)), np.clip(0.2 * a + 0.5, 0, 1)
+    d = df.set_index("tensor")
+    assert d.loc["m1", "max_abs"] == 0 and d.loc["a", "max_abs"] == 0
+    assert d.loc["y", "max_abs"] == pytest.approx(np.abs(yb - ya).max(), rel=1e-5)
+    assert d.loc["y", "mean_abs"] == pytest.approx(np.abs(yb - ya).mean(), rel=1e-5)
+    assert df.attrs["first_divergent"] == "out"
+
+
+def test_model_path_npz_data_default_limit_and_batch_size(planted, tmp_path):
+    import onnx
+
+    model, variant = planted
+    onnx.save(model.proto_with_data(), tmp_path / "chain.onnx")
+    x = np.random.default_rng(8).standard_normal((70, 8)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x)
+    df = layerwise(str(tmp_path / "chain.onnx"), variant, data=tmp_path / "d.npz", batch_size=16, progress=False)
+    assert (df.attrs["samples"], df.attrs["batches"], df.attrs["run_batch"]) == (64, 4, 16)  # limit=64 by default
+    _assert_metrics(df, x[:64])
+    df = layerwise(model, variant, data=tmp_path / "d.npz", limit=10, progress=False)
+    assert df.attrs["samples"] == 10
+    _assert_metrics(df, x[:10])
+
+
+def test_synthetic_batch_follows_shapes(planted):
+    model, variant = planted
+    df = layerwise(model, variant, shapes="x:3x8", progress=False)
+    assert df.attrs["samples"] == 3
+    _assert_metrics(df, wb.synthetic_inputs(model, "x:3x8")["x"])
+
+
+def test_tensor_map_from_the_recipe_and_from_the_caller(planted):
+    """A variant that renamed ``b``: the recipe's tensor_map pairs it ("recorded"); the caller's map is added
+    to the recipe's and wins on the same tensor."""
+    from workbench.variant import Variant
+
+    model, _ = planted
+    p = _dyn_chain(2.02, 0.5)
+    p.graph.node[1].output[0] = "bb"
+    p.graph.node[2].input[0] = "bb"
+    renamed = model.derive(p, name="renamed")
+    v = Variant(model=renamed, precision="custom", recipe={"tensor_map": {"b": "bb"}})
+    d = layerwise(model, v, feeds=_batch(9, 4), progress=False).set_index("tensor")
+    assert (d.loc["b", "variant_tensor"], d.loc["b", "match"]) == ("bb", "recorded")
+    assert d.loc["b", "max_abs"] == pytest.approx(_expected(_batch(9, 4)["x"])["b"]["max_abs"], rel=1e-6)
+    d = layerwise(model, renamed, feeds=_batch(9, 4), tensor_map={"b": "bb"}, progress=False).set_index("tensor")
+    assert (d.loc["b", "variant_tensor"], d.loc["b", "match"]) == ("bb", "recorded")
+    v = Variant(model=renamed, precision="custom", recipe={"tensor_map": {"b": "y"}})  # a wrong record
+    d = layerwise(model, v, feeds=_batch(9, 4), tensor_map={"b": "bb"}, progress=False).set_index("tensor")
+    assert (d.loc["b", "variant_tensor"], d.loc["b", "match"]) == ("bb", "recorded")
+
+
+def test_variant_by_precision_name(planted, tmp_path, monkeypatch):
+    """``variant="fp16"`` / ``"int8"`` build the variant (int8 with ``calib``, showing its calibration bar)."""
+    model, _ = planted
+    x = _batch(10, 4)["x"]
+    df = layerwise(model, "fp16", feeds={"x": x}, progress=False)
+    assert list(df.precision) == ["fp16"] * 3 and df.attrs["variant"] == "chain-fp16"
+    ref = _chain_tensors(x, 2.0, 0.0)
+    for t in ("a", "b", "y"):  # each fp16 op rounds to 11 bits: at most 2^-11 relative per op, 3 ops deep
+        assert df.set_index("tensor").loc[t, "max_abs"] <= 3 * 2.0 ** -11 * np.abs(ref[t]).max()
+    assert df.set_index("tensor").loc["a", "max_abs"] > 0
+    w = np.random.default_rng(11).standard_normal((8, 4)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "mm",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                          [numpy_helper.from_array(w, "w")])
+    mm = wb.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), name="mm")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(12).standard_normal((16, 8)).astype(np.float32))
+    bar = _Bar(monkeypatch)
+    df = layerwise(mm, "int8", calib=tmp_path / "calib.npz", feeds={"x": x})
+    assert list(df.precision) == ["int8"] and list(df.tensor) == ["y"]
+    yref = x.astype(np.float64) @ w
+    assert 0 < df.max_abs.iloc[0] < 0.05 * np.abs(yref).max()  # int8 error: small, not zero
+    text = bar.take()
+    assert "calibrating mm" in text and "/16 [" in text and "layerwise mm-int8" in text
+
+
+def _fixed(model, n):
+    """``model`` with its batch dimension fixed to ``n``."""
+    p = model.proto_with_data()
+    for vi in (p.graph.input[0], p.graph.output[0]):
+        vi.type.tensor_type.shape.dim[0].Clear()
+        vi.type.tensor_type.shape.dim[0].dim_value = n
+    return model.derive(p, name=f"{model.name}{n}")
+
+
+def test_fixed_batch_uses_tensor_groups_and_whole_batches(planted):
+    """A fixed batch cannot be split: the memory budget only groups tensors (one larger than the budget
+    stands alone) and the compare budget keeps whole batches."""
+    model, variant = (_fixed(m, 4) for m in planted)
+    data = [_batch(1, 4), _batch(2, 4), _batch(3, 4)]
+    x = np.concatenate([b["x"] for b in data])
+    df = layerwise(model, variant, data=data, memory_budget=130, progress=False)
+    a = df.attrs
+    # each pair of 4 x 8 float32 tensors takes 256 B > 130 B: one pass per tensor, every batch whole
+    assert (a["passes"], a["run_batch"], a["runs"], a["estimated_bytes"]) == (3, 4, 9, 256)
+    _assert_metrics(df, x)
+    df = layerwise(model, variant, data=data, compare_budget="1KB", progress=False)
+    # 1 KB holds 5 samples of 192 B; batches of 4 stay whole: 8 samples
+    assert (df.attrs["samples"], df.attrs["batches"]) == (8, 2)
+    assert df.attrs["samples_reason"].startswith("8 of 12 samples")
+    _assert_metrics(df, x[:8])
+
+
+def test_unknown_tensor_size_counts_as_the_largest_known(planted):
+    """x -> Mul a (known size) -> Reshape to a run-time shape r (unknown) -> Relu y (unknown): the estimate
+    counts r and y at a's size, so one batch of 4 is 3 x 4 x 64 B."""
+    nodes = [helper.make_node("Mul", ["x", "w"], ["a"], name="mul"),
+             helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("Reshape", ["a", "s"], ["r"], name="reshape"),
+             helper.make_node("Relu", ["r"], ["y"], name="relu")]
+    g = helper.make_graph(nodes, "u", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.full((8,), 2.0, np.float32), "w")])
+    model = wb.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), name="u")
+    df = layerwise(model, model, feeds=_batch(6, 4), memory_budget=None, progress=False)
+    assert list(df.tensor) == ["a", "r", "y"] and df.attrs["estimated_bytes"] == 3 * 4 * 64
+
+
+def test_compare_budget_reason_in_megabytes():
+    """One (1, 196608) float32 pair is 1.5 MB per sample: a 2 MB compare budget keeps 1 of 2 samples."""
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "big",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 196608])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 196608])])
+    model = wb.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), name="big")
+    x = np.random.default_rng(13).standard_normal((2, 196608)).astype(np.float32)
+    df = layerwise(model, model, feeds={"x": x}, compare_budget="2MB", progress=False)
+    assert df.attrs["samples_reason"] == ("1 of 2 samples: the compared tensors of one sample take 1.5 MB; "
+                                          "compare budget 2.0 MB")
+
+
+def test_parse_bytes_units():
+    from workbench.compare.layerwise import parse_bytes
+    from workbench.errors import UsageError
+
+    k, m, g = 1024, 1024 ** 2, 1024 ** 3
+    assert [parse_bytes(s) for s in ("2GB", "2 gib", "2g", "512MB", "512m", "512MiB", "3KB", "3k", "3KiB")] == \
+        [2 * g, 2 * g, 2 * g, 512 * m, 512 * m, 512 * m, 3 * k, 3 * k, 3 * k]
+    assert parse_bytes("1.5g") == int(1.5 * g) and parse_bytes("100") == 100 and parse_bytes("100b") == 100
+    assert parse_bytes(1000) == 1000 and parse_bytes(2.5) == 2 and parse_bytes(" 7 MB ") == 7 * m
+    for bad in ("-1GB", "0", "0.0k", "lots", "2TB", "2TBB", "GB", "", "nan", "inf", True, 0, -3, float("inf")):
+        with pytest.raises(UsageError):
+            parse_bytes(bad)
+
+
+def test_compare_budget_with_under_one_byte_per_sample():
+    """A batch-wide scalar (ReduceSum over everything) of a run of 10 samples is 4 + 4 bytes: 0.8 B per sample,
+    so a 6-byte compare budget keeps 7 samples."""
+    g = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["y"], name="total", keepdims=0)], "sum",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    model = wb.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), name="sum")
+    df = layerwise(model, model, feeds=_batch(14, 10), compare_budget=6, progress=False)
+    assert df.attrs["samples"] == 7 and df.attrs["samples_reason"].startswith("7 of 10 samples")
+    # the same arithmetic for the memory budget: runs of 7 samples (7, 3), one pass
+    df = layerwise(model, model, feeds=_batch(14, 10), memory_budget=6, progress=False)
+    assert (df.attrs["run_batch"], df.attrs["runs"], df.attrs["passes"]) == (7, 2, 1)
+
+
+def _graph(nodes, inputs, outputs, inits=(), name="g"):
+    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info(*i) for i in inputs],
+                          [helper.make_tensor_value_info(*o) for o in outputs], list(inits))
+    return wb.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), name=name)
+
+
+def test_a_leading_scalar_input_does_not_make_a_batch_one_sample():
+    """Inputs (scale: scalar, x: (N, 8)): a batch of 4 is 4 samples (it was counted from the scalar as 1)."""
+    f = TensorProto.FLOAT
+    model = _graph([helper.make_node("Mul", ["x", "scale"], ["y"], name="mul")],
+                   [("scale", f, []), ("x", f, ["N", 8])], [("y", f, ["N", 8])], name="scaled")
+    feeds = {"scale": np.array(2.0, np.float32), "x": _batch(15, 4)["x"]}
+    df = layerwise(model, model, data=[feeds, feeds], compare_budget=3 * 64, progress=False)
+    assert df.attrs["samples_given"] == 8 and df.attrs["samples"] == 4  # 64 B per sample: 3 fit, whole batches
+    assert df.attrs["samples_reason"].startswith("4 of 8 samples")
+
+
+def test_estimate_per_tensor_size_and_element_type(planted):
+    """The estimate is each pair's own size: elements x (reference itemsize + variant itemsize)."""
+    f, h, d = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE
+    model, variant = planted
+    one = layerwise(model, variant, feeds=_batch(16, 1), memory_budget=None, progress=False)
+    assert one.attrs["estimated_bytes"] == CHAIN_BYTES_PER_SAMPLE  # a batch of one sample
+    # (N, 8) then a ReduceSum to (N, 1): 8 x 8 + 1 x 8 bytes per sample
+    w = numpy_helper.from_array(np.full((8,), 2.0, np.float32), "w")
+    red = _graph([helper.make_node("Mul", ["x", "w"], ["a"], name="mul"),
+                  helper.make_node("ReduceSum", ["a", "ax"], ["y"], name="sum", keepdims=1)],
+                 [("x", f, ["N", 8])], [("y", f, ["N", 1])],
+                 [w, numpy_helper.from_array(np.array([1], np.int64), "ax")], name="red")
+    df = layerwise(red, red, feeds=_batch(17, 4), memory_budget=None, progress=False)
+    assert df.attrs["estimated_bytes"] == 4 * (8 * 8 + 1 * 8)
+    # a variant computing a and b in float16 (y back in float32): 8 x (4 + 2) bytes for a and b, 8 x 8 for y
+    def half(name, v):
+        return numpy_helper.from_array(np.full((8,), v, np.float16), name)
+    f16 = _graph([helper.make_node("Cast", ["x"], ["xh"], name="to16", to=h),
+                  helper.make_node("Mul", ["xh", "w1"], ["a"], name="n1"),
+                  helper.make_node("Mul", ["a", "w2"], ["b"], name="n2"),
+                  helper.make_node("Cast", ["b"], ["bf"], name="to32", to=f),
+                  helper.make_node("Add", ["bf", "c"], ["y"], name="n3")],
+                 [("x", f, ["N", 8])], [("y", f, ["N", 8])],
+                 [half("w1", 2.0), half("w2", 3.0), numpy_helper.from_array(np.zeros(8, np.float32), "c")], name="f16")
+    df = layerwise(model, f16, feeds=_batch(18, 4), memory_budget=None, progress=False)
+    assert list(df.tensor) == ["a", "b", "y"]
+    assert df.attrs["estimated_bytes"] == 4 * (2 * 8 * (4 + 2) + 8 * 8)
+    # a float64 reference ("golden") against the float32 chain: 8 x (8 + 4) bytes per tensor
+    dbl = _graph([helper.make_node("Mul", ["x", "w1"], ["a"], name="n1"),
+                  helper.make_node("Mul", ["a", "w2"], ["b"], name="n2"),
+                  helper.make_node("Add", ["b", "c"], ["y"], name="n3")],
+                 [("x", d, ["N", 8])], [("y", d, ["N", 8])],
+                 [numpy_helper.from_array(np.full((8,), v, np.float64), k) for k, v in (("w1", 2.0), ("w2", 3.0),
+                                                                                        ("c", 0.0))], name="dbl")
+    df = layerwise(dbl, model, feeds=_batch(19, 4), memory_budget=None, progress=False)
+    assert df.attrs["estimated_bytes"] == 4 * 3 * 8 * (8 + 4)
+
+
+def test_two_samples_over_budget_run_one_at_a_time(planted):
+    model, variant = planted
+    # 2 x 192 B > 300 B >= 192 B: runs of one sample, all three tensors in one pass
+    df = layerwise(model, variant, feeds=_batch(20, 2), memory_budget=300, progress=False)
+    a = df.attrs
+    assert (a["passes"], a["run_batch"], a["runs"], a["estimated_bytes"]) == (1, 1, 2, CHAIN_BYTES_PER_SAMPLE)
+    _assert_metrics(df, _batch(20, 2)["x"])
+
+
+def test_parse_bytes_ignores_spaces_inside():
+    from workbench.compare.layerwise import parse_bytes
+
+    assert parse_bytes("1 024 KB") == 1024 * 1024 and parse_bytes("2 G B") == 2 * 1024 ** 3
+
+
+def test_summary_unmatched_frame_and_tidy_layout():
+    from workbench.compare.layerwise import UNMATCHED_COLUMNS, layerwise_summary, layerwise_tidy, unmatched_frame
+
+    ref, var = _runtime_model(False), _runtime_model(True)
+    df = layerwise(ref, var, data=[{"x": np.random.default_rng(21).standard_normal((2, 3, 4)).astype(np.float32)}],
+                   metric="max_abs", threshold=1e-3, memory_budget="1MB", progress=False)
+    s = layerwise_summary(df)
+    assert s == {k: df.attrs[k] for k in ("first_divergent", "metric", "threshold", "counts", "passes", "memory_budget",
+                                          "estimated_bytes", "peak_rss_bytes", "samples", "seconds", "unmatched",
+                                          "skipped")}
+    assert (s["first_divergent"], s["metric"], s["threshold"], s["memory_budget"]) == ("out", "max_abs", 1e-3, 1024 ** 2)
+    empty = layerwise_summary(pd.DataFrame())
+    assert empty["unmatched"] == [] and empty["skipped"] == {} and empty["first_divergent"] is None
+    assert all(empty[k] is None for k in ("metric", "threshold", "counts", "passes", "samples", "seconds"))
+    un = unmatched_frame(df)
+    assert list(un.columns) == UNMATCHED_COLUMNS == ["variant", "precision", "onnx_node", "op_type", "tensor", "reason"]
+    assert un[["variant", "precision", "onnx_node", "op_type", "tensor"]].values.tolist() == [
+        ["rt-var-custom", "custom", "relu", "Relu", "r"], ["rt-var-custom", "custom", "sig", "Sigmoid", "s"]]
+    assert list(un.reason) == [u["reason"] for u in df.attrs["unmatched"]]
+    none = unmatched_frame(layerwise(ref, ref, data=[{"x": np.ones((1, 3, 4), np.float32)}], progress=False))
+    assert list(none.columns) == UNMATCHED_COLUMNS and len(none) == 0
+    tidy = layerwise_tidy(df)
+    metrics = ["max_abs", "mean_abs", "max_rel", "rmse", "cosine", "snr_db", "nan_count", "inf_count", "noise_ratio",
+               "local_noise"]
+    assert list(tidy.columns) == ["variant", "onnx_node", "tensor", "metric", "value"]
+    assert list(tidy.metric.unique()) == metrics and len(tidy) == len(df) * len(metrics)
+    for m in metrics:
+        got = tidy[tidy.metric == m].set_index("tensor")["value"]
+        assert got.to_dict() == df.set_index("tensor")[m].to_dict(), m
+
+
+def test_tensor_groups_fill_the_budget_exactly():
+    """Four (1, 8) float32 pairs of 64 B each under a 128 B budget: two passes of two tensors (a group may reach the
+    budget exactly)."""
+    f = TensorProto.FLOAT
+    k = [numpy_helper.from_array(np.full((8,), v, np.float32), n) for n, v in (("two", 2.0), ("one", 1.0))]
+    model = _graph([helper.make_node("Mul", ["x", "two"], ["a"], name="n1"),
+                    helper.make_node("Add", ["a", "one"], ["b"], name="n2"),
+                    helper.make_node("Mul", ["b", "two"], ["c"], name="n3"),
+                    helper.make_node("Add", ["c", "one"], ["y"], name="n4")],
+                   [("x", f, ["N", 8])], [("y", f, ["N", 8])], k, name="four")
+    df = layerwise(model, model, feeds=_batch(22, 1), memory_budget=128, progress=False)
+    a = df.attrs
+    assert (a["passes"], a["runs"], a["estimated_bytes"]) == (2, 2, 128) and list(df.tensor) == ["a", "b", "c", "y"]
+
+
+def test_inputs_with_different_first_dims_are_not_split(planted):
+    """x (4, 8) and z (2, 8): the first axes disagree, so a batch cannot be cut into runs of fewer samples;
+    only tensor groups keep the budget (a: 4 x 8 x 8 B = 256 B, b: 2 x 8 x 8 B = 128 B, budget 100 B)."""
+    f = TensorProto.FLOAT
+
+    def two(w):
+        k = [numpy_helper.from_array(np.full((8,), v, np.float32), n) for n, v in (("w", w), ("three", 3.0))]
+        return _graph([helper.make_node("Mul", ["x", "w"], ["a"], name="na"),
+                       helper.make_node("Mul", ["z", "three"], ["b"], name="nb")],
+                      [("x", f, ["N", 8]), ("z", f, ["M", 8])], [("a", f, ["N", 8]), ("b", f, ["M", 8])], k,
+                      name=f"two{w}")
+    feeds = {"x": _batch(23, 4)["x"], "z": _batch(24, 2)["x"]}
+    df = layerwise(two(2.0), two(2.02), feeds=feeds, memory_budget=100, progress=False)
+    a = df.attrs
+    assert (a["passes"], a["run_batch"], a["runs"], a["estimated_bytes"]) == (2, 4, 2, 256)
+    d = df.set_index("tensor")
+    x = feeds["x"]
+    assert d.loc["a", "max_abs"] == pytest.approx(np.abs((x * np.float32(2.02)).astype(np.float64) - x * 2.0).max(),
+                                                  rel=1e-6)
+    assert d.loc["b", "max_abs"] == 0
+
+
+def test_human_bytes_units():
+    """The unit the compare-budget message uses (a GB-sized budget cannot be exercised in a unit test)."""
+    from workbench.compare.layerwise import _human_bytes
+
+    assert [_human_bytes(n) for n in (0, 1023, 1024, 1536, 1024 ** 2 - 1, 1024 ** 2, 1024 ** 3 - 1, 1024 ** 3,
+                                      5 * 1024 ** 3)] == \
+        ["0 B", "1023 B", "1.0 KB", "1.5 KB", "1024.0 KB", "1.0 MB", "1024.0 MB", "1.0 GB", "5.0 GB"]

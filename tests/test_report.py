@@ -171,25 +171,43 @@ def test_cli_report_two_backends_keeps_going_when_one_cannot_run(digits, tmp_pat
     assert "digits_cnn-fp32 · tensorrt-rtx" in text  # plots label variants by backend
 
 
-def test_cli_demo_prints_summary(digits, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def demo_samples(tmp_path_factory):
+    """A copy of exactly the files `workbench demo` reads (its FILES), nothing else."""
+    from workbench.commands.demo import FILES as DEMO_FILES
+
+    d = tmp_path_factory.mktemp("demo_samples")
+    for f in DEMO_FILES:
+        shutil.copy(SAMPLES / f, d / f)
+    return d
+
+
+def test_cli_demo_prints_summary(demo_samples, tmp_path, capsys):
     """ONNX Runtime only: with TensorRT usable the demo adds TensorRT rows (the GPU branch is
     test_gpu_branches.py::test_demo_adds_tensorrt_rows)."""
     from workbench.backends import get_backend
+    from workbench.commands.demo import DEMO_BATCH
 
     if get_backend("tensorrt").available()[0]:
         pytest.skip("TensorRT is usable here, so the demo adds its rows: test_gpu_branches.py covers that branch")
-    rc = main(["demo", "--samples", str(digits), "--out", str(tmp_path / "demo"), *FAST])
+    rc = main(["demo", "--samples", str(demo_samples), "--out", str(tmp_path / "demo"), *FAST])
     out = capsys.readouterr().out
     assert rc == 0
+    assert out.startswith("trt-workbench demo: digits_cnn_wide at fp32, fp16, int8 on onnxruntime")
     header = next(line for line in out.splitlines() if line.startswith("variant"))
     for col in ("p50 ms", "speedup", "top-1", "cosine", "status"):
         assert col in header
-    rows = [line for line in out.splitlines() if line.startswith("digits_cnn-")]
-    assert [r.split()[0] for r in rows] == ["digits_cnn-fp32", "digits_cnn-fp16", "digits_cnn-int8"]
+    rows = [line for line in out.splitlines() if line.startswith("digits_cnn_wide-")]
+    assert [r.split()[0] for r in rows] == ["digits_cnn_wide-fp32", "digits_cnn_wide-fp16", "digits_cnn_wide-int8"]
     assert all(r.split()[3].endswith("x") and r.split()[4].endswith("%") for r in rows)
-    assert (tmp_path / "demo" / "report.html").exists()
+    back = FlowResult.load(records_dir_for(tmp_path / "demo" / "report.html"))
+    assert back.config["latency_batch"] == DEMO_BATCH
+    # the wide model's own claim (sample_models/README.md): it classifies >= 98 % of the held-out digits,
+    # and the int8 variant stays within 1 point of fp32 (calibrated on the train split, never the test split)
+    top1 = dict(zip(back.summary().precision, back.summary().top1))
+    assert top1["fp32"] >= 0.98 and top1["fp32"] - top1["int8"] <= 0.01
 
 
 def test_cli_demo_without_samples_exits_2(tmp_path, capsys):
     rc = main(["demo", "--samples", str(tmp_path), "--out", str(tmp_path / "o")])
-    assert rc == 2 and "digits_cnn.onnx" in capsys.readouterr().err
+    assert rc == 2 and "digits_cnn_wide.onnx" in capsys.readouterr().err

@@ -37,6 +37,7 @@ TRT_RECEIVERS = {
     "tensorrt": {"builder": "Builder", "network": "INetworkDefinition", "parser": "OnnxParser",
                  "config": "IBuilderConfig", "profile": "IOptimizationProfile", "ctx": "IExecutionContext",
                  "self._context": "IExecutionContext", "eng": "ICudaEngine", "self._engine": "ICudaEngine",
+                 "self.engine": "ICudaEngine",
                  "self._runtime": "Runtime", "inspector": "EngineInspector", "cache": "ITimingCache",
                  "disk": "ITimingCache", "updated": "ITimingCache", "merged": "ITimingCache"},
     "layers": {"ctx": "IExecutionContext"},
@@ -281,3 +282,50 @@ def test_shape_tensor_input_is_rejected_clearly(rtx, tmp_path):
     onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
     with pytest.raises(UnsupportedError, match="'s' is a shape tensor"):
         get_backend("tensorrt-rtx").build(Variant.of(workbench.load(path)), None, BuildOptions(progress=False))
+
+
+#: receivers in the scanned files that are workbench objects, not TensorRT ones (checked against our classes below)
+OURS = {"engine": "workbench.backends.tensorrt.TrtEngine"}
+#: receivers whose names look like TensorRT objects but are plain Python (no TensorRT call is made through them)
+NOT_TRT = {"self._bound_contexts": "a list of contexts", "contextlib": "the stdlib module",
+           "layers_df": "a pandas DataFrame", "layer": "a dict of the inspector's JSON"}
+_TRT_LIKE = re.compile(r"engine|inspector|context|ctx|builder|network|parser|config|profile|runtime|cache|tensor|layer",
+                       re.I)
+
+
+@pytest.mark.parametrize("src", sorted(TRT_RECEIVERS))
+def test_every_trt_like_receiver_is_classified(src):
+    """A call through a receiver the scan does not know is a call nobody checks (a misspelled
+    ``self.engine.create_engine_inspecter()`` passed while ``self.engine`` was unmapped): every receiver whose
+    name looks like a TensorRT object is mapped to a TensorRT class, to one of ours, or listed as plain Python."""
+    unknown = set()
+    for fn in _functions(ast.parse(SOURCES[src].read_text())):
+        known = {**TRT_RECEIVERS[src], **TRT_FUNCTION_RECEIVERS.get((src, fn.name), {}), **OURS, **NOT_TRT}
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Attribute):
+                k = _key(node.value)
+                if k and k not in known and _TRT_LIKE.search(k):
+                    unknown.add(f"{SOURCES[src].name}:{node.lineno} {k}.{node.attr} (in {fn.name})")
+    assert not unknown, sorted(unknown)
+
+
+@pytest.mark.parametrize("src", sorted(TRT_RECEIVERS))
+def test_calls_on_our_engine_objects_exist(src):
+    """``engine.X`` in these files (outside functions where ``engine`` is a TensorRT ICudaEngine) names a method,
+    property or instance attribute of one of our Engine classes (TrtEngine, OrtEngine or their base)."""
+    import workbench.backends.base as base
+    import workbench.backends.onnxruntime as ort_backend
+
+    classes = (trt_backend.TrtEngine, ort_backend.OrtEngine, base.Engine)
+    assigned = set()
+    for cls in classes:
+        assigned |= set(re.findall(r"self\.(\w+)\s*[:=]", inspect.getsource(cls)))
+    missing = set()
+    for fn in _functions(ast.parse(SOURCES[src].read_text())):
+        if "engine" in TRT_FUNCTION_RECEIVERS.get((src, fn.name), {}):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Attribute) and _key(node.value) == "engine":
+                if not any(hasattr(c, node.attr) for c in classes) and node.attr not in assigned:
+                    missing.add(f"{SOURCES[src].name}:{node.lineno} engine.{node.attr}")
+    assert not missing, sorted(missing)

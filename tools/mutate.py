@@ -100,9 +100,28 @@ PLAN: dict[str, Target] = {
     "builds": Target("workbench/builds.py", ["tests/test_builds_fallback.py", "tests/test_mut_builds.py"]),
     "layerwise": Target("workbench/compare/layerwise.py",
                         ["tests/test_mut_layerwise.py", "tests/test_layerwise.py::test_bad_metric_and_missing_threshold"],
-                        ["*.x_layerwise__mutmut*", "*.x__is_diverged*", "*.x__resolve_threshold*"],
-                        "layerwise(): per-node metrics, local noise, divergence rule; tests: only the fast "
-                        "planted-case file, not the slow budget/passes tests"),
+                        ["*.x_layerwise__mutmut*", "*.x__is_diverged*", "*.x__resolve_threshold*",
+                         "*.x_plan_passes*", "*.x__pair_bytes*", "*.x__groups*", "*.x__splittable*", "*.x__split*",
+                         "*.x__first_samples*", "*.x__human_bytes*", "*.x_parse_bytes*", "*.x__batches*",
+                         "*.x__fold*", "*.x__samples*"],
+                        "layerwise() with its memory / compare budget (plan_passes, parse_bytes and their "
+                        "helpers), divergence rule; not the tensor matching (match_tensors) nor first_divergence; "
+                        "tests: tiny real graphs in test_mut_layerwise.py, not the slow digits files"),
+    "layerwise-match": Target("workbench/compare/layerwise.py",
+                              ["tests/test_mut_layerwise.py",
+                               *[f"tests/test_layerwise_scale.py::test_{t}" for t in (
+                                   "renamed_fused_and_cast_tensors_are_matched_structurally",
+                                   "structural_match_finds_a_planted_change",
+                                   "transposed_and_reshaped_tensors_are_unmatched_not_fatal",
+                                   "shape_mismatch_seen_only_at_run_time_is_unmatched",
+                                   "missing_tensor_recorded_map_and_skips", "cut_model_keeps_only_what_the_tensor_needs",
+                                   "fused_node_keeping_its_name_does_not_pair_the_pre_fusion_tensor")]],
+                              ["*.x_match_tensors__*", "*.x_match_tensor__*", "*.x__shapes_conflict*", "*.x__fmt_shape*",
+                               "*.x_dynamic_tensors*", "*.x__subgraph_refs*", "*.x__infer*", "*.x__types_and_shapes*",
+                               "*.x_tensor_types*", "*.x_expose*", "*.x_cut_model*", "*.x_layerwise_summary*",
+                               "*.x_unmatched_frame*", "*.x_layerwise_tidy*", "*.x_node_label*"],
+                              "tensor matching (name and structure rules, shape checks), expose/cut_model, the "
+                              "summary/unmatched/tidy frames; tests: tiny real graphs, not the digits files"),
     "precision-base": Target("workbench/precision/base.py",
                              ["tests/test_precision.py", "tests/test_extending.py", "tests/test_mut_precision.py"]),
     "layers": Target("workbench/measure/layers.py",
@@ -393,6 +412,83 @@ EXPLAINED.update({
     **{_M + f"xǁErrorAccumulatorǁ_update_general__mutmut_{i}": "equivalent: this path runs only for chunks with a "
        "NaN/Inf, where allclose() is always False, and None/a NaN operand is False too" for i in (7, 8, 9)},
 })
+_LW = "workbench.compare.layerwise."
+_DIV = ("equivalent: int(a / b) and int(a // b) differ only when a / b rounds up to an integer at the last ulp "
+        "(a budget that exactly divides in real arithmetic), well inside the estimate's own precision")
+EXPLAINED.update({
+    **{_LW + f"x_layerwise__mutmut_{i}": "equivalent in the frame: percentiles only add err_p99/err_p999, which "
+       "are not columns of the layerwise frame (it costs a histogram per tensor)" for i in (148, 149)},
+    _LW + "x_layerwise__mutmut_20": "equivalent: load() returns a Model it is given unchanged",
+    _LW + "x_layerwise__mutmut_217": "equivalent: the slot only drops its reference to the array; '' or None",
+    **{_LW + f"x_layerwise__mutmut_{i}": "equivalent: every unmatched tensor is an output of a reference node, so "
+       "the sort key's default is never used" for i in (362, 364, 367, 368)},
+    _LW + "x_layerwise__mutmut_441": "not killed: how many decimals the diagnostic wall time is rounded to is "
+                                     "presentation; no test pins it",
+    _LW + "x_layerwise__mutmut_96": _DIV,
+    _LW + "x_plan_passes__mutmut_55": _DIV,
+    _LW + "x__first_samples__mutmut_9": "equivalent: when n + size == keep the cut b[:keep - n] is the whole batch",
+    _LW + "x__first_samples__mutmut_12": "equivalent: after a cut n >= keep, so the loop stops at the next batch "
+                                         "whatever size was added",
+    _LW + "x__fold__mutmut_21": "equivalent: range(0, 1, CHUNK) and range(0, 2, CHUNK) both give the one start 0",
+    **{_LW + f"x__fold__mutmut_{i}": "equivalent: numpy reads any negative reshape size as 'infer'" for i in (5, 9)},
+    **{_LW + f"x__pair_bytes__mutmut_{i}": "equivalent: a compared pair's types are float types (match_tensors "
+       "checks both), all keys of _ITEMSIZE, so the default is never used" for i in (21, 23, 24, 26, 28, 29)},
+    _LW + "x_parse_bytes__mutmut_17": "equivalent: the text is lower-cased first, so the upper-case X added to the "
+                                      "strip set never matches",
+    _LW + "x_plan_passes__mutmut_26": "equivalent: at total x biggest == budget the other branch makes the same plan "
+                                      "(runs of budget // total = biggest samples, every tensor in one group)",
+    _LW + "x_plan_passes__mutmut_37": "equivalent: run_batch is only tested for truth; '' and None are both falsy",
+    _LW + "x_plan_passes__mutmut_44": "equivalent: with biggest == 1 the split branch gives runs of 1 sample, which "
+                                      "is every batch as it is",
+    **{_LW + f"x_plan_passes__mutmut_{i}": "equivalent: this branch runs only when total x biggest > budget > 0, "
+       "so total > 0 already" for i in (48, 56)},
+})
+_F = "workbench.precision.fp16safety."
+EXPLAINED.update({
+    _F + "x_clamp_mask_constants__mutmut_15": "equivalent in valid ONNX: a Constant's only TENSOR attribute is "
+                                              "'value', and ConstantOfShape's only attribute is the TENSOR 'value'",
+    _F + "x_clamp_mask_constants__mutmut_27": "equivalent: mask constants are float32 only (_constants); astype(None) "
+                                              "gives float64 with the same values, cast back to float32 after the test",
+    _F + "x_clamp_mask_constants__mutmut_37": "equivalent: a value equal to the clamp value is replaced by itself",
+    **{_F + f"x_fp16_safety__mutmut_{i}": "equivalent: tensor_problem never reads the TensorProto's name"
+       for i in (96, 98)},
+    **{_F + f"x_fp16_safety__mutmut_{i}": "equivalent: _constants holds float32 arrays only, so asarray without a "
+       "dtype is the same float32 array" for i in (100, 102)},
+    **{_F + f"x_fp16_safety__mutmut_{i}": "equivalent: every mask constant has readers (mask_constants skips "
+       "those without), so the default of readers.get is never used" for i in (74, 76)},
+    **{_F + f"x_fp16_safety__mutmut_{i}": "equivalent in valid ONNX: Pow has exactly two inputs, so len(n.input) "
+       "> 1, >= 1 and True agree" for i in (135, 138)},
+    _F + "x_fp16_safety_overlay__mutmut_4": "equivalent: an empty table's groupby(...).max() is an empty series, "
+                                            "so the dict is {} either way",
+    **{_F + f"x_mask_constants__mutmut_{i}": "equivalent: None and [] are both falsy, and `not rs` skips the "
+       "constant before rs is iterated" for i in (15, 17)},
+    **{_F + f"x_mask_like__mutmut_{i}": "equivalent: a[bad] holds only values outside [-65504, 65504] (or NaN), "
+       "where <= -65504, < -65504 and <= +65504 agree" for i in (18, 19)},
+})
+
+_B = "workbench.builds."
+_CAST_ONLY = ("equivalent: only a backend's unsupported_op_type starts the rebuild, and the only one that answers "
+              "(ORT CUDA, backends/onnxruntime.py) does so for cast recipes (fp16/bf16) alone, which read no calib, "
+              "no backend option and show no progress bar")
+_ALWAYS_SET = "equivalent: _make_variant always sets both facts (a hit or a recipe run), so the .get default is never used"
+EXPLAINED.update({
+    _B + "x_build_variants__mutmut_23": "equivalent: iterating a str gives characters, none a Variant, so ready is {} "
+                                        "either way",
+    _B + "x__make_variant__mutmut_15": "equivalent: key is only read when variant_cache is given, and is assigned "
+                                       "variant_key(...) first",
+    _B + "x__make_variant__mutmut_44": "equivalent: a missing recipe_time_s reads as 0.0 wherever it is read "
+                                       "(_one, the rebuild's sum)",
+    **{_B + f"x__make_variant__mutmut_{i}": "equivalent: a missing or None variant_cached is read as "
+       "bool(facts.get('variant_cached', False)) = False" for i in (65, 67)},
+    **{_B + f"x__one__mutmut_{i}": "equivalent: bool() of a None default is False, as of the False default"
+       for i in (45, 47)},
+    _B + "x__record__mutmut_25": "equivalent: options is never None here: build_variants always passes a BuildOptions",
+    _B + "x__record__mutmut_27": "equivalent: ShapeMap.parse(None).to_json() is {}",
+    **{_B + f"x__one_build__mutmut_{i}": "equivalent: the .onnx file was written a few lines earlier in the same "
+       "loop iteration, so it exists and missing_ok does not matter" for i in (160, 164)},
+    **{_B + f"x__one_build__mutmut_{i}": _CAST_ONLY for i in (169, 172, 174, 184)},
+    **{_B + f"x__one_build__mutmut_{i}": _ALWAYS_SET for i in (196, 198, 201, 203, 205, 208, 210, 212, 215)},
+})
 
 # mut-new targets (layers, speed, outputs, precision-base, data-npz, quantize, calibration)
 _LY, _SP = "workbench.measure.layers.", "workbench.compare.speed."
@@ -441,9 +537,6 @@ EXPLAINED.update({
 
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
 NOT_MEASURED: dict[str, str] = {
-    "builds": "no score: in mutmut's fork-server runs about half of builds.py's mutants \"survived\" that fail "
-              "tests/test_mut_builds.py when activated by hand (MUTANT_UNDER_TEST=...x__make_variant__mutmut_1 "
-              "pytest ... fails; `mutmut run` of that one mutant kills it); not resolved in the session",
 }
 
 DOC = ROOT / "docs" / "testing.md"

@@ -3,7 +3,7 @@
 # on two physical cores (taskset) and ONNX Runtime sessions that leave their thread count to ORT get 2 threads
 # (bench/quiet/sitecustomize.py; ORT would size its pool from the host's cores, not the affinity).
 # How docs/benchmarks-quiet.md was made (on the GPU host's idle CPUs; no GPU is used):
-#   WHEELS=dir-of-wheels RM=corpus-dir bash bench/quiet/run.sh OUT [report] [precision]
+#   WHEELS=dir-of-wheels RM=corpus-dir bash bench/quiet/run.sh OUT [report] [precision] [demo]
 # WHEELS: pure-Python wheels the host lacks (plotly, narwhals, onnx-graphsurgeon, polygraphy,
 # onnxconverter-common, ml-dtypes), installed with --target /tmp/site. RM: a real-model corpus folder
 # (models/ppocr_{det,rec}_v4.onnx, data/ppocr_rec_v4.npz, data/ppocr_det_v4_32.npz = the 16 detector pages and
@@ -26,4 +26,8 @@ report)  # each report twice: the first makes the variants, the second reuses th
   done ;;
 precision)
   taskset -c "$CPUS" python3 bench/run.py --only precision --no-write 2>&1 | tail -14 ;;
+demo)  # `make demo`'s job (bench/bench_demo.py: 1 warm-up + 3 timed runs, the demo's own int8 speedup per run)
+  taskset -c "$CPUS" python3 bench/run.py --only demo --no-write 2>&1 | tail -10 ;;
+demomodels)  # bench_precision's two digits CNNs, timed the demo's way (2 ORT threads and 1)
+  taskset -c "$CPUS" python3 -c "import sys, json; sys.path.insert(0, 'bench'); import bench_precision as b; from workbench.backends import get_backend; [print(json.dumps(r)) for r in b._demo_model_rows(get_backend('onnxruntime'), b._cpu_flags(), False)]" ;;
 esac; done

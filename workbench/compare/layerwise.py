@@ -65,7 +65,7 @@ import numpy as np
 import onnx
 import pandas as pd
 
-from ..data import as_feed_batches, cast_feeds, default_batch, input_specs
+from ..data import as_feed_batches, cast_feeds, default_batch, feeds_batch, input_specs
 from ..errors import BackendUnavailable, DataError, RunError, UnsupportedError, UsageError
 from ..logs import captures_native_log
 from ..model import Model, load
@@ -525,8 +525,9 @@ class PeakRSS:
 
 
 def _samples(feeds: Mapping[str, np.ndarray]) -> int:
-    first = next(iter(feeds.values()))
-    return int(first.shape[0]) if np.ndim(first) else 1
+    """Samples in a feed dict: axis 0 of the first input that has one (a leading scalar input, e.g. a
+    temperature, does not make every batch one sample)."""
+    return feeds_batch(feeds)
 
 
 def _resolve_threshold(metric: str, threshold: float | None) -> tuple[float, bool]:
