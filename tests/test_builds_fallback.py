@@ -195,12 +195,16 @@ def test_the_rebuilt_variant_keeps_the_users_recipe_arguments(sample, monkeypatc
     assert again.variant.hash == r.variant.hash
 
 
-def test_a_failing_rebuild_reports_the_rebuilds_error(sample):
-    # a parser naming an op type that is neither in the model nor an ONNX op: the rebuilt recipe refuses it
+def test_a_failing_rebuild_reports_the_build_error_and_the_rebuilds(sample):
+    """A parser naming an op type that is neither in the model nor an ONNX op: the rebuilt recipe refuses it. The
+    result names the real cause (the backend's build error) first, then why the workaround failed."""
     be = NoFp16Kernels(("MaxPool",), reported="FusedMaxPool")
     r = wb.build_variants(sample("digits_cnn.onnx"), ["fp16"], be, progress=False)["fp16"]
     assert r.status == "failed" and be.refused == 1
-    assert "FusedMaxPool" in r.reason and "not an ONNX op type" in r.reason and r.reason == str(r.error)
+    build_msg = "Provider type for FusedMaxPool node with name '/features/pool/MaxPool' is not set"
+    assert r.reason.index(build_msg) < r.reason.index("keeping FusedMaxPool in fp32 to work around it failed")
+    assert "not an ONNX op type" in r.reason and r.reason == str(r.error)
+    assert isinstance(r.error, BuildError) and "not an ONNX op type" in str(r.error.__cause__)
     assert r.record.reason == r.reason
 
 

@@ -122,8 +122,46 @@ PLAN: dict[str, Target] = {
                                "*.x_unmatched_frame*", "*.x_layerwise_tidy*", "*.x_node_label*"],
                               "tensor matching (name and structure rules, shape checks), expose/cut_model, the "
                               "summary/unmatched/tidy frames; tests: tiny real graphs, not the digits files"),
-    "precision-base": Target("workbench/precision/base.py", ["tests/test_precision.py"]),
-    "layers": Target("workbench/measure/layers.py", ["tests/test_layers.py", "tests/test_oracles.py"]),
+    "precision-base": Target("workbench/precision/base.py",
+                             ["tests/test_precision.py", "tests/test_extending.py", "tests/test_mut_precision.py"]),
+    "layers": Target("workbench/measure/layers.py",
+                     ["tests/test_layers.py", "tests/test_oracles.py", "tests/test_speed_attribution.py",
+                      "tests/test_mut_layers.py"],
+                     [f"*.x_{f}__mutmut_*" for f in (
+                         "_check", "_frame", "_run_columns", "_named_index", "parse_ort_trace", "shape_text",
+                         "_ort_session", "_optimized_nodes", "ort_layer_rows", "_neighbour", "profile_layers_ort",
+                         "make_trt_profiler", "_format_text", "_io_field", "parse_trt_layer_info", "precision_tokens",
+                         "_precision_of", "trt_layer_rows", "profile_layers", "coverage_reason", "coverage",
+                         "_run_facts", "_profiled_run_ms", "profile", "save_layers_csv")] + ["*ǁCoverageǁ*"],
+                     "all but profile_layers_trt, which needs a TensorRT engine on a GPU"),
+    "speed": Target("workbench/compare/speed.py", ["tests/test_speed_attribution.py", "tests/test_mut_speed.py"],
+                    note="why a variant is slower/faster: per-node attribution, categories, summary"),
+    "outputs": Target("workbench/compare/outputs.py",
+                      ["tests/test_compare.py", "tests/test_verdicts.py", "tests/test_mut_outputs.py"]),
+    "quantize": Target("workbench/precision/quantize.py",
+                       ["tests/test_precision.py", "tests/test_mut_quantize.py",
+                        "tests/test_recipe_validity.py::test_fold_cleanup_large_reversed_chain_valid"],
+                       [f"*.x_{f}__mutmut_*" for f in (
+                           "default_target", "resolve_target", "looks_like_transformer", "resolve_placement",
+                           "_has_calibration_cache", "_calibration_method", "fp8_supported", "sums_to_adds",
+                           "flatten_gemm_bias", "_failed_in", "scope_producers", "scope_changes", "subgraph_summary",
+                           "_initializer_consumers", "_nan_reason", "_float_op_summary", "_kept_nodes")]
+                       + ["*ǁ_QuantRecipeǁ_settings*", "*ǁ_QuantRecipeǁ_method*", "*ǁFp8Recipeǁ_method*"],
+                       "its own graph/target logic; not _ort_quantize/apply/_calibrate/_preprocess (each mutant "
+                       "would run real ORT quantizations); tests: not the 11 s MiniLM int8 runs"),
+    "calibration": Target("workbench/precision/calibration.py",
+                          ["tests/test_calibration_memory.py", "tests/test_precision.py", "tests/test_mut_calibration.py",
+                           "--deselect", "tests/test_calibration_memory.py::"
+                           "test_what_the_calibrator_holds_does_not_grow_with_samples[entropy]"],
+                          note="tests: not the 12 s entropy-calibrator memory run"),
+    "data-npz": Target("workbench/data.py",
+                       ["tests/test_data.py", "tests/test_mut_data.py", "tests/test_adversarial_stream.py",
+                        "tests/test_mut_npz.py", "--deselect",
+                        "tests/test_adversarial_stream.py::test_a_racing_thread_swapping_the_path_never_hangs_or_mixes"],
+                       ["*ǁ_Arraysǁ*", "*ǁ_Fileǁ*", "*ǁNpzDatasetǁ*", "*ǁ_WholeArraysǁ*", "*ǁBatchesǁ*",
+                        "*.x__check_meta*", "*.x__check_array*", "*.x_first_batch_rows*", "*.x_as_feed_batches*",
+                        "*.x_resolve_data*"],
+                       "the .npz reader: NpzDataset, Batches, array checks, as_feed_batches, resolve_data"),
 }
 
 #: The fixed sample (`make mutate-sample`): the functions behind the issue's planted bugs.
@@ -452,10 +490,53 @@ EXPLAINED.update({
     **{_B + f"x__one_build__mutmut_{i}": _ALWAYS_SET for i in (196, 198, 201, 203, 205, 208, 210, 212, 215)},
 })
 
+# mut-new targets (layers, speed, outputs, precision-base, data-npz, quantize, calibration)
+_LY, _SP = "workbench.measure.layers.", "workbench.compare.speed."
+_ORIENT = "equivalent: pandas reads orient case-insensitively"
+EXPLAINED.update({
+    **{_SP + f"xǁSpeedAttributionǁ{fn}__mutmut_{i}": _ORIENT for fn, i in (("summary", 22), ("to_json", 21))},
+    _SP + "xǁSpeedAttributionǁby_category__mutmut_15": "equivalent: reset_index() of the empty groupby result has the "
+                                                       "same four columns as the explicit empty frame",
+    _SP + "xǁSpeedAttributionǁsummary__mutmut_33": "equivalent: categories are sorted by |delta| descending, so after "
+                                                   "the first one below 1e-9 every later one is too (break = continue)",
+    **{_SP + f"xǁSpeedAttributionǁsummary__mutmut_{i}": "equivalent: zip() stops at the shorter of the two head(3) "
+       "series; head(4) / head(None) on one side changes nothing" for i in (54, 55, 56, 57)},
+    **{_SP + f"x_explain_profiles__mutmut_{i}": "equivalent: groupby(sort=None) does not sort, as sort=False"
+       for i in (10, 24)},
+    _SP + "x_explain_flow__mutmut_14": "equivalent: getattr(bs, 'variants', None) or {} is {} as with the {} default",
+    **{_SP + f"x_attribution_frame__mutmut_{i}": "equivalent: the insert position is undone by selecting [cols]"
+       for i in (9, 18)},
+    **{_SP + f"x_speed_section_html__mutmut_{i}": "equivalent: plotly's to_html reads None as False for full_html / "
+       "include_plotlyjs (checked: identical output)" for i in (36, 37)},
+    **{_LY + f"x__format_text__mutmut_{i}": "equivalent: a missing key gives None instead of '', and the join keeps "
+       "only truthy parts either way" for i in (18, 20, 29, 31)},
+    **{_LY + f"x_coverage_reason__mutmut_{i}": "equivalent: a ratio equal to goal returned '' at the top (goal <= "
+       "ratio <= upper), so < and <= agree wherever this line runs" for i in (41, 77, 112)},
+    _LY + "x_coverage__mutmut_54": "equivalent: float('NAN') is float('nan')",
+    _LY + "x_coverage__mutmut_58": "equivalent: coverage() has already reduced the table to latency.variant's rows (or "
+                                   "it holds one variant), and _profiled_run_ms falls back to the whole table",
+    **{_LY + f"x__profiled_run_ms__mutmut_{i}": "equivalent via its only caller coverage(), which passes a table "
+       "already reduced to one variant (the variant filter and its fallback select the same rows)"
+       for i in (7, 8, 11, 12, 13, 14, 16, 17)},
+    **{_LY + f"x__run_facts__mutmut_{i}": "not killed: re-deriving time_basis / gpu / cpu_nodes from the columns "
+       "when attrs already hold them gives the same facts on every table a profiler writes (attrs and columns "
+       "come from the same run); only a hand-made contradiction would differ" for i in (6, 7, 8, 41, 42, 43, 70, 71, 72)},
+    _LY + "x__run_facts__mutmut_67": "equivalent: cpu_nodes is read only for a cupti-gpu basis (coverage_reason), so "
+                                     "computing it for other bases changes no result",
+    _LY + "x__run_facts__mutmut_83": "not killed: CPU-provider rows are exactly the host-basis rows in a CUPTI table "
+                                     "(profile_layers_ort_cupti times CPU nodes on the host), so & and | select the same "
+                                     "rows; needs a GPU-provider row on host time, which no profiler writes",
+    **{_LY + f"x__run_facts__mutmut_{i}": "equivalent: the rounded times in 'top' are never shown (the reason names "
+       "the nodes only)" for i in (116, 117, 118, 120)},
+    _LY + "x_profile__mutmut_28": "not killed: layer_warmup only changes untimed runs of the profiled session, which "
+                                  "the trace skips; nothing in the result counts them",
+    _LY + "x_save_layers_csv__mutmut_17": "equivalent: to_csv(index=None) writes no index, as index=False",
+    "workbench.precision.base.x_register_precision__mutmut_10": "equivalent: an empty precision becomes 'xxxx', "
+                                                                "which differs from recipe.precision and is refused too",
+})
+
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
 NOT_MEASURED: dict[str, str] = {
-    "precision-base": "not run in the session's time",
-    "layers": "not run in the session's time",
 }
 
 DOC = ROOT / "docs" / "testing.md"

@@ -317,7 +317,9 @@ def _one_build(model, precision, be, sm, calib, options, cache, out, keep_nodes,
                                  variant_cached=more.get("variant_cached", False))
                     continue
                 except WorkbenchError as e2:
-                    e = e2
+                    # the build error names the real cause; the failed workaround is the second half of the story
+                    e = BuildError(f"{e}; keeping {op} in fp32 to work around it failed: {e2}")
+                    e.__cause__ = e2
             rec = _record(model, precision, be, "failed", str(e), variant=variant, options=options, shapes=sm)
             rec.onnx_file = files.get("onnx", "")
             return BuildResult(precision, "failed", str(e), rec, variant=variant, files=files, error=e)

@@ -356,7 +356,7 @@ def parse_trt_layer_info(info: Mapping[str, Any] | str) -> list[dict]:
             out.append({"name": layer, "layer_type": "", "tactic": "", "metadata": None,
                         "in_precision": "", "out_precision": "", "in_format": "", "out_format": ""})
             continue
-        ins, outs = layer.get("Inputs", []), layer.get("Outputs", [])
+        ins, outs = layer.get("Inputs") or [], layer.get("Outputs") or []
         out.append({"name": layer.get("Name", ""), "layer_type": layer.get("LayerType", ""),
                     "tactic": layer.get("TacticName", layer.get("TacticValue", "")),
                     "metadata": layer.get("Metadata"),

@@ -1,0 +1,406 @@
+"""Fast behavioural tests for workbench.measure.layers (mutation target `layers`, tools/mutate.py).
+
+Coverage (Σ layers / end-to-end) and its reasons, on hand-made per-layer tables whose sums are known;
+the TensorRT inspector/IProfiler parsers on literal inputs in the documented formats (format tests: no
+TensorRT runs here); ORT trace aggregation on hand-written Chrome-trace events; profile() and the CSV on a
+real ORT session of a bundled model. Expected numbers are computed by hand from the inputs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+
+from workbench.backends import get_backend
+from workbench.backends.base import BuildOptions
+from workbench.data import synthetic_inputs
+from workbench.errors import RunError, UsageError
+from workbench.measure.latency import LatencyResult
+from workbench.measure.layers import (COLUMNS, COVERAGE_GOAL, COVERAGE_UPPER, RUN_COLUMNS, Coverage, coverage,
+                                      coverage_reason, parse_ort_trace, parse_trt_layer_info, profile,
+                                      profile_layers, save_layers_csv, shape_text, trt_layer_rows)
+from workbench.measure.mapping import UNMAPPED, GraphIndex
+from workbench.model import load
+from workbench.variant import Variant
+
+QUIET = BuildOptions(progress=False)
+
+
+def _lat(variant="v", times=(10.0, 10.0, 10.0, 10.0)):
+    return LatencyResult(variant=variant, times_ms=list(times))
+
+
+# ------------------------------------------------------------------------------------------ coverage
+def test_coverage_sums_only_the_latency_variants_rows_and_the_tables_basis():
+    df = pd.DataFrame({"variant": ["v", "v", "v", "w"], "time_ms": [4.0, 3.0, 2.0, 50.0],
+                       "time_basis": ["cupti-gpu", "cupti-gpu", "host", "cupti-gpu"],
+                       "provider": ["CUDA", "CUDA", "CPU", "CUDA"], "onnx_node": ["a", "b", "c", "a"]})
+    c = coverage(df, _lat("v"))  # mean 10 ms
+    assert c.variant == "v" and c.basis == "cupti-gpu"
+    assert c.layers_ms == pytest.approx(7.0)        # a + b on the GPU basis; w's 50 ms and the CPU node left out
+    assert c.other_basis_ms == pytest.approx(2.0)   # the CPU node's host time
+    assert c.ratio == pytest.approx(0.7) and c.e2e_ms == 10.0 and c.flagged
+    assert c.goal == COVERAGE_GOAL and c.upper == COVERAGE_UPPER
+    assert c.profiled_run_ms is None and c.in_run is None and c.gpu_busy_ms is None
+
+
+def test_coverage_single_variant_table_and_stat_choice():
+    df = pd.DataFrame({"variant": ["v"] * 2, "time_ms": [4.5, 4.5]})
+    lat = _lat("v", (8.0, 9.0, 10.0, 13.0))  # mean 10, p50 9.5
+    assert coverage(df, lat).ratio == pytest.approx(0.9) and not coverage(df, lat).flagged
+    assert coverage(df, lat, stat="p50_ms").ratio == pytest.approx(9.0 / 9.5)
+    assert coverage(df, lat, goal=0.95).flagged and coverage(df, lat, goal=0.95).goal == 0.95
+    assert coverage(df, lat, upper=0.8).flagged  # 0.9 above an upper of 0.8
+    assert coverage(df, lat, upper=0.8).reason.startswith("the profiled run was slower")
+
+
+def test_coverage_zero_latency_is_not_a_ratio():
+    c = coverage(pd.DataFrame({"variant": ["v"], "time_ms": [1.0]}), _lat("v", (0.0, 0.0)))
+    assert math.isnan(c.ratio) and c.flagged and c.reason == "no end-to-end time to compare with"
+
+
+def test_coverage_reads_run_facts_from_columns_of_a_concatenated_table():
+    a = pd.DataFrame({"variant": ["v", "v"], "time_ms": [3.0, 1.5], "onnx_node": ["x", "cpu1"],
+                      "provider": ["CUDA", "CPU"], "time_basis": ["cupti-gpu", "host"],
+                      "gpu_busy_ms": [4.0, 4.0], "gpu_span_ms": [8.0, 8.0], "gpu_idle_share": [0.5, 0.5],
+                      "profiled_run_ms": [7.5, 7.5]})
+    b = a.assign(variant="w", profiled_run_ms=99.0)
+    both = pd.concat([a, b], ignore_index=True)  # concat drops attrs: facts come from the columns
+    c = coverage(both, _lat("v"))
+    assert c.basis == "cupti-gpu" and c.layers_ms == 3.0 and c.other_basis_ms == 1.5
+    assert c.gpu_busy_ms == 4.0
+    assert c.profiled_run_ms == 7.5 and c.in_run == pytest.approx(3.0 / 7.5)  # v's own run, not w's
+    # GPU idle 50 % and 1.5 ms of CPU-provider time > 0.25 * 0.5 * 8: the CPU-node reason, naming the node
+    assert c.reason.startswith("the GPU was idle 50% of each profiled run, waiting for 1 node(s) ONNX Runtime")
+    assert "1.5 ms host time per run: cpu1)" in c.reason and c.reason.endswith("Σ layers counts GPU work only")
+
+
+def test_coverage_without_columns_uses_attrs_profiled_run():
+    df = pd.DataFrame({"variant": ["v"], "time_ms": [9.0]})
+    df.attrs["profiled_run_ms"] = 12.0
+    c = coverage(df, _lat("v"))
+    assert c.profiled_run_ms == 12.0 and c.in_run == pytest.approx(0.75)
+    assert c.basis == "" and not c.flagged and c.reason == ""
+
+
+def test_host_basis_is_inferred_only_when_every_row_is_host():
+    only_host = pd.DataFrame({"variant": ["v"] * 2, "time_ms": [2.0, 2.0], "time_basis": ["host", "host"]})
+    c = coverage(only_host, _lat("v"))
+    assert c.basis == "host" and c.layers_ms == 4.0
+    mixed = pd.DataFrame({"variant": ["v"] * 3, "time_ms": [2.0, 2.0, 1.0],
+                          "time_basis": ["host-launch", "tensorrt-iprofiler", "host"]})
+    c2 = coverage(mixed, _lat("v"))  # two non-host bases: no single basis, every row summed
+    assert c2.basis == "" and c2.layers_ms == 5.0 and c2.other_basis_ms == 0.0
+
+
+def test_coverage_json_and_in_run():
+    c = Coverage(variant="v", layers_ms=6.0, e2e_ms=8.0, ratio=0.75, profiled_run_ms=12.0, basis="host",
+                 reason="r", gpu_busy_ms=1.5, other_basis_ms=0.5)
+    assert c.flagged and c.in_run == 0.5
+    assert c.to_json() == {"variant": "v", "layers_ms": 6.0, "e2e_ms": 8.0, "coverage": 0.75, "goal": 0.9,
+                           "upper": 1.1, "flagged": True, "basis": "host", "reason": "r", "gpu_busy_ms": 1.5,
+                           "other_basis_ms": 0.5, "profiled_run_ms": 12.0, "in_run": 0.5}
+    inside = Coverage(variant="v", layers_ms=1.0, e2e_ms=1.0, ratio=1.0)
+    assert not inside.flagged and inside.in_run is None and inside.to_json()["in_run"] is None
+    assert Coverage(variant="v", layers_ms=1, e2e_ms=1, ratio=0.9).flagged is False   # both bounds inclusive
+    assert Coverage(variant="v", layers_ms=1, e2e_ms=1, ratio=1.1).flagged is False
+
+
+@pytest.mark.parametrize("ratio,basis,attrs,start,end", [
+    (0.5, "cupti-gpu", {"gpu": {"idle_share": 0.3, "span_ms": 10.0}},
+     "the GPU was idle 30% of each profiled run between kernels: launch-bound", "Σ layers counts GPU work only"),
+    (0.5, "cupti-gpu", {"gpu": {"idle_share": 0.05, "span_ms": 10.0}},
+     "GPU work is shorter than the end-to-end latency", "(input binding, synchronization)"),
+    (1.5, "cupti-gpu", {"gpu": {"idle_share": 0.3, "span_ms": 10.0}},
+     "GPU time in the profiled run exceeds", "(Σ counts overlap twice)"),
+    # CPU nodes too small to explain the idle time (0.5 <= 0.25 * 0.3 * 10 = 0.75): launch-bound reason
+    (0.5, "cupti-gpu", {"gpu": {"idle_share": 0.3, "span_ms": 10.0}, "cpu_nodes": {"ms": 0.5, "count": 1, "top": []}},
+     "the GPU was idle 30% of each profiled run between kernels", "Σ layers counts GPU work only"),
+    (1.5, "host-launch", {}, "host-side timing of asynchronous CUDA launches", "for GPU per-layer time)"),
+    (0.5, "host-launch", {}, "host-side timing of asynchronous CUDA launches", "for GPU per-layer time)"),
+    (0.5, "tensorrt-iprofiler", {}, "TensorRT's IProfiler times layers with CUDA events around each layer; Σ is below",
+     "is not in any layer"),
+    (1.5, "tensorrt-iprofiler", {}, "TensorRT's IProfiler times layers with CUDA events around each layer; event",
+     "inflates small layers"),
+    (0.5, "host", {}, "time outside kernels (framework overhead", "that no layer row shows"),
+    (1.5, "host", {}, "the profiled run was slower than the latency run", "(profiler overhead or a busy machine)"),
+    (0.5, "", {}, "time outside kernels (framework overhead", "that no layer row shows"),
+])
+def test_coverage_reason_names_the_cause(ratio, basis, attrs, start, end):
+    r = coverage_reason(ratio, basis, attrs)
+    assert r.startswith(start) and r.endswith(end), r
+
+
+def test_coverage_reason_cpu_nodes_branch_needs_idle_span_and_cpu_time():
+    cpu = {"ms": 2.0, "count": 2, "top": [("n1", 1.5), ("n2", 0.5)]}
+    gpu = {"idle_share": 0.4, "span_ms": 10.0}
+    r = coverage_reason(0.5, "cupti-gpu", {"gpu": gpu, "cpu_nodes": cpu})
+    assert r.startswith("the GPU was idle 40% of each profiled run, waiting for 2 node(s) ONNX Runtime ran on its "
+                        "CPU provider (2 ms host time per run: n1, n2) and the copies around them")
+    # the boundary: CPU time must exceed a quarter of the idle time (0.25 * 0.4 * 10 = 1.0 ms)
+    assert "waiting for" not in coverage_reason(0.5, "cupti-gpu", {"gpu": gpu, "cpu_nodes": {**cpu, "ms": 1.0}})
+    assert "waiting for" in coverage_reason(0.5, "cupti-gpu", {"gpu": gpu, "cpu_nodes": {**cpu, "ms": 1.01}})
+    # idle share must exceed 10 %, the span must be known, the ratio must be below the goal
+    low = coverage_reason(0.5, "cupti-gpu", {"gpu": {**gpu, "idle_share": 0.1}, "cpu_nodes": cpu})
+    assert low.startswith("GPU work is shorter")
+    assert "waiting for" in coverage_reason(0.5, "cupti-gpu", {"gpu": {**gpu, "idle_share": 0.11}, "cpu_nodes": cpu})
+    assert coverage_reason(0.5, "cupti-gpu", {"gpu": {"idle_share": 0.4}, "cpu_nodes": cpu}).startswith(
+        "the GPU was idle 40% of each profiled run between kernels")
+    assert coverage_reason(1.5, "cupti-gpu", {"gpu": gpu, "cpu_nodes": cpu}).startswith("GPU time in the profiled")
+    assert coverage_reason(0.5, "cupti-gpu", {}).startswith("GPU work is shorter")  # no GPU facts at all
+    assert coverage_reason(0.5, "cupti-gpu", {"gpu": None, "cpu_nodes": None}).startswith("GPU work is shorter")
+    assert coverage_reason(0.5, "cupti-gpu", {"gpu": gpu, "cpu_nodes": {"ms": 2.0}}).startswith(
+        "the GPU was idle 40% of each profiled run, waiting for 0 node(s)")
+
+
+def test_coverage_reason_inside_and_at_the_bounds_is_empty():
+    for ratio in (0.9, 1.0, 1.1):
+        assert coverage_reason(ratio, "host", {}) == ""
+    assert coverage_reason(0.95, "host", {}, goal=0.96).startswith("time outside kernels")
+    assert coverage_reason(1.05, "host", {}, upper=1.04).startswith("the profiled run was slower")
+    assert coverage_reason(float("nan"), "host", {}) == "no end-to-end time to compare with"
+
+
+def test_cpu_node_facts_from_columns_rank_the_top_four():
+    rows = [("g", "CUDA", "cupti-gpu", 5.0)] + [(f"c{i}", "CPU", "host", float(i)) for i in range(1, 7)]
+    rows.append(("c6", "CPU", "host", 1.0))  # a second kernel of node c6: summed per node
+    df = pd.DataFrame(rows, columns=["onnx_node", "provider", "time_basis", "time_ms"]).assign(
+        variant="v", gpu_busy_ms=5.0, gpu_span_ms=40.0, gpu_idle_share=0.6)
+    c = coverage(df, _lat("v", (40.0,) * 3))
+    assert c.other_basis_ms == pytest.approx(22.0) and c.layers_ms == 5.0
+    assert "waiting for 6 node(s)" in c.reason and "(22 ms host time per run: c6, c5, c4, c3)" in c.reason
+
+
+# -------------------------------------------------------------------------------- ORT trace / rows
+def _ev(name, ts, dur, op="Relu", tid=1, shape=None, provider="CPUExecutionProvider"):
+    args = {"op_name": op, "provider": provider}
+    if shape is not None:
+        args["input_type_shape"] = shape
+    return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur, "tid": tid, "args": args}
+
+
+def test_parse_ort_trace_counts_kernels_of_timed_runs_only():
+    ev = [{"cat": "Session", "name": "model_run", "ts": 1000, "dur": 300},
+          {"cat": "Session", "name": "model_run", "ts": 0, "dur": 200},      # out of order: sorted by start
+          {"cat": "Session", "name": "session_initialization", "ts": 0, "dur": 5000},
+          _ev("a", 10, 40),                                                  # in the warm-up run
+          _ev("a", 1010, 30), _ev("a", 1100, 50, shape=[{"float": [2, 3]}, {"int64": [1]}]),
+          _ev("b", 1250, 60),          # ends at 1310: past the run's end (1300), not counted
+          _ev("c", 1300, 0),           # ends exactly at the run's end: counted
+          _ev("d", 500, 10),           # between runs
+          {"cat": "Node", "name": "a_fence_before", "ts": 1020, "dur": 5, "args": {}},
+          {"cat": "Node", "name": "e_kernel_time", "ts": 1200, "dur": 7, "tid": 2, "args": {}}]
+    stats, runs, run_ms = parse_ort_trace(ev, skip_runs=1)
+    assert runs == 1 and run_ms == pytest.approx(0.3)
+    assert set(stats) == {"a", "c", "e"}
+    assert stats["a"] == {"dur_us": 80.0, "count": 2, "op": "Relu", "provider": "CPU", "shapes": ""}
+    assert stats["c"]["dur_us"] == 0.0 and stats["c"]["count"] == 1
+    assert stats["e"] == {"dur_us": 7.0, "count": 1, "op": "", "provider": "", "shapes": ""}
+    all_runs, n, mean_ms = parse_ort_trace(ev)
+    assert n == 2 and mean_ms == pytest.approx(0.25) and all_runs["a"]["count"] == 3
+    with pytest.raises(RunError):
+        parse_ort_trace(ev, skip_runs=2)
+    with pytest.raises(RunError):
+        parse_ort_trace([_ev("a", 0, 1)])
+
+
+def test_parse_ort_trace_subgraph_parent_keeps_self_time_per_thread():
+    ev = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 1000},
+          _ev("loop", 100, 500, op="Loop", tid=1),
+          _ev("body1", 150, 100, tid=1), _ev("body2", 300, 150, tid=1),
+          _ev("other", 200, 100, tid=2),                  # another thread: not part of the loop
+          _ev("late", 550, 100, tid=1),                   # ends after the loop: not nested
+          _ev("scan", 700, 50, op="Scan", tid=1), _ev("in1", 700, 40, tid=1), _ev("in2", 705, 40, tid=1)]
+    stats, _, _ = parse_ort_trace(ev)
+    assert stats["loop"]["dur_us"] == 500 - 100 - 150
+    assert stats["scan"]["dur_us"] == 0.0  # 50 - 80 (overlapping children): clipped at 0, never negative
+    assert stats["body1"]["dur_us"] == 100 and stats["other"]["dur_us"] == 100
+
+
+def test_shape_text():
+    assert shape_text(None) == "" and shape_text([]) == ""
+    assert shape_text([{"float": [1, 3]}, {"int64": []}]) == "float[1, 3] int64[]"
+
+
+# ------------------------------------------------------------------------------- TensorRT parsers
+def test_parse_trt_layer_info_lower_verbosity_and_json_text():
+    recs = parse_trt_layer_info('{"Layers": ["conv1", "relu1"], "Bindings": ["x"]}')
+    assert recs == [{"name": n, "layer_type": "", "tactic": "", "metadata": None, "in_precision": "",
+                     "out_precision": "", "in_format": "", "out_format": ""} for n in ("conv1", "relu1")]
+    assert parse_trt_layer_info({}) == [] and parse_trt_layer_info({"Bindings": []}) == []
+
+
+def test_parse_trt_layer_info_fields_and_odd_entries():
+    info = {"Layers": [
+        {"Name": "mm", "LayerType": "Gemm", "TacticValue": "0x1f", "Metadata": "[ONNX Layer: mm]",
+         "Inputs": [{"Name": "a", "Format/Datatype": "Row major linear Int8 format"}, "junk",
+                    {"Name": "b", "DataType": "Half", "Format": "Row major"}],
+         "Outputs": [{"Name": "y", "Datatype": "FP8", "Format": ""}]},
+        {"Inputs": None, "Outputs": None},
+        {"Name": "t", "TacticName": "tn", "TacticValue": "0x2",
+         "Inputs": [{"Name": "a", "Format/Datatype": "Row major linear Int32, something"}],
+         "Outputs": [{"Name": "z", "Format/Datatype": "Unknown dtype"}]},
+    ]}
+    a, b, c = parse_trt_layer_info(info)
+    assert a["name"] == "mm" and a["layer_type"] == "Gemm" and a["tactic"] == "0x1f"
+    assert a["metadata"] == "[ONNX Layer: mm]"
+    assert a["in_precision"] == "int8, fp16" and a["out_precision"] == "fp8"
+    assert a["in_format"] == "Row major linear Int8 format, Half Row major" and a["out_format"] == "FP8"
+    assert b == {"name": "", "layer_type": "", "tactic": "", "metadata": None, "in_precision": "",
+                 "out_precision": "", "in_format": "", "out_format": ""}
+    assert c["tactic"] == "tn" and c["in_precision"] == "int32" and c["out_precision"] == ""
+
+
+def test_trt_rows_join_by_name_and_profile_suffix():
+    g = h.make_graph([h.make_node("Relu", ["x"], ["r"], name="relu"), h.make_node("Neg", ["r"], ["y"], name="neg")],
+                     "g", [h.make_tensor_value_info("x", T.FLOAT, [2])], [h.make_tensor_value_info("y", T.FLOAT, [2])])
+    ix = GraphIndex.of(h.make_model(g))
+    info = [{"name": "relu", "layer_type": "Activation", "tactic": "t1", "metadata": None, "in_precision": "fp32",
+             "out_precision": "fp16", "in_format": "f1", "out_format": "f2"},
+            {"name": "neg [profile 1]", "layer_type": "Unary", "tactic": "t2", "metadata": "[ONNX Layer: neg]",
+             "in_precision": "fp16", "out_precision": "fp16", "in_format": "f3", "out_format": "f4"}]
+    rows = trt_layer_rows({"relu [profile 2]": (4.0, 8), "neg": (2.0, 4), "mystery": (1.0, 4)}, 4, info, ix)
+    by = {r["layer"]: r for r in rows}
+    assert by["relu [profile 2]"] == {"layer": "relu [profile 2]", "layer_type": "Activation", "onnx_nodes": ["relu"],
+                                      "onnx_node": "relu", "provider": "GPU", "time_ms": 1.0, "calls": 2.0,
+                                      "mapped_by": "layer", "tactic": "t1", "in_precision": "fp32",
+                                      "out_precision": "fp16", "in_format": "f1", "out_format": "f2"}
+    assert by["neg"]["mapped_by"] == "metadata" and by["neg"]["onnx_nodes"] == ["neg"]
+    assert by["neg"]["tactic"] == "t2" and by["neg"]["time_ms"] == 0.5 and by["neg"]["calls"] == 1.0
+    assert by["mystery"]["onnx_node"] == UNMAPPED and by["mystery"]["mapped_by"] == "unmapped"
+    assert by["mystery"]["layer_type"] == "" and by["mystery"]["tactic"] == ""
+    no_ix = trt_layer_rows({"a + b": (2.0, 2)}, 2, [], None)[0]
+    assert no_ix["onnx_nodes"] == ["a", "b"] and no_ix["onnx_node"] == "a" and no_ix["mapped_by"] == "fused"
+
+
+# ----------------------------------------------------------------------------- real ORT session
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    import shutil
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "sample_models" / "digits_cnn.onnx"
+    dst = tmp_path_factory.mktemp("digits") / "digits_cnn.onnx"
+    shutil.copy(src, dst)
+    m = load(dst)
+    return m, get_backend("onnxruntime").build(Variant.of(m), None, QUIET)
+
+
+def test_profile_uses_its_iteration_counts_and_labels_the_table(digits):
+    m, eng = digits
+    feeds = synthetic_inputs(m)
+    p = profile(eng, feeds, warmup=2, iterations=7, layer_iterations=3, layer_warmup=2)
+    assert len(p.latency.times_ms) == 7 and p.latency.warmup == 2
+    df = p.layers
+    assert list(df.columns[: len(COLUMNS)]) == COLUMNS and set(RUN_COLUMNS) <= set(df.columns)
+    assert (df["iterations"] == 3).all() and df.attrs["iterations"] == 3
+    assert (df["source"] == "onnxruntime-profiler").all() and (df["layout_optimizations"] == True).all()  # noqa: E712
+    assert (df["variant"] == eng.variant.name).all() and (df["backend"] == "onnxruntime").all()
+    assert (df["time_basis"] == "host").all() and df.attrs["time_basis"] == "host"
+    assert df["share"].sum() == pytest.approx(1.0)
+    assert df["share"].tolist() == pytest.approx((df["time_ms"] / df["time_ms"].sum()).tolist())
+    assert df["time_ms"].is_monotonic_decreasing and (df["calls"] >= 1).all()
+    assert df["profiled_run_ms"].nunique() == 1 and df["profiled_run_ms"].iloc[0] == df.attrs["profiled_run_ms"] > 0
+    assert p.coverage.variant == eng.variant.name and p.coverage.layers_ms == pytest.approx(df["time_ms"].sum())
+    assert p.coverage.e2e_ms == pytest.approx(float(np.mean(p.latency.times_ms)))
+
+
+def test_profile_layers_options_and_refusals(digits):
+    m, eng = digits
+    feeds = synthetic_inputs(m)
+    df = profile_layers(eng, feeds, iterations=2, warmup=0, layout_optimizations=False)
+    assert (df["layout_optimizations"] == False).all() and df.attrs["layout_optimizations"] is False  # noqa: E712
+    assert set(df["mapped_by"]) <= {"name", "fusion", "neighbour", "unmapped"}
+    assert (df["onnx_node"] != UNMAPPED).all()
+    for bad in ({"iterations": 0}, {"iterations": True}, {"iterations": 2.0}, {"warmup": -1}, {"warmup": False},
+                {"warmup": 1.5}):
+        with pytest.raises(UsageError):
+            profile_layers(eng, feeds, **{"iterations": 2, "warmup": 0, **bad})
+    with pytest.raises(UsageError):
+        profile_layers(eng, feeds, timing="cuda")
+    from workbench.errors import BackendUnavailable
+    with pytest.raises(BackendUnavailable):
+        profile_layers(eng, feeds, timing="gpu")  # a CPU session has no GPU timing
+    host = profile_layers(eng, feeds, iterations=1, warmup=0, timing="host")
+    assert len(host) and "cupti_unavailable" not in host.attrs
+    with pytest.raises(RunError, match="missing input"):
+        profile_layers(eng, {}, iterations=1, warmup=0)
+    one = profile_layers(eng, feeds, iterations=np.int64(1), warmup=np.int64(0))
+    assert (one["iterations"] == 1).all()
+
+
+def test_layers_csv_joins_node_lists(digits, tmp_path):
+    df = pd.DataFrame({"layer": ["a", "b", "c"], "onnx_nodes": [["n1", "n2"], ("n3",), "n4"], "time_ms": [1.0, 2.0, 3.0]})
+    out = save_layers_csv(df, tmp_path / "l.csv")
+    back = pd.read_csv(out)
+    assert back["onnx_nodes"].tolist() == ["n1;n2", "n3", "n4"] and back["time_ms"].tolist() == [1.0, 2.0, 3.0]
+    assert df["onnx_nodes"].tolist()[0] == ["n1", "n2"]  # the caller's frame is not changed
+    assert list(back.columns) == ["layer", "onnx_nodes", "time_ms"]
+
+
+# ------------------------------------------------------------------------- second round (survivors)
+def test_format_text_with_only_a_type_or_only_a_format():
+    info = {"Layers": [{"Name": "l", "Inputs": [{"Name": "a", "Format": "Row major linear"}],
+                        "Outputs": [{"Name": "y", "Datatype": "Half"}, {"Name": "z", "DataType": "Int8"}]}]}
+    rec = parse_trt_layer_info(info)[0]
+    assert rec["in_format"] == "Row major linear" and rec["in_precision"] == ""
+    assert rec["out_format"] == "Half, Int8" and rec["out_precision"] == "fp16, int8"
+
+
+def test_trt_rows_prefer_the_exact_profile_record_and_its_metadata():
+    g = h.make_graph([h.make_node("DequantizeLinear", ["xq", "s", "z"], ["x"], name="dq"),
+                      h.make_node("Relu", ["x"], ["r"], name="relu"), h.make_node("Neg", ["r"], ["y"], name="neg")],
+                     "g", [h.make_tensor_value_info("xq", T.INT8, [2])], [h.make_tensor_value_info("y", T.FLOAT, [2])],
+                     initializer=[h.make_tensor("s", T.FLOAT, [], [0.5]), h.make_tensor("z", T.INT8, [], [0])])
+    ix = GraphIndex.of(h.make_model(g))
+    base = {"layer_type": "", "in_precision": "", "out_precision": "", "in_format": "", "out_format": ""}
+    info = [{**base, "name": "blob", "tactic": "t0", "metadata": None},
+            {**base, "name": "blob [profile 1]", "tactic": "t1", "metadata": None},
+            {**base, "name": "fused_blob", "tactic": "t2", "metadata": "[ONNX Layer: relu]\x1f[ONNX Layer: neg]"},
+            {**base, "name": "qrelu", "tactic": "t3", "metadata": "[ONNX Layer: dq]\x1f[ONNX Layer: relu]"}]
+    rows = trt_layer_rows({"blob [profile 1]": (1.0, 1), "blob": (1.0, 1), "fused_blob": (1.0, 1),
+                           "qrelu": (1.0, 1)}, 1, info, ix)
+    by = {r["layer"]: r for r in rows}
+    assert by["blob [profile 1]"]["tactic"] == "t1" and by["blob"]["tactic"] == "t0"
+    assert by["fused_blob"]["onnx_nodes"] == ["relu", "neg"] and by["fused_blob"]["mapped_by"] == "metadata"
+    # a DQ fused into its consumer: the layer stands for the consumer (the anchor), not the first node
+    assert by["qrelu"]["onnx_nodes"] == ["dq", "relu"] and by["qrelu"]["onnx_node"] == "relu"
+
+
+def test_coverage_edge_cases():
+    # no variant column at all; a sub-millisecond latency is still a ratio
+    c = coverage(pd.DataFrame({"time_ms": [0.25, 0.2]}), _lat("v", (0.5, 0.5)))
+    assert c.ratio == pytest.approx(0.9) and not c.flagged
+    # a single-variant table is used whatever its variant is called
+    c2 = coverage(pd.DataFrame({"variant": ["a", "a"], "time_ms": [4.0, 5.0]}), _lat("b"))
+    assert c2.layers_ms == 9.0 and c2.variant == "b"
+    # one-row CUPTI table read back from columns; a sub-millisecond GPU span still explains the idle time
+    one = pd.DataFrame({"variant": ["v", "v"], "time_ms": [0.2, 0.5], "onnx_node": ["g", "c"],
+                        "provider": ["CUDA", "CPU"], "time_basis": ["cupti-gpu", "host"], "gpu_busy_ms": [0.4, 0.4],
+                        "gpu_span_ms": [0.8, 0.8], "gpu_idle_share": [0.5, 0.5]})
+    c3 = coverage(one, _lat("v", (1.0,)))
+    assert c3.gpu_busy_ms == 0.4 and "waiting for 1 node(s)" in c3.reason
+    c4 = coverage(one.iloc[:1], _lat("v", (1.0,)))
+    assert c4.gpu_busy_ms == 0.4 and c4.layers_ms == 0.2
+    # a profiled_run_ms column without a value: no in-run ratio; one row with a value: that value
+    nan = pd.DataFrame({"variant": ["v"], "time_ms": [1.0], "profiled_run_ms": [float("nan")]})
+    assert coverage(nan, _lat("v")).profiled_run_ms is None
+    assert coverage(nan.assign(profiled_run_ms=2.0), _lat("v")).in_run == 0.5
+
+
+def test_profile_defaults_and_passed_options(digits, capsys):
+    m, eng = digits
+    feeds = synthetic_inputs(m)
+    capsys.readouterr()
+    p = profile(eng, feeds)
+    assert len(p.latency.times_ms) == 100 and p.latency.warmup == 10 and p.latency.time_budget_s is None
+    assert p.layers.attrs["iterations"] == 20 and (p.layers["iterations"] == 20).all()
+    assert "profile" not in capsys.readouterr().err  # no progress bars unless asked
+    p2 = profile(eng, feeds, iterations=5, time_budget_s=60.0, layer_iterations=2, progress=True)
+    assert p2.latency.time_budget_s == 60.0 and len(p2.latency.times_ms) == 5
+    err = capsys.readouterr().err
+    assert f"profile {eng.variant.name}" in err and "latency" in err.lower()

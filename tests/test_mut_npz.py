@@ -1,0 +1,280 @@
+"""Fast behavioural tests for the .npz reader of workbench/data.py (mutation target `data-npz`,
+tools/mutate.py): NpzDataset's checks, batching along each input's batch axis, the Batches sequence, the
+NaN/Inf pass, labels, and the data normalizers (as_feed_batches, resolve_data).
+
+Models are built here with onnx.helper (a dynamic-batch input, a fixed-batch input, a scalar and a recurrent
+state), arrays with numpy; every expected batch is sliced here from the same arrays.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+
+import workbench as wb
+from workbench.data import (Batches, NpzDataset, as_feed_batches, first_batch_rows, resolve_data)
+from workbench.errors import DataError
+
+X = np.arange(30, dtype=np.float32).reshape(10, 3)
+
+
+def _model(batch="n", extra=(), name="m", x_type=T.FLOAT):
+    inputs = [h.make_tensor_value_info("x", x_type, [batch, 3])]
+    nodes = [h.make_node("Identity", ["x"], ["y"], name="id")]
+    outs = [h.make_tensor_value_info("y", x_type, [batch, 3])]
+    for nm, typ, shape in extra:
+        inputs.append(h.make_tensor_value_info(nm, typ, shape))
+        nodes.append(h.make_node("Identity", [nm], [nm + "_o"], name=nm + "_id"))
+        outs.append(h.make_tensor_value_info(nm + "_o", typ, shape))
+    return wb.load(h.make_model(h.make_graph(nodes, "g", inputs, outs)), name=name)
+
+
+@pytest.fixture(params=["arrays", "stored", "compressed"])
+def source(request, tmp_path):
+    """The same arrays as a mapping, an uncompressed and a compressed .npz."""
+    def make(**arrays):
+        if request.param == "arrays":
+            return arrays
+        p = tmp_path / f"d_{request.param}.npz"
+        (np.savez if request.param == "stored" else np.savez_compressed)(p, **arrays)
+        return str(p)
+    make.kind = request.param
+    return make
+
+
+def test_batches_along_axis_zero(source):
+    with NpzDataset(source(x=X), _model()) as ds:
+        assert len(ds) == 10 and ds.num_samples == 10 and ds.source_keys == ["x"]
+        assert (ds.reader is None) == (source.kind == "arrays")
+        b = ds.batch_list(4)
+        assert isinstance(b, Batches) and len(b) == 3 and b.size == 4 and b.num_samples == 10
+        assert list(b.bounds) == [(0, 4), (4, 8), (8, 10)]
+        got = [f["x"] for f in b]
+        assert [g.shape[0] for g in got] == [4, 4, 2]
+        np.testing.assert_array_equal(np.concatenate(got), X)
+        assert [f["x"].shape[0] for f in b] == [4, 4, 2]  # re-iterable
+        np.testing.assert_array_equal(b[1]["x"], X[4:8])
+        np.testing.assert_array_equal(b[-1]["x"], X[8:])
+        tail = b[1:]
+        assert isinstance(tail, Batches) and len(tail) == 2 and tail.num_samples == 6
+        np.testing.assert_array_equal(tail[0]["x"], X[4:8])
+        every_other = b[::2]
+        assert list(every_other.bounds) == [(0, 4), (8, 10)] and every_other.num_samples == 6
+        assert b[3:].num_samples == 0 and len(b[3:]) == 0
+        assert [f["x"].shape[0] for f in ds.batches(3, limit=7)] == [3, 3, 1]
+        assert [f["x"].shape[0] for f in ds.batches(4, drop_last=True)] == [4, 4]
+        assert ds.batch_list(4, limit=20).num_samples == 10
+        assert [f["x"].shape[0] for f in ds.batches()] == [1] * 10  # no batch size, dynamic batch: 1
+        whole = ds.inputs
+        assert list(whole) == ["x"] and len(whole) == 1
+        np.testing.assert_array_equal(whole["x"], X)
+        with pytest.raises(KeyError):
+            whole["nope"]
+        src = "arrays" if source.kind == "arrays" else "d_"
+        assert repr(b).startswith("Batches(3 batches, 10 samples of ") and src in repr(b)
+
+
+def test_head_of_batches():
+    b = NpzDataset({"x": X}, _model()).batch_list(4)
+    h5 = b.head(5)
+    assert list(h5.bounds) == [(0, 4), (4, 5)] and h5.num_samples == 5
+    assert list(b.head(5, whole=True).bounds) == [(0, 4)]
+    assert list(b.head(8, whole=True).bounds) == [(0, 4), (4, 8)]
+    assert list(b.head(100).bounds) == [(0, 4), (4, 8), (8, 10)]
+    assert list(b.head(100, whole=True).bounds) == [(0, 4), (4, 8)]
+    assert list(b.head(4).bounds) == [(0, 4)]
+    later = b[1:].head(3)
+    assert list(later.bounds) == [(4, 7)] and later.num_samples == 3
+    np.testing.assert_array_equal(later[0]["x"], X[4:7])
+    empty = b[3:]
+    assert empty.head(5) is empty
+    ds2 = NpzDataset({"x": X * 2}, _model())
+    moved = b.with_dataset(ds2)
+    assert moved.dataset is ds2 and list(moved.bounds) == list(b.bounds)
+    np.testing.assert_array_equal(moved[0]["x"], X[:4] * 2)
+
+
+def test_float64_is_cast_and_kinds_are_checked(source):
+    ds = NpzDataset(source(x=X.astype(np.float64)), _model())
+    assert next(iter(ds.batches(10)))["x"].dtype == np.float32 and ds.inputs["x"].dtype == np.float32
+    for bad in (X.astype(np.int32), X.astype("U3")):
+        with pytest.raises(DataError):
+            NpzDataset(source(x=bad), _model())
+    m64 = _model(x_type=T.INT64)
+    ok = NpzDataset(source(x=X.astype(np.int32)), m64)  # int32 -> int64 is a safe cast
+    assert ok.inputs["x"].dtype == np.int64
+    for bad in (X, X.astype(np.uint8)):
+        with pytest.raises(DataError):
+            NpzDataset(source(x=bad), m64)
+    with pytest.raises(DataError):
+        NpzDataset(source(x=X.astype(np.int64)), _model(x_type=T.INT32))  # not a safe cast
+
+
+def test_keys_shapes_and_counts_are_checked(source):
+    m = _model(extra=[("h", T.FLOAT, [2, "n", 5])])
+    h_arr = np.zeros((2, 10, 5), np.float32)
+    with pytest.raises(DataError, match="no array for model input"):
+        NpzDataset(source(x=X), m)
+    with pytest.raises(DataError, match="not model inputs"):
+        NpzDataset(source(x=X, h=h_arr, junk=X), m)
+    assert NpzDataset(source(x=X, h=h_arr, junk=X), m, allow_extra=True).num_samples == 10
+    with pytest.raises(DataError, match="rank"):
+        NpzDataset(source(x=X[:, :, None]), _model())
+    with pytest.raises(DataError, match="dim 1 must be 3"):
+        NpzDataset(source(x=np.zeros((10, 4), np.float32)), _model())
+    with pytest.raises(DataError, match="different sample counts"):
+        NpzDataset(source(x=X, h=np.zeros((2, 9, 5), np.float32)), m)
+    with pytest.raises(DataError, match="holds no samples"):
+        NpzDataset(source(x=X[:0]), _model())
+    with pytest.raises(DataError, match="no batch axis 2"):
+        NpzDataset(source(x=X, h=np.zeros((2, 10), np.float32)), _model(extra=[("h", T.FLOAT, None)]),
+                   batch_axis="h:2")
+
+
+def test_state_on_axis_one_and_a_scalar_without_batch_axis(source):
+    m = _model(extra=[("h", T.FLOAT, [2, "n", 5]), ("sr", T.INT64, [])])
+    h_arr = np.arange(100, dtype=np.float32).reshape(2, 10, 5)
+    ds = NpzDataset(source(x=X, h=h_arr, sr=np.array(16000, np.int64)), m, batch_axis="h:1,sr:none")
+    assert ds.axes == {"x": 0, "h": 1, "sr": None}
+    b = ds.batch_list(4)
+    f = b[2]
+    np.testing.assert_array_equal(f["x"], X[8:])
+    np.testing.assert_array_equal(f["h"], h_arr[:, 8:])
+    assert f["sr"].shape == () and int(f["sr"]) == 16000
+    assert [int(g["sr"]) for g in b] == [16000] * 3
+    np.testing.assert_array_equal(ds.inputs["h"], h_arr)
+    # the same file checked against another model (a variant): same axes, same open source
+    m2 = _model(extra=[("h", T.FLOAT, [2, "n", 5]), ("sr", T.INT64, [])], name="m2")
+    ds2 = ds.for_model(m2)
+    assert ds2.axes == ds.axes and ds2.num_samples == 10 and ds2._src is ds._src
+    ds3 = ds.for_model(m2, batch_axis="h:1,sr:none")
+    assert ds3.axes["h"] == 1
+    with pytest.raises(DataError):
+        NpzDataset(source(x=X, h=h_arr, sr=np.array([1, 2], np.int64)), m, batch_axis="h:1,sr:none")
+
+
+def test_fixed_batch_model():
+    m = _model(batch=4)
+    ds = NpzDataset({"x": X}, m)
+    assert ds.batch_size_for(None) == 4 and ds.batch_size_for(4) == 4
+    with pytest.raises(DataError, match="fixes the batch size to 4"):
+        ds.batch_size_for(3)
+    b = ds.batch_list()
+    assert list(b.bounds) == [(0, 4), (4, 8)]  # no partial last batch for a fixed batch
+    assert first_batch_rows(m) == 4 and first_batch_rows(m, 7) == 7 and first_batch_rows(_model()) == 1
+    assert first_batch_rows(_model(extra=[("h", T.FLOAT, [2, 3, 5])]), batch_axis="h:1") == 3
+    m2 = _model(batch=4, extra=[("h", T.FLOAT, [2, 2, 5])])
+    assert first_batch_rows(m2, batch_axis="h:1") == 2  # the smaller fixed batch
+
+
+def test_labels():
+    lab = np.arange(10) % 3
+    ds = NpzDataset({"x": X, "lab": lab, "bad": np.arange(9)}, _model(), label_keys=["lab"], allow_extra=True)
+    np.testing.assert_array_equal(ds.labels["lab"], lab)
+    assert [list(v) for v in ds.label_batches("lab", 4)] == [[0, 1, 2, 0], [1, 2, 0, 1], [2, 0]]
+    assert [len(v) for v in ds.label_batches("lab", 4, limit=6)] == [4, 2]
+    assert ds.add_labels("lab") is ds.labels["lab"]
+    with pytest.raises(DataError, match="9 entries for 10 samples"):
+        ds.add_labels("bad")
+    assert "bad" not in ds.labels
+    with pytest.raises(DataError, match="not found"):
+        ds.add_labels("nope")
+    with pytest.raises(DataError, match="label key"):
+        NpzDataset({"x": X}, _model(), label_keys=["lab"])
+    with pytest.raises(DataError, match="different sample counts"):
+        NpzDataset({"x": X, "lab": np.arange(9)}, _model(), label_keys=["lab"])
+    one = NpzDataset({"x": X[:1], "lab": np.array(2)}, _model(), label_keys=["lab"])
+    assert one.num_samples == 1
+
+
+def test_nan_check_names_the_samples(source):
+    bad = X.copy()
+    bad[6, 1] = np.nan
+    bad[7, 0] = np.inf
+    ds = NpzDataset(source(x=bad), _model())
+    with pytest.raises(DataError) as e:
+        ds.check_finite(rows=4)
+    assert "input 'x' has 2 NaN/Inf value(s) in samples 4..7" in str(e.value)
+    ds.check_finite(rows=4, limit=4)  # the first 4 samples are clean
+    ds.check_finite(limit=6)
+    with pytest.raises(DataError) as e:
+        ds.check_finite()  # one pass over all 10 samples: no sample range
+    assert "2 NaN/Inf value(s)" in str(e.value) and "in samples" not in str(e.value)
+    with pytest.raises(DataError) as e:
+        ds.check_finite(rows=3, limit=7)
+    assert "1 NaN/Inf value(s) in samples 6..6" in str(e.value)
+    assert (str(e.value).startswith(f"{ds.path}: input 'x'") if ds.path else str(e.value).startswith("input 'x'"))
+    NpzDataset(source(x=X.astype(np.int64)), _model(x_type=T.INT64)).check_finite()  # ints: nothing to check
+    held = NpzDataset(source(x=X, sr=np.array([np.nan, 1.0, np.inf], np.float32)),
+                      _model(extra=[("sr", T.FLOAT, [3])]), batch_axis="sr:none")
+    with pytest.raises(DataError) as e:
+        held.check_finite(rows=2)
+    assert "input 'sr' has 2 NaN/Inf value(s)" in str(e.value) and "in samples" not in str(e.value)
+
+
+def test_as_feed_batches_sources(tmp_path):
+    m = _model()
+    syn = list(as_feed_batches(m, None, batch_size=5, seed=3))
+    assert len(syn) == 1 and syn[0]["x"].shape == (5, 3) and syn[0]["x"].dtype == np.float32
+    np.savez(tmp_path / "d.npz", x=X, extra=X)
+    from_path = list(as_feed_batches(m, tmp_path / "d.npz", batch_size=4, limit=6))
+    assert [f["x"].shape[0] for f in from_path] == [4, 2]
+    ds = NpzDataset({"x": X}, m)
+    assert [f["x"].shape[0] for f in as_feed_batches(m, ds, batch_size=6)] == [6, 4]
+    items = [{"x": X[:2].astype(np.float64)}, {"x": X[2:5]}, {"x": X[5:]}]
+    got = list(as_feed_batches(m, items, limit=2))
+    assert len(got) == 2 and got[0]["x"].dtype == np.float32 and got[1]["x"].shape == (3, 3)
+    with pytest.raises(DataError, match="lacks input"):
+        list(as_feed_batches(m, [{"x": X}, {"y": X}]))
+    with pytest.raises(DataError, match="dim 1 must be 3"):
+        list(as_feed_batches(m, [{"x": X}, {"x": np.zeros((2, 4), np.float32)}]))
+    ms = _model(extra=[("h", T.FLOAT, [2, "n", 5])])
+    ok = list(as_feed_batches(ms, [{"x": X[:2], "h": np.zeros((2, 2, 5), np.float32)},
+                                   {"x": X[:3], "h": np.zeros((2, 3, 5), np.float32)}], batch_axis="h:1"))
+    assert ok[1]["h"].shape == (2, 3, 5)
+    with pytest.raises(DataError):  # axis 1 is the batch axis: axis 0 must stay 2
+        list(as_feed_batches(ms, [{"x": X[:2], "h": np.zeros((3, 2, 5), np.float32)}], batch_axis="h:1"))
+
+
+def test_resolve_data(tmp_path):
+    m = _model()
+    lab = np.arange(10) % 3
+    p = tmp_path / "d.npz"
+    np.savez(p, x=X, lab=lab, hot=np.eye(3, dtype=np.int64)[lab], flt=lab.astype(np.float32))
+    batches, labels = resolve_data(m, str(p), "lab", batch_size=4)
+    assert isinstance(batches, Batches) and [f["x"].shape[0] for f in batches] == [4, 4, 2]
+    np.testing.assert_array_equal(labels, lab)
+    b2, l2 = resolve_data(m, str(p), "lab", batch_size=4, limit=5)
+    assert b2.num_samples == 5 and list(l2) == list(lab[:5])
+    b3, l3 = resolve_data(m, str(p), None)
+    assert b3.size == 32 and b3.num_samples == 10 and l3 is None  # the default batch for a dynamic model
+    ds = NpzDataset(str(p), m, allow_extra=True)
+    _, l4 = resolve_data(m, ds, "lab")
+    np.testing.assert_array_equal(l4, lab)
+    with pytest.raises(DataError, match="not found"):
+        resolve_data(m, ds, "nope")
+    with pytest.raises(DataError, match="integer class ids"):
+        resolve_data(m, str(p), "flt")
+    with pytest.raises(DataError, match="one class id per sample"):
+        resolve_data(m, ds, np.eye(3, dtype=np.int64)[lab])
+    col, lcol = resolve_data(m, [{"x": X}], lab[:, None])
+    assert isinstance(col, list) and lcol.shape == (10,)
+    with pytest.raises(DataError, match="labels hold 9 entries for 10 samples"):
+        resolve_data(m, [{"x": X}], lab[:9])
+    with pytest.raises(DataError, match="labels hold 0 entries"):
+        resolve_data(m, [{"x": X}], np.array(1))
+    longer = resolve_data(m, [{"x": X[:4]}], np.arange(6))[1]
+    assert list(longer) == [0, 1, 2, 3]  # more labels than samples: the first ones
+    with pytest.raises(DataError, match="names a key"):
+        resolve_data(m, [{"x": X}], "lab")
+    with pytest.raises(DataError, match="no batches"):
+        resolve_data(_model(batch=4), NpzDataset({"x": X[:3]}, _model(batch=4)), None)  # 3 samples, batch 4
+    syn, lsyn = resolve_data(m, None, None, shapes="x:2x3")
+    assert len(syn) == 1 and lsyn is None
+    bad = X.copy()
+    bad[9, 0] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        resolve_data(m, NpzDataset({"x": bad}, m), None, batch_size=4)
+    ok, _ = resolve_data(m, NpzDataset({"x": bad}, m), None, batch_size=4, limit=8)  # the NaN is past the limit
+    assert ok.num_samples == 8

@@ -1,0 +1,268 @@
+"""Fast behavioural tests for workbench.compare.outputs (mutation target `outputs`, tools/mutate.py).
+
+Real ONNX Runtime engines of small graphs built with onnx.helper: a reference ``y = x @ W`` (class scores)
+plus ``z = sum(x)``, and "variants" whose weights are perturbed by a known amount. Every expected metric
+(top-1, agreement, top-k overlap, max |error|, cosine) is recomputed here with numpy from the same inputs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper
+
+import workbench as wb
+from workbench.backends import get_backend
+from workbench.backends.base import BuildOptions
+from workbench.compare.outputs import COLUMNS, Comparison, as_batches, compare_engines, compare_outputs
+from workbench.errors import DataError, UsageError
+from workbench.variant import Variant
+
+QUIET = BuildOptions(progress=False)
+RNG = np.random.default_rng(7)
+W = RNG.standard_normal((4, 3)).astype(np.float32)
+X = RNG.standard_normal((10, 4)).astype(np.float32)
+LABELS = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+
+
+def _model(w, name="m", with_z=True, z_first=False):
+    nodes = [h.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    outs = [h.make_tensor_value_info("y", T.FLOAT, ["n", 3])]
+    if with_z:
+        nodes.append(h.make_node("ReduceSum", ["x", "ax"], ["z"], name="rs", keepdims=0))
+        z = h.make_tensor_value_info("z", T.FLOAT, ["n"])
+        outs = [z, *outs] if z_first else [*outs, z]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, ["n", 4])], outs,
+                     initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([1], np.int64), "ax")])
+    return wb.load(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), name=name)
+
+
+def _engine(w, precision="fp32", name="m", **kw):
+    return get_backend("onnxruntime").build(Variant(model=_model(w, name, **kw), precision=precision), None, QUIET)
+
+
+def _batches():
+    return [{"x": X[:6]}, {"x": X[6:]}]
+
+
+def _topk(scores, k):
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+@pytest.fixture(scope="module")
+def engines():
+    ref = _engine(W)
+    close = _engine(W + 0.01, "fp16")
+    far = _engine(W[:, ::-1].copy(), "int8")  # class columns reversed: predictions change
+    return ref, close, far
+
+
+@pytest.fixture(scope="module")
+def cmp(engines):
+    ref, close, far = engines
+    return compare_engines(ref, [close, far], _batches(), labels=LABELS, topk=2, progress=False)
+
+
+def test_metrics_against_numpy(cmp, engines):
+    ref_y, close_y, far_y = X @ W, X @ (W + 0.01), X @ W[:, ::-1]
+    assert cmp.samples == 10 and cmp.label_output == "y" and cmp.topk == 2
+    assert cmp.reference == "m-fp32 (reference)" and cmp.variants == ["m-fp16", "m-int8"]
+    assert cmp.reference_info == {"precision": "fp32", "backend": "onnxruntime"}
+    assert list(cmp.metrics.columns) == COLUMNS
+    assert cmp.value(cmp.reference, "top1") == pytest.approx(np.mean(ref_y.argmax(1) == LABELS))
+    assert cmp.value("m-int8", "top1") == pytest.approx(np.mean(far_y.argmax(1) == LABELS))
+    assert cmp.value("m-int8", "top1_agreement") == pytest.approx(np.mean(far_y.argmax(1) == ref_y.argmax(1)))
+    overlap = [len(set(a) & set(b)) / 2 for a, b in zip(_topk(ref_y, 2), _topk(far_y, 2))]
+    assert cmp.value("m-int8", "topk_agreement") == pytest.approx(np.mean(overlap))
+    assert cmp.value("m-fp16", "max_abs", "y") == pytest.approx(np.abs(close_y - ref_y).max(), rel=1e-4)
+    cos = float(np.dot(ref_y.ravel(), far_y.ravel()) / np.linalg.norm(ref_y) / np.linalg.norm(far_y))
+    assert cmp.value("m-int8", "cosine", "y") == pytest.approx(cos, rel=1e-5)
+    assert cmp.value("m-int8", "max_abs", "z") == 0.0  # z does not depend on W
+    # the variants' rows carry their own precision and backend; the reference has only its top-1 row
+    m = cmp.metrics
+    assert set(m[m.variant == "m-int8"].precision) == {"int8"} and set(m.backend) == {"onnxruntime"}
+    assert m[m.variant == cmp.reference].metric.tolist() == ["top1"]
+    assert set(m[(m.variant == "m-fp16") & (m.output == "z")].metric) >= {"max_abs", "cosine", "snr_db"}
+    assert cmp.built["m-int8"] is engines[2].variant
+
+
+def test_value_lookup(cmp):
+    assert cmp.value("m-fp16", "cosine") == cmp.value("m-fp16", "cosine", "y")  # the first (label) output
+    with pytest.raises(KeyError):
+        cmp.value("m-fp16", "nope")
+    with pytest.raises(KeyError):
+        cmp.value("m-fp16", "cosine", "nope")
+    with pytest.raises(KeyError):
+        cmp.value("ghost", "cosine")
+
+
+def test_summary_and_verdicts(cmp):
+    s = cmp.summary().set_index("variant")
+    ref_top1 = cmp.value(cmp.reference, "top1")
+    assert list(s.index) == [cmp.reference, "m-fp16", "m-int8"]
+    assert s.loc[cmp.reference, "precision"] == "fp32" and s.loc[cmp.reference, "top1_delta"] == 0.0
+    assert math.isnan(s.loc[cmp.reference, "cosine_min"])
+    far = s.loc["m-int8"]
+    assert far["top1_delta"] == pytest.approx(100 * (cmp.value("m-int8", "top1") - ref_top1))
+    assert far["topk_agreement"] == cmp.value("m-int8", "topk_agreement")
+    assert far["cosine_min"] == pytest.approx(min(cmp.value("m-int8", "cosine", o) for o in ("y", "z")))
+    assert far["snr_db_min"] == pytest.approx(min(cmp.value("m-int8", "snr_db", o) for o in ("y", "z")))
+    assert far["max_abs"] == pytest.approx(max(cmp.value("m-int8", "max_abs", o) for o in ("y", "z")))
+    assert far["nan_count"] == 0 and far["inf_count"] == 0 and far["precision"] == "int8"
+    assert s.loc["m-fp16", "backend"] == "onnxruntime"
+    v_far, v_close = cmp.verdict("m-int8"), cmp.verdict("m-fp16")
+    assert not v_far.passed and far["passed"] == v_far.passed and far["rule"] == v_far.rule and far["why"] == v_far.why
+    assert v_far.tolerance.name == "int8" and v_close.tolerance.name == "fp16"
+    # the top-1 clause uses the drop vs the reference, in points
+    assert any("top-1" in f or "top1" in f for f in v_far.failed) == (
+        100 * (ref_top1 - cmp.value("m-int8", "top1")) > v_far.tolerance.top1_drop_max)
+    vs = cmp.verdicts()
+    assert list(vs.columns) == ["variant", "precision", "passed", "rule", "why"]
+    assert vs.to_dict("records") == [{"variant": n, "precision": p, "passed": cmp.verdict(n).passed,
+                                      "rule": cmp.verdict(n).rule, "why": cmp.verdict(n).why}
+                                     for n, p in (("m-fp16", "fp16"), ("m-int8", "int8"))]
+    with pytest.raises(KeyError):
+        cmp.verdict("ghost")
+
+
+def test_to_json(cmp):
+    j = cmp.to_json()
+    json.dumps(j, allow_nan=False)
+    assert j["reference"] == cmp.reference and j["reference_precision"] == "fp32"
+    assert j["reference_backend"] == "onnxruntime"
+    assert (j["samples"], j["atol"], j["rtol"], j["topk"], j["label_output"]) == (10, 1e-3, 1e-3, 2, "y")
+    assert j["skipped"] == {} and "layerwise" not in j and "bisections" not in j
+    assert list(j["variants"]) == [cmp.reference, "m-fp16", "m-int8"]
+    ref = j["variants"][cmp.reference]
+    assert ref == {"precision": "fp32", "backend": "onnxruntime", "outputs": {}, "top1": cmp.value(cmp.reference, "top1")}
+    far = j["variants"]["m-int8"]
+    assert far["precision"] == "int8" and far["backend"] == "onnxruntime"
+    assert far["verdict"] == cmp.verdict("m-int8").to_json()
+    assert far["top1"] == cmp.value("m-int8", "top1") and far["topk_agreement"] == cmp.value("m-int8", "topk_agreement")
+    assert far["top1_agreement"] == cmp.value("m-int8", "top1_agreement")
+    assert set(far["outputs"]) == {"y", "z"} and far["outputs"]["z"]["max_abs"] == 0.0
+    assert "top1" not in far["outputs"]["y"]
+    assert far["outputs"]["y"]["err_p99"] == pytest.approx(cmp.value("m-int8", "err_p99", "y"))
+
+
+def test_comparison_without_labels(engines):
+    ref, close, _ = engines
+    c = compare_engines(ref, [close, close], {"x": X}, progress=False)  # one feed dict, a name taken twice
+    assert c.samples == 10 and c.label_output is None and c.variants == ["m-fp16", "m-fp16'"]
+    assert "top1" not in set(c.metrics.metric)
+    s = c.summary()
+    assert "top1" not in s.columns and list(s.variant) == [c.reference, "m-fp16", "m-fp16'"]
+    assert c.verdict("m-fp16").passed
+    j = c.to_json()
+    assert j["label_output"] is None and "top1" not in j["variants"]["m-fp16"]
+    # the reference engine among the variants: its own outputs, so exactly equal
+    same = compare_engines(ref, [ref], _batches(), progress=False)
+    assert same.variants == ["m-fp32"] and same.value("m-fp32", "max_abs", "y") == 0.0
+    assert same.value("m-fp32", "cosine", "y") == pytest.approx(1.0)
+
+
+def test_atol_rtol_reach_the_accumulators(engines):
+    ref, close, _ = engines
+    err = float(np.abs(X @ (W + 0.01) - X @ W).max())
+    loose = compare_engines(ref, [close], _batches(), atol=10 * err, rtol=0.0, progress=False)
+    tight = compare_engines(ref, [close], _batches(), atol=err / 10, rtol=0.0, progress=False)
+    assert loose.value("m-fp16", "allclose", "y") and not tight.value("m-fp16", "allclose", "y")
+    assert (loose.atol, loose.rtol, tight.atol) == (10 * err, 0.0, err / 10)
+    by_rtol = compare_engines(ref, [close], _batches(), atol=0.0, rtol=1e6, progress=False)
+    assert by_rtol.value("m-fp16", "allclose", "y") and by_rtol.rtol == 1e6
+
+
+def test_label_output_choice_and_refusals(engines):
+    ref, close, _ = engines
+    zf = _engine(W, z_first=True)
+    c = compare_engines(zf, [zf], _batches(), labels=LABELS, progress=False)
+    assert c.label_output == "y"  # z (rank 1) is skipped for class scores
+    c2 = compare_engines(ref, [close], _batches(), labels=LABELS, label_output="y", progress=False)
+    assert c2.label_output == "y" and c2.topk == 5
+    with pytest.raises(DataError, match="not an output"):
+        compare_engines(ref, [close], _batches(), labels=LABELS, label_output="q", progress=False)
+    no_scores = _engine(W, name="nz")
+    mz = _model(W, "oz")
+    del mz.proto.graph.output[0]  # only z (rank 1) left
+    only_z = get_backend("onnxruntime").build(Variant(model=wb.load(mz.proto, name="oz"), precision="fp32"), None, QUIET)
+    with pytest.raises(DataError, match="class scores"):
+        compare_engines(only_z, [only_z], _batches(), labels=LABELS, progress=False)
+    with pytest.raises(DataError, match="labels for"):
+        compare_engines(ref, [close], _batches(), labels=LABELS[:9], progress=False)
+    with pytest.raises(DataError, match="no data"):
+        compare_engines(ref, [close], [], progress=False)
+    no_z = _engine(W, name="noz", with_z=False)
+    with pytest.raises(DataError, match="lacks output"):
+        compare_engines(ref, [no_z], _batches(), progress=False)
+    assert compare_engines(no_z, [no_scores], _batches(), progress=False).variants == ["nz-fp32"]
+
+
+def test_output_shape_change_is_refused(engines):
+    ref, _, _ = engines
+    w5 = RNG.standard_normal((4, 5)).astype(np.float32)
+    wide = _engine(w5, name="wide")
+    with pytest.raises(DataError, match="keep output shapes"):
+        compare_engines(ref, [wide], _batches(), progress=False)
+
+
+def test_compare_outputs_top_level(tmp_path):
+    m = _model(W, "top")
+    with pytest.raises(UsageError):
+        compare_outputs(m, " , ", progress=False)
+    with pytest.raises(UsageError):
+        compare_outputs(m, "fp17", progress=False)
+    data = {"x": X}
+    c = compare_outputs(m, " FP16 ", data=[data], progress=False)
+    assert c.variants == ["top-fp16"] and c.samples == 10 and c.skipped == {}
+    assert c.reference == "top-fp32 (reference)"
+    assert c.value("top-fp16", "cosine", "y") > 0.999
+    v = Variant(model=_model(W + 0.5, "top"), precision="fp32")
+    c2 = compare_outputs(m, [v], data=[data], labels=LABELS, atol=0.25, rtol=0.0, topk=1, progress=False)
+    assert c2.variants == ["top-fp32"] and c2.topk == 1 and c2.atol == 0.25 and c2.rtol == 0.0
+    assert c2.value("top-fp32", "max_abs", "y") == pytest.approx(np.abs(X @ (W + 0.5) - X @ W).max(), rel=1e-5)
+    assert c2.label_output == "y"
+    np.savez(tmp_path / "d.npz", x=X)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        c3 = compare_outputs(m, "int8", data=str(tmp_path / "d.npz"), batch_size=5, limit=10, progress=False)
+    assert any("calibrated on the evaluation data" in str(w.message) for w in caught)
+    assert c3.samples == 10 and c3.variants == ["top-int8"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        c4 = compare_outputs(m, "int8", data=str(tmp_path / "d.npz"), calib=str(tmp_path / "d.npz"),
+                             limit=4, progress=False)
+    assert not any("calibrated on the evaluation data" in str(w.message) for w in caught) and c4.samples == 4
+    be = get_backend("onnxruntime")
+    unsupported = [p for p in ("fp8", "bf16", "fp16", "int8") if not be.supports(p)[0]]
+    if unsupported:
+        p = unsupported[0]
+        with pytest.warns(UserWarning, match=f"skipping {p}"):
+            c5 = compare_outputs(m, ["fp16", p], data=[data], calib=[data], progress=False)
+        assert list(c5.skipped) == [p] and c5.skipped[p] == be.supports(p)[1] and c5.variants == ["top-fp16"]
+
+
+def test_as_batches_batch_size_and_limit(tmp_path):
+    m = _model(W, "ab")
+    np.savez(tmp_path / "d.npz", x=X)
+    b = as_batches(m, str(tmp_path / "d.npz"), batch_size=4)
+    assert [len(f["x"]) for f in b] == [4, 4, 2] and [len(f["x"]) for f in b] == [4, 4, 2]  # re-iterable
+    np.testing.assert_array_equal(np.concatenate([f["x"] for f in b]), X)
+    assert [len(f["x"]) for f in as_batches(m, str(tmp_path / "d.npz"), batch_size=4, limit=5)] == [4, 1]
+    syn = as_batches(m, None, shapes="x:2x4")
+    assert len(syn) == 1 and syn[0]["x"].shape == (2, 4)
+
+
+def test_summary_skips_a_variant_without_rows():
+    import pandas as pd
+
+    rows = [("r (reference)", "fp32", "b", "y", "cosine", 1.0)]
+    c = Comparison(metrics=pd.DataFrame(rows, columns=COLUMNS), reference="r (reference)", variants=["gone"],
+                   samples=1, reference_info={"precision": "fp32", "backend": "b"})
+    s = c.summary()
+    assert list(s.variant) == ["r (reference)"] and s.loc[0, "backend"] == "b"
+    assert c.verdicts().empty and list(c.verdicts().columns) == ["variant", "precision", "passed", "rule", "why"]
