@@ -16,10 +16,11 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import workbench as wb
-from workbench.compare.layerwise import layerwise
+from workbench.compare.layerwise import layerwise, match_tensors
 
 
 def _chain(w1, w2, c):
@@ -636,3 +637,178 @@ def test_human_bytes_units():
     assert [_human_bytes(n) for n in (0, 1023, 1024, 1536, 1024 ** 2 - 1, 1024 ** 2, 1024 ** 3 - 1, 1024 ** 3,
                                       5 * 1024 ** 3)] == \
         ["0 B", "1023 B", "1.0 KB", "1.5 KB", "1024.0 KB", "1.0 MB", "1024.0 MB", "1.0 GB", "5.0 GB"]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Tensor matching (target layerwise-match): which tensor of the variant stands for each reference tensor, and the
+# reason given for each one left out, on graphs written here so the right answer is known.
+def test_match_tensor_name_rules():
+    from workbench.compare.layerwise import match_tensor
+
+    conv = helper.make_node("Conv", ["x", "w"], ["c0", "c1", ""], name="n")
+    nodes = {"n": conv}
+    assert match_tensor("t", {"t", "t_DequantizeLinear_Output"}) == ("t", "exact")
+    assert match_tensor("t", {"t_DequantizeLinear_Output"}) == ("t_DequantizeLinear_Output", "dequantized")
+    assert match_tensor("t", set(), ("n", 1), nodes, "Conv") == ("c1", "node-output")
+    assert match_tensor("t", set(), ("n", 1), nodes) == ("c1", "node-output")  # no op type: no op check
+    assert match_tensor("t", set(), ("n", 1), nodes, "Relu") is None          # same name, another op
+    assert match_tensor("t", set(), ("n", 2), nodes, "Conv") is None          # that output is unused ("")
+    assert match_tensor("t", set(), ("n", 3), nodes, "Conv") is None          # no such output
+    assert match_tensor("t", set(), ("m", 0), nodes, "Conv") is None and match_tensor("t", set()) is None
+
+
+def test_skipped_tensors_are_counted_by_reason():
+    """k2 = k * k and k3 = k2 + k depend on no input (constants); Shape(x) is int64; Foo (a custom op) has a type
+    shape inference cannot tell. Only a and y are candidates."""
+    f = TensorProto.FLOAT
+    nodes = [helper.make_node("Mul", ["k", "k"], ["k2"], name="k2"), helper.make_node("Add", ["k2", "k"], ["k3"], name="k3"),
+             helper.make_node("Shape", ["x"], ["s"], name="shape"), helper.make_node("Foo", ["x"], ["u"], name="foo",
+                                                                                    domain="com.example"),
+             helper.make_node("Mul", ["x", "k3"], ["a"], name="mul"), helper.make_node("Relu", ["a"], ["y"], name="relu")]
+    g = helper.make_graph(nodes, "skip", [helper.make_tensor_value_info("x", f, ["N", 8])],
+                          [helper.make_tensor_value_info("y", f, ["N", 8])],
+                          [numpy_helper.from_array(np.full((8,), 2.0, np.float32), "k")])
+    p = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    plan = match_tensors(p, p)
+    assert [(q.tensor, q.variant_tensor, q.match) for q in plan.pairs] == [("a", "a", "exact"), ("y", "y", "exact")]
+    assert plan.skipped == {"constant (does not depend on a graph input)": 2, "not a float tensor": 1,
+                            "type unknown to shape inference": 1}
+    assert plan.counts == {"compared": 2, "unmatched": 0, "skipped": 4}
+    from workbench.compare.layerwise import layerwise_summary
+
+    model = wb.load(_dyn_chain(), name="chain")  # the summary carries the skip counts of a run
+    k = model.proto_with_data()
+    k.graph.node.insert(0, helper.make_node("Mul", ["w2", "w2"], ["w4"], name="w4"))
+    k.graph.node.append(helper.make_node("Mul", ["y", "w4"], ["z"], name="n4"))
+    k.graph.output[0].name = "z"
+    m = model.derive(k, name="chain-k")
+    df = layerwise(m, m, feeds=_batch(25, 2), progress=False)
+    assert layerwise_summary(df)["skipped"] == {"constant (does not depend on a graph input)": 1}
+
+
+def test_unmatched_reasons_name_what_is_missing():
+    """Reference x -> Mul m1 -> Relu r -> Add a -> Relu y. Variant: m1 computed by a Div (no name, no structure
+    pairs it), so r and a cannot be paired by structure either (an input is unmatched); y keeps its name."""
+    f = TensorProto.FLOAT
+    k = [numpy_helper.from_array(np.full((8,), v, np.float32), n) for n, v in (("two", 2.0), ("half", 0.5), ("b", 1.0))]
+    ref = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["m1"], name="mul"),
+                             helper.make_node("Relu", ["m1"], ["r"], name="relu"),
+                             helper.make_node("Add", ["r", "b"], ["a"], name="add"),
+                             helper.make_node("Relu", ["a"], ["y"], name="out")], "ref",
+                            [helper.make_tensor_value_info("x", f, ["N", 8])], [helper.make_tensor_value_info("y", f, ["N", 8])], k)
+    var = helper.make_graph([helper.make_node("Div", ["x", "half"], ["q1"], name="div"),
+                             helper.make_node("Relu", ["q1"], ["q2"], name="v_relu"),
+                             helper.make_node("Add", ["q2", "b"], ["q3"], name="v_add"),
+                             helper.make_node("Relu", ["q3"], ["y"], name="v_out")], "var",
+                            [helper.make_tensor_value_info("x", f, ["N", 8])], [helper.make_tensor_value_info("y", f, ["N", 8])], k)
+    op = [helper.make_opsetid("", 17)]
+    plan = match_tensors(helper.make_model(ref, opset_imports=op), helper.make_model(var, opset_imports=op))
+    assert [(q.tensor, q.match) for q in plan.pairs] == [("y", "exact")]
+    assert plan.unmatched == [
+        {"onnx_node": "mul", "op_type": "Mul", "tensor": "m1", "reason": "no variant tensor has this name or this "
+         "node's structure (fused or removed by the recipe's pre-processing)"},
+        {"onnx_node": "relu", "op_type": "Relu", "tensor": "r",
+         "reason": "no variant tensor has this name, and an input of its node is unmatched"},
+        {"onnx_node": "add", "op_type": "Add", "tensor": "a",
+         "reason": "no variant tensor has this name, and an input of its node is unmatched"}]
+    # two variant Relus read x: which one stands for the reference Relu cannot be told
+    two = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["m1"], name="v_mul"),
+                             helper.make_node("Relu", ["m1"], ["p"], name="p"), helper.make_node("Relu", ["m1"], ["q"], name="q"),
+                             helper.make_node("Add", ["p", "b"], ["a"], name="v_add"),
+                             helper.make_node("Relu", ["a"], ["y"], name="v_out")], "two",
+                            [helper.make_tensor_value_info("x", f, ["N", 8])], [helper.make_tensor_value_info("y", f, ["N", 8])], k)
+    plan = match_tensors(helper.make_model(ref, opset_imports=op), helper.make_model(two, opset_imports=op))
+    assert [(q.tensor, q.match) for q in plan.pairs] == [("m1", "exact"), ("a", "exact"), ("y", "exact")]
+    assert plan.unmatched == [{"onnx_node": "relu", "op_type": "Relu", "tensor": "r",
+                               "reason": "2 variant Relu nodes read the same inputs (ambiguous)"}]
+
+
+def test_quantizer_that_dropped_a_relu_and_renamed_its_input():
+    """ORT's uint8 quantizer removes a Relu before its Q and renames the Mul's output to the Relu's tensor ``r``:
+    ``r`` then pairs with its DequantizeLinear output, and the Mul's own tensor with the renamed output."""
+    f, u8 = TensorProto.FLOAT, TensorProto.UINT8
+    k = [numpy_helper.from_array(np.full((8,), 2.0, np.float32), "w"), numpy_helper.from_array(np.zeros(8, np.float32), "b")]
+    ref = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["m"], name="mul"),
+                             helper.make_node("Relu", ["m"], ["r"], name="relu"),
+                             helper.make_node("Add", ["r", "b"], ["y"], name="add")], "ref",
+                            [helper.make_tensor_value_info("x", f, ["N", 8])], [helper.make_tensor_value_info("y", f, ["N", 8])], k)
+    qk = [numpy_helper.from_array(np.array(0.1, np.float32), "sc"), numpy_helper.from_array(np.array(0, np.uint8), "zp")]
+    var = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["r"], name="mul"),
+                             helper.make_node("QuantizeLinear", ["r", "sc", "zp"], ["r_QuantizeLinear_Output"], name="q"),
+                             helper.make_node("DequantizeLinear", ["r_QuantizeLinear_Output", "sc", "zp"],
+                                              ["r_DequantizeLinear_Output"], name="dq"),
+                             helper.make_node("Add", ["r_DequantizeLinear_Output", "b"], ["y"], name="add")], "var",
+                            [helper.make_tensor_value_info("x", f, ["N", 8])], [helper.make_tensor_value_info("y", f, ["N", 8])],
+                            k + qk)
+    assert u8  # the zero point's type: uint8 activations
+    op = [helper.make_opsetid("", 17)]
+    plan = match_tensors(helper.make_model(ref, opset_imports=op), helper.make_model(var, opset_imports=op))
+    assert [(q.tensor, q.variant_tensor, q.match) for q in plan.pairs] == [
+        ("m", "r", "node-output"), ("r", "r_DequantizeLinear_Output", "dequantized"), ("y", "y", "exact")]
+    # a recipe that dropped the float tensor itself: only its DequantizeLinear output is left
+    var2 = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["m"], name="mul"),
+                              helper.make_node("Relu", ["m"], ["rr"], name="v_relu"),
+                              helper.make_node("QuantizeLinear", ["rr", "sc", "zp"], ["qq"], name="q"),
+                              helper.make_node("DequantizeLinear", ["qq", "sc", "zp"], ["r_DequantizeLinear_Output"], name="dq"),
+                              helper.make_node("Add", ["r_DequantizeLinear_Output", "b"], ["y"], name="add")], "var2",
+                             [helper.make_tensor_value_info("x", f, ["N", 8])], [helper.make_tensor_value_info("y", f, ["N", 8])],
+                             k + qk)
+    plan = match_tensors(helper.make_model(ref, opset_imports=op), helper.make_model(var2, opset_imports=op))
+    assert [(q.tensor, q.variant_tensor, q.match) for q in plan.pairs] == [
+        ("m", "m", "exact"), ("r", "r_DequantizeLinear_Output", "dequantized"), ("y", "y", "exact")]
+
+
+def test_tensors_read_inside_subgraphs_are_input_dependent():
+    """An If whose condition is a constant but whose branches read ``a`` (from x): its output depends on the input.
+    A branch's own inputs and initializers shadow outer names; a nested If reaches two levels up."""
+    from workbench.compare.layerwise import dynamic_tensors
+
+    f, b = TensorProto.FLOAT, TensorProto.BOOL
+
+    def branch(name, nodes, inits=()):
+        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info("o", f, None)], list(inits))
+    inner = helper.make_node("If", ["c"], ["o"], name="inner",
+                             then_branch=branch("t2", [helper.make_node("Identity", ["a"], ["o"])]),
+                             else_branch=branch("e2", [helper.make_node("Identity", ["k"], ["o"])]))
+    shadow = branch("sh", [helper.make_node("Identity", ["a"], ["o"])], [numpy_helper.from_array(np.ones(8, np.float32), "a")])
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu"),
+             helper.make_node("If", ["c"], ["i1"], name="if_reads_a",
+                              then_branch=branch("t", [helper.make_node("Identity", ["a"], ["o"])]),
+                              else_branch=branch("e", [helper.make_node("Identity", ["k"], ["o"])])),
+             helper.make_node("If", ["c"], ["i2"], name="if_nested", then_branch=branch("t1", [inner]),
+                              else_branch=branch("e1", [helper.make_node("Identity", ["k"], ["o"])])),
+             helper.make_node("If", ["c"], ["i3"], name="if_shadowed", then_branch=shadow,
+                              else_branch=branch("e3", [helper.make_node("Identity", ["k"], ["o"])])),
+             helper.make_node("If", ["c"], ["i4"], name="if_const",
+                              then_branch=branch("t4", [helper.make_node("Identity", ["k"], ["o"])]),
+                              else_branch=branch("e4", [helper.make_node("Identity", ["k"], ["o"])]))]
+    g = helper.make_graph(nodes, "ifs", [helper.make_tensor_value_info("x", f, [8])],
+                          [helper.make_tensor_value_info(o, f, None) for o in ("i1", "i2", "i3", "i4")],
+                          [numpy_helper.from_array(np.array(True), "c"), numpy_helper.from_array(np.zeros(8, np.float32), "k")])
+    assert b and dynamic_tensors(g) == {"x", "a", "i1", "i2"}
+
+
+def test_cut_model_types_its_output_and_keeps_only_needed_value_info():
+    from workbench.compare.layerwise import cut_model
+
+    model = wb.load(_dyn_chain(), name="chain")
+    p = onnx.shape_inference.infer_shapes(model.proto_with_data())
+    assert {v.name for v in p.graph.value_info} == {"a", "b"}
+    cut = cut_model(p, ["a"], {})  # a type map that lacks the output: shape inference types it
+    assert [(o.name, o.type.tensor_type.elem_type) for o in cut.graph.output] == [("a", TensorProto.FLOAT)]
+    assert [v.name for v in cut.graph.value_info] == ["a"] and [n.name for n in cut.graph.node] == ["n1"]
+    cut = cut_model(p, ["b"])  # b's value_info stays; nothing of y, which is cut off
+    assert [v.name for v in cut.graph.value_info] == ["a", "b"] and [n.name for n in cut.graph.node] == ["n1", "n2"]
+
+
+def test_unmatched_frame_precision_of_a_frame_without_rows():
+    """A frame filtered down to no rows (or built by hand) takes the precision from its attrs."""
+    from workbench.compare.layerwise import unmatched_frame
+
+    u = {"onnx_node": "n", "op_type": "Relu", "tensor": "t", "reason": "why"}
+    empty = pd.DataFrame({"precision": pd.Series([], dtype=str)})
+    empty.attrs.update(variant="v", precision="int8", unmatched=[u])
+    assert unmatched_frame(empty).values.tolist() == [["v", "int8", "n", "Relu", "t", "why"]]
+    one = pd.DataFrame({"precision": ["fp16"]})
+    one.attrs.update(variant="v", unmatched=[u])
+    assert unmatched_frame(one).values.tolist() == [["v", "fp16", "n", "Relu", "t", "why"]]

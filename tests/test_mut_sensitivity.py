@@ -367,3 +367,171 @@ def test_value_of_top1_reads_the_first_row():
     cmp = _Cmp(rows)
     assert Target("top1", ">=", 0).value_of(cmp, "v") == 0.9
     assert Target("top1_agreement", ">=", 0).value_of(cmp, "v") == 0.7
+
+
+# ------------------------------------------------------------------------------------------ the whole search, for real
+def _mlp():
+    """x (N, 8) -> MatMul m1 -> Relu r1 -> MatMul m2 -> y (N, 4), random weights: int8 lowers m1 and m2."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="m1"), helper.make_node("Relu", ["h"], ["r"], name="r1"),
+             helper.make_node("MatMul", ["r", "w2"], ["y"], name="m2")]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                          [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w1"),
+                           numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w2")])
+    return wb.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), name="mlp")
+
+
+def _snr_by_hand(model, variant_model, batches):
+    """snr_db of ``y`` over ``batches``, from two plain ORT sessions and numpy."""
+    import onnxruntime as ort
+
+    def run(m):
+        s = ort.InferenceSession(m.proto_with_data().SerializeToString(), providers=["CPUExecutionProvider"])
+        return np.concatenate([s.run(["y"], b)[0] for b in batches]).astype(np.float64)
+
+    ref, var = run(model), run(variant_model)
+    return 10 * math.log10((ref ** 2).sum() / ((var - ref) ** 2).sum()) if (var != ref).any() else math.inf
+
+
+@pytest.mark.filterwarnings("ignore:the int8 variant")
+def test_propose_mixed_precision_on_a_tiny_mlp(tmp_path):
+    """A target only fp32 meets (snr >= 200 dB): the search must keep both lowered MatMuls, one per greedy step,
+    and each step's value is the snr of that variant, computed here from plain ORT runs (calib = the data).
+    search_limit counts samples of an .npz (for a list of feed dicts, data.as_feed_batches counts items)."""
+    from workbench.precision import make_variant
+
+    model = _mlp()
+    x = np.random.default_rng(1).standard_normal((16, 8)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x)
+    data = [{"x": x[:8]}, {"x": x[8:]}]
+
+    def snr(keep, batches):
+        # the Q/DQ form the search builds for ORT CPU (uint8 activations: backend="onnxruntime")
+        v = make_variant(model, "int8", calib=data, keep_nodes=keep, backend="onnxruntime", progress=False)
+        return _snr_by_hand(model, v.model, batches)
+
+    res = S.propose_mixed_precision(model, "int8", target="snr_db>=200", data=tmp_path / "d.npz", batch_size=8,
+                                    search_limit=8, latency=False, progress=False)
+    steps = res.steps
+    assert res.candidates == ["m1", "m2"] and sorted(res.keep_nodes) == ["m1", "m2"] and res.met
+    assert list(steps.n_kept) == [0, 1, 2] and list(steps.met) == [False, False, True]
+    assert steps.kept_onnx_nodes[1] == steps.added_onnx_nodes[1] and len(steps.added_onnx_nodes[1]) == 1
+    # the search sees the first 8 samples (search_limit); the verification all 16
+    assert res.baseline_value == pytest.approx(snr([], data[:1]), rel=1e-9)
+    assert steps.value[1] == pytest.approx(snr(steps.kept_onnx_nodes[1], data[:1]), rel=1e-9)
+    assert 30 < res.baseline_value < steps.value[1] < 200 and res.verified_value == math.inf
+    assert res.comparison.samples == 16 and res.latency is None
+    # bisect: everything kept first (met), then one node (not met); latency of the three roles
+    res = S.propose_mixed_precision(model, "int8", target="snr_db>=200", data=data, strategy="bisect", latency=True,
+                                    latency_iterations=3, progress=False)
+    assert list(res.steps.n_kept) == [0, 2, 1] and list(res.steps.met) == [False, True, False]
+    assert sorted(res.keep_nodes) == ["m1", "m2"] and res.verified_value == math.inf
+    assert res.baseline_value == pytest.approx(snr([], data), rel=1e-9)
+    assert list(res.latency.role) == ["fp32", "low", "mixed"]
+    # a target the int8 variant already meets: no search, nothing kept, the verified value is the baseline
+    res = S.propose_mixed_precision(model, "int8", target="snr_db>=30", data=data, latency=False, progress=False)
+    assert res.keep_nodes == [] and len(res.steps) == 1 and res.met
+    assert res.verified_value == res.baseline_value == pytest.approx(snr([], data), rel=1e-9)
+    # candidates restrict the search; one step of budget keeps one node, and the target stays unmet
+    res = S.propose_mixed_precision(model, "int8", target="snr_db>=200", data=data, candidates=["m2"], max_steps=1,
+                                    latency=False, progress=False)
+    assert res.keep_nodes == ["m2"] and res.candidates == ["m2"] and not res.met
+    assert res.verified_value == pytest.approx(snr(["m2"], data), rel=1e-9)
+    with pytest.raises(UsageError, match="not lowered nodes"):
+        S.propose_mixed_precision(model, "int8", target="snr_db>=200", data=data, candidates=["r1"], latency=False,
+                                  progress=False)
+
+
+class _Drawn:
+    """tqdm.auto.tqdm drawing every update (mininterval 0) into a buffer: the bars a user sees, by description."""
+
+    def __init__(self, monkeypatch):
+        import functools
+        import io
+
+        import tqdm.auto
+
+        self.buf = io.StringIO()
+        monkeypatch.setattr(tqdm.auto, "tqdm", functools.partial(tqdm.auto.tqdm, file=self.buf, mininterval=0))
+
+    def bars(self) -> dict[str, list[str]]:
+        import re
+
+        text, out = self.buf.getvalue(), {}
+        self.buf.seek(0)
+        self.buf.truncate()
+        for frame in text.split("\r"):
+            desc = frame.split(":")[0].strip()
+            if desc and not desc.startswith("\x1b"):
+                out.setdefault(desc, []).append(frame)
+        return {d: sorted({m.group(0) for f in fs for m in [re.search(r"\d+/\d+ \[", f)] if m},
+                          key=lambda c: int(c.split("/")[0]))
+                for d, fs in out.items()} | ({"": [text]} if text and not out else {})
+
+
+@pytest.mark.filterwarnings("ignore:the int8 variant")
+def test_propose_defaults_progress_labels_and_result(tmp_path, monkeypatch):
+    """Defaults (int8, 8 steps, latency of 50 runs, layerwise on the first 64 samples), the bars it draws (and none
+    with progress=False), a model path, labels for a top-1 target, shapes for synthetic data."""
+    import onnx
+    import onnxruntime as ort
+
+    from workbench.precision import make_variant
+
+    model = _mlp()
+    onnx.save(model.proto_with_data(), tmp_path / "mlp.onnx")
+    x = np.random.default_rng(2).standard_normal((72, 8)).astype(np.float32)
+    labels = np.random.default_rng(3).integers(0, 4, 72)
+    np.savez(tmp_path / "d.npz", x=x)
+    drawn = _Drawn(monkeypatch)
+    res = S.propose_mixed_precision(str(tmp_path / "mlp.onnx"), target="snr_db>=200", data=tmp_path / "d.npz",
+                                    batch_size=8)
+    bars = drawn.bars()
+    # the search bar: 1 + max_steps (8) builds at most; three made (low, one kept, both kept)
+    assert bars["mixed int8 snr_db>=200"] == ["0/9 [", "1/9 [", "2/9 [", "3/9 ["]
+    # the ranking runs layerwise on the first 64 samples: 8 runs of 8; the variants are calibrated on all 72
+    assert bars["layerwise mlp-int8"][-1] == "8/8 [" and bars["layerwise mlp-int8-mixed"][-1] == "8/8 ["
+    assert bars["calibrating mlp (minmax)"][-1] == "72/72 ["
+    assert set(bars) == {"mixed int8 snr_db>=200", "layerwise mlp-int8", "layerwise mlp-int8-mixed",
+                         "calibrating mlp (minmax)"}  # no comparison bars: their progress stays off
+    assert all(not f.endswith("\n") for f in drawn.buf.getvalue().split("\r"))  # bars are erased, not left
+    assert res.precision == "int8" and res.target == Target("snr_db", ">=", 200.0)
+    assert res.variant.name == "mlp-int8-mixed" and res.variant.precision == "int8"
+    assert list(res.steps.columns) == ["step", "kept_onnx_nodes", "n_kept", "added_onnx_nodes", "metric", "value", "met"]
+    assert list(res.steps.step) == [0, 1, 2] and res.steps.kept_onnx_nodes[0] == [] == res.steps.added_onnx_nodes[0]
+    assert list(res.steps.metric) == ["snr_db"] * 3 and res.steps.value[0] == res.baseline_value
+    assert list(res.latency.role) == ["fp32", "low", "mixed"]
+    assert (res.latency.batch == 8).all() and (res.latency.iterations == 50).all()
+    # bisect draws its layerwise ranking too
+    res = S.propose_mixed_precision(model, target="snr_db>=200", data=tmp_path / "d.npz", batch_size=8,
+                                    strategy="bisect", latency=False)
+    assert drawn.bars()["layerwise mlp-int8"][-1] == "8/8 [" and sorted(res.keep_nodes) == ["m1", "m2"]
+    # progress=False: nothing drawn; a top-1 target reads the labels in the search and in the verification
+    res = S.propose_mixed_precision(model, target="top1_drop<=100", data=tmp_path / "d.npz", labels=labels,
+                                    batch_size=8, search_limit=64, latency=False, progress=False)
+    assert drawn.bars() == {}
+
+    def top1(m, n):
+        s = ort.InferenceSession(m.proto_with_data().SerializeToString(), providers=["CPUExecutionProvider"])
+        return float((s.run(["y"], {"x": x[:n]})[0].argmax(1) == labels[:n]).mean())
+
+    low = make_variant(model, "int8", calib=[{"x": x}], backend="onnxruntime", progress=False).model
+    assert res.keep_nodes == [] and res.met
+    assert res.baseline_value == pytest.approx(100 * (top1(model, 64) - top1(low, 64)), abs=1e-9)
+    assert res.verified_value == pytest.approx(100 * (top1(model, 72) - top1(low, 72)), abs=1e-9)
+    # no data: synthetic samples of the shapes given, for the search and the verification alike
+    res = S.propose_mixed_precision(model, target="snr_db>=0", shapes="x:3x8", search_limit=3, latency=False,
+                                    progress=False)
+    assert res.comparison.samples == 3 and res.baseline_value == res.verified_value
+
+
+@pytest.mark.filterwarnings("ignore:the int8 variant")
+def test_propose_latency_uses_the_first_batch():
+    model = _mlp()
+    rng = np.random.default_rng(4)
+    data = [{"x": rng.standard_normal((16, 8)).astype(np.float32)}, {"x": rng.standard_normal((8, 8)).astype(np.float32)}]
+    res = S.propose_mixed_precision(model, target="snr_db>=0", data=data, latency_iterations=2, progress=False)
+    assert (res.latency.batch == 16).all() and (res.latency.iterations == 2).all()
