@@ -404,3 +404,34 @@ def test_profile_defaults_and_passed_options(digits, capsys):
     assert p2.latency.time_budget_s == 60.0 and len(p2.latency.times_ms) == 5
     err = capsys.readouterr().err
     assert f"profile {eng.variant.name}" in err and "latency" in err.lower()
+
+
+def test_inserted_kernels_take_the_first_mapped_consumer_downstream():
+    """Format test of the ORT mapping rule for kernels ORT inserted (layout reorders): walk the optimized graph
+    downstream to the first consumer mapped to ONNX nodes (``mapped_by="neighbour"``), else ``<unmapped>``."""
+    from workbench.measure.layers import ort_layer_rows
+
+    g = h.make_graph([h.make_node("Relu", ["x"], ["r"], name="relu"), h.make_node("Neg", ["r"], ["y"], name="neg")],
+                     "g", [h.make_tensor_value_info("x", T.FLOAT, [2])], [h.make_tensor_value_info("y", T.FLOAT, [2])])
+    ix = GraphIndex.of(h.make_model(g))
+    optimized = {n.name: n for n in [
+        h.make_node("ReorderInput", ["tb"], ["ta"], name="ra"),     # ra -> rb -> rc -> (ra again, seen) and relu
+        h.make_node("ReorderOutput", ["ta"], ["tc"], name="rb"),    # timed, mapped to nothing itself
+        h.make_node("Transpose", ["tc"], ["tb"], name="rc"),        # not timed: absent from the stats
+        h.make_node("Relu", ["tb"], ["r"], name="relu"),
+        h.make_node("Neg", ["r"], ["y"], name="neg"),
+        h.make_node("ReorderOutput", ["y"], ["yo"], name="tail"),  # its output feeds nothing
+    ]}
+
+    def st(op):
+        return {"dur_us": 1000.0, "count": 1, "op": op, "provider": "CPU", "shapes": ""}
+
+    stats = {"ra": st("ReorderInput"), "rb": st("ReorderOutput"), "relu": st("Relu"), "neg": st("Neg"), "tail": st("ReorderOutput"),
+             "ghost": st("Copy")}  # ghost: not in the optimized graph either
+    rows = {r["layer"]: r for r in ort_layer_rows(stats, 1, ix, optimized)}
+    assert rows["relu"]["mapped_by"] == "name" and rows["relu"]["onnx_nodes"] == ["relu"]
+    assert rows["ra"]["onnx_node"] == "relu" and rows["ra"]["mapped_by"] == "neighbour"
+    assert rows["ra"]["onnx_nodes"] == [] and rows["rb"]["onnx_node"] == "relu" and rows["rb"]["mapped_by"] == "neighbour"
+    assert rows["tail"]["onnx_node"] == UNMAPPED and rows["tail"]["mapped_by"] == "unmapped"
+    assert rows["ghost"]["onnx_node"] == UNMAPPED and rows["ghost"]["mapped_by"] == "unmapped"
+    assert rows["ra"]["time_ms"] == 1.0 and rows["ra"]["calls"] == 1.0

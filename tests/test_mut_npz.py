@@ -71,8 +71,8 @@ def test_batches_along_axis_zero(source):
         np.testing.assert_array_equal(whole["x"], X)
         with pytest.raises(KeyError):
             whole["nope"]
-        src = "arrays" if source.kind == "arrays" else "d_"
-        assert repr(b).startswith("Batches(3 batches, 10 samples of ") and src in repr(b)
+        src = "arrays" if source.kind == "arrays" else str(ds.path)
+        assert repr(b) == f"Batches(3 batches, 10 samples of {src})"
 
 
 def test_head_of_batches():
@@ -93,6 +93,10 @@ def test_head_of_batches():
     moved = b.with_dataset(ds2)
     assert moved.dataset is ds2 and list(moved.bounds) == list(b.bounds)
     np.testing.assert_array_equal(moved[0]["x"], X[:4] * 2)
+    assert list(b[1:].with_dataset(ds2).bounds) == [(4, 8), (8, 10)]  # a slice keeps its own starts
+    assert list(b[1:].head(8, whole=True).bounds) == [(4, 8)]  # 6 samples left after 4: one whole batch
+    ones = NpzDataset({"x": X}, _model()).batch_list(1)
+    assert len(ones[:3].head(100)) == 3 and ones[:3].head(100).num_samples == 3
 
 
 def test_float64_is_cast_and_kinds_are_checked(source):
@@ -258,6 +262,8 @@ def test_resolve_data(tmp_path):
         resolve_data(m, str(p), "flt")
     with pytest.raises(DataError, match="one class id per sample"):
         resolve_data(m, ds, np.eye(3, dtype=np.int64)[lab])
+    two, _ = resolve_data(m, [{"x": X[:2]}, {"x": X[2:5]}], None, limit=1)  # limit counts items of a list
+    assert len(two) == 1 and two[0]["x"].shape == (2, 3)
     col, lcol = resolve_data(m, [{"x": X}], lab[:, None])
     assert isinstance(col, list) and lcol.shape == (10,)
     with pytest.raises(DataError, match="labels hold 9 entries for 10 samples"):
@@ -271,10 +277,24 @@ def test_resolve_data(tmp_path):
     with pytest.raises(DataError, match="no batches"):
         resolve_data(_model(batch=4), NpzDataset({"x": X[:3]}, _model(batch=4)), None)  # 3 samples, batch 4
     syn, lsyn = resolve_data(m, None, None, shapes="x:2x3")
-    assert len(syn) == 1 and lsyn is None
+    assert len(syn) == 1 and lsyn is None and syn[0]["x"].shape == (2, 3)
+    assert resolve_data(m, None, None)[0][0]["x"].shape == (32, 3)  # one synthetic batch of the default size
+    assert resolve_data(m, None, None, batch_size=5)[0][0]["x"].shape == (5, 3)
     bad = X.copy()
     bad[9, 0] = np.nan
     with pytest.raises(DataError, match="NaN"):
         resolve_data(m, NpzDataset({"x": bad}, m), None, batch_size=4)
     ok, _ = resolve_data(m, NpzDataset({"x": bad}, m), None, batch_size=4, limit=8)  # the NaN is past the limit
     assert ok.num_samples == 8
+
+
+def test_for_model_keeps_the_override_the_path_and_extra_keys(tmp_path):
+    m = _model(extra=[("h", T.FLOAT, [2, "n", 5])])
+    p = tmp_path / "d.npz"
+    np.savez(p, x=X, h=np.zeros((2, 10, 5), np.float32), lab=np.arange(10))
+    ds = NpzDataset(p, m, batch_axis="h:none", label_keys=["lab"])  # h held whole: not the shape doctor's axis 1
+    assert ds.axes["h"] is None
+    ds2 = ds.for_model(_model(extra=[("h", T.FLOAT, [2, "n", 5])], name="m2"))
+    assert ds2.axes == {"x": 0, "h": None} and ds2.path == ds.path and ds2.num_samples == 10
+    assert ds.for_model(m, batch_axis="h:1").axes["h"] == 1
+

@@ -54,7 +54,9 @@ def _topk(scores, k):
     return np.argsort(-scores, axis=1, kind="stable")[:, :k]
 
 
-@pytest.fixture(scope="module")
+# function-scoped on purpose: mutmut credits a test with the functions its own setup calls, so the
+# comparison is built inside every test that reads it
+@pytest.fixture
 def engines():
     ref = _engine(W)
     close = _engine(W + 0.01, "fp16")
@@ -62,7 +64,7 @@ def engines():
     return ref, close, far
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cmp(engines):
     ref, close, far = engines
     return compare_engines(ref, [close, far], _batches(), labels=LABELS, topk=2, progress=False)
@@ -266,3 +268,54 @@ def test_summary_skips_a_variant_without_rows():
     s = c.summary()
     assert list(s.variant) == ["r (reference)"] and s.loc[0, "backend"] == "b"
     assert c.verdicts().empty and list(c.verdicts().columns) == ["variant", "precision", "passed", "rule", "why"]
+
+
+def _hand(rows, variants, label_output=None):
+    import pandas as pd
+
+    return Comparison(metrics=pd.DataFrame(rows, columns=COLUMNS), reference="r (reference)", variants=variants,
+                      samples=4, label_output=label_output, reference_info={"precision": "fp32", "backend": "b"})
+
+
+def test_summary_and_verdict_count_nan_and_inf_over_outputs():
+    rows = []
+    for o, nan, inf in (("y", 2, 0), ("z", 1, 1)):
+        rows += [("v", "fp16", "b", o, "cosine", 1.0), ("v", "fp16", "b", o, "snr_db", 80.0),
+                 ("v", "fp16", "b", o, "max_abs", 0.0), ("v", "fp16", "b", o, "nan_count", nan),
+                 ("v", "fp16", "b", o, "inf_count", inf)]
+    c = _hand(rows, ["gone", "v"])  # a variant without rows first: skipped, the next one still listed
+    s = c.summary()
+    assert list(s.variant) == ["r (reference)", "v"]
+    assert s.loc[1, "nan_count"] == 3 and s.loc[1, "inf_count"] == 1 and not s.loc[1, "passed"]
+    v = c.verdict("v")
+    assert v.failed == ("3 NaN / 1 Inf in the output",) and not v.passed
+    clean = _hand([r if r[4] not in ("nan_count", "inf_count") else (*r[:5], 0) for r in rows], ["v"])
+    assert clean.verdict("v").passed and clean.summary().loc[1, "nan_count"] == 0
+    only_inf = _hand([r if r[4] != "nan_count" else (*r[:5], 0) for r in rows], ["v"])
+    assert only_inf.verdict("v").failed == ("0 NaN / 1 Inf in the output",)
+
+
+def test_top1_drop_is_in_points():
+    rows = [("r (reference)", "fp32", "b", "y", "top1", 0.90)]
+    for m, val in (("cosine", 1.0), ("snr_db", 80.0), ("nan_count", 0), ("inf_count", 0), ("top1", 0.85),
+                   ("topk_agreement", 1.0)):
+        rows.append(("v", "int8", "b", "y", m, val))
+    c = _hand(rows, ["v"], label_output="y")
+    v = c.verdict("v")
+    assert v.failed == ("top-1 drop 5 pt > 1 pt",) and c.summary().loc[1, "top1_delta"] == pytest.approx(-5.0)
+
+
+def test_progress_bar(engines, capsys):
+    ref, close, _ = engines
+    capsys.readouterr()
+    compare_engines(ref, [close], _batches())
+    assert "compare" in capsys.readouterr().err  # shown by default
+    compare_engines(ref, [close], _batches(), progress=False)
+    assert "compare" not in capsys.readouterr().err
+
+
+def test_default_tolerances(engines):
+    ref, close, _ = engines
+    c = compare_engines(ref, [close], _batches(), progress=False)
+    assert (c.atol, c.rtol, c.topk) == (1e-3, 1e-3, 5)
+

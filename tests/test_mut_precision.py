@@ -217,3 +217,12 @@ def test_graph_checks():
     typed.graph.output[0].type.tensor_type.elem_type = T.INT64  # wrong output type: only the full check sees it
     with pytest.raises(WorkbenchError):
         full_check(typed, "fp16")
+
+
+def test_ort_session_check_is_quiet(capfd):
+    """The check session logs errors only: ONNX Runtime's warnings (an unused initializer here) stay off stderr."""
+    p = _graph(names=("a", "b", "c"))
+    p.graph.initializer.append(numpy_helper.from_array(np.zeros(3, np.float32), "unused"))
+    capfd.readouterr()
+    ort_session_check(p, "fp16")
+    assert "unused" not in capfd.readouterr().err

@@ -315,3 +315,13 @@ def test_report_section():
     assert "variant" in err  # the error itself (the missing column), escaped
     assert err.endswith("</p>")
     assert CATEGORIES[0] == "lowered"
+
+
+def test_every_unmapped_layer_counts_and_mapped_layers_after_it_too():
+    fp32 = _frame([("copy1", "Memcpy", [], "<unmapped>", 0.5), ("copy2", "Memcpy", None, "<unmapped>", 0.25),
+                   ("conv", "Conv", ["conv"], "conv", 2.0)])
+    var = _frame([("conv", "Conv", ["conv"], "conv", 1.0)])
+    t = explain_speed(fp32, var).table.set_index("category")
+    assert t.loc["backend overhead", "fp32_ms"] == 0.75 and t.loc["backend overhead", "variant_ms"] == 0.0
+    assert t.loc["lowered", "fp32_ms"] == 2.0 and t.loc["lowered", "delta_ms"] == -1.0
+

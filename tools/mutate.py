@@ -516,6 +516,7 @@ _LY, _SP = "workbench.measure.layers.", "workbench.compare.speed."
 _ORIENT = "equivalent: pandas reads orient case-insensitively"
 EXPLAINED.update({
     **{_SP + f"xǁSpeedAttributionǁ{fn}__mutmut_{i}": _ORIENT for fn, i in (("summary", 22), ("to_json", 21))},
+    _SP + "x__per_node__mutmut_6": _ORIENT,
     _SP + "xǁSpeedAttributionǁby_category__mutmut_15": "equivalent: reset_index() of the empty groupby result has the "
                                                        "same four columns as the explicit empty frame",
     _SP + "xǁSpeedAttributionǁsummary__mutmut_33": "equivalent: categories are sorted by |delta| descending, so after "
@@ -534,6 +535,7 @@ EXPLAINED.update({
     **{_LY + f"x_coverage_reason__mutmut_{i}": "equivalent: a ratio equal to goal returned '' at the top (goal <= "
        "ratio <= upper), so < and <= agree wherever this line runs" for i in (41, 77, 112)},
     _LY + "x_coverage__mutmut_54": "equivalent: float('NAN') is float('nan')",
+    _LY + "x__neighbour__mutmut_18": "equivalent: only element [0] (the empty node list) of the default is read",
     _LY + "x_coverage__mutmut_58": "equivalent: coverage() has already reduced the table to latency.variant's rows (or "
                                    "it holds one variant), and _profiled_run_ms falls back to the whole table",
     **{_LY + f"x__profiled_run_ms__mutmut_{i}": "equivalent via its only caller coverage(), which passes a table "
@@ -549,9 +551,42 @@ EXPLAINED.update({
                                      "rows; needs a GPU-provider row on host time, which no profiler writes",
     **{_LY + f"x__run_facts__mutmut_{i}": "equivalent: the rounded times in 'top' are never shown (the reason names "
        "the nodes only)" for i in (116, 117, 118, 120)},
-    _LY + "x_profile__mutmut_28": "not killed: layer_warmup only changes untimed runs of the profiled session, which "
-                                  "the trace skips; nothing in the result counts them",
+    **{_LY + f"x_profile__mutmut_{i}": "not killed: layer_warmup (passed, or its default 3 -> 4) only changes untimed "
+       "runs of the profiled session, which the trace skips; nothing in the result counts them" for i in (4, 28)},
     _LY + "x_save_layers_csv__mutmut_17": "equivalent: to_csv(index=None) writes no index, as index=False",
+    **{f"workbench.compare.outputs.xǁComparisonǁ{fn}__mutmut_{i}": "equivalent: every metrics row of a variant "
+       "carries the same precision and backend, and compare_engines writes a row per metric and output (>= 12), so "
+       "iloc[1] is iloc[0]'s value" for fn, i in (("summary", 14), ("summary", 17), ("verdict", 45), ("verdicts", 7))},
+    **{f"workbench.compare.outputs.xǁComparisonǁ{fn}__mutmut_{i}": "equivalent: astype(None) is float64, as float"
+       for fn, i in (("summary", 64), ("summary", 72), ("summary", 80), ("verdict", 47), ("verdict", 52))},
+    "workbench.compare.outputs.xǁComparisonǁverdict__mutmut_10": "not killed: compare_engines writes a top1 row for "
+                                                                 "every variant whenever label_output is set, so "
+                                                                 "'and' and 'or' only differ on hand-made frames",
+    "workbench.compare.outputs.xǁComparisonǁto_json__mutmut_19": "equivalent: groupby(sort=None) does not sort, as "
+                                                                 "sort=False",
+    **{f"workbench.compare.outputs.x_compare_engines__mutmut_{i}": "equivalent: argmax of float32 scores equals "
+       "argmax of the same scores as float64 (dtype dropped)" for i in (68, 70, 113, 115)},
+    **{f"workbench.compare.outputs.x_compare_engines__mutmut_{i}": "equivalent: numpy reads any negative reshape "
+       "size as 'infer'; axis=+1 of the 2-D score array is axis -1" for i in (78, 84, 118, 124)},
+    "workbench.compare.outputs.x_compare_engines__mutmut_91": "equivalent: running the reference engine again on "
+                                                              "the same feeds gives the same outputs (deterministic "
+                                                              "CPU kernels); only the time differs",
+    **{f"workbench.data.xǁ_Arraysǁread__mutmut_{i}": "equivalent: NpzDataset reads arrays either whole (axis None) "
+       "or with explicit start and stop, so the defaults are never used" for i in (1, 14)},
+    **{f"workbench.data.x_resolve_data__mutmut_{i}": "equivalent: a label key left out at construction is read by "
+       "add_labels right after, with the same count check" for i in (2, 11)},
+    "workbench.data.x_resolve_data__mutmut_17": "equivalent: add_labels raises the same 'label key not found' "
+                                                "DataError for a key the file lacks",
+    "workbench.precision.quantize.x__nan_reason__mutmut_13": "equivalent: astype(None) is float64",
+    "workbench.precision.quantize.x__nan_reason__mutmut_33": "equivalent: numpy reads any negative reshape size as "
+                                                             "'infer'",
+    "workbench.precision.base.x_get_recipe__mutmut_4": "not killed: differs only for a non-str argument whose str() "
+                                                       "is a registered precision name",
+    "workbench.precision.base.x_ort_session_check__mutmut_3": "not killed: log level 3 vs 4 only decides whether ONNX "
+                                                              "Runtime also prints its own error line next to the "
+                                                              "raised WorkbenchError",
+    "workbench.precision.base.x_ort_session_check__mutmut_6": "not killed: without a GPU, ONNX Runtime's default "
+                                                              "provider list is the CPU provider",
     "workbench.precision.base.x_register_precision__mutmut_10": "equivalent: an empty precision becomes 'xxxx', "
                                                                 "which differs from recipe.precision and is refused too",
 })

@@ -1,0 +1,127 @@
+"""Fast behavioural tests for workbench.precision.quantize's own graph logic (mutation target `quantize`,
+tools/mutate.py): the Sum -> Add rewrite (checked numerically with ONNX Runtime against the original graph),
+the NaN-weight reason, and the traceback test the recipe uses to tell where ORT's quantizer failed."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper
+
+from workbench.precision.quantize import _failed_in, _nan_reason, sums_to_adds
+
+
+def _sum_model(n_inputs=3, domain=""):
+    ins = [f"x{i}" for i in range(n_inputs)]
+    nodes = [h.make_node("Sum", ins, ["s"], name="sum", domain=domain), h.make_node("Relu", ["s"], ["y"], name="relu")]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info(x, T.FLOAT, [2, 3]) for x in ins],
+                     [h.make_tensor_value_info("y", T.FLOAT, [2, 3])])
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+
+
+def _run(p, feeds):
+    return ort.InferenceSession(p.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+def test_sum_of_three_becomes_a_chain_of_adds():
+    p = _sum_model(3)
+    rng = np.random.default_rng(0)
+    feeds = {f"x{i}": rng.standard_normal((2, 3)).astype(np.float32) for i in range(3)}
+    before = _run(p, feeds)
+    assert sums_to_adds(p) == ["sum"]
+    ops = [(n.op_type, n.name, list(n.input), list(n.output)) for n in p.graph.node]
+    assert ops == [("Add", "sum", ["x0", "x1"], ["s__sum1"]), ("Add", "sum__add2", ["s__sum1", "x2"], ["s"]),
+                   ("Relu", "relu", ["s"], ["y"])]
+    onnx.checker.check_model(p, full_check=True)
+    np.testing.assert_array_equal(_run(p, feeds), before)
+
+
+def test_sum_of_two_is_one_add_and_other_sums_stay():
+    p = _sum_model(2)
+    assert sums_to_adds(p) == ["sum"]
+    assert [(n.op_type, n.name, list(n.output)) for n in p.graph.node] == [("Add", "sum", ["s"]),
+                                                                         ("Relu", "relu", ["y"])]
+    one = _sum_model(1)
+    assert sums_to_adds(one) == [] and one.graph.node[0].op_type == "Sum"
+    other = _sum_model(2, domain="com.example")
+    assert sums_to_adds(other) == [] and other.graph.node[0].op_type == "Sum"
+    ai = _sum_model(2, domain="ai.onnx")
+    assert sums_to_adds(ai) == ["sum"] and ai.graph.node[0].op_type == "Add"
+    none = _sum_model(2)
+    none.graph.node[0].op_type = "Max"
+    assert sums_to_adds(none) == [] and [n.op_type for n in none.graph.node] == ["Max", "Relu"]
+
+
+def test_two_sums_keep_their_order():
+    p = _sum_model(2)
+    p.graph.node.append(h.make_node("Sum", ["y", "x0", "x1"], ["z"], name="sum2"))
+    p.graph.output.append(h.make_tensor_value_info("z", T.FLOAT, [2, 3]))
+    assert sums_to_adds(p) == ["sum", "sum2"]
+    assert [n.name for n in p.graph.node] == ["sum", "relu", "sum2", "sum2__add2"]
+    assert p.graph.node[-1].output[0] == "z" and p.graph.node[-2].output[0] == "z__sum1"
+
+
+def _saved(tmp_path, arr, name="w"):
+    g = h.make_graph([h.make_node("Identity", [name], ["y"])], "g", [], [h.make_tensor_value_info("y", T.FLOAT, None)],
+                     initializer=[numpy_helper.from_array(arr.astype(np.float32), name)])
+    path = tmp_path / "m.onnx"
+    onnx.save(h.make_model(g), str(path))
+    return path
+
+
+def test_nan_reason_names_the_constant_channels(tmp_path):
+    w = np.arange(24, dtype=np.float32).reshape(4, 6)
+    w[1] = 0.0   # an all-zero channel along axis 0
+    w[3] = 5.0   # a constant, non-zero one
+    r = _nan_reason(_saved(tmp_path, w), "w", "fp8")
+    assert r.startswith("ONNX Runtime's fp8 quantizer wrote NaN into this node's weight")
+    assert "; weight 'w' [4, 6] has 2 constant channel(s) along axis 0 (1 all zero), e.g. [1, 3]; kept float" in r
+    # no constant row along axis 0, but constant columns along the last axis
+    cols = np.arange(12, dtype=np.float32).reshape(3, 4)
+    cols[:, 2] = 7.0
+    r2 = _nan_reason(_saved(tmp_path, cols), "w", "int8")
+    assert "has 1 constant channel(s) along axis 1 (0 all zero), e.g. [2]" in r2 and "int8 quantizer" in r2
+    wide = np.zeros((2, 8), np.float32)
+    wide[0] = 1.0
+    assert "e.g. [0, 1]" in _nan_reason(_saved(tmp_path, wide), "w", "fp8")
+    many = np.ones((6, 3), np.float32)
+    assert "6 constant channel(s) along axis 0 (0 all zero), e.g. [0, 1, 2, 3]" in _nan_reason(
+        _saved(tmp_path, many), "w", "fp8")
+    assert "; weight 'w' is constant;" in _nan_reason(_saved(tmp_path, np.full(5, 2.0)), "w", "fp8")
+    plain = _nan_reason(_saved(tmp_path, np.arange(5.0)), "w", "fp8")
+    assert plain.endswith("0/0 is NaN); kept float")
+    assert _nan_reason(_saved(tmp_path, w), "other", "fp8") == plain  # no such initializer: no detail
+    varied = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert _nan_reason(_saved(tmp_path, varied), "w", "fp8") == plain
+
+
+def _raise_in_inner():
+    def inner():
+        raise ValueError("boom")
+    inner()
+
+
+def test_failed_in_reads_the_traceback_and_its_causes():
+    try:
+        _raise_in_inner()
+    except ValueError as e:
+        assert _failed_in(e, "inner") and _failed_in(e, "_raise_in_inner")
+        assert not _failed_in(e, "outer")
+    try:
+        try:
+            _raise_in_inner()
+        except ValueError as e:
+            raise RuntimeError("wrapped") from e
+    except RuntimeError as w:
+        assert _failed_in(w, "inner")  # found on the cause's traceback
+        assert not _failed_in(w, "nowhere")
+    try:
+        try:
+            _raise_in_inner()
+        except ValueError:
+            raise KeyError("during handling")  # noqa: B904 - implicit context on purpose
+    except KeyError as k:
+        assert _failed_in(k, "inner")  # found on the context's traceback
+    assert not _failed_in(ValueError("never raised"), "inner")  # no traceback at all
