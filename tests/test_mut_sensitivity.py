@@ -460,7 +460,8 @@ class _Drawn:
     def bars(self) -> dict[str, list[str]]:
         import re
 
-        text, out = self.buf.getvalue(), {}
+        self.text = text = self.buf.getvalue()
+        out = {}
         self.buf.seek(0)
         self.buf.truncate()
         for frame in text.split("\r"):
@@ -497,7 +498,7 @@ def test_propose_defaults_progress_labels_and_result(tmp_path, monkeypatch):
     assert bars["calibrating mlp (minmax)"][-1] == "72/72 ["
     assert set(bars) == {"mixed int8 snr_db>=200", "layerwise mlp-int8", "layerwise mlp-int8-mixed",
                          "calibrating mlp (minmax)"}  # no comparison bars: their progress stays off
-    assert all(not f.endswith("\n") for f in drawn.buf.getvalue().split("\r"))  # bars are erased, not left
+    assert drawn.text.endswith("\r") and not drawn.text.split("\r")[-2].strip()  # the search bar is erased, not left
     assert res.precision == "int8" and res.target == Target("snr_db", ">=", 200.0)
     assert res.variant.name == "mlp-int8-mixed" and res.variant.precision == "int8"
     assert list(res.steps.columns) == ["step", "kept_onnx_nodes", "n_kept", "added_onnx_nodes", "metric", "value", "met"]
@@ -535,3 +536,40 @@ def test_propose_latency_uses_the_first_batch():
     data = [{"x": rng.standard_normal((16, 8)).astype(np.float32)}, {"x": rng.standard_normal((8, 8)).astype(np.float32)}]
     res = S.propose_mixed_precision(model, target="snr_db>=0", data=data, latency_iterations=2, progress=False)
     assert (res.latency.batch == 16).all() and (res.latency.iterations == 2).all()
+
+
+def test_attribute_noise_follows_unnamed_nodes():
+    """Unnamed nodes are labelled ``<op>#<index>`` in the layerwise frame: the candidate m owns both Relus after it."""
+    from onnx import numpy_helper
+
+    nodes = [helper.make_node("Mul", ["x", "w"], ["t1"], name="m"), helper.make_node("Relu", ["t1"], ["t2"]),
+             helper.make_node("Relu", ["t2"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+                          [numpy_helper.from_array(np.ones(2, np.float32), "w")])
+    model = wb.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), name="unnamed")
+    frame = pd.DataFrame({"onnx_node": ["m", "Relu#1", "Relu#2"], "local_noise": [1.0, 10.0, 100.0]})
+    assert attribute_noise(model, frame, ["m"]) == {"m": 111.0}
+
+
+def test_lowered_nodes_reads_weights_from_constant_nodes():
+    """A Q/DQ variant whose quantized weight is a Constant node (not an initializer): the MatMul reading its
+    DequantizeLinear is lowered."""
+    from onnx import numpy_helper
+
+    from workbench.variant import Variant
+
+    f = TensorProto.FLOAT
+    w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    ref = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "ref",
+                            [helper.make_tensor_value_info("x", f, [1, 2])], [helper.make_tensor_value_info("y", f, [1, 2])], [w])
+    q = [numpy_helper.from_array(np.array(0.1, np.float32), "sc"), numpy_helper.from_array(np.array(0, np.int8), "zp")]
+    var = helper.make_graph([helper.make_node("Constant", [], ["wq"], name="k",
+                                              value=numpy_helper.from_array(np.full((2, 2), 10, np.int8), "wq")),
+                             helper.make_node("DequantizeLinear", ["wq", "sc", "zp"], ["wd"], name="dq"),
+                             helper.make_node("MatMul", ["x", "wd"], ["y"], name="mm")], "var",
+                            [helper.make_tensor_value_info("x", f, [1, 2])], [helper.make_tensor_value_info("y", f, [1, 2])], q)
+    op = [helper.make_opsetid("", 17)]
+    model = wb.load(helper.make_model(ref, opset_imports=op), name="mm")
+    v = Variant(model=model.derive(helper.make_model(var, opset_imports=op), name="mm-int8"), precision="int8")
+    assert S.lowered_nodes(model, v) == ["mm"]

@@ -443,6 +443,27 @@ EXPLAINED.update({
     **{_LW + f"x_plan_passes__mutmut_{i}": "equivalent: this branch runs only when total x biggest > budget > 0, "
        "so total > 0 already" for i in (48, 56)},
 })
+_S = "workbench.compare.sensitivity.x_propose_mixed_precision__mutmut_"
+EXPLAINED.update({
+    _S + "28": "equivalent: load() returns a Model it is given unchanged",
+    _S + "77": "equivalent: precision names are case-insensitive (get_recipe('FP32') is the fp32 recipe)",
+    **{_S + f"{i}": "equivalent: progress=None disables the comparison's bar as False does (disable=not progress)"
+       for i in (99, 222)},
+    **{_S + f"{i}": "equivalent: the search data holds the same samples whatever the batch size (an .npz limit "
+       "counts samples; a list of feed dicts is not re-batched), and the metrics are sums over samples"
+       for i in (50, 56)},
+    **{_S + f"{i}": "not killed here: shapes only set TensorRT optimization profiles; the ONNX Runtime CPU backend "
+       "these tests can build checks them and records them in the build record, which the result does not carry"
+       for i in (69, 74, 83, 90)},
+    **{_S + f"{i}": "equivalent: the fp32 build on ONNX Runtime draws no bar (no recipe, no calibration), so its "
+       "progress flag shows nothing either way" for i in (70, 75)},
+    "workbench.compare.sensitivity.x__backend_name__mutmut_1": "not killed: _backend_name is called nowhere (dead "
+                                                               "code)",
+    "workbench.compare.sensitivity.x_lowered_nodes__mutmut_22": "not killed: needs a variant on which ONNX shape "
+                                                                "inference raises",
+    "workbench.compare.sensitivity.xǁMixedPrecisionResultǁto_json__mutmut_35": "equivalent: pandas reads orient "
+                                                                               "case-insensitively",
+})
 _F = "workbench.precision.fp16safety."
 EXPLAINED.update({
     _F + "x_clamp_mask_constants__mutmut_15": "equivalent in valid ONNX: a Constant's only TENSOR attribute is "
