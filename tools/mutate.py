@@ -201,8 +201,9 @@ def _config(t: Target) -> str:
             "use_git_change_detection = false\n")
 
 
-def _sync(t: Target, work: Path) -> None:
-    """Copy the repository's current files into ``work`` (keeping mutmut's ``mutants/`` results)."""
+def copy_repo(work: Path) -> None:
+    """Copy the repository's current files (those tests need) into ``work``, replacing earlier copies; other
+    entries of ``work`` (mutmut's ``mutants/`` results) stay. Also used by tools/planted.py."""
     work.mkdir(parents=True, exist_ok=True)
     for name in _COPY:
         src, dst = ROOT / name, work / name
@@ -214,6 +215,11 @@ def _sync(t: Target, work: Path) -> None:
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "mutants"))
         elif src.exists():
             shutil.copy2(src, dst)
+
+
+def _sync(t: Target, work: Path) -> None:
+    """Copy the repository's current files into ``work`` (keeping mutmut's ``mutants/`` results)."""
+    copy_repo(work)
     _undecorate(work / t.module)
     with open(work / "pyproject.toml", "a") as f:  # the scratch copy's config only
         f.write(_config(t))
