@@ -435,3 +435,29 @@ def test_inserted_kernels_take_the_first_mapped_consumer_downstream():
     assert rows["tail"]["onnx_node"] == UNMAPPED and rows["tail"]["mapped_by"] == "unmapped"
     assert rows["ghost"]["onnx_node"] == UNMAPPED and rows["ghost"]["mapped_by"] == "unmapped"
     assert rows["ra"]["time_ms"] == 1.0 and rows["ra"]["calls"] == 1.0
+
+
+def test_ort_rows_per_run_times_and_the_naming_rules():
+    """Format test of the ORT kernel -> node rules on two timed runs: a kernel named after a node, one with ORT's
+    ``_token_N`` suffix, and an NCHWc kernel ``<tensor>_nchwc`` standing for the producer of ``<tensor>``."""
+    from workbench.measure.layers import ort_layer_rows
+
+    g = h.make_graph([h.make_node("Conv", ["x", "w"], ["c"], name="conv"), h.make_node("Relu", ["c"], ["r"], name="relu"),
+                      h.make_node("Neg", ["r"], ["y"], name="neg")], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, [1, 1, 2, 2])], [h.make_tensor_value_info("y", T.FLOAT, None)],
+                     initializer=[h.make_tensor("w", T.FLOAT, [1, 1, 1, 1], [1.0])])
+    ix = GraphIndex.of(h.make_model(g))
+
+    def st(op, dur, count, shapes=""):
+        return {"dur_us": dur, "count": count, "op": op, "provider": "CPU", "shapes": shapes}
+
+    stats = {"r_nchwc": st("Conv", 4000.0, 4, "float[1, 1, 2, 2]"), "neg": st("Neg", 1000.0, 2),
+             "neg_token_3": st("Neg", 500.0, 2)}
+    for optimized in ({}, {"r_nchwc": h.make_node("Conv", ["x", "w"], ["r_nchwc"], name="r_nchwc")}):
+        rows = {r["layer"]: r for r in ort_layer_rows(stats, 2, ix, optimized)}
+        assert rows["r_nchwc"] == {"layer": "r_nchwc", "layer_type": "Conv", "onnx_nodes": ["conv", "relu"],
+                                   "onnx_node": "conv", "provider": "CPU", "time_ms": 2.0, "calls": 2.0,
+                                   "mapped_by": "fusion", "shapes": "float[1, 1, 2, 2]"}
+        assert rows["neg"]["mapped_by"] == "name" and rows["neg"]["time_ms"] == 0.5 and rows["neg"]["calls"] == 1.0
+        assert rows["neg_token_3"]["onnx_nodes"] == ["neg"] and rows["neg_token_3"]["mapped_by"] == "fusion"
+        assert rows["neg_token_3"]["time_ms"] == 0.25

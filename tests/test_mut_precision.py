@@ -226,3 +226,36 @@ def test_ort_session_check_is_quiet(capfd):
     capfd.readouterr()
     ort_session_check(p, "fp16")
     assert "unused" not in capfd.readouterr().err
+
+
+def test_naming_continues_after_a_named_node_and_opset_zero():
+    p = _graph(names=("a", "", ""))
+    assert name_unnamed_nodes(p) == ["Relu_1", "Neg_2"] and all(n.name for n in p.graph.node)
+    custom_only = _graph(names=("a", "b", "c"))
+    del custom_only.opset_import[:]
+    custom_only.opset_import.append(h.make_opsetid("com.example", 1))
+    with pytest.raises(UnsupportedError) as e:
+        upgrade_opset(custom_only, 13)  # no default-domain opset: read as opset 0
+    assert "uses opset 0;" in str(e.value)
+
+
+def test_hints_list_at_most_five():
+    p = _graph(names=tuple(f"layer_{c}" for c in "abc"), ops=("Relu",) * 3)
+    for i, c in enumerate("def"):
+        p.graph.node.append(h.make_node("Identity", ["x"], [f"o{i}"], name=f"layer_{c}"))
+    with pytest.raises(UsageError) as e:
+        check_keep_nodes(p, ["layer_z"])
+    assert e.value.hint.startswith("close matches: [") and e.value.hint.count("'layer_") == 5
+    with pytest.raises(UsageError) as e:
+        check_keep_nodes(p, ["qqqqqqqqqqqq"])
+    assert e.value.hint == ("the graph has 7 named nodes, e.g. ['layer_a', 'layer_b', 'layer_c', 'add', 'layer_d']")
+    reduces = ("ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceL1")
+    g = h.make_graph([h.make_node(o, ["x"], [f"r{i}"], name=f"n{i}") for i, o in enumerate(reduces)], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, [2])],
+                     [h.make_tensor_value_info(f"r{i}", T.FLOAT, None) for i in range(6)])
+    with pytest.raises(UsageError) as e:
+        check_keep_op_types(["Reduce"], h.make_model(g))  # six of the model's own op types are close: five listed
+    assert e.value.hint.count("'Reduce") == 5
+    with pytest.raises(UsageError) as e:
+        check_keep_op_types(["ReduceSumX"], _graph())  # none in the model: five ONNX op names
+    assert e.value.hint.startswith("close matches: [") and e.value.hint.count("'") == 10

@@ -325,3 +325,28 @@ def test_every_unmapped_layer_counts_and_mapped_layers_after_it_too():
     assert t.loc["backend overhead", "fp32_ms"] == 0.75 and t.loc["backend overhead", "variant_ms"] == 0.0
     assert t.loc["lowered", "fp32_ms"] == 2.0 and t.loc["lowered", "delta_ms"] == -1.0
 
+
+def test_source_nodes_decide_the_categories():
+    fp32 = _frame([("conv", "Conv", ["conv"], "conv", 4.0), ("cast", "Cast", ["cast"], "cast", 1.0),
+                   ("extra", "Mul", ["extra"], "extra", 2.0)])
+    var = _frame([("conv", "Conv", ["conv"], "conv", 2.0), ("cast", "Cast", ["cast"], "cast", 0.5),
+                   ("extra", "Mul", ["extra"], "extra", 1.5), ("k", "Softmax", ["k"], "k", 0.25)])
+    v = _variant({"conv": "Conv", "cast": "Cast", "extra": "Mul", "k": "Softmax"}, recipe={"kept_high_precision": ["k"]})
+    # the fp32 graph's own Cast is a source node computed at the variant's precision, not an inserted Cast
+    t = explain_speed(fp32, var, variant=v).table.set_index("op_type")
+    assert t.loc["Cast", "category"] == "lowered" and t.loc["Conv", "category"] == "lowered"
+    # named source nodes win over "every node the fp32 profile timed": extra is not one, so the recipe added it;
+    # k (kept, timed only in the variant) is a kept source node
+    t2 = explain_speed(fp32, var, variant=v, source_nodes=["conv", "cast", "k"]).table.set_index("op_type")
+    assert t2.loc["Mul", "category"] == "recipe op" and t2.loc["Softmax", "category"] == "kept fp32"
+    assert t2.loc["Conv", "category"] == "lowered"
+    t3 = explain_speed(fp32, var, source_nodes=["conv", "cast", "k"], kept=["k"]).table.set_index("op_type")
+    assert t3.loc["Mul", "category"] == "recipe op" and t3.loc["Softmax", "category"] == "kept fp32"
+
+
+def test_small_total_change_still_gets_shares():
+    fp32 = _frame([("a", "Conv", ["a"], "a", 1.0), ("b", "Relu", ["b"], "b", 1.0)])
+    var = _frame([("a", "Conv", ["a"], "a", 0.75), ("b", "Relu", ["b"], "b", 0.75)])
+    t = explain_speed(fp32, var).table
+    assert t["share_of_delta"].tolist() == pytest.approx([0.5, 0.5])  # delta 0.5 ms: shares of it
+

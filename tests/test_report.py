@@ -20,12 +20,16 @@ FILES = ("digits_cnn.onnx", "digits_test.npz", "digits_calib.npz")
 FAST = ["--iterations", "10", "--warmup", "1", "--layer-iterations", "3", "--limit", "64", "--no-progress"]
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    d = tmp_path_factory.mktemp("digits")
-    for f in FILES:
+def _copy_samples(tmp_path_factory, name: str, files):
+    d = tmp_path_factory.mktemp(name)
+    for f in files:
         shutil.copy(SAMPLES / f, d / f)
     return d
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return _copy_samples(tmp_path_factory, "digits", FILES)
 
 
 @pytest.fixture(scope="module")
@@ -176,10 +180,7 @@ def demo_samples(tmp_path_factory):
     """A copy of exactly the files `workbench demo` reads (its FILES), nothing else."""
     from workbench.commands.demo import FILES as DEMO_FILES
 
-    d = tmp_path_factory.mktemp("demo_samples")
-    for f in DEMO_FILES:
-        shutil.copy(SAMPLES / f, d / f)
-    return d
+    return _copy_samples(tmp_path_factory, "demo_samples", DEMO_FILES)
 
 
 def test_cli_demo_prints_summary(demo_samples, tmp_path, capsys):

@@ -201,8 +201,9 @@ def _config(t: Target) -> str:
             "use_git_change_detection = false\n")
 
 
-def _sync(t: Target, work: Path) -> None:
-    """Copy the repository's current files into ``work`` (keeping mutmut's ``mutants/`` results)."""
+def copy_repo(work: Path) -> None:
+    """Copy the repository's current files (those tests need) into ``work``, replacing earlier copies; other
+    entries of ``work`` (mutmut's ``mutants/`` results) stay. Also used by tools/planted.py."""
     work.mkdir(parents=True, exist_ok=True)
     for name in _COPY:
         src, dst = ROOT / name, work / name
@@ -214,6 +215,11 @@ def _sync(t: Target, work: Path) -> None:
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "mutants"))
         elif src.exists():
             shutil.copy2(src, dst)
+
+
+def _sync(t: Target, work: Path) -> None:
+    """Copy the repository's current files into ``work`` (keeping mutmut's ``mutants/`` results)."""
+    copy_repo(work)
     _undecorate(work / t.module)
     with open(work / "pyproject.toml", "a") as f:  # the scratch copy's config only
         f.write(_config(t))
@@ -524,6 +530,19 @@ _ORIENT = "equivalent: pandas reads orient case-insensitively"
 EXPLAINED.update({
     **{_SP + f"xǁSpeedAttributionǁ{fn}__mutmut_{i}": _ORIENT for fn, i in (("summary", 22), ("to_json", 21))},
     _SP + "x__per_node__mutmut_6": _ORIENT,
+    _SP + "x_explain_speed__mutmut_28": _ORIENT,
+    **{_SP + f"x_explain_speed__mutmut_{i}": "equivalent: 'kept or None or []' is 'kept or [] or []'" for i in (16, 18)},
+    **{_SP + f"x_explain_speed__mutmut_{i}": "equivalent: without source_nodes, src is already the fp32 profile's "
+       "node set, so this update (|=, =, &=, or its condition without a variant) changes nothing" for i in (58, 60, 61)},
+    **{_SP + f"x_explain_speed__mutmut_{i}": "equivalent: an empty layer frame's time_ms sums to 0.0"
+       for i in (214, 221)},
+    _SP + "x_explain_speed__mutmut_237": "not killed: > vs >= differs only when the two totals differ by exactly "
+                                         "1e-12 ms",
+    **{_SP + f"x_explain_speed__mutmut_{i}": "not killed: stable vs numpy's default sort differ only on equal |delta| "
+       "ties in tables long enough (> 16 rows) for introsort to reorder them" for i in (245, 249)},
+    _SP + "x_explain_speed__mutmut_254": "equivalent: numpy's sort kind is case-insensitive ('STABLE')",
+    **{_SP + f"x_explain_speed__mutmut_{i}": "equivalent: every Variant has a name, and without a variant the "
+       "getattr of None's name falls back to '' as well" for i in (258, 261, 264, 267)},
     _SP + "xǁSpeedAttributionǁby_category__mutmut_15": "equivalent: reset_index() of the empty groupby result has the "
                                                        "same four columns as the explicit empty frame",
     _SP + "xǁSpeedAttributionǁsummary__mutmut_33": "equivalent: categories are sorted by |delta| descending, so after "
@@ -587,6 +606,17 @@ EXPLAINED.update({
     "workbench.precision.quantize.x__nan_reason__mutmut_13": "equivalent: astype(None) is float64",
     "workbench.precision.quantize.x__nan_reason__mutmut_33": "equivalent: numpy reads any negative reshape size as "
                                                              "'infer'",
+    "workbench.precision.base.x_name_unnamed_nodes__mutmut_11": "not killed: generated names carry the node index, "
+                                                                 "so two can only collide through a custom op type "
+                                                                 "spelled like another node's generated name",
+    **{f"workbench.precision.base.x_{fn}__mutmut_{i}": "not killed: the similarity cutoff of the hint's suggestions "
+       "(0.5 vs difflib's default 0.6) is a tuning choice no behaviour pins down"
+       for fn, i in (("check_keep_nodes", 13), ("check_keep_op_types", 22))},
+    "workbench.precision.base.x_check_keep_op_types__mutmut_32": "not killed: the similarity cutoff 0.6 is difflib's "
+                                                                 "default (equivalent)",
+    **{f"workbench.precision.base.x_ort_session_check__mutmut_{i}": "not killed: without a GPU, ONNX Runtime runs the "
+       "check on its CPU provider whether the list names it, is left out, or holds an unknown name"
+       for i in (9, 10, 11, 12)},
     "workbench.precision.base.x_get_recipe__mutmut_4": "not killed: differs only for a non-str argument whose str() "
                                                        "is a registered precision name",
     "workbench.precision.base.x_ort_session_check__mutmut_3": "not killed: log level 3 vs 4 only decides whether ONNX "

@@ -26,18 +26,19 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mutate import copy_repo  # noqa: E402  (the same scratch copy of the repository as make mutate)
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "planted.json"
 DOC = ROOT / "docs" / "testing.md"
 WORK = Path(os.environ.get("WB_PLANTED_DIR") or Path.home() / ".cache" / "trt-workbench" / "planted")
-COPY = ["workbench", "tests", "sample_models", "docs", "notebooks", "realmodels", "bench", "pyproject.toml"]
 MARKS = "not browser and not notebook and not gpu and not trt"
 
 
@@ -132,20 +133,6 @@ PLANTS: list[Plant] = [
 ]
 
 
-def _sync(work: Path) -> None:
-    work.mkdir(parents=True, exist_ok=True)
-    for name in COPY:
-        src, dst = ROOT / name, work / name
-        if dst.is_dir():
-            shutil.rmtree(dst)
-        elif dst.exists():
-            dst.unlink()
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "mutants"))
-        elif src.exists():
-            shutil.copy2(src, dst)
-
-
 def _pytest(work: Path, tests: tuple[str, ...], marks: str, timeout: float) -> tuple[int, float, str]:
     env = {**os.environ, "PYTHONPATH": str(work), "WB_REPO_GUARD": "off", "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", "-p", "no:cacheprovider",
@@ -166,7 +153,7 @@ def _outcome(rc: int) -> str:
 
 def run(plants: list[Plant], timeout: float, progress=print) -> dict:
     work = WORK / "repo"
-    _sync(work)
+    copy_repo(work)
     results: dict = {}
     baseline: dict[tuple, tuple[int, str]] = {}
     for pl in plants:
