@@ -470,6 +470,13 @@ EXPLAINED.update({
     "workbench.compare.sensitivity.xǁMixedPrecisionResultǁto_json__mutmut_35": "equivalent: pandas reads orient "
                                                                                "case-insensitively",
 })
+EXPLAINED.update({
+    _LW + "x_layerwise_tidy__mutmut_19": "equivalent: pandas melt's default value_name is 'value'",
+    **{_LW + f"x_layerwise_tidy__mutmut_{i}": "equivalent: 'passed' is never a column of a layerwise frame, so the "
+       "filter keeps the same metrics" for i in (3, 5, 6)},
+    **{_LW + f"x__subgraph_refs__mutmut_{i}": "equivalent in standard ONNX: no standard op has a GRAPHS (list) "
+       "attribute, and a non-graph attribute's a.g is an empty graph, which is skipped" for i in (4, 8)},
+})
 _F = "workbench.precision.fp16safety."
 EXPLAINED.update({
     _F + "x_clamp_mask_constants__mutmut_15": "equivalent in valid ONNX: a Constant's only TENSOR attribute is "
