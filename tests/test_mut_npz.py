@@ -231,6 +231,8 @@ def test_as_feed_batches_sources(tmp_path):
     assert len(got) == 2 and got[0]["x"].dtype == np.float32 and got[1]["x"].shape == (3, 3)
     with pytest.raises(DataError, match="lacks input"):
         list(as_feed_batches(m, [{"x": X}, {"y": X}]))
+    with pytest.raises(DataError, match="data item 1 is a list, expected a dict"):  # was a numpy ValueError
+        list(as_feed_batches(m, [{"x": X}, [X]]))
     with pytest.raises(DataError, match="dim 1 must be 3"):
         list(as_feed_batches(m, [{"x": X}, {"x": np.zeros((2, 4), np.float32)}]))
     ms = _model(extra=[("h", T.FLOAT, [2, "n", 5])])

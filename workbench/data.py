@@ -774,6 +774,8 @@ def as_feed_batches(model: Model, data: "str | os.PathLike | NpzDataset | Iterab
     for i, feeds in enumerate(data):
         if limit is not None and i >= limit:
             break
+        if not isinstance(feeds, Mapping):  # a list/array item: `n not in feeds` would compare arrays
+            raise DataError(f"data item {i} is a {type(feeds).__name__}, expected a dict of input arrays")
         missing = [n for n in specs if n not in feeds]
         if missing:
             raise DataError(f"data item {i} lacks input(s) {missing}")
