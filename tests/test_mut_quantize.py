@@ -125,3 +125,61 @@ def test_failed_in_reads_the_traceback_and_its_causes():
     except KeyError as k:
         assert _failed_in(k, "inner")  # found on the context's traceback
     assert not _failed_in(ValueError("never raised"), "inner")  # no traceback at all
+
+
+# ---------------------------------------------------------------------------- default_target / fp8 / fp8 method
+def test_default_target_per_backend_names_the_backend_and_the_form():
+    from workbench.precision.quantize import default_target, resolve_target
+
+    for backend in ("onnxruntime", "onnxruntime-cpu", "ort", "cpu"):
+        target, why = default_target(backend)
+        assert target == "onnxruntime-cpu", backend
+        assert why.startswith(f"backend {backend!r}: ONNX Runtime CPU fuses uint8-activation Q/DQ into its integer "
+                              "kernels (QLinearConv"), why
+        assert why.endswith("symmetric int8 activations fall back to slower paths"), why
+        assert resolve_target("int8", {"backend": backend}) == (target, why)
+    for backend in ("tensorrt", "tensorrt-rtx", "onnxruntime-cuda"):
+        target, why = default_target(backend)
+        assert target == "tensorrt"
+        assert why == f"backend {backend!r}: symmetric int8 Q/DQ (zero point 0), the form TensorRT fuses"
+    for backend in (None, ""):
+        target, why = default_target(backend)
+        assert target == "tensorrt" and why.startswith("no backend given: symmetric int8 Q/DQ")
+        assert why.endswith("(TensorRT form, portable to ORT)")
+
+
+def test_fp8_supported_follows_this_onnxruntime(monkeypatch):
+    import enum
+
+    import onnxruntime.quantization as oq
+
+    from workbench.precision.quantize import fp8_supported
+
+    assert fp8_supported() == (hasattr(oq.QuantType, "QFLOAT8E4M3FN"), "")
+    if hasattr(oq.QuantType, "QFLOAT8E4M3FN"):
+        assert fp8_supported() == (True, "")
+
+    class OldQuantType(enum.Enum):  # an onnxruntime from before float8 (1.15): only the integer types
+        QInt8 = 0
+        QUInt8 = 1
+
+    monkeypatch.setattr(oq, "QuantType", OldQuantType)
+    assert fp8_supported() == (False, "this onnxruntime has no QuantType.QFLOAT8E4M3FN")
+
+
+def test_fp8_through_ort_calibrates_with_distribution_modelopt_keeps_its_method():
+    import pytest
+
+    from workbench.errors import UsageError
+    from workbench.precision.base import Request
+    from workbench.precision.quantize import Fp8Recipe
+
+    r = Fp8Recipe()
+    for tool in ("auto", "onnxruntime"):
+        assert r._method(Request(calibration_method="minmax", tool=tool)) == "distribution"
+        assert r._method(Request(calibration_method="distribution", tool=tool)) == "distribution"
+        for bad in ("entropy", "percentile"):
+            with pytest.raises(UsageError, match="distribution"):
+                r._method(Request(calibration_method=bad, tool=tool))
+    for method in ("entropy", "minmax", "percentile"):
+        assert r._method(Request(calibration_method=method, tool="modelopt")) == method
