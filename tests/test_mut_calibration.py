@@ -463,3 +463,50 @@ def test_collect_ranges_shows_progress_in_samples(tmp_path, capsys, eager_bar):
     assert "1/5" in err  # the first run holds one sample
     collect_ranges(path, tmp_path / "aug2.onnx", ["Relu"], CalibrationMethod.MinMax, {}, cs, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_inputs_with_different_batch_sizes_run_whole(tmp_path):
+    """x [N, 3] and z [M, 3] have independent batch dims: cutting x's samples must not cut z's rows."""
+    g = helper.make_graph(
+        [helper.make_node("Mul", ["x", "s"], ["m"]), helper.make_node("ReduceSum", ["z"], ["zs"], keepdims=1),
+         helper.make_node("Add", ["m", "zs"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3]),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["M", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    path = tmp_path / "xz.onnx"
+    onnx.save(m, str(path))
+    x, s, z = _x(4, seed=5), np.float32(2.0), _x(2, seed=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        cs = prepare_calibration(load(str(path)), [{"x": x, "s": s, "z": z}])
+    from onnxruntime.quantization import CalibrationMethod
+
+    ranges, stats = collect_ranges(path, tmp_path / "aug.onnx", ["Mul", "Add", "ReduceSum"], CalibrationMethod.MinMax,
+                                   {}, cs, progress=False, run_samples=1)
+    assert stats["runs"] == 1 and stats["samples"] == 4 and stats["max_run_samples"] == 4
+    zs = z.sum()
+    y = x * s + zs
+    want = {"x": (x.min(), x.max()), "z": (z.min(), z.max()), "zs": (zs, zs), "y": (y.min(), y.max()),
+            "m": ((x * s).min(), (x * s).max())}
+    for k, (lo, hi) in want.items():
+        got = np.asarray(ranges.data[k].range_value, dtype=np.float64).ravel()
+        np.testing.assert_allclose(got, [lo, hi], rtol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("providers", [None, []])
+def test_the_node_order_session_defaults_to_the_cpu_provider(tmp_path, providers):
+    import onnxruntime as ort
+
+    from workbench.precision.calibration import _priority_session
+
+    path = _relu_model(tmp_path, "N")
+    sess = _priority_session(str(path), providers)
+    assert sess.get_providers() == ["CPUExecutionProvider"]
+    opts = sess.get_session_options()
+    assert opts.execution_order == ort.ExecutionOrder.PRIORITY_BASED
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    x = _x(3)
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], 2 * np.maximum(x, 0))
