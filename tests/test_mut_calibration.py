@@ -498,12 +498,15 @@ def test_inputs_with_different_batch_sizes_run_whole(tmp_path):
 
 @pytest.mark.parametrize("providers", [None, []])
 def test_the_node_order_session_defaults_to_the_cpu_provider(tmp_path, providers):
+    """Without providers from the calibrator, the session asks for ONNX Runtime's CPU provider by its name."""
     import onnxruntime as ort
 
     from workbench.precision.calibration import _priority_session
 
     path = _relu_model(tmp_path, "N")
-    sess = _priority_session(str(path), providers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an unknown provider name: ORT warns, prints an EP error, falls back
+        sess = _priority_session(str(path), providers)
     assert sess.get_providers() == ["CPUExecutionProvider"]
     opts = sess.get_session_options()
     assert opts.execution_order == ort.ExecutionOrder.PRIORITY_BASED
