@@ -463,6 +463,8 @@ def test_collect_ranges_shows_progress_in_samples(tmp_path, capsys, eager_bar):
     assert "1/5" in err  # the first run holds one sample
     collect_ranges(path, tmp_path / "aug2.onnx", ["Relu"], CalibrationMethod.MinMax, {}, cs, progress=False)
     assert capsys.readouterr().err == ""
+    collect_ranges(path, tmp_path / "aug3.onnx", ["Relu"], CalibrationMethod.MinMax, {}, cs)
+    assert "calibrating: " in capsys.readouterr().err
 
 
 def test_inputs_with_different_batch_sizes_run_whole(tmp_path):
