@@ -515,3 +515,62 @@ def test_the_node_order_session_defaults_to_the_cpu_provider(tmp_path, providers
     assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     x = _x(3)
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], 2 * np.maximum(x, 0))
+
+
+def test_collect_ranges_writes_the_augmented_model_where_asked_and_nothing_in_the_cwd(tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    path = _relu_model(tmp_path, "N")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        cs = prepare_calibration(load(str(path)), [{"x": _x(4)}])
+    _ranges(path, tmp_path, cs)
+    assert (tmp_path / "aug.onnx").is_file() and list(cwd.iterdir()) == []
+
+
+def test_calibrator_options_reach_the_calibrator(tmp_path):
+    """MinMax with symmetric=True: every range is (-m, m), m the largest magnitude (numpy)."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    path = _relu_model(tmp_path, "N")
+    x = _x(6, seed=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        cs = prepare_calibration(load(str(path)), [{"x": x}])
+    opts = {"symmetric": True}
+    ranges, _ = collect_ranges(path, tmp_path / "aug.onnx", ["Relu", "Mul"], CalibrationMethod.MinMax, opts, cs,
+                               progress=False)
+    assert opts == {"symmetric": True}  # the caller's dict is not changed
+    m = float(np.abs(x).max())
+    np.testing.assert_allclose(np.asarray(ranges.data["x"].range_value, dtype=np.float64).ravel(), [-m, m], rtol=1e-6)
+    r = float(2 * np.maximum(x, 0).max())
+    np.testing.assert_allclose(np.asarray(ranges.data["m"].range_value, dtype=np.float64).ravel(), [-r, r], rtol=1e-6)
+
+
+def test_histogram_calibrators_run_in_the_default_order(tmp_path):
+    from onnxruntime.quantization import CalibrationMethod
+
+    path = _relu_model(tmp_path, "N")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        cs = prepare_calibration(load(str(path)), [{"x": _x(5)}])
+    _, stats = collect_ranges(path, tmp_path / "aug.onnx", ["Relu"], CalibrationMethod.Percentile,
+                              {"num_bins": 64, "percentile": 99.0}, cs, progress=False)
+    assert stats["execution_order"] == "default" and stats["samples"] == 5 and stats["runs"] == 1 + 1
+
+
+def test_bars_leave_no_trace_when_done(tmp_path, capsys):
+    """Both bars are transient (leave=False): the last thing written erases the line, no newline is left."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    list(ProgressReader(_cset(2)))
+    err = capsys.readouterr().err
+    assert "calibrating" in err and not err.endswith("\n") and err.endswith("\r")
+    path = _relu_model(tmp_path, "N")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        cs = prepare_calibration(load(str(path)), [{"x": _x(3)}])
+    collect_ranges(path, tmp_path / "aug.onnx", ["Relu"], CalibrationMethod.MinMax, {}, cs)
+    err = capsys.readouterr().err
+    assert "calibrating" in err and not err.endswith("\n") and err.endswith("\r")

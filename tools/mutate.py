@@ -628,6 +628,33 @@ EXPLAINED.update({
                                                                 "which differs from recipe.precision and is refused too",
 })
 
+# mut-calib (calibration)
+_C = "workbench.precision.calibration."
+_RANK = ("equivalent: validated feeds have each input's declared rank and a batch axis outside the rank is refused "
+         "(ShapeSpecError), so ndim == axis never occurs")
+_NBYTES = "equivalent: ONNX Runtime's session.run returns numpy arrays, which always have nbytes"
+EXPLAINED.update({
+    _C + "x__can_split__mutmut_6": _RANK,
+    _C + "x__cut__mutmut_7": _RANK,
+    **{_C + f"xǁ_SizedSessionǁ__init____mutmut_{i}": "equivalent: last_bytes is read only after run() set it"
+       for i in (2, 3)},
+    _C + "xǁ_SizedSessionǁrun__mutmut_3": "equivalent: ORT's calibrators call infer_session.run(None, feeds) "
+                                          "positionally; no keyword arguments reach it",
+    **{_C + f"xǁ_SizedSessionǁrun__mutmut_{i}": _NBYTES for i in (9, 12, 15)},
+    _C + "x__priority_session__mutmut_5": "not killed: log level 3 vs 4 only decides whether ONNX Runtime prints "
+                                          "its own error lines",
+    **{_C + f"x__priority_session__mutmut_{i}": "not killed here: on a CPU-only onnxruntime a session without "
+       "providers gets the CPU provider (a GPU build would refuse it: needs onnxruntime-gpu)" for i in (8, 11)},
+    _C + "x_collect_ranges__mutmut_23": "not killed here: on a CPU-only onnxruntime a session without providers "
+                                        "gets the CPU provider, as the calibrator's own list asks",
+    _C + "x_collect_ranges__mutmut_40": "equivalent: prepare_calibration guarantees at least one sample, so some run "
+                                        "has k >= 1 and the max is the same from 0 or 1",
+    _C + "x_collect_ranges__mutmut_43": "equivalent: every calibration run returns the non-empty reductions/tensors of "
+                                        "at least one calibrated tensor, so the max is the same from 0 or 1 byte",
+    _C + "x__priority_session__mutmut_12": "not killed here: the mutant turns a given provider list into "
+                                           "['CPUExecutionProvider'], which is what a CPU-only onnxruntime runs anyway",
+})
+
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
 NOT_MEASURED: dict[str, str] = {
 }
