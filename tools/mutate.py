@@ -651,8 +651,8 @@ EXPLAINED.update({
                                         "has k >= 1 and the max is the same from 0 or 1",
     _C + "x_collect_ranges__mutmut_43": "equivalent: every calibration run returns the non-empty reductions/tensors of "
                                         "at least one calibrated tensor, so the max is the same from 0 or 1 byte",
-    _C + "x_collect_ranges__mutmut_91": "equivalent: when a batch is not split its one run is k = n samples, and "
-                                        "_cut(feeds, 0, n) slices every batched input whole",
+    **{_C + f"x_collect_ranges__mutmut_{i}": "equivalent: cutting a run of k = n samples (a batch run whole) "
+       "gives _cut(feeds, 0, n), which slices every batched input whole" for i in (91, 101, 102)},
     _C + "x__priority_session__mutmut_12": "not killed here: the mutant turns a given provider list into "
                                            "['CPUExecutionProvider'], which is what a CPU-only onnxruntime runs anyway",
 })
