@@ -653,8 +653,9 @@ EXPLAINED.update({
                                         "at least one calibrated tensor, so the max is the same from 0 or 1 byte",
     **{_C + f"x_collect_ranges__mutmut_{i}": "equivalent: cutting a run of k = n samples (a batch run whole) "
        "gives _cut(feeds, 0, n), which slices every batched input whole" for i in (91, 101, 102)},
-    _C + "x_collect_ranges__mutmut_141": "equivalent: the first run returns at least one float32 reduction or "
-                                         "tensor (>= 4 bytes) for its one sample, so per_sample >= 4 either way",
+    _C + "x_collect_ranges__mutmut_141": "not killed: a split first run holds 1 sample and returns >= 4 bytes (a "
+                                         "float32 reduction), so the floor 1 vs 2 matters only after a whole "
+                                         "unsplittable first batch of < 2 bytes/sample with a budget of a few bytes",
     _C + "x__priority_session__mutmut_12": "not killed here: the mutant turns a given provider list into "
                                            "['CPUExecutionProvider'], which is what a CPU-only onnxruntime runs anyway",
 })
