@@ -575,3 +575,40 @@ def test_bars_leave_no_trace_when_done(tmp_path, capsys):
     collect_ranges(path, tmp_path / "aug.onnx", ["Relu"], CalibrationMethod.MinMax, {}, cs)
     err = capsys.readouterr().err
     assert "calibrating" in err and not err.endswith("\n") and err.endswith("\r")
+
+
+def _free_model(tmp_path, dims, name):
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(tmp_path / name))
+    return load(str(tmp_path / name))
+
+
+def test_synthetic_data_follows_the_batch_axis_and_the_shapes(tmp_path):
+    model = _free_model(tmp_path, ["A", "N", 3], "an.onnx")  # the doctor picks axis 0; "x:1" moves the batch
+    cs = prepare_calibration(model, "synthetic", num_calib=8, batch_size=4, batch_axis="x:1")
+    assert [b["x"].shape for b in cs.batches] == [(1, 4, 3)] * 2 and cs.num_samples == 8 and cs.axes == {"x": 1}
+    cs = prepare_calibration(model, "synthetic", num_calib=8, batch_size=4, batch_axis="x:1", shapes={"x": [3, 4, 3]})
+    assert [b["x"].shape for b in cs.batches] == [(3, 4, 3)] * 2 and cs.num_samples == 8
+
+
+def test_a_batch_axis_override_onto_a_fixed_dim_fixes_the_batch(tmp_path):
+    model = _free_model(tmp_path, ["N", 4, 3], "n4.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        cs = prepare_calibration(model, [{"x": np.ones((5, 4, 3), np.float32)}], batch_axis="x:1")
+        assert cs.static == 4 and cs.num_samples == 4
+        assert prepare_calibration(model, [{"x": np.ones((5, 4, 3), np.float32)}]).static is None
+
+
+def test_an_npz_datasets_own_batch_axis_is_used(tmp_path):
+    model = _free_model(tmp_path, ["A", "N", 3], "an.onnx")
+    np.savez(tmp_path / "c.npz", x=np.ones((2, 5, 3), np.float32))
+    ds = NpzDataset(tmp_path / "c.npz", model, batch_axis="x:1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        cs = prepare_calibration(model, ds)
+    assert cs.num_samples == 5 and cs.axes == {"x": 1}

@@ -656,6 +656,8 @@ EXPLAINED.update({
     _C + "x_collect_ranges__mutmut_141": "not killed: a split first run holds 1 sample and returns >= 4 bytes (a "
                                          "float32 reduction), so the floor 1 vs 2 matters only after a whole "
                                          "unsplittable first batch of < 2 bytes/sample with a budget of a few bytes",
+    _C + "x_prepare_calibration__mutmut_49": "equivalent: batch_size was set to static or batch_size or "
+                                             "DEFAULT_CALIB_BATCH just above, so the last 'or' is never reached",
     _C + "x__priority_session__mutmut_12": "not killed here: the mutant turns a given provider list into "
                                            "['CPUExecutionProvider'], which is what a CPU-only onnxruntime runs anyway",
 })
