@@ -589,7 +589,8 @@ def _free_model(tmp_path, dims, name):
 
 def test_synthetic_data_follows_the_batch_axis_and_the_shapes(tmp_path):
     model = _free_model(tmp_path, ["A", "N", 3], "an.onnx")  # the doctor picks axis 0; "x:1" moves the batch
-    cs = prepare_calibration(model, "synthetic", num_calib=8, batch_size=4, batch_axis="x:1")
+    with pytest.warns(UserWarning, match=r"dynamic dims without --shapes set to 1: x\[0\]=A"):
+        cs = prepare_calibration(model, "synthetic", num_calib=8, batch_size=4, batch_axis="x:1")
     assert [b["x"].shape for b in cs.batches] == [(1, 4, 3)] * 2 and cs.num_samples == 8 and cs.axes == {"x": 1}
     cs = prepare_calibration(model, "synthetic", num_calib=8, batch_size=4, batch_axis="x:1", shapes={"x": [3, 4, 3]})
     assert [b["x"].shape for b in cs.batches] == [(3, 4, 3)] * 2 and cs.num_samples == 8
