@@ -613,3 +613,17 @@ def test_an_npz_datasets_own_batch_axis_is_used(tmp_path):
         warnings.simplefilter("ignore", CalibrationWarning)
         cs = prepare_calibration(model, ds)
     assert cs.num_samples == 5 and cs.axes == {"x": 1}
+
+
+def test_an_npz_path_with_labels_and_a_batch_axis_is_read_lazily(tmp_path):
+    """Other keys (labels) are ignored; samples are counted on the batch axis given; the data stays on disk
+    (a Batches sequence read one batch at a time, as the docstring promises), not a materialized list."""
+    from workbench.data import Batches
+
+    model = _free_model(tmp_path, ["A", "N", 3], "an.onnx")
+    np.savez(tmp_path / "c.npz", x=np.ones((2, 5, 3), np.float32), label=np.arange(5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        cs = prepare_calibration(model, tmp_path / "c.npz", batch_axis="x:1", batch_size=2)
+    assert cs.source == "npz:c.npz" and cs.num_samples == 5 and cs.axes == {"x": 1}
+    assert isinstance(cs.batches, Batches) and [b["x"].shape for b in cs.batches] == [(2, 2, 3), (2, 2, 3), (2, 1, 3)]
