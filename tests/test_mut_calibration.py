@@ -627,3 +627,30 @@ def test_an_npz_path_with_labels_and_a_batch_axis_is_read_lazily(tmp_path):
         cs = prepare_calibration(model, tmp_path / "c.npz", batch_axis="x:1", batch_size=2)
     assert cs.source == "npz:c.npz" and cs.num_samples == 5 and cs.axes == {"x": 1}
     assert isinstance(cs.batches, Batches) and [b["x"].shape for b in cs.batches] == [(2, 2, 3), (2, 2, 3), (2, 1, 3)]
+
+
+def test_in_memory_datasets_and_datasets_of_another_model(tmp_path):
+    from workbench.data import Batches
+
+    model = _free_model(tmp_path, ["A", "N", 3], "an.onnx")
+    arr = np.ones((2, 5, 3), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        mem = prepare_calibration(model, NpzDataset({"x": arr}, model))
+        assert mem.source == "NpzDataset" and isinstance(mem.batches, Batches)
+        mem_b = prepare_calibration(model, NpzDataset({"x": arr}, model).batch_list(1))
+        assert mem_b.source == "NpzDataset"
+        # a dataset opened for another Model object is re-read with this call's batch axis
+        other = _free_model(tmp_path, ["A", "N", 3], "an2.onnx")
+        ds = NpzDataset({"x": arr}, other)
+        cs = prepare_calibration(model, ds, batch_axis="x:1", batch_size=2)
+        assert isinstance(cs.batches, Batches) and cs.num_samples == 5
+        assert [b["x"].shape for b in cs.batches] == [(2, 2, 3), (2, 2, 3), (2, 1, 3)]
+        cs = prepare_calibration(model, ds.batch_list(1))  # same batch axis: the batching is kept
+        assert cs.num_samples == 2 and [b["x"].shape for b in cs.batches] == [(1, 5, 3), (1, 5, 3)]
+    # ... and checked against this model: its arrays do not fit a model whose last dim is 4
+    wide = _free_model(tmp_path, ["A", "N", 4], "an4.onnx")
+    with pytest.raises(DataError):
+        prepare_calibration(wide, ds)
+    with pytest.raises(DataError):
+        prepare_calibration(wide, ds.batch_list(2))
