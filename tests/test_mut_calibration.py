@@ -654,3 +654,23 @@ def test_in_memory_datasets_and_datasets_of_another_model(tmp_path):
         prepare_calibration(wide, ds)
     with pytest.raises(DataError):
         prepare_calibration(wide, ds.batch_list(2))
+
+
+def test_batches_of_a_fixed_batch_model_are_capped_in_whole_batches(tmp_path):
+    from workbench.data import Batches
+
+    model = load(str(_relu_model(tmp_path, 2)))
+    ds = NpzDataset({"x": _x(6)}, model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        cs = prepare_calibration(model, ds.batch_list(2), num_calib=3)
+    assert isinstance(cs.batches, Batches) and all(b["x"].shape == (2, 3) for b in cs.batches)
+
+
+def test_nan_in_an_npz_file_names_its_batch(tmp_path):
+    x = _x(10)
+    x[5, 1] = np.nan
+    np.savez(tmp_path / "c.npz", x=x)
+    model = load(str(_relu_model(tmp_path, "N")))
+    with pytest.raises(DataError, match=r"batch 1: input 'x' has 1 NaN/Inf"):
+        prepare_calibration(model, tmp_path / "c.npz", batch_size=4)

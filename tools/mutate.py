@@ -658,6 +658,18 @@ EXPLAINED.update({
                                          "unsplittable first batch of < 2 bytes/sample with a budget of a few bytes",
     _C + "x_prepare_calibration__mutmut_49": "equivalent: batch_size was set to static or batch_size or "
                                              "DEFAULT_CALIB_BATCH just above, so the last 'or' is never reached",
+    _C + "x_prepare_calibration__mutmut_151": "equivalent: np.issubdtype(None, np.floating) is True (dtype None is "
+                                              "float64), and np.isfinite of an integer array is all True",
+    _C + "x_prepare_calibration__mutmut_168": _RANK,
+    **{_C + f"x_prepare_calibration__mutmut_{i}": "equivalent: as_feed_batches uses batch_size only for .npz data "
+       "and synthetic data; this branch is an iterable of feed dicts, passed through as given" for i in (189, 193)},
+    _C + "x_prepare_calibration__mutmut_203": "equivalent: when total + n == num_calib the cut keeps keep = n "
+                                              "samples, i.e. the whole batch",
+    _C + "x_prepare_calibration__mutmut_207": "equivalent: the loop stops once total >= num_calib, so keep = "
+                                              "num_calib - total is always > 0 here",
+    _C + "x_prepare_calibration__mutmut_211": "equivalent: with a fixed batch every validated batch has n = static "
+                                              "samples and a cut happens only when keep < n, so keep == static "
+                                              "never occurs",
     _C + "x__priority_session__mutmut_12": "not killed here: the mutant turns a given provider list into "
                                            "['CPUExecutionProvider'], which is what a CPU-only onnxruntime runs anyway",
 })
