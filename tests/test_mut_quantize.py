@@ -183,3 +183,44 @@ def test_fp8_through_ort_calibrates_with_distribution_modelopt_keeps_its_method(
                 r._method(Request(calibration_method=bad, tool=tool))
     for method in ("entropy", "minmax", "percentile"):
         assert r._method(Request(calibration_method=method, tool="modelopt")) == method
+
+
+def _gemm_model(shared: bool):
+    """y = A x W + C ([1, 4] bias); shared: a second Gemm and an Identity output read the same C."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(3, 4)).astype(np.float32), "W")
+    c = numpy_helper.from_array(rng.normal(size=(1, 4)).astype(np.float32), "C")
+    nodes = [h.make_node("Gemm", ["a", "W", "C"], ["y"], name="g1")]
+    outs = [h.make_tensor_value_info("y", T.FLOAT, None)]
+    if shared:
+        nodes += [h.make_node("Gemm", ["a", "W", "C"], ["y2"], name="g2"), h.make_node("Identity", ["C"], ["c_out"])]
+        outs += [h.make_tensor_value_info("y2", T.FLOAT, None), h.make_tensor_value_info("c_out", T.FLOAT, None)]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("a", T.FLOAT, ["n", 3])], outs, initializer=[w, c])
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+
+
+def _run_all(p, feeds):
+    return ort.InferenceSession(p.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def test_flatten_gemm_bias_in_place_when_only_one_gemm_reads_it_else_a_copy_each():
+    from workbench.precision.quantize import flatten_gemm_bias
+
+    a = np.random.default_rng(1).normal(size=(2, 3)).astype(np.float32)
+    one = _gemm_model(False)
+    before = _run_all(one, {"a": a})
+    assert flatten_gemm_bias(one) == ["g1"]
+    assert [i.name for i in one.graph.initializer] == ["W", "C"] and list(one.graph.initializer[1].dims) == [4]
+    np.testing.assert_allclose(_run_all(one, {"a": a})[0], before[0], rtol=1e-6)
+
+    two = _gemm_model(True)
+    before = _run_all(two, {"a": a})
+    assert flatten_gemm_bias(two) == ["g1", "g2"]
+    inits = {i.name: list(i.dims) for i in two.graph.initializer}
+    assert inits["C"] == [1, 4]  # the Identity still reads the 2-D bias
+    assert two.graph.node[0].input[2] != two.graph.node[1].input[2]
+    assert all(inits[n.input[2]] == [4] for n in two.graph.node[:2])
+    after = _run_all(two, {"a": a})
+    assert after[2].shape == (1, 4)
+    for b, c in zip(before, after):
+        np.testing.assert_allclose(c, b, rtol=1e-6)

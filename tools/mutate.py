@@ -651,6 +651,13 @@ EXPLAINED.update({
                                         "has k >= 1 and the max is the same from 0 or 1",
     _C + "x_collect_ranges__mutmut_43": "equivalent: every calibration run returns the non-empty reductions/tensors of "
                                         "at least one calibrated tensor, so the max is the same from 0 or 1 byte",
+    **{_C + f"x_collect_ranges__mutmut_{i}": "equivalent: cutting a run of k = n samples (a batch run whole) "
+       "gives _cut(feeds, 0, n), which slices every batched input whole" for i in (91, 101, 102)},
+    _C + "x_collect_ranges__mutmut_141": "not killed: a split first run holds 1 sample and returns >= 4 bytes (a "
+                                         "float32 reduction), so the floor 1 vs 2 matters only after a whole "
+                                         "unsplittable first batch of < 2 bytes/sample with a budget of a few bytes",
+    _C + "x_prepare_calibration__mutmut_49": "equivalent: batch_size was set to static or batch_size or "
+                                             "DEFAULT_CALIB_BATCH just above, so the last 'or' is never reached",
     _C + "x__priority_session__mutmut_12": "not killed here: the mutant turns a given provider list into "
                                            "['CPUExecutionProvider'], which is what a CPU-only onnxruntime runs anyway",
 })
