@@ -674,3 +674,27 @@ def test_nan_in_an_npz_file_names_its_batch(tmp_path):
     model = load(str(_relu_model(tmp_path, "N")))
     with pytest.raises(DataError, match=r"batch 1: input 'x' has 1 NaN/Inf"):
         prepare_calibration(model, tmp_path / "c.npz", batch_size=4)
+
+
+def test_an_iterable_is_read_no_further_than_num_calib_needs(tmp_path):
+    model = load(str(_relu_model(tmp_path, "N")))
+    read = []
+
+    def stream():
+        for i in range(5):
+            read.append(i)
+            yield {"x": _x(3, seed=i)}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        cs = prepare_calibration(model, stream(), num_calib=6)
+    assert cs.num_samples == 6 and read == [0, 1]
+
+
+def test_the_few_samples_warning_gives_the_way_out(tmp_path):
+    model = load(str(_relu_model(tmp_path, "N")))
+    with pytest.warns(CalibrationWarning) as rec:
+        cs = prepare_calibration(model, [{"x": _x(2)}])
+    msg = str(rec[0].message)
+    assert msg == cs.warning
+    assert msg.endswith("scales may not represent real inputs; give more data, or --min-calib-samples N to require N")

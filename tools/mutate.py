@@ -670,6 +670,9 @@ EXPLAINED.update({
     _C + "x_prepare_calibration__mutmut_211": "equivalent: with a fixed batch every validated batch has n = static "
                                               "samples and a cut happens only when keep < n, so keep == static "
                                               "never occurs",
+    _C + "x_prepare_calibration__mutmut_219": _RANK,
+    **{_C + f"x_prepare_calibration__mutmut_{i}": "equivalent: slice(None, keep) and slice(keep) are slice(0, keep)"
+       for i in (222, 224)},
     _C + "x__priority_session__mutmut_12": "not killed here: the mutant turns a given provider list into "
                                            "['CPUExecutionProvider'], which is what a CPU-only onnxruntime runs anyway",
 })
