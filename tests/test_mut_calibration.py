@@ -341,7 +341,7 @@ def test_progress_reader_shows_a_bar_by_default_and_none_when_asked(capsys, eage
     r = ProgressReader(_cset(3))
     assert len(list(r)) == 3
     err = capsys.readouterr().err
-    assert "calibrating" in err and "0/3" in err and "1/3" in err and "2/3" in err and "3/3" in err
+    assert "\rcalibrating: " in err and "0/3" in err and "1/3" in err and "2/3" in err and "3/3" in err
     assert re.search(r"[\d?]batch/s\]", err) and "4/3" not in err
     r = ProgressReader(_cset(3), desc="int8 digits")
     list(r)
