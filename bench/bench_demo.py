@@ -26,6 +26,9 @@ def _demo_rows(out: Path):
 
 
 def run(quick: bool) -> list[dict]:
+    import os
+
+    load0 = os.getloadavg()[0]
     repeat, warmup = (1, 0) if quick else (3, 1)
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as d:
@@ -60,7 +63,10 @@ def run(quick: bool) -> list[dict]:
             "met": (min(sp) >= goal and all(v == "faster" for v in verdicts)) if goal else None,
             "spread": f"{min(sp):.2f}–{max(sp):.2f}",
             "notes": ("per run: " + "; ".join(f"{s:.2f}x (blocks {a:.2f}–{b:.2f}, {v})"
-                                               for s, a, b, v in zip(sp, lo, hi, verdicts)))})
+                                               for s, a, b, v in zip(sp, lo, hi, verdicts))
+                      + f"; loadavg {load0:.1f} on {os.cpu_count()} cores at the start (other jobs slow the two-thread"
+                        " fp32 more than int8 and inflate the ratio; docs/benchmarks-quiet.md has it on an idle"
+                        " 2-core slice)")})
     for prec in ("int8", "fp16"):
         drop = [(x["fp32"]["top1"] - x[prec]["top1"]) * 100 for x in runs]
         rows.append({
