@@ -189,9 +189,10 @@ def run(plants: list[Plant], timeout: float, progress=print) -> dict:
 def table(doc: dict) -> str:
     lines = ["| plant | the bug | from the issue's audit | outcome | caught by |", "|---|---|---|---|---|"]
     for pid, r in doc["plants"].items():
-        by = r.get("detail", "") if r["outcome"] == "caught" else r.get("detail", "")
-        by = re.sub(r"^(FAILED|ERROR) ", "", by).split(" - ")[0]
-        lines.append(f"| `{pid}` | {r['what']} | {'yes' if r['from_issue'] else ''} | **{r['outcome']}** | "
+        detail = r.get("detail", "")
+        by = re.sub(r"^(FAILED|ERROR) ", "", detail).split(" - ")[0] if r["outcome"] == "caught" else ""
+        outcome = f"**{r['outcome']}**" + (f" ({detail})" if r["outcome"] != "caught" and detail else "")
+        lines.append(f"| `{pid}` | {r['what']} | {'yes' if r['from_issue'] else ''} | {outcome} | "
                      f"{('`' + by + '`') if by else ''} |")
     return "\n".join(lines)
 
