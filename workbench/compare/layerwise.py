@@ -524,12 +524,6 @@ class PeakRSS:
         self.peak = max(self.peak, self.current())
 
 
-def _samples(feeds: Mapping[str, np.ndarray]) -> int:
-    """Samples in a feed dict: axis 0 of the first input that has one (a leading scalar input, e.g. a
-    temperature, does not make every batch one sample)."""
-    return feeds_batch(feeds)
-
-
 def _resolve_threshold(metric: str, threshold: float | None) -> tuple[float, bool]:
     if metric not in THRESHOLDS:
         raise UsageError(f"unknown layerwise metric {metric!r}; choose from {', '.join(THRESHOLDS)}")
@@ -602,7 +596,7 @@ def _splittable(model: Model, batches: list[dict]) -> bool:
 def _split(batches: list[dict], size: int) -> list[dict]:
     out = []
     for b in batches:
-        n = _samples(b)
+        n = feeds_batch(b)
         for s in range(0, n, size):
             out.append({k: v[s:s + size] for k, v in b.items()})
     return out
@@ -614,7 +608,7 @@ def _first_samples(batches: list[dict], keep: int, splittable: bool) -> list[dic
     for b in batches:
         if n >= keep:
             break
-        size = _samples(b)
+        size = feeds_batch(b)
         if splittable and n + size > keep:
             b, size = {k: v[:keep - n] for k, v in b.items()}, keep - n
         out.append(b)
@@ -634,9 +628,9 @@ def plan_passes(pairs: list[TensorPair], batches: list[dict], model: Model, budg
     samples at a time (when every input has a dynamic first axis), then, if one sample's tensors still
     do not fit (or the batch is fixed), by comparing the tensors in groups over several passes.
     Returns ``{run_batch, groups, estimated_bytes}`` (``run_batch`` None: batches as given)."""
-    n0 = _samples(batches[0])
+    n0 = feeds_batch(batches[0])
     per_sample = _pair_bytes(pairs, n0)
-    biggest = max(_samples(b) for b in batches)
+    biggest = max(feeds_batch(b) for b in batches)
     total = sum(per_sample)
     if budget is None:
         return {"run_batch": None, "groups": [list(range(len(pairs)))], "estimated_bytes": int(total * biggest)}
@@ -711,17 +705,17 @@ def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str,
         if not pairs:
             raise DataError(f"no intermediate tensor of {model.name} could be matched in variant {var.name}",
                             hint="; ".join(f"{u['tensor']}: {u['reason']}" for u in plan.unmatched[:3]))
-        given = sum(_samples(b) for b in batches)
+        given = sum(feeds_batch(b) for b in batches)
         samples_reason = ""
         if compare_budget is not None:
-            per_sample = sum(_pair_bytes(pairs, _samples(batches[0])))
+            per_sample = sum(_pair_bytes(pairs, feeds_batch(batches[0])))
             keep = max(1, int(parse_bytes(compare_budget) // per_sample)) if per_sample > 0 else given
             if keep < given:
                 batches = _first_samples(batches, keep, _splittable(model, batches))
-                samples_reason = (f"{sum(_samples(b) for b in batches)} of {given} samples: the compared tensors "
+                samples_reason = (f"{sum(feeds_batch(b) for b in batches)} of {given} samples: the compared tensors "
                                   f"of one sample take {_human_bytes(per_sample)}; compare budget "
                                   f"{_human_bytes(parse_bytes(compare_budget))}")
-        n_samples = [_samples(b) for b in batches]
+        n_samples = [feeds_batch(b) for b in batches]
         plan_ = plan_passes(pairs, batches, model, budget)
         groups, est = plan_["groups"], plan_["estimated_bytes"]
         runs = _split(batches, plan_["run_batch"]) if plan_["run_batch"] else batches
@@ -982,7 +976,7 @@ def first_divergence(model: Any, variant: Any, *, data: Any = None, feeds: Mappi
                      tensor=found.tensor if found else None, variant_tensor=found.variant_tensor if found else None,
                      metric=metric, threshold=threshold, candidates=len(cands), runs=len(probes), probes=probes,
                      unmatched=unmatched, counts=counts, backend=be.name, reference_backend=ref_be.name,
-                     samples=sum(_samples(b) for b in batches), peak_rss_bytes=int(rss.peak),
+                     samples=sum(feeds_batch(b) for b in batches), peak_rss_bytes=int(rss.peak),
                      seconds=round(time.perf_counter() - t_start, 3))
 
 
