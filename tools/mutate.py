@@ -61,6 +61,16 @@ class Target:
     note: str = ""
 
 
+#: slow (2-40 s) or real-model tests left out of the precision/ targets' selections
+_SLOW_RECIPE_TESTS = ["--deselect", "tests/test_recipe_validity.py::test_minilm_transformer_int8_keeps_cosine",
+                      "--deselect", "tests/test_recipe_validity.py::test_real_models_float_recipes_valid[fp16-ppocr",
+                      "--deselect", "tests/test_precision.py::test_fp16_light_resnet50_initializer_inputs",
+                      "--deselect", "tests/test_precision.py::test_int8_calibration_method_changes_scales",
+                      "--deselect", "tests/test_precision.py::test_int8_light_squeezenet_synthetic",
+                      "--deselect", "tests/test_recipe_validity.py::test_real_models_float_recipes_valid[bf16-ppocr",
+                      "--deselect", "tests/test_recipe_validity.py::test_toposort_20000_node_chain_no_recursion_limit",
+                      "--deselect", "tests/test_recipe_validity.py::test_fold_cleanup_large_reversed_chain_valid"]
+
 #: target name -> what is mutated and which tests judge it. Order = priority (the issue's planted bugs first).
 PLAN: dict[str, Target] = {
     "latency": Target("workbench/measure/latency.py",
@@ -162,6 +172,25 @@ PLAN: dict[str, Target] = {
                         "*.x__check_meta*", "*.x__check_array*", "*.x_first_batch_rows*", "*.x_as_feed_batches*",
                         "*.x_resolve_data*"],
                        "the .npz reader: NpzDataset, Batches, array checks, as_feed_batches, resolve_data"),
+    # mut-precision (session 27): the precision/ modules without a target yet
+    "typefix": Target("workbench/precision/typefix.py",
+                      ["tests/test_mut_typefix.py", "tests/test_recipe_validity.py", "tests/test_precision.py",
+                       "tests/test_fp16_safety.py", *_SLOW_RECIPE_TESTS],
+                      note="float type repair after the fp16/bf16 conversion, round-trip Cast removal; tests: not "
+                           "the real-model int8/MiniLM/ppocr runs"),
+    "validity": Target("workbench/precision/validity.py",
+                       ["tests/test_mut_validity.py", "tests/test_recipe_validity.py", "tests/test_precision.py",
+                        *_SLOW_RECIPE_TESTS],
+                       note="strict checks, checker message -> node, If/Loop hiding, shape math, repair loop; tests: "
+                            "not the real-model int8/MiniLM/ppocr runs"),
+    "smooth": Target("workbench/precision/smooth.py",
+                     ["tests/test_mut_smooth.py",
+                      "tests/test_recipe_validity.py::test_transformer_int8_builds_strongly_typed_with_tensorrt_rtx"],
+                     note="SmoothQuant for the transformer int8 recipe"),
+    "precision-registry": Target("workbench/precision/__init__.py",
+                                 ["tests/test_mut_registry.py", "tests/test_precision.py", "tests/test_mut_precision.py",
+                                  "tests/test_extending.py::test_add_a_precision", *_SLOW_RECIPE_TESTS],
+                                 note="the built-in precision entries, list_recipes, make_variant's checks"),
 }
 
 #: The fixed sample (`make mutate-sample`): the functions behind the issue's planted bugs.
