@@ -235,3 +235,61 @@ def test_two_activations_each_get_their_mul_before_their_first_reader():
     ref, out = _run(src, x), _run(m, x)
     for k in ("q", "k", "z"):
         np.testing.assert_allclose(out[k], ref[k], rtol=1e-4, atol=1e-5)
+
+
+def test_an_unsmoothable_matmul_before_the_others_does_not_stop_the_search():
+    for w in (np.ones((1, 3, 2), np.float32), np.ones((3, 2), np.float16)):  # 3-D; not float32
+        m = _attention_like()
+        m.graph.initializer.append(nh.from_array(w, "wbad"))
+        m.graph.node.insert(1, h.make_node("MatMul", ["a", "wbad"], ["z"], name="mm_bad"))
+        assert {x: [n.name for n in ns] for x, ns in smooth_groups(m).items()} == {"a": ["mm_q", "mm_k"]}
+
+
+def test_channel_max_of_a_1d_tensor_and_of_an_int8_tensor():
+    """A 1-D tensor is one row of channels; |-128| of an int8 tensor is 128 (numpy's int8 abs would wrap)."""
+    nodes = [h.make_node("ReduceMax", ["a"], ["col_max"], name="rmax", axes=[0], keepdims=0),
+             h.make_node("Cast", ["x"], ["x8"], name="to_int8", to=T.INT8)]
+    m = _attention_like(nodes)  # opset 17: ReduceMax takes axes as an attribute
+    x = np.array([[-128.0, 3.0, 5.0], [2.0, -7.0, 1.0]], np.float32)
+    amax = activation_channel_max(m, ["col_max", "x8"], [{"x": x}])
+    np.testing.assert_allclose(amax["col_max"], np.abs((x + BIAS).max(axis=0)))
+    np.testing.assert_array_equal(amax["x8"], [128.0, 7.0, 5.0])
+
+
+def test_mul_placement_ignores_matmuls_reading_a_similarly_named_tensor():
+    """A MatMul that is not smoothed reads 'a_input_tensor' (the smoothed tensor's name + 13 characters) before
+    a is computed: the Mul for a must still go right before a's first smoothed reader."""
+    nodes = [h.make_node("MatMul", ["a_input_tensor", "wdyn"], ["p"], name="mm_dyn"),
+             h.make_node("Add", ["x", "bias"], ["a"], name="add_bias"),
+             h.make_node("MatMul", ["a", "wq"], ["q"], name="mm_q")]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info(n, T.FLOAT, s) for n, s in
+                                  (("x", [4, 3]), ("a_input_tensor", [4, 3]), ("wdyn", [3, 2]))],
+                     [h.make_tensor_value_info(o, T.FLOAT, [4, 2]) for o in ("p", "q")],
+                     initializer=[nh.from_array(BIAS, "bias"), nh.from_array(WQ, "wq")])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    rec = apply_smoothquant(m, _batches_for(m))
+    assert rec["matmuls"] == ["mm_q"]
+    assert [n.name for n in m.graph.node] == ["mm_dyn", "add_bias", "a__wb_smooth_mul", "mm_q"]
+    assert strict_problems(m) == []
+
+
+def _batches_for(m):
+    return [{i.name: RNG.normal(size=[d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+             for i in m.graph.input} for _ in range(2)]
+
+
+def test_an_activation_with_no_measured_values_is_skipped_and_the_next_one_smoothed():
+    """b = x[0:0] is empty in every batch (no channel maximum): its MatMul is left alone, a's is smoothed."""
+    w2 = RNG.normal(size=(3, 2)).astype(np.float32)
+    nodes = [h.make_node("Slice", ["x", "zero", "zero", "zero"], ["b"], name="empty_rows"),
+             h.make_node("MatMul", ["b", "w2"], ["zb"], name="mm_empty")]
+    m = _attention_like(nodes, [nh.from_array(w2, "w2"), nh.from_array(np.array([0], np.int64), "zero")],
+                        outputs=("q", "k", "zb"))
+    nodes_now = list(m.graph.node)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes_now[-2:] + nodes_now[:-2])  # the empty activation's group comes first
+    batches = _batches()
+    rec = apply_smoothquant(m, batches)
+    assert rec["matmuls"] == ["mm_q", "mm_k"] and rec["tensors"] == 1
+    np.testing.assert_array_equal(_inits(m)["w2"], w2)
+    np.testing.assert_allclose(_inits(m)["wq"], WQ * _expected_scales(batches, [WQ, WK], 0.5)[:, None], rtol=1e-6)

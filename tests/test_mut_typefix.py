@@ -472,3 +472,17 @@ def test_nothing_removed_leaves_value_info():
     m = _model(nodes, [_vi("x", F32)], [_vi("y", F32)], value_info=[_vi("z", F32)])
     assert drop_round_trip_casts(m) == []
     assert [v.name for v in m.graph.value_info] == ["z"]
+
+
+def test_cast_value_info_carries_shapes_inferred_from_initializer_values():
+    """Reshape's output shape comes from its constant shape input: the Cast in front of the kept reader
+    records it (per-node inference sees the initializer's values)."""
+    shape = nh.from_array(np.array([3, 2], np.int64), "shape")
+    nodes = [h.make_node("Reshape", ["x", "shape"], ["r"], name="reshape16"),
+             h.make_node("Sigmoid", ["r"], ["y"], name="sig32")]
+    m = _model(nodes, [_vi("x", F16)], [_vi("y", F32, (3, 2))], [shape])
+    assert repair_float_types(m, {"sig32"}) == ["r__wb_cast_float_node"]
+    vi = {v.name: v.type.tensor_type for v in m.graph.value_info}
+    assert vi["r__wb_cast_float"].elem_type == F32
+    assert [d.dim_value for d in vi["r__wb_cast_float"].shape.dim] == [3, 2]
+    assert strict_problems(m) == []

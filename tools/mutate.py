@@ -709,6 +709,23 @@ EXPLAINED.update({
                                            "['CPUExecutionProvider'], which is what a CPU-only onnxruntime runs anyway",
 })
 
+# mut-precision (typefix, validity, smooth, precision-registry)
+_S = "workbench.precision.smooth."
+_CPU_ONLY = ("not killed here: on a CPU-only onnxruntime the session runs on the CPU provider whether the list names "
+             "it, is left out, or holds an unknown name (ORT warns and falls back)")
+EXPLAINED.update({
+    **{_S + f"x_activation_channel_max__mutmut_{i}": _CPU_ONLY for i in (14, 17, 18, 19, 20)},
+    **{_S + f"x_activation_channel_max__mutmut_{i}": "not killed: without the session options ORT optimizes the "
+       "graph, but every requested tensor is a graph output, which the optimizers keep with the same values (checked: "
+       "a fp32->fp16->fp32 Cast chain in front of a requested tensor is not removed); only log lines differ"
+       for i in (13, 16)},
+    _S + "x_activation_channel_max__mutmut_9": "not killed: log level 3 vs 4 only decides whether ONNX Runtime prints "
+                                               "its own error lines",
+    _S + "x_activation_channel_max__mutmut_46": "equivalent: numpy reads any negative reshape size as 'infer'",
+    **{_S + f"x_smooth_groups__mutmut_{i}": "equivalent: w is an input of the node n being looked at, so uses[w] >= 1 "
+       "always exists and the .get default is never used" for i in (36, 38, 39)},
+})
+
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
 NOT_MEASURED: dict[str, str] = {
 }
