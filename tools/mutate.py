@@ -628,6 +628,58 @@ EXPLAINED.update({
                                                                 "which differs from recipe.precision and is refused too",
 })
 
+# mut-layers (layers: the ORT profiling path, session 27)
+_CUDA_T = "tests/test_mut_layers.py::test_cuda_session_timing_choices"
+_CUDA = ("not killed here: ORT CUDA-provider branch (engine.on_cuda is False on this CPU-only onnxruntime); "
+         f"{_CUDA_T} checks it on a GPU (written, not run: no GPU in this session)")
+EXPLAINED.update({
+    **{_LY + f"x__ort_session__mutmut_{i}": "equivalent: every OrtEngine carries its BuildRecord (OnnxRuntimeBackend"
+       ".build sets it), so the record-is-None fallback never runs" for i in (3, 16)},
+    **{_LY + f"x__ort_session__mutmut_{i}": "equivalent: record.options is BuildOptions.to_json(), which always holds "
+       "'threads', so the .get default is never used" for i in (7, 9, 13)},
+    **{_LY + f"x__ort_session__mutmut_{i}": "equivalent: OnnxRuntimeBackend.session_options never reads "
+       "BuildOptions.progress" for i in (20, 22, 23)},
+    **{_LY + f"x__ort_session__mutmut_{i}": "equivalent: the trace's file name inside the temp folder; it is found "
+       "through the path end_profiling() returns and deleted with the folder" for i in (29, 30)},
+    **{_LY + f"x__ort_session__mutmut_{i}": "not killed here: a CPU-only onnxruntime runs a session without a "
+       "providers list on its CPU provider, and the CPU backend's providers_for ignores the variant; on a GPU "
+       f"onnxruntime-gpu refuses a session without providers and providers_for reads variant.tf32 ({_CUDA_T})"
+       for i in (36, 37, 44, 48)},
+    **{_LY + f"x__optimized_nodes__mutmut_{i}": "equivalent: ORT writes optimized.onnx with its initializers inline "
+       "(no session.optimized_model_external_initializers_file_name is set), so there is no external data to load "
+       "or skip; only node names/inputs/outputs are read" for i in (4, 6, 8)},
+    **{_LY + f"x__frame__mutmut_{i}": "equivalent: only an empty frame takes this branch, and an empty time_ms sums to "
+       "0.0 / divides to an empty share column" for i in (9, 13)},
+    _LY + "x__frame__mutmut_36": "equivalent: numpy's sort kind is case-insensitive ('STABLE')",
+    **{_LY + f"x_parse_ort_trace__mutmut_{i}": "equivalent: an event without a name is no kernel either way ('None' "
+       "and 'XXXX' do not end with '_kernel_time')" for i in (45, 47, 50)},
+    _LY + "x__neighbour__mutmut_24": "equivalent: the optimized graph is acyclic, so without marking visited nodes "
+                                     "the breadth-first walk only revisits diamond nodes and meets the same first "
+                                     "mapped consumer at the same depth",
+    **{_LY + f"x_{fn}__mutmut_{i}": "not killed: the default warm-up count (3 -> 4) only changes untimed runs, which "
+       "the trace skips; nothing in the table counts them" for fn, i in (("profile_layers", 2), ("profile_layers_ort", 2))},
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": "equivalent: the temp folder's name prefix; the folder is deleted "
+       "after the run" for i in (47, 48, 49)},
+    _LY + "x_profile_layers_ort__mutmut_74": "equivalent: tqdm's default unit is 'it'",
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": "equivalent: the trace was read from this path just before, so it "
+       "exists and missing_ok does not matter (a failed read raises FileNotFoundError either way)" for i in (93, 94)},
+    _LY + "x_profile_layers_ort__mutmut_16": "equivalent: cupti_reason is only read by 'if cupti_reason:' and is "
+                                             "re-assigned on the CUDA branch; '' and None are both falsy",
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA for i in (14, 15, 18, 19, 20, 22, 121, 129, 131, 132, 143, 148)},
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + "; on a GPU where cupti-python works (the CUPTI call's "
+       "arguments)" for i in (23, 24, 25, 26, 27, 29, 30, 31, 33)},
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + "; on a GPU without cupti-python (the fallback and its "
+       "reason)" for i in (21, 35, 36, 37, 181, 182, 183)},
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": "not killed: CUDA-provider branch, and there the NCHWc layout "
+       "transformer only rewrites CPU-provider nodes, which a CUPTI table does not record (no layout column)"
+       for i in (28, 34)},
+    _LY + "x_profile_layers_ort__mutmut_32": "not killed: CUDA-provider branch; the warm-up count only changes "
+                                             "untimed runs, which the CUPTI table does not record",
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": "not killed: CPU-provider rows of a CUDA session get the same "
+       "'host' basis; needs a CUDA-session table with a CPU-provider row, which the GPU test's model (all nodes "
+       f"on CUDA) lacks ({_CUDA_T} asserts the rule per row)" for i in (142, 149, 150)},
+})
+
 # mut-calib (calibration)
 _C = "workbench.precision.calibration."
 _RANK = ("equivalent: validated feeds have each input's declared rank and a batch axis outside the rank is refused "
