@@ -300,3 +300,26 @@ def test_for_model_keeps_the_override_the_path_and_extra_keys(tmp_path):
     assert ds2.axes == {"x": 0, "h": None} and ds2.path == ds.path and ds2.num_samples == 10
     assert ds.for_model(m, batch_axis="h:1").axes["h"] == 1
 
+
+
+def test_with_dataset_holding_other_samples_rebatches_the_whole_and_refuses_a_part():
+    """The same arrays read on batch axis 1 hold 7 samples instead of 2: whole batches (also drop_last ones)
+    become the whole new dataset in the same batch size; a part (a slice, a head) is refused."""
+    g = h.make_graph([h.make_node("Identity", ["x"], ["y"], name="id")], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, ["a", "b", 3])],
+                     [h.make_tensor_value_info("y", T.FLOAT, ["a", "b", 3])])
+    model = wb.load(h.make_model(g), name="two_dyn")
+    x = np.arange(2 * 7 * 3, dtype=np.float32).reshape(2, 7, 3)
+    on0, on1 = NpzDataset({"x": x}, model), NpzDataset({"x": x}, model, batch_axis="x:1")
+    assert (on0.num_samples, on1.num_samples) == (2, 7)
+    whole = on0.batch_list(3).with_dataset(on1)
+    assert list(whole.bounds) == [(0, 3), (3, 6), (6, 7)]
+    np.testing.assert_array_equal(np.concatenate(list(b["x"] for b in whole), axis=1), x)
+    assert list(on0.batch_list(2).with_dataset(on1).bounds) == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    odd = NpzDataset({"x": np.zeros((3, 7, 3), np.float32)}, model)  # 3 samples on axis 0
+    dropped = odd.batch_list(2, drop_last=True)  # 2 of 3: whole batches of the whole dataset
+    assert list(dropped.with_dataset(NpzDataset({"x": np.zeros((3, 7, 3), np.float32)}, model,
+                                                 batch_axis="x:1")).bounds) == [(0, 2), (2, 4), (4, 6)]
+    for part in (on0.batch_list(1)[1:], on0.batch_list(1).head(1), on0.batch_list(1)[:1]):
+        with pytest.raises(DataError, match="another batch axis"):
+            part.with_dataset(on1)

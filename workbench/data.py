@@ -706,7 +706,20 @@ class Batches(Sequence):
         return Batches(self.dataset, self.size, stop, starts)
 
     def with_dataset(self, dataset: NpzDataset) -> "Batches":
-        return Batches(dataset, self.size, self.stop, self.starts)
+        """The same batches read from ``dataset`` (the same data checked against another model). If that
+        dataset holds another number of samples (it reads the arrays on another batch axis), sample positions
+        of this one mean nothing there: batches that cover their whole dataset become the whole new dataset
+        in batches of the same size; a part of a dataset is refused (:class:`DataError`), never cut silently."""
+        n = self.dataset.num_samples
+        if dataset.num_samples == n:
+            return Batches(dataset, self.size, self.stop, self.starts)
+        full = n // self.size * self.size
+        if self.starts == range(0, self.stop, self.size) and self.stop in (n, full):
+            return dataset.batch_list(self.size, drop_last=self.stop != n)
+        raise DataError(f"these batches hold samples {self.starts[0] if self.starts else 0}..{self.stop} of "
+                        f"{n}, but read for this model the data holds {dataset.num_samples} samples (another "
+                        "batch axis)", hint="pass the whole NpzDataset or the .npz path instead of a part of "
+                                             "its batches")
 
     def __repr__(self) -> str:
         return f"Batches({len(self)} batches, {self.num_samples} samples of {self.dataset.path or 'arrays'})"
