@@ -409,8 +409,6 @@ EXPLAINED.update({
                         ("check_output_path", (1, 2, 7, 8, 9)), ("path_for_runtime", (5,))) for i in nums},
     "workbench.data.x_resolve_shapes__mutmut_13": "equivalent: the batch axes are only read when batch is given",
     "workbench.data.x_static_batch__mutmut_12": "equivalent: min() of a one-element set is that element",
-    "workbench.data.x_static_batch__mutmut_16": "not killed: needs two inputs whose fixed batch dims disagree; "
-                                                "the shape doctor gave such a model only one batch axis",
     "workbench.data.xǁShapeMapǁparse__mutmut_4": "equivalent: '' then parses to an empty ShapeMap anyway",
     "workbench.model.xǁModelǁcheck_structure__mutmut_9": "equivalent: strict_mode=False is onnx's default",
     "workbench.model.xǁModelǁsave__mutmut_28": "not killed: the >= vs > boundary at exactly 2 GiB of protobuf needs a "
@@ -463,8 +461,6 @@ EXPLAINED.update({
        for i in (69, 74, 83, 90)},
     **{_S + f"{i}": "equivalent: the fp32 build on ONNX Runtime draws no bar (no recipe, no calibration), so its "
        "progress flag shows nothing either way" for i in (70, 75)},
-    "workbench.compare.sensitivity.x__backend_name__mutmut_1": "not killed: _backend_name is called nowhere (dead "
-                                                               "code)",
     "workbench.compare.sensitivity.x_lowered_nodes__mutmut_22": "not killed: needs a variant on which ONNX shape "
                                                                 "inference raises",
     "workbench.compare.sensitivity.xǁMixedPrecisionResultǁto_json__mutmut_35": "equivalent: pandas reads orient "
