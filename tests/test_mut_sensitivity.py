@@ -400,7 +400,7 @@ def _snr_by_hand(model, variant_model, batches):
 def test_propose_mixed_precision_on_a_tiny_mlp(tmp_path):
     """A target only fp32 meets (snr >= 200 dB): the search must keep both lowered MatMuls, one per greedy step,
     and each step's value is the snr of that variant, computed here from plain ORT runs (calib = the data).
-    search_limit counts samples of an .npz (for a list of feed dicts, data.as_feed_batches counts items)."""
+    search_limit counts samples (of an .npz here; of a list of feed dicts too, see test_mut_npz)."""
     from workbench.precision import make_variant
 
     model = _mlp()
