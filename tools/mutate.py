@@ -162,6 +162,29 @@ PLAN: dict[str, Target] = {
                         "*.x__check_meta*", "*.x__check_array*", "*.x_first_batch_rows*", "*.x_as_feed_batches*",
                         "*.x_resolve_data*"],
                        "the .npz reader: NpzDataset, Batches, array checks, as_feed_batches, resolve_data"),
+    "mapping": Target("workbench/measure/mapping.py",
+                      ["tests/test_layers.py", "tests/test_mut_layers.py", "tests/test_mut_mapping.py"],
+                      note="layer -> ONNX node rules: names, subgraphs, plumbing, ORT fusions/NCHWc, TensorRT names"),
+    "roofline": Target("workbench/measure/roofline.py",
+                       ["tests/test_mut_roofline.py", "tests/test_protocol.py::test_precision_facts_derive_every_list"],
+                       ["*ǁDevicePeaksǁ*", *[f"*.x_{f}__mutmut_*" for f in (
+                           "_matmul_model", "roofline_dtype", "__getattr__", "roofline_row", "layer_intensity")]],
+                       "all but measure_matmul_tflops/_time_matmul/measure_copy_gbps/measure_peaks, which time a "
+                       "CUDA device (tests/test_gpu_ort.py -m gpu)"),
+    "native-log": Target("workbench/measure/native_log.py",
+                         ["tests/test_mut_native_log.py", "tests/test_gpu_cupti.py::test_native_log_capture_and_summary"]),
+    "cupti": Target("workbench/measure/cupti.py",
+                    ["tests/test_gpu_cupti.py", "tests/test_mut_cupti.py",
+                     "tests/test_json_policy.py::test_cupti_tables_keep_what_coverage_needs_through_concat"],
+                    [f"*.x_{f}__mutmut_*" for f in (
+                        "_record_to_dict", "clock_marker", "launch_times", "launch_array", "_runs", "_nodes", "align",
+                        "refine_offset", "_union_ns", "attribute", "_label", "gpu_timeline", "_kernel_text",
+                        "attribution_stats", "cpu_nodes", "layer_rows", "cupti_frame", "trt_cross_check",
+                        "save_recording", "load_recording", "attribute_recording")] + ["*ǁ_Collectorǁensure*"],
+                    "the pure logic (alignment, attribution, timeline, rows, recordings; tests on the H200 "
+                    "recordings in tests/data); not cupti_unavailable/ActivityTrace/_device_synchronize/"
+                    "profile_layers_ort_cupti/_iobinding, which need cupti-python and a GPU "
+                    "(tests/test_gpu_cupti.py -m gpu)"),
 }
 
 #: The fixed sample (`make mutate-sample`): the functions behind the issue's planted bugs.
