@@ -527,3 +527,37 @@ def test_clock_marker_keeps_the_tightest_sample():
     assert abs(m["monotonic_ns"] - time.monotonic_ns()) < 10**9
     f2 = FakeCupti(slow={1})
     assert C.clock_marker(f2, samples=2)["cupti_ns"] == 10**18 + 2 and f2.calls == 2
+
+
+def test_attribute_boundaries_are_inclusive():
+    # run 100..200; nodes: "first" starts exactly at the run's start, "a" 130..140, "b" 170..200 ends with the run.
+    # Launches more than REFINE_MAX_NS away from every node, so the clock refinement has nothing to gain.
+    events = [_run(100, 100), _node("first", 100, 5, shapes=[{"float": [2]}]), _node("a", 130, 10), _node("b", 170, 30)]
+    recs = (_launch(1, 100) + _launch(2, 140) + _launch(3, 200) + _launch(4, 155)
+            + _launch(5, 90) + _launch(6, 210))
+    att = C.attribute(recs, events, ort_start_ns=START, markers=MARKERS)
+    assert att["alignment"]["refine_shift_ns"] == 0
+    assert set(att["nodes"]) == {"first", "a", "b"} and att["nodes"]["first"]["shapes"] == [{"float": [2]}]
+    # launch at the run's start and the first node's start; at a's end; at the run's and b's end
+    assert {n: sorted(v["kernels"]) for n, v in att["nodes"].items()} == {"first": ["k1"], "a": ["k2"], "b": ["k3"]}
+    assert dict(att["unattributed"]["kernels"]) == {"k4": 1, "k6": 1}  # between nodes; after the run
+    assert att["counts"] == {"in_nodes": 3, "unattributed_kernels": 2, "before_timed_runs": 1, "between_runs": 1}
+    assert att["timeline"]["runs_with_gpu_work"] == 1
+
+
+def test_align_without_launches_or_runs_keeps_the_first_clock():
+    events = [_run(0, 10), _node("a", 1, 2)]
+    no_dev = [{"kind": "runtime", "cbid": 1, "start": _us(1), "end": _us(2), "correlation_id": 1, "thread_id": 1}]
+    al = C.align(events, START, MARKERS, no_dev)
+    assert al["clock"] == "time_ns" and al["alignment"] == 0.0 and al["offset_ns"] == OFF
+    assert al["candidates"]["monotonic_ns"]["alignment"] == 0.0
+    assert (al["refine_shift_ns"], al["in_nodes_before"], al["in_nodes_after"]) == (0, 0.0, 0.0)
+    al2 = C.align([], START, MARKERS, _launch(1, 5))  # no runs: nothing inside
+    assert al2["alignment"] == 0.0 and al2["candidates"]["time_ns"]["offset_ns"] == OFF
+    # three markers: the median offset, not the mean
+    ms = [{"cupti_ns": 100 + d, "time_ns": 100} for d in (5_000, 5_010, 9_000_000)]
+    assert C.align(events, START, ms, _launch(1, 1.5))["candidates"]["time_ns"]["offset_ns"] == 5_010
+    # a launch exactly at a run's start and one at its end are inside
+    edge = _launch(1, 0) + _launch(2, 10)
+    assert C.align(events, START, MARKERS, edge)["alignment"] == 1.0
+    assert C.align(events, START, MARKERS, _launch(1, -0.5) + _launch(2, 10.5))["alignment"] == 0.0

@@ -74,14 +74,33 @@ def test_capture_restores_the_descriptors_and_python_output_goes_to_the_log(capf
     assert {i["message"] for i in log.items} == {"native out", "native err", "python out", "python err"}
 
 
+def _is_open(fd):
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_capture_survives_unflushable_python_streams_and_replaces_bad_bytes(monkeypatch, capfd):
+    closed = io.TextIOWrapper(io.BytesIO())
+    closed.close()  # flush() of a closed file raises ValueError: the capture must go on
+    monkeypatch.setattr(sys, "stdout", closed)
+    monkeypatch.setattr(sys, "stderr", closed)
+    with capture_native_output() as log:
+        os.write(2, b"\xff\xfe not utf-8\n")  # native libraries print whatever bytes they have
+    monkeypatch.undo()
+    assert log.text == "\ufffd\ufffd not utf-8\n"
+    assert log.items[0]["message"] == "\ufffd\ufffd not utf-N"
+
+
 def test_capture_of_only_some_descriptors_and_an_invalid_one(capfd):
     with capture_native_output(fds=(2,)) as log:
         os.write(1, b"to the terminal\n")
         os.write(2, b"to the log\n")
     assert log.text == "to the log\n"
     assert capfd.readouterr().out == "to the terminal\n"
-    bad = os.open(os.devnull, os.O_RDONLY)
-    os.close(bad)  # a descriptor number that is closed now: dup fails, the capture goes on without it
+    bad = next(n for n in range(900, 1000) if not _is_open(n))  # not open: dup fails, the capture goes on
     with capture_native_output(fds=(bad, 2)) as log2:
         os.write(2, b"still captured\n")
     assert log2.text == "still captured\n"
@@ -138,6 +157,11 @@ def test_summarize_skips_python_warning_echo_lines_only():
     assert w["fallback"] is False and "fp16" in w["meaning"]
 
 
+def test_an_indented_first_line_is_kept():
+    assert [(i["message"], i["count"]) for i in summarize("  first line, indented\nsecond")] == [
+        ("first line, indented", 1), ("second", 1)]
+
+
 def test_long_lines_are_cut_for_the_key_and_the_example():
     line = "E" * 1000
     g = summarize(line + "\n" + line[:300] + "tail")[0]
@@ -179,6 +203,8 @@ def test_summary_text_lines_limit_and_fallback_prefix():
     assert "FALLBACK" not in summary_text(summarize("Removing initializer 'w'. It is not used by any node"))
     assert "— ONNX Runtime dropped" in summary_text(summarize("Removing initializer 'w'. It is not used by any node"))
     assert summary_text([]) == ""
+    eleven = summarize("\n".join("m" + c for c in "abcdefghijk"))
+    assert summary_text(eleven).splitlines()[-2:] == ["1× mj", "… 1 more distinct messages"]  # 10 by default
 
 
 def test_native_log_defaults():

@@ -45,6 +45,12 @@ def test_roofline_row_compute_bound_by_hand():
                       "fraction_compute", "fraction_memory", "attainable_tflops", "fraction_of_roofline"}
 
 
+def test_roofline_row_units_are_exact_powers_of_ten():
+    # 4e14 FLOP and 3e12 B in exactly one second: 400 TFLOP/s and 3000 GB/s, exactly
+    r = roofline_row(4e14, 3e12, 1000.0, PEAKS, "float16")
+    assert r["achieved_tflops"] == 400.0 and r["achieved_gbps"] == 3000.0 and r["fraction_compute"] == 1.0
+
+
 def test_roofline_row_memory_bound_by_hand():
     # 1e10 FLOP, 1e9 B in 1 ms: 10 TFLOP/s, 1000 GB/s, intensity 10 FLOP/B: attainable 10 x 4000 GB/s = 40 TFLOP/s
     r = roofline_row(1e10, 1e9, 1.0, PEAKS, "float32")
@@ -78,10 +84,11 @@ def test_roofline_row_missing_numbers_give_nan_not_errors():
 
 
 def test_layer_intensity_per_node():
-    nodes = pd.DataFrame({"node": ["a", "b", "c"], "flops": [100.0, 50.0, 7.0], "bytes": [10.0, 0.0, -1.0]})
+    nodes = pd.DataFrame({"node": ["a", "b", "c", "d"], "flops": [100.0, 50.0, 7.0, 3.0], "bytes": [10.0, 0.0, -1.0, 1.0]})
     out = layer_intensity(nodes)
-    assert out["arith_intensity"].iloc[0] == 10.0 and out["arith_intensity"].iloc[1:].isna().all()
-    assert "arith_intensity" not in nodes and out["node"].tolist() == ["a", "b", "c"]
+    assert out["arith_intensity"].iloc[0] == 10.0 and out["arith_intensity"].iloc[1:3].isna().all()
+    assert out["arith_intensity"].iloc[3] == 3.0  # one byte is a byte count like any other
+    assert "arith_intensity" not in nodes and out["node"].tolist() == ["a", "b", "c", "d"]
 
 
 @pytest.mark.parametrize("elem,np_dt", [(T.FLOAT, np.float32), (T.FLOAT16, np.float16)])
@@ -89,7 +96,7 @@ def test_peak_matmul_model_runs_and_multiplies(elem, np_dt):
     m = R._matmul_model(8, elem)
     onnx.checker.check_model(m, full_check=True)
     assert [n.op_type for n in m.graph.node] == ["MatMul"] and m.graph.node[0].name == "peak_matmul"
-    assert m.opset_import[0].version == 17 and m.ir_version == 9
+    assert m.opset_import[0].version == 17 and m.ir_version == 9 and m.graph.name == "peak"
     assert [(i.name, i.type.tensor_type.elem_type) for i in m.graph.input] == [("a", elem), ("b", elem)]
     assert [d.dim_value for d in m.graph.input[1].type.tensor_type.shape.dim] == [8, 8]
     rng = np.random.default_rng(1)

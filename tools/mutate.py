@@ -59,6 +59,7 @@ class Target:
     tests: list[str]                # the test files selected for it (fast ones only)
     functions: list[str] = field(default_factory=list)  # mangled-name globs; empty = every function
     note: str = ""
+    undecorate: tuple[str, ...] = ()  # more decorators applied after definition in the scratch copy (_undecorate)
 
 
 #: target name -> what is mutated and which tests judge it. Order = priority (the issue's planted bugs first).
@@ -172,7 +173,8 @@ PLAN: dict[str, Target] = {
                        "all but measure_matmul_tflops/_time_matmul/measure_copy_gbps/measure_peaks, which time a "
                        "CUDA device (tests/test_gpu_ort.py -m gpu)"),
     "native-log": Target("workbench/measure/native_log.py",
-                         ["tests/test_mut_native_log.py", "tests/test_gpu_cupti.py::test_native_log_capture_and_summary"]),
+                         ["tests/test_mut_native_log.py", "tests/test_gpu_cupti.py::test_native_log_capture_and_summary"],
+                         undecorate=("contextlib.contextmanager",)),
     "cupti": Target("workbench/measure/cupti.py",
                     ["tests/test_gpu_cupti.py", "tests/test_mut_cupti.py",
                      "tests/test_json_policy.py::test_cupti_tables_keep_what_coverage_needs_through_concat"],
@@ -243,7 +245,7 @@ def copy_repo(work: Path) -> None:
 def _sync(t: Target, work: Path) -> None:
     """Copy the repository's current files into ``work`` (keeping mutmut's ``mutants/`` results)."""
     copy_repo(work)
-    _undecorate(work / t.module)
+    _undecorate(work / t.module, ("captures_native_log", *t.undecorate))
     with open(work / "pyproject.toml", "a") as f:  # the scratch copy's config only
         f.write(_config(t))
     for test in t.tests:  # a selected test file not written yet: an empty stand-in in the scratch copy, so that
@@ -254,22 +256,27 @@ def _sync(t: Target, work: Path) -> None:
             path.write_text("")
 
 
-def _undecorate(path: Path) -> None:
+def _undecorate(path: Path, decorators: tuple[str, ...] = ("captures_native_log",)) -> None:
     """mutmut 3 never mutates a decorated function. The entry points wrapped in ``@captures_native_log``
     (measure_latency, layerwise, build_variants, ...) are therefore rewritten, in the scratch copy only, as
     ``def f(...)`` plus ``f = captures_native_log(f)`` at the end of the module: the same wrapper at import
-    time, and mutmut sees the function."""
+    time, and mutmut sees the function. A target can name more module-level decorators (``Target.undecorate``,
+    e.g. ``contextlib.contextmanager``); mutmut's trampolines pass generators through."""
     import re
 
     if not path.exists():
         return
     text = path.read_text()
-    names = re.findall(r"^@captures_native_log\ndef (\w+)\(", text, flags=re.M)
-    if not names:
+    tail = []
+    for dec in decorators:
+        pat = rf"^@{re.escape(dec)}\n(def (\w+)\()"
+        names = [m.group(2) for m in re.finditer(pat, text, flags=re.M)]
+        text = re.sub(pat, r"\1", text, flags=re.M)
+        tail += [f"{n} = {dec}({n})\n" for n in names]
+    if not tail:
         return
-    text = re.sub(r"^@captures_native_log\n(def \w+\()", r"\1", text, flags=re.M)
     text += "\n\n# tools/mutate.py: the decorator, applied after definition so mutmut mutates the function\n"
-    text += "".join(f"{n} = captures_native_log({n})\n" for n in names)
+    text += "".join(tail)
     path.write_text(text)
 
 
@@ -701,6 +708,17 @@ EXPLAINED.update({
        "between the caller and prepare_calibration, so the warning's stacklevel cannot be observed" for i in (254, 255)},
     _C + "x__priority_session__mutmut_12": "not killed here: the mutant turns a given provider list into "
                                            "['CPUExecutionProvider'], which is what a CPU-only onnxruntime runs anyway",
+})
+
+# mut-measure (mapping, roofline, native-log, cupti)
+_NL, _RF = "workbench.measure.native_log.", "workbench.measure.roofline."
+_NAN = "equivalent: float('NAN') is float('nan')"
+EXPLAINED.update({
+    _NL + "x_capture_native_output__mutmut_32": "equivalent: Python's codec lookup normalizes 'UTF-8' to 'utf-8'",
+    _NL + "x_summarize__mutmut_3": "equivalent: prev only feeds the warning-echo regex '^\\S.*:\\d+: \\w*Warning: ', "
+                                   "which matches neither '' nor 'XXXX'",
+    **{_RF + f"x_roofline_row__mutmut_{i}": _NAN for i in (16, 27, 35, 44, 51, 58, 72, 98)},
+    _RF + "xǁDevicePeaksǁridge_point__mutmut_17": _NAN,
 })
 
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
