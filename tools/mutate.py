@@ -439,8 +439,6 @@ EXPLAINED.update({
                         ("check_output_path", (1, 2, 7, 8, 9)), ("path_for_runtime", (5,))) for i in nums},
     "workbench.data.x_resolve_shapes__mutmut_13": "equivalent: the batch axes are only read when batch is given",
     "workbench.data.x_static_batch__mutmut_12": "equivalent: min() of a one-element set is that element",
-    "workbench.data.x_static_batch__mutmut_16": "not killed: needs two inputs whose fixed batch dims disagree; "
-                                                "the shape doctor gave such a model only one batch axis",
     "workbench.data.xǁShapeMapǁparse__mutmut_4": "equivalent: '' then parses to an empty ShapeMap anyway",
     "workbench.model.xǁModelǁcheck_structure__mutmut_9": "equivalent: strict_mode=False is onnx's default",
     "workbench.model.xǁModelǁsave__mutmut_28": "not killed: the >= vs > boundary at exactly 2 GiB of protobuf needs a "
@@ -493,8 +491,6 @@ EXPLAINED.update({
        for i in (69, 74, 83, 90)},
     **{_S + f"{i}": "equivalent: the fp32 build on ONNX Runtime draws no bar (no recipe, no calibration), so its "
        "progress flag shows nothing either way" for i in (70, 75)},
-    "workbench.compare.sensitivity.x__backend_name__mutmut_1": "not killed: _backend_name is called nowhere (dead "
-                                                               "code)",
     "workbench.compare.sensitivity.x_lowered_nodes__mutmut_22": "not killed: needs a variant on which ONNX shape "
                                                                 "inference raises",
     "workbench.compare.sensitivity.xǁMixedPrecisionResultǁto_json__mutmut_35": "equivalent: pandas reads orient "
@@ -615,9 +611,6 @@ EXPLAINED.update({
        "iloc[1] is iloc[0]'s value" for fn, i in (("summary", 14), ("summary", 17), ("verdict", 45), ("verdicts", 7))},
     **{f"workbench.compare.outputs.xǁComparisonǁ{fn}__mutmut_{i}": "equivalent: astype(None) is float64, as float"
        for fn, i in (("summary", 64), ("summary", 72), ("summary", 80), ("verdict", 47), ("verdict", 52))},
-    "workbench.compare.outputs.xǁComparisonǁverdict__mutmut_10": "not killed: compare_engines writes a top1 row for "
-                                                                 "every variant whenever label_output is set, so "
-                                                                 "'and' and 'or' only differ on hand-made frames",
     "workbench.compare.outputs.xǁComparisonǁto_json__mutmut_19": "equivalent: groupby(sort=None) does not sort, as "
                                                                  "sort=False",
     **{f"workbench.compare.outputs.x_compare_engines__mutmut_{i}": "equivalent: argmax of float32 scores equals "
@@ -656,6 +649,58 @@ EXPLAINED.update({
                                                               "provider list is the CPU provider",
     "workbench.precision.base.x_register_precision__mutmut_10": "equivalent: an empty precision becomes 'xxxx', "
                                                                 "which differs from recipe.precision and is refused too",
+})
+
+# mut-layers (layers: the ORT profiling path, session 27)
+_CUDA_T = "tests/test_mut_layers.py::test_cuda_session_timing_choices"
+_CUDA = ("not killed here: ORT CUDA-provider branch (engine.on_cuda is False on this CPU-only onnxruntime); "
+         f"{_CUDA_T} checks it on a GPU (written, not run: no GPU in this session)")
+EXPLAINED.update({
+    **{_LY + f"x__ort_session__mutmut_{i}": "equivalent: every OrtEngine carries its BuildRecord (OnnxRuntimeBackend"
+       ".build sets it), so the record-is-None fallback never runs" for i in (3, 16)},
+    **{_LY + f"x__ort_session__mutmut_{i}": "equivalent: record.options is BuildOptions.to_json(), which always holds "
+       "'threads', so the .get default is never used" for i in (7, 9, 13)},
+    **{_LY + f"x__ort_session__mutmut_{i}": "equivalent: OnnxRuntimeBackend.session_options never reads "
+       "BuildOptions.progress" for i in (20, 22, 23)},
+    **{_LY + f"x__ort_session__mutmut_{i}": "equivalent: the trace's file name inside the temp folder; it is found "
+       "through the path end_profiling() returns and deleted with the folder" for i in (29, 30)},
+    **{_LY + f"x__ort_session__mutmut_{i}": "not killed here: a CPU-only onnxruntime runs a session without a "
+       "providers list on its CPU provider, and the CPU backend's providers_for ignores the variant; on a GPU "
+       f"onnxruntime-gpu refuses a session without providers and providers_for reads variant.tf32 ({_CUDA_T})"
+       for i in (36, 37, 44, 48)},
+    **{_LY + f"x__optimized_nodes__mutmut_{i}": "equivalent: ORT writes optimized.onnx with its initializers inline "
+       "(no session.optimized_model_external_initializers_file_name is set), so there is no external data to load "
+       "or skip; only node names/inputs/outputs are read" for i in (4, 6, 8)},
+    **{_LY + f"x__frame__mutmut_{i}": "equivalent: only an empty frame takes this branch, and an empty time_ms sums to "
+       "0.0 / divides to an empty share column" for i in (9, 13)},
+    _LY + "x__frame__mutmut_36": "equivalent: numpy's sort kind is case-insensitive ('STABLE')",
+    **{_LY + f"x_parse_ort_trace__mutmut_{i}": "equivalent: an event without a name is no kernel either way ('None' "
+       "and 'XXXX' do not end with '_kernel_time')" for i in (45, 47, 50)},
+    _LY + "x__neighbour__mutmut_24": "equivalent: the optimized graph is acyclic, so without marking visited nodes "
+                                     "the breadth-first walk only revisits diamond nodes and meets the same first "
+                                     "mapped consumer at the same depth",
+    **{_LY + f"x_{fn}__mutmut_{i}": "not killed: the default warm-up count (3 -> 4) only changes untimed runs, which "
+       "the trace skips; nothing in the table counts them" for fn, i in (("profile_layers", 2), ("profile_layers_ort", 2))},
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": "equivalent: the temp folder's name prefix; the folder is deleted "
+       "after the run" for i in (47, 48, 49)},
+    _LY + "x_profile_layers_ort__mutmut_74": "equivalent: tqdm's default unit is 'it'",
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": "equivalent: the trace was read from this path just before, so it "
+       "exists and missing_ok does not matter (a failed read raises FileNotFoundError either way)" for i in (93, 94)},
+    _LY + "x_profile_layers_ort__mutmut_16": "equivalent: cupti_reason is only read by 'if cupti_reason:' and is "
+                                             "re-assigned on the CUDA branch; '' and None are both falsy",
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA for i in (14, 15, 18, 19, 20, 22, 121, 129, 131, 132, 143, 148)},
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + "; on a GPU where cupti-python works (the CUPTI call's "
+       "arguments)" for i in (23, 24, 25, 26, 27, 29, 30, 31, 33)},
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + "; on a GPU without cupti-python (the fallback and its "
+       "reason)" for i in (21, 35, 36, 37, 181, 182, 183)},
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": "not killed: CUDA-provider branch, and there the NCHWc layout "
+       "transformer only rewrites CPU-provider nodes, which a CUPTI table does not record (no layout column)"
+       for i in (28, 34)},
+    _LY + "x_profile_layers_ort__mutmut_32": "not killed: CUDA-provider branch; the warm-up count only changes "
+                                             "untimed runs, which the CUPTI table does not record",
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": "not killed: CPU-provider rows of a CUDA session get the same "
+       "'host' basis; needs a CUDA-session table with a CPU-provider row, which the GPU test's model (all nodes "
+       f"on CUDA) lacks ({_CUDA_T} asserts the rule per row)" for i in (142, 149, 150)},
 })
 
 # mut-calib (calibration)
@@ -719,6 +764,27 @@ EXPLAINED.update({
                                    "which matches neither '' nor 'XXXX'",
     **{_RF + f"x_roofline_row__mutmut_{i}": _NAN for i in (16, 27, 35, 44, 51, 58, 72, 98)},
     _RF + "xǁDevicePeaksǁridge_point__mutmut_17": _NAN,
+})
+
+# mut-review (session 27): outputs, layerwise-match
+_O = "workbench.compare.outputs."
+EXPLAINED.update({
+    _O + "x_compare_outputs__mutmut_10": "equivalent: load() returns a Model it is given unchanged",
+    **{_O + f"x_compare_outputs__mutmut_{i}": "not killable under mutmut: its trampoline adds a stack frame between "
+       "the caller and compare_outputs, so the warning's stacklevel cannot be observed; "
+       "test_compare_outputs_warnings_point_at_the_caller checks it outside mutmut" for i in (49, 50, 61, 64)},
+    **{_O + f"x_compare_outputs__mutmut_{i}": "not killed here: the fp32 reference build on ONNX Runtime draws no bar "
+       "(no recipe, no calibration), so its progress flag shows nothing either way; a TensorRT reference build "
+       "(IProgressMonitor bar) needs TensorRT and a GPU" for i in (71, 76)},
+    _O + "x_compare_outputs__mutmut_78": "equivalent: precision names are case-insensitive (build_engine(m, 'FP32') "
+                                         "makes the same fp32 variant, precision 'fp32', name '<model>-fp32')",
+    **{_O + f"x_compare_outputs__mutmut_{i}": "not killed here: on ONNX Runtime a variant build only checks shapes "
+       "(the fp32 reference build of the same inputs checked them just before) and records them in the engine's "
+       "BuildRecord, which the Comparison does not carry; TensorRT optimization profiles need TensorRT"
+       for i in (84, 90)},
+    _O + "xǁComparisonǁto_json__mutmut_74": "equivalent: pandas reads orient case-insensitively",
+    **{_O + f"xǁComparisonǁto_json__mutmut_{i}": "equivalent: the 'unmatched'/'skipped' entries this lets into info "
+       "are overwritten by the explicit 'unmatched'/'skipped' keys written after **info" for i in (79, 80, 81, 82)},
 })
 
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
