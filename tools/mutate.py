@@ -59,6 +59,7 @@ class Target:
     tests: list[str]                # the test files selected for it (fast ones only)
     functions: list[str] = field(default_factory=list)  # mangled-name globs; empty = every function
     note: str = ""
+    undecorate: tuple[str, ...] = ()  # more decorators applied after definition in the scratch copy (_undecorate)
 
 
 #: slow (2-40 s) or real-model tests left out of the precision/ targets' selections
@@ -191,6 +192,30 @@ PLAN: dict[str, Target] = {
                                  ["tests/test_mut_registry.py", "tests/test_precision.py", "tests/test_mut_precision.py",
                                   "tests/test_extending.py::test_add_a_precision", *_SLOW_RECIPE_TESTS],
                                  note="the built-in precision entries, list_recipes, make_variant's checks"),
+    "mapping": Target("workbench/measure/mapping.py",
+                      ["tests/test_layers.py", "tests/test_mut_layers.py", "tests/test_mut_mapping.py"],
+                      note="layer -> ONNX node rules: names, subgraphs, plumbing, ORT fusions/NCHWc, TensorRT names"),
+    "roofline": Target("workbench/measure/roofline.py",
+                       ["tests/test_mut_roofline.py", "tests/test_protocol.py::test_precision_facts_derive_every_list"],
+                       ["*ǁDevicePeaksǁ*", *[f"*.x_{f}__mutmut_*" for f in (
+                           "_matmul_model", "roofline_dtype", "__getattr__", "roofline_row", "layer_intensity")]],
+                       "all but measure_matmul_tflops/_time_matmul/measure_copy_gbps/measure_peaks, which time a "
+                       "CUDA device (tests/test_gpu_ort.py -m gpu)"),
+    "native-log": Target("workbench/measure/native_log.py",
+                         ["tests/test_mut_native_log.py", "tests/test_gpu_cupti.py::test_native_log_capture_and_summary"],
+                         undecorate=("contextlib.contextmanager",)),
+    "cupti": Target("workbench/measure/cupti.py",
+                    ["tests/test_gpu_cupti.py", "tests/test_mut_cupti.py",
+                     "tests/test_json_policy.py::test_cupti_tables_keep_what_coverage_needs_through_concat"],
+                    [f"*.x_{f}__mutmut_*" for f in (
+                        "_record_to_dict", "clock_marker", "launch_times", "launch_array", "_runs", "_nodes", "align",
+                        "refine_offset", "_union_ns", "attribute", "_label", "gpu_timeline", "_kernel_text",
+                        "attribution_stats", "cpu_nodes", "layer_rows", "cupti_frame", "trt_cross_check",
+                        "save_recording", "load_recording", "attribute_recording")] + ["*ǁ_Collectorǁensure*"],
+                    "the pure logic (alignment, attribution, timeline, rows, recordings; tests on the H200 "
+                    "recordings in tests/data); not cupti_unavailable/ActivityTrace/_device_synchronize/"
+                    "profile_layers_ort_cupti/_iobinding, which need cupti-python and a GPU "
+                    "(tests/test_gpu_cupti.py -m gpu)"),
 }
 
 #: The fixed sample (`make mutate-sample`): the functions behind the issue's planted bugs.
@@ -249,7 +274,7 @@ def copy_repo(work: Path) -> None:
 def _sync(t: Target, work: Path) -> None:
     """Copy the repository's current files into ``work`` (keeping mutmut's ``mutants/`` results)."""
     copy_repo(work)
-    _undecorate(work / t.module)
+    _undecorate(work / t.module, ("captures_native_log", *t.undecorate))
     with open(work / "pyproject.toml", "a") as f:  # the scratch copy's config only
         f.write(_config(t))
     for test in t.tests:  # a selected test file not written yet: an empty stand-in in the scratch copy, so that
@@ -260,22 +285,27 @@ def _sync(t: Target, work: Path) -> None:
             path.write_text("")
 
 
-def _undecorate(path: Path) -> None:
+def _undecorate(path: Path, decorators: tuple[str, ...] = ("captures_native_log",)) -> None:
     """mutmut 3 never mutates a decorated function. The entry points wrapped in ``@captures_native_log``
     (measure_latency, layerwise, build_variants, ...) are therefore rewritten, in the scratch copy only, as
     ``def f(...)`` plus ``f = captures_native_log(f)`` at the end of the module: the same wrapper at import
-    time, and mutmut sees the function."""
+    time, and mutmut sees the function. A target can name more module-level decorators (``Target.undecorate``,
+    e.g. ``contextlib.contextmanager``); mutmut's trampolines pass generators through."""
     import re
 
     if not path.exists():
         return
     text = path.read_text()
-    names = re.findall(r"^@captures_native_log\ndef (\w+)\(", text, flags=re.M)
-    if not names:
+    tail = []
+    for dec in decorators:
+        pat = rf"^@{re.escape(dec)}\n(def (\w+)\()"
+        names = [m.group(2) for m in re.finditer(pat, text, flags=re.M)]
+        text = re.sub(pat, r"\1", text, flags=re.M)
+        tail += [f"{n} = {dec}({n})\n" for n in names]
+    if not tail:
         return
-    text = re.sub(r"^@captures_native_log\n(def \w+\()", r"\1", text, flags=re.M)
     text += "\n\n# tools/mutate.py: the decorator, applied after definition so mutmut mutates the function\n"
-    text += "".join(f"{n} = captures_native_log({n})\n" for n in names)
+    text += "".join(tail)
     path.write_text(text)
 
 
@@ -769,6 +799,17 @@ EXPLAINED.update({
     _S + "x_activation_channel_max__mutmut_46": "equivalent: numpy reads any negative reshape size as 'infer'",
     **{_S + f"x_smooth_groups__mutmut_{i}": "equivalent: w is an input of the node n being looked at, so uses[w] >= 1 "
        "always exists and the .get default is never used" for i in (36, 38, 39)},
+})
+
+# mut-measure (mapping, roofline, native-log, cupti)
+_NL, _RF = "workbench.measure.native_log.", "workbench.measure.roofline."
+_NAN = "equivalent: float('NAN') is float('nan')"
+EXPLAINED.update({
+    _NL + "x_capture_native_output__mutmut_32": "equivalent: Python's codec lookup normalizes 'UTF-8' to 'utf-8'",
+    _NL + "x_summarize__mutmut_3": "equivalent: prev only feeds the warning-echo regex '^\\S.*:\\d+: \\w*Warning: ', "
+                                   "which matches neither '' nor 'XXXX'",
+    **{_RF + f"x_roofline_row__mutmut_{i}": _NAN for i in (16, 27, 35, 44, 51, 58, 72, 98)},
+    _RF + "xǁDevicePeaksǁridge_point__mutmut_17": _NAN,
 })
 
 # mut-review (session 27): outputs, layerwise-match
