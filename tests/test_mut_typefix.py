@@ -194,8 +194,10 @@ def test_op_without_a_bf16_signature_falls_back_to_fp32(op):
     cond = nh.from_array(np.array([[True, False, True]] * 2), "cond")
     ins = ["cond", "r", "r"] if op == "Where" else ["r"]
     nodes = [h.make_node("Relu", ["x"], ["r"], name="relu"), h.make_node(op, ins, ["s"], name="op"),
-             h.make_node("Neg", ["s"], ["y"], name="neg")]
-    m = _model(nodes, [_vi("x", BF16)], [_vi("y", BF16)], [cond], opset=13)
+             h.make_node("Neg", ["s"], ["y"], name="neg"),
+             h.make_node("Add", ["i", "i"], ["i2"], name="int_add")]  # no float input: nothing to fall back from
+    m = _model(nodes, [_vi("x", BF16), h.make_tensor_value_info("i", T.INT64, [2])],
+               [_vi("y", BF16), h.make_tensor_value_info("i2", T.INT64, [2])], [cond], opset=13)
     fallback: list[str] = []
     added = repair_float_types(m, set(), low=BF16, fallback=fallback)
     assert fallback == ["op"]
