@@ -194,3 +194,10 @@ def test_onnx_rejection_inside_a_recipe_is_a_model_load_error(how):
             make_variant(_model(), "chk8")
     finally:
         unregister_precision("chk8")
+
+
+def test_progress_flag_reaches_the_calibration_bar(capsys):
+    make_variant(_model(), "int8", calib=CALIB)
+    assert "calibrating tiny (minmax)" in capsys.readouterr().err  # progress=True is the default
+    make_variant(_model(), "int8", calib=CALIB, progress=False)
+    assert "calibrating" not in capsys.readouterr().err
