@@ -201,3 +201,12 @@ def test_progress_flag_reaches_the_calibration_bar(capsys):
     assert "calibrating tiny (minmax)" in capsys.readouterr().err  # progress=True is the default
     make_variant(_model(), "int8", calib=CALIB, progress=False)
     assert "calibrating" not in capsys.readouterr().err
+
+
+def test_a_non_string_keep_entry_names_the_argument():
+    with pytest.raises(UsageError, match=r"^keep_nodes takes a list of names \(strings\), got \[1\]"):
+        make_variant(_model(), "fp16", keep_nodes=[1])
+    with pytest.raises(UsageError, match=r"^keep_op_types takes a list of names \(strings\), got \[2\]"):
+        make_variant(_model(), "fp16", keep_op_types=[2])
+    with pytest.raises(UsageError, match=r"^keep_nodes takes a list of names, not int"):
+        make_variant(_model(), "fp16", keep_nodes=5)

@@ -785,7 +785,7 @@ EXPLAINED.update({
 })
 
 # mut-precision (typefix, validity, smooth, precision-registry)
-_S = "workbench.precision.smooth."
+_S, _V = "workbench.precision.smooth.", "workbench.precision.validity."
 _CPU_ONLY = ("not killed here: on a CPU-only onnxruntime the session runs on the CPU provider whether the list names "
              "it, is left out, or holds an unknown name (ORT warns and falls back)")
 EXPLAINED.update({
@@ -799,6 +799,17 @@ EXPLAINED.update({
     _S + "x_activation_channel_max__mutmut_46": "equivalent: numpy reads any negative reshape size as 'infer'",
     **{_S + f"x_smooth_groups__mutmut_{i}": "equivalent: w is an input of the node n being looked at, so uses[w] >= 1 "
        "always exists and the .get default is never used" for i in (36, 38, 39)},
+    **{_V + f"x_strict_problems__mutmut_{i}": "equivalent: check_model(full_check=True) already runs strict inference "
+       "with check_type=True, so a type clash fails the checker first, and the second run's message is only added "
+       "when it differs; data propagation adds shape values, not types" for i in (14, 17)},
+    **{_V + f"x_shape_compute_nodes__mutmut_{i}": "equivalent: None is falsy like False where outs_shape_only / "
+       "shape_only[...] are read (if, all())" for i in (29, 38, 65, 67, 71)},
+    **{_V + f"x_shape_compute_nodes__mutmut_{i}": "equivalent: `if not uses` treats None like []" for i in (34, 36)},
+    **{_V + f"x_shape_compute_nodes__mutmut_{i}": "equivalent in valid ONNX: Cast's 'to' attribute is required, and "
+       "the defaults 0 / None / 1 (FLOAT) are not integer types either" for i in (53, 55, 59)},
+    _V + "x_shape_compute_nodes__mutmut_68": "equivalent on topologically sorted graphs (convert_fp16 sorts first): "
+                                             "in reverse order every consumer's outputs are already in shape_only, so "
+                                             "the .get default is never read",
 })
 
 # mut-measure (mapping, roofline, native-log, cupti)
