@@ -210,3 +210,13 @@ def test_a_non_string_keep_entry_names_the_argument():
         make_variant(_model(), "fp16", keep_op_types=[2])
     with pytest.raises(UsageError, match=r"^keep_nodes takes a list of names, not int"):
         make_variant(_model(), "fp16", keep_nodes=5)
+
+
+def test_unchanged_variant_of_an_edited_model_names_the_edited_model_as_its_source():
+    import workbench.edit as E
+
+    src = wb.load(_model())
+    edited = E.cleanup(src)  # a derived model: its parent is the loaded one
+    assert edited.parent_hash == src.hash and edited.hash != src.hash
+    v = make_variant(edited, "fp32")
+    assert v.source_hash == edited.hash
