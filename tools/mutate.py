@@ -786,6 +786,7 @@ EXPLAINED.update({
 
 # mut-precision (typefix, validity, smooth, precision-registry)
 _S, _V = "workbench.precision.smooth.", "workbench.precision.validity."
+_TF, _R = "workbench.precision.typefix.", "workbench.precision."
 _CPU_ONLY = ("not killed here: on a CPU-only onnxruntime the session runs on the CPU provider whether the list names "
              "it, is left out, or holds an unknown name (ORT warns and falls back)")
 EXPLAINED.update({
@@ -810,6 +811,38 @@ EXPLAINED.update({
     _V + "x_shape_compute_nodes__mutmut_68": "equivalent on topologically sorted graphs (convert_fp16 sorts first): "
                                              "in reverse order every consumer's outputs are already in shape_only, so "
                                              "the .get default is never read",
+    **{_TF + f"x__schema__mutmut_{i}": "equivalent for checker-valid models: every node's domain must be in "
+       "opset_import (the checker refuses 'No opset import for domain'), so the .get default is never used"
+       for i in (8, 10, 13)},
+    _TF + "x__schema__mutmut_11": "not killed: differs only for an op of a non-default domain whose schema at the "
+                                  "default domain's opset version has other float type constraints than at its own "
+                                  "domain's version; no test graph has one",
+    _TF + "x_repair_float_types__mutmut_108": "equivalent: onnx's infer_node_outputs itself raises KeyError for an "
+                                              "input without a type, so without the filter the same KeyError comes "
+                                              "one step earlier inside the same try (no inferred types either way)",
+    _TF + "x_repair_float_types__mutmut_139": "equivalent: a tensor's type starts as its value_info's own and is only "
+                                              "replaced by types with a nonzero element type, so when it is 0 it "
+                                              "equals the value_info's own (0) and the 'or' branch is False",
+    _TF + "x_drop_round_trip_casts__mutmut_18": "equivalent: no ONNX op but Cast has an attribute named 'to'",
+    _TF + "x_drop_round_trip_casts__mutmut_21": "equivalent in valid ONNX: Cast's 'to' attribute is required",
+    _TF + "x_drop_round_trip_casts__mutmut_40": "equivalent: the count of removed second Casts never equals None, nor "
+                                                "k + 1 (it is at most the k main-graph readers), so a tensor a body "
+                                                "reads keeps its first Cast both ways",
+    _TF + "x_drop_round_trip_casts__mutmut_46": "equivalent: the count is only compared for u, which its removed Cast "
+                                                "b reads in the main graph, so the .get default is never used for it",
+    _TF + "x_drop_round_trip_casts__mutmut_47": "equivalent: k + 2 exceeds the removed count (<= k) like k + 1, so a "
+                                                "tensor a body reads keeps its first Cast both ways",
+    **{_TF + f"x_drop_round_trip_casts__mutmut_{i}": "equivalent: u is read by the removed Cast b, so n_consumers "
+       "always holds it and the .get default is never used" for i in (118, 120, 121)},
+    **{_R + f"xǁ_Unchangedǁ__init____mutmut_{i}": "not killable under mutmut: the fp32/tf32 entries are built once when "
+       "workbench.precision is imported, before mutmut activates a mutant (its fork server imports the package "
+       "first); test_builtin_facts checks them" for i in (1, 2)},
+    **{_R + f"xǁ_Unchangedǁapply__mutmut_{i}": "equivalent: Variant.__post_init__ names an unnamed variant "
+       "f'{model.name}-{precision}', which is variant_name(model, precision, False)" for i in (18, 24)},
+    _R + "xǁ_Unchangedǁapply__mutmut_32": "equivalent: variant_name adds '-mixed' only for a truthy flag; None is "
+                                          "falsy like False",
+    _R + "x_make_variant__mutmut_3": "equivalent: the method is lowercased (str(...).lower()) before it is checked "
+                                     "or used",
 })
 
 # mut-measure (mapping, roofline, native-log, cupti)
