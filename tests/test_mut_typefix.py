@@ -628,3 +628,12 @@ def test_a_cast_to_fp32_that_is_not_a_round_trip_does_not_stop_the_search():
                value_info=[_vi("t", F32)])
     assert drop_round_trip_casts(m) == ["up", "down"]
     assert strict_problems(m) == []
+
+
+def test_outputs_left_out_of_declared_outputs_keep_the_graph_declared_type():
+    nodes = [h.make_node("Relu", ["x"], ["y"], name="relu16"), h.make_node("Neg", ["y"], ["z"], name="neg16")]
+    m = _model(nodes, [_vi("x", F16)], [_vi("y", F32), _vi("z", F32)])
+    # z is not in declared_outputs: it keeps the type the graph declares for it (fp32), so both get a cast back
+    assert repair_float_types(m, set(), declared_outputs={"y": F32}) == ["y__wb_output_cast", "z__wb_output_cast"]
+    assert [o.type.tensor_type.elem_type for o in m.graph.output] == [F32, F32]
+    assert strict_problems(m) == []

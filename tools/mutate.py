@@ -823,6 +823,10 @@ EXPLAINED.update({
     _TF + "x_repair_float_types__mutmut_139": "equivalent: a tensor's type starts as its value_info's own and is only "
                                               "replaced by types with a nonzero element type, so when it is 0 it "
                                               "equals the value_info's own (0) and the 'or' branch is False",
+    _TF + "x__elem__mutmut_2": "equivalent: reading tensor_type of a TypeProto that holds another kind of type gives "
+                               "the default message (elem_type 0) without setting it",
+    **{_TF + f"x__toposort__mutmut_{i}": "not killed: recursing also sorts the nodes inside If/Loop bodies, which the "
+       "converter leaves sorted (a stable sort keeps a sorted body's order)" for i in (6, 8, 9)},
     _TF + "x_drop_round_trip_casts__mutmut_18": "equivalent: no ONNX op but Cast has an attribute named 'to'",
     _TF + "x_drop_round_trip_casts__mutmut_21": "equivalent in valid ONNX: Cast's 'to' attribute is required",
     _TF + "x_drop_round_trip_casts__mutmut_40": "equivalent: the count of removed second Casts never equals None, nor "
