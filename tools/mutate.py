@@ -668,6 +668,22 @@ EXPLAINED.update({
        for i in (28, 34)},
     _LY + "x_profile_layers_ort__mutmut_32": "not killed: CUDA-provider branch; the warm-up count only changes "
                                              "untimed runs, which the CUPTI table does not record",
+    _LY + "x_ort_layer_rows__mutmut_14": "equivalent: when t is None, ix.producer.get(None) is None too (no tensor is "
+                                         "named None)",
+    _LY + "x_ort_layer_rows__mutmut_36": "equivalent in ORT's graphs: past its core Conv the walk takes only plumbing "
+                                         "(DequantizeLinear/Cast) that no kernel is named after, and a plumbing node "
+                                         "whose original output an NCHWc conv reads runs as its own kernel (an anchor, "
+                                         "skipped with or without the stop tensors)",
+    **{_LY + f"x_ort_layer_rows__mutmut_{i}": "not killed: sorting only matters when the kernel's own node is added to "
+       "a non-empty list that lacks it, but the walk either starts at or passes through own (an anchor equal to own is "
+       "walked through) or finds nothing (a subgraph node, absent from the optimized main graph): needs a kernel named "
+       "after a node that does not depend on a graph input yet writing a later node's output" for i in (95, 97, 100)},
+    **{_LY + f"x_ort_layer_rows__mutmut_{i}": "equivalent: for an empty node list this label (and onnx_node) is always "
+       "replaced by _neighbour's result two lines below, and _neighbour reads only the node lists in mapped"
+       for i in (102, 104, 105, 126)},
+    **{_LY + f"x_ort_layer_rows__mutmut_{i}": "equivalent: an NCHWc kernel's own node is the producer of its tensor, "
+       "the walk's only start, which ort_fused_nodes admits as a start anyway (differs only for a model node itself "
+       "named '<tensor>_nchwc')" for i in (46, 52)},
     **{_LY + f"x_profile_layers_ort__mutmut_{i}": "not killed: CPU-provider rows of a CUDA session get the same "
        "'host' basis; needs a CUDA-session table with a CPU-provider row, which the GPU test's model (all nodes "
        f"on CUDA) lacks ({_CUDA_T} asserts the rule per row)" for i in (142, 149, 150)},
