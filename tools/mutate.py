@@ -606,6 +606,20 @@ EXPLAINED.update({
     "workbench.precision.quantize.x__nan_reason__mutmut_13": "equivalent: astype(None) is float64",
     "workbench.precision.quantize.x__nan_reason__mutmut_33": "equivalent: numpy reads any negative reshape size as "
                                                              "'infer'",
+    **{f"workbench.precision.quantize.x_resolve_target__mutmut_{i}": "equivalent: an absent 'target' gives None "
+       "instead of 'auto', and the `or \"auto\"` right after turns None into 'auto'" for i in (8, 10)},
+    **{f"workbench.precision.quantize.x_flatten_gemm_bias__mutmut_{i}": "equivalent: numpy reads any negative "
+       "reshape size as 'infer'" for i in (39, 80)},
+    "workbench.precision.quantize.x_flatten_gemm_bias__mutmut_79": "equivalent: this branch holds a single-value "
+                                                                   "bias, and reshape(1) of one element is reshape(-1)",
+    "workbench.precision.quantize.x_flatten_gemm_bias__mutmut_56": "equivalent: a missing transB defaults to None "
+                                                                   "instead of 0; both are false in the `if trans_b`",
+    **{f"workbench.precision.quantize.x_flatten_gemm_bias__mutmut_{i}": "equivalent: `uses` counts every node input "
+       "and this Gemm reads c.name, so the .get default is never used" for i in (83, 85, 86)},
+    "workbench.precision.quantize.x_flatten_gemm_bias__mutmut_44": "not killed: differs only for a Gemm whose C has "
+                                                                   "3 dims of 1, which ONNX forbids (C broadcasts "
+                                                                   "unidirectionally to (M, N)) and ONNX Runtime "
+                                                                   "refuses to run ('Invalid bias shape for broadcast')",
     "workbench.precision.base.x_name_unnamed_nodes__mutmut_11": "not killed: generated names carry the node index, "
                                                                  "so two can only collide through a custom op type "
                                                                  "spelled like another node's generated name",
