@@ -467,9 +467,7 @@ EXPLAINED.update({
                                                                                "case-insensitively",
 })
 EXPLAINED.update({
-    _LW + "x_layerwise_tidy__mutmut_19": "equivalent: pandas melt's default value_name is 'value'",
-    **{_LW + f"x_layerwise_tidy__mutmut_{i}": "equivalent: 'passed' is never a column of a layerwise frame, so the "
-       "filter keeps the same metrics" for i in (3, 5, 6)},
+    _LW + "x_layerwise_tidy__mutmut_18": "equivalent: pandas melt's default value_name is 'value'",
     **{_LW + f"x__subgraph_refs__mutmut_{i}": "equivalent in standard ONNX: no standard op has a GRAPHS (list) "
        "attribute, and a non-graph attribute's a.g is an empty graph, which is skipped" for i in (4, 8)},
 })
@@ -692,6 +690,23 @@ EXPLAINED.update({
     _O + "xǁComparisonǁto_json__mutmut_74": "equivalent: pandas reads orient case-insensitively",
     **{_O + f"xǁComparisonǁto_json__mutmut_{i}": "equivalent: the 'unmatched'/'skipped' entries this lets into info "
        "are overwritten by the explicit 'unmatched'/'skipped' keys written after **info" for i in (79, 80, 81, 82)},
+})
+
+_LWM = "workbench.compare.layerwise."
+EXPLAINED.update({
+    **{_LWM + f"x__fmt_shape__mutmut_{i}": "equivalent: _fmt_shape is only called for a shape conflict, which "
+       "_shapes_conflict reports only when both shapes are known (not None)" for i in (2, 15)},
+    _LWM + "x_cut_model__mutmut_33": "equivalent: an empty optional input '' (or a name already needed) added to "
+                                     "need again has no producer, initializer, input or value_info of that name",
+    _LWM + "x_match_tensors__mutmut_163": "equivalent: match_tensor looks the name up only in `available`, the "
+                                          "empty set here (the node-output rule reads the producer instead)",
+    _LWM + "x_match_tensors__mutmut_199": "equivalent: ok is only read by `if not ok`; None is falsy as False",
+    _LWM + "x_match_tensors__mutmut_236": "equivalent: claimed_by is read only by taken(), in phase 1 (names), "
+                                          "which has finished before phase 2 (structure) writes it",
+    _LWM + "x_match_tensors__mutmut_240": "equivalent: this elif is reached only when len(found) != 1, where >= 1 "
+                                          "and > 1 agree",
+    **{_LWM + f"x_match_tensors__mutmut_{i}": "equivalent: every candidate left unpaired got a reason in phase 2 "
+       "(each of its branches sets one), so the 'no match' default is never used" for i in (312, 314, 315, 316)},
 })
 
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
