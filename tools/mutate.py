@@ -59,7 +59,18 @@ class Target:
     tests: list[str]                # the test files selected for it (fast ones only)
     functions: list[str] = field(default_factory=list)  # mangled-name globs; empty = every function
     note: str = ""
+    undecorate: tuple[str, ...] = ()  # more decorators applied after definition in the scratch copy (_undecorate)
 
+
+#: slow (2-40 s) or real-model tests left out of the precision/ targets' selections
+_SLOW_RECIPE_TESTS = ["--deselect", "tests/test_recipe_validity.py::test_minilm_transformer_int8_keeps_cosine",
+                      "--deselect", "tests/test_recipe_validity.py::test_real_models_float_recipes_valid[fp16-ppocr",
+                      "--deselect", "tests/test_precision.py::test_fp16_light_resnet50_initializer_inputs",
+                      "--deselect", "tests/test_precision.py::test_int8_calibration_method_changes_scales",
+                      "--deselect", "tests/test_precision.py::test_int8_light_squeezenet_synthetic",
+                      "--deselect", "tests/test_recipe_validity.py::test_real_models_float_recipes_valid[bf16-ppocr",
+                      "--deselect", "tests/test_recipe_validity.py::test_toposort_20000_node_chain_no_recursion_limit",
+                      "--deselect", "tests/test_recipe_validity.py::test_fold_cleanup_large_reversed_chain_valid"]
 
 #: target name -> what is mutated and which tests judge it. Order = priority (the issue's planted bugs first).
 PLAN: dict[str, Target] = {
@@ -162,6 +173,49 @@ PLAN: dict[str, Target] = {
                         "*.x__check_meta*", "*.x__check_array*", "*.x_first_batch_rows*", "*.x_as_feed_batches*",
                         "*.x_resolve_data*"],
                        "the .npz reader: NpzDataset, Batches, array checks, as_feed_batches, resolve_data"),
+    # mut-precision (session 27): the precision/ modules without a target yet
+    "typefix": Target("workbench/precision/typefix.py",
+                      ["tests/test_mut_typefix.py", "tests/test_recipe_validity.py", "tests/test_precision.py",
+                       "tests/test_fp16_safety.py", *_SLOW_RECIPE_TESTS],
+                      note="float type repair after the fp16/bf16 conversion, round-trip Cast removal; tests: not "
+                           "the real-model int8/MiniLM/ppocr runs"),
+    "validity": Target("workbench/precision/validity.py",
+                       ["tests/test_mut_validity.py", "tests/test_recipe_validity.py", "tests/test_precision.py",
+                        *_SLOW_RECIPE_TESTS],
+                       note="strict checks, checker message -> node, If/Loop hiding, shape math, repair loop; tests: "
+                            "not the real-model int8/MiniLM/ppocr runs"),
+    "smooth": Target("workbench/precision/smooth.py",
+                     ["tests/test_mut_smooth.py",
+                      "tests/test_recipe_validity.py::test_transformer_int8_builds_strongly_typed_with_tensorrt_rtx"],
+                     note="SmoothQuant for the transformer int8 recipe"),
+    "precision-registry": Target("workbench/precision/__init__.py",
+                                 ["tests/test_mut_registry.py", "tests/test_precision.py", "tests/test_mut_precision.py",
+                                  "tests/test_extending.py::test_add_a_precision", *_SLOW_RECIPE_TESTS],
+                                 note="the built-in precision entries, list_recipes, make_variant's checks"),
+    "mapping": Target("workbench/measure/mapping.py",
+                      ["tests/test_layers.py", "tests/test_mut_layers.py", "tests/test_mut_mapping.py"],
+                      note="layer -> ONNX node rules: names, subgraphs, plumbing, ORT fusions/NCHWc, TensorRT names"),
+    "roofline": Target("workbench/measure/roofline.py",
+                       ["tests/test_mut_roofline.py", "tests/test_protocol.py::test_precision_facts_derive_every_list"],
+                       ["*ǁDevicePeaksǁ*", *[f"*.x_{f}__mutmut_*" for f in (
+                           "_matmul_model", "roofline_dtype", "__getattr__", "roofline_row", "layer_intensity")]],
+                       "all but measure_matmul_tflops/_time_matmul/measure_copy_gbps/measure_peaks, which time a "
+                       "CUDA device (tests/test_gpu_ort.py -m gpu)"),
+    "native-log": Target("workbench/measure/native_log.py",
+                         ["tests/test_mut_native_log.py", "tests/test_gpu_cupti.py::test_native_log_capture_and_summary"],
+                         undecorate=("contextlib.contextmanager",)),
+    "cupti": Target("workbench/measure/cupti.py",
+                    ["tests/test_gpu_cupti.py", "tests/test_mut_cupti.py",
+                     "tests/test_json_policy.py::test_cupti_tables_keep_what_coverage_needs_through_concat"],
+                    [f"*.x_{f}__mutmut_*" for f in (
+                        "_record_to_dict", "clock_marker", "launch_times", "launch_array", "_runs", "_nodes", "align",
+                        "refine_offset", "_union_ns", "attribute", "_label", "gpu_timeline", "_kernel_text",
+                        "attribution_stats", "cpu_nodes", "layer_rows", "cupti_frame", "trt_cross_check",
+                        "save_recording", "load_recording", "attribute_recording")] + ["*ǁ_Collectorǁensure*"],
+                    "the pure logic (alignment, attribution, timeline, rows, recordings; tests on the H200 "
+                    "recordings in tests/data); not cupti_unavailable/ActivityTrace/_device_synchronize/"
+                    "profile_layers_ort_cupti/_iobinding, which need cupti-python and a GPU "
+                    "(tests/test_gpu_cupti.py -m gpu)"),
 }
 
 #: The fixed sample (`make mutate-sample`): the functions behind the issue's planted bugs.
@@ -220,7 +274,7 @@ def copy_repo(work: Path) -> None:
 def _sync(t: Target, work: Path) -> None:
     """Copy the repository's current files into ``work`` (keeping mutmut's ``mutants/`` results)."""
     copy_repo(work)
-    _undecorate(work / t.module)
+    _undecorate(work / t.module, ("captures_native_log", *t.undecorate))
     with open(work / "pyproject.toml", "a") as f:  # the scratch copy's config only
         f.write(_config(t))
     for test in t.tests:  # a selected test file not written yet: an empty stand-in in the scratch copy, so that
@@ -231,22 +285,27 @@ def _sync(t: Target, work: Path) -> None:
             path.write_text("")
 
 
-def _undecorate(path: Path) -> None:
+def _undecorate(path: Path, decorators: tuple[str, ...] = ("captures_native_log",)) -> None:
     """mutmut 3 never mutates a decorated function. The entry points wrapped in ``@captures_native_log``
     (measure_latency, layerwise, build_variants, ...) are therefore rewritten, in the scratch copy only, as
     ``def f(...)`` plus ``f = captures_native_log(f)`` at the end of the module: the same wrapper at import
-    time, and mutmut sees the function."""
+    time, and mutmut sees the function. A target can name more module-level decorators (``Target.undecorate``,
+    e.g. ``contextlib.contextmanager``); mutmut's trampolines pass generators through."""
     import re
 
     if not path.exists():
         return
     text = path.read_text()
-    names = re.findall(r"^@captures_native_log\ndef (\w+)\(", text, flags=re.M)
-    if not names:
+    tail = []
+    for dec in decorators:
+        pat = rf"^@{re.escape(dec)}\n(def (\w+)\()"
+        names = [m.group(2) for m in re.finditer(pat, text, flags=re.M)]
+        text = re.sub(pat, r"\1", text, flags=re.M)
+        tail += [f"{n} = {dec}({n})\n" for n in names]
+    if not tail:
         return
-    text = re.sub(r"^@captures_native_log\n(def \w+\()", r"\1", text, flags=re.M)
     text += "\n\n# tools/mutate.py: the decorator, applied after definition so mutmut mutates the function\n"
-    text += "".join(f"{n} = captures_native_log({n})\n" for n in names)
+    text += "".join(tail)
     path.write_text(text)
 
 
@@ -409,8 +468,6 @@ EXPLAINED.update({
                         ("check_output_path", (1, 2, 7, 8, 9)), ("path_for_runtime", (5,))) for i in nums},
     "workbench.data.x_resolve_shapes__mutmut_13": "equivalent: the batch axes are only read when batch is given",
     "workbench.data.x_static_batch__mutmut_12": "equivalent: min() of a one-element set is that element",
-    "workbench.data.x_static_batch__mutmut_16": "not killed: needs two inputs whose fixed batch dims disagree; "
-                                                "the shape doctor gave such a model only one batch axis",
     "workbench.data.xǁShapeMapǁparse__mutmut_4": "equivalent: '' then parses to an empty ShapeMap anyway",
     "workbench.model.xǁModelǁcheck_structure__mutmut_9": "equivalent: strict_mode=False is onnx's default",
     "workbench.model.xǁModelǁsave__mutmut_28": "not killed: the >= vs > boundary at exactly 2 GiB of protobuf needs a "
@@ -463,17 +520,13 @@ EXPLAINED.update({
        for i in (69, 74, 83, 90)},
     **{_S + f"{i}": "equivalent: the fp32 build on ONNX Runtime draws no bar (no recipe, no calibration), so its "
        "progress flag shows nothing either way" for i in (70, 75)},
-    "workbench.compare.sensitivity.x__backend_name__mutmut_1": "not killed: _backend_name is called nowhere (dead "
-                                                               "code)",
     "workbench.compare.sensitivity.x_lowered_nodes__mutmut_22": "not killed: needs a variant on which ONNX shape "
                                                                 "inference raises",
     "workbench.compare.sensitivity.xǁMixedPrecisionResultǁto_json__mutmut_35": "equivalent: pandas reads orient "
                                                                                "case-insensitively",
 })
 EXPLAINED.update({
-    _LW + "x_layerwise_tidy__mutmut_19": "equivalent: pandas melt's default value_name is 'value'",
-    **{_LW + f"x_layerwise_tidy__mutmut_{i}": "equivalent: 'passed' is never a column of a layerwise frame, so the "
-       "filter keeps the same metrics" for i in (3, 5, 6)},
+    _LW + "x_layerwise_tidy__mutmut_18": "equivalent: pandas melt's default value_name is 'value'",
     **{_LW + f"x__subgraph_refs__mutmut_{i}": "equivalent in standard ONNX: no standard op has a GRAPHS (list) "
        "attribute, and a non-graph attribute's a.g is an empty graph, which is skipped" for i in (4, 8)},
 })
@@ -585,9 +638,6 @@ EXPLAINED.update({
        "iloc[1] is iloc[0]'s value" for fn, i in (("summary", 14), ("summary", 17), ("verdict", 45), ("verdicts", 7))},
     **{f"workbench.compare.outputs.xǁComparisonǁ{fn}__mutmut_{i}": "equivalent: astype(None) is float64, as float"
        for fn, i in (("summary", 64), ("summary", 72), ("summary", 80), ("verdict", 47), ("verdict", 52))},
-    "workbench.compare.outputs.xǁComparisonǁverdict__mutmut_10": "not killed: compare_engines writes a top1 row for "
-                                                                 "every variant whenever label_output is set, so "
-                                                                 "'and' and 'or' only differ on hand-made frames",
     "workbench.compare.outputs.xǁComparisonǁto_json__mutmut_19": "equivalent: groupby(sort=None) does not sort, as "
                                                                  "sort=False",
     **{f"workbench.compare.outputs.x_compare_engines__mutmut_{i}": "equivalent: argmax of float32 scores equals "
@@ -642,6 +692,58 @@ EXPLAINED.update({
                                                                 "which differs from recipe.precision and is refused too",
 })
 
+# mut-layers (layers: the ORT profiling path, session 27)
+_CUDA_T = "tests/test_mut_layers.py::test_cuda_session_timing_choices"
+_CUDA = ("not killed here: ORT CUDA-provider branch (engine.on_cuda is False on this CPU-only onnxruntime); "
+         f"{_CUDA_T} checks it on a GPU (written, not run: no GPU in this session)")
+EXPLAINED.update({
+    **{_LY + f"x__ort_session__mutmut_{i}": "equivalent: every OrtEngine carries its BuildRecord (OnnxRuntimeBackend"
+       ".build sets it), so the record-is-None fallback never runs" for i in (3, 16)},
+    **{_LY + f"x__ort_session__mutmut_{i}": "equivalent: record.options is BuildOptions.to_json(), which always holds "
+       "'threads', so the .get default is never used" for i in (7, 9, 13)},
+    **{_LY + f"x__ort_session__mutmut_{i}": "equivalent: OnnxRuntimeBackend.session_options never reads "
+       "BuildOptions.progress" for i in (20, 22, 23)},
+    **{_LY + f"x__ort_session__mutmut_{i}": "equivalent: the trace's file name inside the temp folder; it is found "
+       "through the path end_profiling() returns and deleted with the folder" for i in (29, 30)},
+    **{_LY + f"x__ort_session__mutmut_{i}": "not killed here: a CPU-only onnxruntime runs a session without a "
+       "providers list on its CPU provider, and the CPU backend's providers_for ignores the variant; on a GPU "
+       f"onnxruntime-gpu refuses a session without providers and providers_for reads variant.tf32 ({_CUDA_T})"
+       for i in (36, 37, 44, 48)},
+    **{_LY + f"x__optimized_nodes__mutmut_{i}": "equivalent: ORT writes optimized.onnx with its initializers inline "
+       "(no session.optimized_model_external_initializers_file_name is set), so there is no external data to load "
+       "or skip; only node names/inputs/outputs are read" for i in (4, 6, 8)},
+    **{_LY + f"x__frame__mutmut_{i}": "equivalent: only an empty frame takes this branch, and an empty time_ms sums to "
+       "0.0 / divides to an empty share column" for i in (9, 13)},
+    _LY + "x__frame__mutmut_36": "equivalent: numpy's sort kind is case-insensitive ('STABLE')",
+    **{_LY + f"x_parse_ort_trace__mutmut_{i}": "equivalent: an event without a name is no kernel either way ('None' "
+       "and 'XXXX' do not end with '_kernel_time')" for i in (45, 47, 50)},
+    _LY + "x__neighbour__mutmut_24": "equivalent: the optimized graph is acyclic, so without marking visited nodes "
+                                     "the breadth-first walk only revisits diamond nodes and meets the same first "
+                                     "mapped consumer at the same depth",
+    **{_LY + f"x_{fn}__mutmut_{i}": "not killed: the default warm-up count (3 -> 4) only changes untimed runs, which "
+       "the trace skips; nothing in the table counts them" for fn, i in (("profile_layers", 2), ("profile_layers_ort", 2))},
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": "equivalent: the temp folder's name prefix; the folder is deleted "
+       "after the run" for i in (47, 48, 49)},
+    _LY + "x_profile_layers_ort__mutmut_74": "equivalent: tqdm's default unit is 'it'",
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": "equivalent: the trace was read from this path just before, so it "
+       "exists and missing_ok does not matter (a failed read raises FileNotFoundError either way)" for i in (93, 94)},
+    _LY + "x_profile_layers_ort__mutmut_16": "equivalent: cupti_reason is only read by 'if cupti_reason:' and is "
+                                             "re-assigned on the CUDA branch; '' and None are both falsy",
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA for i in (14, 15, 18, 19, 20, 22, 121, 129, 131, 132, 143, 148)},
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + "; on a GPU where cupti-python works (the CUPTI call's "
+       "arguments)" for i in (23, 24, 25, 26, 27, 29, 30, 31, 33)},
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + "; on a GPU without cupti-python (the fallback and its "
+       "reason)" for i in (21, 35, 36, 37, 181, 182, 183)},
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": "not killed: CUDA-provider branch, and there the NCHWc layout "
+       "transformer only rewrites CPU-provider nodes, which a CUPTI table does not record (no layout column)"
+       for i in (28, 34)},
+    _LY + "x_profile_layers_ort__mutmut_32": "not killed: CUDA-provider branch; the warm-up count only changes "
+                                             "untimed runs, which the CUPTI table does not record",
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": "not killed: CPU-provider rows of a CUDA session get the same "
+       "'host' basis; needs a CUDA-session table with a CPU-provider row, which the GPU test's model (all nodes "
+       f"on CUDA) lacks ({_CUDA_T} asserts the rule per row)" for i in (142, 149, 150)},
+})
+
 # mut-calib (calibration)
 _C = "workbench.precision.calibration."
 _RANK = ("equivalent: validated feeds have each input's declared rank and a batch axis outside the rank is refused "
@@ -692,6 +794,72 @@ EXPLAINED.update({
        "between the caller and prepare_calibration, so the warning's stacklevel cannot be observed" for i in (254, 255)},
     _C + "x__priority_session__mutmut_12": "not killed here: the mutant turns a given provider list into "
                                            "['CPUExecutionProvider'], which is what a CPU-only onnxruntime runs anyway",
+})
+
+# mut-precision (typefix, validity, smooth, precision-registry)
+_S = "workbench.precision.smooth."
+_CPU_ONLY = ("not killed here: on a CPU-only onnxruntime the session runs on the CPU provider whether the list names "
+             "it, is left out, or holds an unknown name (ORT warns and falls back)")
+EXPLAINED.update({
+    **{_S + f"x_activation_channel_max__mutmut_{i}": _CPU_ONLY for i in (14, 17, 18, 19, 20)},
+    **{_S + f"x_activation_channel_max__mutmut_{i}": "not killed: without the session options ORT optimizes the "
+       "graph, but every requested tensor is a graph output, which the optimizers keep with the same values (checked: "
+       "a fp32->fp16->fp32 Cast chain in front of a requested tensor is not removed); only log lines differ"
+       for i in (13, 16)},
+    _S + "x_activation_channel_max__mutmut_9": "not killed: log level 3 vs 4 only decides whether ONNX Runtime prints "
+                                               "its own error lines",
+    _S + "x_activation_channel_max__mutmut_46": "equivalent: numpy reads any negative reshape size as 'infer'",
+    **{_S + f"x_smooth_groups__mutmut_{i}": "equivalent: w is an input of the node n being looked at, so uses[w] >= 1 "
+       "always exists and the .get default is never used" for i in (36, 38, 39)},
+})
+
+# mut-measure (mapping, roofline, native-log, cupti)
+_NL, _RF = "workbench.measure.native_log.", "workbench.measure.roofline."
+_NAN = "equivalent: float('NAN') is float('nan')"
+EXPLAINED.update({
+    _NL + "x_capture_native_output__mutmut_32": "equivalent: Python's codec lookup normalizes 'UTF-8' to 'utf-8'",
+    _NL + "x_summarize__mutmut_3": "equivalent: prev only feeds the warning-echo regex '^\\S.*:\\d+: \\w*Warning: ', "
+                                   "which matches neither '' nor 'XXXX'",
+    **{_RF + f"x_roofline_row__mutmut_{i}": _NAN for i in (16, 27, 35, 44, 51, 58, 72, 98)},
+    _RF + "xǁDevicePeaksǁridge_point__mutmut_17": _NAN,
+})
+
+# mut-review (session 27): outputs, layerwise-match
+_O = "workbench.compare.outputs."
+EXPLAINED.update({
+    _O + "x_compare_outputs__mutmut_10": "equivalent: load() returns a Model it is given unchanged",
+    **{_O + f"x_compare_outputs__mutmut_{i}": "not killable under mutmut: its trampoline adds a stack frame between "
+       "the caller and compare_outputs, so the warning's stacklevel cannot be observed; "
+       "test_compare_outputs_warnings_point_at_the_caller checks it outside mutmut" for i in (49, 50, 61, 64)},
+    **{_O + f"x_compare_outputs__mutmut_{i}": "not killed here: the fp32 reference build on ONNX Runtime draws no bar "
+       "(no recipe, no calibration), so its progress flag shows nothing either way; a TensorRT reference build "
+       "(IProgressMonitor bar) needs TensorRT and a GPU" for i in (71, 76)},
+    _O + "x_compare_outputs__mutmut_78": "equivalent: precision names are case-insensitive (build_engine(m, 'FP32') "
+                                         "makes the same fp32 variant, precision 'fp32', name '<model>-fp32')",
+    **{_O + f"x_compare_outputs__mutmut_{i}": "not killed here: on ONNX Runtime a variant build only checks shapes "
+       "(the fp32 reference build of the same inputs checked them just before) and records them in the engine's "
+       "BuildRecord, which the Comparison does not carry; TensorRT optimization profiles need TensorRT"
+       for i in (84, 90)},
+    _O + "xǁComparisonǁto_json__mutmut_74": "equivalent: pandas reads orient case-insensitively",
+    **{_O + f"xǁComparisonǁto_json__mutmut_{i}": "equivalent: the 'unmatched'/'skipped' entries this lets into info "
+       "are overwritten by the explicit 'unmatched'/'skipped' keys written after **info" for i in (79, 80, 81, 82)},
+})
+
+_LWM = "workbench.compare.layerwise."
+EXPLAINED.update({
+    **{_LWM + f"x__fmt_shape__mutmut_{i}": "equivalent: _fmt_shape is only called for a shape conflict, which "
+       "_shapes_conflict reports only when both shapes are known (not None)" for i in (2, 15)},
+    _LWM + "x_cut_model__mutmut_33": "equivalent: an empty optional input '' (or a name already needed) added to "
+                                     "need again has no producer, initializer, input or value_info of that name",
+    _LWM + "x_match_tensors__mutmut_163": "equivalent: match_tensor looks the name up only in `available`, the "
+                                          "empty set here (the node-output rule reads the producer instead)",
+    _LWM + "x_match_tensors__mutmut_199": "equivalent: ok is only read by `if not ok`; None is falsy as False",
+    _LWM + "x_match_tensors__mutmut_236": "equivalent: claimed_by is read only by taken(), in phase 1 (names), "
+                                          "which has finished before phase 2 (structure) writes it",
+    _LWM + "x_match_tensors__mutmut_240": "equivalent: this elif is reached only when len(found) != 1, where >= 1 "
+                                          "and > 1 agree",
+    **{_LWM + f"x_match_tensors__mutmut_{i}": "equivalent: every candidate left unpaired got a reason in phase 2 "
+       "(each of its branches sets one), so the 'no match' default is never used" for i in (312, 314, 315, 316)},
 })
 
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
