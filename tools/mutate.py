@@ -160,6 +160,14 @@ PLAN: dict[str, Target] = {
                        + ["*ǁ_QuantRecipeǁ_settings*", "*ǁ_QuantRecipeǁ_method*", "*ǁFp8Recipeǁ_method*"],
                        "its own graph/target logic; not _ort_quantize/apply/_calibrate/_preprocess (each mutant "
                        "would run real ORT quantizations); tests: not the 11 s MiniLM int8 runs"),
+    "quantize-apply": Target("workbench/precision/quantize.py",
+                             ["tests/test_precision.py", "tests/test_mut_quantize.py", "tests/test_realmodels_int8.py",
+                              "--deselect", "tests/test_realmodels_int8.py::test_real_int8_valid"],
+                             ["*ǁ_QuantRecipeǁapply__mutmut_*", "*ǁFp8Recipeǁapply__mutmut_*", "*.x__preprocess__mutmut_*",
+                              "*.x__calibrate__mutmut_*"],
+                             "the recipe's entry (apply), pre-processing and calibration steps; each mutant runs real "
+                             "ORT quantizations (~5 s of tests); not _ort_quantize (674 mutants); tests: not the "
+                             "real-model corpus runs"),
     "calibration": Target("workbench/precision/calibration.py",
                           ["tests/test_calibration_memory.py", "tests/test_precision.py", "tests/test_mut_calibration.py",
                            "--deselect", "tests/test_calibration_memory.py::"
