@@ -618,3 +618,73 @@ def test_fp8_supported_without_onnxruntime_quantization(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)  # makes the import fail
     ok, why = fp8_supported()
     assert ok is False and why.startswith("onnxruntime.quantization unavailable: "), why
+
+
+# ---------------------------------------------------------------------------- pre-processing and calibration records
+def _conv_bn_model():
+    """Conv -> BatchNormalization -> Relu: ORT's graph optimizer (quant_pre_process) fuses the BN into the Conv."""
+    rng = np.random.default_rng(7)
+    f = lambda n, *s: numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n)  # noqa: E731
+    inits = [f("W", 4, 2, 3, 3), f("B", 4), f("sc", 4), f("bi", 4), f("mu", 4),
+             numpy_helper.from_array(rng.uniform(0.5, 1.5, 4).astype(np.float32), "var")]
+    nodes = [h.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             h.make_node("BatchNormalization", ["c", "sc", "bi", "mu", "var"], ["b"], name="bn"),
+             h.make_node("Relu", ["b"], ["y"], name="relu")]
+    g = h.make_graph(nodes, "g", [_vi("x", [1, 2, 6, 6])], [_vi("y", [1, 4, 6, 6])], initializer=inits)
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+
+
+def _calib_x(n=16, seed=8):
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.normal(size=(1, 2, 6, 6)).astype(np.float32)} for _ in range(n)]
+
+
+def test_preprocess_fuses_unless_a_kept_node_would_vanish_or_it_is_off():
+    from workbench.precision import make_variant
+
+    ops = lambda v: [n.op_type for n in v.model.proto.graph.node if n.op_type not in ("QuantizeLinear",  # noqa: E731
+                                                                                    "DequantizeLinear")]
+    fused = make_variant(_conv_bn_model(), "int8", calib=_calib_x(), progress=False, target="tensorrt")
+    assert fused.recipe["preprocess"] == {"applied": True, "skip_optimization": False}
+    assert "BatchNormalization" not in ops(fused)  # folded into the Conv by ORT's optimizer
+    kept = make_variant(_conv_bn_model(), "int8", calib=_calib_x(), progress=False, target="tensorrt",
+                        keep_nodes=["bn"])
+    assert kept.recipe["preprocess"] == {"applied": True, "skip_optimization": True,
+                                         "note": "ORT graph optimization renamed/fused keep_nodes ['bn']"}
+    assert "bn" in {n.name for n in kept.model.proto.graph.node} and "BatchNormalization" in ops(kept)
+    off = make_variant(_conv_bn_model(), "int8", calib=_calib_x(), progress=False, target="tensorrt",
+                       preprocess=False)
+    assert off.recipe["preprocess"] == {"applied": False, "reason": "disabled (preprocess=False)"}
+    assert "BatchNormalization" in ops(off)
+
+
+def test_preprocess_failing_twice_quantizes_the_model_as_given(monkeypatch):
+    """ONNX Runtime's pre-processing raising (a stand-in for its symbolic shape inference failing on an unusual
+    graph): both attempts are recorded as failed and the recipe quantizes the model unprocessed."""
+    import onnxruntime.quantization.shape_inference as si
+
+    from workbench.precision import make_variant
+
+    calls = []
+
+    def failing(src, dst, **kw):
+        calls.append(kw["skip_optimization"])
+        raise RuntimeError("symbolic shape inference failed")
+
+    monkeypatch.setattr(si, "quant_pre_process", failing)
+    v = make_variant(_conv_bn_model(), "int8", calib=_calib_x(), progress=False, target="tensorrt")
+    assert calls == [False, True]
+    assert v.recipe["preprocess"] == {"applied": False, "reason": "quant_pre_process({'skip_optimization': True}) "
+                                                                  "failed: RuntimeError: symbolic shape inference failed"}
+    assert "BatchNormalization" in [n.op_type for n in v.model.proto.graph.node] and v.recipe["dequantize_nodes"] > 0
+
+
+def test_calibration_record_counts_the_samples_it_ran():
+    from workbench.precision import make_variant
+
+    v = make_variant(_conv_bn_model(), "int8", calib=_calib_x(12), progress=False, target="tensorrt",
+                     calibration_method="percentile", min_samples=1)
+    c = v.recipe["calibration"]
+    assert c["method"] == "percentile" and c["num_samples"] == 12 and c["runs"]["samples"] == 12
+    assert c["calibrator_options"] == {"num_bins": 2048, "percentile": 99.999}
+    assert c["synthetic"] is False and c["seconds"] > 0
