@@ -158,8 +158,9 @@ PLAN: dict[str, Target] = {
                            "flatten_gemm_bias", "_failed_in", "scope_producers", "scope_changes", "subgraph_summary",
                            "_initializer_consumers", "_nan_reason", "_float_op_summary", "_kept_nodes")]
                        + ["*ǁ_QuantRecipeǁ_settings*", "*ǁ_QuantRecipeǁ_method*", "*ǁFp8Recipeǁ_method*"],
-                       "its own graph/target logic; not _ort_quantize/apply/_calibrate/_preprocess (each mutant "
-                       "would run real ORT quantizations); tests: not the 11 s MiniLM int8 runs"),
+                       "its own graph/target logic; not _ort_quantize (674 mutants) nor apply/_calibrate/_preprocess "
+                       "(target quantize-apply): each mutant would run real ORT quantizations; tests: not the 11 s "
+                       "MiniLM int8 runs"),
     "quantize-apply": Target("workbench/precision/quantize.py",
                              ["tests/test_precision.py", "tests/test_mut_quantize.py", "tests/test_realmodels_int8.py",
                               "--deselect", "tests/test_realmodels_int8.py::test_real_int8_valid"],
@@ -872,6 +873,8 @@ EXPLAINED.update({
 
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
 NOT_MEASURED: dict[str, str] = {
+    "quantize-apply": "each of its 198 mutants runs real ONNX Runtime quantizations (~5 s of tests); too slow for "
+                      "2 shared cores; waits for a run on a many-core host",
 }
 
 DOC = ROOT / "docs" / "testing.md"
