@@ -874,3 +874,59 @@ def test_a_kernel_with_a_generated_name_stops_at_nodes_another_kernel_fused():
     fused = rows["MulSigmoidFusion_token_6"]
     assert (fused["onnx_nodes"], fused["onnx_node"], fused["mapped_by"]) == (["mul", "sig"], "mul", "fusion")
     assert rows["Memcpy_token_5"]["onnx_node"] == "mul" and rows["Memcpy_token_5"]["mapped_by"] == "neighbour"
+
+
+# --------------------------------- which profiler a CUDA engine gets (CPU-side, with fakes for the CUDA parts only)
+def _cuda_flagged(eng):
+    """FAKE, clearly: the real CPU engine, reporting ``on_cuda = True`` as an engine on ORT's CUDA provider does.
+    It stands in only for the CUDA provider, so the choice between CUPTI and ORT's profiler (documented in
+    profile_layers_ort) is tested here; the real CUDA run is tests/test_mut_layers.py::test_cuda_session_timing_choices
+    (-m gpu)."""
+    import copy
+
+    fake = copy.copy(eng)
+    fake.__class__ = type("CudaFlaggedOrtEngine", (type(eng),), {"on_cuda": True})
+    return fake
+
+
+def test_cuda_engine_gets_cupti_when_it_works_with_the_callers_options(residual, monkeypatch):
+    """timing="auto" on a CUDA engine where CUPTI works: the CUPTI profiler (FAKE here: a recorder standing in for
+    profile_layers_ort_cupti, which needs a GPU) gets this engine, these feeds and every option as given; its table
+    is the result. timing="host" forces ORT's own profiler and never asks CUPTI."""
+    import workbench.measure.cupti as C
+
+    m, eng, feeds, d = residual
+    fake = _cuda_flagged(eng)
+    calls, table = [], pd.DataFrame({"layer": ["k"], "time_ms": [1.0]})
+    monkeypatch.setattr(C, "cupti_unavailable", lambda: None)
+    monkeypatch.setattr(C, "profile_layers_ort_cupti", lambda *a, **k: calls.append((a, k)) or table)
+    out = profile_layers(fake, feeds, iterations=5, warmup=1, progress=True, layout_optimizations=False)
+    assert out is table
+    assert len(calls) == 1 and calls[0][0][0] is fake and calls[0][0][1] is feeds
+    assert calls[0][1] == {"iterations": 5, "warmup": 1, "progress": True, "layout_optimizations": False}
+    gpu = profile_layers(fake, feeds, iterations=2, warmup=0, timing="gpu")
+    assert gpu is table and calls[1][1] == {"iterations": 2, "warmup": 0, "progress": False,
+                                              "layout_optimizations": True}
+    host = profile_layers(fake, feeds, iterations=1, warmup=0, timing="host")
+    assert len(calls) == 2 and host.attrs["source"] == "onnxruntime-profiler"
+    assert "cupti_unavailable" not in host.attrs
+
+
+def test_cuda_engine_without_cupti_falls_back_and_says_why(residual, monkeypatch):
+    """timing="auto" on a CUDA engine without CUPTI: ORT's profiler, with the reason in attrs["cupti_unavailable"];
+    timing="gpu" is refused with that reason (the CUPTI profiler, FAKE here, is never called)."""
+    import workbench.measure.cupti as C
+    from workbench.errors import BackendUnavailable
+
+    m, eng, feeds, d = residual
+    fake = _cuda_flagged(eng)
+    reason = "cupti-python not installed (test)"
+    calls = []
+    monkeypatch.setattr(C, "cupti_unavailable", lambda: reason)
+    monkeypatch.setattr(C, "profile_layers_ort_cupti", lambda *a, **k: calls.append(a))
+    auto = profile_layers(fake, feeds, iterations=2, warmup=0)
+    assert auto.attrs["cupti_unavailable"] == reason and auto.attrs["source"] == "onnxruntime-profiler"
+    assert (auto["iterations"] == 2).all() and not calls
+    with pytest.raises(BackendUnavailable, match=r"GPU per-layer timing needs CUPTI: cupti-python not installed \(test\)"):
+        profile_layers(fake, feeds, iterations=1, warmup=0, timing="gpu")
+    assert not calls

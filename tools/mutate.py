@@ -738,32 +738,8 @@ EXPLAINED.update({
        "exists and missing_ok does not matter (a failed read raises FileNotFoundError either way)" for i in (93, 94)},
     _LY + "x_profile_layers_ort__mutmut_16": "equivalent: cupti_reason is only read by 'if cupti_reason:' and is "
                                              "re-assigned on the CUDA branch; '' and None are both falsy",
-    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA for i in (14, 15, 18, 19, 20, 22, 121, 129, 131, 132, 143, 148)},
-    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + "; on a GPU where cupti-python works (the CUPTI call's "
-       "arguments)" for i in (23, 24, 25, 26, 27, 29, 30, 31, 33)},
-    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + "; on a GPU without cupti-python (the fallback and its "
-       "reason)" for i in (21, 35, 36, 37, 181, 182, 183)},
-    **{_LY + f"x_profile_layers_ort__mutmut_{i}": "not killed: CUDA-provider branch, and there the NCHWc layout "
-       "transformer only rewrites CPU-provider nodes, which a CUPTI table does not record (no layout column)"
-       for i in (28, 34)},
-    _LY + "x_profile_layers_ort__mutmut_32": "not killed: CUDA-provider branch; the warm-up count only changes "
-                                             "untimed runs, which the CUPTI table does not record",
-    _LY + "x_ort_layer_rows__mutmut_14": "equivalent: when t is None, ix.producer.get(None) is None too (no tensor is "
-                                         "named None)",
-    _LY + "x_ort_layer_rows__mutmut_36": "equivalent in ORT's graphs: past its core Conv the walk takes only plumbing "
-                                         "(DequantizeLinear/Cast) that no kernel is named after, and a plumbing node "
-                                         "whose original output an NCHWc conv reads runs as its own kernel (an anchor, "
-                                         "skipped with or without the stop tensors)",
-    **{_LY + f"x_ort_layer_rows__mutmut_{i}": "not killed: sorting only matters when the kernel's own node is added to "
-       "a non-empty list that lacks it, but the walk either starts at or passes through own (an anchor equal to own is "
-       "walked through) or finds nothing (a subgraph node, absent from the optimized main graph): needs a kernel named "
-       "after a node that does not depend on a graph input yet writing a later node's output" for i in (95, 97, 100)},
-    **{_LY + f"x_ort_layer_rows__mutmut_{i}": "equivalent: for an empty node list this label (and onnx_node) is always "
-       "replaced by _neighbour's result two lines below, and _neighbour reads only the node lists in mapped"
-       for i in (102, 104, 105, 126)},
-    **{_LY + f"x_ort_layer_rows__mutmut_{i}": "equivalent: an NCHWc kernel's own node is the producer of its tensor, "
-       "the walk's only start, which ort_fused_nodes admits as a start anyway (differs only for a model node itself "
-       "named '<tensor>_nchwc')" for i in (46, 52)},
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + " (the host-launch time basis of CUDA rows)"
+       for i in (121, 129, 131, 132, 143, 148)},
     **{_LY + f"x_profile_layers_ort__mutmut_{i}": "not killed: CPU-provider rows of a CUDA session get the same "
        "'host' basis; needs a CUDA-session table with a CPU-provider row, which the GPU test's model (all nodes "
        f"on CUDA) lacks ({_CUDA_T} asserts the rule per row)" for i in (142, 149, 150)},
