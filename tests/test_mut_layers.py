@@ -930,3 +930,27 @@ def test_cuda_engine_without_cupti_falls_back_and_says_why(residual, monkeypatch
     with pytest.raises(BackendUnavailable, match=r"GPU per-layer timing needs CUPTI: cupti-python not installed \(test\)"):
         profile_layers(fake, feeds, iterations=1, warmup=0, timing="gpu")
     assert not calls
+
+
+def test_progress_bars_count_the_warmup_runs_by_default_and_as_given(residual, monkeypatch):
+    """The profiled run's bar counts warm-up + timed runs: 3 + 20 by default (profile_layers, profile_layers_ort and
+    profile's per-layer run), and profile's layer_warmup / layer_iterations as given."""
+    import re
+
+    from workbench.measure.layers import profile_layers_ort
+
+    m, eng, feeds, d = residual
+    bar = _Bar(monkeypatch)
+
+    def totals(text):
+        frames = [f for f in text.split("\r") if f.startswith(f"profile {eng.variant.name}:")]
+        return {int(t) for f in frames for t in re.findall(r"\d+/(\d+) \[", f)}
+
+    profile_layers(eng, feeds, progress=True)
+    assert totals(bar.take()) == {23}
+    profile_layers_ort(eng, feeds, progress=True)
+    assert totals(bar.take()) == {23}
+    profile(eng, feeds, warmup=0, iterations=2, progress=True)
+    assert totals(bar.take()) == {23}
+    profile(eng, feeds, warmup=0, iterations=2, layer_iterations=3, layer_warmup=2, progress=True)
+    assert totals(bar.take()) == {5}

@@ -639,8 +639,6 @@ EXPLAINED.update({
                                      "rows; needs a GPU-provider row on host time, which no profiler writes",
     **{_LY + f"x__run_facts__mutmut_{i}": "equivalent: the rounded times in 'top' are never shown (the reason names "
        "the nodes only)" for i in (116, 117, 118, 120)},
-    **{_LY + f"x_profile__mutmut_{i}": "not killed: layer_warmup (passed, or its default 3 -> 4) only changes untimed "
-       "runs of the profiled session, which the trace skips; nothing in the result counts them" for i in (4, 28)},
     _LY + "x_save_layers_csv__mutmut_17": "equivalent: to_csv(index=None) writes no index, as index=False",
     **{f"workbench.compare.outputs.xǁComparisonǁ{fn}__mutmut_{i}": "equivalent: every metrics row of a variant "
        "carries the same precision and backend, and compare_engines writes a row per metric and output (>= 12), so "
@@ -729,8 +727,6 @@ EXPLAINED.update({
     _LY + "x__neighbour__mutmut_24": "equivalent: the optimized graph is acyclic, so without marking visited nodes "
                                      "the breadth-first walk only revisits diamond nodes and meets the same first "
                                      "mapped consumer at the same depth",
-    **{_LY + f"x_{fn}__mutmut_{i}": "not killed: the default warm-up count (3 -> 4) only changes untimed runs, which "
-       "the trace skips; nothing in the table counts them" for fn, i in (("profile_layers", 2), ("profile_layers_ort", 2))},
     **{_LY + f"x_profile_layers_ort__mutmut_{i}": "equivalent: the temp folder's name prefix; the folder is deleted "
        "after the run" for i in (47, 48, 49)},
     _LY + "x_profile_layers_ort__mutmut_74": "equivalent: tqdm's default unit is 'it'",
