@@ -1009,7 +1009,7 @@ def unmatched_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def layerwise_tidy(df: pd.DataFrame) -> pd.DataFrame:
     """The layerwise frame in the tidy layout ``variant, onnx_node, tensor, metric, value``."""
-    metrics = [m for m in METRICS if m != "passed" and m in df.columns] + ["noise_ratio", "local_noise"]
+    metrics = [m for m in [*METRICS, "noise_ratio", "local_noise"] if m != "passed" and m in df.columns]
     return df.melt(id_vars=["variant", "onnx_node", "tensor"], value_vars=metrics, var_name="metric",
                    value_name="value")
 
