@@ -656,6 +656,19 @@ EXPLAINED.update({
                                                               "CPU kernels); only the time differs",
     **{f"workbench.data.xǁ_Arraysǁread__mutmut_{i}": "equivalent: NpzDataset reads arrays either whole (axis None) "
        "or with explicit start and stop, so the defaults are never used" for i in (1, 14)},
+    "workbench.data.xǁ_Fileǁread__mutmut_1": "equivalent: as _Arrays.read: a whole read (axis None) ignores start "
+                                             "(NpzReader.read resets it to 0), a sliced read passes start",
+    "workbench.data.xǁNpzDatasetǁ_cast__mutmut_2": "equivalent: astype to the dtype the array already has gives an "
+                                                   "equal copy; nothing writes through what a batch returns",
+    "workbench.data.x__check_array__mutmut_15": "equivalent: as NpzDataset._cast__mutmut_2 (an equal copy)",
+    **{f"workbench.data.x__check_meta__mutmut_{i}": "equivalent: 'XXUSVXX' still holds U, S and V, and for a "
+       "'usv' miss the dtype check right below refuses a str/bytes/void array with the same message (no model "
+       "input has such a dtype: STRING inputs want object)" for i in (5, 6)},
+    "workbench.data.x__check_meta__mutmut_34": "equivalent: np.can_cast's default casting is 'safe'",
+    "workbench.data.xǁNpzDatasetǁcheck_finite__mutmut_19": "equivalent: max(n, 2) differs from max(n, 1) only for one "
+                                                          "sample, and one sample is one step whatever the step",
+    "workbench.data.xǁNpzDatasetǁcheck_finite__mutmut_20": "equivalent: the row size is 0 only when every float input "
+                                                          "has empty samples, which hold no NaN whatever the step",
     **{f"workbench.data.x_resolve_data__mutmut_{i}": "equivalent: a label key left out at construction is read by "
        "add_labels right after, with the same count check" for i in (2, 11)},
     "workbench.data.x_resolve_data__mutmut_17": "equivalent: add_labels raises the same 'label key not found' "
