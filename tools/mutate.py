@@ -675,6 +675,23 @@ EXPLAINED.update({
                                                                    "instead of 0; both are false in the `if trans_b`",
     **{f"workbench.precision.quantize.x_flatten_gemm_bias__mutmut_{i}": "equivalent: `uses` counts every node input "
        "and this Gemm reads c.name, so the .get default is never used" for i in (83, 85, 86)},
+    # quantize-apply (apply, Fp8Recipe.apply, _preprocess, _calibrate); reviewed from the mutant diffs, not run yet
+    **{f"workbench.precision.quantize.x__calibrate__mutmut_{i}": "equivalent: the name of a file inside the recipe's "
+       "own TemporaryDirectory, which nothing else reads and which is deleted afterwards" for i in (19, 20, 24, 25)},
+    **{f"workbench.precision.quantize.x__preprocess__mutmut_{i}": "equivalent: names_ok only reads a file that "
+       "quant_pre_process just wrote with save_as_external_data=False (all weights inline), so loading external "
+       "data or not reads the same nodes" for i in (20, 22, 24)},
+    "workbench.precision.quantize.x__preprocess__mutmut_33": "equivalent: each of the two attempts either returns or "
+                                                             "sets why, so its initial value is never read",
+    **{f"workbench.precision.quantize.x__preprocess__mutmut_{i}": "equivalent: skip_symbolic_shape=None / left out "
+       "is quant_pre_process's default False" for i in (37, 41)},
+    "workbench.precision.quantize.x__preprocess__mutmut_46": "not killed: skipping ORT's symbolic shape inference "
+                                                             "changes only the pre-processed graph's dim names / "
+                                                             "value_info (checked on Add of ['a', 4] and ['b', 4]); no "
+                                                             "recipe record or test graph's quantization depends on it",
+    **{f"workbench.precision.quantize.xǁ_QuantRecipeǁapply__mutmut_{i}": "not killed here: only decides whether the "
+       "ORT-only target/placement options are validated when tool='modelopt', which needs NVIDIA ModelOpt "
+       "(not installed) to go further" for i in (21, 22)},
     "workbench.precision.quantize.x_flatten_gemm_bias__mutmut_44": "not killed: differs only for a Gemm whose C has "
                                                                    "3 dims of 1, which ONNX forbids (C broadcasts "
                                                                    "unidirectionally to (M, N)) and ONNX Runtime "
