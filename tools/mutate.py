@@ -639,8 +639,6 @@ EXPLAINED.update({
                                      "rows; needs a GPU-provider row on host time, which no profiler writes",
     **{_LY + f"x__run_facts__mutmut_{i}": "equivalent: the rounded times in 'top' are never shown (the reason names "
        "the nodes only)" for i in (116, 117, 118, 120)},
-    **{_LY + f"x_profile__mutmut_{i}": "not killed: layer_warmup (passed, or its default 3 -> 4) only changes untimed "
-       "runs of the profiled session, which the trace skips; nothing in the result counts them" for i in (4, 28)},
     _LY + "x_save_layers_csv__mutmut_17": "equivalent: to_csv(index=None) writes no index, as index=False",
     **{f"workbench.compare.outputs.xǁComparisonǁ{fn}__mutmut_{i}": "equivalent: every metrics row of a variant "
        "carries the same precision and backend, and compare_engines writes a row per metric and output (>= 12), so "
@@ -658,6 +656,19 @@ EXPLAINED.update({
                                                               "CPU kernels); only the time differs",
     **{f"workbench.data.xǁ_Arraysǁread__mutmut_{i}": "equivalent: NpzDataset reads arrays either whole (axis None) "
        "or with explicit start and stop, so the defaults are never used" for i in (1, 14)},
+    "workbench.data.xǁ_Fileǁread__mutmut_1": "equivalent: as _Arrays.read: a whole read (axis None) ignores start "
+                                             "(NpzReader.read resets it to 0), a sliced read passes start",
+    "workbench.data.xǁNpzDatasetǁ_cast__mutmut_2": "equivalent: astype to the dtype the array already has gives an "
+                                                   "equal copy; nothing writes through what a batch returns",
+    "workbench.data.x__check_array__mutmut_15": "equivalent: as NpzDataset._cast__mutmut_2 (an equal copy)",
+    **{f"workbench.data.x__check_meta__mutmut_{i}": "equivalent: 'XXUSVXX' still holds U, S and V, and for a "
+       "'usv' miss the dtype check right below refuses a str/bytes/void array with the same message (no model "
+       "input has such a dtype: STRING inputs want object)" for i in (5, 6)},
+    "workbench.data.x__check_meta__mutmut_34": "equivalent: np.can_cast's default casting is 'safe'",
+    "workbench.data.xǁNpzDatasetǁcheck_finite__mutmut_19": "equivalent: max(n, 2) differs from max(n, 1) only for one "
+                                                          "sample, and one sample is one step whatever the step",
+    "workbench.data.xǁNpzDatasetǁcheck_finite__mutmut_20": "equivalent: the row size is 0 only when every float input "
+                                                          "has empty samples, which hold no NaN whatever the step",
     **{f"workbench.data.x_resolve_data__mutmut_{i}": "equivalent: a label key left out at construction is read by "
        "add_labels right after, with the same count check" for i in (2, 11)},
     "workbench.data.x_resolve_data__mutmut_17": "equivalent: add_labels raises the same 'label key not found' "
@@ -746,8 +757,6 @@ EXPLAINED.update({
     _LY + "x__neighbour__mutmut_24": "equivalent: the optimized graph is acyclic, so without marking visited nodes "
                                      "the breadth-first walk only revisits diamond nodes and meets the same first "
                                      "mapped consumer at the same depth",
-    **{_LY + f"x_{fn}__mutmut_{i}": "not killed: the default warm-up count (3 -> 4) only changes untimed runs, which "
-       "the trace skips; nothing in the table counts them" for fn, i in (("profile_layers", 2), ("profile_layers_ort", 2))},
     **{_LY + f"x_profile_layers_ort__mutmut_{i}": "equivalent: the temp folder's name prefix; the folder is deleted "
        "after the run" for i in (47, 48, 49)},
     _LY + "x_profile_layers_ort__mutmut_74": "equivalent: tqdm's default unit is 'it'",
@@ -755,16 +764,8 @@ EXPLAINED.update({
        "exists and missing_ok does not matter (a failed read raises FileNotFoundError either way)" for i in (93, 94)},
     _LY + "x_profile_layers_ort__mutmut_16": "equivalent: cupti_reason is only read by 'if cupti_reason:' and is "
                                              "re-assigned on the CUDA branch; '' and None are both falsy",
-    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA for i in (14, 15, 18, 19, 20, 22, 121, 129, 131, 132, 143, 148)},
-    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + "; on a GPU where cupti-python works (the CUPTI call's "
-       "arguments)" for i in (23, 24, 25, 26, 27, 29, 30, 31, 33)},
-    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + "; on a GPU without cupti-python (the fallback and its "
-       "reason)" for i in (21, 35, 36, 37, 181, 182, 183)},
-    **{_LY + f"x_profile_layers_ort__mutmut_{i}": "not killed: CUDA-provider branch, and there the NCHWc layout "
-       "transformer only rewrites CPU-provider nodes, which a CUPTI table does not record (no layout column)"
-       for i in (28, 34)},
-    _LY + "x_profile_layers_ort__mutmut_32": "not killed: CUDA-provider branch; the warm-up count only changes "
-                                             "untimed runs, which the CUPTI table does not record",
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + " (the host-launch time basis of CUDA rows)"
+       for i in (121, 129, 131, 132, 143, 148)},
     **{_LY + f"x_profile_layers_ort__mutmut_{i}": "not killed: CPU-provider rows of a CUDA session get the same "
        "'host' basis; needs a CUDA-session table with a CPU-provider row, which the GPU test's model (all nodes "
        f"on CUDA) lacks ({_CUDA_T} asserts the rule per row)" for i in (142, 149, 150)},
