@@ -106,8 +106,10 @@ PLAN: dict[str, Target] = {
                    ["*ShapeRange*", "*ShapeMap*", "*.x__split_items*", "*.x__parse_dims*", "*.x__parse_range*",
                     "*.x__make_range*", "*.x_np_dtype*", "*TensorSpec*", "*.x__spec_of*", "*.x_input_specs*",
                     "*.x_output_specs*", "*.x_resolve_shapes*", "*.x_samples_in*", "*.x__take*", "*.x_static_batch*",
-                    "*.x_default_batch*", "*.x_feeds_batch*", "*.x_head_batches*", "*.x_cast_feeds*"],
-                   "shapes syntax, input specs, shape resolution, batch helpers; not the .npz reader"),
+                    "*.x_default_batch*", "*.x_feeds_batch*", "*.x_head_batches*", "*.x_cast_feeds*",
+                    "*.x_synthetic_inputs*", "*.x_model_batch_axes*"],
+                   "shapes syntax, input specs, shape resolution, batch axes, synthetic inputs, batch helpers; not "
+                   "the .npz reader"),
     "builds": Target("workbench/builds.py", ["tests/test_builds_fallback.py", "tests/test_mut_builds.py"]),
     "layerwise": Target("workbench/compare/layerwise.py",
                         ["tests/test_mut_layerwise.py", "tests/test_layerwise.py::test_bad_metric_and_missing_threshold"],
@@ -895,6 +897,64 @@ NOT_MEASURED: dict[str, str] = {
                       "2 shared cores; waits for a run on a many-core host",
 }
 
+#: The issue's core modules (#23: measure/, compare/, precision/, model.py, data.py, builds, the report summary).
+CORE = ["workbench/measure", "workbench/compare", "workbench/precision", "workbench/model.py", "workbench/data.py",
+        "workbench/builds.py"]
+#: Functions of core modules that no target mutates, each with the reason (`--coverage` fails on any other).
+NOT_MUTATED: dict[str, str] = {}
+
+
+def _functions(module: str) -> list[str]:
+    """mutmut's names of the functions it would mutate in ``module``: ``x_f`` for a module-level function,
+    ``xǁClassǁm`` for a method (nested functions belong to the function that holds them)."""
+    import ast
+
+    tree = ast.parse((ROOT / module).read_text())
+    out = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out.append(f"x_{node.name}")
+        elif isinstance(node, ast.ClassDef):
+            out += [f"xǁ{node.name}ǁ{f.name}" for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return out
+
+
+def coverage() -> dict[str, dict]:
+    """Per core module: its functions, the targets that mutate each, and those no target mutates."""
+    import fnmatch
+
+    modules = []
+    for c in CORE:
+        p = ROOT / c
+        modules += sorted(str(f.relative_to(ROOT)) for f in p.glob("*.py")) if p.is_dir() else [c]
+    out = {}
+    for m in modules:
+        dotted = m[:-3].replace("/", ".").removesuffix(".__init__")
+        funcs = _functions(m)
+        by = {}
+        for f in funcs:
+            name = f"{dotted}.{f}__mutmut_1"
+            by[f] = [n for n, t in PLAN.items() if t.module == m and
+                     (not t.functions or any(fnmatch.fnmatch(name, g) for g in t.functions))]
+        if funcs:
+            out[m] = {"functions": len(funcs), "targets": sorted({n for v in by.values() for n in v}),
+                      "uncovered": [f for f, v in by.items() if not v]}
+    return out
+
+
+def _coverage_report() -> int:
+    """Print the core modules and what no target mutates; 1 if a function is neither mutated nor excused."""
+    bad = 0
+    for m, c in coverage().items():
+        print(f"{m}: {c['functions'] - len(c['uncovered'])}/{c['functions']} functions mutated by "
+              f"{', '.join(c['targets']) or 'no target'}")
+        for f in c["uncovered"]:
+            why = NOT_MUTATED.get(f"{m}:{f}")
+            bad += why is None
+            print(f"    not mutated: {f}: {why or 'NO REASON GIVEN'}")
+    return 1 if bad else 0
+
+
 DOC = ROOT / "docs" / "testing.md"
 _BEGIN, _END = "<!-- mutation-table: written by tools/mutate.py -->", "<!-- /mutation-table -->"
 
@@ -949,7 +1009,11 @@ def main() -> None:
     ap.add_argument("--record", action="store_true", help="record the scratch copy's current results; run nothing")
     ap.add_argument("--no-write", action="store_true", help="print, do not update docs/mutation.json")
     ap.add_argument("--min-score", type=float, default=None, help="exit 1 if a target scores below this")
+    ap.add_argument("--coverage", action="store_true",
+                    help="list the core modules' functions no target mutates (exit 1 if one has no reason)")
     a = ap.parse_args()
+    if a.coverage:
+        sys.exit(_coverage_report())
     plan = SAMPLE if a.sample else PLAN
     if a.table:  # re-apply EXPLAINED to the recorded survivors and rewrite the docs table
         results = _load()
