@@ -250,6 +250,8 @@ cli()
 _STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
            36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", -9: "timeout",
            37: "type check", None: "not checked"}
+#: mutmut's words when its unmutated run of the selection fails (then it judges no mutant)
+_BROKEN_RUN = ("Failed to run clean test", "failed to collect stats")
 _COPY = ["workbench", "tests", "sample_models", "bench", "docs", "notebooks", "realmodels", "pyproject.toml"]
 
 
@@ -1051,7 +1053,11 @@ def main() -> None:
               + (f"\n  mutmut exited {res['run_rc']}: {res['tail']}" if res["run_rc"] else ""))
         if a.min_score is not None and (res["score"] is None or res["score"] < a.min_score):
             low.append(n)
-        if not a.no_write and not a.sample:
+        broken = res["run_rc"] and any(m in res["tail"] for m in _BROKEN_RUN)
+        if broken:  # mutmut never judged a mutant: recording would turn old or empty results into a score
+            print(f"  {n}: mutmut could not run the selected tests unmutated; nothing recorded")
+            low.append(n)
+        if not a.no_write and not a.sample and not broken:
             import fcntl
 
             lock = open(WORK.parent / "mutate.lock" if WORK.parent.exists() else OUT.with_suffix(".lock"), "w")
@@ -1065,7 +1071,7 @@ def main() -> None:
             _write_table(results)
             lock.close()
     if low:
-        sys.exit(f"below {a.min_score}: {', '.join(low)}")
+        sys.exit(f"below {a.min_score} or not run: {', '.join(low)}")
 
 
 if __name__ == "__main__":
