@@ -106,8 +106,10 @@ PLAN: dict[str, Target] = {
                    ["*ShapeRange*", "*ShapeMap*", "*.x__split_items*", "*.x__parse_dims*", "*.x__parse_range*",
                     "*.x__make_range*", "*.x_np_dtype*", "*TensorSpec*", "*.x__spec_of*", "*.x_input_specs*",
                     "*.x_output_specs*", "*.x_resolve_shapes*", "*.x_samples_in*", "*.x__take*", "*.x_static_batch*",
-                    "*.x_default_batch*", "*.x_feeds_batch*", "*.x_head_batches*", "*.x_cast_feeds*"],
-                   "shapes syntax, input specs, shape resolution, batch helpers; not the .npz reader"),
+                    "*.x_default_batch*", "*.x_feeds_batch*", "*.x_head_batches*", "*.x_cast_feeds*",
+                    "*.x_synthetic_inputs*", "*.x_model_batch_axes*"],
+                   "shapes syntax, input specs, shape resolution, batch axes, synthetic inputs, batch helpers; not "
+                   "the .npz reader"),
     "builds": Target("workbench/builds.py", ["tests/test_builds_fallback.py", "tests/test_mut_builds.py"]),
     "layerwise": Target("workbench/compare/layerwise.py",
                         ["tests/test_mut_layerwise.py", "tests/test_layerwise.py::test_bad_metric_and_missing_threshold"],
@@ -158,8 +160,17 @@ PLAN: dict[str, Target] = {
                            "flatten_gemm_bias", "_failed_in", "scope_producers", "scope_changes", "subgraph_summary",
                            "_initializer_consumers", "_nan_reason", "_float_op_summary", "_kept_nodes")]
                        + ["*ǁ_QuantRecipeǁ_settings*", "*ǁ_QuantRecipeǁ_method*", "*ǁFp8Recipeǁ_method*"],
-                       "its own graph/target logic; not _ort_quantize/apply/_calibrate/_preprocess (each mutant "
-                       "would run real ORT quantizations); tests: not the 11 s MiniLM int8 runs"),
+                       "its own graph/target logic; not _ort_quantize (674 mutants) nor apply/_calibrate/_preprocess "
+                       "(target quantize-apply): each mutant would run real ORT quantizations; tests: not the 11 s "
+                       "MiniLM int8 runs"),
+    "quantize-apply": Target("workbench/precision/quantize.py",
+                             ["tests/test_precision.py", "tests/test_mut_quantize.py", "tests/test_realmodels_int8.py",
+                              "--deselect", "tests/test_realmodels_int8.py::test_real_int8_valid"],
+                             ["*ǁ_QuantRecipeǁapply__mutmut_*", "*ǁFp8Recipeǁapply__mutmut_*", "*.x__preprocess__mutmut_*",
+                              "*.x__calibrate__mutmut_*"],
+                             "the recipe's entry (apply), pre-processing and calibration steps; each mutant runs real "
+                             "ORT quantizations (~5 s of tests); not _ort_quantize (674 mutants); tests: not the "
+                             "real-model corpus runs"),
     "calibration": Target("workbench/precision/calibration.py",
                           ["tests/test_calibration_memory.py", "tests/test_precision.py", "tests/test_mut_calibration.py",
                            "--deselect", "tests/test_calibration_memory.py::"
@@ -630,8 +641,6 @@ EXPLAINED.update({
                                      "rows; needs a GPU-provider row on host time, which no profiler writes",
     **{_LY + f"x__run_facts__mutmut_{i}": "equivalent: the rounded times in 'top' are never shown (the reason names "
        "the nodes only)" for i in (116, 117, 118, 120)},
-    **{_LY + f"x_profile__mutmut_{i}": "not killed: layer_warmup (passed, or its default 3 -> 4) only changes untimed "
-       "runs of the profiled session, which the trace skips; nothing in the result counts them" for i in (4, 28)},
     _LY + "x_save_layers_csv__mutmut_17": "equivalent: to_csv(index=None) writes no index, as index=False",
     **{f"workbench.compare.outputs.xǁComparisonǁ{fn}__mutmut_{i}": "equivalent: every metrics row of a variant "
        "carries the same precision and backend, and compare_engines writes a row per metric and output (>= 12), so "
@@ -649,6 +658,19 @@ EXPLAINED.update({
                                                               "CPU kernels); only the time differs",
     **{f"workbench.data.xǁ_Arraysǁread__mutmut_{i}": "equivalent: NpzDataset reads arrays either whole (axis None) "
        "or with explicit start and stop, so the defaults are never used" for i in (1, 14)},
+    "workbench.data.xǁ_Fileǁread__mutmut_1": "equivalent: as _Arrays.read: a whole read (axis None) ignores start "
+                                             "(NpzReader.read resets it to 0), a sliced read passes start",
+    "workbench.data.xǁNpzDatasetǁ_cast__mutmut_2": "equivalent: astype to the dtype the array already has gives an "
+                                                   "equal copy; nothing writes through what a batch returns",
+    "workbench.data.x__check_array__mutmut_15": "equivalent: as NpzDataset._cast__mutmut_2 (an equal copy)",
+    **{f"workbench.data.x__check_meta__mutmut_{i}": "equivalent: 'XXUSVXX' still holds U, S and V, and for a "
+       "'usv' miss the dtype check right below refuses a str/bytes/void array with the same message (no model "
+       "input has such a dtype: STRING inputs want object)" for i in (5, 6)},
+    "workbench.data.x__check_meta__mutmut_34": "equivalent: np.can_cast's default casting is 'safe'",
+    "workbench.data.xǁNpzDatasetǁcheck_finite__mutmut_19": "equivalent: max(n, 2) differs from max(n, 1) only for one "
+                                                          "sample, and one sample is one step whatever the step",
+    "workbench.data.xǁNpzDatasetǁcheck_finite__mutmut_20": "equivalent: the row size is 0 only when every float input "
+                                                          "has empty samples, which hold no NaN whatever the step",
     **{f"workbench.data.x_resolve_data__mutmut_{i}": "equivalent: a label key left out at construction is read by "
        "add_labels right after, with the same count check" for i in (2, 11)},
     "workbench.data.x_resolve_data__mutmut_17": "equivalent: add_labels raises the same 'label key not found' "
@@ -656,6 +678,37 @@ EXPLAINED.update({
     "workbench.precision.quantize.x__nan_reason__mutmut_13": "equivalent: astype(None) is float64",
     "workbench.precision.quantize.x__nan_reason__mutmut_33": "equivalent: numpy reads any negative reshape size as "
                                                              "'infer'",
+    **{f"workbench.precision.quantize.x_resolve_target__mutmut_{i}": "equivalent: an absent 'target' gives None "
+       "instead of 'auto', and the `or \"auto\"` right after turns None into 'auto'" for i in (8, 10)},
+    **{f"workbench.precision.quantize.x_flatten_gemm_bias__mutmut_{i}": "equivalent: numpy reads any negative "
+       "reshape size as 'infer'" for i in (39, 80)},
+    "workbench.precision.quantize.x_flatten_gemm_bias__mutmut_79": "equivalent: this branch holds a single-value "
+                                                                   "bias, and reshape(1) of one element is reshape(-1)",
+    "workbench.precision.quantize.x_flatten_gemm_bias__mutmut_56": "equivalent: a missing transB defaults to None "
+                                                                   "instead of 0; both are false in the `if trans_b`",
+    **{f"workbench.precision.quantize.x_flatten_gemm_bias__mutmut_{i}": "equivalent: `uses` counts every node input "
+       "and this Gemm reads c.name, so the .get default is never used" for i in (83, 85, 86)},
+    # quantize-apply (apply, Fp8Recipe.apply, _preprocess, _calibrate); reviewed from the mutant diffs, not run yet
+    **{f"workbench.precision.quantize.x__calibrate__mutmut_{i}": "equivalent: the name of a file inside the recipe's "
+       "own TemporaryDirectory, which nothing else reads and which is deleted afterwards" for i in (19, 20, 24, 25)},
+    **{f"workbench.precision.quantize.x__preprocess__mutmut_{i}": "equivalent: names_ok only reads a file that "
+       "quant_pre_process just wrote with save_as_external_data=False (all weights inline), so loading external "
+       "data or not reads the same nodes" for i in (20, 22, 24)},
+    "workbench.precision.quantize.x__preprocess__mutmut_33": "equivalent: each of the two attempts either returns or "
+                                                             "sets why, so its initial value is never read",
+    **{f"workbench.precision.quantize.x__preprocess__mutmut_{i}": "equivalent: skip_symbolic_shape=None / left out "
+       "is quant_pre_process's default False" for i in (37, 41)},
+    "workbench.precision.quantize.x__preprocess__mutmut_46": "not killed: skipping ORT's symbolic shape inference "
+                                                             "changes only the pre-processed graph's dim names / "
+                                                             "value_info (checked on Add of ['a', 4] and ['b', 4]); no "
+                                                             "recipe record or test graph's quantization depends on it",
+    **{f"workbench.precision.quantize.xǁ_QuantRecipeǁapply__mutmut_{i}": "not killed here: only decides whether the "
+       "ORT-only target/placement options are validated when tool='modelopt', which needs NVIDIA ModelOpt "
+       "(not installed) to go further" for i in (21, 22)},
+    "workbench.precision.quantize.x_flatten_gemm_bias__mutmut_44": "not killed: differs only for a Gemm whose C has "
+                                                                   "3 dims of 1, which ONNX forbids (C broadcasts "
+                                                                   "unidirectionally to (M, N)) and ONNX Runtime "
+                                                                   "refuses to run ('Invalid bias shape for broadcast')",
     "workbench.precision.base.x_name_unnamed_nodes__mutmut_11": "not killed: generated names carry the node index, "
                                                                  "so two can only collide through a custom op type "
                                                                  "spelled like another node's generated name",
@@ -706,8 +759,6 @@ EXPLAINED.update({
     _LY + "x__neighbour__mutmut_24": "equivalent: the optimized graph is acyclic, so without marking visited nodes "
                                      "the breadth-first walk only revisits diamond nodes and meets the same first "
                                      "mapped consumer at the same depth",
-    **{_LY + f"x_{fn}__mutmut_{i}": "not killed: the default warm-up count (3 -> 4) only changes untimed runs, which "
-       "the trace skips; nothing in the table counts them" for fn, i in (("profile_layers", 2), ("profile_layers_ort", 2))},
     **{_LY + f"x_profile_layers_ort__mutmut_{i}": "equivalent: the temp folder's name prefix; the folder is deleted "
        "after the run" for i in (47, 48, 49)},
     _LY + "x_profile_layers_ort__mutmut_74": "equivalent: tqdm's default unit is 'it'",
@@ -715,16 +766,8 @@ EXPLAINED.update({
        "exists and missing_ok does not matter (a failed read raises FileNotFoundError either way)" for i in (93, 94)},
     _LY + "x_profile_layers_ort__mutmut_16": "equivalent: cupti_reason is only read by 'if cupti_reason:' and is "
                                              "re-assigned on the CUDA branch; '' and None are both falsy",
-    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA for i in (14, 15, 18, 19, 20, 22, 121, 129, 131, 132, 143, 148)},
-    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + "; on a GPU where cupti-python works (the CUPTI call's "
-       "arguments)" for i in (23, 24, 25, 26, 27, 29, 30, 31, 33)},
-    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + "; on a GPU without cupti-python (the fallback and its "
-       "reason)" for i in (21, 35, 36, 37, 181, 182, 183)},
-    **{_LY + f"x_profile_layers_ort__mutmut_{i}": "not killed: CUDA-provider branch, and there the NCHWc layout "
-       "transformer only rewrites CPU-provider nodes, which a CUPTI table does not record (no layout column)"
-       for i in (28, 34)},
-    _LY + "x_profile_layers_ort__mutmut_32": "not killed: CUDA-provider branch; the warm-up count only changes "
-                                             "untimed runs, which the CUPTI table does not record",
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + " (the host-launch time basis of CUDA rows)"
+       for i in (121, 129, 131, 132, 143, 148)},
     **{_LY + f"x_profile_layers_ort__mutmut_{i}": "not killed: CPU-provider rows of a CUDA session get the same "
        "'host' basis; needs a CUDA-session table with a CPU-provider row, which the GPU test's model (all nodes "
        f"on CUDA) lacks ({_CUDA_T} asserts the rule per row)" for i in (142, 149, 150)},
@@ -850,7 +893,67 @@ EXPLAINED.update({
 
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
 NOT_MEASURED: dict[str, str] = {
+    "quantize-apply": "each of its 198 mutants runs real ONNX Runtime quantizations (~5 s of tests); too slow for "
+                      "2 shared cores; waits for a run on a many-core host",
 }
+
+#: The issue's core modules (#23: measure/, compare/, precision/, model.py, data.py, builds, the report summary).
+CORE = ["workbench/measure", "workbench/compare", "workbench/precision", "workbench/model.py", "workbench/data.py",
+        "workbench/builds.py"]
+#: Functions of core modules that no target mutates, each with the reason (`--coverage` fails on any other).
+NOT_MUTATED: dict[str, str] = {}
+
+
+def _functions(module: str) -> list[str]:
+    """mutmut's names of the functions it would mutate in ``module``: ``x_f`` for a module-level function,
+    ``xǁClassǁm`` for a method (nested functions belong to the function that holds them)."""
+    import ast
+
+    tree = ast.parse((ROOT / module).read_text())
+    out = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out.append(f"x_{node.name}")
+        elif isinstance(node, ast.ClassDef):
+            out += [f"xǁ{node.name}ǁ{f.name}" for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return out
+
+
+def coverage() -> dict[str, dict]:
+    """Per core module: its functions, the targets that mutate each, and those no target mutates."""
+    import fnmatch
+
+    modules = []
+    for c in CORE:
+        p = ROOT / c
+        modules += sorted(str(f.relative_to(ROOT)) for f in p.glob("*.py")) if p.is_dir() else [c]
+    out = {}
+    for m in modules:
+        dotted = m[:-3].replace("/", ".").removesuffix(".__init__")
+        funcs = _functions(m)
+        by = {}
+        for f in funcs:
+            name = f"{dotted}.{f}__mutmut_1"
+            by[f] = [n for n, t in PLAN.items() if t.module == m and
+                     (not t.functions or any(fnmatch.fnmatch(name, g) for g in t.functions))]
+        if funcs:
+            out[m] = {"functions": len(funcs), "targets": sorted({n for v in by.values() for n in v}),
+                      "uncovered": [f for f, v in by.items() if not v]}
+    return out
+
+
+def _coverage_report() -> int:
+    """Print the core modules and what no target mutates; 1 if a function is neither mutated nor excused."""
+    bad = 0
+    for m, c in coverage().items():
+        print(f"{m}: {c['functions'] - len(c['uncovered'])}/{c['functions']} functions mutated by "
+              f"{', '.join(c['targets']) or 'no target'}")
+        for f in c["uncovered"]:
+            why = NOT_MUTATED.get(f"{m}:{f}")
+            bad += why is None
+            print(f"    not mutated: {f}: {why or 'NO REASON GIVEN'}")
+    return 1 if bad else 0
+
 
 DOC = ROOT / "docs" / "testing.md"
 _BEGIN, _END = "<!-- mutation-table: written by tools/mutate.py -->", "<!-- /mutation-table -->"
@@ -906,7 +1009,11 @@ def main() -> None:
     ap.add_argument("--record", action="store_true", help="record the scratch copy's current results; run nothing")
     ap.add_argument("--no-write", action="store_true", help="print, do not update docs/mutation.json")
     ap.add_argument("--min-score", type=float, default=None, help="exit 1 if a target scores below this")
+    ap.add_argument("--coverage", action="store_true",
+                    help="list the core modules' functions no target mutates (exit 1 if one has no reason)")
     a = ap.parse_args()
+    if a.coverage:
+        sys.exit(_coverage_report())
     plan = SAMPLE if a.sample else PLAN
     if a.table:  # re-apply EXPLAINED to the recorded survivors and rewrite the docs table
         results = _load()
