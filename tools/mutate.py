@@ -891,6 +891,20 @@ EXPLAINED.update({
        "(each of its branches sets one), so the 'no match' default is never used" for i in (312, 314, 315, 316)},
 })
 
+_SI = "workbench.data.x_synthetic_inputs__mutmut_"
+EXPLAINED.update({
+    **{_SI + f"{i}": "equivalent: Generator.integers(n) draws from [0, n) as integers(0, n) does" for i in (88, 102)},
+    _SI + "64": "equivalent: an index's low is always 0 (rows 0..n-1 of the table it indexes), and integers(high) "
+                "draws from [0, high)",
+    _SI + "109": "not killed: float64 -> dt instead of float64 -> float32 -> dt is the same for float32/float64 "
+                 "inputs; for float16/bfloat16 only a rare double-rounding tie differs, which no behaviour reads",
+    **{_SI + f"{i}": "equivalent: np.prod of the shape in int64 equals float64's for any shape whose float64 draws "
+       "passed the memory-budget check just before (far below 2**63 elements)" for i in (116, 118)},
+    _SI + "36": "equivalent: diagnose() returns a fact for every graph input, so f is never None",
+    **{_SI + f"{i}": "equivalent: synthetic_inputs reads only value_kind/low/high/choices from diagnose(), which "
+       "the graph trace decides without batch_axis" for i in (6, 8)},
+})
+
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
 NOT_MEASURED: dict[str, str] = {
     "quantize-apply": "each of its 198 mutants runs real ONNX Runtime quantizations (~5 s of tests); too slow for "
