@@ -55,15 +55,16 @@ def _runtime_swap(src, dst, tag):
 
 
 def chain(n=4, plant=None, swap=None, name=None, value=PLANT):
-    """The planted chain of ``n`` Mul+Tanh pairs. ``plant``: index k whose constant becomes PLANT.
-    ``swap``: tensor name (``m<k>`` or ``t<k>``/``y``) that holds a transposed layout at run time only."""
+    """The planted chain of ``n`` Mul+Tanh pairs. ``plant``: index k whose constant becomes ``value``.
+    ``swap``: tensor name(s) (``m<k>`` or ``t<k>``/``y``) that hold a transposed layout at run time only."""
+    swaps = {swap} if isinstance(swap, str) or swap is None else set(swap)
     nodes, prev = [], "x"
     for k in range(n):
         nodes.append(_const(f"c{k}", value if k == plant else C))
         outs = {"m": f"m{k}", "t": "y" if k == n - 1 else f"t{k}"}
         for kind, op, ins in (("m", "Mul", lambda p: [p, f"c{k}"]), ("t", "Tanh", lambda p: [p])):
             out = outs[kind]
-            if out == swap:
+            if out in swaps:
                 nodes.append(helper.make_node(op, ins(prev), [f"p{k}{kind}"], name=f"{op.lower()}{k}"))
                 nodes += _runtime_swap(f"p{k}{kind}", out, f"{k}{kind}")
                 prev = out if out == "y" else f"u{k}{kind}"
@@ -72,12 +73,12 @@ def chain(n=4, plant=None, swap=None, name=None, value=PLANT):
             else:
                 nodes.append(helper.make_node(op, ins(prev), [out], name=f"{op.lower()}{k}"))
                 prev = out
-    out_shape = ["N", "d1", "d2"] if swap == "y" else ["N", 3, 4]
+    out_shape = ["N", "d1", "d2"] if "y" in swaps else ["N", 3, 4]
     g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(m)
-    return wb.Model(m, name=name or ("chain" if plant is None and swap is None else f"chain-p{plant}-s{swap}"))
+    return wb.Model(m, name=name or ("chain" if plant is None and swap is None else f"chain-p{plant}-s{len(swaps)}"))
 
 
 def cands(n):
@@ -200,6 +201,18 @@ def test_a_mismatched_last_candidate_is_dropped_before_the_search():
     assert [(p["position"], p["tensor"]) for p in bis.probes] == [(6, "m3"), (3, "t1"), (1, "t0"), (0, "m0")]
     assert bis.first_divergent == "mul0" and bis.candidates == 7
     assert bis.unmatched[0]["reason"] == "shape (4, 3, 4) in the reference but (4, 4, 3) in the variant ('y')"
+
+
+def test_mismatched_candidates_up_to_the_known_divergent_one_do_not_end_the_search():
+    # t1, m2, t2, m3 (positions 3-6) hold (N, 4, 3) in the variant; plant 0. 7 (y) bad; [0,7] mid 3: t1, m2,
+    # t2, m3 are dropped one after the other and position 3 is now y itself (known bad). The divergence
+    # lies in m0..t0 (positions 0-2 of m0 t0 m1 y), never probed yet: the search must go on in [0, 3]:
+    # mid 1 (t0) bad; [0,1] mid 0 (m0) bad -> m0. (Fixed: the search used to stop here and report y.)
+    bis = first_divergence(chain(), chain(plant=0, swap=("t1", "m2", "t2", "m3")), feeds={"x": _x(4)},
+                           metric="max_abs", threshold=1e-4, progress=False)
+    assert [u["tensor"] for u in bis.unmatched] == ["t1", "m2", "t2", "m3"]
+    assert [(p["position"], p["tensor"]) for p in bis.probes] == [(7, "y"), (1, "t0"), (0, "m0")]
+    assert (bis.first_divergent, bis.tensor, bis.candidates, bis.runs) == ("mul0", "m0", 4, 3)
 
 
 def test_no_candidate_with_matching_shapes_is_refused():
@@ -349,15 +362,31 @@ def test_a_precision_name_makes_the_variant_and_shapes_reach_the_build():
     assert var_be.runs == [{"x": ((2, 3, 4), np.float32)}]
 
 
-@pytest.mark.filterwarnings("ignore:calibrating:UserWarning", "ignore:the int8 variant:UserWarning")
-def test_int8_by_name_is_calibrated_on_the_given_calib_data():
+def _matmul(name="M"):
+    """x (N, 4) -> MatMul(W) m -> Tanh y: a node the int8 recipe quantizes (so it calibrates)."""
+    w = np.random.default_rng(4).standard_normal((4, 4)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+                           helper.make_node("Tanh", ["m"], ["y"], name="th")], "mm",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                          [numpy_helper.from_array(w, "w")])
+    return wb.Model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), name=name)
+
+
+@pytest.mark.filterwarnings("ignore:calibrating:UserWarning")
+@pytest.mark.parametrize("progress", [True, False])
+def test_int8_by_name_is_calibrated_on_the_given_calib_data(monkeypatch, progress):
     var_be = _Spy()
-    calib = [{"x": _x(7, 5)}]
-    bis = first_divergence(chain(name="R"), "int8", calib=calib, feeds={"x": _x(3)}, backend=var_be,
-                           metric="max_abs", threshold=1e-4, progress=False)
-    assert bis.variant == "R-int8" and var_be.built[0][1] == "int8"
+    calib = [{"x": np.random.default_rng(5).standard_normal((7, 4)).astype(np.float32)}]
+    bar = _Bar(monkeypatch)
+    bis = first_divergence(_matmul(), "int8", calib=calib, feeds={"x": calib[0]["x"][:3]}, backend=var_be,
+                           metric="max_abs", threshold=1.0, progress=progress)
+    assert bis.variant == "M-int8" and var_be.built[0][1] == "int8" and bis.first_divergent is None
     assert var_be.built[0][2]["calibration"]["num_samples"] == 7  # the 7 samples given, not synthetic data
     assert var_be.built[0][2]["calibration"]["synthetic"] is False
+    # progress reaches the calibration too (its bar counts samples), and progress=False draws nothing at all
+    text = bar.buf.getvalue()
+    assert (("/7 [" in text and "bisect M-int8" in text) if progress else text == "")
 
 
 def _two_inputs(half):
@@ -392,6 +421,16 @@ def test_each_cut_graph_gets_only_its_inputs_in_its_own_types():
     both_ref = {"x1": ((5, 4), f32), "x2": ((5, 4), f32)}
     assert ref_be.runs == [both_ref, both_ref, {"x1": ((5, 4), f32)}]  # the cut at a needs x1 only
     assert var_be.runs == [{"x1": ((5, 4), f16), "x2": ((5, 4), f32)}] * 2 + [{"x1": ((5, 4), f16)}]
+
+
+def test_the_variant_s_backend_flags_reach_its_build():
+    var_be = _Spy()
+    v = wb.Variant(model=chain(plant=1, name="V"), precision="custom", recipe={"tool": "user"},
+                   backend_flags={"tf32": True})
+    bis = first_divergence(chain(), v, feeds={"x": _x(2)}, backend=var_be, metric="max_abs", threshold=1e-4,
+                           progress=False)
+    assert bis.first_divergent == "mul1" and bis.variant == "V-custom"
+    assert {b[3]["tf32"] for b in var_be.built} == {True} and len(var_be.built) == bis.runs
 
 
 @pytest.mark.parametrize("limit, batch_size, samples, runs", [
@@ -468,10 +507,25 @@ def test_progress_bar_counts_runs_up_to_log2_plus_one(monkeypatch):
     assert text.endswith("\r") and not text.split("\r")[-2].strip()  # leave=False: erased at the end
 
 
-def test_no_progress_bar_when_asked(monkeypatch):
+def test_no_progress_bar_when_asked(monkeypatch, capfd):
     bar = _Bar(monkeypatch)
     first_divergence(chain(), chain(plant=2), feeds={"x": _x(3)}, metric="max_abs", threshold=1e-4, progress=False)
-    assert bar.buf.getvalue() == ""
+    assert bar.buf.getvalue() == "" and capfd.readouterr().err == ""
+
+
+def test_one_candidate_is_one_run_on_the_bar(monkeypatch):
+    def one(k):
+        g = helper.make_graph([_const("k", k), helper.make_node("Mul", ["x", "k"], ["y"], name="mul")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])])
+        return wb.Model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), name=f"one{k}")
+
+    bar = _Bar(monkeypatch)
+    bis = first_divergence(one(1.0), one(2.0), feeds={"x": np.ones((2, 3), np.float32)}, metric="max_abs",
+                           threshold=1e-4)
+    assert (bis.candidates, bis.runs, bis.first_divergent) == (1, 1, "mul")  # log2(1) + 1 = 1 run
+    counts = re.findall(r"(\d+)/(\d+) \[", bar.buf.getvalue())
+    assert counts and {t for _, t in counts} == {"1"} and {c for c, _ in counts} == {"0", "1"}
 
 
 # ------------------------------------------------------------------ PeakRSS
@@ -491,8 +545,9 @@ def test_peak_rss_current_is_the_kernels_resident_size():
 def test_peak_rss_sees_memory_freed_before_the_block_ends():
     size = 96 * 1024 ** 2
     with PeakRSS() as rss:
-        assert rss.start == rss.peak > 0
-        assert "workbench-peak-rss" in {t.name for t in threading.enumerate()}
+        assert 0 < rss.start <= rss.peak
+        sampler = [t for t in threading.enumerate() if t.name == "workbench-peak-rss"]
+        assert len(sampler) == 1 and sampler[0].daemon  # never keeps the interpreter alive
         a = np.ones(size // 8)  # touched: resident
         time.sleep(0.2)
         del a
@@ -507,6 +562,38 @@ def test_peak_rss_takes_a_last_sample_on_exit():
         a = np.ones(size // 8)
     assert rss.peak >= rss.start + size * 0.9
     del a
+
+
+def test_peak_rss_before_use_and_without_proc(monkeypatch):
+    r = PeakRSS()
+    assert (r.peak, r.start, r.interval) == (0, 0, 0.005)
+    import builtins
+
+    real_open = builtins.open
+
+    def no_proc(path, *a, **k):
+        if str(path).startswith("/proc/"):
+            raise FileNotFoundError(path)
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", no_proc)
+    assert PeakRSS.current() == 0  # documented: 0 where /proc is not available
+
+
+def test_peak_rss_waits_for_its_sampler_on_exit():
+    class Slow(PeakRSS):  # a sample that takes 0.3 s: exit must wait for the sampling thread to end
+        started = threading.Event()
+
+        @staticmethod
+        def current():
+            if threading.current_thread().name == "workbench-peak-rss":
+                Slow.started.set()
+                time.sleep(0.3)
+            return PeakRSS.current()
+
+    with Slow(interval=0.001) as rss:
+        assert Slow.started.wait(5)
+    assert not rss._thread.is_alive()
 
 
 def test_bisection_records_its_peak_rss():
@@ -550,3 +637,19 @@ def test_a_model_ort_cannot_load_is_unsupported_with_ort_s_last_line():
     assert str(e.value).startswith(f"layerwise comparison runs on ONNX Runtime CPU, which cannot load this model: {last}")
     assert e.value.hint == "layerwise works for variants ORT CPU runs (fp32, fp16, int8)"
     assert e.value.__cause__ is not None
+
+
+def test_an_ort_error_without_a_message_is_named_by_its_type(monkeypatch):
+    import onnxruntime as ort
+
+    from workbench.compare.layerwise import _session
+
+    class Quiet(Exception):
+        pass
+
+    def refuse(*a, **k):
+        raise Quiet()
+
+    monkeypatch.setattr(ort, "InferenceSession", refuse)  # stands in for ORT's loader only: its error text is empty
+    with pytest.raises(UnsupportedError, match=r"cannot load this model: Quiet \("):
+        _session(chain().proto_with_data(), "disable")

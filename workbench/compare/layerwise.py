@@ -961,8 +961,8 @@ def first_divergence(model: Any, variant: Any, *, data: Any = None, feeds: Mappi
                     if lo >= hi:
                         break
                     pos, bad = probe_at((lo + hi) // 2)  # drops only unusable candidates at >= mid
-                    if pos >= cands.index(hi_pair):
-                        break
+                    if pos >= cands.index(hi_pair):  # every candidate in [mid, hi) was dropped: [lo, mid) is
+                        continue  # still unprobed; search it (hi moved down to hi_pair's new position)
                     if bad:
                         hi_pair = cands[pos]
                     else:
