@@ -653,3 +653,29 @@ def test_an_ort_error_without_a_message_is_named_by_its_type(monkeypatch):
     monkeypatch.setattr(ort, "InferenceSession", refuse)  # stands in for ORT's loader only: its error text is empty
     with pytest.raises(UnsupportedError, match=r"cannot load this model: Quiet \("):
         _session(chain().proto_with_data(), "disable")
+
+
+def test_candidates_are_planned_at_the_real_input_shapes():
+    """The variant's tensor ``r`` is Concat(t, t) on axis 0: (2N, 3, 4) against the reference's (N, 3, 4).
+    Symbolically both are (?, 3, 4); only at the batch's real shape (N = 3) does the plan see 3 vs 6, and
+    then pairs ``r`` with the variant's Tanh output by structure instead (same op, same input). The variant's
+    y is doubled, so the search probes r too."""
+    def model(variant):
+        nodes = [helper.make_node("Tanh", ["x"], ["tt" if variant else "r"], name="tanh"),
+                 helper.make_node("Neg", ["tt" if variant else "r"], ["ny" if variant else "y"], name="neg")]
+        if variant:
+            nodes += [helper.make_node("Concat", ["tt", "tt"], ["r"], name="twice", axis=0), _const("two", 2.0),
+                      helper.make_node("Mul", ["ny", "two"], ["y"], name="double")]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 4])])
+        return wb.Model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), name=f"g{variant}")
+
+    bis = first_divergence(model(False), model(True), feeds={"x": _x(3)}, metric="max_abs", threshold=1e-4,
+                           progress=False)
+    assert bis.unmatched == [] and bis.candidates == 2 and bis.first_divergent == "neg"
+    assert [(p["tensor"], p["variant_tensor"], p["diverged"]) for p in bis.probes] == [("y", "y", True),
+                                                                                      ("r", "tt", False)]
+    from workbench.compare.layerwise import match_tensors
+
+    plan = match_tensors(model(False).proto, model(True).proto, input_shapes={"x": (3, 3, 4)})
+    assert {p.tensor: p.variant_tensor for p in plan.pairs} == {"r": "tt", "y": "y"}
