@@ -137,8 +137,10 @@ def test_bisection_finds_the_planted_node_in_the_documented_probe_order(n, plant
         assert p["max_abs"] == pytest.approx(diff.max(), rel=1e-5, abs=1e-6)
         assert p["mean_abs"] == pytest.approx(diff.mean(), rel=1e-5, abs=1e-6)
         assert p["nan_count"] == p["inf_count"] == 0 and "passed" not in p
-        assert 0 <= p["seconds"] <= bis.seconds
+        # each probe's wall time (two ORT sessions built and run: well over a millisecond), in ms resolution
+        assert 0 < p["seconds"] <= bis.seconds and p["seconds"] == round(p["seconds"], 3)
     assert bis.row is bis.probes[order.index(d)] and bis.row["diverged"]
+    assert sum(p["seconds"] for p in bis.probes) - 0.01 <= bis.seconds == round(bis.seconds, 3)
     assert bis.row["max_abs"] == pytest.approx(np.abs(r[f"m{plant}"].astype(np.float64) - v[f"m{plant}"]).max(),
                                                rel=1e-5)
 
@@ -604,7 +606,9 @@ def test_bisection_records_its_peak_rss():
 
 
 # ------------------------------------------------------------------ _session (layerwise's ORT CPU sessions)
-def test_session_options_and_cpu_provider():
+def test_session_options_and_cpu_provider(capfd):
+    import warnings
+
     import onnxruntime as ort
 
     from workbench.compare.layerwise import _session
@@ -612,7 +616,10 @@ def test_session_options_and_cpu_provider():
     proto = chain().proto_with_data()
     for level, want in (("disable", "ORT_DISABLE_ALL"), ("basic", "ORT_ENABLE_BASIC"),
                         ("extended", "ORT_ENABLE_EXTENDED"), ("all", "ORT_ENABLE_ALL")):
-        s = _session(proto, level)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # e.g. ORT's "provider ... is not in available provider names"
+            s = _session(proto, level)
+        assert capfd.readouterr() == ("", "")  # no "EP Error ... falling back" printed either
         so = s.get_session_options()
         assert so.graph_optimization_level == getattr(ort.GraphOptimizationLevel, want)
         assert so.log_severity_level == 3 and s.get_providers() == ["CPUExecutionProvider"]
