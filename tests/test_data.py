@@ -272,7 +272,10 @@ def test_feed_batches_from_iterable(tmp_path):
     a = _good_arrays(4)
     feeds = [{"x": a["x"][:2], "ids": a["ids"][:2]}, {"x": a["x"][2:], "ids": a["ids"][2:]}]
     assert len(list(as_feed_batches(m, feeds))) == 2
-    assert len(list(as_feed_batches(m, feeds, limit=1))) == 1
+    # limit counts samples (2 + 2 here), not items: the batch that crosses it is cut on the batch axis
+    assert [f["x"].shape[0] for f in as_feed_batches(m, feeds, limit=1)] == [1]
+    assert [f["ids"].shape[0] for f in as_feed_batches(m, feeds, limit=3)] == [2, 1]
+    assert [f["x"].shape[0] for f in as_feed_batches(m, feeds, limit=4)] == [2, 2]
     with pytest.raises(DataError, match="lacks input"):
         list(as_feed_batches(m, [{"x": a["x"]}]))
     synth = list(as_feed_batches(m, None, batch_size=3, seed=1, shapes=None))

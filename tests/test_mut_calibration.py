@@ -698,3 +698,27 @@ def test_the_few_samples_warning_gives_the_way_out(tmp_path):
     msg = str(rec[0].message)
     assert msg == cs.warning
     assert msg.endswith("scales may not represent real inputs; give more data, or --min-calib-samples N to require N")
+
+
+def test_batches_of_another_stage_read_on_another_batch_axis_lose_no_sample(tmp_path):
+    """Another stage's Batches (read for another Model object on its default batch axis 0: 2 samples) given
+    with batch_axis='x:1' (5 samples): every sample is calibrated, none dropped; a part of those batches has
+    no meaning on the other axis and is refused."""
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["a", "b", 3])
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "g", [x_info],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", 3])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    path = tmp_path / "two_dyn.onnx"
+    onnx.save(m, str(path))
+    x = _x(5, axis=1)  # (2, 5, 3)
+    evaluation = NpzDataset({"x": x}, load(path)).batch_list(4)
+    assert evaluation.num_samples == 2  # axis 0
+    with pytest.warns(CalibrationWarning, match="only 5 sample"):
+        cs = prepare_calibration(load(path), evaluation, batch_axis="x:1")
+    assert cs.num_samples == 5
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in cs.batches], axis=1), x)
+    assert _sizes(cs.batches, axis=1) == [4, 1]  # the evaluation's batch size kept
+    part = NpzDataset({"x": x}, load(path)).batch_list(1)[:1]
+    with pytest.raises(DataError, match="another batch axis"):
+        prepare_calibration(load(path), part, batch_axis="x:1")

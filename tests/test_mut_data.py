@@ -172,7 +172,9 @@ def test_cast_feeds_by_hand():
                                       ("inp:1x2/1/1x2", "shapes for 'inp' have different ranks"),
                                       (f"inp:{2**31}", "shape for 'inp': every dimension"),
                                       ({"inp": "2/1/3"}, "range for 'inp'"),
-                                      ({"inp": [(2,), (1,), (3,)]}, "range for 'inp'")])
+                                      ({"inp": [(2,), (1,), (3,)]}, "range for 'inp'"),
+                                      ("inp:1/1xq/2", "bad dims '1xq' for 'inp'"),
+                                      ({"inp": [2, 2**31]}, "shape for 'inp': every dimension")])
 def test_errors_name_the_input(spec, msg):
     with pytest.raises(ShapeSpecError, match=msg):
         ShapeMap.parse(spec)
@@ -212,3 +214,12 @@ def test_resolve_shapes_batch_axis_override():
 
 def test_static_batch_honours_batch_axis():
     assert D.static_batch(_model({"x": [4, 3]}), batch_axis={"x": 1}) == 3
+
+
+def test_static_batch_of_two_inputs_whose_fixed_batches_disagree():
+    """x fixes batch 9 and y batch 2 (both on axis 0 by the caller's batch_axis; the shape doctor alone gives y no
+    batch axis): the batch a run can use for both is the smaller one."""
+    m = _model({"x": [9, 3], "y": [2, 3]})
+    assert D.model_batch_axes(m) == {"x": 0, "y": None} and D.static_batch(m) == 9
+    assert D.static_batch(m, batch_axis={"x": 0, "y": 0}) == 2
+    assert D.static_batch(_model({"x": [9, 3], "y": [2, 3], "z": [5, 1]}), batch_axis="x:0,y:0,z:0") == 2

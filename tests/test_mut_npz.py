@@ -227,8 +227,15 @@ def test_as_feed_batches_sources(tmp_path):
     ds = NpzDataset({"x": X}, m)
     assert [f["x"].shape[0] for f in as_feed_batches(m, ds, batch_size=6)] == [6, 4]
     items = [{"x": X[:2].astype(np.float64)}, {"x": X[2:5]}, {"x": X[5:]}]
-    got = list(as_feed_batches(m, items, limit=2))
-    assert len(got) == 2 and got[0]["x"].dtype == np.float32 and got[1]["x"].shape == (3, 3)
+    got = list(as_feed_batches(m, items, limit=4))  # 4 samples: 2, then 2 of the next item's 3
+    assert len(got) == 2 and got[0]["x"].dtype == np.float32 and got[1]["x"].shape == (2, 3)
+    np.testing.assert_array_equal(got[1]["x"], X[2:4])
+    assert [f["x"].shape[0] for f in as_feed_batches(m, items, limit=5)] == [2, 3]
+    assert [f["x"].shape[0] for f in as_feed_batches(m, items, limit=2)] == [2]
+    assert [f["x"].shape[0] for f in as_feed_batches(m, items, limit=100)] == [2, 3, 5]
+    fixed = _model(batch=2)  # a fixed batch cannot be cut: the batch crossing the limit is left out
+    pairs = [{"x": X[:2]}, {"x": X[2:4]}, {"x": X[4:6]}]
+    assert [f["x"].shape[0] for f in as_feed_batches(fixed, pairs, limit=5)] == [2, 2]
     with pytest.raises(DataError, match="lacks input"):
         list(as_feed_batches(m, [{"x": X}, {"y": X}]))
     with pytest.raises(DataError, match="data item 1 is a list, expected a dict"):  # was a numpy ValueError
@@ -264,8 +271,10 @@ def test_resolve_data(tmp_path):
         resolve_data(m, str(p), "flt")
     with pytest.raises(DataError, match="one class id per sample"):
         resolve_data(m, ds, np.eye(3, dtype=np.int64)[lab])
-    two, _ = resolve_data(m, [{"x": X[:2]}, {"x": X[2:5]}], None, limit=1)  # limit counts items of a list
-    assert len(two) == 1 and two[0]["x"].shape == (2, 3)
+    one, _ = resolve_data(m, [{"x": X[:2]}, {"x": X[2:5]}], None, limit=1)  # limit counts samples of a list too
+    assert len(one) == 1 and one[0]["x"].shape == (1, 3)
+    three, lab3 = resolve_data(m, [{"x": X[:2]}, {"x": X[2:5]}], lab[:5], limit=3)
+    assert [b["x"].shape[0] for b in three] == [2, 1] and list(lab3) == list(lab[:3])
     col, lcol = resolve_data(m, [{"x": X}], lab[:, None])
     assert isinstance(col, list) and lcol.shape == (10,)
     with pytest.raises(DataError, match="labels hold 9 entries for 10 samples"):
@@ -300,3 +309,26 @@ def test_for_model_keeps_the_override_the_path_and_extra_keys(tmp_path):
     assert ds2.axes == {"x": 0, "h": None} and ds2.path == ds.path and ds2.num_samples == 10
     assert ds.for_model(m, batch_axis="h:1").axes["h"] == 1
 
+
+
+def test_with_dataset_holding_other_samples_rebatches_the_whole_and_refuses_a_part():
+    """The same arrays read on batch axis 1 hold 7 samples instead of 2: whole batches (also drop_last ones)
+    become the whole new dataset in the same batch size; a part (a slice, a head) is refused."""
+    g = h.make_graph([h.make_node("Identity", ["x"], ["y"], name="id")], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, ["a", "b", 3])],
+                     [h.make_tensor_value_info("y", T.FLOAT, ["a", "b", 3])])
+    model = wb.load(h.make_model(g), name="two_dyn")
+    x = np.arange(2 * 7 * 3, dtype=np.float32).reshape(2, 7, 3)
+    on0, on1 = NpzDataset({"x": x}, model), NpzDataset({"x": x}, model, batch_axis="x:1")
+    assert (on0.num_samples, on1.num_samples) == (2, 7)
+    whole = on0.batch_list(3).with_dataset(on1)
+    assert list(whole.bounds) == [(0, 3), (3, 6), (6, 7)]
+    np.testing.assert_array_equal(np.concatenate(list(b["x"] for b in whole), axis=1), x)
+    assert list(on0.batch_list(2).with_dataset(on1).bounds) == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    odd = NpzDataset({"x": np.zeros((3, 7, 3), np.float32)}, model)  # 3 samples on axis 0
+    dropped = odd.batch_list(2, drop_last=True)  # 2 of 3: whole batches of the whole dataset
+    assert list(dropped.with_dataset(NpzDataset({"x": np.zeros((3, 7, 3), np.float32)}, model,
+                                                 batch_axis="x:1")).bounds) == [(0, 2), (2, 4), (4, 6)]
+    for part in (on0.batch_list(1)[1:], on0.batch_list(1).head(1), on0.batch_list(1)[:1]):
+        with pytest.raises(DataError, match="another batch axis"):
+            part.with_dataset(on1)

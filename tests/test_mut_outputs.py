@@ -319,3 +319,263 @@ def test_default_tolerances(engines):
     c = compare_engines(ref, [close], _batches(), progress=False)
     assert (c.atol, c.rtol, c.topk) == (1e-3, 1e-3, 5)
 
+
+
+# ------------------------------------------------------------------------------------------ session 27: survivors
+class _Drawn:
+    """tqdm.auto.tqdm drawing every update (mininterval 0) into a buffer: the bars a user sees, by description."""
+
+    def __init__(self, monkeypatch):
+        import functools
+        import io
+
+        import tqdm.auto
+
+        self.buf = io.StringIO()
+        monkeypatch.setattr(tqdm.auto, "tqdm", functools.partial(tqdm.auto.tqdm, file=self.buf, mininterval=0))
+
+    def take(self) -> tuple[dict[str, list[str]], str]:
+        """({description: the n/total counts drawn}, the raw text), and empty the buffer."""
+        import re
+
+        text = self.buf.getvalue()
+        self.buf.seek(0)
+        self.buf.truncate()
+        bars: dict[str, list[str]] = {}
+        for frame in text.split("\r"):
+            m = re.match(r"(.+?): +\d+%\|.*?\| (\d+/\d+) \[", frame)
+            if m:
+                bars.setdefault(m.group(1), []).append(m.group(2))
+        return bars, text
+
+
+def _under_mutmut() -> bool:
+    import os
+
+    return bool(os.environ.get("MUTANT_UNDER_TEST"))
+
+
+def test_compare_outputs_bars_batches_and_progress_flag(tmp_path, monkeypatch):
+    """By default the calibration of the int8 variant and the comparison draw their bars (the comparison: one step
+    per batch, 10 samples in batches of 4 = 3), and both are erased at the end; progress=False draws nothing."""
+    drawn = _Drawn(monkeypatch)
+    m = _model(W, "top")
+    np.savez(tmp_path / "d.npz", x=X)
+    calib = [{"x": X}]
+    compare_outputs(m, "int8", data=str(tmp_path / "d.npz"), calib=calib, batch_size=4)
+    bars, text = drawn.take()
+    assert set(bars) == {"calibrating top (minmax)", "compare"}
+    assert bars["compare"][0] == "0/3" and bars["compare"][-1] == "3/3"
+    assert "\n" not in text and text.endswith("\r")  # leave=False: erased, the cursor back at the line start
+    compare_outputs(m, "int8", data=str(tmp_path / "d.npz"), calib=calib, batch_size=4, progress=False)
+    assert drawn.take() == ({}, "")
+
+
+def test_build_variant_engine_passes_everything_to_the_build(monkeypatch):
+    from workbench.compare.outputs import build_variant_engine
+    from workbench.errors import ShapeSpecError
+
+    m = _model(W, "bv")
+    be = get_backend("onnxruntime")
+    var, eng = build_variant_engine(m, "fp32", be, shapes="x:3x4", progress=False)
+    assert eng.backend is be and var.precision == "fp32"  # the caller's backend object builds it
+    assert eng.record.shapes == {"x": {"min": [3, 4], "opt": [3, 4], "max": [3, 4]}}
+    with pytest.raises(ShapeSpecError, match="fixes it to 4"):
+        build_variant_engine(m, "fp32", be, shapes="x:3x5", progress=False)
+    # recipe options reach make_variant: 4 of the 10 calibration samples
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "calibrating on only 4 samples"
+        drawn = _Drawn(monkeypatch)
+        var, _ = build_variant_engine(m, "int8", "onnxruntime", calib=[{"x": X}], num_calib=4)
+        assert var.recipe["calibration"]["num_samples"] == 4
+        assert list(drawn.take()[0]) == ["calibrating bv (minmax)"]  # a bar by default
+        build_variant_engine(m, "int8", "onnxruntime", calib=[{"x": X}], num_calib=4, progress=False)
+        assert drawn.take() == ({}, "")
+
+
+def test_compare_outputs_reads_a_path_and_needs_an_input(tmp_path):
+    import onnx
+
+    from workbench.errors import ModelLoadError
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_model(W, "m").proto, path)
+    c = compare_outputs(str(path), "fp16", data=[{"x": X}], progress=False)
+    assert c.samples == 10 and c.variants == ["m-fp16"] and c.value("m-fp16", "cosine", "y") > 0.999
+    k = h.make_node("Constant", [], ["y"], name="k", value=numpy_helper.from_array(np.ones(2, np.float32), "v"))
+    g = h.make_graph([k], "noin", [], [h.make_tensor_value_info("y", T.FLOAT, [2])])
+    no_inputs = wb.load(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), name="noin")
+    with pytest.raises(ModelLoadError, match="has no inputs: compare needs at least one input"):
+        compare_outputs(no_inputs, "fp16", progress=False)
+
+
+def test_compare_outputs_skips_an_unsupported_precision_and_goes_on():
+    """fp8 (upper case in the string: names are case-insensitive) cannot run on ONNX Runtime CPU: it is skipped
+    under its canonical name with the backend's reason, and fp16 after it is still compared."""
+    m = _model(W, "top")
+    be = get_backend("onnxruntime")
+    ok, why = be.supports("fp8")
+    assert not ok  # ONNX Runtime's backend declares fp8 unsupported on any provider without an FP8 GPU
+    with pytest.warns(UserWarning, match="skipping fp8 on onnxruntime: ") as caught:
+        c = compare_outputs(m, "FP8, fp16", data=[{"x": X}], progress=False)
+    assert c.skipped == {"fp8": why} and c.variants == ["top-fp16"]
+    # the only warning: fp8 is not built, so nothing was calibrated on the evaluation data
+    assert [str(w.message) for w in caught] == [f"skipping fp8 on onnxruntime: {why}"]
+
+
+def test_compare_outputs_warnings_point_at_the_caller(tmp_path):
+    """Both warnings name the line that called compare_outputs (not the @captures_native_log wrapper in
+    workbench/logs.py). Skipped under mutmut, whose trampoline adds a frame between caller and function."""
+    if _under_mutmut():
+        pytest.skip("mutmut's trampoline adds a stack frame: stacklevel cannot be observed there")
+    m = _model(W, "top")
+    np.savez(tmp_path / "d.npz", x=X)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compare_outputs(m, "fp8,int8", data=str(tmp_path / "d.npz"), progress=False)
+    msgs = {str(w.message).split(":")[0]: w for w in caught}
+    assert str(msgs["int8/fp8 calibrated on the evaluation data itself (no calib= given)"].message) == (
+        "int8/fp8 calibrated on the evaluation data itself (no calib= given): accuracy is optimistic")
+    for key in ("int8/fp8 calibrated on the evaluation data itself (no calib= given)", "skipping fp8 on onnxruntime"):
+        assert msgs[key].filename == __file__, (key, msgs[key].filename)
+
+
+def test_compare_outputs_calibration_warning_text():
+    m = _model(W, "top")
+    with pytest.warns(UserWarning) as caught:
+        compare_outputs(m, "int8", data=[{"x": X}], progress=False)
+    assert "int8/fp8 calibrated on the evaluation data itself (no calib= given): accuracy is optimistic" in [
+        str(w.message) for w in caught]
+
+
+def test_compare_outputs_defaults_and_shapes():
+    """Default atol / rtol / topk; ``shapes`` fixes the synthetic batch (3 samples), and a map that does not fit
+    the model is refused by the FP32 reference build even when every variant is skipped."""
+    from workbench.errors import ShapeSpecError
+
+    m = _model(W, "top")
+    c = compare_outputs(m, "fp16", data=[{"x": X}], progress=False)
+    assert (c.atol, c.rtol, c.topk) == (1e-3, 1e-3, 5)
+    assert compare_outputs(m, "fp16", shapes="x:3x4", progress=False).samples == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skipping fp8
+        with pytest.raises(ShapeSpecError, match="fixes it to 4"):
+            compare_outputs(m, "fp8", data=[{"x": X}], shapes="x:3x5", progress=False)
+
+
+def test_compare_outputs_label_output_reaches_the_comparison():
+    """Two class-score outputs: y (x @ W) first, y2 (x @ W reversed) second; label_output='y2' scores y2."""
+    nodes = [h.make_node("MatMul", ["x", "w"], ["y"], name="mm"), h.make_node("MatMul", ["x", "w2"], ["y2"], name="mm2")]
+    g = h.make_graph(nodes, "two", [h.make_tensor_value_info("x", T.FLOAT, ["n", 4])],
+                     [h.make_tensor_value_info("y", T.FLOAT, ["n", 3]), h.make_tensor_value_info("y2", T.FLOAT, ["n", 3])],
+                     initializer=[numpy_helper.from_array(W, "w"), numpy_helper.from_array(W[:, ::-1].copy(), "w2")])
+    m = wb.load(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), name="two")
+    c = compare_outputs(m, "fp16", data=[{"x": X}], labels=LABELS, label_output="y2", progress=False)
+    assert c.label_output == "y2"
+    assert c.value(c.reference, "top1") == pytest.approx(np.mean((X @ W[:, ::-1]).argmax(1) == LABELS))
+    assert compare_outputs(m, "fp16", data=[{"x": X}], labels=LABELS, progress=False).label_output == "y"
+
+
+def test_per_output_passed_uses_the_variants_precision_tolerance():
+    """An int8 variant at ~20 dB SNR: within int8's tolerance (cosine >= 0.98, SNR >= 14 dB), outside the generic
+    one (0.999, 30 dB). The per-output ``passed`` metric follows int8's."""
+    rng = np.random.default_rng(3)
+    noise = rng.standard_normal(W.shape).astype(np.float32)
+    ref_y = X.astype(np.float64) @ W
+    d = X.astype(np.float64) @ noise
+    scale = math.sqrt((ref_y ** 2).sum() / (d ** 2).sum() / 100)  # error energy = ref energy / 100: 20 dB
+    w_var = (W + scale * noise).astype(np.float32)
+    var_y = X.astype(np.float64) @ w_var
+    snr = 10 * math.log10((ref_y ** 2).sum() / ((var_y - ref_y) ** 2).sum())
+    cos = float((ref_y * var_y).sum() / np.linalg.norm(ref_y) / np.linalg.norm(var_y))
+    assert 14 < snr < 30 and 0.98 < cos < 0.999
+    c = compare_engines(_engine(W), [_engine(w_var, "int8", name="v")], _batches(), progress=False)
+    assert c.value("v-int8", "snr_db", "y") == pytest.approx(snr, abs=1e-3)
+    assert c.value("v-int8", "passed", "y") and c.verdict("v-int8").passed
+
+
+def test_samples_are_counted_on_the_models_batch_axis():
+    """A recurrent-state input (2, N, 4): the batch is axis 1, so two feeds of N = 5 and 3 are 8 samples."""
+    g = h.make_graph([h.make_node("Mul", ["s", "k"], ["y"], name="mul")], "state",
+                     [h.make_tensor_value_info("s", T.FLOAT, [2, "N", 4])], [h.make_tensor_value_info("y", T.FLOAT, [2, "N", 4])],
+                     initializer=[numpy_helper.from_array(np.float32(2.0), "k")])
+    model = wb.load(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), name="state")
+    eng = get_backend("onnxruntime").build(Variant(model=model, precision="fp32"), None, QUIET)
+    feeds = [{"s": np.ones((2, 5, 4), np.float32)}, {"s": np.ones((2, 3, 4), np.float32)}]
+    assert compare_engines(eng, [eng], feeds, progress=False).samples == 8
+
+
+def _lw_pair():
+    """Reference x -> Mul(2) "mul" -> Relu "relu" -> Add(b) "add" = y, plus Shape(x) (int64: skipped). The variant
+    computes the Mul as a Div by 0.5 under other names (no name or structure pairs m1 or r: unmatched) and adds
+    b + 0.01, so y (same name) differs by exactly 0.01 everywhere."""
+    f = T.FLOAT
+    two, half = numpy_helper.from_array(np.float32(2.0), "two"), numpy_helper.from_array(np.float32(0.5), "half")
+    b = numpy_helper.from_array(np.full((4,), 1.0, np.float32), "b")
+    b2 = numpy_helper.from_array(np.full((4,), 1.01, np.float32), "b")
+    io = ([h.make_tensor_value_info("x", f, ["n", 4])], [h.make_tensor_value_info("y", f, ["n", 4])])
+    ref = h.make_graph([h.make_node("Mul", ["x", "two"], ["m1"], name="mul"), h.make_node("Relu", ["m1"], ["r"], name="relu"),
+                        h.make_node("Add", ["r", "b"], ["y"], name="add"), h.make_node("Shape", ["x"], ["s"], name="shape")],
+                       "ref", *io, [two, b])
+    var = h.make_graph([h.make_node("Div", ["x", "half"], ["q1"], name="div"), h.make_node("Relu", ["q1"], ["q2"], name="v_relu"),
+                        h.make_node("Add", ["q2", "b"], ["y"], name="v_add")], "var", *io, [half, b2])
+    op = [h.make_opsetid("", 17)]
+    model = wb.load(h.make_model(ref, opset_imports=op), name="lw")
+    return model, Variant(model=model.derive(h.make_model(var, opset_imports=op), name="lw-fp16"), precision="fp16")
+
+
+def test_to_json_carries_the_layerwise_frames_and_bisections():
+    """What `workbench compare --layerwise/--bisect --json` writes: per variant the frame's bookkeeping, its
+    unmatched tensors and skip counts, and one record per node (NaN as null); the bisection's own JSON."""
+    from workbench.compare.layerwise import first_divergence, layerwise
+
+    model, var = _lw_pair()
+    data = [{"x": X}]
+    ref_e = get_backend("onnxruntime").build(Variant(model=model, precision="fp32"), None, QUIET)
+    var_e = get_backend("onnxruntime").build(var, None, QUIET)
+    cmp = compare_engines(ref_e, [var_e], data, progress=False)
+    df = layerwise(model, var, data=data, metric="max_abs", threshold=1e-3, progress=False)
+    cmp.layerwise["lw-fp16"] = df
+    b = first_divergence(model, var, data=data, metric="max_abs", threshold=1e-3, progress=False)
+    cmp.bisections["lw-fp16"] = b
+    j = json.loads(json.dumps(cmp.to_json(), allow_nan=False))
+    lw = j["layerwise"]["lw-fp16"]
+    assert [u["tensor"] for u in lw["unmatched"]] == ["m1", "r"] and lw["unmatched"] == df.attrs["unmatched"]
+    assert lw["skipped"] == {"not a float tensor": 1}
+    assert lw["first_divergent"] == "add" and lw["metric"] == "max_abs" and lw["threshold"] == 1e-3
+    assert lw["counts"] == {"compared": 1, "unmatched": 2, "skipped": 1} and lw["samples"] == 10
+    (node,) = lw["nodes"]
+    assert "variant" not in node and "precision" not in node
+    assert (node["onnx_node"], node["tensor"], node["diverged"]) == ("add", "y", True)
+    assert node["max_abs"] == pytest.approx(0.01, rel=1e-4) and node["mean_abs"] == pytest.approx(0.01, rel=1e-4)
+    assert j["bisections"] == {"lw-fp16": json.loads(json.dumps(b.to_json()))}
+    assert j["bisections"]["lw-fp16"]["first_divergent"] == "add"
+
+
+def test_to_json_of_a_debug_tensor_frame():
+    """A frame in layerwise_debug_tensors' format (TensorRT's own tensors: no unmatched/skipped bookkeeping,
+    NaN metrics on a tensor TensorRT did not mark) gives empty lists, and NaN becomes null."""
+    import pandas as pd
+
+    ref_e = _engine(W)
+    cmp = compare_engines(ref_e, [_engine(W + 0.01, "fp16")], _batches(), progress=False)
+    df = pd.DataFrame([{"variant": "m-fp16", "precision": "fp16", "backend": "tensorrt", "order": 0, "onnx_node": "mm",
+                        "op_type": "MatMul", "tensor": "y", "match": "not marked by TensorRT", "max_abs": math.nan,
+                        "diverged": False, "first_divergent": False}])
+    df.attrs.update(first_divergent=None, metric="cosine", threshold=0.999, source="tensorrt-debug-tensors")
+    cmp.layerwise["m-fp16"] = df
+    lw = json.loads(json.dumps(cmp.to_json(), allow_nan=False))["layerwise"]["m-fp16"]
+    assert lw["unmatched"] == [] and lw["skipped"] == {} and lw["first_divergent"] is None
+    assert lw["nodes"][0]["max_abs"] is None and lw["nodes"][0]["match"] == "not marked by TensorRT"
+
+
+def test_verdict_reads_top1_only_with_a_label_output_and_a_top1_row():
+    """A Comparison assembled by hand (or filtered): with labels but no top1 row for the variant, the verdict has no
+    top-1 clause instead of failing; without a label output a stray top1 row is not a top-1 clause either."""
+    rows = [("r (reference)", "fp32", "b", "y", "top1", 0.90)]
+    rows += [("v", "int8", "b", "y", m, val) for m, val in (("cosine", 1.0), ("snr_db", 80.0), ("nan_count", 0),
+                                                            ("inf_count", 0))]
+    assert _hand(rows, ["v"], label_output="y").verdict("v").passed
+    stray = rows + [("v", "int8", "b", "y", "top1", 0.10)]  # an 80-point drop, were it read
+    v = _hand(stray, ["v"]).verdict("v")
+    assert v.passed and v.failed == () and "top-1" not in v.rule

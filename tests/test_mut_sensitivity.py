@@ -400,7 +400,7 @@ def _snr_by_hand(model, variant_model, batches):
 def test_propose_mixed_precision_on_a_tiny_mlp(tmp_path):
     """A target only fp32 meets (snr >= 200 dB): the search must keep both lowered MatMuls, one per greedy step,
     and each step's value is the snr of that variant, computed here from plain ORT runs (calib = the data).
-    search_limit counts samples of an .npz (for a list of feed dicts, data.as_feed_batches counts items)."""
+    search_limit counts samples (of an .npz here; of a list of feed dicts too, see test_mut_npz)."""
     from workbench.precision import make_variant
 
     model = _mlp()
@@ -573,3 +573,23 @@ def test_lowered_nodes_reads_weights_from_constant_nodes():
     model = wb.load(helper.make_model(ref, opset_imports=op), name="mm")
     v = Variant(model=model.derive(helper.make_model(var, opset_imports=op), name="mm-int8"), precision="int8")
     assert S.lowered_nodes(model, v) == ["mm"]
+
+
+@pytest.mark.filterwarnings("ignore:calibrating")
+@pytest.mark.filterwarnings("ignore:the int8 variant")
+def test_propose_passes_variant_options_to_the_build():
+    """``**variant_opts`` reach make_variant: num_calib=4 calibrates the searched variant on the first 4 of 16
+    samples, and its value is the snr of a variant made by hand with the same option (not with all 16)."""
+    from workbench.precision import make_variant
+
+    model = _mlp()
+    x = np.random.default_rng(5).standard_normal((16, 8)).astype(np.float32)
+    x[8:] *= 20  # the last samples widen the activation ranges: calibrating on 4 or 16 samples differs
+    data = [{"x": x[:8]}, {"x": x[8:]}]
+    res = S.propose_mixed_precision(model, "int8", target="snr_db>=0", data=data, num_calib=4, latency=False,
+                                    progress=False)
+    assert res.variant.recipe["calibration"]["num_samples"] == 4
+    four = make_variant(model, "int8", calib=data, num_calib=4, backend="onnxruntime", progress=False)
+    every = make_variant(model, "int8", calib=data, backend="onnxruntime", progress=False)
+    assert res.baseline_value == pytest.approx(_snr_by_hand(model, four.model, data), rel=1e-9)
+    assert _snr_by_hand(model, four.model, data) != pytest.approx(_snr_by_hand(model, every.model, data), rel=1e-3)

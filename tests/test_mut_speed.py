@@ -350,3 +350,16 @@ def test_small_total_change_still_gets_shares():
     t = explain_speed(fp32, var).table
     assert t["share_of_delta"].tolist() == pytest.approx([0.5, 0.5])  # delta 0.5 ms: shares of it
 
+
+
+def test_a_layer_without_a_time_adds_nothing_instead_of_turning_the_table_nan():
+    """A profile row with no time (NaN, None) counts 0 ms: every table number stays finite and the table
+    still adds up to the totals (pandas' sums skip NaN, so a NaN per node would break that reconciliation)."""
+    v = _variant({"a": "Relu", "b": "Neg"})
+    fp32 = _frame([("a", "Relu", ["a"], "a", 2.0), ("b", "Neg", ["b"], "b", float("nan"))])
+    var = _frame([("a", "Relu", ["a"], "a", 1.0), ("b", "Neg", ["b"], "b", None)])
+    ex = explain_speed(fp32, var, variant=v)
+    nums = ex.table[["fp32_ms", "variant_ms", "delta_ms"]]
+    assert nums.notna().all().all()
+    assert ex.fp32_total_ms == 2.0 and ex.variant_total_ms == 1.0
+    assert nums["fp32_ms"].sum() == 2.0 and nums["variant_ms"].sum() == 1.0 and nums["delta_ms"].sum() == -1.0

@@ -416,8 +416,6 @@ EXPLAINED.update({
                         ("check_output_path", (1, 2, 7, 8, 9)), ("path_for_runtime", (5,))) for i in nums},
     "workbench.data.x_resolve_shapes__mutmut_13": "equivalent: the batch axes are only read when batch is given",
     "workbench.data.x_static_batch__mutmut_12": "equivalent: min() of a one-element set is that element",
-    "workbench.data.x_static_batch__mutmut_16": "not killed: needs two inputs whose fixed batch dims disagree; "
-                                                "the shape doctor gave such a model only one batch axis",
     "workbench.data.xǁShapeMapǁparse__mutmut_4": "equivalent: '' then parses to an empty ShapeMap anyway",
     "workbench.model.xǁModelǁcheck_structure__mutmut_9": "equivalent: strict_mode=False is onnx's default",
     "workbench.model.xǁModelǁsave__mutmut_28": "not killed: the >= vs > boundary at exactly 2 GiB of protobuf needs a "
@@ -470,8 +468,6 @@ EXPLAINED.update({
        for i in (69, 74, 83, 90)},
     **{_S + f"{i}": "equivalent: the fp32 build on ONNX Runtime draws no bar (no recipe, no calibration), so its "
        "progress flag shows nothing either way" for i in (70, 75)},
-    "workbench.compare.sensitivity.x__backend_name__mutmut_1": "not killed: _backend_name is called nowhere (dead "
-                                                               "code)",
     "workbench.compare.sensitivity.x_lowered_nodes__mutmut_22": "not killed: needs a variant on which ONNX shape "
                                                                 "inference raises",
     "workbench.compare.sensitivity.xǁMixedPrecisionResultǁto_json__mutmut_35": "equivalent: pandas reads orient "
@@ -592,9 +588,6 @@ EXPLAINED.update({
        "iloc[1] is iloc[0]'s value" for fn, i in (("summary", 14), ("summary", 17), ("verdict", 45), ("verdicts", 7))},
     **{f"workbench.compare.outputs.xǁComparisonǁ{fn}__mutmut_{i}": "equivalent: astype(None) is float64, as float"
        for fn, i in (("summary", 64), ("summary", 72), ("summary", 80), ("verdict", 47), ("verdict", 52))},
-    "workbench.compare.outputs.xǁComparisonǁverdict__mutmut_10": "not killed: compare_engines writes a top1 row for "
-                                                                 "every variant whenever label_output is set, so "
-                                                                 "'and' and 'or' only differ on hand-made frames",
     "workbench.compare.outputs.xǁComparisonǁto_json__mutmut_19": "equivalent: groupby(sort=None) does not sort, as "
                                                                  "sort=False",
     **{f"workbench.compare.outputs.x_compare_engines__mutmut_{i}": "equivalent: argmax of float32 scores equals "
@@ -705,6 +698,27 @@ EXPLAINED.update({
                                   "CPU provider (a GPU build would pick CUDA: needs onnxruntime-gpu)",
     _B + "xǁPeakRSSǁ__init____mutmut_8": "equivalent: _thread is only read in __exit__, after __enter__ set it to "
                                         "the sampling thread",
+})
+
+# mut-review (session 27): outputs, layerwise-match
+_O = "workbench.compare.outputs."
+EXPLAINED.update({
+    _O + "x_compare_outputs__mutmut_10": "equivalent: load() returns a Model it is given unchanged",
+    **{_O + f"x_compare_outputs__mutmut_{i}": "not killable under mutmut: its trampoline adds a stack frame between "
+       "the caller and compare_outputs, so the warning's stacklevel cannot be observed; "
+       "test_compare_outputs_warnings_point_at_the_caller checks it outside mutmut" for i in (49, 50, 61, 64)},
+    **{_O + f"x_compare_outputs__mutmut_{i}": "not killed here: the fp32 reference build on ONNX Runtime draws no bar "
+       "(no recipe, no calibration), so its progress flag shows nothing either way; a TensorRT reference build "
+       "(IProgressMonitor bar) needs TensorRT and a GPU" for i in (71, 76)},
+    _O + "x_compare_outputs__mutmut_78": "equivalent: precision names are case-insensitive (build_engine(m, 'FP32') "
+                                         "makes the same fp32 variant, precision 'fp32', name '<model>-fp32')",
+    **{_O + f"x_compare_outputs__mutmut_{i}": "not killed here: on ONNX Runtime a variant build only checks shapes "
+       "(the fp32 reference build of the same inputs checked them just before) and records them in the engine's "
+       "BuildRecord, which the Comparison does not carry; TensorRT optimization profiles need TensorRT"
+       for i in (84, 90)},
+    _O + "xǁComparisonǁto_json__mutmut_74": "equivalent: pandas reads orient case-insensitively",
+    **{_O + f"xǁComparisonǁto_json__mutmut_{i}": "equivalent: the 'unmatched'/'skipped' entries this lets into info "
+       "are overwritten by the explicit 'unmatched'/'skipped' keys written after **info" for i in (79, 80, 81, 82)},
 })
 
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).

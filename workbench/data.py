@@ -706,7 +706,20 @@ class Batches(Sequence):
         return Batches(self.dataset, self.size, stop, starts)
 
     def with_dataset(self, dataset: NpzDataset) -> "Batches":
-        return Batches(dataset, self.size, self.stop, self.starts)
+        """The same batches read from ``dataset`` (the same data checked against another model). If that
+        dataset holds another number of samples (it reads the arrays on another batch axis), sample positions
+        of this one mean nothing there: batches that cover their whole dataset become the whole new dataset
+        in batches of the same size; a part of a dataset is refused (:class:`DataError`), never cut silently."""
+        n = self.dataset.num_samples
+        if dataset.num_samples == n:
+            return Batches(dataset, self.size, self.stop, self.starts)
+        full = n // self.size * self.size
+        if self.starts == range(0, self.stop, self.size) and self.stop in (n, full):
+            return dataset.batch_list(self.size, drop_last=self.stop != n)
+        raise DataError(f"these batches hold samples {self.starts[0] if self.starts else 0}..{self.stop} of "
+                        f"{n}, but read for this model the data holds {dataset.num_samples} samples (another "
+                        "batch axis)", hint="pass the whole NpzDataset or the .npz path instead of a part of "
+                                             "its batches")
 
     def __repr__(self) -> str:
         return f"Batches({len(self)} batches, {self.num_samples} samples of {self.dataset.path or 'arrays'})"
@@ -760,7 +773,8 @@ def as_feed_batches(model: Model, data: "str | os.PathLike | NpzDataset | Iterab
                     *, batch_size: int | None = None, limit: int | None = None,
                     shapes=None, seed: int = 0, batch_axis=None) -> Iterator[dict[str, np.ndarray]]:
     """Normalize any data source into feeds: a .npz path, an NpzDataset, an iterable of feed dicts,
-    or None (one synthetic batch)."""
+    or None (one synthetic batch). ``limit``: at most this many samples (not batches) from any source; the
+    batch that crosses it is cut along each input's batch axis (left out when the model fixes its batch)."""
     if data is None:
         yield synthetic_inputs(model, shapes, seed=seed, batch=batch_size, batch_axis=batch_axis)
         return
@@ -771,8 +785,9 @@ def as_feed_batches(model: Model, data: "str | os.PathLike | NpzDataset | Iterab
         return
     specs = {s.name: s for s in input_specs(model)}
     axes: dict = {}
+    total = 0
     for i, feeds in enumerate(data):
-        if limit is not None and i >= limit:
+        if limit is not None and total >= limit:
             break
         if not isinstance(feeds, Mapping):  # a list/array item: `n not in feeds` would compare arrays
             raise DataError(f"data item {i} is a {type(feeds).__name__}, expected a dict of input arrays")
@@ -780,7 +795,17 @@ def as_feed_batches(model: Model, data: "str | os.PathLike | NpzDataset | Iterab
         if missing:
             raise DataError(f"data item {i} lacks input(s) {missing}")
         axes = axes if i else model_batch_axes(model, batch_axis)
-        yield {n: _check_array(f"data item {i}", n, np.asarray(feeds[n]), specs[n], axes.get(n)) for n in specs}
+        out = {n: _check_array(f"data item {i}", n, np.asarray(feeds[n]), specs[n], axes.get(n)) for n in specs}
+        if limit is not None:
+            n = samples_in(out, axes)
+            if total + n > limit:
+                if static_batch(model, batch_axis) is not None:
+                    break
+                n = limit - total
+                out = {k: a if axes.get(k) is None or a.ndim <= axes[k] else _take(a, axes[k], 0, n)
+                       for k, a in out.items()}
+            total += n
+        yield out
 
 
 # ------------------------------------------------------------------------------ data for runs and comparisons

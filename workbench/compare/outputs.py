@@ -288,20 +288,22 @@ def compare_outputs(model: Any, precisions: str | Sequence[str | Variant], backe
     from ..backends import get_backend
 
     be = get_backend(backend)
-    if calib is None and data is not None and calibrated(precisions):
-        warnings.warn("int8/fp8 calibrated on the evaluation data itself (no calib= given): accuracy is optimistic",
-                      stacklevel=2)
-        calib = batches
-    _, ref_engine = build_variant_engine(model, "fp32", reference_backend, shapes=shapes, progress=progress)
-    engines, skipped = [], {}
+    todo, skipped = [], {}
     for p in precisions:
         name = p.precision if isinstance(p, Variant) else p
         ok, why = be.supports(name)
         if not ok:
             skipped[name] = why
-            warnings.warn(f"skipping {name} on {be.name}: {why}", stacklevel=2)
+            # stacklevel 3: past the @captures_native_log wrapper, at the caller
+            warnings.warn(f"skipping {name} on {be.name}: {why}", stacklevel=3)
             continue
-        engines.append(build_variant_engine(model, p, be, calib=calib, shapes=shapes, progress=progress)[1])
+        todo.append(p)
+    if calib is None and data is not None and calibrated(todo):  # only variants that will be built and compared
+        warnings.warn("int8/fp8 calibrated on the evaluation data itself (no calib= given): accuracy is optimistic",
+                      stacklevel=3)
+        calib = batches
+    _, ref_engine = build_variant_engine(model, "fp32", reference_backend, shapes=shapes, progress=progress)
+    engines = [build_variant_engine(model, p, be, calib=calib, shapes=shapes, progress=progress)[1] for p in todo]
     cmp = compare_engines(ref_engine, engines, batches, labels=label_arr, atol=atol, rtol=rtol, topk=topk,
                           label_output=label_output, progress=progress)
     cmp.skipped = skipped

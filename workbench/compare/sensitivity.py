@@ -156,11 +156,6 @@ class MixedPrecisionResult:
                 f"{self.target.metric}={self.verified_value:.6g} met={self.met}>")
 
 
-def _backend_name(backend: Any) -> str:
-    from ..backends import get_backend
-    return get_backend(backend).name
-
-
 def lowered_nodes(original: Model, variant: Variant) -> list[str]:
     """Original node names (topological order) that the recipe lowered and a keep list can restore:
     nodes reading a ``DequantizeLinear`` of a constant weight (int8/fp8: Conv, Gemm, MatMul, ...), or

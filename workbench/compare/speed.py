@@ -26,6 +26,8 @@ profile; inserted nodes have none). The deltas sum to the difference of the two 
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -53,7 +55,8 @@ def _per_node(df, op_of: dict[str, str]) -> tuple[dict[str, float], float]:
     per: dict[str, float] = {}
     unmapped = 0.0
     for row in df.to_dict(orient="records"):
-        t = float(row.get("time_ms") or 0.0)
+        t = row.get("time_ms")
+        t = float(t) if t is not None and math.isfinite(float(t)) else 0.0  # a row with no time adds nothing
         nodes = _nodes_of(row)
         if not nodes:
             unmapped += t
@@ -173,8 +176,6 @@ def explain_speed(fp32_layers, variant_layers, *, variant: Any = None, model: An
     f32, f32_unmapped = _per_node(fp32_layers, op_of)
     var, var_unmapped = _per_node(variant_layers, op_of)
     src = set(source_nodes) if source_nodes is not None else set(f32)
-    if variant is not None and source_nodes is None:
-        src |= {n for n in f32}
     acc: dict[tuple[str, str], dict] = {}
 
     def add(cat: str, op: str, a: float, b: float, node: str | None) -> None:
