@@ -579,6 +579,38 @@ def test_peak_rss_takes_a_last_sample_on_exit():
     buf.close()
 
 
+def test_peak_rss_before_use_and_without_proc(monkeypatch):
+    r = PeakRSS()
+    assert (r.peak, r.start, r.interval) == (0, 0, 0.005)
+    import builtins
+
+    real_open = builtins.open
+
+    def no_proc(path, *a, **k):
+        if str(path).startswith("/proc/"):
+            raise FileNotFoundError(path)
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", no_proc)
+    assert PeakRSS.current() == 0  # documented: 0 where /proc is not available
+
+
+def test_peak_rss_waits_for_its_sampler_on_exit():
+    class Slow(PeakRSS):  # a sample that takes 0.3 s: exit must wait for the sampling thread to end
+        started = threading.Event()
+
+        @staticmethod
+        def current():
+            if threading.current_thread().name == "workbench-peak-rss":
+                Slow.started.set()
+                time.sleep(0.3)
+            return PeakRSS.current()
+
+    with Slow(interval=0.001) as rss:
+        assert Slow.started.wait(5)
+    assert not rss._thread.is_alive()
+
+
 def test_bisection_records_its_peak_rss():
     bis = first_divergence(chain(), chain(plant=1), feeds={"x": _x(2)}, metric="max_abs", threshold=1e-4,
                            progress=False)
