@@ -18,7 +18,6 @@ import json
 import math
 import mmap
 import re
-import resource
 import threading
 import time
 
@@ -114,7 +113,9 @@ def _np_chain(x, consts):
 def test_bisection_finds_the_planted_node_in_the_documented_probe_order(n, plant, order):
     ref, var = chain(n), chain(n, plant=plant)
     data = [{"x": _x(6, s)} for s in range(3)]  # 3 batches: metrics fold over all of them
+    t0 = time.perf_counter()
     bis = first_divergence(ref, var, data=data, metric="max_abs", threshold=1e-4, progress=False)
+    elapsed = time.perf_counter() - t0
     names = cands(n)
     d = 2 * plant
     assert (bis.first_divergent, bis.tensor, bis.variant_tensor) == (f"mul{plant}", f"m{plant}", f"m{plant}")
@@ -141,7 +142,7 @@ def test_bisection_finds_the_planted_node_in_the_documented_probe_order(n, plant
         # each probe's wall time (two ORT sessions built and run: well over a millisecond), in ms resolution
         assert 0 < p["seconds"] <= bis.seconds and p["seconds"] == round(p["seconds"], 3)
     assert bis.row is bis.probes[order.index(d)] and bis.row["diverged"]
-    assert sum(p["seconds"] for p in bis.probes) - 0.01 <= bis.seconds == round(bis.seconds, 3)
+    assert sum(p["seconds"] for p in bis.probes) - 0.01 <= bis.seconds == round(bis.seconds, 3) <= elapsed + 1e-3
     assert bis.row["max_abs"] == pytest.approx(np.abs(r[f"m{plant}"].astype(np.float64) - v[f"m{plant}"]).max(),
                                                rel=1e-5)
 
@@ -615,7 +616,6 @@ def test_bisection_records_its_peak_rss():
     bis = first_divergence(chain(), chain(plant=1), feeds={"x": _x(2)}, metric="max_abs", threshold=1e-4,
                            progress=False)
     assert bis.peak_rss_bytes >= 10 * 1024 ** 2  # this Python with numpy, onnx and ORT loaded
-    assert bis.peak_rss_bytes <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the kernel's peak
 
 
 # ------------------------------------------------------------------ _session (layerwise's ORT CPU sessions)
