@@ -8,6 +8,7 @@ real ORT session of a bundled model. Expected numbers are computed by hand from 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -461,3 +462,495 @@ def test_ort_rows_per_run_times_and_the_naming_rules():
         assert rows["neg"]["mapped_by"] == "name" and rows["neg"]["time_ms"] == 0.5 and rows["neg"]["calls"] == 1.0
         assert rows["neg_token_3"]["onnx_nodes"] == ["neg"] and rows["neg_token_3"]["mapped_by"] == "fusion"
         assert rows["neg_token_3"]["time_ms"] == 0.25
+
+
+# ------------------------------------------------------------- third round: the ORT profiling path (survivors)
+RESIDUAL_NODES = ["conv1", "relu1", "conv2", "add", "relu2", "gap", "flat", "fc"]
+
+
+def _residual_model(path):
+    """x -> conv1 -> relu1 -> conv2 -> add(conv2, relu1) -> relu2 -> gap -> flat -> fc -> y (8 named nodes).
+
+    ORT CPU fuses conv1+relu1 and conv2+add+relu2 into one kernel each (FusedConv with its Z input, or, with the
+    NCHWc layout transformer on an AVX2/AVX-512 CPU, an NCHWc Conv with the residual sum fused in), runs Conv and
+    GlobalAveragePool in the blocked layout and inserts a ReorderOutput before Flatten."""
+    import onnx
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+
+    def w(name, shape):
+        return nh.from_array((0.1 * rng.standard_normal(shape)).astype(np.float32), name)
+
+    nodes = [h.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             h.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             h.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             h.make_node("Add", ["c2", "r1"], ["s"], name="add"),
+             h.make_node("Relu", ["s"], ["r2"], name="relu2"),
+             h.make_node("GlobalAveragePool", ["r2"], ["g"], name="gap"),
+             h.make_node("Flatten", ["g"], ["f"], name="flat"),
+             h.make_node("Gemm", ["f", "wf", "bf"], ["y"], name="fc", transB=1)]
+    g = h.make_graph(nodes, "residual", [h.make_tensor_value_info("x", T.FLOAT, [1, 8, 16, 16])],
+                     [h.make_tensor_value_info("y", T.FLOAT, [1, 4])],
+                     initializer=[w("w1", [16, 8, 3, 3]), w("b1", [16]), w("w2", [16, 16, 3, 3]), w("b2", [16]),
+                                  w("wf", [4, 16]), w("bf", [4])])
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def residual(tmp_path_factory):
+    d = tmp_path_factory.mktemp("residual")
+    m = load(_residual_model(d / "residual.onnx"))
+    feeds = {"x": np.random.default_rng(1).standard_normal((1, 8, 16, 16)).astype(np.float32)}
+    return m, get_backend("onnxruntime").build(Variant.of(m), None, QUIET), feeds, d
+
+
+def _ort_optimized_graph(model_path, out_path):
+    """The graph ORT itself makes of the model (ORT_ENABLE_ALL, CPU): the test's own oracle for which kernels
+    ORT inserts and what consumes them."""
+    import onnx
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(out_path)
+    so.log_severity_level = 4
+    ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+    return onnx.load(str(out_path)).graph
+
+
+def test_each_onnx_node_is_timed_in_exactly_one_row_and_inserted_reorders_take_their_consumer(residual):
+    """A kernel ORT inserts (ReorderOutput writing an NCHWc kernel's result back as the original tensor) covers no
+    ONNX node: before the fix it claimed gap (another kernel's node) and walked back over add/relu2 (fused into
+    the conv2 kernel), so `groupby("onnx_node")` and `spread` counted those nodes twice."""
+    m, eng, feeds, d = residual
+    opt = _ort_optimized_graph(d / "residual.onnx", d / "ort_opt.onnx")
+    nchwc = any(n.name.endswith("_nchwc") for n in opt.node)  # NCHWc needs an AVX2/AVX-512 x86 CPU
+    consumers = {t: [n.name for n in opt.node if t in n.input] for n in opt.node for t in n.output}
+    reorders = {n.name: [c for t in n.output for c in consumers[t] if c in RESIDUAL_NODES][:1]
+                for n in opt.node if n.op_type == "ReorderOutput"}
+    for lo in (True, False):
+        df = profile_layers(eng, feeds, iterations=2, warmup=1, layout_optimizations=lo)
+        counts = {}
+        for nodes in df["onnx_nodes"]:
+            for n in nodes:
+                counts[n] = counts.get(n, 0) + 1
+        assert counts == dict.fromkeys(RESIDUAL_NODES, 1), (lo, df[["layer", "onnx_nodes"]])
+        by_node = {r.onnx_node: r for r in df.itertuples() if r.onnx_nodes}
+        assert by_node["conv1"].onnx_nodes == ["conv1", "relu1"] and by_node["conv1"].mapped_by == "fusion"
+        assert by_node["conv2"].onnx_nodes == ["conv2", "add", "relu2"] and by_node["conv2"].mapped_by == "fusion"
+        assert by_node["fc"].onnx_nodes == ["fc"] and by_node["flat"].onnx_nodes == ["flat"]
+        assert (df["calls"] == 1.0).all() and (df["precision"] == "fp32").all()
+        assert df.attrs["source"] == "onnxruntime-profiler" and df.attrs["time_basis"] == "host"
+        assert df.attrs["layout_optimizations"] is lo and df.attrs["iterations"] == 2
+        inserted = df[df["onnx_nodes"].map(len) == 0]
+        if lo and nchwc:
+            assert df["layer"].str.endswith("_nchwc").any()
+            assert by_node["conv2"].layer == "c2_nchwc" and by_node["gap"].layer == "g_nchwc"
+            assert len(inserted) and set(inserted["layer"]) <= set(reorders)
+            for r in inserted.itertuples():
+                assert (r.mapped_by, r.onnx_node) == ("neighbour", reorders[r.layer][0])
+        if not lo:  # kernels keep the names of the nodes they are built around
+            assert not df["layer"].str.endswith("_nchwc").any() and inserted.empty
+            assert by_node["conv2"].layer == "conv2" and by_node["gap"].mapped_by == "name"
+
+
+def test_the_profiling_session_uses_the_engines_threads_and_its_temp_folder(residual, tmp_path, monkeypatch):
+    """`ort_profiling_session` (also used by the CUPTI profiler): the engine's intra-op thread count, profiling on,
+    the trace and the optimized model written into the given folder, never the working directory."""
+    from workbench.measure.layers import named_index, ort_profiling_session
+
+    m, eng, feeds, d = residual
+    monkeypatch.chdir(tmp_path)
+    for threads in (0, 1, 2):
+        e = eng if threads == 0 else get_backend("onnxruntime").build(Variant.of(m), None,
+                                                                        BuildOptions(progress=False, threads=threads))
+        tmp = tmp_path / f"t{threads}"
+        tmp.mkdir()
+        proto, _ = named_index(e)
+        sess = ort_profiling_session(e, proto, tmp, True)
+        so = sess.get_session_options()
+        assert so.intra_op_num_threads == threads and so.enable_profiling
+        assert sess.get_providers() == ["CPUExecutionProvider"]
+        sess.run(None, feeds)
+        trace = sess.end_profiling()
+        assert os.path.dirname(trace) == str(tmp) and os.path.isfile(trace)
+        assert (tmp / "optimized.onnx").is_file()
+    assert sorted(os.listdir(tmp_path)) == ["t0", "t1", "t2"]  # nothing in the working directory
+
+
+def test_the_layout_switch_reaches_the_profiling_session(residual, tmp_path):
+    """layout_optimizations=True leaves ORT's NCHWc transformer on (as in the engine), False disables it."""
+    import onnx
+
+    from workbench.measure.layers import named_index, ort_profiling_session
+
+    m, eng, feeds, d = residual
+    if not any(n.name.endswith("_nchwc") for n in _ort_optimized_graph(d / "residual.onnx", tmp_path / "o.onnx").node):
+        pytest.skip("ONNX Runtime applies no NCHWc layout on this CPU (needs AVX2 or AVX-512)")
+    proto, _ = named_index(eng)
+    for lo in (True, False):
+        tmp = tmp_path / str(lo)
+        tmp.mkdir()
+        ort_profiling_session(eng, proto, tmp, lo)
+        names = [n.name for n in onnx.load(str(tmp / "optimized.onnx")).graph.node]
+        assert any(n.endswith("_nchwc") for n in names) is lo, names
+
+
+def test_profile_layers_defaults_on_direct_calls(residual, monkeypatch):
+    from workbench.measure.layers import profile_layers_ort
+
+    m, eng, feeds, d = residual
+    bar = _Bar(monkeypatch)
+    for df in (profile_layers(eng, feeds), profile_layers_ort(eng, feeds)):
+        assert df.attrs["iterations"] == 20 and (df["iterations"] == 20).all()
+        assert df.attrs["layout_optimizations"] is True and df.attrs["time_basis"] == "host"
+    assert bar.take() == ""  # no progress bar unless asked
+
+
+class _Bar:
+    """tqdm.auto.tqdm drawing every update (mininterval 0) into a buffer: what a user's terminal shows."""
+
+    def __init__(self, monkeypatch):
+        import functools
+        import io
+
+        import tqdm.auto
+
+        self.buf = io.StringIO()
+        monkeypatch.setattr(tqdm.auto, "tqdm", functools.partial(tqdm.auto.tqdm, file=self.buf, mininterval=0))
+
+    def take(self) -> str:
+        text = self.buf.getvalue()
+        self.buf.seek(0)
+        self.buf.truncate()
+        return text
+
+
+def test_profile_progress_bar_counts_warmup_and_timed_runs_then_disappears(residual, monkeypatch):
+    import re
+
+    m, eng, feeds, d = residual
+    bar = _Bar(monkeypatch)
+    df = profile_layers(eng, feeds, iterations=4, warmup=2, progress=True)
+    assert df.attrs["iterations"] == 4
+    text = bar.take()
+    frames = [f for f in text.split("\r") if f.strip()]
+    assert frames and all(f.startswith(f"profile {eng.variant.name}:") for f in frames)
+    counts = [int(c) for c in re.findall(r"(\d+)/6 \[", text)]
+    assert counts == list(range(7)) and "it/s" in text
+    # leave=False: the bar is erased at the end (a blank frame), never left behind with a newline
+    assert text.endswith("\r") and text.split("\r")[-2].strip() == "" and "\n" not in text
+
+
+def test_cpu_session_timing_choices_say_what_applies(residual):
+    from workbench.errors import BackendUnavailable
+
+    m, eng, feeds, d = residual
+    auto = profile_layers(eng, feeds, iterations=1, warmup=0, timing="auto")
+    assert "cupti_unavailable" not in auto.attrs and auto.attrs["source"] == "onnxruntime-profiler"
+    with pytest.raises(BackendUnavailable, match="this session runs on the CPU"):
+        profile_layers(eng, feeds, iterations=1, warmup=0, timing="gpu")
+
+
+def test_layer_frame_zero_total_and_ties_keep_the_profilers_order():
+    from workbench.measure.layers import layer_frame
+
+    zero = layer_frame([{"layer": "a", "time_ms": 0.0}, {"layer": "b", "time_ms": 0.0}], [])
+    assert zero["share"].tolist() == [0.0, 0.0]  # all kernels under ORT's 1 µs resolution: no share, not NaN
+    assert layer_frame([], ["shapes"])["share"].tolist() == []
+    rows = [{"layer": f"k{i}", "time_ms": float(i % 3)} for i in range(60)]
+    df = layer_frame(rows, [])
+    expect = [r["layer"] for r in sorted(rows, key=lambda r: -r["time_ms"])]  # Python's sort is stable
+    assert df["layer"].tolist() == expect
+    assert df["share"].sum() == pytest.approx(1.0) and df["share"].iloc[0] == pytest.approx(2.0 / 60.0)
+
+
+def test_parse_ort_trace_boundaries_and_events_without_args():
+    ev = [{"cat": "Session", "name": "model_run", "ts": 100, "dur": 100},
+          _ev("first", 100, 10),                                     # starts exactly when the run starts
+          {"cat": "Node", "name": "bare_kernel_time", "ts": 120, "dur": 5},  # no args at all
+          _ev("loop", 130, 50, op="Loop"), _ev("body", 140, 40)]     # body ends exactly when the loop ends
+    stats, runs, run_ms = parse_ort_trace(ev)
+    assert runs == 1 and run_ms == pytest.approx(0.1)
+    assert stats["first"]["dur_us"] == 10.0 and stats["first"]["count"] == 1
+    assert stats["bare"] == {"dur_us": 5.0, "count": 1, "op": "", "provider": "", "shapes": ""}
+    assert stats["loop"]["dur_us"] == 10.0 and stats["body"]["dur_us"] == 40.0
+
+
+# --------------------------------------------------------- GPU: the CUDA-provider branch of profile_layers_ort
+def _cuda_reason() -> str | None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "onnxruntime-gpu (CUDA execution provider) not installed"
+    from workbench.device import cuda_device_info
+
+    info = cuda_device_info(0)
+    return f"no NVIDIA GPU: {info['error']}" if "error" in info else None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cuda_reason() is not None, reason=str(_cuda_reason()))
+def test_cuda_session_timing_choices(residual, monkeypatch):
+    """On ORT's CUDA provider: timing="host" is ORT's profiler, CUDA rows on the "host-launch" basis (launch cost
+    on the CPU), CPU-provider rows on "host", CUPTI never consulted; timing="auto" is CUPTI GPU time with the
+    caller's iterations and progress bar when cupti-python works, else the host profiler with the reason in
+    attrs; timing="gpu" without CUPTI is refused with that reason."""
+    from workbench.errors import BackendUnavailable
+    from workbench.measure.cupti import cupti_unavailable
+
+    m, _, feeds, d = residual
+    eng = get_backend("onnxruntime-cuda").build(Variant.of(m), None, QUIET)
+    try:
+        assert eng.on_cuda
+        host = profile_layers(eng, feeds, iterations=3, warmup=1, timing="host")
+        assert host.attrs["source"] == "onnxruntime-profiler" and "cupti_unavailable" not in host.attrs
+        assert host.attrs["time_basis"] == "host-launch" and host.attrs["iterations"] == 3
+        assert (host["provider"] != "CPU").any()
+        assert host["time_basis"].tolist() == ["host" if p == "CPU" else "host-launch" for p in host["provider"]]
+        reason = cupti_unavailable()
+        bar = _Bar(monkeypatch)
+        auto = profile_layers(eng, feeds, iterations=3, warmup=1, progress=True)
+        text = bar.take()
+        if reason is None:
+            assert auto.attrs["source"] == "cupti" and auto.attrs["iterations"] == 3
+            assert f"profile {eng.variant.name} (CUPTI)" in text
+        else:
+            assert auto.attrs["source"] == "onnxruntime-profiler" and auto.attrs["cupti_unavailable"] == reason
+            assert auto.attrs["time_basis"] == "host-launch" and f"profile {eng.variant.name}:" in text
+            with pytest.raises(BackendUnavailable, match="needs CUPTI"):
+                profile_layers(eng, feeds, iterations=1, warmup=0, timing="gpu")
+    finally:
+        eng.close()
+
+
+# ------------------------------------------------ ORT kernel -> node rules on optimized graphs as ORT writes them
+def _st(op, dur=1000.0, count=1):
+    return {"dur_us": dur, "count": count, "op": op, "provider": "CPU", "shapes": ""}
+
+
+def test_ort_rows_do_not_depend_on_the_order_kernels_are_reported():
+    """Format test on the optimized graph ORT 1.2x writes for conv1 -> relu1 -> conv2 -> add(+relu1) -> relu2 (the
+    graph's output) with the NCHWc transformer: two NCHWc convs (the second with the residual sum fused in: a 4th
+    input) and a ReorderOutput that writes the block's result back as r2. The ReorderOutput computes no ONNX node,
+    in whatever order the profiler reports the kernels."""
+    from workbench.measure.layers import ort_layer_rows
+
+    g = h.make_graph([h.make_node("Conv", ["x", "w1"], ["c1"], name="conv1"), h.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+                      h.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"), h.make_node("Add", ["c2", "r1"], ["s"], name="add"),
+                      h.make_node("Relu", ["s"], ["r2"], name="relu2")], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, [1, 8, 4, 4])], [h.make_tensor_value_info("r2", T.FLOAT, None)],
+                     initializer=[h.make_tensor("w1", T.FLOAT, [8, 8, 1, 1], [0.0] * 64),
+                                  h.make_tensor("w2", T.FLOAT, [8, 8, 1, 1], [0.0] * 64)])
+    ix = GraphIndex.of(h.make_model(g))
+    optimized = {n.name: n for n in [
+        h.make_node("Conv", ["x", "reorder", "b1"], ["reorder_token_0"], name="r1_nchwc"),
+        h.make_node("Conv", ["reorder_token_0", "reorder_token_1", "b2", "reorder_token_0"], ["reorder_token_2"],
+                    name="c2_nchwc"),
+        h.make_node("ReorderOutput", ["reorder_token_2"], ["r2"], name="ReorderOutput")]}
+    stats = {"r1_nchwc": _st("Conv"), "c2_nchwc": _st("Conv"), "ReorderOutput": _st("ReorderOutput")}
+    for order in (list(stats), list(reversed(stats))):
+        rows = {r["layer"]: r for r in ort_layer_rows({k: stats[k] for k in order}, 1, ix, optimized)}
+        assert rows["r1_nchwc"]["onnx_nodes"] == ["conv1", "relu1"] and rows["r1_nchwc"]["onnx_node"] == "conv1"
+        assert rows["c2_nchwc"]["onnx_nodes"] == ["conv2", "add", "relu2"] and rows["c2_nchwc"]["onnx_node"] == "conv2"
+        # nothing consumes r2 in the optimized graph (a graph output): no neighbour either
+        assert rows["ReorderOutput"]["onnx_nodes"] == [] and rows["ReorderOutput"]["onnx_node"] == UNMAPPED
+        assert rows["ReorderOutput"]["mapped_by"] == "unmapped" and [r["layer"] for r in rows.values()] == order
+
+
+def test_a_kernel_named_exactly_after_a_node_stands_for_that_node():
+    """A model's own node may carry a name that looks like ORT's generated suffix (`mm_token_7`, e.g. from a model
+    saved by an ORT tool): the kernel of that exact name is that node, not `mm`."""
+    from workbench.measure.layers import ort_layer_rows
+
+    g = h.make_graph([h.make_node("MatMul", ["x", "w"], ["a"], name="mm"), h.make_node("Relu", ["a"], ["y"], name="mm_token_7")],
+                     "g", [h.make_tensor_value_info("x", T.FLOAT, [2, 2])], [h.make_tensor_value_info("y", T.FLOAT, [2, 2])],
+                     initializer=[h.make_tensor("w", T.FLOAT, [2, 2], [1.0] * 4)])
+    ix = GraphIndex.of(h.make_model(g))
+    rows = {r["layer"]: r for r in ort_layer_rows({"mm": _st("MatMul"), "mm_token_7": _st("Relu")}, 1, ix, {})}
+    assert rows["mm_token_7"]["onnx_nodes"] == ["mm_token_7"] and rows["mm_token_7"]["mapped_by"] == "name"
+    assert rows["mm"]["onnx_nodes"] == ["mm"] and rows["mm"]["mapped_by"] == "name"
+
+
+def test_an_nchwc_kernel_named_after_a_tensor_ort_made_maps_through_its_optimized_node():
+    """NCHWc kernels are named after their output tensor; when that tensor is one ORT itself renamed (not in the
+    model), the kernel's own node in the optimized graph says what it computes."""
+    from workbench.measure.layers import ort_layer_rows
+
+    g = h.make_graph([h.make_node("Conv", ["x", "w"], ["c"], name="conv"), h.make_node("Relu", ["c"], ["y"], name="relu")],
+                     "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 8, 4, 4])], [h.make_tensor_value_info("y", T.FLOAT, None)],
+                     initializer=[h.make_tensor("w", T.FLOAT, [8, 8, 1, 1], [0.0] * 64)])
+    ix = GraphIndex.of(h.make_model(g))
+    optimized = {n.name: n for n in [h.make_node("Conv", ["x", "w"], ["c"], name="reorder_token_3_nchwc"),
+                                     h.make_node("Relu", ["c"], ["y"], name="relu")]}
+    rows = {r["layer"]: r for r in ort_layer_rows({"reorder_token_3_nchwc": _st("Conv"), "relu": _st("Relu")}, 1, ix,
+                                                  optimized)}
+    k = rows["reorder_token_3_nchwc"]
+    assert (k["onnx_nodes"], k["onnx_node"], k["mapped_by"]) == (["conv"], "conv", "fusion")
+    assert rows["relu"]["onnx_nodes"] == ["relu"]
+
+
+def test_a_qlinear_kernel_named_after_its_conv_covers_the_dq_and_q_around_it():
+    """ORT's QDQ transformer turns DequantizeLinear -> Conv -> QuantizeLinear into one QLinearConv kernel named after
+    the Conv, reading the int8 input and writing the int8 output: it computes all three nodes."""
+    from workbench.measure.layers import ort_layer_rows
+
+    s = [h.make_tensor("xs", T.FLOAT, [], [0.1]), h.make_tensor("xz", T.INT8, [], [0]),
+         h.make_tensor("w", T.FLOAT, [1, 1, 1, 1], [1.0])]
+    g = h.make_graph([h.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="dq"),
+                      h.make_node("Conv", ["xd", "w"], ["c"], name="conv"),
+                      h.make_node("QuantizeLinear", ["c", "xs", "xz"], ["yq"], name="q")], "g",
+                     [h.make_tensor_value_info("xq", T.INT8, [1, 1, 2, 2])], [h.make_tensor_value_info("yq", T.INT8, None)],
+                     initializer=s)
+    ix = GraphIndex.of(h.make_model(g))
+    optimized = {"conv": h.make_node("QLinearConv", ["xq", "xs", "xz", "wq", "ws", "wz", "xs", "xz"], ["yq"], name="conv")}
+    row = ort_layer_rows({"conv": _st("QLinearConv")}, 1, ix, optimized)[0]
+    assert row["onnx_nodes"] == ["dq", "conv", "q"] and row["onnx_node"] == "conv" and row["mapped_by"] == "fusion"
+
+
+def test_a_fused_kernel_reading_a_renamed_tensor_stops_at_its_core_op():
+    """A FusedConv named after its conv reads a tensor ORT renamed (the output of a copy or cast it inserted), so the
+    tensors it reads do not stop the walk back: it covers conv2 and the relu fused after it, down to its core Conv,
+    and not relu1, which the conv1 kernel computes."""
+    from workbench.measure.layers import ort_layer_rows
+
+    g = h.make_graph([h.make_node("Conv", ["x", "w1"], ["c1"], name="conv1"), h.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+                      h.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"), h.make_node("Relu", ["c2"], ["r2"], name="relu2")],
+                     "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 1, 2, 2])], [h.make_tensor_value_info("r2", T.FLOAT, None)],
+                     initializer=[h.make_tensor("w1", T.FLOAT, [1, 1, 1, 1], [1.0]),
+                                  h.make_tensor("w2", T.FLOAT, [1, 1, 1, 1], [1.0])])
+    ix = GraphIndex.of(h.make_model(g))
+    optimized = {n.name: n for n in [h.make_node("FusedConv", ["x", "w1"], ["r1"], name="conv1"),
+                                     h.make_node("MemcpyToHost", ["r1"], ["r1_token_4"], name="Memcpy_token_5"),
+                                     h.make_node("FusedConv", ["r1_token_4", "w2"], ["r2"], name="conv2")]}
+    stats = {"conv1": _st("FusedConv"), "Memcpy_token_5": _st("MemcpyToHost"), "conv2": _st("FusedConv")}
+    rows = {r["layer"]: r for r in ort_layer_rows(stats, 1, ix, optimized)}
+    assert rows["conv1"]["onnx_nodes"] == ["conv1", "relu1"] and rows["conv2"]["onnx_nodes"] == ["conv2", "relu2"]
+    assert rows["Memcpy_token_5"]["onnx_nodes"] == [] and rows["Memcpy_token_5"]["onnx_node"] == "conv2"
+    assert rows["Memcpy_token_5"]["mapped_by"] == "neighbour"
+
+
+def test_quantized_kernels_cover_the_dequantize_of_their_input():
+    """ORT fuses DequantizeLinear -> MatMul into MatMulIntegerToFloat named after the MatMul (it reads the int8
+    tensor); a DequantizeLinear shared by two MatMuls is computed inside both kernels (ORT gives each node unit its
+    own DQ), so both rows list it."""
+    from workbench.measure.layers import ort_layer_rows
+
+    g = h.make_graph([h.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+                      h.make_node("MatMul", ["xd", "w"], ["y1"], name="mm1"),
+                      h.make_node("MatMul", ["xd", "w"], ["y2"], name="mm2")], "g",
+                     [h.make_tensor_value_info("xq", T.INT8, [2, 2])],
+                     [h.make_tensor_value_info("y1", T.FLOAT, None), h.make_tensor_value_info("y2", T.FLOAT, None)],
+                     initializer=[h.make_tensor("s", T.FLOAT, [], [0.5]), h.make_tensor("z", T.INT8, [], [0]),
+                                  h.make_tensor("w", T.FLOAT, [2, 2], [1.0] * 4)])
+    ix = GraphIndex.of(h.make_model(g))
+    optimized = {f"mm{i}": h.make_node("MatMulIntegerToFloat", ["xq", "wq", "s", "ws", "z"], [f"y{i}"], name=f"mm{i}")
+                 for i in (1, 2)}
+    rows = {r["layer"]: r for r in ort_layer_rows({"mm1": _st("MatMulIntegerToFloat"), "mm2": _st("MatMulIntegerToFloat")},
+                                                  1, ix, optimized)}
+    for i in (1, 2):
+        r = rows[f"mm{i}"]
+        assert (r["onnx_nodes"], r["onnx_node"], r["mapped_by"]) == (["dq", f"mm{i}"], f"mm{i}", "fusion")
+
+
+def test_a_kernel_with_a_generated_name_stops_at_nodes_another_kernel_fused():
+    """A fused kernel ORT gives a generated name (no node of that name) covers, walking back from its output, only
+    nodes no other kernel computes: here mul and sig, not relu1, which the conv1 FusedConv computes."""
+    from workbench.measure.layers import ort_layer_rows
+
+    g = h.make_graph([h.make_node("Conv", ["x", "w"], ["c1"], name="conv1"), h.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+                      h.make_node("Mul", ["r1", "r1"], ["m"], name="mul"), h.make_node("Sigmoid", ["m"], ["y"], name="sig")],
+                     "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 1, 2, 2])], [h.make_tensor_value_info("y", T.FLOAT, None)],
+                     initializer=[h.make_tensor("w", T.FLOAT, [1, 1, 1, 1], [1.0])])
+    ix = GraphIndex.of(h.make_model(g))
+    optimized = {n.name: n for n in [h.make_node("FusedConv", ["x", "w"], ["r1"], name="conv1"),
+                                     h.make_node("MemcpyToHost", ["r1"], ["r1_token_4"], name="Memcpy_token_5"),
+                                     h.make_node("MulSigmoid", ["r1_token_4"], ["y"], name="MulSigmoidFusion_token_6")]}
+    stats = {"conv1": _st("FusedConv"), "Memcpy_token_5": _st("MemcpyToHost"), "MulSigmoidFusion_token_6": _st("MulSigmoid")}
+    rows = {r["layer"]: r for r in ort_layer_rows(stats, 1, ix, optimized)}
+    assert rows["conv1"]["onnx_nodes"] == ["conv1", "relu1"]
+    fused = rows["MulSigmoidFusion_token_6"]
+    assert (fused["onnx_nodes"], fused["onnx_node"], fused["mapped_by"]) == (["mul", "sig"], "mul", "fusion")
+    assert rows["Memcpy_token_5"]["onnx_node"] == "mul" and rows["Memcpy_token_5"]["mapped_by"] == "neighbour"
+
+
+# --------------------------------- which profiler a CUDA engine gets (CPU-side, with fakes for the CUDA parts only)
+def _cuda_flagged(eng):
+    """FAKE, clearly: the real CPU engine, reporting ``on_cuda = True`` as an engine on ORT's CUDA provider does.
+    It stands in only for the CUDA provider, so the choice between CUPTI and ORT's profiler (documented in
+    profile_layers_ort) is tested here; the real CUDA run is tests/test_mut_layers.py::test_cuda_session_timing_choices
+    (-m gpu)."""
+    import copy
+
+    fake = copy.copy(eng)
+    fake.__class__ = type("CudaFlaggedOrtEngine", (type(eng),), {"on_cuda": True})
+    return fake
+
+
+def test_cuda_engine_gets_cupti_when_it_works_with_the_callers_options(residual, monkeypatch):
+    """timing="auto" on a CUDA engine where CUPTI works: the CUPTI profiler (FAKE here: a recorder standing in for
+    profile_layers_ort_cupti, which needs a GPU) gets this engine, these feeds and every option as given; its table
+    is the result. timing="host" forces ORT's own profiler and never asks CUPTI."""
+    import workbench.measure.cupti as C
+
+    m, eng, feeds, d = residual
+    fake = _cuda_flagged(eng)
+    calls, table = [], pd.DataFrame({"layer": ["k"], "time_ms": [1.0]})
+    monkeypatch.setattr(C, "cupti_unavailable", lambda: None)
+    monkeypatch.setattr(C, "profile_layers_ort_cupti", lambda *a, **k: calls.append((a, k)) or table)
+    out = profile_layers(fake, feeds, iterations=5, warmup=1, progress=True, layout_optimizations=False)
+    assert out is table
+    assert len(calls) == 1 and calls[0][0][0] is fake and calls[0][0][1] is feeds
+    assert calls[0][1] == {"iterations": 5, "warmup": 1, "progress": True, "layout_optimizations": False}
+    gpu = profile_layers(fake, feeds, iterations=2, warmup=0, timing="gpu")
+    assert gpu is table and calls[1][1] == {"iterations": 2, "warmup": 0, "progress": False,
+                                              "layout_optimizations": True}
+    host = profile_layers(fake, feeds, iterations=1, warmup=0, timing="host")
+    assert len(calls) == 2 and host.attrs["source"] == "onnxruntime-profiler"
+    assert "cupti_unavailable" not in host.attrs
+
+
+def test_cuda_engine_without_cupti_falls_back_and_says_why(residual, monkeypatch):
+    """timing="auto" on a CUDA engine without CUPTI: ORT's profiler, with the reason in attrs["cupti_unavailable"];
+    timing="gpu" is refused with that reason (the CUPTI profiler, FAKE here, is never called)."""
+    import workbench.measure.cupti as C
+    from workbench.errors import BackendUnavailable
+
+    m, eng, feeds, d = residual
+    fake = _cuda_flagged(eng)
+    reason = "cupti-python not installed (test)"
+    calls = []
+    monkeypatch.setattr(C, "cupti_unavailable", lambda: reason)
+    monkeypatch.setattr(C, "profile_layers_ort_cupti", lambda *a, **k: calls.append(a))
+    auto = profile_layers(fake, feeds, iterations=2, warmup=0)
+    assert auto.attrs["cupti_unavailable"] == reason and auto.attrs["source"] == "onnxruntime-profiler"
+    assert (auto["iterations"] == 2).all() and not calls
+    with pytest.raises(BackendUnavailable, match=r"GPU per-layer timing needs CUPTI: cupti-python not installed \(test\)"):
+        profile_layers(fake, feeds, iterations=1, warmup=0, timing="gpu")
+    assert not calls
+
+
+def test_progress_bars_count_the_warmup_runs_by_default_and_as_given(residual, monkeypatch):
+    """The profiled run's bar counts warm-up + timed runs: 3 + 20 by default (profile_layers, profile_layers_ort and
+    profile's per-layer run), and profile's layer_warmup / layer_iterations as given."""
+    import re
+
+    from workbench.measure.layers import profile_layers_ort
+
+    m, eng, feeds, d = residual
+    bar = _Bar(monkeypatch)
+
+    def totals(text):
+        frames = [f for f in text.split("\r") if f.startswith(f"profile {eng.variant.name}:")]
+        return {int(t) for f in frames for t in re.findall(r"\d+/(\d+) \[", f)}
+
+    profile_layers(eng, feeds, progress=True)
+    assert totals(bar.take()) == {23}
+    profile_layers_ort(eng, feeds, progress=True)
+    assert totals(bar.take()) == {23}
+    profile(eng, feeds, warmup=0, iterations=2, progress=True)
+    assert totals(bar.take()) == {23}
+    profile(eng, feeds, warmup=0, iterations=2, layer_iterations=3, layer_warmup=2, progress=True)
+    assert totals(bar.take()) == {5}

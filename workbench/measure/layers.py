@@ -173,7 +173,10 @@ def ort_layer_rows(stats: dict[str, dict], runs: int, ix: GraphIndex, optimized:
         own[k] = k if k in ix else base if base in ix else ix.producer.get(t) if t else None
     anchors = {v for v in own.values() if v}
     mapped: dict[str, tuple[list[str], str]] = {}
-    for k in stats:
+    claimed = set(anchors)  # nodes some kernel already stands for
+    # kernels named after a node first: a kernel ORT inserted (own None, e.g. the ReorderOutput that writes an
+    # NCHWc kernel's output back as the original tensor) must not claim the nodes those kernels cover
+    for k in sorted(stats, key=lambda k: own[k] is None):
         opt_node, t = optimized.get(k), ort_nchwc_tensor(k)
         nodes: list[str] = []
         op = stats[k]["op"]
@@ -183,11 +186,13 @@ def ort_layer_rows(stats: dict[str, dict], runs: int, ix: GraphIndex, optimized:
             if opt_node is not None and op == "Conv" and len(opt_node.input) >= 4:
                 nodes += ort_nchwc_sum(t, ix, anchors)
         elif opt_node is not None:
-            nodes = ort_fused_nodes(list(opt_node.output), list(opt_node.input), ix, anchors, op, own=own[k])
+            outs = [o for o in opt_node.output if own[k] or ix.producer.get(o) not in claimed]
+            nodes = ort_fused_nodes(outs, list(opt_node.input), ix, anchors if own[k] else claimed, op, own=own[k])
         if own[k] and own[k] not in nodes:
             nodes = sorted(set(nodes) | {own[k]}, key=lambda n: ix.order[n])
         how = "unmapped" if not nodes else "name" if nodes == [k] else "fusion"
         mapped[k] = (nodes, how)
+        claimed.update(nodes)
     consumers: dict[str, list[str]] = {}
     for n in optimized.values():
         for x in n.input:

@@ -53,7 +53,7 @@ KNOWN: list[tuple[str, str, bool]] = [
     (r"Could not load library|cannot open shared object file|Failed to load library",
      "a native library (cuDNN, cuBLAS, CUDA runtime) did not load: the CUDA provider may be unusable.", False),
 ]
-_MASKS = [(re.compile(r"0x[0-9a-fA-F]+"), "0x…"), (re.compile(r"\d+(\.\d+)?"), "N"),
+_MASKS = [(re.compile(r"0x[0-9a-fA-F]+"), "0x…"), (re.compile(r"\d+(\.\d+)?(?!x…)"), "N"),
           (re.compile(r"'[^']*'"), "'…'"), (re.compile(r'"[^"]*"'), '"…"')]
 _PY_WARNING = re.compile(r"^\S.*:\d+: \w*Warning: ")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # ORT colours its console log lines
