@@ -135,6 +135,13 @@ PLAN: dict[str, Target] = {
                                "*.x_unmatched_frame*", "*.x_layerwise_tidy*", "*.x_node_label*"],
                               "tensor matching (name and structure rules, shape checks), expose/cut_model, the "
                               "summary/unmatched/tidy frames; tests: tiny real graphs, not the digits files"),
+    "bisect": Target("workbench/compare/layerwise.py",
+                     ["tests/test_mut_bisect.py",
+                      "tests/test_layerwise_scale.py::test_bisection_agrees_with_the_full_scan_on_a_planted_divergence"],
+                     ["*.x_first_divergence__*", "*ǁBisectionǁ*", "*ǁPeakRSSǁ*", "*.x__session__*", "*.x__as_variant__*"],
+                     "first_divergence (bisection over cut graphs), the Bisection record, PeakRSS, the ORT CPU "
+                     "session and variant helpers; not layerwise_debug_tensors (needs TensorRT on a GPU); tests: "
+                     "tiny real graphs, not the int8 digits bisection"),
     "precision-base": Target("workbench/precision/base.py",
                              ["tests/test_precision.py", "tests/test_extending.py", "tests/test_mut_precision.py"]),
     "layers": Target("workbench/measure/layers.py",
@@ -823,6 +830,32 @@ EXPLAINED.update({
        "between the caller and prepare_calibration, so the warning's stacklevel cannot be observed" for i in (254, 255)},
     _C + "x__priority_session__mutmut_12": "not killed here: the mutant turns a given provider list into "
                                            "['CPUExecutionProvider'], which is what a CPU-only onnxruntime runs anyway",
+})
+
+# mut-bisect (bisect)
+_B = "workbench.compare.layerwise."
+EXPLAINED.update({
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: without types, cut_model types the cut output by ONNX "
+       "shape inference of the same graph, which is where match_tensors took p.ref_type / p.var_type from"
+       for i in (110, 113, 121, 124)},
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: cut_model(proto, {tensor: type}) iterates the dict's one "
+       "key as the outputs and types the cut output by ONNX shape inference, where the pair's type came from"
+       for i in (112, 123)},
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: build_engine hands options=None on to build_variants, "
+       "which then makes BuildOptions(progress=False): the same options as opts" for i in (125, 133, 139, 159, 165)},
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: build_engine's progress only reaches make_variant, "
+       "which a ready Variant skips; the build itself gets opts (progress=False)"
+       for i in (134, 140, 147, 160, 166, 176)},
+    _B + "x_first_divergence__mutmut_16": "equivalent: load() returns a Model it is given unchanged",
+    _B + "x_first_divergence__mutmut_144": "equivalent: Variant.of's default precision is 'fp32'",
+    _B + "x_first_divergence__mutmut_178": "equivalent: percentiles=None is falsy like False (no histogram; "
+                                           "err_p99/err_p999 stay NaN)",
+    _B + "x_first_divergence__mutmut_266": "equivalent: found is only read through `if found`, and '' is falsy "
+                                           "like None",
+    **{_B + f"x__session__mutmut_{i}": "not killed here: on a CPU-only onnxruntime a session without providers "
+       "gets the CPU provider (a GPU build would pick CUDA: needs onnxruntime-gpu)" for i in (11, 14)},
+    _B + "xǁPeakRSSǁ__init____mutmut_8": "equivalent: _thread is only read in __exit__, after __enter__ set it to "
+                                        "the sampling thread",
 })
 
 # mut-precision (typefix, validity, smooth, precision-registry)

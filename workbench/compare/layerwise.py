@@ -960,9 +960,9 @@ def first_divergence(model: Any, variant: Any, *, data: Any = None, feeds: Mappi
                     hi = cands.index(hi_pair)
                     if lo >= hi:
                         break
-                    pos, bad = probe_at((lo + hi) // 2)  # drops only unusable candidates at >= mid
-                    if pos >= cands.index(hi_pair):
-                        break
+                    # probe_at drops only unusable candidates at >= mid; when it dropped all of [mid, hi), pos is
+                    # hi_pair's new index (its known verdict: bad) and [lo, pos) is searched next
+                    pos, bad = probe_at((lo + hi) // 2)
                     if bad:
                         hi_pair = cands[pos]
                     else:
