@@ -561,3 +561,8 @@ def test_align_without_launches_or_runs_keeps_the_first_clock():
     edge = _launch(1, 0) + _launch(2, 10)
     assert C.align(events, START, MARKERS, edge)["alignment"] == 1.0
     assert C.align(events, START, MARKERS, _launch(1, -0.5) + _launch(2, 10.5))["alignment"] == 0.0
+
+
+def test_cpu_nodes_round_to_a_tenth_of_a_microsecond():
+    att = {"runs": 2, "nodes": {"n": {"host_us": 24.68, "provider": "CPU"}, "g": {"host_us": 99.0, "provider": "CUDA"}}}
+    assert C.cpu_nodes(att) == {"ms": pytest.approx(0.01234), "count": 1, "top": [("n", 0.0123)]}
