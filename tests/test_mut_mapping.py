@@ -508,6 +508,44 @@ def test_fused_walk_skips_empty_optional_inputs():
     ("PWN(a", ["a"]),
     ("PWN(PWN(PWN(a)))", ["a"]),
     ("PWN( a , b )", ["a", "b"]),
+    ("PWN(f(x), y)", ["f(x)", "y"]),  # parentheses and commas inside a name stay in the name
+    ("PWN(PWN(/m/Mul(1)), /m/g(a, b))", ["/m/Mul(1)", "/m/g(a, b)"]),
+    ("PWN(a(b(c)), d)", ["a(b(c))", "d"]),
 ])
 def test_pointwise_names_nested_and_unusual(name, nodes):
     assert split_trt_layer_name(name) == (nodes, "pointwise")
+
+
+def test_fused_walk_visits_a_shared_producer_once_and_goes_on():
+    # y = add(add2(sig(x), abs(x)), neg(abs(x))): abs is reached twice; the walk must still take sig after it
+    nodes = [h.make_node("Abs", ["x"], ["d"], name="abs"), h.make_node("Sigmoid", ["x"], ["e"], name="sig"),
+             h.make_node("Neg", ["d"], ["c"], name="neg"), h.make_node("Add", ["e", "d"], ["b"], name="add2"),
+             h.make_node("Add", ["b", "c"], ["y"], name="add")]
+    ix = GraphIndex.of(_model(nodes))
+    assert ort_fused_nodes(["y"], [], ix, set(), "") == ["abs", "sig", "neg", "add2", "add"]
+    assert ort_fused_nodes(["y"], [], ix, set()) == ["abs", "sig", "neg", "add2", "add"]  # op type left out
+
+
+def test_fused_walk_past_the_core_skips_real_ops_but_keeps_looking_for_plumbing():
+    # conv reads dq(q(x)) and a weight computed at run time by wrelu (not plumbing): past the core, wrelu is not
+    # taken, the input's Q/DQ pair is
+    s, z = h.make_tensor("s", T.FLOAT, [], [0.1]), h.make_tensor("z", T.INT8, [], [0])
+    nodes = [h.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="qx"),
+             h.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dqx"),
+             h.make_node("Relu", ["x"], ["w"], name="wrelu"),
+             h.make_node("Conv", ["xd", "w"], ["c"], name="conv"),
+             h.make_node("Relu", ["c"], ["y"], name="act")]
+    ix = GraphIndex.of(_model(nodes, inits=[s, z]))
+    assert ort_fused_nodes(["y"], [], ix, set(), "FusedConv") == ["qx", "dqx", "conv", "act"]
+
+
+def test_nchwc_sum_whose_add_is_the_graph_output():
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], name="conv"), h.make_node("Add", ["c", "x"], ["y"], name="add")]
+    ix = GraphIndex.of(_model(nodes, inits=[h.make_tensor("w", T.FLOAT, [1, 1, 1, 1], [1.0])]))
+    assert ort_nchwc_sum("c", ix, set()) == ["add"]
+
+
+def test_spread_of_an_empty_table_keeps_its_columns():
+    df = pd.DataFrame(columns=["layer", "onnx_nodes", "onnx_node", "time_ms", "share"])
+    out = spread(df)
+    assert list(out.columns) == list(df.columns) and out.empty
