@@ -808,6 +808,9 @@ EXPLAINED.update({
                                              "so the first non-plumbing node found is the same (repeated work only)",
     _MP + "xǁGraphIndexǁ_through_plumbing__mutmut_8": "equivalent: downstream=None is falsy like False",
     _MP + "x_spread__mutmut_4": "equivalent: pandas reads orient case-insensitively",
+    **{_MP + f"x__split_pwn__mutmut_{i}": "not killed: depth is only tested for being non-zero, and differs from "
+       "the original's only after the outermost PWN(...) has closed; a pointwise layer name ends there (' + ' joins "
+       "and ' [profile N]' are split off before), and no result is specified for text after it" for i in (3, 18, 19, 46, 47)},
 })
 
 # mut-review (session 27): outputs, layerwise-match
