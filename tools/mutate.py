@@ -885,6 +885,53 @@ EXPLAINED.update({
     **{_RF + f"x_roofline_row__mutmut_{i}": _NAN for i in (16, 27, 35, 44, 51, 58, 72, 98)},
     _RF + "xǁDevicePeaksǁridge_point__mutmut_17": _NAN,
 })
+_CU = "workbench.measure.cupti."
+_MASKED = "equivalent: index -1 (np.clip without its lower bound) is only read where ok = (i >= 0) masks it out"
+EXPLAINED.update({
+    **{_CU + f"x__nodes__mutmut_{i}": "equivalent: the default name matters only for a Node event without a name, "
+       "which ORT never writes; '', None and 'XXXX' all fail the '_kernel_time' test" for i in (13, 15, 18)},
+    **{_CU + f"x__nodes__mutmut_{i}": "equivalent: a missing 'args' becomes {} through 'or {}' either way"
+       for i in (24, 26)},
+    _CU + "x__union_ns__mutmut_6": "equivalent: a touching interval (s == cur_e) adds e - s either way: one block "
+                                   "[cur_s, e] or two blocks [cur_s, cur_e] + [s, e] have the same length",
+    **{_CU + f"x_align__mutmut_{i}": "equivalent: _runs returns floats, so np.array makes float64 without the dtype"
+       for i in (24, 26, 30, 32)},
+    _CU + "x_align__mutmut_62": _MASKED,
+    _CU + "x_refine_offset__mutmut_58": _MASKED,
+    _CU + "x_refine_offset__mutmut_24": "equivalent: astype(None) is float64",
+    **{_CU + f"x_refine_offset__mutmut_{i}": "equivalent: any sort kind orders nodes with different starts the same; "
+       "among equal starts searchsorted(side='right') takes the last, where the running maximum of the ends covers "
+       "all of them in any order" for i in (29, 31, 33)},
+    _CU + "x_refine_offset__mutmut_76": "equivalent: range(-5000, 5002, 250) holds the same shifts as "
+                                        "range(-5000, 5001, 250)",
+    _CU + "x_clock_marker__mutmut_32": "not killed: which of two samples with exactly the same bracket is kept; both "
+                                       "are equally tight (the contract), and a perf_counter_ns tie cannot be staged "
+                                       "without faking the clock",
+    _CU + "x_layer_rows__mutmut_8": "equivalent: ort_layer_rows of empty stats returns no rows",
+    _CU + "x_load_recording__mutmut_4": "equivalent: gzip.open's default mode 'rb' gives bytes, which json.load "
+                                        "decodes as UTF-8 too",
+    _CU + "x_trt_cross_check__mutmut_35": _NAN,
+})
+_MP = "workbench.measure.mapping."
+_MAIN = ("equivalent: the node looked up is always a main-graph node (a producer/consumer from the index, or a "
+         "top-level plumbing node), so the key is present and the default is never used")
+EXPLAINED.update({
+    _MP + "x_name_nodes__mutmut_10": "equivalent: a generated name ends with '_<its node index>' (or with '_' after a "
+                                     "clash), so no later candidate '<op>_<j>' can equal it; used.add only guards that",
+    _MP + "x_ort_fused_nodes__mutmut_1": "equivalent: the default op type matters only when none is given; neither '' "
+                                         "nor 'XXXX' is an op type of a real model, so the walk finds no core either way",
+    **{_MP + f"x_ort_fused_nodes__mutmut_{i}": _MAIN for i in (42, 44)},
+    **{_MP + f"x_ort_nchwc_sum__mutmut_{i}": _MAIN for i in (18, 20)},
+    **{_MP + f"xǁGraphIndexǁ_follow__mutmut_{i}": _MAIN for i in (5, 7, 14, 16)},
+    _MP + "xǁGraphIndexǁ_follow__mutmut_22": "equivalent: only plumbing nodes enter seen; without it a plumbing node "
+                                             "reached twice is queued twice, after its first copy in the same level, "
+                                             "so the first non-plumbing node found is the same (repeated work only)",
+    _MP + "xǁGraphIndexǁ_through_plumbing__mutmut_8": "equivalent: downstream=None is falsy like False",
+    _MP + "x_spread__mutmut_4": "equivalent: pandas reads orient case-insensitively",
+    **{_MP + f"x__split_pwn__mutmut_{i}": "not killed: depth is only tested for being non-zero, and differs from "
+       "the original's only after the outermost PWN(...) has closed; a pointwise layer name ends there (' + ' joins "
+       "and ' [profile N]' are split off before), and no result is specified for text after it" for i in (3, 18, 19, 46, 47)},
+})
 
 # mut-review (session 27): outputs, layerwise-match
 _O = "workbench.compare.outputs."
