@@ -135,6 +135,13 @@ PLAN: dict[str, Target] = {
                                "*.x_unmatched_frame*", "*.x_layerwise_tidy*", "*.x_node_label*"],
                               "tensor matching (name and structure rules, shape checks), expose/cut_model, the "
                               "summary/unmatched/tidy frames; tests: tiny real graphs, not the digits files"),
+    "bisect": Target("workbench/compare/layerwise.py",
+                     ["tests/test_mut_bisect.py",
+                      "tests/test_layerwise_scale.py::test_bisection_agrees_with_the_full_scan_on_a_planted_divergence"],
+                     ["*.x_first_divergence__*", "*ǁBisectionǁ*", "*ǁPeakRSSǁ*", "*.x__session__*", "*.x__as_variant__*"],
+                     "first_divergence (bisection over cut graphs), the Bisection record, PeakRSS, the ORT CPU "
+                     "session and variant helpers; not layerwise_debug_tensors (needs TensorRT on a GPU); tests: "
+                     "tiny real graphs, not the int8 digits bisection"),
     "precision-base": Target("workbench/precision/base.py",
                              ["tests/test_precision.py", "tests/test_extending.py", "tests/test_mut_precision.py"]),
     "layers": Target("workbench/measure/layers.py",
@@ -827,6 +834,32 @@ EXPLAINED.update({
                                            "['CPUExecutionProvider'], which is what a CPU-only onnxruntime runs anyway",
 })
 
+# mut-bisect (bisect)
+_B = "workbench.compare.layerwise."
+EXPLAINED.update({
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: without types, cut_model types the cut output by ONNX "
+       "shape inference of the same graph, which is where match_tensors took p.ref_type / p.var_type from"
+       for i in (110, 113, 121, 124)},
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: cut_model(proto, {tensor: type}) iterates the dict's one "
+       "key as the outputs and types the cut output by ONNX shape inference, where the pair's type came from"
+       for i in (112, 123)},
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: build_engine hands options=None on to build_variants, "
+       "which then makes BuildOptions(progress=False): the same options as opts" for i in (125, 133, 139, 159, 165)},
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: build_engine's progress only reaches make_variant, "
+       "which a ready Variant skips; the build itself gets opts (progress=False)"
+       for i in (134, 140, 147, 160, 166, 176)},
+    _B + "x_first_divergence__mutmut_16": "equivalent: load() returns a Model it is given unchanged",
+    _B + "x_first_divergence__mutmut_144": "equivalent: Variant.of's default precision is 'fp32'",
+    _B + "x_first_divergence__mutmut_178": "equivalent: percentiles=None is falsy like False (no histogram; "
+                                           "err_p99/err_p999 stay NaN)",
+    _B + "x_first_divergence__mutmut_266": "equivalent: found is only read through `if found`, and '' is falsy "
+                                           "like None",
+    **{_B + f"x__session__mutmut_{i}": "not killed here: on a CPU-only onnxruntime a session without providers "
+       "gets the CPU provider (a GPU build would pick CUDA: needs onnxruntime-gpu)" for i in (11, 14)},
+    _B + "xǁPeakRSSǁ__init____mutmut_8": "equivalent: _thread is only read in __exit__, after __enter__ set it to "
+                                        "the sampling thread",
+})
+
 # mut-precision (typefix, validity, smooth, precision-registry)
 _S = "workbench.precision.smooth."
 _CPU_ONLY = ("not killed here: on a CPU-only onnxruntime the session runs on the CPU provider whether the list names "
@@ -853,6 +886,53 @@ EXPLAINED.update({
                                    "which matches neither '' nor 'XXXX'",
     **{_RF + f"x_roofline_row__mutmut_{i}": _NAN for i in (16, 27, 35, 44, 51, 58, 72, 98)},
     _RF + "xǁDevicePeaksǁridge_point__mutmut_17": _NAN,
+})
+_CU = "workbench.measure.cupti."
+_MASKED = "equivalent: index -1 (np.clip without its lower bound) is only read where ok = (i >= 0) masks it out"
+EXPLAINED.update({
+    **{_CU + f"x__nodes__mutmut_{i}": "equivalent: the default name matters only for a Node event without a name, "
+       "which ORT never writes; '', None and 'XXXX' all fail the '_kernel_time' test" for i in (13, 15, 18)},
+    **{_CU + f"x__nodes__mutmut_{i}": "equivalent: a missing 'args' becomes {} through 'or {}' either way"
+       for i in (24, 26)},
+    _CU + "x__union_ns__mutmut_6": "equivalent: a touching interval (s == cur_e) adds e - s either way: one block "
+                                   "[cur_s, e] or two blocks [cur_s, cur_e] + [s, e] have the same length",
+    **{_CU + f"x_align__mutmut_{i}": "equivalent: _runs returns floats, so np.array makes float64 without the dtype"
+       for i in (24, 26, 30, 32)},
+    _CU + "x_align__mutmut_62": _MASKED,
+    _CU + "x_refine_offset__mutmut_58": _MASKED,
+    _CU + "x_refine_offset__mutmut_24": "equivalent: astype(None) is float64",
+    **{_CU + f"x_refine_offset__mutmut_{i}": "equivalent: any sort kind orders nodes with different starts the same; "
+       "among equal starts searchsorted(side='right') takes the last, where the running maximum of the ends covers "
+       "all of them in any order" for i in (29, 31, 33)},
+    _CU + "x_refine_offset__mutmut_76": "equivalent: range(-5000, 5002, 250) holds the same shifts as "
+                                        "range(-5000, 5001, 250)",
+    _CU + "x_clock_marker__mutmut_32": "not killed: which of two samples with exactly the same bracket is kept; both "
+                                       "are equally tight (the contract), and a perf_counter_ns tie cannot be staged "
+                                       "without faking the clock",
+    _CU + "x_layer_rows__mutmut_8": "equivalent: ort_layer_rows of empty stats returns no rows",
+    _CU + "x_load_recording__mutmut_4": "equivalent: gzip.open's default mode 'rb' gives bytes, which json.load "
+                                        "decodes as UTF-8 too",
+    _CU + "x_trt_cross_check__mutmut_35": _NAN,
+})
+_MP = "workbench.measure.mapping."
+_MAIN = ("equivalent: the node looked up is always a main-graph node (a producer/consumer from the index, or a "
+         "top-level plumbing node), so the key is present and the default is never used")
+EXPLAINED.update({
+    _MP + "x_name_nodes__mutmut_10": "equivalent: a generated name ends with '_<its node index>' (or with '_' after a "
+                                     "clash), so no later candidate '<op>_<j>' can equal it; used.add only guards that",
+    _MP + "x_ort_fused_nodes__mutmut_1": "equivalent: the default op type matters only when none is given; neither '' "
+                                         "nor 'XXXX' is an op type of a real model, so the walk finds no core either way",
+    **{_MP + f"x_ort_fused_nodes__mutmut_{i}": _MAIN for i in (42, 44)},
+    **{_MP + f"x_ort_nchwc_sum__mutmut_{i}": _MAIN for i in (18, 20)},
+    **{_MP + f"xǁGraphIndexǁ_follow__mutmut_{i}": _MAIN for i in (5, 7, 14, 16)},
+    _MP + "xǁGraphIndexǁ_follow__mutmut_22": "equivalent: only plumbing nodes enter seen; without it a plumbing node "
+                                             "reached twice is queued twice, after its first copy in the same level, "
+                                             "so the first non-plumbing node found is the same (repeated work only)",
+    _MP + "xǁGraphIndexǁ_through_plumbing__mutmut_8": "equivalent: downstream=None is falsy like False",
+    _MP + "x_spread__mutmut_4": "equivalent: pandas reads orient case-insensitively",
+    **{_MP + f"x__split_pwn__mutmut_{i}": "not killed: depth is only tested for being non-zero, and differs from "
+       "the original's only after the outermost PWN(...) has closed; a pointwise layer name ends there (' + ' joins "
+       "and ' [profile N]' are split off before), and no result is specified for text after it" for i in (3, 18, 19, 46, 47)},
 })
 
 # mut-review (session 27): outputs, layerwise-match
@@ -891,6 +971,20 @@ EXPLAINED.update({
                                           "and > 1 agree",
     **{_LWM + f"x_match_tensors__mutmut_{i}": "equivalent: every candidate left unpaired got a reason in phase 2 "
        "(each of its branches sets one), so the 'no match' default is never used" for i in (312, 314, 315, 316)},
+})
+
+_SI = "workbench.data.x_synthetic_inputs__mutmut_"
+EXPLAINED.update({
+    **{_SI + f"{i}": "equivalent: Generator.integers(n) draws from [0, n) as integers(0, n) does" for i in (88, 102)},
+    _SI + "64": "equivalent: an index's low is always 0 (rows 0..n-1 of the table it indexes), and integers(high) "
+                "draws from [0, high)",
+    _SI + "109": "not killed: float64 -> dt instead of float64 -> float32 -> dt is the same for float32/float64 "
+                 "inputs; for float16/bfloat16 only a rare double-rounding tie differs, which no behaviour reads",
+    **{_SI + f"{i}": "equivalent: np.prod of the shape in int64 equals float64's for any shape whose float64 draws "
+       "passed the memory-budget check just before (far below 2**63 elements)" for i in (116, 118)},
+    _SI + "36": "equivalent: diagnose() returns a fact for every graph input, so f is never None",
+    **{_SI + f"{i}": "equivalent: synthetic_inputs reads only value_kind/low/high/choices from diagnose(), which "
+       "the graph trace decides without batch_axis" for i in (6, 8)},
 })
 
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
