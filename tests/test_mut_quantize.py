@@ -621,7 +621,7 @@ def test_fp8_supported_without_onnxruntime_quantization(monkeypatch):
 
 
 # ---------------------------------------------------------------------------- pre-processing and calibration records
-def _conv_bn_model():
+def _conv_bn_model(x_dims=(1, 2, 6, 6), y_dims=(1, 4, 6, 6)):
     """Conv -> BatchNormalization -> Relu: ORT's graph optimizer (quant_pre_process) fuses the BN into the Conv."""
     rng = np.random.default_rng(7)
     f = lambda n, *s: numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n)  # noqa: E731
@@ -630,7 +630,7 @@ def _conv_bn_model():
     nodes = [h.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
              h.make_node("BatchNormalization", ["c", "sc", "bi", "mu", "var"], ["b"], name="bn"),
              h.make_node("Relu", ["b"], ["y"], name="relu")]
-    g = h.make_graph(nodes, "g", [_vi("x", [1, 2, 6, 6])], [_vi("y", [1, 4, 6, 6])], initializer=inits)
+    g = h.make_graph(nodes, "g", [_vi("x", list(x_dims))], [_vi("y", list(y_dims))], initializer=inits)
     return h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
 
 
@@ -688,3 +688,156 @@ def test_calibration_record_counts_the_samples_it_ran():
     assert c["method"] == "percentile" and c["num_samples"] == 12 and c["runs"]["samples"] == 12
     assert c["calibrator_options"] == {"num_bins": 2048, "percentile": 99.999}
     assert c["synthetic"] is False and c["seconds"] > 0
+
+
+def test_calibration_options_reach_the_data_preparation():
+    """num_calib, batch_size, shapes and min_samples, given to make_variant, shape the calibration set."""
+    import warnings
+
+    from workbench.precision import make_variant
+
+    m = _conv_bn_model(("n", 2, "h", "w"), ("n", 4, "h", "w"))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        v = make_variant(m, "int8", calib="synthetic", progress=False, target="tensorrt", num_calib=8, batch_size=4,
+                         shapes={"x": [4, 2, 6, 6]}, min_samples=1)
+    c = v.recipe["calibration"]
+    assert c["synthetic"] is True and c["num_samples"] == 8 and c["num_batches"] == 2 and c["runs"]["samples"] == 8
+    # no few-samples warning (min_samples=1) and no dynamic dims defaulted to 1 (shapes gives h and w)
+    texts = [str(w.message) for w in seen]
+    assert not [t for t in texts if "sample" in t or "dynamic dims" in t], texts
+
+
+def test_a_bad_target_or_placement_is_refused_before_the_data_is_read():
+    import pytest
+
+    from workbench.errors import UsageError
+    from workbench.precision import make_variant
+
+    bad_data = [{"not_an_input": np.ones((1, 2, 6, 6), np.float32)}]  # would be a DataError if it were read
+    with pytest.raises(UsageError, match="unknown int8 target 'bogus'"):
+        make_variant(_conv_bn_model(), "int8", calib=bad_data, progress=False, target="bogus")
+    with pytest.raises(UsageError, match="unknown placement 'bogus'"):
+        make_variant(_conv_bn_model(), "int8", calib=bad_data, progress=False, placement="bogus")
+
+
+def test_initializers_listed_as_graph_inputs_are_dropped_and_counted():
+    from workbench.precision import make_variant
+
+    m = _conv_bn_model()
+    m.graph.input.extend([_vi("W", [4, 2, 3, 3]), _vi("B", [4])])  # IR < 4 style: weights listed as inputs too
+    v = make_variant(m, "int8", calib=_calib_x(), progress=False, target="tensorrt")
+    assert v.recipe["dropped_initializer_inputs"] == 2
+    assert [i.name for i in v.model.proto.graph.input] == ["x"]  # the variant needs only x
+
+
+def test_the_recipe_writes_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    from workbench.precision import make_variant
+
+    monkeypatch.chdir(tmp_path)
+    v = make_variant(_conv_bn_model(), "int8", calib=_calib_x(), progress=False, target="tensorrt")
+    assert v.recipe["dequantize_nodes"] > 0 and list(tmp_path.iterdir()) == []
+
+
+def test_the_calibration_bar_names_the_model_and_method(capsys):
+    from workbench.precision import make_variant
+
+    make_variant(_conv_bn_model(), "int8", calib=_calib_x(), progress=True, target="tensorrt")
+    err = capsys.readouterr().err
+    assert "calibrating g (minmax)" in err, err[-500:]
+
+
+def test_tool_modelopt_without_modelopt_installed_says_so():
+    import importlib.util
+
+    import pytest
+
+    from workbench.errors import BackendUnavailable
+    from workbench.precision import make_variant
+
+    if importlib.util.find_spec("modelopt") is not None:
+        pytest.skip("NVIDIA ModelOpt is installed here")
+    for precision in ("int8", "fp8"):
+        with pytest.raises(BackendUnavailable, match="tool='modelopt' needs NVIDIA ModelOpt"):
+            make_variant(_conv_bn_model(), precision, calib=_calib_x(), progress=False, tool="modelopt")
+
+
+class _OldQuantType:  # onnxruntime before float8 (1.15): only the integer QuantTypes
+    QInt8 = 0
+    QUInt8 = 1
+
+
+def test_fp8_on_an_onnxruntime_without_float8(monkeypatch):
+    """Without ModelOpt: an UnsupportedError naming the reason; with tool='modelopt' asked for, ModelOpt's absence
+    is the error (the ORT check does not apply)."""
+    import importlib.util
+
+    import onnxruntime.quantization as oq
+    import pytest
+
+    from workbench.errors import BackendUnavailable, UnsupportedError
+    from workbench.precision import make_variant
+
+    if importlib.util.find_spec("modelopt") is not None:
+        pytest.skip("NVIDIA ModelOpt is installed here")
+    monkeypatch.setattr(oq, "QuantType", _OldQuantType)
+    with pytest.raises(UnsupportedError, match=r"^fp8 recipe: this onnxruntime has no QuantType.QFLOAT8E4M3FN"):
+        make_variant(_conv_bn_model(), "fp8", calib=_calib_x(), progress=False)
+    with pytest.raises(BackendUnavailable, match="tool='modelopt' needs NVIDIA ModelOpt"):
+        make_variant(_conv_bn_model(), "fp8", calib=_calib_x(), progress=False, tool="modelopt")
+
+
+def test_fp8_without_float8_falls_back_to_modelopt_when_installed(monkeypatch):
+    """A stand-in for NVIDIA ModelOpt (not installable here) records what the recipe hands it: the loaded model,
+    the graph upgraded to opset 19, the request switched to tool='modelopt', the validated calibration set."""
+    import onnxruntime.quantization as oq
+
+    import workbench.precision.modelopt as mo
+    from workbench.precision import make_variant
+
+    calls = []
+
+    def modelopt_standin(model, proto, req, precision, cset, method):
+        calls.append((model.name, max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+                      req.tool, precision, cset.num_samples, method))
+        return "variant from modelopt"
+
+    monkeypatch.setattr(oq, "QuantType", _OldQuantType)
+    monkeypatch.setattr(mo, "modelopt_available", lambda: True)
+    monkeypatch.setattr(mo, "quantize", modelopt_standin)
+    out = make_variant(_conv_bn_model(), "fp8", calib=_calib_x(12), progress=False, min_samples=1,
+                       calibration_method="entropy")
+    assert out == "variant from modelopt"
+    assert calls == [("g", 19, "modelopt", "fp8", 12, "entropy")]
+
+
+def test_preprocess_merges_differently_named_batch_dims():
+    """Exporters name one batch dim differently on two inputs ('a' and 'b' here, added together): ORT's symbolic
+    shape inference merges them when asked (auto_merge) and fails otherwise; the recipe asks, so it pre-processes."""
+    from workbench.precision import make_variant
+
+    w = numpy_helper.from_array(np.random.default_rng(9).normal(size=(4, 4)).astype(np.float32), "w")
+    g = h.make_graph([h.make_node("Add", ["x", "y"], ["s"], name="add"), h.make_node("MatMul", ["s", "w"], ["z"],
+                                                                                     name="mm")], "g",
+                     [_vi("x", ["a", 4]), _vi("y", ["b", 4])], [_vi("z", ["a", 4])], initializer=[w])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    rng = np.random.default_rng(10)
+    calib = [{"x": rng.normal(size=(2, 4)).astype(np.float32), "y": rng.normal(size=(2, 4)).astype(np.float32)}
+             for _ in range(4)]
+    v = make_variant(m, "int8", calib=calib, progress=False, target="tensorrt", min_samples=1)
+    assert v.recipe["preprocess"] == {"applied": True, "skip_optimization": False}
+
+
+def test_min_samples_decides_between_warning_refusal_and_silence():
+    import pytest
+
+    from workbench.errors import DataError
+    from workbench.precision import make_variant
+
+    with pytest.warns(UserWarning, match=r"only 8 sample\(s\) \(fewer than 16\)"):
+        default = make_variant(_conv_bn_model(), "int8", calib=_calib_x(8), progress=False, target="tensorrt")
+    assert "only 8 sample(s)" in default.recipe["calibration"]["warning"]
+    quiet = make_variant(_conv_bn_model(), "int8", calib=_calib_x(8), progress=False, target="tensorrt", min_samples=8)
+    assert "warning" not in quiet.recipe["calibration"] and quiet.recipe["calibration"]["num_samples"] == 8
+    with pytest.raises(DataError, match=r"calibration got 8 sample\(s\)"):
+        make_variant(_conv_bn_model(), "int8", calib=_calib_x(8), progress=False, target="tensorrt", min_samples=9)

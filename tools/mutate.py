@@ -106,8 +106,10 @@ PLAN: dict[str, Target] = {
                    ["*ShapeRange*", "*ShapeMap*", "*.x__split_items*", "*.x__parse_dims*", "*.x__parse_range*",
                     "*.x__make_range*", "*.x_np_dtype*", "*TensorSpec*", "*.x__spec_of*", "*.x_input_specs*",
                     "*.x_output_specs*", "*.x_resolve_shapes*", "*.x_samples_in*", "*.x__take*", "*.x_static_batch*",
-                    "*.x_default_batch*", "*.x_feeds_batch*", "*.x_head_batches*", "*.x_cast_feeds*"],
-                   "shapes syntax, input specs, shape resolution, batch helpers; not the .npz reader"),
+                    "*.x_default_batch*", "*.x_feeds_batch*", "*.x_head_batches*", "*.x_cast_feeds*",
+                    "*.x_synthetic_inputs*", "*.x_model_batch_axes*"],
+                   "shapes syntax, input specs, shape resolution, batch axes, synthetic inputs, batch helpers; not "
+                   "the .npz reader"),
     "builds": Target("workbench/builds.py", ["tests/test_builds_fallback.py", "tests/test_mut_builds.py"]),
     "layerwise": Target("workbench/compare/layerwise.py",
                         ["tests/test_mut_layerwise.py", "tests/test_layerwise.py::test_bad_metric_and_missing_threshold"],
@@ -133,6 +135,13 @@ PLAN: dict[str, Target] = {
                                "*.x_unmatched_frame*", "*.x_layerwise_tidy*", "*.x_node_label*"],
                               "tensor matching (name and structure rules, shape checks), expose/cut_model, the "
                               "summary/unmatched/tidy frames; tests: tiny real graphs, not the digits files"),
+    "bisect": Target("workbench/compare/layerwise.py",
+                     ["tests/test_mut_bisect.py",
+                      "tests/test_layerwise_scale.py::test_bisection_agrees_with_the_full_scan_on_a_planted_divergence"],
+                     ["*.x_first_divergence__*", "*ǁBisectionǁ*", "*ǁPeakRSSǁ*", "*.x__session__*", "*.x__as_variant__*"],
+                     "first_divergence (bisection over cut graphs), the Bisection record, PeakRSS, the ORT CPU "
+                     "session and variant helpers; not layerwise_debug_tensors (needs TensorRT on a GPU); tests: "
+                     "tiny real graphs, not the int8 digits bisection"),
     "precision-base": Target("workbench/precision/base.py",
                              ["tests/test_precision.py", "tests/test_extending.py", "tests/test_mut_precision.py"]),
     "layers": Target("workbench/measure/layers.py",
@@ -248,6 +257,8 @@ cli()
 _STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
            36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", -9: "timeout",
            37: "type check", None: "not checked"}
+#: mutmut's words when its unmutated run of the selection fails (then it judges no mutant)
+_BROKEN_RUN = ("Failed to run clean test", "failed to collect stats")
 _COPY = ["workbench", "tests", "sample_models", "bench", "docs", "notebooks", "realmodels", "pyproject.toml"]
 
 
@@ -686,6 +697,23 @@ EXPLAINED.update({
                                                                    "instead of 0; both are false in the `if trans_b`",
     **{f"workbench.precision.quantize.x_flatten_gemm_bias__mutmut_{i}": "equivalent: `uses` counts every node input "
        "and this Gemm reads c.name, so the .get default is never used" for i in (83, 85, 86)},
+    # quantize-apply (apply, Fp8Recipe.apply, _preprocess, _calibrate); reviewed from the mutant diffs, not run yet
+    **{f"workbench.precision.quantize.x__calibrate__mutmut_{i}": "equivalent: the name of a file inside the recipe's "
+       "own TemporaryDirectory, which nothing else reads and which is deleted afterwards" for i in (19, 20, 24, 25)},
+    **{f"workbench.precision.quantize.x__preprocess__mutmut_{i}": "equivalent: names_ok only reads a file that "
+       "quant_pre_process just wrote with save_as_external_data=False (all weights inline), so loading external "
+       "data or not reads the same nodes" for i in (20, 22, 24)},
+    "workbench.precision.quantize.x__preprocess__mutmut_33": "equivalent: each of the two attempts either returns or "
+                                                             "sets why, so its initial value is never read",
+    **{f"workbench.precision.quantize.x__preprocess__mutmut_{i}": "equivalent: skip_symbolic_shape=None / left out "
+       "is quant_pre_process's default False" for i in (37, 41)},
+    "workbench.precision.quantize.x__preprocess__mutmut_46": "not killed: skipping ORT's symbolic shape inference "
+                                                             "changes only the pre-processed graph's dim names / "
+                                                             "value_info (checked on Add of ['a', 4] and ['b', 4]); no "
+                                                             "recipe record or test graph's quantization depends on it",
+    **{f"workbench.precision.quantize.xǁ_QuantRecipeǁapply__mutmut_{i}": "not killed here: only decides whether the "
+       "ORT-only target/placement options are validated when tool='modelopt', which needs NVIDIA ModelOpt "
+       "(not installed) to go further" for i in (21, 22)},
     "workbench.precision.quantize.x_flatten_gemm_bias__mutmut_44": "not killed: differs only for a Gemm whose C has "
                                                                    "3 dims of 1, which ONNX forbids (C broadcasts "
                                                                    "unidirectionally to (M, N)) and ONNX Runtime "
@@ -806,6 +834,32 @@ EXPLAINED.update({
                                            "['CPUExecutionProvider'], which is what a CPU-only onnxruntime runs anyway",
 })
 
+# mut-bisect (bisect)
+_B = "workbench.compare.layerwise."
+EXPLAINED.update({
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: without types, cut_model types the cut output by ONNX "
+       "shape inference of the same graph, which is where match_tensors took p.ref_type / p.var_type from"
+       for i in (110, 113, 121, 124)},
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: cut_model(proto, {tensor: type}) iterates the dict's one "
+       "key as the outputs and types the cut output by ONNX shape inference, where the pair's type came from"
+       for i in (112, 123)},
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: build_engine hands options=None on to build_variants, "
+       "which then makes BuildOptions(progress=False): the same options as opts" for i in (125, 133, 139, 159, 165)},
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: build_engine's progress only reaches make_variant, "
+       "which a ready Variant skips; the build itself gets opts (progress=False)"
+       for i in (134, 140, 147, 160, 166, 176)},
+    _B + "x_first_divergence__mutmut_16": "equivalent: load() returns a Model it is given unchanged",
+    _B + "x_first_divergence__mutmut_144": "equivalent: Variant.of's default precision is 'fp32'",
+    _B + "x_first_divergence__mutmut_178": "equivalent: percentiles=None is falsy like False (no histogram; "
+                                           "err_p99/err_p999 stay NaN)",
+    _B + "x_first_divergence__mutmut_266": "equivalent: found is only read through `if found`, and '' is falsy "
+                                           "like None",
+    **{_B + f"x__session__mutmut_{i}": "not killed here: on a CPU-only onnxruntime a session without providers "
+       "gets the CPU provider (a GPU build would pick CUDA: needs onnxruntime-gpu)" for i in (11, 14)},
+    _B + "xǁPeakRSSǁ__init____mutmut_8": "equivalent: _thread is only read in __exit__, after __enter__ set it to "
+                                        "the sampling thread",
+})
+
 # mut-precision (typefix, validity, smooth, precision-registry)
 _S = "workbench.precision.smooth."
 _CPU_ONLY = ("not killed here: on a CPU-only onnxruntime the session runs on the CPU provider whether the list names "
@@ -832,6 +886,53 @@ EXPLAINED.update({
                                    "which matches neither '' nor 'XXXX'",
     **{_RF + f"x_roofline_row__mutmut_{i}": _NAN for i in (16, 27, 35, 44, 51, 58, 72, 98)},
     _RF + "xǁDevicePeaksǁridge_point__mutmut_17": _NAN,
+})
+_CU = "workbench.measure.cupti."
+_MASKED = "equivalent: index -1 (np.clip without its lower bound) is only read where ok = (i >= 0) masks it out"
+EXPLAINED.update({
+    **{_CU + f"x__nodes__mutmut_{i}": "equivalent: the default name matters only for a Node event without a name, "
+       "which ORT never writes; '', None and 'XXXX' all fail the '_kernel_time' test" for i in (13, 15, 18)},
+    **{_CU + f"x__nodes__mutmut_{i}": "equivalent: a missing 'args' becomes {} through 'or {}' either way"
+       for i in (24, 26)},
+    _CU + "x__union_ns__mutmut_6": "equivalent: a touching interval (s == cur_e) adds e - s either way: one block "
+                                   "[cur_s, e] or two blocks [cur_s, cur_e] + [s, e] have the same length",
+    **{_CU + f"x_align__mutmut_{i}": "equivalent: _runs returns floats, so np.array makes float64 without the dtype"
+       for i in (24, 26, 30, 32)},
+    _CU + "x_align__mutmut_62": _MASKED,
+    _CU + "x_refine_offset__mutmut_58": _MASKED,
+    _CU + "x_refine_offset__mutmut_24": "equivalent: astype(None) is float64",
+    **{_CU + f"x_refine_offset__mutmut_{i}": "equivalent: any sort kind orders nodes with different starts the same; "
+       "among equal starts searchsorted(side='right') takes the last, where the running maximum of the ends covers "
+       "all of them in any order" for i in (29, 31, 33)},
+    _CU + "x_refine_offset__mutmut_76": "equivalent: range(-5000, 5002, 250) holds the same shifts as "
+                                        "range(-5000, 5001, 250)",
+    _CU + "x_clock_marker__mutmut_32": "not killed: which of two samples with exactly the same bracket is kept; both "
+                                       "are equally tight (the contract), and a perf_counter_ns tie cannot be staged "
+                                       "without faking the clock",
+    _CU + "x_layer_rows__mutmut_8": "equivalent: ort_layer_rows of empty stats returns no rows",
+    _CU + "x_load_recording__mutmut_4": "equivalent: gzip.open's default mode 'rb' gives bytes, which json.load "
+                                        "decodes as UTF-8 too",
+    _CU + "x_trt_cross_check__mutmut_35": _NAN,
+})
+_MP = "workbench.measure.mapping."
+_MAIN = ("equivalent: the node looked up is always a main-graph node (a producer/consumer from the index, or a "
+         "top-level plumbing node), so the key is present and the default is never used")
+EXPLAINED.update({
+    _MP + "x_name_nodes__mutmut_10": "equivalent: a generated name ends with '_<its node index>' (or with '_' after a "
+                                     "clash), so no later candidate '<op>_<j>' can equal it; used.add only guards that",
+    _MP + "x_ort_fused_nodes__mutmut_1": "equivalent: the default op type matters only when none is given; neither '' "
+                                         "nor 'XXXX' is an op type of a real model, so the walk finds no core either way",
+    **{_MP + f"x_ort_fused_nodes__mutmut_{i}": _MAIN for i in (42, 44)},
+    **{_MP + f"x_ort_nchwc_sum__mutmut_{i}": _MAIN for i in (18, 20)},
+    **{_MP + f"xǁGraphIndexǁ_follow__mutmut_{i}": _MAIN for i in (5, 7, 14, 16)},
+    _MP + "xǁGraphIndexǁ_follow__mutmut_22": "equivalent: only plumbing nodes enter seen; without it a plumbing node "
+                                             "reached twice is queued twice, after its first copy in the same level, "
+                                             "so the first non-plumbing node found is the same (repeated work only)",
+    _MP + "xǁGraphIndexǁ_through_plumbing__mutmut_8": "equivalent: downstream=None is falsy like False",
+    _MP + "x_spread__mutmut_4": "equivalent: pandas reads orient case-insensitively",
+    **{_MP + f"x__split_pwn__mutmut_{i}": "not killed: depth is only tested for being non-zero, and differs from "
+       "the original's only after the outermost PWN(...) has closed; a pointwise layer name ends there (' + ' joins "
+       "and ' [profile N]' are split off before), and no result is specified for text after it" for i in (3, 18, 19, 46, 47)},
 })
 
 # mut-review (session 27): outputs, layerwise-match
@@ -872,11 +973,83 @@ EXPLAINED.update({
        "(each of its branches sets one), so the 'no match' default is never used" for i in (312, 314, 315, 316)},
 })
 
+_SI = "workbench.data.x_synthetic_inputs__mutmut_"
+EXPLAINED.update({
+    **{_SI + f"{i}": "equivalent: Generator.integers(n) draws from [0, n) as integers(0, n) does" for i in (88, 102)},
+    _SI + "64": "equivalent: an index's low is always 0 (rows 0..n-1 of the table it indexes), and integers(high) "
+                "draws from [0, high)",
+    _SI + "109": "not killed: float64 -> dt instead of float64 -> float32 -> dt is the same for float32/float64 "
+                 "inputs; for float16/bfloat16 only a rare double-rounding tie differs, which no behaviour reads",
+    **{_SI + f"{i}": "equivalent: np.prod of the shape in int64 equals float64's for any shape whose float64 draws "
+       "passed the memory-budget check just before (far below 2**63 elements)" for i in (116, 118)},
+    _SI + "36": "equivalent: diagnose() returns a fact for every graph input, so f is never None",
+    **{_SI + f"{i}": "equivalent: synthetic_inputs reads only value_kind/low/high/choices from diagnose(), which "
+       "the graph trace decides without batch_axis" for i in (6, 8)},
+})
+
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
 NOT_MEASURED: dict[str, str] = {
     "quantize-apply": "each of its 198 mutants runs real ONNX Runtime quantizations (~5 s of tests); too slow for "
                       "2 shared cores; waits for a run on a many-core host",
 }
+
+#: The issue's core modules (#23: measure/, compare/, precision/, model.py, data.py, builds, the report summary).
+CORE = ["workbench/measure", "workbench/compare", "workbench/precision", "workbench/model.py", "workbench/data.py",
+        "workbench/builds.py"]
+#: Functions of core modules that no target mutates, each with the reason (`--coverage` fails on any other).
+NOT_MUTATED: dict[str, str] = {}
+
+
+def _functions(module: str) -> list[str]:
+    """mutmut's names of the functions it would mutate in ``module``: ``x_f`` for a module-level function,
+    ``xǁClassǁm`` for a method (nested functions belong to the function that holds them)."""
+    import ast
+
+    tree = ast.parse((ROOT / module).read_text())
+    out = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out.append(f"x_{node.name}")
+        elif isinstance(node, ast.ClassDef):
+            out += [f"xǁ{node.name}ǁ{f.name}" for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return out
+
+
+def coverage() -> dict[str, dict]:
+    """Per core module: its functions, the targets that mutate each, and those no target mutates."""
+    import fnmatch
+
+    modules = []
+    for c in CORE:
+        p = ROOT / c
+        modules += sorted(str(f.relative_to(ROOT)) for f in p.glob("*.py")) if p.is_dir() else [c]
+    out = {}
+    for m in modules:
+        dotted = m[:-3].replace("/", ".").removesuffix(".__init__")
+        funcs = _functions(m)
+        by = {}
+        for f in funcs:
+            name = f"{dotted}.{f}__mutmut_1"
+            by[f] = [n for n, t in PLAN.items() if t.module == m and
+                     (not t.functions or any(fnmatch.fnmatch(name, g) for g in t.functions))]
+        if funcs:
+            out[m] = {"functions": len(funcs), "targets": sorted({n for v in by.values() for n in v}),
+                      "uncovered": [f for f, v in by.items() if not v]}
+    return out
+
+
+def _coverage_report() -> int:
+    """Print the core modules and what no target mutates; 1 if a function is neither mutated nor excused."""
+    bad = 0
+    for m, c in coverage().items():
+        print(f"{m}: {c['functions'] - len(c['uncovered'])}/{c['functions']} functions mutated by "
+              f"{', '.join(c['targets']) or 'no target'}")
+        for f in c["uncovered"]:
+            why = NOT_MUTATED.get(f"{m}:{f}")
+            bad += why is None
+            print(f"    not mutated: {f}: {why or 'NO REASON GIVEN'}")
+    return 1 if bad else 0
+
 
 DOC = ROOT / "docs" / "testing.md"
 _BEGIN, _END = "<!-- mutation-table: written by tools/mutate.py -->", "<!-- /mutation-table -->"
@@ -932,7 +1105,11 @@ def main() -> None:
     ap.add_argument("--record", action="store_true", help="record the scratch copy's current results; run nothing")
     ap.add_argument("--no-write", action="store_true", help="print, do not update docs/mutation.json")
     ap.add_argument("--min-score", type=float, default=None, help="exit 1 if a target scores below this")
+    ap.add_argument("--coverage", action="store_true",
+                    help="list the core modules' functions no target mutates (exit 1 if one has no reason)")
     a = ap.parse_args()
+    if a.coverage:
+        sys.exit(_coverage_report())
     plan = SAMPLE if a.sample else PLAN
     if a.table:  # re-apply EXPLAINED to the recorded survivors and rewrite the docs table
         results = _load()
@@ -970,7 +1147,11 @@ def main() -> None:
               + (f"\n  mutmut exited {res['run_rc']}: {res['tail']}" if res["run_rc"] else ""))
         if a.min_score is not None and (res["score"] is None or res["score"] < a.min_score):
             low.append(n)
-        if not a.no_write and not a.sample:
+        broken = res["run_rc"] and any(m in res["tail"] for m in _BROKEN_RUN)
+        if broken:  # mutmut never judged a mutant: recording would turn old or empty results into a score
+            print(f"  {n}: mutmut could not run the selected tests unmutated; nothing recorded")
+            low.append(n)
+        if not a.no_write and not a.sample and not broken:
             import fcntl
 
             lock = open(WORK.parent / "mutate.lock" if WORK.parent.exists() else OUT.with_suffix(".lock"), "w")
@@ -984,7 +1165,7 @@ def main() -> None:
             _write_table(results)
             lock.close()
     if low:
-        sys.exit(f"below {a.min_score}: {', '.join(low)}")
+        sys.exit(f"below {a.min_score} or not run: {', '.join(low)}")
 
 
 if __name__ == "__main__":
