@@ -999,6 +999,21 @@ CORE = ["workbench/measure", "workbench/compare", "workbench/precision", "workbe
 #: Functions of core modules that no target mutates, each with the reason (`--coverage` fails on any other).
 NOT_MUTATED: dict[str, str] = {}
 
+# mut-measure: measure/cupti.py and measure/roofline.py functions that need a GPU (their GPU tests are named)
+_GPU_CUPTI = "needs cupti-python and an NVIDIA GPU (tests/test_gpu_cupti.py -m gpu, run on the H200 in session 25)"
+NOT_MUTATED.update({
+    **{f"workbench/measure/cupti.py:{f}": _GPU_CUPTI for f in (
+        "x__import_cupti", "x_cupti_unavailable", "xǁActivityTraceǁ__init__", "xǁActivityTraceǁ__enter__",
+        "xǁActivityTraceǁ_disable", "xǁActivityTraceǁ__exit__", "x__device_synchronize", "x_profile_layers_ort_cupti",
+        "x__iobinding")},
+    "workbench/measure/cupti.py:x_cupti_unavailable": "only its ImportError branch runs without cupti-python (tested: "
+                                                      "test_cupti_path_is_skipped_cleanly_without_gpu); the others need "
+                                                      "cupti-python / libcupti / a GPU (tests/test_gpu_cupti.py -m gpu)",
+    **{f"workbench/measure/roofline.py:{f}": "times a CUDA device through onnxruntime-gpu / cuda-python "
+       "(tests/test_gpu_ort.py -m gpu)" for f in ("x_measure_matmul_tflops", "x__time_matmul", "x_measure_copy_gbps",
+                                                  "x_measure_peaks")},
+})
+
 
 def _functions(module: str) -> list[str]:
     """mutmut's names of the functions it would mutate in ``module``: ``x_f`` for a module-level function,
