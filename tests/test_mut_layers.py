@@ -732,7 +732,7 @@ def _st(op, dur=1000.0, count=1):
 
 
 def test_ort_rows_do_not_depend_on_the_order_kernels_are_reported():
-    """Format test on the optimized graph ORT 1.2x writes for conv1 -> relu1 -> conv2 -> add(+relu1) -> relu2 (the
+    """Format test on the optimized graph ORT 1.32 (CPU, AVX-512) writes for conv1 -> relu1 -> conv2 -> add(+relu1) -> relu2 (the
     graph's output) with the NCHWc transformer: two NCHWc convs (the second with the residual sum fused in: a 4th
     input) and a ReorderOutput that writes the block's result back as r2. The ReorderOutput computes no ONNX node,
     in whatever order the profiler reports the kernels."""
@@ -808,3 +808,149 @@ def test_a_qlinear_kernel_named_after_its_conv_covers_the_dq_and_q_around_it():
     optimized = {"conv": h.make_node("QLinearConv", ["xq", "xs", "xz", "wq", "ws", "wz", "xs", "xz"], ["yq"], name="conv")}
     row = ort_layer_rows({"conv": _st("QLinearConv")}, 1, ix, optimized)[0]
     assert row["onnx_nodes"] == ["dq", "conv", "q"] and row["onnx_node"] == "conv" and row["mapped_by"] == "fusion"
+
+
+def test_a_fused_kernel_reading_a_renamed_tensor_stops_at_its_core_op():
+    """A FusedConv named after its conv reads a tensor ORT renamed (the output of a copy or cast it inserted), so the
+    tensors it reads do not stop the walk back: it covers conv2 and the relu fused after it, down to its core Conv,
+    and not relu1, which the conv1 kernel computes."""
+    from workbench.measure.layers import ort_layer_rows
+
+    g = h.make_graph([h.make_node("Conv", ["x", "w1"], ["c1"], name="conv1"), h.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+                      h.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"), h.make_node("Relu", ["c2"], ["r2"], name="relu2")],
+                     "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 1, 2, 2])], [h.make_tensor_value_info("r2", T.FLOAT, None)],
+                     initializer=[h.make_tensor("w1", T.FLOAT, [1, 1, 1, 1], [1.0]),
+                                  h.make_tensor("w2", T.FLOAT, [1, 1, 1, 1], [1.0])])
+    ix = GraphIndex.of(h.make_model(g))
+    optimized = {n.name: n for n in [h.make_node("FusedConv", ["x", "w1"], ["r1"], name="conv1"),
+                                     h.make_node("MemcpyToHost", ["r1"], ["r1_token_4"], name="Memcpy_token_5"),
+                                     h.make_node("FusedConv", ["r1_token_4", "w2"], ["r2"], name="conv2")]}
+    stats = {"conv1": _st("FusedConv"), "Memcpy_token_5": _st("MemcpyToHost"), "conv2": _st("FusedConv")}
+    rows = {r["layer"]: r for r in ort_layer_rows(stats, 1, ix, optimized)}
+    assert rows["conv1"]["onnx_nodes"] == ["conv1", "relu1"] and rows["conv2"]["onnx_nodes"] == ["conv2", "relu2"]
+    assert rows["Memcpy_token_5"]["onnx_nodes"] == [] and rows["Memcpy_token_5"]["onnx_node"] == "conv2"
+    assert rows["Memcpy_token_5"]["mapped_by"] == "neighbour"
+
+
+def test_quantized_kernels_cover_the_dequantize_of_their_input():
+    """ORT fuses DequantizeLinear -> MatMul into MatMulIntegerToFloat named after the MatMul (it reads the int8
+    tensor); a DequantizeLinear shared by two MatMuls is computed inside both kernels (ORT gives each node unit its
+    own DQ), so both rows list it."""
+    from workbench.measure.layers import ort_layer_rows
+
+    g = h.make_graph([h.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+                      h.make_node("MatMul", ["xd", "w"], ["y1"], name="mm1"),
+                      h.make_node("MatMul", ["xd", "w"], ["y2"], name="mm2")], "g",
+                     [h.make_tensor_value_info("xq", T.INT8, [2, 2])],
+                     [h.make_tensor_value_info("y1", T.FLOAT, None), h.make_tensor_value_info("y2", T.FLOAT, None)],
+                     initializer=[h.make_tensor("s", T.FLOAT, [], [0.5]), h.make_tensor("z", T.INT8, [], [0]),
+                                  h.make_tensor("w", T.FLOAT, [2, 2], [1.0] * 4)])
+    ix = GraphIndex.of(h.make_model(g))
+    optimized = {f"mm{i}": h.make_node("MatMulIntegerToFloat", ["xq", "wq", "s", "ws", "z"], [f"y{i}"], name=f"mm{i}")
+                 for i in (1, 2)}
+    rows = {r["layer"]: r for r in ort_layer_rows({"mm1": _st("MatMulIntegerToFloat"), "mm2": _st("MatMulIntegerToFloat")},
+                                                  1, ix, optimized)}
+    for i in (1, 2):
+        r = rows[f"mm{i}"]
+        assert (r["onnx_nodes"], r["onnx_node"], r["mapped_by"]) == (["dq", f"mm{i}"], f"mm{i}", "fusion")
+
+
+def test_a_kernel_with_a_generated_name_stops_at_nodes_another_kernel_fused():
+    """A fused kernel ORT gives a generated name (no node of that name) covers, walking back from its output, only
+    nodes no other kernel computes: here mul and sig, not relu1, which the conv1 FusedConv computes."""
+    from workbench.measure.layers import ort_layer_rows
+
+    g = h.make_graph([h.make_node("Conv", ["x", "w"], ["c1"], name="conv1"), h.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+                      h.make_node("Mul", ["r1", "r1"], ["m"], name="mul"), h.make_node("Sigmoid", ["m"], ["y"], name="sig")],
+                     "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 1, 2, 2])], [h.make_tensor_value_info("y", T.FLOAT, None)],
+                     initializer=[h.make_tensor("w", T.FLOAT, [1, 1, 1, 1], [1.0])])
+    ix = GraphIndex.of(h.make_model(g))
+    optimized = {n.name: n for n in [h.make_node("FusedConv", ["x", "w"], ["r1"], name="conv1"),
+                                     h.make_node("MemcpyToHost", ["r1"], ["r1_token_4"], name="Memcpy_token_5"),
+                                     h.make_node("MulSigmoid", ["r1_token_4"], ["y"], name="MulSigmoidFusion_token_6")]}
+    stats = {"conv1": _st("FusedConv"), "Memcpy_token_5": _st("MemcpyToHost"), "MulSigmoidFusion_token_6": _st("MulSigmoid")}
+    rows = {r["layer"]: r for r in ort_layer_rows(stats, 1, ix, optimized)}
+    assert rows["conv1"]["onnx_nodes"] == ["conv1", "relu1"]
+    fused = rows["MulSigmoidFusion_token_6"]
+    assert (fused["onnx_nodes"], fused["onnx_node"], fused["mapped_by"]) == (["mul", "sig"], "mul", "fusion")
+    assert rows["Memcpy_token_5"]["onnx_node"] == "mul" and rows["Memcpy_token_5"]["mapped_by"] == "neighbour"
+
+
+# --------------------------------- which profiler a CUDA engine gets (CPU-side, with fakes for the CUDA parts only)
+def _cuda_flagged(eng):
+    """FAKE, clearly: the real CPU engine, reporting ``on_cuda = True`` as an engine on ORT's CUDA provider does.
+    It stands in only for the CUDA provider, so the choice between CUPTI and ORT's profiler (documented in
+    profile_layers_ort) is tested here; the real CUDA run is tests/test_mut_layers.py::test_cuda_session_timing_choices
+    (-m gpu)."""
+    import copy
+
+    fake = copy.copy(eng)
+    fake.__class__ = type("CudaFlaggedOrtEngine", (type(eng),), {"on_cuda": True})
+    return fake
+
+
+def test_cuda_engine_gets_cupti_when_it_works_with_the_callers_options(residual, monkeypatch):
+    """timing="auto" on a CUDA engine where CUPTI works: the CUPTI profiler (FAKE here: a recorder standing in for
+    profile_layers_ort_cupti, which needs a GPU) gets this engine, these feeds and every option as given; its table
+    is the result. timing="host" forces ORT's own profiler and never asks CUPTI."""
+    import workbench.measure.cupti as C
+
+    m, eng, feeds, d = residual
+    fake = _cuda_flagged(eng)
+    calls, table = [], pd.DataFrame({"layer": ["k"], "time_ms": [1.0]})
+    monkeypatch.setattr(C, "cupti_unavailable", lambda: None)
+    monkeypatch.setattr(C, "profile_layers_ort_cupti", lambda *a, **k: calls.append((a, k)) or table)
+    out = profile_layers(fake, feeds, iterations=5, warmup=1, progress=True, layout_optimizations=False)
+    assert out is table
+    assert len(calls) == 1 and calls[0][0][0] is fake and calls[0][0][1] is feeds
+    assert calls[0][1] == {"iterations": 5, "warmup": 1, "progress": True, "layout_optimizations": False}
+    gpu = profile_layers(fake, feeds, iterations=2, warmup=0, timing="gpu")
+    assert gpu is table and calls[1][1] == {"iterations": 2, "warmup": 0, "progress": False,
+                                              "layout_optimizations": True}
+    host = profile_layers(fake, feeds, iterations=1, warmup=0, timing="host")
+    assert len(calls) == 2 and host.attrs["source"] == "onnxruntime-profiler"
+    assert "cupti_unavailable" not in host.attrs
+
+
+def test_cuda_engine_without_cupti_falls_back_and_says_why(residual, monkeypatch):
+    """timing="auto" on a CUDA engine without CUPTI: ORT's profiler, with the reason in attrs["cupti_unavailable"];
+    timing="gpu" is refused with that reason (the CUPTI profiler, FAKE here, is never called)."""
+    import workbench.measure.cupti as C
+    from workbench.errors import BackendUnavailable
+
+    m, eng, feeds, d = residual
+    fake = _cuda_flagged(eng)
+    reason = "cupti-python not installed (test)"
+    calls = []
+    monkeypatch.setattr(C, "cupti_unavailable", lambda: reason)
+    monkeypatch.setattr(C, "profile_layers_ort_cupti", lambda *a, **k: calls.append(a))
+    auto = profile_layers(fake, feeds, iterations=2, warmup=0)
+    assert auto.attrs["cupti_unavailable"] == reason and auto.attrs["source"] == "onnxruntime-profiler"
+    assert (auto["iterations"] == 2).all() and not calls
+    with pytest.raises(BackendUnavailable, match=r"GPU per-layer timing needs CUPTI: cupti-python not installed \(test\)"):
+        profile_layers(fake, feeds, iterations=1, warmup=0, timing="gpu")
+    assert not calls
+
+
+def test_progress_bars_count_the_warmup_runs_by_default_and_as_given(residual, monkeypatch):
+    """The profiled run's bar counts warm-up + timed runs: 3 + 20 by default (profile_layers, profile_layers_ort and
+    profile's per-layer run), and profile's layer_warmup / layer_iterations as given."""
+    import re
+
+    from workbench.measure.layers import profile_layers_ort
+
+    m, eng, feeds, d = residual
+    bar = _Bar(monkeypatch)
+
+    def totals(text):
+        frames = [f for f in text.split("\r") if f.startswith(f"profile {eng.variant.name}:")]
+        return {int(t) for f in frames for t in re.findall(r"\d+/(\d+) \[", f)}
+
+    profile_layers(eng, feeds, progress=True)
+    assert totals(bar.take()) == {23}
+    profile_layers_ort(eng, feeds, progress=True)
+    assert totals(bar.take()) == {23}
+    profile(eng, feeds, warmup=0, iterations=2, progress=True)
+    assert totals(bar.take()) == {23}
+    profile(eng, feeds, warmup=0, iterations=2, layer_iterations=3, layer_warmup=2, progress=True)
+    assert totals(bar.take()) == {5}

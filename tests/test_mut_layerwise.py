@@ -174,7 +174,7 @@ def test_frame_and_attrs_over_several_batches(planted):
     a = dict(df.attrs)
     seconds, peak, start = a.pop("seconds"), a.pop("peak_rss_bytes"), a.pop("rss_start_bytes")
     assert a == {"first_divergent": "n3", "metric": "cosine", "threshold": 0.999, "variant": "chain-planted-custom",
-                 "optimization": "disable", "unmatched": [], "skipped": {},
+                 "precision": "custom", "optimization": "disable", "unmatched": [], "skipped": {},
                  "counts": {"compared": 3, "unmatched": 0, "skipped": 0}, "passes": 1, "run_batch": 5, "runs": 3,
                  "memory_budget": 2 * 1024 ** 3, "estimated_bytes": 5 * CHAIN_BYTES_PER_SAMPLE,  # largest batch
                  "samples": 12, "samples_given": 12, "samples_reason": "", "compare_budget": None, "batches": 3}
@@ -812,3 +812,290 @@ def test_unmatched_frame_precision_of_a_frame_without_rows():
     one = pd.DataFrame({"precision": ["fp16"]})
     one.attrs.update(variant="v", unmatched=[u])
     assert unmatched_frame(one).values.tolist() == [["v", "fp16", "n", "Relu", "t", "why"]]
+
+
+# ------------------------------------------------------------------------------------------ session 27: matching survivors
+_F = TensorProto.FLOAT
+
+
+def _proto(nodes, inputs, outputs, inits=(), extra_opsets=()):
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(*i) for i in inputs],
+                          [helper.make_tensor_value_info(*o) for o in outputs], list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), *extra_opsets])
+
+
+def _k(name, value, dtype=np.float32):
+    return numpy_helper.from_array(np.asarray(value, dtype), name)
+
+
+def _plan(plan):
+    return [(p.tensor, p.variant_tensor, p.match) for p in plan.pairs], {u["tensor"]: u["reason"] for u in plan.unmatched}
+
+
+def test_a_same_named_tensor_of_another_layout_is_unmatched_with_both_shapes():
+    """The variant computes ``r`` from a transposed x, (N, 4, 3) for (N, 3, 4), known from shape inference alone:
+    unmatched, the reason showing the symbolic dim as '?'; ``y`` of another rank, (N, 12) vs (N, 3, 4), likewise."""
+    ref = _proto([helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Sigmoid", ["r"], ["y"], name="sig")],
+                 [("x", _F, ["N", 3, 4])], [("y", _F, ["N", 3, 4])])
+    var = _proto([helper.make_node("Transpose", ["x"], ["xt"], name="tr", perm=[0, 2, 1]),
+                  helper.make_node("Relu", ["xt"], ["r"], name="v_relu"),
+                  helper.make_node("Sigmoid", ["r"], ["s"], name="v_sig"),
+                  helper.make_node("Reshape", ["s", "shp"], ["y"], name="flat")],
+                 [("x", _F, ["N", 3, 4])], [("y", _F, ["N", 12])], [_k("shp", [0, 12], np.int64)])
+    pairs, un = _plan(match_tensors(ref, var))
+    assert pairs == []
+    assert un == {"r": "shape (?, 3, 4) in the reference but (?, 4, 3) in the variant ('r'): a layout change "
+                       "(transpose/reshape) by the recipe",
+                  "y": "shape (?, 3, 4) in the reference but (?, 12) in the variant ('y'): a layout change "
+                       "(transpose/reshape) by the recipe"}
+
+
+def test_a_structural_pair_is_shape_checked_too():
+    """No name pairs ``t``; the variant's Reshape of x is the structural candidate, but to (N, 3, 4) instead of
+    (N, 12): unmatched with the shape reason, not paired."""
+    ref = _proto([helper.make_node("Reshape", ["x", "s1"], ["t"], name="rs"), helper.make_node("Relu", ["t"], ["y"], name="relu")],
+                 [("x", _F, ["N", 12])], [("y", _F, ["N", 12])], [_k("s1", [0, 12], np.int64)])
+    var = _proto([helper.make_node("Reshape", ["x", "s2"], ["u"], name="other"),
+                  helper.make_node("Relu", ["u"], ["v"], name="v_relu")],
+                 [("x", _F, ["N", 12])], [("v", _F, ["N", 3, 4])], [_k("s2", [0, 3, 4], np.int64)])
+    pairs, un = _plan(match_tensors(ref, var))
+    assert un["t"] == ("shape (?, 12) in the reference but (?, 3, 4) in the variant ('u'): a layout change "
+                       "(transpose/reshape) by the recipe")
+    assert "t" not in [p[0] for p in pairs]
+
+
+def test_a_variant_tensor_of_unknown_type_and_shape_counts_as_float():
+    """``t`` in the variant comes from a custom op (com.example): ONNX shape inference knows neither its type nor
+    its shape. It still pairs by name (an unknown shape conflicts with nothing) and is sized as float32."""
+    ref = _proto([helper.make_node("Mul", ["x", "two"], ["t"], name="mul"), helper.make_node("Relu", ["t"], ["y"], name="relu")],
+                 [("x", _F, ["N", 8])], [("y", _F, ["N", 8])], [_k("two", 2.0)])
+    var = _proto([helper.make_node("FastMul", ["x"], ["t"], name="mul", domain="com.example"),
+                  helper.make_node("Relu", ["t"], ["y"], name="relu")],
+                 [("x", _F, ["N", 8])], [("y", _F, ["N", 8])], extra_opsets=[helper.make_opsetid("com.example", 1)])
+    plan = match_tensors(ref, var)
+    assert [(p.tensor, p.match, p.var_type) for p in plan.pairs] == [("t", "exact", _F), ("y", "exact", _F)]
+    assert plan.unmatched == []
+
+
+def test_an_integer_variant_tensor_cannot_stand_for_a_float_one():
+    """The recipe turned ``t`` into int8 under the same name (and the caller maps ``y`` onto it too)."""
+    ref = _proto([helper.make_node("Mul", ["x", "two"], ["t"], name="mul"), helper.make_node("Relu", ["t"], ["y"], name="relu")],
+                 [("x", _F, ["N", 8])], [("y", _F, ["N", 8])], [_k("two", 2.0)])
+    var = _proto([helper.make_node("QuantizeLinear", ["x", "sc"], ["t"], name="q"),
+                  helper.make_node("DequantizeLinear", ["t", "sc"], ["d"], name="dq"),
+                  helper.make_node("Relu", ["d"], ["z"], name="v_relu")],
+                 [("x", _F, ["N", 8])], [("z", _F, ["N", 8])], [_k("sc", 0.1)])
+    pairs, un = _plan(match_tensors(ref, var, tensor_map={"y": "t"}))
+    assert un["t"] == "variant tensor 't' is not float (UINT8)"
+    assert un["y"] == "variant tensor 't' is not float (UINT8)"
+
+
+def test_partial_input_shapes_pin_only_the_inputs_they_name():
+    """input_shapes for x only: tensors of x get their element count, those of the second input stay unknown."""
+    ref = _proto([helper.make_node("Relu", ["x"], ["a"], name="ra"), helper.make_node("Relu", ["u"], ["b"], name="rb")],
+                 [("x", _F, ["N", 8]), ("u", _F, ["M", 3])], [("a", _F, ["N", 8]), ("b", _F, ["M", 3])])
+    plan = match_tensors(ref, ref, input_shapes={"x": (2, 8)})
+    assert [(p.tensor, p.elements) for p in plan.pairs] == [("a", 16), ("b", None)]
+
+
+def test_a_sequence_value_info_does_not_hide_the_tensors_after_it():
+    """SplitToSequence makes a sequence-typed value_info (no tensor type) before ``a``: ``a`` is still typed."""
+    ref = _proto([helper.make_node("SplitToSequence", ["x"], ["seq"], name="split", axis=1, keepdims=1),
+                  helper.make_node("SequenceAt", ["seq", "i0"], ["a"], name="at"),
+                  helper.make_node("Relu", ["a"], ["y"], name="relu")],
+                 [("x", _F, ["N", 2])], [("y", _F, None)], [_k("i0", 0, np.int64)])
+    inferred = onnx.shape_inference.infer_shapes(ref)
+    vis = [v.name for v in inferred.graph.value_info]
+    assert vis.index("seq") < vis.index("a")  # the order the check needs
+    plan = match_tensors(ref, ref)
+    assert [p.tensor for p in plan.pairs] == ["a", "y"]
+    assert plan.skipped == {"type unknown to shape inference": 1}  # the sequence itself
+
+
+def test_two_int_tensors_are_counted_as_two():
+    ref = _proto([helper.make_node("Shape", ["x"], ["s1"], name="shape1"), helper.make_node("Shape", ["x"], ["s2"], name="shape2"),
+                  helper.make_node("Relu", ["x"], ["y"], name="relu")], [("x", _F, ["N", 8])], [("y", _F, ["N", 8])])
+    assert match_tensors(ref, ref).skipped == {"not a float tensor": 2}
+
+
+def test_optional_outputs_an_empty_name_and_a_variant_without_them():
+    """LayerNormalization with outputs (Y, '', InvStdDev): the empty optional output is not a tensor, the one after it
+    is a candidate. The variant's LayerNormalization (renamed) writes Y only: Y pairs by structure, InvStdDev has
+    no counterpart (the variant node has no such output) and is unmatched, not an error."""
+    ins = ["x", "g", "b"]
+    inits = [_k("g", np.ones(4)), _k("b", np.zeros(4))]
+    ref = _proto([helper.make_node("LayerNormalization", ins, ["y", "", "istd"], name="ln", axis=-1)],
+                 [("x", _F, ["N", 4])], [("y", _F, ["N", 4]), ("istd", _F, None)], inits)
+    var = _proto([helper.make_node("LayerNormalization", ins, ["v"], name="v_ln", axis=-1)],
+                 [("x", _F, ["N", 4])], [("v", _F, ["N", 4])], inits)
+    pairs, un = _plan(match_tensors(ref, var))
+    assert pairs == [("y", "v", "structural")]
+    assert un == {"istd": "no variant tensor has this name or this node's structure (fused or removed by the "
+                          "recipe's pre-processing)"}
+    # Mean (output 1) against a one-output variant node: index 1 is just past its outputs
+    ref = _proto([helper.make_node("LayerNormalization", ins, ["y", "mean"], name="ln", axis=-1)],
+                 [("x", _F, ["N", 4])], [("y", _F, ["N", 4]), ("mean", _F, None)], inits)
+    pairs, un = _plan(match_tensors(ref, var))
+    assert pairs == [("y", "v", "structural")] and list(un) == ["mean"]
+
+
+def test_node_output_rule_needs_the_same_op_and_runs_after_exact_names():
+    """``act`` is a Relu in the reference and a Sigmoid (same node name, other tensor) in the variant: not the same
+    computation, so no pair. ``s`` (node "sig", output renamed in the variant) pairs by the node-output rule even
+    though an exact name (``r``) was paired before it."""
+    two = _k("two", 2.0)
+    ref = _proto([helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Sigmoid", ["r"], ["s"], name="sig"),
+                  helper.make_node("Relu", ["s"], ["a"], name="act"), helper.make_node("Mul", ["a", "two"], ["y"], name="mul")],
+                 [("x", _F, ["N", 8])], [("y", _F, ["N", 8])], [two])
+    var = _proto([helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Sigmoid", ["r"], ["s2"], name="sig"),
+                  helper.make_node("Sigmoid", ["s2"], ["b"], name="act"), helper.make_node("Mul", ["b", "two"], ["y"], name="mul")],
+                 [("x", _F, ["N", 8])], [("y", _F, ["N", 8])], [two])
+    pairs, un = _plan(match_tensors(ref, var))
+    assert pairs == [("r", "r", "exact"), ("s", "s2", "node-output"), ("y", "y", "exact")]
+    assert un == {"a": "no variant tensor has this name or this node's structure (fused or removed by the "
+                       "recipe's pre-processing)"}
+
+
+def test_a_variant_tensor_pairs_with_one_reference_tensor_only():
+    """The caller maps both a and b onto the variant's ``q``: b is told whom q already pairs with. A duplicated
+    Relu of the reference (r1, r2 = Relu(x)) pairs once by structure; the second finds nothing left."""
+    ref = _proto([helper.make_node("Relu", ["x"], ["a"], name="ra"), helper.make_node("Sigmoid", ["x"], ["b"], name="sb"),
+                  helper.make_node("Add", ["a", "b"], ["y"], name="add")], [("x", _F, ["N", 8])], [("y", _F, ["N", 8])])
+    var = _proto([helper.make_node("Relu", ["x"], ["q"], name="vq"), helper.make_node("Add", ["q", "q"], ["y"], name="add")],
+                 [("x", _F, ["N", 8])], [("y", _F, ["N", 8])])
+    pairs, un = _plan(match_tensors(ref, var, tensor_map={"a": "q", "b": "q"}))
+    assert ("a", "q", "recorded") in pairs and un["b"] == "'q' already pairs with 'a'"
+    ref2 = _proto([helper.make_node("Relu", ["x"], ["r1"], name="r1"), helper.make_node("Relu", ["x"], ["r2"], name="r2"),
+                   helper.make_node("Add", ["r1", "r2"], ["y"], name="add")], [("x", _F, ["N", 8])], [("y", _F, ["N", 8])])
+    var2 = _proto([helper.make_node("Relu", ["x"], ["q"], name="vq"), helper.make_node("Add", ["q", "q"], ["y"], name="add")],
+                  [("x", _F, ["N", 8])], [("y", _F, ["N", 8])])
+    pairs, un = _plan(match_tensors(ref2, var2))
+    assert pairs == [("r1", "q", "structural"), ("y", "y", "exact")]
+    assert un == {"r2": "no variant tensor has this name or this node's structure (fused or removed by the "
+                        "recipe's pre-processing)"}
+
+
+def test_a_fused_node_keeping_its_name_is_told_exactly():
+    """Conv+BatchNormalization fused by pre-processing: the variant's Conv keeps the name "conv" but writes the
+    BatchNormalization's tensor ``bn``, which the reference ``bn`` pairs with by name first."""
+    w, s = _k("w", np.ones((2, 2, 1, 1))), [_k(n, np.ones(2)) for n in ("sc", "bb", "mean", "var")]
+    ref = _proto([helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+                  helper.make_node("BatchNormalization", ["c", "sc", "bb", "mean", "var"], ["bn"], name="bnorm"),
+                  helper.make_node("Relu", ["bn"], ["y"], name="relu")],
+                 [("x", _F, ["N", 2, 3, 3])], [("y", _F, ["N", 2, 3, 3])], [w, *s])
+    var = _proto([helper.make_node("Conv", ["x", "w"], ["bn"], name="conv"), helper.make_node("Relu", ["bn"], ["y"], name="relu")],
+                 [("x", _F, ["N", 2, 3, 3])], [("y", _F, ["N", 2, 3, 3])], [w])
+    pairs, un = _plan(match_tensors(ref, var))
+    assert pairs == [("bn", "bn", "exact"), ("y", "y", "exact")]
+    assert un == {"c": "the same-named variant node writes 'bn', which pairs with 'bn': this node was fused with a "
+                       "later one (e.g. Conv+BatchNormalization by pre-processing)"}
+
+
+@pytest.mark.parametrize("hops,paired", [(64, True), (65, False)])
+def test_structure_looks_through_at_most_64_passthrough_nodes(hops, paired):
+    """The variant's Relu reads m through a chain of Identity nodes: structure matching follows Cast/Q/DQ/Identity
+    back to the value's origin for at most 64 hops (a bound against cycles in a broken graph)."""
+    two = _k("two", 2.0)
+    ref = _proto([helper.make_node("Mul", ["x", "two"], ["m"], name="mul"), helper.make_node("Relu", ["m"], ["y"], name="relu")],
+                 [("x", _F, ["N", 8])], [("y", _F, ["N", 8])], [two])
+    chain = [helper.make_node("Identity", [f"i{j}" if j else "m"], [f"i{j + 1}"], name=f"id{j}") for j in range(hops)]
+    var = _proto([helper.make_node("Mul", ["x", "two"], ["m"], name="mul"), *chain,
+                  helper.make_node("Relu", [f"i{hops}"], ["z"], name="v_relu")],
+                 [("x", _F, ["N", 8])], [("z", _F, ["N", 8])], [two])
+    pairs, _ = _plan(match_tensors(ref, var))
+    assert (("y", "z", "structural") in pairs) is paired and ("m", "m", "exact") in pairs
+
+
+def test_unnamed_nodes_are_labelled_by_op_and_index():
+    ref = _proto([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Sigmoid", ["a"], ["b"]),
+                  helper.make_node("Relu", ["b"], ["y"])], [("x", _F, ["N", 8])], [("y", _F, ["N", 8])])
+    var = _proto([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Tanh", ["a"], ["c"]),
+                  helper.make_node("Relu", ["c"], ["y"])], [("x", _F, ["N", 8])], [("y", _F, ["N", 8])])
+    plan = match_tensors(ref, var)
+    assert [(p.node, p.tensor) for p in plan.pairs] == [("Relu#0", "a"), ("Relu#2", "y")]
+    assert [(u["onnx_node"], u["tensor"]) for u in plan.unmatched] == [("Sigmoid#1", "b")]
+
+
+def test_expose_appends_once_and_keeps_declared_outputs():
+    """expose() adds outputs after the model's own (once each, an unknown type left UNDEFINED so ONNX Runtime takes
+    the real one, here int64); only=True keeps a declared output's type and shape."""
+    import onnxruntime as ort
+
+    from workbench.compare.layerwise import expose
+
+    p = _proto([helper.make_node("Relu", ["x"], ["a"], name="relu"), helper.make_node("Shape", ["a"], ["s"], name="shape"),
+                helper.make_node("Sigmoid", ["a"], ["y"], name="sig")], [("x", _F, ["N", 8])], [("y", _F, ["N", 8])])
+    e = expose(p, ["a", "s", "a"], {"a": _F, "s": TensorProto.INT64})
+    assert [o.name for o in e.graph.output] == ["y", "a", "s"]
+    sess = ort.InferenceSession(e.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.arange(-8, 8, dtype=np.float32).reshape(2, 8)
+    y, a, s = sess.run(None, {"x": x})
+    assert s.tolist() == [2, 8] and (a == np.maximum(x, 0)).all()
+    # a type the caller does not give is declared UNDEFINED, not guessed (ONNX Runtime then refuses to load it)
+    for e in (expose(p, ["s"]), expose(p, ["s"], only=True)):
+        assert [o.name for o in e.graph.output][-1] == "s"
+        assert e.graph.output[-1].type.tensor_type.elem_type == TensorProto.UNDEFINED
+    only = expose(p, ["s", "y"], {"s": TensorProto.INT64}, only=True)
+    assert [o.name for o in only.graph.output] == ["s", "y"]
+    assert only.graph.output[1] == p.graph.output[0]  # type and shape (N, 8) as declared
+    s2, y2 = ort.InferenceSession(only.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert s2.tolist() == [2, 8] and y2.shape == (2, 8)
+
+
+def test_cut_model_keeps_the_sparse_initializers_it_needs():
+    """A MatMul weight stored as a sparse initializer: the cut keeps it (and drops an unneeded one); ONNX Runtime
+    runs the cut and gives x @ W."""
+    import onnxruntime as ort
+
+    from workbench.compare.layerwise import cut_model
+
+    w = np.zeros((4, 3), np.float32)
+    w[1, 2], w[3, 0] = 2.0, -1.0
+    idx = np.flatnonzero(w)
+    sw = helper.make_sparse_tensor(numpy_helper.from_array(w.ravel()[idx], "w"),
+                                   numpy_helper.from_array(idx.astype(np.int64), "w_idx"), [4, 3])
+    su = helper.make_sparse_tensor(numpy_helper.from_array(np.ones(1, np.float32), "u"),
+                                   numpy_helper.from_array(np.zeros(1, np.int64), "u_idx"), [3])
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+                           helper.make_node("Add", ["m", "u"], ["y"], name="add")], "sp",
+                          [helper.make_tensor_value_info("x", _F, ["N", 4])], [helper.make_tensor_value_info("y", _F, ["N", 3])],
+                          sparse_initializer=[sw, su])
+    p = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    cut = cut_model(p, ["m"], {"m": _F})
+    assert [s.values.name for s in cut.graph.sparse_initializer] == ["w"]
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    (m,) = ort.InferenceSession(cut.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(m, x @ w)
+
+
+def test_tidy_layout_of_a_debug_tensor_frame():
+    """A frame in layerwise_debug_tensors' format (TensorRT's own tensors: ErrorAccumulator metrics, no noise_ratio /
+    local_noise columns) melts into the same tidy layout with the metrics it has."""
+    from workbench.compare.layerwise import layerwise_tidy
+    from workbench.compare.metrics import ErrorAccumulator
+
+    ref = np.linspace(-1, 1, 12, dtype=np.float32)
+    acc = ErrorAccumulator(percentiles=False)
+    acc.update(ref, ref + 0.5)
+    res = acc.result()
+    df = pd.DataFrame([{"variant": "v", "precision": "fp16", "backend": "tensorrt", "order": 0, "onnx_node": "n",
+                        "op_type": "Relu", "tensor": "t", "match": "debug tensor", **res, "diverged": True}])
+    tidy = layerwise_tidy(df)
+    assert list(tidy.columns) == ["variant", "onnx_node", "tensor", "metric", "value"]
+    assert list(tidy.metric) == ["max_abs", "mean_abs", "max_rel", "rmse", "cosine", "snr_db", "nan_count", "inf_count"]
+    assert tidy.set_index("metric").loc["max_abs", "value"] == pytest.approx(0.5)
+    assert tidy.set_index("metric").loc["mean_abs", "value"] == pytest.approx(0.5)
+
+
+def test_a_filtered_layerwise_frame_keeps_its_precision_for_the_unmatched_frame():
+    """df[df.diverged] of a run where nothing diverged has no rows; its unmatched tensors still name the variant's
+    precision (from the frame's attrs, which pandas keeps through the filter)."""
+    from workbench.compare.layerwise import unmatched_frame
+
+    ref, var = _runtime_model(False), _runtime_model(True)
+    df = layerwise(ref, var, data=[{"x": np.ones((1, 3, 4), np.float32)}], metric="max_abs", threshold=10.0,
+                   progress=False)
+    assert df.attrs["precision"] == "custom" and not df.diverged.any()
+    un = unmatched_frame(df[df.diverged])
+    assert un[["variant", "precision", "tensor"]].values.tolist() == [["rt-var-custom", "custom", "r"],
+                                                                      ["rt-var-custom", "custom", "s"]]

@@ -7,6 +7,9 @@ state), arrays with numpy; every expected batch is sliced here from the same arr
 """
 from __future__ import annotations
 
+import math
+import re
+
 import numpy as np
 import pytest
 from onnx import TensorProto as T
@@ -332,3 +335,142 @@ def test_with_dataset_holding_other_samples_rebatches_the_whole_and_refuses_a_pa
     for part in (on0.batch_list(1)[1:], on0.batch_list(1).head(1), on0.batch_list(1)[:1]):
         with pytest.raises(DataError, match="another batch axis"):
             part.with_dataset(on1)
+
+
+# ---------------------------------------------------------------- data-npz survivors (session 27), by behaviour
+def _graph_model(inputs, name="m"):
+    """Identity per input; ``inputs``: [(name, elem_type, dims)]."""
+    g = h.make_graph([h.make_node("Identity", [n], [n + "_o"], name=n + "_id") for n, _, _ in inputs], "g",
+                     [h.make_tensor_value_info(n, t, d) for n, t, d in inputs],
+                     [h.make_tensor_value_info(n + "_o", t, d) for n, t, d in inputs])
+    return wb.load(h.make_model(g), name=name)
+
+
+def test_error_messages_name_the_file_or_the_data_and_the_input(tmp_path):
+    m = _model()
+    with pytest.raises(DataError, match=r"^the data has no array for model input\(s\) \['x'\]"):
+        NpzDataset({"y": X}, m)
+    p = tmp_path / "d.npz"
+    np.savez(p, y=X)
+    with pytest.raises(DataError, match="^" + re.escape(f"{p} has no array")):
+        NpzDataset(str(p), m)
+    words = X.astype(str)
+    with pytest.raises(DataError, match=r"^the data: array 'x' has dtype <U"):
+        NpzDataset({"x": words}, m)
+    with pytest.raises(DataError, match=r"^data item 0: array 'x' has dtype <U"):
+        list(as_feed_batches(m, [{"x": words}]))
+    np.savez(p, x=X)
+    with NpzDataset(str(p), m) as ds, pytest.raises(DataError, match=re.escape(f"not found in {p};")):
+        ds.add_labels("nope")
+    ds = NpzDataset({"x": X}, m)
+    assert ds.model is m
+    with pytest.raises(DataError, match="not found in the data;"):
+        ds.add_labels("nope")
+
+
+def test_only_the_batch_axis_is_free_and_the_message_says_which_axis_that_is():
+    fixed_batch_on_1 = _graph_model([("x", T.FLOAT, [4, 2, 3])])
+    ok = NpzDataset({"x": np.zeros((4, 6, 3), np.float32)}, fixed_batch_on_1, batch_axis="x:1")
+    assert ok.num_samples == 6  # axis 1 holds samples (concatenated), axis 0 must match the model's 4
+    on1 = _graph_model([("x", T.FLOAT, [4, "b", 3])])
+    with pytest.raises(DataError, match=re.escape("dim 0 must be 4 (model shape [4, 'b', 3]) (its batch axis is 1: "
+                                                  "set another with --batch-axis x:AXIS)")):
+        NpzDataset({"x": np.zeros((5, 6, 3), np.float32)}, on1)
+    none = _graph_model([("x", T.FLOAT, [4, 3])])
+    with pytest.raises(DataError, match=re.escape("dim 0 must be 4 (model shape [4, 3])") + "$"):
+        NpzDataset({"x": np.zeros((5, 3), np.float32)}, none, batch_axis="x:none")
+
+
+def test_any_float_feeds_a_float_input_and_object_data_is_refused_even_for_string_inputs():
+    ds = NpzDataset({"x": X.astype(np.float16)}, _model())
+    got = next(iter(ds.batch_list(10)))["x"]
+    assert got.dtype == np.float32 and np.array_equal(got, X.astype(np.float16).astype(np.float32))
+    strings = _graph_model([("s", T.STRING, ["n"])])
+    with pytest.raises(DataError, match="array 's' has dtype object"):
+        list(as_feed_batches(strings, [{"s": np.array(["a", "b"], dtype=object)}]))
+
+
+def test_sample_counts_without_any_batch_axis_and_when_they_disagree():
+    one = NpzDataset({"x": np.arange(3, dtype=np.float32)}, _graph_model([("x", T.FLOAT, [3])]), batch_axis="x:none")
+    assert one.num_samples == 1 and [b["x"].tolist() for b in one.batch_list()] == [[0.0, 1.0, 2.0]]
+    two = _graph_model([("x", T.FLOAT, ["n", 3]), ("y", T.FLOAT, ["n", 3])])
+    with pytest.raises(DataError, match=re.escape("{'x': 5, 'y': 4} (batch axes {'x': 0, 'y': 0})")):
+        NpzDataset({"x": np.zeros((5, 3), np.float32), "y": np.zeros((4, 3), np.float32)}, two)
+
+
+def test_inputs_held_whole_must_fit_the_memory_budget_together(monkeypatch):
+    """Inputs without a batch axis are read whole once: 400 + 400 bytes here must fit the budget together."""
+    m = _graph_model([("x", T.FLOAT, ["n", 3]), ("a", T.FLOAT, [100]), ("b", T.FLOAT, [100])])
+    arrays = {"x": X, "a": np.ones(100, np.float32), "b": np.ones(100, np.float32)}
+    monkeypatch.setenv("WORKBENCH_MAX_DATA_BYTES", "800")  # exactly what is held: fits
+    ds = NpzDataset(arrays, m)
+    np.testing.assert_array_equal(next(iter(ds.batch_list(4)))["b"], arrays["b"])
+    monkeypatch.setenv("WORKBENCH_MAX_DATA_BYTES", "799")
+    with pytest.raises(DataError, match="input 'b' .* must be held whole"):
+        NpzDataset(arrays, m)
+
+
+def _counted_opens(monkeypatch, ds):
+    opens = []
+    zf = ds.reader._zf
+    real = zf.open
+    monkeypatch.setattr(zf, "open", lambda info, *a, **k: opens.append(info.filename) or real(info, *a, **k))
+    return opens
+
+
+def test_one_pass_over_compressed_batches_decompresses_each_member_once(tmp_path, monkeypatch):
+    """NpzReader's promise, kept through NpzDataset: reading batches in order (iterating Batches, the NaN/Inf
+    scan) keeps one decompression stream per member for the pass instead of reopening it per batch."""
+    p = tmp_path / "c.npz"
+    np.savez_compressed(p, x=X)
+    with NpzDataset(str(p), _model()) as ds:
+        opens = _counted_opens(monkeypatch, ds)
+        got = [f["x"] for f in ds.batch_list(2)]
+        np.testing.assert_array_equal(np.concatenate(got), X)
+        assert opens == ["x.npy"]  # 5 batches, one stream
+        opens.clear()
+        ds.check_finite(rows=2)
+        assert opens == ["x.npy"]
+
+
+@pytest.mark.parametrize("shape,axis,order,held", [
+    ((2, 10, 3), 1, "C", True),    # a batch is 2 runs of bytes in a compressed stream: held whole
+    ((10, 4, 3), 0, "F", True),    # F order: a batch along axis 0 is spread over the whole member
+    ((4, 10), 1, "F", False),      # F order, last axis: one run per batch, read per batch
+    ((2, 10, 3), 1, "F", True),
+    ((10, 4, 3), 0, "C", False),
+])
+def test_compressed_inputs_are_held_whole_exactly_when_a_batch_is_not_one_run(tmp_path, shape, axis, order, held):
+    a = np.asarray(np.arange(math.prod(shape), dtype=np.float32).reshape(shape), order=order)
+    dims = [d if i != axis else "n" for i, d in enumerate(shape)]
+    m = _graph_model([("x", T.FLOAT, dims)])
+    for save, kind in ((np.savez_compressed, "compressed"), (np.savez, "stored")):
+        p = tmp_path / f"{kind}.npz"
+        save(p, x=a)
+        with NpzDataset(str(p), m) as ds:
+            whole_at_open = ds.reader.reads
+            got = [f["x"] for f in ds.batch_list(4)]
+            np.testing.assert_array_equal(np.concatenate(got, axis=axis), a)
+            assert whole_at_open == (1 if held and kind == "compressed" else 0), kind
+            # stored members are read at offsets: always per batch (3 batches of 10 samples)
+            assert ds.reader.reads == whole_at_open + (0 if held and kind == "compressed" else 3), kind
+
+
+def test_nan_scan_reads_16_mib_of_float_inputs_per_step_and_names_the_samples():
+    """The scan's step is 16 MiB over the bytes of a sample's *float* inputs: x is 2.125 MiB per sample
+    (557056 float32), so 7 samples per step; the int ids input (2 MiB per sample) does not count. The
+    NaN in sample 7 is reported in the second step, samples 7..9."""
+    m = _graph_model([("x", T.FLOAT, ["n", 557056]), ("ids", T.INT64, ["n", 262144])])
+    x = np.zeros((10, 557056), np.float32)
+    x[7, 5] = np.nan
+    ds = NpzDataset({"x": x, "ids": np.zeros((10, 262144), np.int64)}, m)
+    with pytest.raises(DataError, match=re.escape("input 'x' has 1 NaN/Inf value(s) in samples 7..9")):
+        ds.check_finite()
+
+
+def test_nan_scan_of_samples_over_16_mib_reads_one_sample_per_step():
+    m = _graph_model([("x", T.FLOAT, ["n", 4456448])])  # 17 MiB per sample
+    x = np.zeros((3, 4456448), np.float32)
+    x[1, 0] = np.inf
+    with pytest.raises(DataError, match=re.escape("has 1 NaN/Inf value(s) in samples 1..1")):
+        NpzDataset({"x": x}, m).check_finite()

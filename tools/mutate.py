@@ -106,8 +106,10 @@ PLAN: dict[str, Target] = {
                    ["*ShapeRange*", "*ShapeMap*", "*.x__split_items*", "*.x__parse_dims*", "*.x__parse_range*",
                     "*.x__make_range*", "*.x_np_dtype*", "*TensorSpec*", "*.x__spec_of*", "*.x_input_specs*",
                     "*.x_output_specs*", "*.x_resolve_shapes*", "*.x_samples_in*", "*.x__take*", "*.x_static_batch*",
-                    "*.x_default_batch*", "*.x_feeds_batch*", "*.x_head_batches*", "*.x_cast_feeds*"],
-                   "shapes syntax, input specs, shape resolution, batch helpers; not the .npz reader"),
+                    "*.x_default_batch*", "*.x_feeds_batch*", "*.x_head_batches*", "*.x_cast_feeds*",
+                    "*.x_synthetic_inputs*", "*.x_model_batch_axes*"],
+                   "shapes syntax, input specs, shape resolution, batch axes, synthetic inputs, batch helpers; not "
+                   "the .npz reader"),
     "builds": Target("workbench/builds.py", ["tests/test_builds_fallback.py", "tests/test_mut_builds.py"]),
     "layerwise": Target("workbench/compare/layerwise.py",
                         ["tests/test_mut_layerwise.py", "tests/test_layerwise.py::test_bad_metric_and_missing_threshold"],
@@ -133,6 +135,13 @@ PLAN: dict[str, Target] = {
                                "*.x_unmatched_frame*", "*.x_layerwise_tidy*", "*.x_node_label*"],
                               "tensor matching (name and structure rules, shape checks), expose/cut_model, the "
                               "summary/unmatched/tidy frames; tests: tiny real graphs, not the digits files"),
+    "bisect": Target("workbench/compare/layerwise.py",
+                     ["tests/test_mut_bisect.py",
+                      "tests/test_layerwise_scale.py::test_bisection_agrees_with_the_full_scan_on_a_planted_divergence"],
+                     ["*.x_first_divergence__*", "*ǁBisectionǁ*", "*ǁPeakRSSǁ*", "*.x__session__*", "*.x__as_variant__*"],
+                     "first_divergence (bisection over cut graphs), the Bisection record, PeakRSS, the ORT CPU "
+                     "session and variant helpers; not layerwise_debug_tensors (needs TensorRT on a GPU); tests: "
+                     "tiny real graphs, not the int8 digits bisection"),
     "precision-base": Target("workbench/precision/base.py",
                              ["tests/test_precision.py", "tests/test_extending.py", "tests/test_mut_precision.py"]),
     "layers": Target("workbench/measure/layers.py",
@@ -158,8 +167,17 @@ PLAN: dict[str, Target] = {
                            "flatten_gemm_bias", "_failed_in", "scope_producers", "scope_changes", "subgraph_summary",
                            "_initializer_consumers", "_nan_reason", "_float_op_summary", "_kept_nodes")]
                        + ["*ǁ_QuantRecipeǁ_settings*", "*ǁ_QuantRecipeǁ_method*", "*ǁFp8Recipeǁ_method*"],
-                       "its own graph/target logic; not _ort_quantize/apply/_calibrate/_preprocess (each mutant "
-                       "would run real ORT quantizations); tests: not the 11 s MiniLM int8 runs"),
+                       "its own graph/target logic; not _ort_quantize (674 mutants) nor apply/_calibrate/_preprocess "
+                       "(target quantize-apply): each mutant would run real ORT quantizations; tests: not the 11 s "
+                       "MiniLM int8 runs"),
+    "quantize-apply": Target("workbench/precision/quantize.py",
+                             ["tests/test_precision.py", "tests/test_mut_quantize.py", "tests/test_realmodels_int8.py",
+                              "--deselect", "tests/test_realmodels_int8.py::test_real_int8_valid"],
+                             ["*ǁ_QuantRecipeǁapply__mutmut_*", "*ǁFp8Recipeǁapply__mutmut_*", "*.x__preprocess__mutmut_*",
+                              "*.x__calibrate__mutmut_*"],
+                             "the recipe's entry (apply), pre-processing and calibration steps; each mutant runs real "
+                             "ORT quantizations (~5 s of tests); not _ort_quantize (674 mutants); tests: not the "
+                             "real-model corpus runs"),
     "calibration": Target("workbench/precision/calibration.py",
                           ["tests/test_calibration_memory.py", "tests/test_precision.py", "tests/test_mut_calibration.py",
                            "--deselect", "tests/test_calibration_memory.py::"
@@ -239,6 +257,8 @@ cli()
 _STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
            36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", -9: "timeout",
            37: "type check", None: "not checked"}
+#: mutmut's words when its unmutated run of the selection fails (then it judges no mutant)
+_BROKEN_RUN = ("Failed to run clean test", "failed to collect stats")
 _COPY = ["workbench", "tests", "sample_models", "bench", "docs", "notebooks", "realmodels", "pyproject.toml"]
 
 
@@ -526,9 +546,7 @@ EXPLAINED.update({
                                                                                "case-insensitively",
 })
 EXPLAINED.update({
-    _LW + "x_layerwise_tidy__mutmut_19": "equivalent: pandas melt's default value_name is 'value'",
-    **{_LW + f"x_layerwise_tidy__mutmut_{i}": "equivalent: 'passed' is never a column of a layerwise frame, so the "
-       "filter keeps the same metrics" for i in (3, 5, 6)},
+    _LW + "x_layerwise_tidy__mutmut_18": "equivalent: pandas melt's default value_name is 'value'",
     **{_LW + f"x__subgraph_refs__mutmut_{i}": "equivalent in standard ONNX: no standard op has a GRAPHS (list) "
        "attribute, and a non-graph attribute's a.g is an empty graph, which is skipped" for i in (4, 8)},
 })
@@ -632,8 +650,6 @@ EXPLAINED.update({
                                      "rows; needs a GPU-provider row on host time, which no profiler writes",
     **{_LY + f"x__run_facts__mutmut_{i}": "equivalent: the rounded times in 'top' are never shown (the reason names "
        "the nodes only)" for i in (116, 117, 118, 120)},
-    **{_LY + f"x_profile__mutmut_{i}": "not killed: layer_warmup (passed, or its default 3 -> 4) only changes untimed "
-       "runs of the profiled session, which the trace skips; nothing in the result counts them" for i in (4, 28)},
     _LY + "x_save_layers_csv__mutmut_17": "equivalent: to_csv(index=None) writes no index, as index=False",
     **{f"workbench.compare.outputs.xǁComparisonǁ{fn}__mutmut_{i}": "equivalent: every metrics row of a variant "
        "carries the same precision and backend, and compare_engines writes a row per metric and output (>= 12), so "
@@ -651,6 +667,19 @@ EXPLAINED.update({
                                                               "CPU kernels); only the time differs",
     **{f"workbench.data.xǁ_Arraysǁread__mutmut_{i}": "equivalent: NpzDataset reads arrays either whole (axis None) "
        "or with explicit start and stop, so the defaults are never used" for i in (1, 14)},
+    "workbench.data.xǁ_Fileǁread__mutmut_1": "equivalent: as _Arrays.read: a whole read (axis None) ignores start "
+                                             "(NpzReader.read resets it to 0), a sliced read passes start",
+    "workbench.data.xǁNpzDatasetǁ_cast__mutmut_2": "equivalent: astype to the dtype the array already has gives an "
+                                                   "equal copy; nothing writes through what a batch returns",
+    "workbench.data.x__check_array__mutmut_15": "equivalent: as NpzDataset._cast__mutmut_2 (an equal copy)",
+    **{f"workbench.data.x__check_meta__mutmut_{i}": "equivalent: 'XXUSVXX' still holds U, S and V, and for a "
+       "'usv' miss the dtype check right below refuses a str/bytes/void array with the same message (no model "
+       "input has such a dtype: STRING inputs want object)" for i in (5, 6)},
+    "workbench.data.x__check_meta__mutmut_34": "equivalent: np.can_cast's default casting is 'safe'",
+    "workbench.data.xǁNpzDatasetǁcheck_finite__mutmut_19": "equivalent: max(n, 2) differs from max(n, 1) only for one "
+                                                          "sample, and one sample is one step whatever the step",
+    "workbench.data.xǁNpzDatasetǁcheck_finite__mutmut_20": "equivalent: the row size is 0 only when every float input "
+                                                          "has empty samples, which hold no NaN whatever the step",
     **{f"workbench.data.x_resolve_data__mutmut_{i}": "equivalent: a label key left out at construction is read by "
        "add_labels right after, with the same count check" for i in (2, 11)},
     "workbench.data.x_resolve_data__mutmut_17": "equivalent: add_labels raises the same 'label key not found' "
@@ -658,6 +687,37 @@ EXPLAINED.update({
     "workbench.precision.quantize.x__nan_reason__mutmut_13": "equivalent: astype(None) is float64",
     "workbench.precision.quantize.x__nan_reason__mutmut_33": "equivalent: numpy reads any negative reshape size as "
                                                              "'infer'",
+    **{f"workbench.precision.quantize.x_resolve_target__mutmut_{i}": "equivalent: an absent 'target' gives None "
+       "instead of 'auto', and the `or \"auto\"` right after turns None into 'auto'" for i in (8, 10)},
+    **{f"workbench.precision.quantize.x_flatten_gemm_bias__mutmut_{i}": "equivalent: numpy reads any negative "
+       "reshape size as 'infer'" for i in (39, 80)},
+    "workbench.precision.quantize.x_flatten_gemm_bias__mutmut_79": "equivalent: this branch holds a single-value "
+                                                                   "bias, and reshape(1) of one element is reshape(-1)",
+    "workbench.precision.quantize.x_flatten_gemm_bias__mutmut_56": "equivalent: a missing transB defaults to None "
+                                                                   "instead of 0; both are false in the `if trans_b`",
+    **{f"workbench.precision.quantize.x_flatten_gemm_bias__mutmut_{i}": "equivalent: `uses` counts every node input "
+       "and this Gemm reads c.name, so the .get default is never used" for i in (83, 85, 86)},
+    # quantize-apply (apply, Fp8Recipe.apply, _preprocess, _calibrate); reviewed from the mutant diffs, not run yet
+    **{f"workbench.precision.quantize.x__calibrate__mutmut_{i}": "equivalent: the name of a file inside the recipe's "
+       "own TemporaryDirectory, which nothing else reads and which is deleted afterwards" for i in (19, 20, 24, 25)},
+    **{f"workbench.precision.quantize.x__preprocess__mutmut_{i}": "equivalent: names_ok only reads a file that "
+       "quant_pre_process just wrote with save_as_external_data=False (all weights inline), so loading external "
+       "data or not reads the same nodes" for i in (20, 22, 24)},
+    "workbench.precision.quantize.x__preprocess__mutmut_33": "equivalent: each of the two attempts either returns or "
+                                                             "sets why, so its initial value is never read",
+    **{f"workbench.precision.quantize.x__preprocess__mutmut_{i}": "equivalent: skip_symbolic_shape=None / left out "
+       "is quant_pre_process's default False" for i in (37, 41)},
+    "workbench.precision.quantize.x__preprocess__mutmut_46": "not killed: skipping ORT's symbolic shape inference "
+                                                             "changes only the pre-processed graph's dim names / "
+                                                             "value_info (checked on Add of ['a', 4] and ['b', 4]); no "
+                                                             "recipe record or test graph's quantization depends on it",
+    **{f"workbench.precision.quantize.xǁ_QuantRecipeǁapply__mutmut_{i}": "not killed here: only decides whether the "
+       "ORT-only target/placement options are validated when tool='modelopt', which needs NVIDIA ModelOpt "
+       "(not installed) to go further" for i in (21, 22)},
+    "workbench.precision.quantize.x_flatten_gemm_bias__mutmut_44": "not killed: differs only for a Gemm whose C has "
+                                                                   "3 dims of 1, which ONNX forbids (C broadcasts "
+                                                                   "unidirectionally to (M, N)) and ONNX Runtime "
+                                                                   "refuses to run ('Invalid bias shape for broadcast')",
     "workbench.precision.base.x_name_unnamed_nodes__mutmut_11": "not killed: generated names carry the node index, "
                                                                  "so two can only collide through a custom op type "
                                                                  "spelled like another node's generated name",
@@ -708,8 +768,6 @@ EXPLAINED.update({
     _LY + "x__neighbour__mutmut_24": "equivalent: the optimized graph is acyclic, so without marking visited nodes "
                                      "the breadth-first walk only revisits diamond nodes and meets the same first "
                                      "mapped consumer at the same depth",
-    **{_LY + f"x_{fn}__mutmut_{i}": "not killed: the default warm-up count (3 -> 4) only changes untimed runs, which "
-       "the trace skips; nothing in the table counts them" for fn, i in (("profile_layers", 2), ("profile_layers_ort", 2))},
     **{_LY + f"x_profile_layers_ort__mutmut_{i}": "equivalent: the temp folder's name prefix; the folder is deleted "
        "after the run" for i in (47, 48, 49)},
     _LY + "x_profile_layers_ort__mutmut_74": "equivalent: tqdm's default unit is 'it'",
@@ -717,16 +775,8 @@ EXPLAINED.update({
        "exists and missing_ok does not matter (a failed read raises FileNotFoundError either way)" for i in (93, 94)},
     _LY + "x_profile_layers_ort__mutmut_16": "equivalent: cupti_reason is only read by 'if cupti_reason:' and is "
                                              "re-assigned on the CUDA branch; '' and None are both falsy",
-    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA for i in (14, 15, 18, 19, 20, 22, 121, 129, 131, 132, 143, 148)},
-    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + "; on a GPU where cupti-python works (the CUPTI call's "
-       "arguments)" for i in (23, 24, 25, 26, 27, 29, 30, 31, 33)},
-    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + "; on a GPU without cupti-python (the fallback and its "
-       "reason)" for i in (21, 35, 36, 37, 181, 182, 183)},
-    **{_LY + f"x_profile_layers_ort__mutmut_{i}": "not killed: CUDA-provider branch, and there the NCHWc layout "
-       "transformer only rewrites CPU-provider nodes, which a CUPTI table does not record (no layout column)"
-       for i in (28, 34)},
-    _LY + "x_profile_layers_ort__mutmut_32": "not killed: CUDA-provider branch; the warm-up count only changes "
-                                             "untimed runs, which the CUPTI table does not record",
+    **{_LY + f"x_profile_layers_ort__mutmut_{i}": _CUDA + " (the host-launch time basis of CUDA rows)"
+       for i in (121, 129, 131, 132, 143, 148)},
     **{_LY + f"x_profile_layers_ort__mutmut_{i}": "not killed: CPU-provider rows of a CUDA session get the same "
        "'host' basis; needs a CUDA-session table with a CPU-provider row, which the GPU test's model (all nodes "
        f"on CUDA) lacks ({_CUDA_T} asserts the rule per row)" for i in (142, 149, 150)},
@@ -782,6 +832,32 @@ EXPLAINED.update({
        "between the caller and prepare_calibration, so the warning's stacklevel cannot be observed" for i in (254, 255)},
     _C + "x__priority_session__mutmut_12": "not killed here: the mutant turns a given provider list into "
                                            "['CPUExecutionProvider'], which is what a CPU-only onnxruntime runs anyway",
+})
+
+# mut-bisect (bisect)
+_B = "workbench.compare.layerwise."
+EXPLAINED.update({
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: without types, cut_model types the cut output by ONNX "
+       "shape inference of the same graph, which is where match_tensors took p.ref_type / p.var_type from"
+       for i in (110, 113, 121, 124)},
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: cut_model(proto, {tensor: type}) iterates the dict's one "
+       "key as the outputs and types the cut output by ONNX shape inference, where the pair's type came from"
+       for i in (112, 123)},
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: build_engine hands options=None on to build_variants, "
+       "which then makes BuildOptions(progress=False): the same options as opts" for i in (125, 133, 139, 159, 165)},
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: build_engine's progress only reaches make_variant, "
+       "which a ready Variant skips; the build itself gets opts (progress=False)"
+       for i in (134, 140, 147, 160, 166, 176)},
+    _B + "x_first_divergence__mutmut_16": "equivalent: load() returns a Model it is given unchanged",
+    _B + "x_first_divergence__mutmut_144": "equivalent: Variant.of's default precision is 'fp32'",
+    _B + "x_first_divergence__mutmut_178": "equivalent: percentiles=None is falsy like False (no histogram; "
+                                           "err_p99/err_p999 stay NaN)",
+    _B + "x_first_divergence__mutmut_266": "equivalent: found is only read through `if found`, and '' is falsy "
+                                           "like None",
+    **{_B + f"x__session__mutmut_{i}": "not killed here: on a CPU-only onnxruntime a session without providers "
+       "gets the CPU provider (a GPU build would pick CUDA: needs onnxruntime-gpu)" for i in (11, 14)},
+    _B + "xǁPeakRSSǁ__init____mutmut_8": "equivalent: _thread is only read in __exit__, after __enter__ set it to "
+                                        "the sampling thread",
 })
 
 # mut-precision (typefix, validity, smooth, precision-registry)
@@ -859,6 +935,53 @@ EXPLAINED.update({
     **{_RF + f"x_roofline_row__mutmut_{i}": _NAN for i in (16, 27, 35, 44, 51, 58, 72, 98)},
     _RF + "xǁDevicePeaksǁridge_point__mutmut_17": _NAN,
 })
+_CU = "workbench.measure.cupti."
+_MASKED = "equivalent: index -1 (np.clip without its lower bound) is only read where ok = (i >= 0) masks it out"
+EXPLAINED.update({
+    **{_CU + f"x__nodes__mutmut_{i}": "equivalent: the default name matters only for a Node event without a name, "
+       "which ORT never writes; '', None and 'XXXX' all fail the '_kernel_time' test" for i in (13, 15, 18)},
+    **{_CU + f"x__nodes__mutmut_{i}": "equivalent: a missing 'args' becomes {} through 'or {}' either way"
+       for i in (24, 26)},
+    _CU + "x__union_ns__mutmut_6": "equivalent: a touching interval (s == cur_e) adds e - s either way: one block "
+                                   "[cur_s, e] or two blocks [cur_s, cur_e] + [s, e] have the same length",
+    **{_CU + f"x_align__mutmut_{i}": "equivalent: _runs returns floats, so np.array makes float64 without the dtype"
+       for i in (24, 26, 30, 32)},
+    _CU + "x_align__mutmut_62": _MASKED,
+    _CU + "x_refine_offset__mutmut_58": _MASKED,
+    _CU + "x_refine_offset__mutmut_24": "equivalent: astype(None) is float64",
+    **{_CU + f"x_refine_offset__mutmut_{i}": "equivalent: any sort kind orders nodes with different starts the same; "
+       "among equal starts searchsorted(side='right') takes the last, where the running maximum of the ends covers "
+       "all of them in any order" for i in (29, 31, 33)},
+    _CU + "x_refine_offset__mutmut_76": "equivalent: range(-5000, 5002, 250) holds the same shifts as "
+                                        "range(-5000, 5001, 250)",
+    _CU + "x_clock_marker__mutmut_32": "not killed: which of two samples with exactly the same bracket is kept; both "
+                                       "are equally tight (the contract), and a perf_counter_ns tie cannot be staged "
+                                       "without faking the clock",
+    _CU + "x_layer_rows__mutmut_8": "equivalent: ort_layer_rows of empty stats returns no rows",
+    _CU + "x_load_recording__mutmut_4": "equivalent: gzip.open's default mode 'rb' gives bytes, which json.load "
+                                        "decodes as UTF-8 too",
+    _CU + "x_trt_cross_check__mutmut_35": _NAN,
+})
+_MP = "workbench.measure.mapping."
+_MAIN = ("equivalent: the node looked up is always a main-graph node (a producer/consumer from the index, or a "
+         "top-level plumbing node), so the key is present and the default is never used")
+EXPLAINED.update({
+    _MP + "x_name_nodes__mutmut_10": "equivalent: a generated name ends with '_<its node index>' (or with '_' after a "
+                                     "clash), so no later candidate '<op>_<j>' can equal it; used.add only guards that",
+    _MP + "x_ort_fused_nodes__mutmut_1": "equivalent: the default op type matters only when none is given; neither '' "
+                                         "nor 'XXXX' is an op type of a real model, so the walk finds no core either way",
+    **{_MP + f"x_ort_fused_nodes__mutmut_{i}": _MAIN for i in (42, 44)},
+    **{_MP + f"x_ort_nchwc_sum__mutmut_{i}": _MAIN for i in (18, 20)},
+    **{_MP + f"xǁGraphIndexǁ_follow__mutmut_{i}": _MAIN for i in (5, 7, 14, 16)},
+    _MP + "xǁGraphIndexǁ_follow__mutmut_22": "equivalent: only plumbing nodes enter seen; without it a plumbing node "
+                                             "reached twice is queued twice, after its first copy in the same level, "
+                                             "so the first non-plumbing node found is the same (repeated work only)",
+    _MP + "xǁGraphIndexǁ_through_plumbing__mutmut_8": "equivalent: downstream=None is falsy like False",
+    _MP + "x_spread__mutmut_4": "equivalent: pandas reads orient case-insensitively",
+    **{_MP + f"x__split_pwn__mutmut_{i}": "not killed: depth is only tested for being non-zero, and differs from "
+       "the original's only after the outermost PWN(...) has closed; a pointwise layer name ends there (' + ' joins "
+       "and ' [profile N]' are split off before), and no result is specified for text after it" for i in (3, 18, 19, 46, 47)},
+})
 
 # mut-review (session 27): outputs, layerwise-match
 _O = "workbench.compare.outputs."
@@ -881,9 +1004,115 @@ EXPLAINED.update({
        "are overwritten by the explicit 'unmatched'/'skipped' keys written after **info" for i in (79, 80, 81, 82)},
 })
 
+_LWM = "workbench.compare.layerwise."
+EXPLAINED.update({
+    **{_LWM + f"x__fmt_shape__mutmut_{i}": "equivalent: _fmt_shape is only called for a shape conflict, which "
+       "_shapes_conflict reports only when both shapes are known (not None)" for i in (2, 15)},
+    _LWM + "x_cut_model__mutmut_33": "equivalent: an empty optional input '' (or a name already needed) added to "
+                                     "need again has no producer, initializer, input or value_info of that name",
+    _LWM + "x_match_tensors__mutmut_163": "equivalent: match_tensor looks the name up only in `available`, the "
+                                          "empty set here (the node-output rule reads the producer instead)",
+    _LWM + "x_match_tensors__mutmut_199": "equivalent: ok is only read by `if not ok`; None is falsy as False",
+    _LWM + "x_match_tensors__mutmut_236": "equivalent: claimed_by is read only by taken(), in phase 1 (names), "
+                                          "which has finished before phase 2 (structure) writes it",
+    _LWM + "x_match_tensors__mutmut_240": "equivalent: this elif is reached only when len(found) != 1, where >= 1 "
+                                          "and > 1 agree",
+    **{_LWM + f"x_match_tensors__mutmut_{i}": "equivalent: every candidate left unpaired got a reason in phase 2 "
+       "(each of its branches sets one), so the 'no match' default is never used" for i in (312, 314, 315, 316)},
+})
+
+_SI = "workbench.data.x_synthetic_inputs__mutmut_"
+EXPLAINED.update({
+    **{_SI + f"{i}": "equivalent: Generator.integers(n) draws from [0, n) as integers(0, n) does" for i in (88, 102)},
+    _SI + "64": "equivalent: an index's low is always 0 (rows 0..n-1 of the table it indexes), and integers(high) "
+                "draws from [0, high)",
+    _SI + "109": "not killed: float64 -> dt instead of float64 -> float32 -> dt is the same for float32/float64 "
+                 "inputs; for float16/bfloat16 only a rare double-rounding tie differs, which no behaviour reads",
+    **{_SI + f"{i}": "equivalent: np.prod of the shape in int64 equals float64's for any shape whose float64 draws "
+       "passed the memory-budget check just before (far below 2**63 elements)" for i in (116, 118)},
+    _SI + "36": "equivalent: diagnose() returns a fact for every graph input, so f is never None",
+    **{_SI + f"{i}": "equivalent: synthetic_inputs reads only value_kind/low/high/choices from diagnose(), which "
+       "the graph trace decides without batch_axis" for i in (6, 8)},
+})
+
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
 NOT_MEASURED: dict[str, str] = {
+    "quantize-apply": "each of its 198 mutants runs real ONNX Runtime quantizations (~5 s of tests); too slow for "
+                      "2 shared cores; waits for a run on a many-core host",
 }
+
+#: The issue's core modules (#23: measure/, compare/, precision/, model.py, data.py, builds, the report summary).
+CORE = ["workbench/measure", "workbench/compare", "workbench/precision", "workbench/model.py", "workbench/data.py",
+        "workbench/builds.py"]
+#: Functions of core modules that no target mutates, each with the reason (`--coverage` fails on any other).
+NOT_MUTATED: dict[str, str] = {}
+
+# mut-measure: measure/cupti.py and measure/roofline.py functions that need a GPU (their GPU tests are named)
+_GPU_CUPTI = "needs cupti-python and an NVIDIA GPU (tests/test_gpu_cupti.py -m gpu, run on the H200 in session 25)"
+NOT_MUTATED.update({
+    **{f"workbench/measure/cupti.py:{f}": _GPU_CUPTI for f in (
+        "x__import_cupti", "x_cupti_unavailable", "xǁActivityTraceǁ__init__", "xǁActivityTraceǁ__enter__",
+        "xǁActivityTraceǁ_disable", "xǁActivityTraceǁ__exit__", "x__device_synchronize", "x_profile_layers_ort_cupti",
+        "x__iobinding")},
+    "workbench/measure/cupti.py:x_cupti_unavailable": "only its ImportError branch runs without cupti-python (tested: "
+                                                      "test_cupti_path_is_skipped_cleanly_without_gpu); the others need "
+                                                      "cupti-python / libcupti / a GPU (tests/test_gpu_cupti.py -m gpu)",
+    **{f"workbench/measure/roofline.py:{f}": "times a CUDA device through onnxruntime-gpu / cuda-python "
+       "(tests/test_gpu_ort.py -m gpu)" for f in ("x_measure_matmul_tflops", "x__time_matmul", "x_measure_copy_gbps",
+                                                  "x_measure_peaks")},
+})
+
+
+def _functions(module: str) -> list[str]:
+    """mutmut's names of the functions it would mutate in ``module``: ``x_f`` for a module-level function,
+    ``xǁClassǁm`` for a method (nested functions belong to the function that holds them)."""
+    import ast
+
+    tree = ast.parse((ROOT / module).read_text())
+    out = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out.append(f"x_{node.name}")
+        elif isinstance(node, ast.ClassDef):
+            out += [f"xǁ{node.name}ǁ{f.name}" for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return out
+
+
+def coverage() -> dict[str, dict]:
+    """Per core module: its functions, the targets that mutate each, and those no target mutates."""
+    import fnmatch
+
+    modules = []
+    for c in CORE:
+        p = ROOT / c
+        modules += sorted(str(f.relative_to(ROOT)) for f in p.glob("*.py")) if p.is_dir() else [c]
+    out = {}
+    for m in modules:
+        dotted = m[:-3].replace("/", ".").removesuffix(".__init__")
+        funcs = _functions(m)
+        by = {}
+        for f in funcs:
+            name = f"{dotted}.{f}__mutmut_1"
+            by[f] = [n for n, t in PLAN.items() if t.module == m and
+                     (not t.functions or any(fnmatch.fnmatch(name, g) for g in t.functions))]
+        if funcs:
+            out[m] = {"functions": len(funcs), "targets": sorted({n for v in by.values() for n in v}),
+                      "uncovered": [f for f, v in by.items() if not v]}
+    return out
+
+
+def _coverage_report() -> int:
+    """Print the core modules and what no target mutates; 1 if a function is neither mutated nor excused."""
+    bad = 0
+    for m, c in coverage().items():
+        print(f"{m}: {c['functions'] - len(c['uncovered'])}/{c['functions']} functions mutated by "
+              f"{', '.join(c['targets']) or 'no target'}")
+        for f in c["uncovered"]:
+            why = NOT_MUTATED.get(f"{m}:{f}")
+            bad += why is None
+            print(f"    not mutated: {f}: {why or 'NO REASON GIVEN'}")
+    return 1 if bad else 0
+
 
 DOC = ROOT / "docs" / "testing.md"
 _BEGIN, _END = "<!-- mutation-table: written by tools/mutate.py -->", "<!-- /mutation-table -->"
@@ -939,7 +1168,11 @@ def main() -> None:
     ap.add_argument("--record", action="store_true", help="record the scratch copy's current results; run nothing")
     ap.add_argument("--no-write", action="store_true", help="print, do not update docs/mutation.json")
     ap.add_argument("--min-score", type=float, default=None, help="exit 1 if a target scores below this")
+    ap.add_argument("--coverage", action="store_true",
+                    help="list the core modules' functions no target mutates (exit 1 if one has no reason)")
     a = ap.parse_args()
+    if a.coverage:
+        sys.exit(_coverage_report())
     plan = SAMPLE if a.sample else PLAN
     if a.table:  # re-apply EXPLAINED to the recorded survivors and rewrite the docs table
         results = _load()
@@ -977,7 +1210,11 @@ def main() -> None:
               + (f"\n  mutmut exited {res['run_rc']}: {res['tail']}" if res["run_rc"] else ""))
         if a.min_score is not None and (res["score"] is None or res["score"] < a.min_score):
             low.append(n)
-        if not a.no_write and not a.sample:
+        broken = res["run_rc"] and any(m in res["tail"] for m in _BROKEN_RUN)
+        if broken:  # mutmut never judged a mutant: recording would turn old or empty results into a score
+            print(f"  {n}: mutmut could not run the selected tests unmutated; nothing recorded")
+            low.append(n)
+        if not a.no_write and not a.sample and not broken:
             import fcntl
 
             lock = open(WORK.parent / "mutate.lock" if WORK.parent.exists() else OUT.with_suffix(".lock"), "w")
@@ -991,7 +1228,7 @@ def main() -> None:
             _write_table(results)
             lock.close()
     if low:
-        sys.exit(f"below {a.min_score}: {', '.join(low)}")
+        sys.exit(f"below {a.min_score} or not run: {', '.join(low)}")
 
 
 if __name__ == "__main__":

@@ -726,7 +726,7 @@ class Batches(Sequence):
 
 
 def _check_meta(where: str, name: str, shape: tuple, dtype: np.dtype, spec: TensorSpec,
-                batch_axis: int | None = 0) -> np.dtype:
+                batch_axis: int | None) -> np.dtype:
     """The dtype array ``name`` (``shape`` × ``dtype``) is cast to for ``spec``; :class:`DataError` if it
     cannot feed that input (checked from the header, before any data is read)."""
     want = spec.np_dtype
@@ -754,7 +754,7 @@ def _check_meta(where: str, name: str, shape: tuple, dtype: np.dtype, spec: Tens
     return want
 
 
-def _check_array(where: str, name: str, a: np.ndarray, spec: TensorSpec, batch_axis: int | None = 0) -> np.ndarray:
+def _check_array(where: str, name: str, a: np.ndarray, spec: TensorSpec, batch_axis: int | None) -> np.ndarray:
     want = _check_meta(where, name, a.shape, a.dtype, spec, batch_axis)
     return a if a.dtype == want else a.astype(want)
 

@@ -225,12 +225,16 @@ def sums_to_adds(proto: onnx.ModelProto) -> list[str]:
 
 
 def flatten_gemm_bias(proto: onnx.ModelProto) -> list[str]:
-    """Reshape Gemm biases ``C`` of shape ``[1, N]`` (constant initializers) to ``[N]``, in place.
+    """Reshape Gemm biases ``C`` of shape ``[1, N]`` (constant initializers) to ``[N]``, and broadcast a
+    single-value bias (shape ``[]``, ``[1]`` or ``[1, 1]``) to ``[N]`` when the weight ``B`` is an initializer
+    that gives ``N``; in place.
 
-    Exact: Gemm broadcasts ``C`` unidirectionally to ``(M, N)``, so ``[1, N]`` and ``[N]`` mean the same.
-    ONNX Runtime's quantizer indexes a per-channel bias by output channel and crashes on a 2-D bias
-    (``_adjust_weight_scale_for_int32_bias``: "truth value of an array ... is ambiguous"); tf2onnx and
-    ORT's own MatMul+Add fusion write such biases. Returns the Gemm node names whose bias was rewritten."""
+    Exact: Gemm broadcasts ``C`` unidirectionally to ``(M, N)``, so ``[1, N]``, a single value and ``[N]``
+    mean the same. ONNX Runtime's quantizer indexes a per-channel bias by output channel and crashes on a
+    2-D bias (``_adjust_weight_scale_for_int32_bias``: "truth value of an array ... is ambiguous"); tf2onnx
+    and ORT's own MatMul+Add fusion write such biases. With an int32 bias (the ONNX Runtime CPU form) it also
+    crashes on a single-value bias ("cannot reshape array of size N into shape (1,)"). Returns the Gemm
+    node names whose bias was rewritten."""
     from onnx import numpy_helper
 
     inits = {i.name: i for i in proto.graph.initializer}
@@ -243,9 +247,18 @@ def flatten_gemm_bias(proto: onnx.ModelProto) -> list[str]:
         if n.op_type != "Gemm" or len(n.input) < 3 or n.input[2] not in inits:
             continue
         c = inits[n.input[2]]
-        if len(c.dims) != 2 or c.dims[0] != 1 or c.dims[1] <= 1:
+        if len(c.dims) == 2 and c.dims[0] == 1 and c.dims[1] > 1:
+            flat = numpy_helper.to_array(c).reshape(-1)
+        elif len(c.dims) <= 2 and all(d == 1 for d in c.dims) and n.input[1] in inits \
+                and len(inits[n.input[1]].dims) == 2:  # one value for every output channel
+            w = inits[n.input[1]]
+            trans_b = next((a.i for a in n.attribute if a.name == "transB"), 0)
+            n_out = w.dims[0] if trans_b else w.dims[1]
+            if list(c.dims) == [n_out]:  # already [N] (N = 1)
+                continue
+            flat = np.broadcast_to(numpy_helper.to_array(c).reshape(-1), (n_out,)).copy()
+        else:
             continue
-        flat = numpy_helper.to_array(c).reshape(-1)
         if uses.get(c.name, 0) == 1:  # only this Gemm reads it: reshape in place
             c.CopyFrom(numpy_helper.from_array(flat, c.name))
         else:  # shared: give this Gemm its own 1-D copy
