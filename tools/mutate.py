@@ -1062,6 +1062,16 @@ NOT_MUTATED.update({
                                                   "x_measure_peaks")},
 })
 
+# mut-precision: precision/modelopt.py (tool="modelopt"; docs/testing.md, "precision/ targets" paragraph)
+_MO = ("needs NVIDIA ModelOpt (nvidia-modelopt[onnx], pulls torch; not installed here or in CI): the function runs "
+       "after _require() and only passes arguments to / reads results of modelopt.onnx calls")
+NOT_MUTATED.update({
+    **{f"workbench/precision/modelopt.py:{f}": _MO for f in ("x_autocast", "x_quantize")},
+    **{f"workbench/precision/modelopt.py:{f}": "the two-line missing-ModelOpt guard; its "
+       "no-ModelOpt path is tested by tests/test_precision.py::test_modelopt_tool_is_guarded; left out of the targets "
+       "with the module, whose other two functions cannot be judged here" for f in ("x_modelopt_available", "x__require")},
+})
+
 
 def _functions(module: str) -> list[str]:
     """mutmut's names of the functions it would mutate in ``module``: ``x_f`` for a module-level function,
