@@ -315,7 +315,7 @@ def _undecorate(path: Path, decorators: tuple[str, ...] = ("captures_native_log"
 
     if not path.exists():
         return
-    text = path.read_text()
+    text = _unproperty(path.read_text())
     tail = []
     for dec in decorators:
         pat = rf"^@{re.escape(dec)}\n(def (\w+)\()"
@@ -323,10 +323,32 @@ def _undecorate(path: Path, decorators: tuple[str, ...] = ("captures_native_log"
         text = re.sub(pat, r"\1", text, flags=re.M)
         tail += [f"{n} = {dec}({n})\n" for n in names]
     if not tail:
+        path.write_text(text)
         return
     text += "\n\n# tools/mutate.py: the decorator, applied after definition so mutmut mutates the function\n"
     text += "".join(tail)
     path.write_text(text)
+
+
+def _unproperty(text: str) -> str:
+    """``@property`` methods (a lone decorator, e.g. ``Batches.num_samples``) are never mutated by mutmut 3; in
+    the scratch copy each becomes a plain method followed by ``name = property(name)`` in its class body."""
+    import ast
+
+    lines = text.splitlines(keepends=True)
+    found = []
+    for cls in ast.walk(ast.parse(text)):
+        if isinstance(cls, ast.ClassDef):
+            for f in cls.body:
+                if (isinstance(f, ast.FunctionDef) and len(f.decorator_list) == 1
+                        and isinstance(f.decorator_list[0], ast.Name) and f.decorator_list[0].id == "property"):
+                    found.append(f)
+    for f in sorted(found, key=lambda f: f.lineno, reverse=True):  # bottom up: line numbers stay valid
+        dec = f.decorator_list[0].lineno - 1
+        indent = lines[dec][:len(lines[dec]) - len(lines[dec].lstrip())]
+        lines.insert(f.end_lineno, f"{indent}{f.name} = property({f.name})  # tools/mutate.py\n")
+        del lines[dec]
+    return "".join(lines)
 
 
 def _results(t: Target, work: Path) -> dict[str, str]:
