@@ -895,8 +895,6 @@ EXPLAINED.update({
 
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
 NOT_MEASURED: dict[str, str] = {
-    "quantize-apply": "each of its 198 mutants runs real ONNX Runtime quantizations (~5 s of tests); too slow for "
-                      "2 shared cores; waits for a run on a many-core host",
 }
 
 DOC = ROOT / "docs" / "testing.md"
