@@ -722,3 +722,12 @@ def test_batches_of_another_stage_read_on_another_batch_axis_lose_no_sample(tmp_
     part = NpzDataset({"x": x}, load(path)).batch_list(1)[:1]
     with pytest.raises(DataError, match="another batch axis"):
         prepare_calibration(load(path), part, batch_axis="x:1")
+
+
+def test_synthetic_batches_reach_num_calib_when_shapes_fix_another_batch(tmp_path):
+    """shapes= pins the batch dim to 1 while batch_size asks for 4: batches of 1 are drawn until 8 samples
+    are there (it gave 2 batches = 2 samples before, found by mut-quantize), each from its own seed."""
+    model = _free_model(tmp_path, ["N", 2, 3], "n23.onnx")
+    cs = prepare_calibration(model, "synthetic", num_calib=8, batch_size=4, shapes={"x": [1, 2, 3]})
+    assert _sizes(cs.batches) == [1] * 8 and cs.num_samples == 8
+    assert len({b["x"].tobytes() for b in cs.batches}) == 8

@@ -362,6 +362,23 @@ def _results(t: Target, work: Path) -> dict[str, str]:
             if not t.functions or any(fnmatch.fnmatch(k, g) for g in t.functions)}
 
 
+def _short(key: str) -> str:
+    """``workbench.data.xǁBatchesǁbounds__mutmut_3`` -> ``xǁBatchesǁbounds`` (the key of mutmut's hashes)."""
+    return key.rsplit("__mutmut_", 1)[0].rsplit(".", 1)[1]
+
+
+def _changed_functions(t: Target, work: Path) -> set[str]:
+    """Functions of the scratch copy (just synced) whose source differs from when mutmut last generated them."""
+    meta = work / "mutants" / (t.module + ".meta")
+    if not meta.exists() or not (work / t.module).exists():
+        return set()
+    from mutmut.mutation.file_mutation import compute_function_hashes
+
+    old = json.loads(meta.read_text()).get("hash_by_function_name", {})
+    now = compute_function_hashes((work / t.module).read_text())
+    return {f for f, h in old.items() if now.get(f) != h}
+
+
 def _covered_functions(work: Path) -> set[str]:
     p = work / "mutants" / "mutmut-stats.json"
     if not p.exists():
@@ -377,11 +394,12 @@ def run(name: str, t: Target, *, max_children: int, wall_factor: float, rerun: b
     if not record_only:
         _sync(t, work)
     names = list(t.functions)
-    if rerun:  # re-test what is not detected yet, where some test now covers the function
-        covered = _covered_functions(work)
+    if rerun:  # re-test what is not detected yet, where some test now covers the function, and every mutant of
+        covered = _covered_functions(work)  # a function whose source changed (mutmut resets those only when it
+        changed = _changed_functions(t, work)  # regenerates, after this list is made: they would stay "not run")
         names = [k for k, s in _results(t, work).items()
-                 if s in ("survived", "no tests", "suspicious", "not checked") and k.rsplit("__mutmut_", 1)[0] in covered
-                 and not any(fnmatch.fnmatch(k, g) for g in skip)]
+                 if (s in ("survived", "no tests", "suspicious", "not checked") or _short(k) in changed)
+                 and k.rsplit("__mutmut_", 1)[0] in covered and not any(fnmatch.fnmatch(k, g) for g in skip)]
         if not names:
             print(f"{name}: nothing to re-run")
     cmd = [sys.executable, "-c", _ENTRY, str(wall_factor), "run", "--max-children", str(max_children), *names]

@@ -110,10 +110,12 @@ def prepare_calibration(model: Model, calib: Any, *, num_calib: int | None = Non
     if isinstance(calib, str) and calib == "synthetic":
         n = num_calib or DEFAULT_SYNTHETIC_SAMPLES
         b = static or batch_size or 1
-        batches = [synthetic_inputs(model, shapes, seed=seed + i, batch=b, batch_axis=batch_axis)
-                   for i in range((n + b - 1) // b)]
-        return CalibrationSet(batches, sum(samples_in(x, axes) for x in batches), "synthetic", axes=axes,
-                              static=static)
+        batches, total = [], 0
+        while total < n:  # `shapes` may fix another batch than b: draw until the samples reach num_calib
+            feeds = synthetic_inputs(model, shapes, seed=seed + len(batches), batch=b, batch_axis=batch_axis)
+            batches.append(feeds)
+            total += samples_in(feeds, axes)
+        return CalibrationSet(batches, total, "synthetic", axes=axes, static=static)
     lazy = None  # batches read from a file one at a time: validated in one streaming pass, never held
     if isinstance(calib, (str, os.PathLike)):
         source = f"npz:{Path(calib).name}"
