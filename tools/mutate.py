@@ -100,6 +100,14 @@ PLAN: dict[str, Target] = {
     "fp16-checks": Target("workbench/precision/floating.py", ["tests/test_fp16_safety.py", "tests/test_mut_fp16.py"],
                           ["*.x_tensor_problem*", "*.x_fp16_range_blocks*", "*.x_norm_variance_nodes*",
                            "*.x__const_value*"], "the range / underflow / normalization checks only"),
+    "fp16-convert": Target("workbench/precision/floating.py", ["tests/test_mut_floating.py"],
+                           [*[f"*.x_{f}__mutmut_*" for f in (
+                               "default_op_block_list", "linear_converter_sort", "_elem_types", "_float_nodes",
+                               "convert_fp16", "retype_to_bf16", "_ml_version")],
+                            "*ǁFp16Recipeǁ*", "*ǁBf16Recipeǁ*"],
+                           "the fp16/bf16 conversion itself: convert_fp16, the recipes' apply/default_keep, "
+                           "retype_to_bf16, the converter patch; tests: small onnx.helper graphs through make_variant",
+                           undecorate=("contextlib.contextmanager",)),
     "model": Target("workbench/model.py", ["tests/test_model.py", "tests/test_mut_model.py",
                                            "tests/test_oracles.py::test_dotdot_inside_the_folder_is_refused_by_the_dotdot_rule"]),
     "data": Target("workbench/data.py", ["tests/test_data.py", "tests/test_mut_data.py"],
