@@ -13,8 +13,11 @@ import ml_dtypes
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pandas  # noqa: F401 - imported once here (the recipe's fp16 safety table needs it), not in each mutant run
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+from onnxconverter_common import float16
 
 from workbench import load
 from workbench.errors import UnsupportedError, WorkbenchError
@@ -29,7 +32,6 @@ X = RNG.standard_normal((2, 4)).astype(np.float32)
 
 
 def _converter_defaults() -> list[str]:
-    from onnxconverter_common import float16
     return list(float16.DEFAULT_OP_BLOCK_LIST)
 
 
@@ -300,7 +302,6 @@ def test_modelopt_tool_goes_to_modelopt():
 
 
 def test_converter_sort_is_restored_after_a_conversion():
-    from onnxconverter_common import float16
     before = float16.sort_topology
     proto = _mlp(ln=False)
     nodes = list(proto.graph.node)
@@ -437,7 +438,6 @@ def test_bf16_retypes_fp16_placement_and_reconverts_constants_from_fp32():
     assert r["range_kept"] == {}  # the fp16 range check does not apply to bf16
     assert "fp16_safety" not in r and "ort_check" not in r and "mask_clamped" in r
     # the reference evaluator computes in bf16: compare with numpy on bf16-rounded operands
-    from onnx.reference import ReferenceEvaluator
     x = np.array([[1.0, 2.0], [-1.0, 0.5], [3.0, -2.0]], np.float32)
     (y,) = ReferenceEvaluator(p).run(None, {"x": x})
     xk = (_bf16(x).astype(np.float64) * _bf16(big).astype(np.float64))
@@ -455,7 +455,6 @@ def test_bf16_keeps_layernorm_and_keep_nodes_fp32():
     r = v.recipe
     assert r["kept_high_precision"] == ["ln", "mm"]
     assert r["kept_reasons"] == {"mm": "keep_nodes", "ln": "op type LayerNormalization is on the fp32 list"}
-    from onnx.reference import ReferenceEvaluator
     (y,) = ReferenceEvaluator(p).run(None, {"x": X})
     np.testing.assert_allclose(y, _np_mlp(X), atol=5e-2, rtol=5e-2)
 
@@ -475,3 +474,108 @@ def test_bf16_min_opset_option_keeps_ops_without_bf16_kernels():
     onnx.checker.check_model(v17.model.proto, full_check=True)
     v22 = make_variant(proto, "bf16")
     assert v22.recipe["fp32_no_bf16_in_opset"] == [] and _input_type(v22.model.proto, "conv") == BF16
+
+
+# ------------------------------------------------------------------------------- options and the record
+def _mask_model() -> onnx.ModelProto:
+    """Attention-style masking: softmax(x + mask) with mask = [0, 0, finfo(float32).min, 0]."""
+    mask = np.array([0.0, 0.0, np.finfo(np.float32).min, 0.0], np.float32)
+    n = [helper.make_node("Add", ["x", "mask"], ["xm"], name="add_mask"),
+         helper.make_node("Softmax", ["xm"], ["y"], name="softmax", axis=-1)]
+    g = helper.make_graph(n, "mask", [helper.make_tensor_value_info("x", F32, [2, 4])],
+                          [helper.make_tensor_value_info("y", F32, [2, 4])], [numpy_helper.from_array(mask, "mask")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+def _np_softmax_masked(x):
+    z = x.astype(np.float64).copy()
+    z[:, 2] = -np.inf
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_fp16_mask_fill_is_clamped_to_minus_1e4_and_stays_fp16():
+    x = RNG.standard_normal((2, 4)).astype(np.float32)
+    v = make_variant(_mask_model(), "fp16")
+    r = v.recipe
+    assert list(r["mask_clamped"]) == ["mask"] and r["mask_clamped"]["mask"]["clamped_to"] == -1e4
+    assert r["kept_high_precision"] == [] and r["range_kept"] == {}
+    np.testing.assert_array_equal(numpy_helper.to_array(_inits(v.model.proto)["mask"]),
+                                  np.array([0, 0, -1e4, 0], np.float16))
+    (y,) = _run(v.model.proto, {"x": x})
+    np.testing.assert_allclose(y, _np_softmax_masked(x), atol=2e-3)
+    # clamp_masks=False: the fill does not fit fp16, so the range check keeps its reader fp32 instead
+    off = make_variant(_mask_model(), "fp16", clamp_masks=False)
+    assert off.recipe["mask_clamped"] == {} and off.recipe["kept_high_precision"] == ["add_mask"]
+    (y2,) = _run(off.model.proto, {"x": x})
+    np.testing.assert_allclose(y2, _np_softmax_masked(x), atol=2e-3)
+    # bf16 holds finfo(float32).min: nothing is clamped
+    b = make_variant(_mask_model(), "bf16")
+    assert b.recipe["mask_clamped"] == {}
+    assert numpy_helper.to_array(_inits(b.model.proto)["mask"]).astype(np.float32)[2] < -1e38
+
+
+def test_fp16_range_check_silences_the_converters_truncation_warnings_only_when_on():
+    import warnings
+    vals = np.ones(200, np.float32)
+    vals[0] = 1e-9  # 1 of 200 values underflows: below the 1 % limit, so the converter truncates it (and warns)
+    n = [helper.make_node("Mul", ["x", "t"], ["y"], name="mul")]
+    g = helper.make_graph(n, "w", [helper.make_tensor_value_info("x", F32, [200])],
+                          [helper.make_tensor_value_info("y", F32, [200])], [numpy_helper.from_array(vals, "t")])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    for opts, warned in (({}, False), ({"range_check": False}, True)):
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            v = make_variant(proto, "fp16", **opts)
+        assert any("truncated" in str(w.message) for w in got) is warned, opts
+        assert numpy_helper.to_array(_inits(v.model.proto)["t"])[0] == np.float16(2.0 ** -24)
+
+
+def test_fp16_safety_check_option_and_record_fields():
+    import importlib.metadata
+    v = make_variant(_big_constant_model(), "fp16")
+    r = v.recipe
+    assert r["tool_version"] == importlib.metadata.version("onnxconverter-common")
+    checks = r["fp16_safety"]
+    assert isinstance(checks, dict) and "error" not in checks and checks
+    assert r["validation"] == {"checks": ["onnx.checker(full_check=True)",
+                                          "infer_shapes(strict_mode=True, check_type=True)"],
+                               "passed": True, "rounds": 1, "problems_repaired": []}
+    assert r["named_unnamed_nodes"] == 0 and r["dropped_initializer_inputs"] in (0, [])
+    assert isinstance(r["repair_casts"], (int, list)) and isinstance(r["round_trip_casts_removed"], (int, list))
+    off = make_variant(_big_constant_model(), "fp16", safety_check=False).recipe
+    assert "fp16_safety" not in off and off["options"] == {"safety_check": False}
+
+
+def test_fp16_custom_op_model_skips_the_ort_check_and_says_why():
+    n = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+         helper.make_node("MyOp", ["r"], ["y"], name="custom", domain="com.example")]
+    g = helper.make_graph(n, "custom", [helper.make_tensor_value_info("x", F32, [2, 4])],
+                          [helper.make_tensor_value_info("y", F32, [2, 4])])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)],
+                              ir_version=10)
+    v = make_variant(proto, "fp16")
+    assert v.recipe["ort_check"].startswith("skipped: ONNX Runtime cannot load the fp32 model either (")
+    onnx.checker.check_model(v.model.proto, full_check=True)
+
+
+def test_bf16_if_node_whose_converted_body_fails_the_check_is_kept():
+    v = make_variant(_if_model(), "bf16")
+    onnx.checker.check_model(v.model.proto, full_check=True)
+    r = v.recipe
+    assert r["kept_high_precision"] == ["branch"] and r["validation"]["rounds"] == 2
+    assert r["validation_kept"]["branch"].startswith("the bf16 graph failed the strict check")
+    x = RNG.standard_normal((2, 4)).astype(np.float32)
+    (y,) = ReferenceEvaluator(v.model.proto).run(None, {"x": x, "c": np.array(True)})
+    np.testing.assert_allclose(y, x.astype(np.float64) * 3 + 1, atol=5e-2, rtol=2e-2)
+
+
+def test_bf16_without_keep_io_types_takes_and_returns_bf16():
+    v = make_variant(_mlp(ln=False), "bf16", keep_io_types=False)
+    p = v.model.proto
+    onnx.checker.check_model(p, full_check=True)
+    assert p.graph.input[0].type.tensor_type.elem_type == BF16 and p.graph.output[0].type.tensor_type.elem_type == BF16
+    assert _casts(p) == [] and v.recipe["keep_io_types"] is False
+    np.testing.assert_array_equal(numpy_helper.to_array(_inits(p)["W"]).astype(np.float32), _bf16(W).astype(np.float32))
+    (y,) = ReferenceEvaluator(p).run(None, {"x": _bf16(X)})
+    np.testing.assert_allclose(y.astype(np.float64), _np_mlp(X, ln=False), atol=5e-2, rtol=5e-2)
