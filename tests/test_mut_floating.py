@@ -579,3 +579,62 @@ def test_bf16_without_keep_io_types_takes_and_returns_bf16():
     np.testing.assert_array_equal(numpy_helper.to_array(_inits(p)["W"]).astype(np.float32), _bf16(W).astype(np.float32))
     (y,) = ReferenceEvaluator(p).run(None, {"x": _bf16(X)})
     np.testing.assert_allclose(y.astype(np.float64), _np_mlp(X, ln=False), atol=5e-2, rtol=5e-2)
+
+
+def test_bf16_leaves_integer_constants_and_counts_what_it_retypes():
+    """A Reshape's int64 shape Constant is not a float: it stays int64. retyped_tensors counts every tensor
+    turned bf16: 2 initializers + graph input + output + typed intermediate tensors (keep_io_types=False)."""
+    n = [helper.make_node("Constant", [], ["shape"], name="shape_k",
+                          value=numpy_helper.from_array(np.array([3, 2], np.int64), "sv")),
+         helper.make_node("MatMul", ["x", "W"], ["mm"], name="mm"),
+         helper.make_node("Add", ["mm", "B"], ["a"], name="add"),
+         helper.make_node("Reshape", ["a", "shape"], ["y"], name="reshape")]
+    g = helper.make_graph(n, "cst", [helper.make_tensor_value_info("x", F32, [2, 4])],
+                          [helper.make_tensor_value_info("y", F32, [3, 2])],
+                          [numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "B")])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    v = make_variant(proto, "bf16", keep_io_types=False)
+    p = v.model.proto
+    onnx.checker.check_model(p, full_check=True)
+    st = next(a.t for a in _nodes(p)["shape_k"].attribute if a.name == "value")
+    assert st.data_type == TensorProto.INT64 and list(numpy_helper.to_array(st)) == [3, 2]
+    assert _inits(p)["W"].data_type == BF16 and _inits(p)["B"].data_type == BF16
+    n_vi = sum(vi.type.tensor_type.elem_type == BF16 for vi in p.graph.value_info)
+    assert v.recipe["retyped_tensors"] == 2 + 2 + n_vi
+    (y,) = ReferenceEvaluator(p).run(None, {"x": _bf16(X)})
+    want = (_bf16(X).astype(np.float64) @ _bf16(W).astype(np.float64) + _bf16(B).astype(np.float64)).reshape(3, 2)
+    np.testing.assert_allclose(y.astype(np.float64), want, atol=5e-2, rtol=3e-2)
+
+
+@pytest.mark.parametrize("prec", ["fp16", "bf16"])
+def test_tool_modelopt_hands_the_model_and_precision_to_modelopt_autocast(prec, tmp_path, monkeypatch):
+    """ModelOpt is an optional extra, not installed here: a stand-in package ``modelopt`` (written into
+    tmp_path, put first on sys.path) records the call to ``convert_to_mixed_precision`` and returns the model it
+    was given unchanged. It checks the routing only: which model, precision and keep lists reach ModelOpt."""
+    import importlib.util
+    import sys
+    if importlib.util.find_spec("modelopt") is not None:
+        pytest.skip("the real ModelOpt is installed")
+    pkg = tmp_path / "modelopt" / "onnx"
+    pkg.mkdir(parents=True)
+    (tmp_path / "modelopt" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "autocast.py").write_text(
+        "import onnx\nCALLS = []\n"
+        "def convert_to_mixed_precision(onnx_path, **kw):\n"
+        "    CALLS.append(kw)\n    return onnx.load(onnx_path)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for k in [k for k in sys.modules if k.startswith("modelopt")]:
+        monkeypatch.delitem(sys.modules, k)
+    try:
+        m = load(_mlp(ln=False), name="mo")
+        v = make_variant(m, prec, tool="modelopt", keep_nodes=["mm"])
+        from modelopt.onnx.autocast import CALLS
+        assert CALLS == [{"low_precision_type": prec, "nodes_to_exclude": ["mm"], "op_types_to_exclude": None,
+                          "keep_io_types": True}]
+        assert v.precision == prec and v.name == f"mo-{prec}-mixed" and v.recipe["tool"] == "nvidia-modelopt"
+        assert [n.name for n in v.model.proto.graph.node] == ["mm", "add", "relu"]
+        assert v.source_hash == m.hash
+    finally:
+        for k in [k for k in sys.modules if k.startswith("modelopt")]:
+            del sys.modules[k]
