@@ -9,6 +9,8 @@ float64. bf16 constants are checked against ``ml_dtypes.bfloat16`` applied to th
 """
 from __future__ import annotations
 
+import importlib.metadata
+
 import ml_dtypes
 import numpy as np
 import onnx
@@ -434,6 +436,8 @@ def test_bf16_retypes_fp16_placement_and_reconverts_constants_from_fp32():
     n_vi = sum(vi.type.tensor_type.elem_type == BF16 for vi in list(p.graph.value_info))
     assert r["retyped_tensors"] == 3 + n_vi
     assert r["retyped_with"] == f"ml_dtypes {ml_dtypes.__version__}"
+    assert r["tool"] == "onnxconverter-common" and r["keep_io_types"] is True
+    assert r["tool_version"] == importlib.metadata.version("onnxconverter-common")
     assert r["fp32_no_bf16_in_opset"] == [] and r["kept_high_precision"] == []
     assert r["range_kept"] == {}  # the fp16 range check does not apply to bf16
     assert "fp16_safety" not in r and "ort_check" not in r and "mask_clamped" in r
@@ -532,7 +536,6 @@ def test_fp16_range_check_silences_the_converters_truncation_warnings_only_when_
 
 
 def test_fp16_safety_check_option_and_record_fields():
-    import importlib.metadata
     v = make_variant(_big_constant_model(), "fp16")
     r = v.recipe
     assert r["tool_version"] == importlib.metadata.version("onnxconverter-common")
@@ -638,3 +641,42 @@ def test_tool_modelopt_hands_the_model_and_precision_to_modelopt_autocast(prec, 
     finally:
         for k in [k for k in sys.modules if k.startswith("modelopt")]:
             del sys.modules[k]
+
+
+def _shared_weight_model() -> onnx.ModelProto:
+    """W feeds a MatMul the user keeps fp32 and one that is converted: W must reach the converted one cast."""
+    nodes = [helper.make_node("MatMul", ["x", "Wsh"], ["a"], name="mm_kept"),
+             helper.make_node("MatMul", ["x", "Wsh"], ["b"], name="mm_half"),
+             helper.make_node("Add", ["a", "b"], ["y"], name="sum")]
+    g = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", F32, [2, 4])],
+                          [helper.make_tensor_value_info("y", F32, [2, 4])],
+                          [numpy_helper.from_array(np.eye(4, dtype=np.float32) * 3, "Wsh")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+@pytest.mark.parametrize("prec,low", [("fp16", F16), ("bf16", BF16)])
+def test_shared_weight_is_cast_for_the_converted_reader_and_the_record_names_that_cast(prec, low):
+    v = make_variant(_shared_weight_model(), prec, keep_nodes=["mm_kept"])
+    p = v.model.proto
+    onnx.checker.check_model(p, full_check=True)
+    assert _inits(p)["Wsh"].data_type == F32
+    w_cast = [n for n in p.graph.node if n.op_type == "Cast" and n.input[0] == "Wsh"]
+    assert len(w_cast) == 1 and w_cast[0].attribute[0].i == low
+    assert _nodes(p)["mm_half"].input[1] == w_cast[0].output[0]
+    assert w_cast[0].name in v.recipe["repair_casts"]
+    assert all(c in _nodes(p) and _nodes(p)[c].op_type == "Cast" for c in v.recipe["repair_casts"])
+    x = RNG.standard_normal((2, 4)).astype(np.float32)
+    (y,) = ReferenceEvaluator(p).run(None, {"x": x})
+    np.testing.assert_allclose(y, 6 * x.astype(np.float64), atol=5e-2, rtol=2e-2)
+
+
+def test_a_failing_fp16_safety_table_is_recorded_not_fatal(monkeypatch):
+    """The safety table is a report aid: if building it fails, the variant stands and the record says why."""
+    import workbench.precision.fp16safety as safety
+
+    def broken(model, **kw):
+        raise RuntimeError("first line\nsafety table broke")
+    monkeypatch.setattr(safety, "fp16_safety", broken)
+    v = make_variant(_mlp(ln=False), "fp16")
+    assert v.recipe["fp16_safety"] == {"error": "RuntimeError: safety table broke"}
+    assert v.recipe["ort_check"] == "passed"
