@@ -311,6 +311,8 @@ def test_converter_sort_is_restored_after_a_conversion():
     proto.graph.node.extend(reversed(nodes))  # out of order: the recipe sorts before converting
     v = make_variant(proto, "fp16", keep_op_types=["Add"])
     assert float16.sort_topology is before
+    # the converter's own function, not whatever an earlier conversion in this process left there
+    assert (float16.sort_topology.__module__, float16.sort_topology.__name__) == (float16.__name__, "sort_topology")
     order = [n.name for n in v.model.proto.graph.node]
     assert order.index("mm") < order.index("add") < order.index("relu")
     (y,) = _run(v.model.proto, {"x": X})
@@ -680,3 +682,8 @@ def test_a_failing_fp16_safety_table_is_recorded_not_fatal(monkeypatch):
     v = make_variant(_mlp(ln=False), "fp16")
     assert v.recipe["fp16_safety"] == {"error": "RuntimeError: safety table broke"}
     assert v.recipe["ort_check"] == "passed"
+
+
+def test_bf16_record_says_unknown_ml_dtypes_version_when_the_package_has_none(monkeypatch):
+    monkeypatch.delattr(ml_dtypes, "__version__")
+    assert make_variant(_mlp(ln=False), "bf16").recipe["retyped_with"] == "ml_dtypes ?"
