@@ -391,7 +391,13 @@ def test_fp16_if_node_whose_converted_body_fails_the_check_is_kept_with_both_rea
     assert list(r["validation_kept"]) == ["branch"] and r["validation"]["rounds"] == 2
     assert r["kept_reasons"]["branch"] == f"{sub}; {r['validation_kept']['branch']}"
     assert "inconsistent type tensor(float16)" in r["kept_reasons"]["branch"]
+    assert r["validation_kept"]["branch"].startswith("the fp16 graph failed the strict check")
     assert r["node_block_list"] == ["branch"]
+    # a node after the If, kept by op type, still gets its own reason
+    r2 = make_variant(_if_model(), "fp16", keep_op_types=["Add"]).recipe
+    assert r2["kept_high_precision"] == ["branch", "plus"]
+    assert r2["kept_reasons"]["plus"] == "op type Add is on the fp32 list"
+    assert r2["kept_reasons"]["branch"].startswith(sub)
     x = RNG.standard_normal((2, 4)).astype(np.float32)
     (y,) = _run(v.model.proto, {"x": x, "c": np.array(False)})
     np.testing.assert_allclose(y, x.astype(np.float64) * 5 + 1, atol=1e-2, rtol=1e-2)
