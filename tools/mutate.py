@@ -909,6 +909,26 @@ EXPLAINED.update({
     _FL + "x_convert_fp16__mutmut_87": "equivalent: subgraph_keep is reassigned after repair_loop before any read",
     **{_FL + f"x_convert_fp16__mutmut_{i}": "equivalent: repair_float_types reads output_types[o] only when truthy "
        "(typefix.py: 'and output_types[o]'), and None / 0 are both falsy" for i in (103, 105)},
+    _FL + "x_convert_fp16__mutmut_106": "not killed: 1 (FLOAT) instead of 0 as the type of a subgraph holder's output "
+                                        "that shape inference left untyped in the fp32 source; every tried If output "
+                                        "was typed",
+    _FL + "x_convert_fp16__mutmut_121": "not killed: hides the bodies of non-holders (none have any) instead of kept "
+                                        "holders; onnxconverter-common itself skips the bodies of blocked nodes "
+                                        "(float16.get_next_level_graph), so the kept-If tests convert the same",
+    **{_FL + f"x_convert_fp16__mutmut_{i}": "not killed: the bf16 repair pass without the source types of kept "
+       "If/Loop outputs; it matters only for a holder output that per-node inference cannot type after the fp16 "
+       "pass, which the bf16 If test does not produce" for i in (204, 209)},
+    **{_FL + f"x_convert_fp16__mutmut_{i}": "not killed: repair_loop's default candidates are every node the checker "
+       "names; they differ only when it names a node the source lacks (a converter-added Cast), not seen in the tests"
+       for i in (225, 228)},
+    **{_FL + f"x_convert_fp16__mutmut_{i}": "not killed: needs a node without a subgraph that the strict check rejects "
+       "after conversion (kept by the repair loop alone); the tried candidate (IsInf at opset 17) converts cleanly"
+       for i in (260, 261)},
+    _FL + "x_convert_fp16__mutmut_262": "not killed: differs only for a subgraph holder that is also kept for a "
+                                        "range/norm/shape reason (e.g. a Loop reading an out-of-range initial value); "
+                                        "not built",
+    _FL + "x_convert_fp16__mutmut_266": "equivalent: the same subgraph_keep.get(n.name) already appears earlier in this "
+                                        "'or' chain",
     _FL + "x_convert_fp16__mutmut_132": "equivalent: simplefilter('ignore') without a category ignores Warning, and the "
                                         "converter's only warnings are its four warnings.warn(msg) UserWarnings",
     _FL + "x_convert_fp16__mutmut_149": "equivalent: check_fp16_ready=True is convert_float_to_float16's default",
