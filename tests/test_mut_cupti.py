@@ -295,6 +295,7 @@ def test_launch_times_prefers_the_runtime_call():
     lt = C.launch_times(recs)
     assert {c: r["start"] for c, r in lt.items()} == {1: 20, 2: 40, 3: 60}
     assert C.launch_array(recs).tolist() == []  # no device record shares an id with a launch
+    assert C.launch_array(recs).dtype == np.int64  # ns since the epoch: exact only as integers
     recs.append({"kind": "memset", "correlation_id": 3, "start": 1, "end": 2})
     recs.append({"kind": "memcpy", "correlation_id": 1, "start": 1, "end": 2})
     assert C.launch_array(iter(recs)).tolist() == [20, 60]
@@ -433,6 +434,10 @@ def test_trt_cross_check_by_hand():
             {"kind": "runtime", "start": 0, "end": 9_000_000}, {"kind": "memset", "start": 0, "end": 1_000_000}]
     assert C.trt_cross_check(recs, 2, 3.0) == {"gpu_ms": 2.0, "iprofiler_ms": 3.0, "ratio": 1.5, "kernels_per_iter": 1.5}
     assert C.trt_cross_check(recs, 0, 4.0)["gpu_ms"] == 4.0  # no iteration count: one
+    one = C.trt_cross_check(recs, 1, 2.0)
+    assert one["kernels_per_iter"] == 3.0 and one["gpu_ms"] == 4.0 and one["ratio"] == 0.5
+    short = C.trt_cross_check([{"kind": "kernel", "start": 0, "end": 500_000}], 1, 1.0)  # 0.5 ms of GPU time
+    assert short["ratio"] == 2.0
     empty = C.trt_cross_check([], 3, 1.0)
     assert empty["gpu_ms"] == 0 and np.isnan(empty["ratio"]) and empty["kernels_per_iter"] == 0
 
@@ -443,6 +448,7 @@ def test_recording_roundtrip_and_refusal(tmp_path, digits):
     raw = p.read_bytes()
     assert gzip.decompress(raw) == json.dumps(digits, separators=(",", ":")).encode()
     assert C.save_recording(digits, tmp_path / "s.json.gz").read_bytes() == raw  # mtime 0: same bytes
+    assert raw[4:8] == b"\0\0\0\0"  # gzip header MTIME field: 0, so a recording's bytes do not depend on when
     bad = tmp_path / "bad.json.gz"
     bad.write_bytes(gzip.compress(json.dumps({"format": "other"}).encode()))
     with pytest.raises(RunError, match="not a workbench CUPTI recording"):
@@ -508,9 +514,9 @@ def test_collector_routes_completed_buffers_into_the_active_sink(monkeypatch):
     completed([_act(3)])  # no active trace: dropped silently
     sink = []
     monkeypatch.setattr(C._Collector, "sink", sink)
-    completed([_act(3), _act(6), SimpleNamespace(), _act(5)])  # a record without fields: dropped as kind -1
+    completed([_act(3), _act(6), SimpleNamespace(), _act(5), _act(6)])  # a record without fields: kind -1
     assert [r["kind"] for r in sink] == ["kernel", "runtime"]
-    assert C._Collector.dropped_kinds == Counter({6: 1, -1: 1})
+    assert C._Collector.dropped_kinds == Counter({6: 2, -1: 1})
     g = FakeCupti()
     C._Collector.ensure(g)  # registered once per process
     assert g.registered is None
@@ -524,6 +530,8 @@ def test_clock_marker_keeps_the_tightest_sample():
     assert f.calls == 5 and m["cupti_ns"] == 10**18 + 3
     assert m["bracket_ns"] < 3_000_000 and t0 <= m["time_ns"] <= t1
     assert set(m) == {"cupti_ns", "time_ns", "monotonic_ns", "bracket_ns"}
+    # integers: ns since the epoch (~1.8e18) are not exact as floats (above 2**53)
+    assert all(type(v) is int for v in m.values())
     assert abs(m["monotonic_ns"] - time.monotonic_ns()) < 10**9
     f2 = FakeCupti(slow={1})
     assert C.clock_marker(f2, samples=2)["cupti_ns"] == 10**18 + 2 and f2.calls == 2
@@ -561,3 +569,59 @@ def test_align_without_launches_or_runs_keeps_the_first_clock():
     edge = _launch(1, 0) + _launch(2, 10)
     assert C.align(events, START, MARKERS, edge)["alignment"] == 1.0
     assert C.align(events, START, MARKERS, _launch(1, -0.5) + _launch(2, 10.5))["alignment"] == 0.0
+
+
+def test_cpu_nodes_round_to_a_tenth_of_a_microsecond():
+    att = {"runs": 2, "nodes": {"n": {"host_us": 24.68, "provider": "CPU"}, "g": {"host_us": 99.0, "provider": "CUDA"}}}
+    assert C.cpu_nodes(att) == {"ms": pytest.approx(0.01234), "count": 1, "top": [("n", 0.0123)]}
+
+
+def test_align_returns_the_refined_offset():
+    # with the marker's 3 µs offset every launch lands 1.5 µs before its 3 µs node; 1.5 µs less puts them inside
+    events = [_run(0, 1000)] + [_node(f"n{i}", 10 + 20 * i, 3) for i in range(20)]
+    start = 10**12
+    marker = [{"cupti_ns": 3_000, "time_ns": 0}]
+    recs = []
+    for i in range(20):
+        recs += [{"kind": "runtime", "start": start + (10 + 20 * i) * 1000 + 1500,
+                  "end": 0, "correlation_id": i}, {"kind": "kernel", "start": 0, "end": 1, "correlation_id": i}]
+    al = C.align(events, start, marker, recs)
+    assert al["candidates"]["time_ns"]["offset_ns"] == 3000 and al["refine_shift_ns"] == -1500
+    assert al["offset_ns"] == 1500 and al["in_nodes_before"] == 0.0 and al["in_nodes_after"] == 1.0
+
+
+def test_refine_offset_edges():
+    start = 10**12
+    events = [_run(0, 1000), _node("outer", 0, 500), _node("inner", 10, 10), _node("n2", 600, 4)]
+    at_start = np.array([start + 100_000, start + 600_000], dtype=np.int64)  # exactly at n2's start
+    assert C.refine_offset(events, start, 0, at_start) == (0, 1.0, 1.0)
+    just_after = np.array([start + 100_000, start + 604_002], dtype=np.int64)  # 2 ns after n2's end
+    assert C.refine_offset(events, start, 0, just_after) == (250, 0.5, 1.0)
+    far = np.array([start + 100_000, start + 601_500], dtype=np.int64)  # 5 µs after n2's end once offset
+    assert C.refine_offset(events, start, -7500, far) == (5000, 0.5, 1.0)  # the bound itself is allowed
+
+
+def test_attribute_counts_every_skipped_record():
+    events = [_run(0, 20), _run(100, 20), _node("a", 102, 10), _run(200, 20)]
+    recs = (_launch(1, 5) + _launch(2, 6)  # two in the skipped run
+            + _launch(3, 150) + _launch(4, 160)  # two between the timed runs
+            + _launch(5, 105, api=None, dev_start_us=105) + _launch(6, 106, api=None, dev_start_us=106)
+            + _launch(7, 103, "memcpy") + _launch(8, 104, "memset")  # inside node a
+            + _launch(9, 201, "memcpy") + _launch(10, 210, "memset"))  # outside nodes
+    att = C.attribute(recs, events, ort_start_ns=START, markers=MARKERS, skip_runs=1)
+    assert att["counts"] == {"before_timed_runs": 2, "between_runs": 2, "no_launch_record": 2,
+                             "unattributed_kernels": 4, "in_nodes": 2, "copies_outside_nodes": 2}
+
+
+def test_attribute_searches_back_at_most_a_minute():
+    def owner(nodes, t):
+        events = [_run(0, 200e6)] + [_node(n, s, d) for n, s, d in nodes]
+        att = C.attribute(_launch(1, t), events, ort_start_ns=START, markers=MARKERS)
+        return [n for n, v in att["nodes"].items() if v["records"]] or att["unattributed"]["records"] * ["?"]
+
+    # a long node A and a short later node B that does not contain the launch: A is searched only if it started
+    # at most 60 s (60e6 µs) before the launch
+    assert owner([("A", 0, 100e6), ("B", 10, 5)], 61e6) == ["?"]
+    assert owner([("A", 0, 100e6), ("B", 10, 5)], 60e6) == ["A"]  # exactly a minute: still searched
+    assert owner([("A", 0, 100e6), ("B", 10, 5)], 60e6 + 0.5) == ["?"]
+    assert owner([("A", 70e6, 20), ("B", 70e6 + 5, 2)], 70e6 + 10) == ["A"]  # late in the run, close together

@@ -223,3 +223,100 @@ def test_static_batch_of_two_inputs_whose_fixed_batches_disagree():
     assert D.model_batch_axes(m) == {"x": 0, "y": None} and D.static_batch(m) == 9
     assert D.static_batch(m, batch_axis={"x": 0, "y": 0}) == 2
     assert D.static_batch(_model({"x": [9, 3], "y": [2, 3], "z": [5, 1]}), batch_axis="x:0,y:0,z:0") == 2
+
+
+# ------------------------------------------------------------------------------------------ synthetic_inputs (session 27)
+def _kinds_model():
+    """Inputs the shape doctor reads value ranges for: ``ids`` (int64) and ``fid`` (float, cast to int) index a
+    7-row and a 3-row table; ``m`` (int64) is a mask (``1 - m``); ``sr`` (int64 scalar) is compared with 16000;
+    ``flag`` (bool), ``k`` (int32) and ``h`` (float16) are plain."""
+    from onnx import numpy_helper
+
+    i64, f32 = TensorProto.INT64, TensorProto.FLOAT
+    nodes = [helper.make_node("Gather", ["t7", "ids"], ["e"], name="emb"),
+             helper.make_node("Cast", ["fid"], ["fid_i"], name="cast", to=i64),
+             helper.make_node("Gather", ["t3", "fid_i"], ["e2"], name="emb2"),
+             helper.make_node("Sub", ["one", "m"], ["inv"], name="inv"),
+             helper.make_node("Equal", ["sr", "rate"], ["is16k"], name="eq"),
+             helper.make_node("Identity", ["flag"], ["flag_o"], name="f"),
+             helper.make_node("Identity", ["k"], ["k_o"], name="kk"),
+             helper.make_node("Identity", ["h"], ["h_o"], name="hh")]
+    ins = [("ids", i64, ["N", 5]), ("fid", f32, ["N", 3]), ("m", i64, ["N", 5]), ("sr", i64, []),
+           ("flag", TensorProto.BOOL, ["N", 64]), ("k", TensorProto.INT32, ["N", 64]), ("h", TensorProto.FLOAT16, ["N", 64])]
+    outs = ["e", "e2", "inv", "is16k", "flag_o", "k_o", "h_o"]
+    g = helper.make_graph(nodes, "kinds", [helper.make_tensor_value_info(*i) for i in ins],
+                          [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outs],
+                          [numpy_helper.from_array(np.zeros((7, 4), np.float32), "t7"),
+                           numpy_helper.from_array(np.zeros((3, 2), np.float32), "t3"),
+                           numpy_helper.from_array(np.array(1, np.int64), "one"),
+                           numpy_helper.from_array(np.array(16000, np.int64), "rate")])
+    return wb.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), name="kinds")
+
+
+def test_synthetic_inputs_follow_the_value_kinds_the_graph_implies():
+    m = _kinds_model()
+    f = D.synthetic_inputs(m, batch=64, seed=3)
+    assert {k: (v.dtype, v.shape) for k, v in f.items()} == {
+        "ids": (np.int64, (64, 5)), "fid": (np.float32, (64, 3)), "m": (np.int64, (64, 5)), "sr": (np.int64, ()),
+        "flag": (np.bool_, (64, 64)), "k": (np.int32, (64, 64)), "h": (np.float16, (64, 64))}
+    assert set(np.unique(f["ids"])) == set(range(7))  # every row of the 7-row table, none past it
+    assert set(np.unique(f["fid"])) == {0.0, 1.0, 2.0}  # a float index: whole numbers below the 3 rows
+    assert (f["m"] == 1).all() and f["sr"] == 16000  # a mask of ones; the compared constant
+    assert 0.45 < f["flag"].mean() < 0.55  # a fair coin over 4096 draws
+    assert f["k"].min() == 0 and f["k"].max() == 9 and 4.2 < f["k"].mean() < 4.8  # uniform in [0, 10)
+    h = f["h"].astype(np.float64)
+    assert abs(h.mean()) < 0.1 and 0.9 < h.std() < 1.1  # standard normal
+    g = D.synthetic_inputs(m, batch=64, seed=3)
+    assert all(np.array_equal(f[k], g[k]) for k in f)  # same seed, same arrays
+    assert not np.array_equal(D.synthetic_inputs(m, batch=64, seed=4)["h"], f["h"])
+
+
+def test_synthetic_inputs_shapes_and_batch_axis():
+    m = _model({"x": ["N", 3, "H"]})
+    assert D.synthetic_inputs(m, "x:5x3x2")["x"].shape == (5, 3, 2)
+    with pytest.warns(UserWarning, match=r"x\[0\]=N"):
+        assert D.synthetic_inputs(m, batch=4, batch_axis={"x": 2})["x"].shape == (1, 3, 4)
+
+
+def test_synthetic_inputs_memory_budget(monkeypatch):
+    """The float64 draws of all inputs together (8 bytes per element) must fit WORKBENCH_MAX_DATA_BYTES: exactly
+    the budget is allowed, one row more is refused, and the inputs before count too."""
+    m = _model({"x": ["N", 10], "y": ["N", 10]})
+    monkeypatch.setenv("WORKBENCH_MAX_DATA_BYTES", str(2 * 10 * 10 * 8))  # two inputs of (10, 10): exactly
+    assert D.synthetic_inputs(m, batch=10)["y"].shape == (10, 10)
+    with pytest.raises(wb.errors.DataError, match=r"synthetic input 'y' of shape \[11, 10\] \(with the inputs before"):
+        D.synthetic_inputs(m, batch=11)
+    monkeypatch.setenv("WORKBENCH_MAX_DATA_BYTES", str(10 * 10 * 8 + 8))  # one input fits, not both
+    with pytest.raises(wb.errors.DataError, match="synthetic input 'y'"):
+        D.synthetic_inputs(m, batch=10)
+
+
+def test_synthetic_inputs_report_the_memory_a_failed_allocation_wanted(monkeypatch):
+    """Within the data budget but more than the machine can allocate (2**40 float64 draws = 8192 GiB: refused at
+    once by the kernel's overcommit check, nothing is touched): a DataError with the size, not a MemoryError."""
+    from pathlib import Path
+
+    mode = Path("/proc/sys/vm/overcommit_memory")
+    if not mode.exists() or mode.read_text().strip() not in ("0", "2"):
+        pytest.skip("needs Linux with heuristic or strict overcommit (mode 0/2), which refuses an 8 TiB allocation")
+    monkeypatch.setenv("WORKBENCH_MAX_DATA_BYTES", str(2 ** 60))
+    m = _model({"x": ["N", 2 ** 20]})
+    with pytest.raises(wb.errors.DataError, match=r"of shape \[1048576, 1048576\] needs ~8192\.0 GiB: not enough memory"):
+        D.synthetic_inputs(m, batch=2 ** 20)
+
+
+def test_synthetic_inputs_default_seed_and_a_bool_used_as_an_index():
+    """The default seed is 0 (the documented signature). A bool input cast to int64 to index a 7-row table can only
+    reach rows 0 and 1: it stays a fair coin (not values 0..6 turned into mostly True)."""
+    from onnx import numpy_helper
+
+    nodes = [helper.make_node("Cast", ["b"], ["bi"], name="cast", to=TensorProto.INT64),
+             helper.make_node("Gather", ["t7", "bi"], ["e"], name="emb")]
+    g = helper.make_graph(nodes, "bidx", [helper.make_tensor_value_info("b", TensorProto.BOOL, ["N", 64])],
+                          [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.zeros((7, 2), np.float32), "t7")])
+    m = wb.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), name="bidx")
+    b = D.synthetic_inputs(m, batch=64)["b"]
+    assert b.dtype == np.bool_ and 0.45 < b.mean() < 0.55
+    assert np.array_equal(b, D.synthetic_inputs(m, batch=64, seed=0)["b"])
+    assert not np.array_equal(b, D.synthetic_inputs(m, batch=64, seed=1)["b"])

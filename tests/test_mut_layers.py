@@ -732,7 +732,7 @@ def _st(op, dur=1000.0, count=1):
 
 
 def test_ort_rows_do_not_depend_on_the_order_kernels_are_reported():
-    """Format test on the optimized graph ORT 1.2x writes for conv1 -> relu1 -> conv2 -> add(+relu1) -> relu2 (the
+    """Format test on the optimized graph ORT 1.32 (CPU, AVX-512) writes for conv1 -> relu1 -> conv2 -> add(+relu1) -> relu2 (the
     graph's output) with the NCHWc transformer: two NCHWc convs (the second with the residual sum fused in: a 4th
     input) and a ReorderOutput that writes the block's result back as r2. The ReorderOutput computes no ONNX node,
     in whatever order the profiler reports the kernels."""

@@ -174,7 +174,7 @@ def test_frame_and_attrs_over_several_batches(planted):
     a = dict(df.attrs)
     seconds, peak, start = a.pop("seconds"), a.pop("peak_rss_bytes"), a.pop("rss_start_bytes")
     assert a == {"first_divergent": "n3", "metric": "cosine", "threshold": 0.999, "variant": "chain-planted-custom",
-                 "optimization": "disable", "unmatched": [], "skipped": {},
+                 "precision": "custom", "optimization": "disable", "unmatched": [], "skipped": {},
                  "counts": {"compared": 3, "unmatched": 0, "skipped": 0}, "passes": 1, "run_batch": 5, "runs": 3,
                  "memory_budget": 2 * 1024 ** 3, "estimated_bytes": 5 * CHAIN_BYTES_PER_SAMPLE,  # largest batch
                  "samples": 12, "samples_given": 12, "samples_reason": "", "compare_budget": None, "batches": 3}
@@ -1085,3 +1085,17 @@ def test_tidy_layout_of_a_debug_tensor_frame():
     assert list(tidy.metric) == ["max_abs", "mean_abs", "max_rel", "rmse", "cosine", "snr_db", "nan_count", "inf_count"]
     assert tidy.set_index("metric").loc["max_abs", "value"] == pytest.approx(0.5)
     assert tidy.set_index("metric").loc["mean_abs", "value"] == pytest.approx(0.5)
+
+
+def test_a_filtered_layerwise_frame_keeps_its_precision_for_the_unmatched_frame():
+    """df[df.diverged] of a run where nothing diverged has no rows; its unmatched tensors still name the variant's
+    precision (from the frame's attrs, which pandas keeps through the filter)."""
+    from workbench.compare.layerwise import unmatched_frame
+
+    ref, var = _runtime_model(False), _runtime_model(True)
+    df = layerwise(ref, var, data=[{"x": np.ones((1, 3, 4), np.float32)}], metric="max_abs", threshold=10.0,
+                   progress=False)
+    assert df.attrs["precision"] == "custom" and not df.diverged.any()
+    un = unmatched_frame(df[df.diverged])
+    assert un[["variant", "precision", "tensor"]].values.tolist() == [["rt-var-custom", "custom", "r"],
+                                                                      ["rt-var-custom", "custom", "s"]]

@@ -465,3 +465,87 @@ def test_spread_splits_each_layer_evenly_and_keeps_the_rest():
     raw = spread(df)  # without an index: the covered node itself
     assert raw["onnx_node"].tolist() == ["q", "dq", "neg", UNMAPPED, "add", "add", "out_cast"]
     assert df["layer"].tolist() == ["L1", "L2", "L3", "L4"]  # the input is untouched
+
+
+def test_follow_does_not_stop_at_an_already_seen_plumbing_node():
+    # cast0 -> c0 -> (cast1, cast2); cast1 -> c1; cast2 -> c2; c2 is read by cast3 (CastLike of c1, c2: reached
+    # through cast1 already) and then by relu. Breadth first from cast0, level 2 must still find relu after
+    # skipping the seen cast3 (not give up on cast2's other consumers and walk on to "late").
+    nodes = [h.make_node("Cast", ["x"], ["c0"], name="cast0", to=T.FLOAT),
+             h.make_node("Cast", ["c0"], ["c1"], name="cast1", to=T.FLOAT),
+             h.make_node("Cast", ["c0"], ["c2"], name="cast2", to=T.FLOAT),
+             h.make_node("CastLike", ["c1", "c2"], ["c3"], name="cast3"),
+             h.make_node("Relu", ["c2"], ["r"], name="relu"),
+             h.make_node("Neg", ["c3"], ["n"], name="late"),
+             h.make_node("Add", ["r", "n"], ["y"], name="add")]
+    ix = GraphIndex.of(_model(nodes))
+    assert ix.consumers["c2"] == ["cast3", "relu"]
+    assert ix.canonical("cast0") == "relu"
+
+
+def test_dynamic_ignores_empty_output_names():
+    # split writes "p" and an unused optional output ""; clip reads only constants and an empty optional input "":
+    # clip does not depend on the graph input
+    nodes = [h.make_node("Split", ["x"], ["p", ""], name="split", num_outputs=2),
+             h.make_node("Clip", ["w", "", "mx"], ["c"], name="clip"),
+             h.make_node("Add", ["p", "c"], ["y"], name="add")]
+    ix = GraphIndex.of(_model(nodes, inits=[h.make_tensor("w", T.FLOAT, [1], [1.0]),
+                                            h.make_tensor("mx", T.FLOAT, [], [6.0])], opset=18))
+    assert ix.dynamic == {"split", "add"}
+
+
+def test_fused_walk_skips_empty_optional_inputs():
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             h.make_node("Clip", ["c", "", "mx"], ["y"], name="clip")]
+    ix = GraphIndex.of(_model(nodes, inits=[h.make_tensor("w", T.FLOAT, [1, 1, 1, 1], [1.0]),
+                                            h.make_tensor("mx", T.FLOAT, [], [6.0])]))
+    assert ort_fused_nodes(["y"], [], ix, set(), "FusedConv") == ["conv", "clip"]
+
+
+@pytest.mark.parametrize("name,nodes", [
+    ("PWN(x, PWN(y, z), w)", ["x", "y", "z", "w"]),
+    ("PWN(a PWN(b))", ["a", "b"]),
+    ("PWN(a", ["a"]),
+    ("PWN(PWN(PWN(a)))", ["a"]),
+    ("PWN( a , b )", ["a", "b"]),
+    ("PWN(f(x), y)", ["f(x)", "y"]),  # parentheses and commas inside a name stay in the name
+    ("PWN(PWN(/m/Mul(1)), /m/g(a, b))", ["/m/Mul(1)", "/m/g(a, b)"]),
+    ("PWN(a(b(c)), d)", ["a(b(c))", "d"]),
+])
+def test_pointwise_names_nested_and_unusual(name, nodes):
+    assert split_trt_layer_name(name) == (nodes, "pointwise")
+
+
+def test_fused_walk_visits_a_shared_producer_once_and_goes_on():
+    # y = add(add2(sig(x), abs(x)), neg(abs(x))): abs is reached twice; the walk must still take sig after it
+    nodes = [h.make_node("Abs", ["x"], ["d"], name="abs"), h.make_node("Sigmoid", ["x"], ["e"], name="sig"),
+             h.make_node("Neg", ["d"], ["c"], name="neg"), h.make_node("Add", ["e", "d"], ["b"], name="add2"),
+             h.make_node("Add", ["b", "c"], ["y"], name="add")]
+    ix = GraphIndex.of(_model(nodes))
+    assert ort_fused_nodes(["y"], [], ix, set(), "") == ["abs", "sig", "neg", "add2", "add"]
+    assert ort_fused_nodes(["y"], [], ix, set()) == ["abs", "sig", "neg", "add2", "add"]  # op type left out
+
+
+def test_fused_walk_past_the_core_skips_real_ops_but_keeps_looking_for_plumbing():
+    # conv reads dq(q(x)) and a weight computed at run time by wrelu (not plumbing): past the core, wrelu is not
+    # taken, the input's Q/DQ pair is
+    s, z = h.make_tensor("s", T.FLOAT, [], [0.1]), h.make_tensor("z", T.INT8, [], [0])
+    nodes = [h.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="qx"),
+             h.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dqx"),
+             h.make_node("Relu", ["x"], ["w"], name="wrelu"),
+             h.make_node("Conv", ["xd", "w"], ["c"], name="conv"),
+             h.make_node("Relu", ["c"], ["y"], name="act")]
+    ix = GraphIndex.of(_model(nodes, inits=[s, z]))
+    assert ort_fused_nodes(["y"], [], ix, set(), "FusedConv") == ["qx", "dqx", "conv", "act"]
+
+
+def test_nchwc_sum_whose_add_is_the_graph_output():
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], name="conv"), h.make_node("Add", ["c", "x"], ["y"], name="add")]
+    ix = GraphIndex.of(_model(nodes, inits=[h.make_tensor("w", T.FLOAT, [1, 1, 1, 1], [1.0])]))
+    assert ort_nchwc_sum("c", ix, set()) == ["add"]
+
+
+def test_spread_of_an_empty_table_keeps_its_columns():
+    df = pd.DataFrame(columns=["layer", "onnx_nodes", "onnx_node", "time_ms", "share"])
+    out = spread(df)
+    assert list(out.columns) == list(df.columns) and out.empty

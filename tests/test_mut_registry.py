@@ -194,3 +194,29 @@ def test_onnx_rejection_inside_a_recipe_is_a_model_load_error(how):
             make_variant(_model(), "chk8")
     finally:
         unregister_precision("chk8")
+
+
+def test_progress_flag_reaches_the_calibration_bar(capsys):
+    make_variant(_model(), "int8", calib=CALIB)
+    assert "calibrating tiny (minmax)" in capsys.readouterr().err  # progress=True is the default
+    make_variant(_model(), "int8", calib=CALIB, progress=False)
+    assert "calibrating" not in capsys.readouterr().err
+
+
+def test_a_non_string_keep_entry_names_the_argument():
+    with pytest.raises(UsageError, match=r"^keep_nodes takes a list of names \(strings\), got \[1\]"):
+        make_variant(_model(), "fp16", keep_nodes=[1])
+    with pytest.raises(UsageError, match=r"^keep_op_types takes a list of names \(strings\), got \[2\]"):
+        make_variant(_model(), "fp16", keep_op_types=[2])
+    with pytest.raises(UsageError, match=r"^keep_nodes takes a list of names, not int"):
+        make_variant(_model(), "fp16", keep_nodes=5)
+
+
+def test_unchanged_variant_of_an_edited_model_names_the_edited_model_as_its_source():
+    import workbench.edit as E
+
+    src = wb.load(_model())
+    edited = E.cleanup(src)  # a derived model: its parent is the loaded one
+    assert edited.parent_hash == src.hash and edited.hash != src.hash
+    v = make_variant(edited, "fp32")
+    assert v.source_hash == edited.hash

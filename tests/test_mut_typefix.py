@@ -194,8 +194,10 @@ def test_op_without_a_bf16_signature_falls_back_to_fp32(op):
     cond = nh.from_array(np.array([[True, False, True]] * 2), "cond")
     ins = ["cond", "r", "r"] if op == "Where" else ["r"]
     nodes = [h.make_node("Relu", ["x"], ["r"], name="relu"), h.make_node(op, ins, ["s"], name="op"),
-             h.make_node("Neg", ["s"], ["y"], name="neg")]
-    m = _model(nodes, [_vi("x", BF16)], [_vi("y", BF16)], [cond], opset=13)
+             h.make_node("Neg", ["s"], ["y"], name="neg"),
+             h.make_node("Add", ["i", "i"], ["i2"], name="int_add")]  # no float input: nothing to fall back from
+    m = _model(nodes, [_vi("x", BF16), h.make_tensor_value_info("i", T.INT64, [2])],
+               [_vi("y", BF16), h.make_tensor_value_info("i2", T.INT64, [2])], [cond], opset=13)
     fallback: list[str] = []
     added = repair_float_types(m, set(), low=BF16, fallback=fallback)
     assert fallback == ["op"]
@@ -485,4 +487,153 @@ def test_cast_value_info_carries_shapes_inferred_from_initializer_values():
     vi = {v.name: v.type.tensor_type for v in m.graph.value_info}
     assert vi["r__wb_cast_float"].elem_type == F32
     assert [d.dim_value for d in vi["r__wb_cast_float"].shape.dim] == [3, 2]
+    assert strict_problems(m) == []
+
+
+# ---------------------------------------------------------------------------------------------- second round
+def test_custom_domain_op_named_like_a_standard_op_is_not_given_the_standard_schema():
+    """my.ops::Relu is not ONNX's Relu: nothing is known about its types, so its fp32 input is not cast."""
+    nodes = [h.make_node("Relu", ["x", "W"], ["f"], name="custom_relu", domain="my.ops"),
+             h.make_node("Relu", ["x"], ["y"], name="relu16")]
+    m = _model(nodes, [_vi("x", F16)], [_vi("y", F16)], [nh.from_array(W, "W")])
+    m.opset_import.append(h.make_opsetid("my.ops", 1))
+    fallback: list[str] = []
+    assert repair_float_types(m, set(), fallback=fallback) == []
+    assert list(_node(m, "custom_relu").input) == ["x", "W"] and fallback == []
+
+
+def test_unknown_op_is_not_a_fallback():
+    nodes = [h.make_node("Frob", ["x"], ["f"], name="custom", domain="my.ops"),
+             h.make_node("Relu", ["x"], ["y"], name="relu16")]
+    m = _model(nodes, [_vi("x", BF16)], [_vi("y", BF16)], opset=13)
+    m.opset_import.append(h.make_opsetid("my.ops", 1))
+    fallback: list[str] = []
+    assert repair_float_types(m, set(), low=BF16, fallback=fallback) == []
+    assert fallback == []
+
+
+def test_scatternd_updates_share_the_data_type_parameter_not_the_indices_type():
+    """ScatterND(data: T, indices: int64, updates: T): fp32 updates of a converted node are cast to fp16."""
+    idx = nh.from_array(np.array([[1]], np.int64), "idx")
+    upd = nh.from_array(np.full((1, 3), 7.0, np.float32), "upd")
+    nodes = [h.make_node("ScatterND", ["x", "idx", "upd"], ["y"], name="scatter16")]
+    m = _model(nodes, [_vi("x", F16)], [_vi("y", F16)], [idx, upd])
+    assert repair_float_types(m, set()) == ["upd__wb_cast_float16_node"]
+    assert list(_node(m, "scatter16").input) == ["x", "idx", "upd__wb_cast_float16"]
+    assert strict_problems(m) == []
+    (y,) = _run(m, {"x": X.astype(np.float16)})
+    np.testing.assert_allclose(y, np.array([X[0], [7.0, 7.0, 7.0]]), rtol=1e-3)
+
+
+def _loop(name, v_in):
+    body = h.make_graph([h.make_node("Identity", ["c_in"], ["c_out"], name=f"{name}_id"),
+                         h.make_node("Neg", ["v_in"], ["v_out"], name=f"{name}_neg")], "body",
+                        [h.make_tensor_value_info("i", T.INT64, []), h.make_tensor_value_info("c_in", T.BOOL, []),
+                         _vi("v_in", F32)], [h.make_tensor_value_info("c_out", T.BOOL, []), _vi("v_out", F32)])
+    return h.make_node("Loop", ["n", "", v_in], ["lo"], name=name, body=body)
+
+
+def test_kept_loop_gets_its_loop_carried_input_cast_a_converted_one_does_not():
+    m = _model([h.make_node("Relu", ["x"], ["r"], name="relu16"), _loop("loop32", "r")],
+               [_vi("x", F16), h.make_tensor_value_info("n", T.INT64, [])], [_vi("lo", F32)])
+    assert repair_float_types(m, {"loop32"}, output_types={"lo": F32}) == ["r__wb_cast_float_node"]
+    assert list(_node(m, "loop32").input) == ["n", "", "r__wb_cast_float"]
+    assert strict_problems(m) == []
+    (y,) = _run(m, {"x": X.astype(np.float16), "n": np.array(3, np.int64)})
+    np.testing.assert_allclose(y, -np.maximum(X, 0), rtol=1e-3)
+    m2 = _model([_loop("loop16", "x")], [_vi("x", F32), h.make_tensor_value_info("n", T.INT64, [])], [_vi("lo", F32)])
+    assert repair_float_types(m2, set(), output_types={"lo": F32}) == []  # a converted holder: its bodies decide
+    assert list(_node(m2, "loop16").input) == ["n", "", "x"]
+
+
+def test_an_empty_optional_input_before_a_clashing_one_does_not_stop_the_casts():
+    mx = nh.from_array(np.array(1.0, np.float32), "mx")
+    nodes = [h.make_node("Clip", ["x", "", "mx"], ["y"], name="clip16")]
+    m = _model(nodes, [_vi("x", F16)], [_vi("y", F16)], [mx])
+    assert repair_float_types(m, set()) == ["mx__wb_cast_float16_node"]
+    assert list(_node(m, "clip16").input) == ["x", "", "mx__wb_cast_float16"]
+    assert strict_problems(m) == []
+    (y,) = _run(m, {"x": X.astype(np.float16)})
+    np.testing.assert_allclose(y, np.minimum(X, 1.0))
+
+
+def test_sequence_typed_value_info_is_left_a_sequence():
+    nodes = [h.make_node("SequenceConstruct", ["x", "x"], ["seq"], name="mkseq"),
+             h.make_node("SequenceAt", ["seq", "zero"], ["y"], name="at")]
+    seq_vi = h.make_tensor_sequence_value_info("seq", F16, [2, 3])
+    m = _model(nodes, [_vi("x", F16)], [_vi("y", F16)], [nh.from_array(np.array(0, np.int64), "zero")], [seq_vi])
+    repair_float_types(m, set())
+    (vi,) = m.graph.value_info
+    assert vi.type.HasField("sequence_type") and vi.type.sequence_type.elem_type.tensor_type.elem_type == F16
+    assert strict_problems(m) == []
+
+
+def test_a_body_output_that_names_the_removed_cast_output_is_renamed():
+    """The then-branch returns the outer tensor v itself (no node): after the round trip is removed it returns t."""
+    then_g = h.make_graph([], "then", [], [_vi("v", F32)])
+    else_g = h.make_graph([h.make_node("Neg", ["v"], ["e"], name="else_neg")], "else", [], [_vi("e", F32)])
+    nodes = [h.make_node("Relu", ["x"], ["t"], name="relu"),
+             h.make_node("Cast", ["t"], ["u"], name="down", to=F16),
+             h.make_node("Cast", ["u"], ["v"], name="up", to=F32),
+             h.make_node("If", ["cond"], ["y"], name="if", then_branch=then_g, else_branch=else_g)]
+    m = _model(nodes, [_vi("x", F32), h.make_tensor_value_info("cond", T.BOOL, [])], [_vi("y", F32)],
+               value_info=[_vi("t", F32)])
+    assert drop_round_trip_casts(m) == ["up", "down"]
+    ifn = _node(m, "if")
+    br = {a.name: a.g for a in ifn.attribute}
+    # (a body output naming an outer tensor is outside strict ONNX; the rename keeps it pointing at a live tensor)
+    assert [o.name for o in br["then_branch"].output] == ["t"] and list(br["else_branch"].node[0].input) == ["t"]
+    assert {n.name for n in m.graph.node} == {"relu", "if"}
+
+
+def _if_reading(name, t):
+    et = F16 if t == "u" else F32
+    tg = h.make_graph([h.make_node("Identity", [t], [f"{name}_t"], name=f"{name}_tid")], "then", [], [_vi(f"{name}_t", et)])
+    eg = h.make_graph([h.make_node("Identity", [t], [f"{name}_e"], name=f"{name}_eid")], "else", [], [_vi(f"{name}_e", et)])
+    return h.make_node("If", ["cond"], [f"{name}_o"], name=name, then_branch=tg, else_branch=eg)
+
+
+def test_the_fp16_tensor_read_by_the_first_of_two_bodies_keeps_its_cast():
+    nodes = [h.make_node("Relu", ["x"], ["t"], name="relu"),
+             h.make_node("Cast", ["t"], ["u"], name="down", to=F16),
+             h.make_node("Cast", ["u"], ["v"], name="up", to=F32),
+             h.make_node("Sigmoid", ["v"], ["y"], name="sig"), _if_reading("if1", "u"), _if_reading("if2", "x")]
+    outs = [_vi("y", F32), _vi("if1_o", F16), _vi("if2_o", F32)]
+    m = _model(nodes, [_vi("x", F32), h.make_tensor_value_info("cond", T.BOOL, [])], outs,
+               value_info=[_vi("t", F32), _vi("u", F16)])
+    assert drop_round_trip_casts(m) == ["up"]
+    assert "down" in {n.name for n in m.graph.node} and strict_problems(m) == []
+
+
+def test_the_fp16_tensor_read_by_another_node_and_a_body_keeps_its_cast():
+    nodes = [h.make_node("Relu", ["x"], ["t"], name="relu"),
+             h.make_node("Cast", ["t"], ["u"], name="down", to=F16),
+             h.make_node("Cast", ["u"], ["v"], name="up", to=F32),
+             h.make_node("Neg", ["u"], ["z"], name="neg16"),
+             h.make_node("Sigmoid", ["v"], ["y"], name="sig"), _if_reading("if1", "u")]
+    outs = [_vi("y", F32), _vi("z", F16), _vi("if1_o", F16)]
+    m = _model(nodes, [_vi("x", F32), h.make_tensor_value_info("cond", T.BOOL, [])], outs,
+               value_info=[_vi("t", F32), _vi("u", F16)])
+    assert drop_round_trip_casts(m) == ["up"]
+    assert "down" in {n.name for n in m.graph.node} and strict_problems(m) == []
+
+
+def test_a_cast_to_fp32_that_is_not_a_round_trip_does_not_stop_the_search():
+    nodes = [h.make_node("Shape", ["x"], ["s"], name="shape"), h.make_node("Cast", ["s"], ["sf"], name="sf32", to=F32),
+             h.make_node("Relu", ["x"], ["t"], name="relu"),
+             h.make_node("Cast", ["t"], ["u"], name="down", to=F16),
+             h.make_node("Cast", ["u"], ["v"], name="up", to=F32),
+             h.make_node("Sigmoid", ["v"], ["y"], name="sig")]
+    m = _model(nodes, [_vi("x", F32)], [_vi("y", F32), h.make_tensor_value_info("sf", F32, [2])],
+               value_info=[_vi("t", F32)])
+    assert drop_round_trip_casts(m) == ["up", "down"]
+    assert strict_problems(m) == []
+
+
+def test_outputs_left_out_of_declared_outputs_keep_the_graph_declared_type():
+    nodes = [h.make_node("Relu", ["x"], ["y"], name="relu16"), h.make_node("Neg", ["y"], ["z"], name="neg16")]
+    m = _model(nodes, [_vi("x", F16)], [_vi("y", F32), _vi("z", F32)])
+    # z is not in declared_outputs: it keeps the type the graph declares for it (fp32), so both get a cast back
+    assert repair_float_types(m, set(), declared_outputs={"y": F32}) == ["y__wb_output_cast", "z__wb_output_cast"]
+    assert [o.type.tensor_type.elem_type for o in m.graph.output] == [F32, F32]
     assert strict_problems(m) == []

@@ -436,3 +436,102 @@ def test_repair_loop_stops_after_max_rounds():
     with pytest.raises(WorkbenchError):
         V.repair_loop(convert3, "fp16", max_rounds=5)
     assert len(calls3) == 5
+
+
+# ---------------------------------------------------------------------------------------------- second round
+def test_an_unknown_name_before_a_known_one_does_not_hide_it():
+    msg = "(op_type:Foo, node name: nowhere): z; (op_type:Neg, node name: src_b): x"
+    assert V.failing_nodes(msg, _chain()) == ["src_b"]
+
+
+def test_restore_leaves_a_node_that_was_not_hidden_alone():
+    m = _if_model()
+    hidden = V.hide_subgraphs(_if_model())  # records of another copy: same names, but m's If is not opaque
+    before = m.SerializeToString()
+    V.restore_subgraphs(m, hidden)
+    assert m.SerializeToString() == before
+
+
+def test_custom_node_with_a_graphs_attribute_round_trips_with_renames():
+    """A GRAPHS-typed attribute (a list of bodies, as custom ops may hold) is hidden and restored like a GRAPH
+    one, and every body in the list reads the renamed outer input."""
+    bodies = [h.make_graph([h.make_node("Neg", ["r"], [f"o{i}"], name=f"b{i}_neg")], f"b{i}", [], [_vi(f"o{i}")])
+              for i in range(2)]
+    node = h.make_node("MultiBody", ["x"], ["y"], name="multi", domain="my.ops")
+    node.attribute.append(h.make_attribute("bodies", bodies))
+    m = _model([h.make_node("Relu", ["x"], ["r"], name="relu"), node], [_vi("x")], [_vi("y")])
+    m.opset_import.append(h.make_opsetid("my.ops", 1))
+    hidden = V.hide_subgraphs(m)
+    assert hidden[0].outer == ["r"] and len(m.graph.node[1].attribute) == 0
+    m.graph.node[1].input[1] = "r_fp32"
+    V.restore_subgraphs(m, hidden)
+    n = m.graph.node[1]
+    assert (n.op_type, n.domain, list(n.input)) == ("MultiBody", "my.ops", ["x"])
+    assert [list(g.node[0].input) for g in n.attribute[0].graphs] == [["r_fp32"], ["r_fp32"]]
+
+
+def test_reads_of_every_body_holder_count():
+    """Two If nodes read two different shape-math tensors from their bodies: neither producer is shape math."""
+    m = _shape_math()
+    for name, t in (("if1", "half_fl"), ("if2", "half_f")):
+        tg = h.make_graph([h.make_node("Identity", [t], [f"{name}_t"], name=f"{name}_tid")], "then", [],
+                          [_vi(f"{name}_t", F32, (2,))])
+        eg = h.make_graph([h.make_node("Identity", ["two"], [f"{name}_e"], name=f"{name}_eid")], "else", [],
+                          [_vi(f"{name}_e", F32, (2,))])
+        m.graph.node.append(h.make_node("If", ["c"], [f"{name}_o"], name=name, then_branch=tg, else_branch=eg))
+    assert set(V.shape_compute_nodes(m)) == {"to_int", "concat"}
+
+
+def test_node_without_outputs_does_not_stop_the_scan():
+    m = _shape_math()
+    m.graph.node.append(h.make_node("Sink", ["r"], [], name="sink", domain="my.ops"))  # visited first (reversed)
+    assert set(V.shape_compute_nodes(m)) == {"to_float", "div", "floor", "to_int", "concat"}
+
+
+def test_an_empty_first_output_does_not_make_the_node_shape_math():
+    nodes = [h.make_node("Shape", ["x"], ["s"], name="shape"), h.make_node("Cast", ["s"], ["sf"], name="tof", to=F32),
+             h.make_node("TwoOut", ["sf"], ["", "o2"], name="two", domain="my.ops"),
+             h.make_node("Relu", ["o2"], ["y"], name="relu")]
+    m = _model(nodes, [_vi("x")], [h.make_tensor_value_info("y", F32, None)])
+    assert V.shape_compute_nodes(m) == {}
+
+
+def test_a_shape_use_first_and_a_data_use_after_is_not_shape_math():
+    nodes = [h.make_node("Shape", ["x"], ["s"], name="shape"), h.make_node("Cast", ["s"], ["sf"], name="tof", to=F32),
+             h.make_node("Floor", ["sf"], ["fl"], name="floor"),
+             h.make_node("Cast", ["fl"], ["fli"], name="toi", to=T.INT64),
+             h.make_node("Tile", ["x", "fli"], ["t"], name="tile"),   # shape use of fli ...
+             h.make_node("Cast", ["fli"], ["back"], name="back", to=F32),
+             h.make_node("Add", ["back", "sf"], ["y2"], name="add")]  # ... and a data use (through a float Cast)
+    m = _model(nodes, [_vi("x")], [h.make_tensor_value_info("t", F32, None), h.make_tensor_value_info("y2", F32, None)])
+    # floor feeds only an integer Cast (a shape use by itself); fli is also read as data, so toi is not shape math
+    assert V.shape_compute_nodes(m) == {"floor": COMPUTES}
+
+
+LONG = "reshape_" + "r" * 100
+
+
+def _two_problem_model(fixed: bool):
+    """Output y1 declared without a shape (the checker stops there) and y2 = Reshape(z, Shape(x)) declared [3, 2]
+    while Shape(x) = [2, 3] (only strict inference with data propagation sees it): two different problems."""
+    nodes = [h.make_node("Shape", ["x"], ["s"], name="shape"), h.make_node("Reshape", ["z", "s"], ["y2"], name=LONG),
+             h.make_node("Relu", ["x"], ["y1"], name="relu")]
+    y1 = _vi("y1") if fixed else h.make_tensor_value_info("y1", F32, None)
+    return _model(nodes, [_vi("x"), _vi("z", F32, (6,))], [y1, _vi("y2", F32, (2, 3) if fixed else (3, 2))])
+
+
+def test_two_different_problems_are_both_reported_and_joined_in_the_log():
+    probs = V.strict_problems(_two_problem_model(False))
+    assert len(probs) == 2 and probs[0].startswith("onnx.checker: ") and probs[1].startswith("strict shape inference:")
+    proto, log = V.repair_loop(lambda extra: _two_problem_model(LONG in extra), "fp16")
+    assert log.problems == [f"{probs[0]} | {probs[1]}"]
+    reason = log.kept[LONG]
+    text = f"{probs[0]} | {probs[1]}"
+    assert len(text) > 300 and reason == "the fp16 graph failed the strict check here: " + text[:300]
+
+
+def test_repair_loop_default_is_twelve_rounds():
+    convert, calls = _converter({f"add_{i}": "" for i in range(13)})
+    with pytest.raises(WorkbenchError):
+        V.repair_loop(convert, "fp16")
+    assert len(calls) == 12

@@ -114,8 +114,10 @@ PLAN: dict[str, Target] = {
                    ["*ShapeRange*", "*ShapeMap*", "*.x__split_items*", "*.x__parse_dims*", "*.x__parse_range*",
                     "*.x__make_range*", "*.x_np_dtype*", "*TensorSpec*", "*.x__spec_of*", "*.x_input_specs*",
                     "*.x_output_specs*", "*.x_resolve_shapes*", "*.x_samples_in*", "*.x__take*", "*.x_static_batch*",
-                    "*.x_default_batch*", "*.x_feeds_batch*", "*.x_head_batches*", "*.x_cast_feeds*"],
-                   "shapes syntax, input specs, shape resolution, batch helpers; not the .npz reader"),
+                    "*.x_default_batch*", "*.x_feeds_batch*", "*.x_head_batches*", "*.x_cast_feeds*",
+                    "*.x_synthetic_inputs*", "*.x_model_batch_axes*"],
+                   "shapes syntax, input specs, shape resolution, batch axes, synthetic inputs, batch helpers; not "
+                   "the .npz reader"),
     "builds": Target("workbench/builds.py", ["tests/test_builds_fallback.py", "tests/test_mut_builds.py"]),
     "layerwise": Target("workbench/compare/layerwise.py",
                         ["tests/test_mut_layerwise.py", "tests/test_layerwise.py::test_bad_metric_and_missing_threshold"],
@@ -141,6 +143,13 @@ PLAN: dict[str, Target] = {
                                "*.x_unmatched_frame*", "*.x_layerwise_tidy*", "*.x_node_label*"],
                               "tensor matching (name and structure rules, shape checks), expose/cut_model, the "
                               "summary/unmatched/tidy frames; tests: tiny real graphs, not the digits files"),
+    "bisect": Target("workbench/compare/layerwise.py",
+                     ["tests/test_mut_bisect.py",
+                      "tests/test_layerwise_scale.py::test_bisection_agrees_with_the_full_scan_on_a_planted_divergence"],
+                     ["*.x_first_divergence__*", "*ǁBisectionǁ*", "*ǁPeakRSSǁ*", "*.x__session__*", "*.x__as_variant__*"],
+                     "first_divergence (bisection over cut graphs), the Bisection record, PeakRSS, the ORT CPU "
+                     "session and variant helpers; not layerwise_debug_tensors (needs TensorRT on a GPU); tests: "
+                     "tiny real graphs, not the int8 digits bisection"),
     "precision-base": Target("workbench/precision/base.py",
                              ["tests/test_precision.py", "tests/test_extending.py", "tests/test_mut_precision.py"]),
     "layers": Target("workbench/measure/layers.py",
@@ -256,6 +265,8 @@ cli()
 _STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
            36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", -9: "timeout",
            37: "type check", None: "not checked"}
+#: mutmut's words when its unmutated run of the selection fails (then it judges no mutant)
+_BROKEN_RUN = ("Failed to run clean test", "failed to collect stats")
 _COPY = ["workbench", "tests", "sample_models", "bench", "docs", "notebooks", "realmodels", "pyproject.toml"]
 
 
@@ -831,8 +842,35 @@ EXPLAINED.update({
                                            "['CPUExecutionProvider'], which is what a CPU-only onnxruntime runs anyway",
 })
 
+# mut-bisect (bisect)
+_B = "workbench.compare.layerwise."
+EXPLAINED.update({
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: without types, cut_model types the cut output by ONNX "
+       "shape inference of the same graph, which is where match_tensors took p.ref_type / p.var_type from"
+       for i in (110, 113, 121, 124)},
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: cut_model(proto, {tensor: type}) iterates the dict's one "
+       "key as the outputs and types the cut output by ONNX shape inference, where the pair's type came from"
+       for i in (112, 123)},
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: build_engine hands options=None on to build_variants, "
+       "which then makes BuildOptions(progress=False): the same options as opts" for i in (125, 133, 139, 159, 165)},
+    **{_B + f"x_first_divergence__mutmut_{i}": "equivalent: build_engine's progress only reaches make_variant, "
+       "which a ready Variant skips; the build itself gets opts (progress=False)"
+       for i in (134, 140, 147, 160, 166, 176)},
+    _B + "x_first_divergence__mutmut_16": "equivalent: load() returns a Model it is given unchanged",
+    _B + "x_first_divergence__mutmut_144": "equivalent: Variant.of's default precision is 'fp32'",
+    _B + "x_first_divergence__mutmut_178": "equivalent: percentiles=None is falsy like False (no histogram; "
+                                           "err_p99/err_p999 stay NaN)",
+    _B + "x_first_divergence__mutmut_266": "equivalent: found is only read through `if found`, and '' is falsy "
+                                           "like None",
+    **{_B + f"x__session__mutmut_{i}": "not killed here: on a CPU-only onnxruntime a session without providers "
+       "gets the CPU provider (a GPU build would pick CUDA: needs onnxruntime-gpu)" for i in (11, 14)},
+    _B + "xǁPeakRSSǁ__init____mutmut_8": "equivalent: _thread is only read in __exit__, after __enter__ set it to "
+                                        "the sampling thread",
+})
+
 # mut-precision (typefix, validity, smooth, precision-registry)
-_S = "workbench.precision.smooth."
+_S, _V = "workbench.precision.smooth.", "workbench.precision.validity."
+_TF, _R = "workbench.precision.typefix.", "workbench.precision."
 _CPU_ONLY = ("not killed here: on a CPU-only onnxruntime the session runs on the CPU provider whether the list names "
              "it, is left out, or holds an unknown name (ORT warns and falls back)")
 EXPLAINED.update({
@@ -846,6 +884,53 @@ EXPLAINED.update({
     _S + "x_activation_channel_max__mutmut_46": "equivalent: numpy reads any negative reshape size as 'infer'",
     **{_S + f"x_smooth_groups__mutmut_{i}": "equivalent: w is an input of the node n being looked at, so uses[w] >= 1 "
        "always exists and the .get default is never used" for i in (36, 38, 39)},
+    **{_V + f"x_strict_problems__mutmut_{i}": "equivalent: check_model(full_check=True) already runs strict inference "
+       "with check_type=True, so a type clash fails the checker first, and the second run's message is only added "
+       "when it differs; data propagation adds shape values, not types" for i in (14, 17)},
+    **{_V + f"x_shape_compute_nodes__mutmut_{i}": "equivalent: None is falsy like False where outs_shape_only / "
+       "shape_only[...] are read (if, all())" for i in (29, 38, 65, 67, 71)},
+    **{_V + f"x_shape_compute_nodes__mutmut_{i}": "equivalent: `if not uses` treats None like []" for i in (34, 36)},
+    **{_V + f"x_shape_compute_nodes__mutmut_{i}": "equivalent in valid ONNX: Cast's 'to' attribute is required, and "
+       "the defaults 0 / None / 1 (FLOAT) are not integer types either" for i in (53, 55, 59)},
+    _V + "x_shape_compute_nodes__mutmut_68": "equivalent on topologically sorted graphs (convert_fp16 sorts first): "
+                                             "in reverse order every consumer's outputs are already in shape_only, so "
+                                             "the .get default is never read",
+    **{_TF + f"x__schema__mutmut_{i}": "equivalent for checker-valid models: every node's domain must be in "
+       "opset_import (the checker refuses 'No opset import for domain'), so the .get default is never used"
+       for i in (8, 10, 13)},
+    _TF + "x__schema__mutmut_11": "not killed: differs only for an op of a non-default domain whose schema at the "
+                                  "default domain's opset version has other float type constraints than at its own "
+                                  "domain's version; no test graph has one",
+    _TF + "x_repair_float_types__mutmut_108": "equivalent: onnx's infer_node_outputs itself raises KeyError for an "
+                                              "input without a type, so without the filter the same KeyError comes "
+                                              "one step earlier inside the same try (no inferred types either way)",
+    _TF + "x_repair_float_types__mutmut_139": "equivalent: a tensor's type starts as its value_info's own and is only "
+                                              "replaced by types with a nonzero element type, so when it is 0 it "
+                                              "equals the value_info's own (0) and the 'or' branch is False",
+    _TF + "x__elem__mutmut_2": "equivalent: reading tensor_type of a TypeProto that holds another kind of type gives "
+                               "the default message (elem_type 0) without setting it",
+    **{_TF + f"x__toposort__mutmut_{i}": "not killed: recursing also sorts the nodes inside If/Loop bodies, which the "
+       "converter leaves sorted (a stable sort keeps a sorted body's order)" for i in (6, 8, 9)},
+    _TF + "x_drop_round_trip_casts__mutmut_18": "equivalent: no ONNX op but Cast has an attribute named 'to'",
+    _TF + "x_drop_round_trip_casts__mutmut_21": "equivalent in valid ONNX: Cast's 'to' attribute is required",
+    _TF + "x_drop_round_trip_casts__mutmut_40": "equivalent: the count of removed second Casts never equals None, nor "
+                                                "k + 1 (it is at most the k main-graph readers), so a tensor a body "
+                                                "reads keeps its first Cast both ways",
+    _TF + "x_drop_round_trip_casts__mutmut_46": "equivalent: the count is only compared for u, which its removed Cast "
+                                                "b reads in the main graph, so the .get default is never used for it",
+    _TF + "x_drop_round_trip_casts__mutmut_47": "equivalent: k + 2 exceeds the removed count (<= k) like k + 1, so a "
+                                                "tensor a body reads keeps its first Cast both ways",
+    **{_TF + f"x_drop_round_trip_casts__mutmut_{i}": "equivalent: u is read by the removed Cast b, so n_consumers "
+       "always holds it and the .get default is never used" for i in (118, 120, 121)},
+    **{_R + f"xǁ_Unchangedǁ__init____mutmut_{i}": "not killable under mutmut: the fp32/tf32 entries are built once when "
+       "workbench.precision is imported, before mutmut activates a mutant (its fork server imports the package "
+       "first); test_builtin_facts checks them" for i in (1, 2)},
+    **{_R + f"xǁ_Unchangedǁapply__mutmut_{i}": "equivalent: Variant.__post_init__ names an unnamed variant "
+       "f'{model.name}-{precision}', which is variant_name(model, precision, False)" for i in (18, 24)},
+    _R + "xǁ_Unchangedǁapply__mutmut_32": "equivalent: variant_name adds '-mixed' only for a truthy flag; None is "
+                                          "falsy like False",
+    _R + "x_make_variant__mutmut_3": "equivalent: the method is lowercased (str(...).lower()) before it is checked "
+                                     "or used",
 })
 
 # mut-measure (mapping, roofline, native-log, cupti)
@@ -857,6 +942,53 @@ EXPLAINED.update({
                                    "which matches neither '' nor 'XXXX'",
     **{_RF + f"x_roofline_row__mutmut_{i}": _NAN for i in (16, 27, 35, 44, 51, 58, 72, 98)},
     _RF + "xǁDevicePeaksǁridge_point__mutmut_17": _NAN,
+})
+_CU = "workbench.measure.cupti."
+_MASKED = "equivalent: index -1 (np.clip without its lower bound) is only read where ok = (i >= 0) masks it out"
+EXPLAINED.update({
+    **{_CU + f"x__nodes__mutmut_{i}": "equivalent: the default name matters only for a Node event without a name, "
+       "which ORT never writes; '', None and 'XXXX' all fail the '_kernel_time' test" for i in (13, 15, 18)},
+    **{_CU + f"x__nodes__mutmut_{i}": "equivalent: a missing 'args' becomes {} through 'or {}' either way"
+       for i in (24, 26)},
+    _CU + "x__union_ns__mutmut_6": "equivalent: a touching interval (s == cur_e) adds e - s either way: one block "
+                                   "[cur_s, e] or two blocks [cur_s, cur_e] + [s, e] have the same length",
+    **{_CU + f"x_align__mutmut_{i}": "equivalent: _runs returns floats, so np.array makes float64 without the dtype"
+       for i in (24, 26, 30, 32)},
+    _CU + "x_align__mutmut_62": _MASKED,
+    _CU + "x_refine_offset__mutmut_58": _MASKED,
+    _CU + "x_refine_offset__mutmut_24": "equivalent: astype(None) is float64",
+    **{_CU + f"x_refine_offset__mutmut_{i}": "equivalent: any sort kind orders nodes with different starts the same; "
+       "among equal starts searchsorted(side='right') takes the last, where the running maximum of the ends covers "
+       "all of them in any order" for i in (29, 31, 33)},
+    _CU + "x_refine_offset__mutmut_76": "equivalent: range(-5000, 5002, 250) holds the same shifts as "
+                                        "range(-5000, 5001, 250)",
+    _CU + "x_clock_marker__mutmut_32": "not killed: which of two samples with exactly the same bracket is kept; both "
+                                       "are equally tight (the contract), and a perf_counter_ns tie cannot be staged "
+                                       "without faking the clock",
+    _CU + "x_layer_rows__mutmut_8": "equivalent: ort_layer_rows of empty stats returns no rows",
+    _CU + "x_load_recording__mutmut_4": "equivalent: gzip.open's default mode 'rb' gives bytes, which json.load "
+                                        "decodes as UTF-8 too",
+    _CU + "x_trt_cross_check__mutmut_35": _NAN,
+})
+_MP = "workbench.measure.mapping."
+_MAIN = ("equivalent: the node looked up is always a main-graph node (a producer/consumer from the index, or a "
+         "top-level plumbing node), so the key is present and the default is never used")
+EXPLAINED.update({
+    _MP + "x_name_nodes__mutmut_10": "equivalent: a generated name ends with '_<its node index>' (or with '_' after a "
+                                     "clash), so no later candidate '<op>_<j>' can equal it; used.add only guards that",
+    _MP + "x_ort_fused_nodes__mutmut_1": "equivalent: the default op type matters only when none is given; neither '' "
+                                         "nor 'XXXX' is an op type of a real model, so the walk finds no core either way",
+    **{_MP + f"x_ort_fused_nodes__mutmut_{i}": _MAIN for i in (42, 44)},
+    **{_MP + f"x_ort_nchwc_sum__mutmut_{i}": _MAIN for i in (18, 20)},
+    **{_MP + f"xǁGraphIndexǁ_follow__mutmut_{i}": _MAIN for i in (5, 7, 14, 16)},
+    _MP + "xǁGraphIndexǁ_follow__mutmut_22": "equivalent: only plumbing nodes enter seen; without it a plumbing node "
+                                             "reached twice is queued twice, after its first copy in the same level, "
+                                             "so the first non-plumbing node found is the same (repeated work only)",
+    _MP + "xǁGraphIndexǁ_through_plumbing__mutmut_8": "equivalent: downstream=None is falsy like False",
+    _MP + "x_spread__mutmut_4": "equivalent: pandas reads orient case-insensitively",
+    **{_MP + f"x__split_pwn__mutmut_{i}": "not killed: depth is only tested for being non-zero, and differs from "
+       "the original's only after the outermost PWN(...) has closed; a pointwise layer name ends there (' + ' joins "
+       "and ' [profile N]' are split off before), and no result is specified for text after it" for i in (3, 18, 19, 46, 47)},
 })
 
 # mut-review (session 27): outputs, layerwise-match
@@ -895,6 +1027,20 @@ EXPLAINED.update({
                                           "and > 1 agree",
     **{_LWM + f"x_match_tensors__mutmut_{i}": "equivalent: every candidate left unpaired got a reason in phase 2 "
        "(each of its branches sets one), so the 'no match' default is never used" for i in (312, 314, 315, 316)},
+})
+
+_SI = "workbench.data.x_synthetic_inputs__mutmut_"
+EXPLAINED.update({
+    **{_SI + f"{i}": "equivalent: Generator.integers(n) draws from [0, n) as integers(0, n) does" for i in (88, 102)},
+    _SI + "64": "equivalent: an index's low is always 0 (rows 0..n-1 of the table it indexes), and integers(high) "
+                "draws from [0, high)",
+    _SI + "109": "not killed: float64 -> dt instead of float64 -> float32 -> dt is the same for float32/float64 "
+                 "inputs; for float16/bfloat16 only a rare double-rounding tie differs, which no behaviour reads",
+    **{_SI + f"{i}": "equivalent: np.prod of the shape in int64 equals float64's for any shape whose float64 draws "
+       "passed the memory-budget check just before (far below 2**63 elements)" for i in (116, 118)},
+    _SI + "36": "equivalent: diagnose() returns a fact for every graph input, so f is never None",
+    **{_SI + f"{i}": "equivalent: synthetic_inputs reads only value_kind/low/high/choices from diagnose(), which "
+       "the graph trace decides without batch_axis" for i in (6, 8)},
 })
 
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
@@ -960,6 +1106,79 @@ NOT_MEASURED: dict[str, str] = {
                       "2 shared cores; waits for a run on a many-core host",
 }
 
+#: The issue's core modules (#23: measure/, compare/, precision/, model.py, data.py, builds, the report summary).
+CORE = ["workbench/measure", "workbench/compare", "workbench/precision", "workbench/model.py", "workbench/data.py",
+        "workbench/builds.py"]
+#: Functions of core modules that no target mutates, each with the reason (`--coverage` fails on any other).
+NOT_MUTATED: dict[str, str] = {}
+
+# mut-measure: measure/cupti.py and measure/roofline.py functions that need a GPU (their GPU tests are named)
+_GPU_CUPTI = "needs cupti-python and an NVIDIA GPU (tests/test_gpu_cupti.py -m gpu, run on the H200 in session 25)"
+NOT_MUTATED.update({
+    **{f"workbench/measure/cupti.py:{f}": _GPU_CUPTI for f in (
+        "x__import_cupti", "x_cupti_unavailable", "xǁActivityTraceǁ__init__", "xǁActivityTraceǁ__enter__",
+        "xǁActivityTraceǁ_disable", "xǁActivityTraceǁ__exit__", "x__device_synchronize", "x_profile_layers_ort_cupti",
+        "x__iobinding")},
+    "workbench/measure/cupti.py:x_cupti_unavailable": "only its ImportError branch runs without cupti-python (tested: "
+                                                      "test_cupti_path_is_skipped_cleanly_without_gpu); the others need "
+                                                      "cupti-python / libcupti / a GPU (tests/test_gpu_cupti.py -m gpu)",
+    **{f"workbench/measure/roofline.py:{f}": "times a CUDA device through onnxruntime-gpu / cuda-python "
+       "(tests/test_gpu_ort.py -m gpu)" for f in ("x_measure_matmul_tflops", "x__time_matmul", "x_measure_copy_gbps",
+                                                  "x_measure_peaks")},
+})
+
+
+def _functions(module: str) -> list[str]:
+    """mutmut's names of the functions it would mutate in ``module``: ``x_f`` for a module-level function,
+    ``xǁClassǁm`` for a method (nested functions belong to the function that holds them)."""
+    import ast
+
+    tree = ast.parse((ROOT / module).read_text())
+    out = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out.append(f"x_{node.name}")
+        elif isinstance(node, ast.ClassDef):
+            out += [f"xǁ{node.name}ǁ{f.name}" for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return out
+
+
+def coverage() -> dict[str, dict]:
+    """Per core module: its functions, the targets that mutate each, and those no target mutates."""
+    import fnmatch
+
+    modules = []
+    for c in CORE:
+        p = ROOT / c
+        modules += sorted(str(f.relative_to(ROOT)) for f in p.glob("*.py")) if p.is_dir() else [c]
+    out = {}
+    for m in modules:
+        dotted = m[:-3].replace("/", ".").removesuffix(".__init__")
+        funcs = _functions(m)
+        by = {}
+        for f in funcs:
+            name = f"{dotted}.{f}__mutmut_1"
+            by[f] = [n for n, t in PLAN.items() if t.module == m and
+                     (not t.functions or any(fnmatch.fnmatch(name, g) for g in t.functions))]
+        if funcs:
+            out[m] = {"functions": len(funcs), "targets": sorted({n for v in by.values() for n in v}),
+                      "uncovered": [f for f, v in by.items() if not v]}
+    return out
+
+
+def _coverage_report() -> int:
+    """Print the core modules and what no target mutates; 1 if a function is neither mutated nor excused."""
+    bad = 0
+    for m, c in coverage().items():
+        print(f"{m}: {c['functions'] - len(c['uncovered'])}/{c['functions']} functions mutated by "
+              f"{', '.join(c['targets']) or 'no target'}")
+        for f in c["uncovered"]:
+            why = NOT_MUTATED.get(f"{m}:{f}")
+            bad += why is None
+            print(f"    not mutated: {f}: {why or 'NO REASON GIVEN'}")
+    return 1 if bad else 0
+
+
 DOC = ROOT / "docs" / "testing.md"
 _BEGIN, _END = "<!-- mutation-table: written by tools/mutate.py -->", "<!-- /mutation-table -->"
 
@@ -1014,7 +1233,11 @@ def main() -> None:
     ap.add_argument("--record", action="store_true", help="record the scratch copy's current results; run nothing")
     ap.add_argument("--no-write", action="store_true", help="print, do not update docs/mutation.json")
     ap.add_argument("--min-score", type=float, default=None, help="exit 1 if a target scores below this")
+    ap.add_argument("--coverage", action="store_true",
+                    help="list the core modules' functions no target mutates (exit 1 if one has no reason)")
     a = ap.parse_args()
+    if a.coverage:
+        sys.exit(_coverage_report())
     plan = SAMPLE if a.sample else PLAN
     if a.table:  # re-apply EXPLAINED to the recorded survivors and rewrite the docs table
         results = _load()
@@ -1052,7 +1275,11 @@ def main() -> None:
               + (f"\n  mutmut exited {res['run_rc']}: {res['tail']}" if res["run_rc"] else ""))
         if a.min_score is not None and (res["score"] is None or res["score"] < a.min_score):
             low.append(n)
-        if not a.no_write and not a.sample:
+        broken = res["run_rc"] and any(m in res["tail"] for m in _BROKEN_RUN)
+        if broken:  # mutmut never judged a mutant: recording would turn old or empty results into a score
+            print(f"  {n}: mutmut could not run the selected tests unmutated; nothing recorded")
+            low.append(n)
+        if not a.no_write and not a.sample and not broken:
             import fcntl
 
             lock = open(WORK.parent / "mutate.lock" if WORK.parent.exists() else OUT.with_suffix(".lock"), "w")
@@ -1066,7 +1293,7 @@ def main() -> None:
             _write_table(results)
             lock.close()
     if low:
-        sys.exit(f"below {a.min_score}: {', '.join(low)}")
+        sys.exit(f"below {a.min_score} or not run: {', '.join(low)}")
 
 
 if __name__ == "__main__":

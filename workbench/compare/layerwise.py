@@ -683,7 +683,7 @@ def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str,
     call, dropped by ``pd.concat``): ``first_divergent`` (node name or None), ``counts`` (compared / unmatched / skipped),
     ``unmatched`` (``[{onnx_node, op_type, tensor, reason}]``), ``skipped`` (reason → count), ``passes``,
     ``memory_budget``, ``estimated_bytes`` (largest pass), ``peak_rss_bytes`` (sampled), ``samples``,
-    ``seconds``, ``metric``, ``threshold``, ``variant``, ``optimization``.
+    ``seconds``, ``metric``, ``threshold``, ``variant``, ``precision``, ``optimization``.
     """
     t_start = time.perf_counter()
     threshold, higher_better = _resolve_threshold(metric, threshold)
@@ -796,7 +796,7 @@ def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str,
         "peak_rss_bytes": int(rss.peak), "rss_start_bytes": int(rss.start), "samples": int(sum(n_samples)),
         "samples_given": int(given), "samples_reason": samples_reason, "compare_budget":
             None if compare_budget is None else parse_bytes(compare_budget),
-        "batches": len(batches), "seconds": round(time.perf_counter() - t_start, 3)})
+        "batches": len(batches), "seconds": round(time.perf_counter() - t_start, 3), "precision": var.precision})
     return df
 
 
@@ -960,9 +960,9 @@ def first_divergence(model: Any, variant: Any, *, data: Any = None, feeds: Mappi
                     hi = cands.index(hi_pair)
                     if lo >= hi:
                         break
-                    pos, bad = probe_at((lo + hi) // 2)  # drops only unusable candidates at >= mid
-                    if pos >= cands.index(hi_pair):
-                        break
+                    # probe_at drops only unusable candidates at >= mid; when it dropped all of [mid, hi), pos is
+                    # hi_pair's new index (its known verdict: bad) and [lo, pos) is searched next
+                    pos, bad = probe_at((lo + hi) // 2)
                     if bad:
                         hi_pair = cands[pos]
                     else:

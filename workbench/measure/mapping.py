@@ -322,8 +322,9 @@ def split_trt_layer_name(name: str) -> tuple[list[str], str]:
 
 
 def _split_pwn(text: str) -> list[str]:
-    """Leaf names of nested ``PWN(a, PWN(b, c))`` expressions (commas inside names are not split)."""
-    out, buf, depth = [], "", 0
+    """Leaf names of nested ``PWN(a, PWN(b, c))`` expressions (commas inside names are not split, nor is
+    anything inside a name's own parentheses: ``PWN(f(a, b), c)`` → ``f(a, b)``, ``c``)."""
+    out, buf, depth, inner = [], "", 0, 0
     i = 0
     while i < len(text):
         if text.startswith("PWN(", i):
@@ -334,12 +335,18 @@ def _split_pwn(text: str) -> list[str]:
             i += 4
             continue
         c = text[i]
-        if c == ")" and depth:
+        if c == "(":  # a parenthesis of the name itself
+            inner += 1
+            buf += c
+        elif c == ")" and inner:
+            inner -= 1
+            buf += c
+        elif c == ")" and depth:
             if buf.strip():
                 out.append(buf.strip())
             buf = ""
             depth -= 1
-        elif c == "," and depth and text[i + 1:i + 2] == " ":
+        elif c == "," and depth and not inner and text[i + 1:i + 2] == " ":
             if buf.strip():
                 out.append(buf.strip())
             buf = ""
