@@ -745,6 +745,8 @@ def test_the_calibration_bar_names_the_model_and_method(capsys):
     make_variant(_conv_bn_model(), "int8", calib=_calib_x(), progress=True, target="tensorrt")
     err = capsys.readouterr().err
     assert "calibrating g (minmax)" in err, err[-500:]
+    make_variant(_conv_bn_model(), "int8", calib=_calib_x(), progress=False, target="tensorrt")
+    assert "calibrating" not in capsys.readouterr().err  # progress=False: no bar (quiet sweeps)
 
 
 def test_tool_modelopt_without_modelopt_installed_says_so():

@@ -140,7 +140,7 @@ PLAN: dict[str, Target] = {
                               ["*.x_match_tensors__*", "*.x_match_tensor__*", "*.x__shapes_conflict*", "*.x__fmt_shape*",
                                "*.x_dynamic_tensors*", "*.x__subgraph_refs*", "*.x__infer*", "*.x__types_and_shapes*",
                                "*.x_tensor_types*", "*.x_expose*", "*.x_cut_model*", "*.x_layerwise_summary*",
-                               "*.x_unmatched_frame*", "*.x_layerwise_tidy*", "*.x_node_label*"],
+                               "*.x_unmatched_frame*", "*.x_layerwise_tidy*", "*.x_node_label*", "*ǁMatchPlanǁ*"],
                               "tensor matching (name and structure rules, shape checks), expose/cut_model, the "
                               "summary/unmatched/tidy frames; tests: tiny real graphs, not the digits files"),
     "bisect": Target("workbench/compare/layerwise.py",
@@ -323,7 +323,7 @@ def _undecorate(path: Path, decorators: tuple[str, ...] = ("captures_native_log"
 
     if not path.exists():
         return
-    text = path.read_text()
+    text = _unproperty(path.read_text())
     tail = []
     for dec in decorators:
         pat = rf"^@{re.escape(dec)}\n(def (\w+)\()"
@@ -331,10 +331,32 @@ def _undecorate(path: Path, decorators: tuple[str, ...] = ("captures_native_log"
         text = re.sub(pat, r"\1", text, flags=re.M)
         tail += [f"{n} = {dec}({n})\n" for n in names]
     if not tail:
+        path.write_text(text)
         return
     text += "\n\n# tools/mutate.py: the decorator, applied after definition so mutmut mutates the function\n"
     text += "".join(tail)
     path.write_text(text)
+
+
+def _unproperty(text: str) -> str:
+    """``@property`` methods (a lone decorator, e.g. ``Batches.num_samples``) are never mutated by mutmut 3; in
+    the scratch copy each becomes a plain method followed by ``name = property(name)`` in its class body."""
+    import ast
+
+    lines = text.splitlines(keepends=True)
+    found = []
+    for cls in ast.walk(ast.parse(text)):
+        if isinstance(cls, ast.ClassDef):
+            for f in cls.body:
+                if (isinstance(f, ast.FunctionDef) and len(f.decorator_list) == 1
+                        and isinstance(f.decorator_list[0], ast.Name) and f.decorator_list[0].id == "property"):
+                    found.append(f)
+    for f in sorted(found, key=lambda f: f.lineno, reverse=True):  # bottom up: line numbers stay valid
+        dec = f.decorator_list[0].lineno - 1
+        indent = lines[dec][:len(lines[dec]) - len(lines[dec].lstrip())]
+        lines.insert(f.end_lineno, f"{indent}{f.name} = property({f.name})  # tools/mutate.py\n")
+        del lines[dec]
+    return "".join(lines)
 
 
 def _results(t: Target, work: Path) -> dict[str, str]:
@@ -708,6 +730,10 @@ EXPLAINED.update({
     # quantize-apply (apply, Fp8Recipe.apply, _preprocess, _calibrate); reviewed from the mutant diffs, not run yet
     **{f"workbench.precision.quantize.x__calibrate__mutmut_{i}": "equivalent: the name of a file inside the recipe's "
        "own TemporaryDirectory, which nothing else reads and which is deleted afterwards" for i in (19, 20, 24, 25)},
+    "workbench.precision.quantize.x__calibrate__mutmut_4": "not killed: op_types=None makes ORT's calibrator range "
+                                                           "every float tensor instead of the quantized ops' ones; "
+                                                           "each tensor's range is computed alone, so quantize_static "
+                                                           "reads the same ranges (only the run statistics change)",
     **{f"workbench.precision.quantize.x__preprocess__mutmut_{i}": "equivalent: names_ok only reads a file that "
        "quant_pre_process just wrote with save_as_external_data=False (all weights inline), so loading external "
        "data or not reads the same nodes" for i in (20, 22, 24)},
@@ -1102,8 +1128,6 @@ EXPLAINED.update({
 })
 
 NOT_MEASURED: dict[str, str] = {
-    "quantize-apply": "each of its 198 mutants runs real ONNX Runtime quantizations (~5 s of tests); too slow for "
-                      "2 shared cores; waits for a run on a many-core host",
 }
 
 #: The issue's core modules (#23: measure/, compare/, precision/, model.py, data.py, builds, the report summary).
@@ -1125,6 +1149,33 @@ NOT_MUTATED.update({
     **{f"workbench/measure/roofline.py:{f}": "times a CUDA device through onnxruntime-gpu / cuda-python "
        "(tests/test_gpu_ort.py -m gpu)" for f in ("x_measure_matmul_tflops", "x__time_matmul", "x_measure_copy_gbps",
                                                   "x_measure_peaks")},
+})
+
+# mut-precision: precision/modelopt.py (tool="modelopt"; docs/testing.md, "precision/ targets" paragraph)
+_MO = ("needs NVIDIA ModelOpt (nvidia-modelopt[onnx], pulls torch; not installed here or in CI): the function runs "
+       "after _require() and only passes arguments to / reads results of modelopt.onnx calls")
+NOT_MUTATED.update({
+    **{f"workbench/precision/modelopt.py:{f}": _MO for f in ("x_autocast", "x_quantize")},
+    **{f"workbench/precision/modelopt.py:{f}": "the two-line missing-ModelOpt guard; its "
+       "no-ModelOpt path is tested by tests/test_precision.py::test_modelopt_tool_is_guarded; left out of the targets "
+       "with the module, whose other two functions cannot be judged here" for f in ("x_modelopt_available", "x__require")},
+})
+
+
+# the lead: functions that need TensorRT on a GPU, a lazy import shim, the slow ORT quantizer call
+NOT_MUTATED.update({
+    "workbench/measure/layers.py:x_profile_layers_trt": "needs a built TensorRT engine on an NVIDIA GPU (IProfiler; "
+        "tests/test_tensorrt_gpu.py -m trt); full TensorRT cannot be installed on this project's machines",
+    "workbench/compare/layerwise.py:x_layerwise_debug_tensors": "needs TensorRT debug tensors on a GPU "
+        "(tests/test_tensorrt_gpu.py::test_layerwise_debug_tensors_agree_with_ort_layerwise -m trt); its CPU-side "
+        "refusal is tests/test_trt_runtime.py::test_layerwise_on_the_engine_needs_a_gpu_it_can_run_on",
+    "workbench/compare/__init__.py:x___getattr__": "a PEP 562 lazy import of three sensitivity names (no logic "
+        "beyond the name check); mutating it would only break `from workbench.compare import ...`",
+    "workbench/precision/quantize.py:xǁ_QuantRecipeǁdefault_keep": "a constant `return []` (int8/fp8 keep no op "
+        "type by default)",
+    "workbench/precision/quantize.py:xǁ_QuantRecipeǁ_ort_quantize": "674 mutants, each judged by ~4.8 s of real ONNX "
+        "Runtime quantizations (~70 CPU-minutes a pass): not run on two shared cores; the recipe tests exercise it "
+        "unmutated (tests/test_precision.py, tests/test_mut_quantize.py)",
 })
 
 

@@ -65,7 +65,7 @@ import numpy as np
 import onnx
 import pandas as pd
 
-from ..data import as_feed_batches, cast_feeds, default_batch, feeds_batch, input_specs
+from ..data import NpzDataset, as_feed_batches, cast_feeds, default_batch, feeds_batch, input_specs
 from ..errors import BackendUnavailable, DataError, RunError, UnsupportedError, UsageError
 from ..logs import captures_native_log
 from ..model import Model, load
@@ -552,6 +552,8 @@ def _fold(acc: ErrorAccumulator, a: np.ndarray, b: np.ndarray) -> None:
 def _batches(model: Model, data: Any, feeds: Any, limit, batch_size, shapes) -> list[dict]:
     if feeds is not None:
         return [feeds]
+    if not isinstance(data, (str, os.PathLike, NpzDataset)):
+        limit = None  # feed dicts the caller chose are compared whole (compare_budget bounds their cost, and says so)
     out = list(as_feed_batches(model, data, batch_size=default_batch(model, batch_size), limit=limit, shapes=shapes))
     if not out:
         raise DataError("layerwise got no data batches")
@@ -662,7 +664,8 @@ def layerwise(model: Any, variant: Any, *, data: Any = None, feeds: Mapping[str,
             dict. Neither: one synthetic batch (``shapes`` for dynamic dims).
         threshold / metric: a node *diverges* when its ``metric`` is worse than ``threshold`` (cosine
             below 0.999 and snr_db below 30 dB by default; error metrics need an explicit threshold).
-        limit: at most this many samples from an ``.npz`` dataset.
+        limit: at most this many samples from an ``.npz`` dataset (feed dicts given as a list are used
+            whole; ``compare_budget`` bounds what they cost).
         optimization: ONNX Runtime graph optimization level for both sessions (``disable`` keeps every
             marked tensor and every Q/DQ node as written).
         memory_budget: bytes (or ``"2GB"``) the compared tensors of one batch may take; above it the
