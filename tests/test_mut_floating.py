@@ -695,3 +695,32 @@ def test_a_failing_fp16_safety_table_is_recorded_not_fatal(monkeypatch):
 def test_bf16_record_says_unknown_ml_dtypes_version_when_the_package_has_none(monkeypatch):
     monkeypatch.delattr(ml_dtypes, "__version__")
     assert make_variant(_mlp(ln=False), "bf16").recipe["retyped_with"] == "ml_dtypes ?"
+
+
+def test_fp16_loop_reading_an_out_of_range_initial_value_runs_fp32_with_its_body():
+    """v = v0 * 0.5 three times (a Loop), y = v + x, with v0 = [1e5, 8]: 1e5 does not fit fp16, so the Loop is
+    kept fp32 (its body too); the record gives both facts: the range reason and the subgraph reason."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c_in"], ["c_out"], name="b_id"),
+         helper.make_node("Mul", ["v_in", "half"], ["v_out"], name="b_mul")], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", F32, [2])],
+        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_out", F32, [2])],
+        [numpy_helper.from_array(np.array(0.5, np.float32), "half")])
+    n = [helper.make_node("Loop", ["M", "", "v0"], ["v"], name="loop", body=body),
+         helper.make_node("Add", ["v", "x"], ["y"], name="plus")]
+    g = helper.make_graph(n, "lp", [helper.make_tensor_value_info("x", F32, [2])], [helper.make_tensor_value_info("y", F32, [2])],
+                          [numpy_helper.from_array(np.array(3, np.int64), "M"),
+                           numpy_helper.from_array(np.array([1e5, 8.0], np.float32), "v0")])
+    v = make_variant(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), "fp16")
+    onnx.checker.check_model(v.model.proto, full_check=True)
+    r = v.recipe
+    sub = "Loop holds a subgraph: kept fp32 with its bodies (casts at the boundary)"
+    assert r["kept_high_precision"] == ["loop"] and r["subgraph_kept"] == {"loop": sub}
+    assert r["range_kept"]["loop"].startswith("reads 'v0': |x| up to 1e+05 > fp16 max 65504")
+    assert r["kept_reasons"]["loop"] == sub
+    body_out = next(a.g for a in _nodes(v.model.proto)["loop"].attribute if a.name == "body")
+    assert all(i.data_type == F32 for i in body_out.initializer)
+    x = np.array([1.0, 2.0], np.float32)
+    (y,) = _run(v.model.proto, {"x": x})
+    np.testing.assert_allclose(y, np.array([1e5, 8.0]) * 0.5 ** 3 + x, rtol=1e-3)
