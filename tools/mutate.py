@@ -1093,12 +1093,9 @@ EXPLAINED.update({
     **{_FL + f"x_convert_fp16__mutmut_{i}": "not killed: repair_loop's default candidates are every node the checker "
        "names; they differ only when it names a node the source lacks (a converter-added Cast), not seen in the tests"
        for i in (225, 228)},
-    **{_FL + f"x_convert_fp16__mutmut_{i}": "not killed: needs a node without a subgraph that the strict check rejects "
-       "after conversion (kept by the repair loop alone); the tried candidate (IsInf at opset 17) converts cleanly"
-       for i in (260, 261)},
-    _FL + "x_convert_fp16__mutmut_262": "not killed: differs only for a subgraph holder that is also kept for a "
-                                        "range/norm/shape reason (e.g. a Loop reading an out-of-range initial value); "
-                                        "not built",
+    _FL + "x_convert_fp16__mutmut_261": "not killed: needs a node without a subgraph that the strict check rejects "
+                                        "after conversion (kept by the repair loop alone); the tried candidate (IsInf "
+                                        "at opset 17) converts cleanly",
     _FL + "x_convert_fp16__mutmut_266": "equivalent: the same subgraph_keep.get(n.name) already appears earlier in this "
                                         "'or' chain",
     _FL + "x_convert_fp16__mutmut_132": "equivalent: simplefilter('ignore') without a category ignores Warning, and the "
