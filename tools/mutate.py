@@ -100,6 +100,14 @@ PLAN: dict[str, Target] = {
     "fp16-checks": Target("workbench/precision/floating.py", ["tests/test_fp16_safety.py", "tests/test_mut_fp16.py"],
                           ["*.x_tensor_problem*", "*.x_fp16_range_blocks*", "*.x_norm_variance_nodes*",
                            "*.x__const_value*"], "the range / underflow / normalization checks only"),
+    "fp16-convert": Target("workbench/precision/floating.py", ["tests/test_mut_floating.py"],
+                           [*[f"*.x_{f}__mutmut_*" for f in (
+                               "default_op_block_list", "linear_converter_sort", "_elem_types", "_float_nodes",
+                               "convert_fp16", "retype_to_bf16", "_ml_version")],
+                            "*ǁFp16Recipeǁ*", "*ǁBf16Recipeǁ*"],
+                           "the fp16/bf16 conversion itself: convert_fp16, the recipes' apply/default_keep, "
+                           "retype_to_bf16, the converter patch; tests: small onnx.helper graphs through make_variant",
+                           undecorate=("contextlib.contextmanager",)),
     "model": Target("workbench/model.py", ["tests/test_model.py", "tests/test_mut_model.py",
                                            "tests/test_oracles.py::test_dotdot_inside_the_folder_is_refused_by_the_dotdot_rule"]),
     "data": Target("workbench/data.py", ["tests/test_data.py", "tests/test_mut_data.py"],
@@ -1080,6 +1088,60 @@ EXPLAINED.update({
 })
 
 #: Targets without a trustworthy score, and why (shown in the docs table instead of numbers).
+# fp16-convert (session 27, mut-floating): the fp16/bf16 conversion of precision/floating.py
+_FL = "workbench.precision.floating."
+_FLABEL = ("not killed: the precision label only appears in the error text of a check that cannot fail here: "
+           "convert_fp16's repair loop returns only graphs that pass the same checks (else it raises itself)")
+EXPLAINED.update({
+    _FL + "x_convert_fp16__mutmut_1": "equivalent for every model the recipe can convert: upgrade_opset(p, 1) acts "
+                                      "only when no default-domain opset is imported, and such a model fails either "
+                                      "way (the converter's Casts need one); only the error class/message differ",
+    _FL + "x_convert_fp16__mutmut_87": "equivalent: subgraph_keep is reassigned after repair_loop before any read",
+    **{_FL + f"x_convert_fp16__mutmut_{i}": "equivalent: repair_float_types reads output_types[o] only when truthy "
+       "(typefix.py: 'and output_types[o]'), and None / 0 are both falsy" for i in (103, 105)},
+    _FL + "x_convert_fp16__mutmut_106": "not killed: 1 (FLOAT) instead of 0 as the type of a subgraph holder's output "
+                                        "that shape inference left untyped in the fp32 source; every tried If output "
+                                        "was typed",
+    _FL + "x_convert_fp16__mutmut_121": "not killed: hides the bodies of non-holders (none have any) instead of kept "
+                                        "holders; onnxconverter-common itself skips the bodies of blocked nodes "
+                                        "(float16.get_next_level_graph), so the kept-If tests convert the same",
+    **{_FL + f"x_convert_fp16__mutmut_{i}": "not killed: the bf16 repair pass without the source types of kept "
+       "If/Loop outputs; it matters only for a holder output that per-node inference cannot type after the fp16 "
+       "pass, which the bf16 If test does not produce" for i in (204, 209)},
+    **{_FL + f"x_convert_fp16__mutmut_{i}": "not killed: repair_loop's default candidates are every node the checker "
+       "names; they differ only when it names a node the source lacks (a converter-added Cast), not seen in the tests"
+       for i in (225, 228)},
+    _FL + "x_convert_fp16__mutmut_261": "not killed: needs a node without a subgraph that the strict check rejects "
+                                        "after conversion (kept by the repair loop alone); the tried candidate (IsInf "
+                                        "at opset 17) converts cleanly",
+    _FL + "x_convert_fp16__mutmut_266": "equivalent: the same subgraph_keep.get(n.name) already appears earlier in this "
+                                        "'or' chain",
+    _FL + "x_convert_fp16__mutmut_132": "equivalent: simplefilter('ignore') without a category ignores Warning, and the "
+                                        "converter's only warnings are its four warnings.warn(msg) UserWarnings",
+    _FL + "x_convert_fp16__mutmut_149": "equivalent: check_fp16_ready=True is convert_float_to_float16's default",
+    **{_FL + f"x_convert_fp16__mutmut_{i}": "equivalent: the per-round 'blocked' entry is never read (the record "
+       "copies named keys of the last round only)" for i in (170, 171)},
+    **{_FL + f"x{c}apply__mutmut_{i}": "equivalent: Variant.__post_init__ fills an empty source_hash from "
+       "model.parent_hash, which Model.derive sets to the source model's hash"
+       for c, ids in (("ǁFp16Recipeǁ", (66, 72)), ("ǁBf16Recipeǁ", (46, 52))) for i in ids},
+    **{_FL + f"x{c}apply__mutmut_{i}": "equivalent: Model.derive(proto, name=None) names the result self.name"
+       for c, ids in (("ǁFp16Recipeǁ", (77, 79)), ("ǁBf16Recipeǁ", (57, 59))) for i in ids},
+    **{_FL + f"xǁFp16Recipeǁapply__mutmut_{i}": _FLABEL for i in (18, 21, 22, 46, 49, 50)},
+    **{_FL + f"xǁBf16Recipeǁapply__mutmut_{i}": _FLABEL for i in (29, 32, 33)},
+    **{_FL + f"x_retype_to_bf16__mutmut_{i}": "equivalent: every FLOAT16 initializer / Constant value of the converted "
+       "graph has a FLOAT namesake in the source (the converter adds none and, with check_fp16_ready, refuses a "
+       "source holding fp16), so the original is always used" for i in (8, 9)},
+    _FL + "x_retype_to_bf16__mutmut_13": "equivalent: the fp32 original is exact in float64, so float64 -> bfloat16 "
+                                         "rounds once to the same value as float32 -> bfloat16",
+    _FL + "x_linear_converter_sort__mutmut_3": "not killed: without the converter's sort the main graph is still "
+                                               "ordered (repair_float_types re-sorts it after every conversion, "
+                                               "typefix._toposort); a converted If body with Casts would need it, but "
+                                               "in the tried If/Max case the repair loop kept the If fp32 either way",
+    _FL + "x__elem_types__mutmut_3": "not killed: the except branch needs onnx.shape_inference.infer_shapes to raise in "
+                                     "non-strict mode; it did not on type clashes, bad Reshape/MatMul/Concat shapes or "
+                                     "conflicting value_info (tried); a > 2 GB model would, which no fast test builds",
+})
+
 NOT_MEASURED: dict[str, str] = {
 }
 
