@@ -474,3 +474,35 @@ def test_nan_scan_of_samples_over_16_mib_reads_one_sample_per_step():
     x[1, 0] = np.inf
     with pytest.raises(DataError, match=re.escape("has 1 NaN/Inf value(s) in samples 1..1")):
         NpzDataset({"x": x}, m).check_finite()
+
+
+def test_as_feed_batches_passes_seed_and_batch_axis_to_every_source(tmp_path):
+    """None gives synthetic_inputs' batch (seed 0 unless another is given) on the chosen batch axis; a path is
+    read on that axis; list items are checked and cut on it."""
+    from workbench.data import synthetic_inputs
+
+    two = _graph_model([("x", T.FLOAT, ["a", "b", 3])])
+    with pytest.warns(UserWarning):
+        plain = list(as_feed_batches(two, None, batch_size=3))
+        seeded = list(as_feed_batches(two, None, batch_size=3, seed=7))
+        on1 = list(as_feed_batches(two, None, batch_size=3, batch_axis="x:1"))
+        want0, want7 = synthetic_inputs(two, None, batch=3), synthetic_inputs(two, None, seed=7, batch=3)
+    np.testing.assert_array_equal(plain[0]["x"], want0["x"])
+    np.testing.assert_array_equal(seeded[0]["x"], want7["x"])
+    assert not np.array_equal(want0["x"], want7["x"])
+    assert plain[0]["x"].shape == (3, 1, 3) and on1[0]["x"].shape == (1, 3, 3)
+    x = np.arange(2 * 5 * 3, dtype=np.float32).reshape(2, 5, 3)
+    np.savez(tmp_path / "d.npz", x=x)
+    assert [b["x"].shape for b in as_feed_batches(two, tmp_path / "d.npz", batch_size=2, batch_axis="x:1")] == \
+        [(2, 2, 3), (2, 2, 3), (2, 1, 3)]
+    cut = list(as_feed_batches(two, [{"x": x}], limit=2, batch_axis="x:1"))  # 5 samples on axis 1, 2 kept
+    np.testing.assert_array_equal(cut[0]["x"], x[:, :2])
+    fixed = _graph_model([("x", T.FLOAT, [4, 3])])  # the batch axis (0) is free in a list item: 2 samples pass
+    assert list(as_feed_batches(fixed, [{"x": np.zeros((2, 3), np.float32)}]))[0]["x"].shape == (2, 3)
+
+
+def test_resolve_data_counts_list_samples_on_the_models_batch_axis():
+    """x [2, b, 3]: the doctor's batch axis is 1, so a (2, 5, 3) item holds 5 samples and keeps 5 labels."""
+    m = _graph_model([("x", T.FLOAT, [2, "b", 3])])
+    batches, labels = resolve_data(m, [{"x": np.zeros((2, 5, 3), np.float32)}], np.arange(7))
+    assert len(batches) == 1 and labels.tolist() == [0, 1, 2, 3, 4]

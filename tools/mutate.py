@@ -724,6 +724,14 @@ EXPLAINED.update({
        "'usv' miss the dtype check right below refuses a str/bytes/void array with the same message (no model "
        "input has such a dtype: STRING inputs want object)" for i in (5, 6)},
     "workbench.data.x__check_meta__mutmut_34": "equivalent: np.can_cast's default casting is 'safe'",
+    "workbench.data.x_as_feed_batches__mutmut_29": "equivalent: axes is assigned from model_batch_axes on the first "
+                                                   "item (i == 0) before any use",
+    "workbench.data.x_as_feed_batches__mutmut_36": "equivalent: in a generator, return and break at the end of the "
+                                                   "last loop both end the iteration",
+    "workbench.data.x_as_feed_batches__mutmut_41": "equivalent: recomputing model_batch_axes for every item gives "
+                                                   "the same axes (only the cost differs)",
+    "workbench.data.x_resolve_data__mutmut_73": "equivalent: for a 1-D label array prod(shape[1:]) is 1, so '>= 1' "
+                                                "refuses nothing more than '> 1'",
     "workbench.data.xǁNpzDatasetǁcheck_finite__mutmut_19": "equivalent: max(n, 2) differs from max(n, 1) only for one "
                                                           "sample, and one sample is one step whatever the step",
     "workbench.data.xǁNpzDatasetǁcheck_finite__mutmut_20": "equivalent: the row size is 0 only when every float input "
