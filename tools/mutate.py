@@ -653,17 +653,16 @@ EXPLAINED.update({
     _SP + "x__per_node__mutmut_6": _ORIENT,
     _SP + "x_explain_speed__mutmut_28": _ORIENT,
     **{_SP + f"x_explain_speed__mutmut_{i}": "equivalent: 'kept or None or []' is 'kept or [] or []'" for i in (16, 18)},
-    **{_SP + f"x_explain_speed__mutmut_{i}": "equivalent: without source_nodes, src is already the fp32 profile's "
-       "node set, so this update (|=, =, &=, or its condition without a variant) changes nothing" for i in (58, 60, 61)},
+    # numbers after 1aedc2f removed explain_speed's dead 'src |= ...' (5 mutants fewer before these)
     **{_SP + f"x_explain_speed__mutmut_{i}": "equivalent: an empty layer frame's time_ms sums to 0.0"
-       for i in (214, 221)},
-    _SP + "x_explain_speed__mutmut_237": "not killed: > vs >= differs only when the two totals differ by exactly "
+       for i in (209, 216)},
+    _SP + "x_explain_speed__mutmut_232": "not killed: > vs >= differs only when the two totals differ by exactly "
                                          "1e-12 ms",
     **{_SP + f"x_explain_speed__mutmut_{i}": "not killed: stable vs numpy's default sort differ only on equal |delta| "
-       "ties in tables long enough (> 16 rows) for introsort to reorder them" for i in (245, 249)},
-    _SP + "x_explain_speed__mutmut_254": "equivalent: numpy's sort kind is case-insensitive ('STABLE')",
+       "ties in tables long enough (> 16 rows) for introsort to reorder them" for i in (240, 244)},
+    _SP + "x_explain_speed__mutmut_249": "equivalent: numpy's sort kind is case-insensitive ('STABLE')",
     **{_SP + f"x_explain_speed__mutmut_{i}": "equivalent: every Variant has a name, and without a variant the "
-       "getattr of None's name falls back to '' as well" for i in (258, 261, 264, 267)},
+       "getattr of None's name falls back to '' as well" for i in (253, 256, 259, 262)},
     _SP + "xǁSpeedAttributionǁby_category__mutmut_15": "equivalent: reset_index() of the empty groupby result has the "
                                                        "same four columns as the explicit empty frame",
     _SP + "xǁSpeedAttributionǁsummary__mutmut_33": "equivalent: categories are sorted by |delta| descending, so after "
