@@ -718,11 +718,11 @@ EXPLAINED.update({
                                              "(NpzReader.read resets it to 0), a sliced read passes start",
     "workbench.data.xǁNpzDatasetǁ_cast__mutmut_2": "equivalent: astype to the dtype the array already has gives an "
                                                    "equal copy; nothing writes through what a batch returns",
-    "workbench.data.x__check_array__mutmut_15": "equivalent: as NpzDataset._cast__mutmut_2 (an equal copy)",
+    "workbench.data.x__check_array__mutmut_14": "equivalent: as NpzDataset._cast__mutmut_2 (an equal copy)",
     **{f"workbench.data.x__check_meta__mutmut_{i}": "equivalent: 'XXUSVXX' still holds U, S and V, and for a "
        "'usv' miss the dtype check right below refuses a str/bytes/void array with the same message (no model "
-       "input has such a dtype: STRING inputs want object)" for i in (5, 6)},
-    "workbench.data.x__check_meta__mutmut_34": "equivalent: np.can_cast's default casting is 'safe'",
+       "input has such a dtype: STRING inputs want object)" for i in (4, 5)},
+    "workbench.data.x__check_meta__mutmut_33": "equivalent: np.can_cast's default casting is 'safe'",
     "workbench.data.x_as_feed_batches__mutmut_29": "equivalent: axes is assigned from model_batch_axes on the first "
                                                    "item (i == 0) before any use",
     "workbench.data.x_as_feed_batches__mutmut_36": "equivalent: in a generator, return and break at the end of the "
