@@ -506,3 +506,18 @@ def test_resolve_data_counts_list_samples_on_the_models_batch_axis():
     m = _graph_model([("x", T.FLOAT, [2, "b", 3])])
     batches, labels = resolve_data(m, [{"x": np.zeros((2, 5, 3), np.float32)}], np.arange(7))
     assert len(batches) == 1 and labels.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_limit_cut_keeps_unbatched_inputs_exact_fits_and_a_fixed_batch_on_the_chosen_axis():
+    """The batch crossing the limit is cut only along batched inputs (an input without a batch axis passes
+    whole); a fixed batch that fits exactly is kept; 'fixed' is judged on the batch axis in use (x:1 here)."""
+    m = _graph_model([("x", T.FLOAT, ["n", 3]), ("a", T.FLOAT, [100])])
+    items = [{"x": X[:4], "a": np.ones(100, np.float32)}, {"x": X[4:8], "a": np.ones(100, np.float32)}]
+    got = list(as_feed_batches(m, items, limit=6))
+    assert [b["x"].shape[0] for b in got] == [4, 2] and all(b["a"].shape == (100,) for b in got)
+    fixed = _model(batch=2)
+    pairs = [{"x": X[:2]}, {"x": X[2:4]}, {"x": X[4:6]}]
+    assert [f["x"].shape[0] for f in as_feed_batches(fixed, pairs, limit=4)] == [2, 2]
+    on1 = _graph_model([("x", T.FLOAT, ["a", 4, 3])])  # axis 0 is free; the override makes axis 1 (fixed 4) the batch
+    quads = [{"x": np.zeros((1, 4, 3), np.float32)}] * 2
+    assert [b["x"].shape for b in as_feed_batches(on1, quads, limit=6, batch_axis="x:1")] == [(1, 4, 3)]

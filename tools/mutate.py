@@ -729,6 +729,11 @@ EXPLAINED.update({
                                                    "last loop both end the iteration",
     "workbench.data.x_as_feed_batches__mutmut_41": "equivalent: recomputing model_batch_axes for every item gives "
                                                    "the same axes (only the cost differs)",
+    "workbench.data.x_as_feed_batches__mutmut_73": "equivalent: as mutmut_36 (return vs break ending the generator's "
+                                                   "last loop)",
+    "workbench.data.x_as_feed_batches__mutmut_82": "equivalent: validated items have each input's declared rank and "
+                                                   "a batch axis inside it, so a.ndim == axes[k] never occurs",
+    "workbench.data.x_as_feed_batches__mutmut_85": "equivalent: slice(None, n) is slice(0, n)",
     "workbench.data.x_resolve_data__mutmut_73": "equivalent: for a 1-D label array prod(shape[1:]) is 1, so '>= 1' "
                                                 "refuses nothing more than '> 1'",
     "workbench.data.xǁNpzDatasetǁcheck_finite__mutmut_19": "equivalent: max(n, 2) differs from max(n, 1) only for one "
