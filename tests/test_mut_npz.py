@@ -521,3 +521,11 @@ def test_limit_cut_keeps_unbatched_inputs_exact_fits_and_a_fixed_batch_on_the_ch
     on1 = _graph_model([("x", T.FLOAT, ["a", 4, 3])])  # axis 0 is free; the override makes axis 1 (fixed 4) the batch
     quads = [{"x": np.zeros((1, 4, 3), np.float32)}] * 2
     assert [b["x"].shape for b in as_feed_batches(on1, quads, limit=6, batch_axis="x:1")] == [(1, 4, 3)]
+
+
+def test_num_samples_of_reversed_and_strided_batches_counts_what_they_read():
+    """9 samples in batches of 2: reversed, the short batch (8, 9) comes first; strided, every other batch."""
+    b = NpzDataset({"x": X[:9]}, _model()).batch_list(2)
+    for part in (b[::-1], b[::2], b[1::2], b):
+        assert part.num_samples == sum(f["x"].shape[0] for f in part)
+    assert b[::-1].num_samples == 9 and b[::2].num_samples == 5 and b[1::2].num_samples == 4
