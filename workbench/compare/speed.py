@@ -27,7 +27,6 @@ profile; inserted nodes have none). The deltas sum to the difference of the two 
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from typing import Any, Iterable
 
