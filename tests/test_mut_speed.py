@@ -363,3 +363,13 @@ def test_a_layer_without_a_time_adds_nothing_instead_of_turning_the_table_nan():
     assert nums.notna().all().all()
     assert ex.fp32_total_ms == 2.0 and ex.variant_total_ms == 1.0
     assert nums["fp32_ms"].sum() == 2.0 and nums["variant_ms"].sum() == 1.0 and nums["delta_ms"].sum() == -1.0
+
+
+def test_speedup_of_sub_millisecond_totals_is_their_ratio():
+    """fp32 0.9 ms vs variant 0.3 ms: 3x (tiny models run well under a millisecond); a variant with no time
+    has no speedup (NaN)."""
+    v = _variant({"a": "Relu"})
+    ex = explain_speed(_frame([("a", "Relu", ["a"], "a", 0.9)]), _frame([("a", "Relu", ["a"], "a", 0.3)]), variant=v)
+    assert ex.speedup == pytest.approx(3.0)
+    none = explain_speed(_frame([("a", "Relu", ["a"], "a", 0.9)]), _frame([]), variant=v)
+    assert math.isnan(none.speedup)

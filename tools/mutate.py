@@ -668,6 +668,7 @@ EXPLAINED.update({
                                          "1e-12 ms",
     **{_SP + f"x_explain_speed__mutmut_{i}": "not killed: stable vs numpy's default sort differ only on equal |delta| "
        "ties in tables long enough (> 16 rows) for introsort to reorder them" for i in (240, 244)},
+    _SP + "xǁSpeedAttributionǁspeedup__mutmut_8": "equivalent: float('NAN') is float('nan')",
     _SP + "x_explain_speed__mutmut_249": "equivalent: numpy's sort kind is case-insensitive ('STABLE')",
     **{_SP + f"x_explain_speed__mutmut_{i}": "equivalent: every Variant has a name, and without a variant the "
        "getattr of None's name falls back to '' as well" for i in (253, 256, 259, 262)},
