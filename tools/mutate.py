@@ -387,11 +387,14 @@ def _changed_functions(t: Target, work: Path) -> set[str]:
     return {f for f, h in old.items() if now.get(f) != h}
 
 
-def _covered_functions(work: Path) -> set[str]:
+def _tests_by_function(work: Path) -> dict[str, list]:
+    """mutmut's stats: mangled function name -> the tests that call it (empty without a stats file)."""
     p = work / "mutants" / "mutmut-stats.json"
-    if not p.exists():
-        return set()
-    return {k for k, v in json.loads(p.read_text()).get("tests_by_mangled_function_name", {}).items() if v}
+    return json.loads(p.read_text()).get("tests_by_mangled_function_name", {}) if p.exists() else {}
+
+
+def _covered_functions(work: Path) -> set[str]:
+    return {k for k, v in _tests_by_function(work).items() if v}
 
 
 def run(name: str, t: Target, *, max_children: int, wall_factor: float, rerun: bool, fresh: bool,
@@ -403,17 +406,18 @@ def run(name: str, t: Target, *, max_children: int, wall_factor: float, rerun: b
         _sync(t, work)
     names = list(t.functions)
     if rerun:  # re-test what is not detected yet, where some test now covers the function, and every mutant of
-        covered = _covered_functions(work)  # a function whose source changed (mutmut resets those only when it
-        changed = _changed_functions(t, work)  # regenerates, after this list is made: they would stay "not run")
+        tests = _tests_by_function(work)  # a function whose source changed (mutmut resets those only when it
+        covered = {k for k, v in tests.items() if v}  # regenerates, after this list is made: they would stay
+        changed = _changed_functions(t, work)  # "not run")
+        results = _results(t, work)
         # functions new since mutmut's stats (e.g. properties mutated since 2b85ed6): no test is known for them,
         # so the stats are collected again (mutmut then judges them, "no tests" included)
+        new = {k.rsplit("__mutmut_", 1)[0] for k, s in results.items() if s == "not checked"} - set(tests)
         stats = work / "mutants" / "mutmut-stats.json"
-        known = set(json.loads(stats.read_text()).get("tests_by_mangled_function_name", {})) if stats.exists() else set()
-        new = {k.rsplit("__mutmut_", 1)[0] for k, s in _results(t, work).items() if s == "not checked"} - known
         if new and stats.exists():
             stats.unlink()
             covered |= new
-        names = [k for k, s in _results(t, work).items()
+        names = [k for k, s in results.items()
                  if (s in ("survived", "no tests", "suspicious", "not checked") or _short(k) in changed)
                  and k.rsplit("__mutmut_", 1)[0] in covered and not any(fnmatch.fnmatch(k, g) for g in skip)]
         if not names:
