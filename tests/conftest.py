@@ -100,6 +100,27 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_line(_random_order_line(config))
 
 
+class DrawnBars:
+    """tqdm.auto.tqdm drawing every update (mininterval 0) into a buffer: what a user's terminal shows (the
+    mutation tests' progress-bar assertions)."""
+
+    def __init__(self, monkeypatch):
+        import functools
+        import io
+
+        import tqdm.auto
+
+        self.buf = io.StringIO()
+        monkeypatch.setattr(tqdm.auto, "tqdm", functools.partial(tqdm.auto.tqdm, file=self.buf, mininterval=0))
+
+    def take(self) -> str:
+        """The text drawn since the last take (the buffer is emptied)."""
+        text = self.buf.getvalue()
+        self.buf.seek(0)
+        self.buf.truncate()
+        return text
+
+
 def light_path(name: str) -> Path:
     """Path of ``light_<name>.onnx`` (resnet50, densenet121, inception_v1, squeezenet, ...)."""
     p = LIGHT / f"light_{name}.onnx"

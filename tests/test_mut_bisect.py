@@ -12,8 +12,6 @@ arrays.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import io
 import json
 import math
 import mmap
@@ -30,6 +28,8 @@ import workbench as wb
 from workbench.backends.onnxruntime import OnnxRuntimeBackend
 from workbench.compare.layerwise import Bisection, PeakRSS, first_divergence
 from workbench.errors import DataError, UnsupportedError, UsageError
+
+from conftest import DrawnBars
 
 C = 0.9       # every constant of the reference chain
 PLANT = 1.4   # the planted constant of a variant
@@ -489,12 +489,7 @@ def test_tensor_map_from_the_caller_and_the_recipe():
 
 
 # ------------------------------------------------------------------ the progress bar
-class _Bar:
-    def __init__(self, monkeypatch):
-        import tqdm.auto
-
-        self.buf = io.StringIO()
-        monkeypatch.setattr(tqdm.auto, "tqdm", functools.partial(tqdm.auto.tqdm, file=self.buf, mininterval=0))
+_Bar = DrawnBars
 
 
 def test_progress_bar_counts_runs_up_to_log2_plus_one(monkeypatch):

@@ -28,6 +28,8 @@ from workbench.measure.mapping import UNMAPPED, GraphIndex
 from workbench.model import load
 from workbench.variant import Variant
 
+from conftest import DrawnBars
+
 QUIET = BuildOptions(progress=False)
 
 
@@ -609,23 +611,7 @@ def test_profile_layers_defaults_on_direct_calls(residual, monkeypatch):
     assert bar.take() == ""  # no progress bar unless asked
 
 
-class _Bar:
-    """tqdm.auto.tqdm drawing every update (mininterval 0) into a buffer: what a user's terminal shows."""
-
-    def __init__(self, monkeypatch):
-        import functools
-        import io
-
-        import tqdm.auto
-
-        self.buf = io.StringIO()
-        monkeypatch.setattr(tqdm.auto, "tqdm", functools.partial(tqdm.auto.tqdm, file=self.buf, mininterval=0))
-
-    def take(self) -> str:
-        text = self.buf.getvalue()
-        self.buf.seek(0)
-        self.buf.truncate()
-        return text
+_Bar = DrawnBars
 
 
 def test_profile_progress_bar_counts_warmup_and_timed_runs_then_disappears(residual, monkeypatch):

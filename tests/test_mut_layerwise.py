@@ -7,8 +7,6 @@ noise ratio is computed here with numpy from the raw arrays.
 """
 from __future__ import annotations
 
-import functools
-import io
 import re
 import resource
 import time
@@ -21,6 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import workbench as wb
 from workbench.compare.layerwise import layerwise, match_tensors
+
+from conftest import DrawnBars
 
 
 def _chain(w1, w2, c):
@@ -184,20 +184,7 @@ def test_frame_and_attrs_over_several_batches(planted):
     assert wb.compare.layerwise_summary(df)["passes"] == 1  # the summary reads these attrs
 
 
-class _Bar:
-    """tqdm.auto.tqdm drawing every update (mininterval 0) into a buffer: what a user's terminal shows."""
-
-    def __init__(self, monkeypatch):
-        import tqdm.auto
-
-        self.buf = io.StringIO()
-        monkeypatch.setattr(tqdm.auto, "tqdm", functools.partial(tqdm.auto.tqdm, file=self.buf, mininterval=0))
-
-    def take(self) -> str:
-        text = self.buf.getvalue()
-        self.buf.seek(0)
-        self.buf.truncate()
-        return text
+_Bar = DrawnBars
 
 
 @pytest.mark.parametrize("budget, passes, run_batch, est", [

@@ -23,6 +23,8 @@ from workbench.compare.outputs import COLUMNS, Comparison, as_batches, compare_e
 from workbench.errors import DataError, UsageError
 from workbench.variant import Variant
 
+from conftest import DrawnBars
+
 QUIET = BuildOptions(progress=False)
 RNG = np.random.default_rng(7)
 W = RNG.standard_normal((4, 3)).astype(np.float32)
@@ -322,25 +324,14 @@ def test_default_tolerances(engines):
 
 
 # ------------------------------------------------------------------------------------------ session 27: survivors
-class _Drawn:
-    """tqdm.auto.tqdm drawing every update (mininterval 0) into a buffer: the bars a user sees, by description."""
-
-    def __init__(self, monkeypatch):
-        import functools
-        import io
-
-        import tqdm.auto
-
-        self.buf = io.StringIO()
-        monkeypatch.setattr(tqdm.auto, "tqdm", functools.partial(tqdm.auto.tqdm, file=self.buf, mininterval=0))
+class _Drawn(DrawnBars):
+    """The bars a user sees, by description."""
 
     def take(self) -> tuple[dict[str, list[str]], str]:
         """({description: the n/total counts drawn}, the raw text), and empty the buffer."""
         import re
 
-        text = self.buf.getvalue()
-        self.buf.seek(0)
-        self.buf.truncate()
+        text = super().take()
         bars: dict[str, list[str]] = {}
         for frame in text.split("\r"):
             m = re.match(r"(.+?): +\d+%\|.*?\| (\d+/\d+) \[", frame)

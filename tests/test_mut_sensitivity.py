@@ -19,6 +19,8 @@ from workbench.compare import sensitivity as S
 from workbench.compare.sensitivity import MixedPrecisionResult, Target, attribute_noise
 from workbench.errors import UsageError
 
+from conftest import DrawnBars
+
 
 class _Bar:
     def __init__(self):
@@ -445,25 +447,14 @@ def test_propose_mixed_precision_on_a_tiny_mlp(tmp_path):
                                   progress=False)
 
 
-class _Drawn:
-    """tqdm.auto.tqdm drawing every update (mininterval 0) into a buffer: the bars a user sees, by description."""
-
-    def __init__(self, monkeypatch):
-        import functools
-        import io
-
-        import tqdm.auto
-
-        self.buf = io.StringIO()
-        monkeypatch.setattr(tqdm.auto, "tqdm", functools.partial(tqdm.auto.tqdm, file=self.buf, mininterval=0))
+class _Drawn(DrawnBars):
+    """The bars a user sees, by description."""
 
     def bars(self) -> dict[str, list[str]]:
         import re
 
-        self.text = text = self.buf.getvalue()
+        self.text = text = self.take()
         out = {}
-        self.buf.seek(0)
-        self.buf.truncate()
         for frame in text.split("\r"):
             desc = frame.split(":")[0].strip()
             if desc and not desc.startswith("\x1b"):
